@@ -1,0 +1,220 @@
+//! Configuring and starting a bus.
+
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::bus::Bus;
+use crate::error::Error;
+use crate::handler::{DeadLetter, DeadLetterFn};
+use crate::inbox::{Inbox, Shared};
+use crate::ring::{spsc, MAX_CAPACITY};
+use crate::route::{Router, ShardId};
+use crate::shard::Shard;
+use crate::stats::ShardCounters;
+use crate::sync::{thread, Arc, Parker};
+use crate::wait::WaitStrategy;
+
+/// The largest shard count a bus accepts.
+pub const MAX_SHARDS: usize = 1024;
+
+/// Configures a [`Bus`]; made by [`Bus::builder`].
+pub struct Builder<T> {
+    shards: Option<usize>,
+    capacity: usize,
+    lane_capacity: Option<usize>,
+    pin: bool,
+    wait: WaitStrategy,
+    thread_name: String,
+    dead_letter: Option<DeadLetterFn<T>>,
+    drop_timeout: Duration,
+}
+
+impl<T: Send + 'static> Default for Builder<T> {
+    fn default() -> Self {
+        Self {
+            shards: None,
+            capacity: 1024,
+            lane_capacity: None,
+            pin: true,
+            wait: WaitStrategy::default(),
+            thread_name: "shardbus-shard".to_owned(),
+            dead_letter: None,
+            drop_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl<T: Send + 'static> Builder<T> {
+    /// The number of shard threads. Default: the number of cores this process may run
+    /// on (its CPU affinity mask), or 1 if that cannot be read.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Slots of each shard's shared inbox ring (used by [`Bus::publish`] and control
+    /// messages). A power of two; default 1024.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Slots of each private lane (one per [`Publisher`](crate::Publisher) per shard,
+    /// and one per pair of shards). A power of two; default: the inbox capacity.
+    pub fn lane_capacity(mut self, capacity: usize) -> Self {
+        self.lane_capacity = Some(capacity);
+        self
+    }
+
+    /// Whether to pin shard `i` to the `i`-th core of the process's affinity mask
+    /// (wrapping when there are more shards than cores). Default on. Where pinning is
+    /// unavailable or fails, the shard runs unpinned and a `tracing` warning says so;
+    /// [`ShardStats::core`](crate::ShardStats::core) shows the outcome.
+    pub fn pin_threads(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// How an idle shard waits. Default [`WaitStrategy::Park`].
+    pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The prefix of shard thread names; shard `i` is `"{prefix}-{i}"`. Default
+    /// `"shardbus-shard"`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// The dead-letter handler: called on the shard thread with every message whose
+    /// topic has no subscriber and every message a handler panicked on. Default: none
+    /// (such messages are counted in [`Stats`](crate::Stats) and dropped).
+    pub fn dead_letter(mut self, f: impl Fn(DeadLetter<'_, T>) + Send + Sync + 'static) -> Self {
+        self.dead_letter = Some(Box::new(f));
+        self
+    }
+
+    /// How long dropping a bus that was not shut down may wait for the drain before it
+    /// drops what is left (counted) and returns. Default 5 s.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
+    /// Validates the configuration and starts the shard threads.
+    pub fn build(self) -> Result<Bus<T>, Error> {
+        let shards = match self.shards {
+            Some(n) => n,
+            None => default_shards(),
+        };
+        if shards == 0 {
+            return Err(Error::ZeroShards);
+        }
+        if shards > MAX_SHARDS {
+            return Err(Error::TooManyShards {
+                requested: shards,
+                max: MAX_SHARDS,
+            });
+        }
+        check_capacity("inbox", self.capacity)?;
+        let lane_capacity = self.lane_capacity.unwrap_or(self.capacity);
+        check_capacity("lane", lane_capacity)?;
+
+        let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
+        let inboxes = parkers
+            .iter()
+            .map(|p| Inbox::new(self.capacity, p.unparker().clone()))
+            .collect();
+        let counters = (0..shards)
+            .map(|_| CachePadded::new(ShardCounters::new()))
+            .collect();
+
+        // One lane per ordered pair of distinct shards.
+        let mut out_lanes: Vec<Vec<Option<spsc::Producer<_>>>> = (0..shards)
+            .map(|_| (0..shards).map(|_| None).collect())
+            .collect();
+        let mut in_lanes: Vec<Vec<spsc::Consumer<_>>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut peer_rings = Vec::with_capacity(shards * shards);
+        for (from, outs) in out_lanes.iter_mut().enumerate() {
+            for (to, out) in outs.iter_mut().enumerate() {
+                if from == to {
+                    peer_rings.push(None);
+                    continue;
+                }
+                let (p, c) = spsc::channel(lane_capacity, 0);
+                peer_rings.push(Some(c.ring().clone()));
+                *out = Some(p);
+                in_lanes[to].push(c);
+            }
+        }
+
+        let shared = Arc::new(Shared {
+            router: Router::new(shards),
+            inboxes,
+            counters,
+            peer_rings: peer_rings.into_boxed_slice(),
+            lane_capacity,
+            dead_letter: self.dead_letter,
+            wait: self.wait,
+        });
+
+        let cores = if self.pin { core_ids() } else { Vec::new() };
+        let mut threads = Vec::with_capacity(shards);
+        let parts = parkers.into_iter().zip(in_lanes).zip(out_lanes).enumerate();
+        for (i, ((parker, peers), outs)) in parts {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let shard = Shard::new(ShardId(i), shared.clone(), parker, peers, outs, core);
+            match thread::spawn_named(format!("{}-{i}", self.thread_name), move || shard.run()) {
+                Ok(handle) => threads.push(handle),
+                Err(source) => {
+                    // Stop the shards already running before reporting.
+                    drop(Bus::from_parts(shared, threads, Duration::ZERO));
+                    return Err(Error::Spawn { shard: i, source });
+                }
+            }
+        }
+        Ok(Bus::from_parts(shared, threads, self.drop_timeout))
+    }
+}
+
+fn check_capacity(what: &'static str, capacity: usize) -> Result<(), Error> {
+    if capacity < 2 || !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
+        return Err(Error::InvalidCapacity {
+            what,
+            capacity,
+            max: MAX_CAPACITY,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(shardbus_loom))]
+fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_SHARDS)
+}
+
+#[cfg(shardbus_loom)]
+fn default_shards() -> usize {
+    1
+}
+
+#[cfg(not(shardbus_loom))]
+fn core_ids() -> Vec<core_affinity::CoreId> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids,
+        _ => {
+            tracing::warn!("cannot read the CPU affinity mask; shard threads run unpinned");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(shardbus_loom)]
+fn core_ids() -> Vec<core_affinity::CoreId> {
+    Vec::new()
+}

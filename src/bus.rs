@@ -1,0 +1,283 @@
+//! The bus: the application's handle on a running set of shards.
+
+use std::time::{Duration, Instant};
+
+use crate::builder::Builder;
+use crate::error::{Error, PublishError, TryPublishError};
+use crate::handler::{Context, Handler, SubscriptionId, Supervision};
+use crate::inbox::{ack_pair, Control, Shared, ACK_NOT_FOUND, ACK_OK};
+use crate::publisher::{push_control, push_shared, Publisher};
+use crate::route::{ShardId, ToTopic, Topic};
+use crate::shutdown;
+use crate::stats::Stats;
+use crate::supervise::{Factory, Subscriber};
+use crate::sync::{thread::JoinHandle, Arc, AtomicU64, Ordering};
+
+/// A running set of shards: route, publish, subscribe, shut down.
+///
+/// `Bus<T>` is `Send + Sync`: share it by reference or `Arc` and publish from any
+/// thread. For the fastest path give each producer thread its own [`Publisher`].
+pub struct Bus<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+    threads: Vec<JoinHandle<()>>,
+    next_serial: AtomicU64,
+    drop_timeout: Duration,
+    shut_down: bool,
+}
+
+/// What [`Bus::shutdown_timeout`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The final statistics.
+    pub stats: Stats,
+    /// Accepted messages the deadline left undelivered (dropped, each exactly once).
+    pub undrained: u64,
+    /// Shard threads that had not exited by the end of the grace period (a handler
+    /// that never returns); they were detached.
+    pub unjoined: usize,
+}
+
+impl<T: Send + 'static> Bus<T> {
+    /// A builder with the defaults (see [`Builder`]).
+    pub fn builder() -> Builder<T> {
+        Builder::default()
+    }
+
+    pub(crate) fn from_parts(
+        shared: Arc<Shared<T>>,
+        threads: Vec<JoinHandle<()>>,
+        drop_timeout: Duration,
+    ) -> Self {
+        Self {
+            shared,
+            threads,
+            next_serial: AtomicU64::new(0),
+            drop_timeout,
+            shut_down: false,
+        }
+    }
+
+    /// The number of shards.
+    pub fn shards(&self) -> usize {
+        self.shared.inboxes.len()
+    }
+
+    /// The shard a topic is routed to (see the `route` docs: fixed-key ahash, then
+    /// multiply-shift onto `0..shards`).
+    pub fn shard_of(&self, topic: &str) -> Result<ShardId, Error> {
+        Ok(self.topic(topic)?.shard())
+    }
+
+    /// Resolves a topic once (hash, shard, inline name) for publishing without hashing.
+    pub fn topic(&self, name: &str) -> Result<Topic, Error> {
+        self.shared.router.resolve(name)
+    }
+
+    /// Subscribes a closure to a topic. The closure is an actor with supervision
+    /// [`Supervision::Resume`]. Returns once the subscription is installed on its
+    /// shard: every message published after that reaches it.
+    ///
+    /// Must not be called from a handler running on the topic's own shard (it would
+    /// wait for itself).
+    pub fn subscribe<F>(&self, topic: impl ToTopic, handler: F) -> Result<SubscriptionId, Error>
+    where
+        F: FnMut(&mut Context<'_, T>, &T) + Send + 'static,
+    {
+        self.install(topic, Box::new(handler), None, Supervision::Resume)
+    }
+
+    /// Subscribes a [`Handler`] implementation, with supervision
+    /// [`Supervision::Resume`]. Returns once installed, like [`subscribe`](Self::subscribe).
+    pub fn subscribe_actor<H: Handler<T>>(
+        &self,
+        topic: impl ToTopic,
+        actor: H,
+    ) -> Result<SubscriptionId, Error> {
+        self.install(topic, Box::new(actor), None, Supervision::Resume)
+    }
+
+    /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
+    /// actor is kept ([`Resume`](Supervision::Resume)), replaced by a fresh one from
+    /// the factory ([`Restart`](Supervision::Restart)) or removed
+    /// ([`Stop`](Supervision::Stop)). Returns once installed.
+    pub fn subscribe_supervised<H, F>(
+        &self,
+        topic: impl ToTopic,
+        policy: Supervision,
+        mut factory: F,
+    ) -> Result<SubscriptionId, Error>
+    where
+        H: Handler<T>,
+        F: FnMut() -> H + Send + 'static,
+    {
+        let actor = Box::new(factory());
+        let factory: Factory<T> = Box::new(move || Box::new(factory()));
+        self.install(topic, actor, Some(factory), policy)
+    }
+
+    fn install(
+        &self,
+        topic: impl ToTopic,
+        actor: Box<dyn Handler<T>>,
+        factory: Option<Factory<T>>,
+        policy: Supervision,
+    ) -> Result<SubscriptionId, Error> {
+        let topic = self.resolve_for_control(topic)?;
+        // Relaxed: only uniqueness matters, which the RMW gives.
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let id = SubscriptionId {
+            shard: topic.shard.0 as u32,
+            serial,
+        };
+        let sub = Subscriber {
+            id,
+            actor,
+            factory,
+            policy,
+        };
+        let (ack, done) = ack_pair();
+        let inbox = &self.shared.inboxes[topic.shard.0];
+        push_control(
+            inbox,
+            Control::Subscribe {
+                topic: topic.key,
+                sub,
+                ack,
+            },
+        )
+        .map_err(|()| Error::Closed)?;
+        match done.wait() {
+            ACK_OK => Ok(id),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    fn resolve_for_control(&self, topic: impl ToTopic) -> Result<Topic, Error> {
+        topic
+            .to_topic(&self.shared.router)
+            .ok_or(Error::InvalidTopic {
+                len: 0,
+                max: crate::MAX_TOPIC_LEN,
+            })
+    }
+
+    /// Ends a subscription; its actor's `on_stop` runs on its shard. Returns once
+    /// done: no message published after that reaches it.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
+        let inbox = self
+            .shared
+            .inboxes
+            .get(id.shard as usize)
+            .ok_or(Error::UnknownSubscription(id))?;
+        let (ack, done) = ack_pair();
+        push_control(inbox, Control::Unsubscribe { id, ack }).map_err(|()| Error::Closed)?;
+        match done.wait() {
+            ACK_OK => Ok(()),
+            ACK_NOT_FOUND => Err(Error::UnknownSubscription(id)),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// Publishes a message, waiting while the target shard's inbox is full. Returns
+    /// `Closed` with the message once the bus is shutting down, `InvalidTopic` for a
+    /// name that is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    ///
+    /// Messages one thread publishes through the bus to one topic are handled in
+    /// order. This path is shared by all threads (a CAS per message); a
+    /// [`Publisher`] is faster.
+    pub fn publish(&self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        push_shared(&self.shared, topic, msg, true).map_err(|e| match e {
+            TryPublishError::Closed(m) | TryPublishError::Full(m) => PublishError::Closed(m),
+            TryPublishError::InvalidTopic(m) => PublishError::InvalidTopic(m),
+        })
+    }
+
+    /// Publishes only if the target inbox has room now; never blocks.
+    pub fn try_publish(&self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
+        push_shared(&self.shared, topic, msg, false)
+    }
+
+    /// A publishing handle with private lanes, for one producer thread.
+    pub fn publisher(&self) -> Publisher<T> {
+        Publisher::new(self.shared.clone())
+    }
+
+    /// A snapshot of every shard's counters. Cheap: one relaxed load per counter, no
+    /// message to the shards.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            shards: self
+                .shared
+                .counters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.snapshot(i))
+                .collect(),
+        }
+    }
+
+    /// Shuts down gracefully: stops intake (later publishes get `Closed` with their
+    /// message), handles every message already accepted, including what handlers
+    /// publish onward while draining, runs every actor's `on_stop`, joins the shard
+    /// threads and returns the final statistics.
+    ///
+    /// Waits as long as the drain takes; a workload that never quiesces (actors that
+    /// publish to each other forever) needs [`shutdown_timeout`](Self::shutdown_timeout).
+    pub fn shutdown(mut self) -> Stats {
+        self.stop(None).stats
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but drains only until `timeout`; what is
+    /// left is dropped (each message exactly once) and counted in `undrained`. Shard
+    /// threads get the same time again to run `on_stop` and exit; any still running
+    /// (a handler that never returns) are detached and counted in `unjoined`.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> ShutdownReport {
+        self.stop(Some(timeout))
+    }
+
+    fn stop(&mut self, timeout: Option<Duration>) -> ShutdownReport {
+        self.shut_down = true;
+        let start = Instant::now();
+        let dropped_before = self.stats().dropped();
+        shutdown::begin(&self.shared);
+        let deadline = timeout.map(|t| start + t);
+        let quiet = shutdown::wait_quiescent(&self.shared, deadline);
+        shutdown::stop(&self.shared, !quiet);
+        let unjoined = shutdown::wait_exited(
+            &self.shared,
+            deadline.map(|d| d + timeout.unwrap_or_default()),
+        );
+        let threads = std::mem::take(&mut self.threads);
+        if unjoined == 0 {
+            for t in threads {
+                // A shard thread catches every handler panic, so `join` fails only on
+                // a bug in shardbus itself; the statistics still stand.
+                let _ = t.join();
+            }
+        }
+        let stats = self.stats();
+        ShutdownReport {
+            undrained: stats.dropped() - dropped_before,
+            stats,
+            unjoined,
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Bus<T> {
+    /// Shuts down with the builder's `drop_timeout` if `shutdown` was not called.
+    fn drop(&mut self) {
+        if !self.shut_down {
+            self.stop(Some(self.drop_timeout));
+        }
+    }
+}
+
+impl<T: Send + 'static> std::fmt::Debug for Bus<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("shards", &self.shards())
+            .finish()
+    }
+}

@@ -1,0 +1,155 @@
+//! Error types.
+//!
+//! Hot-path errors ([`PublishError`], [`TryPublishError`]) give the message back, and
+//! their `Debug` does not require `T: Debug`. Setup errors are one [`Error`] enum.
+
+use std::fmt;
+
+/// An error from building the bus or from a control operation (subscribe, unsubscribe).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The builder was asked for zero shards.
+    #[error("shard count must be at least 1")]
+    ZeroShards,
+    /// More shards were requested than the runtime supports.
+    #[error("shard count {requested} exceeds the maximum of {max}")]
+    TooManyShards {
+        /// The requested count.
+        requested: usize,
+        /// The largest count accepted.
+        max: usize,
+    },
+    /// An inbox or lane capacity that is zero, not a power of two, or too large.
+    #[error("{what} capacity {capacity} must be a power of two between 2 and {max}")]
+    InvalidCapacity {
+        /// Which capacity (`"inbox"` or `"lane"`).
+        what: &'static str,
+        /// The rejected value.
+        capacity: usize,
+        /// The largest value accepted.
+        max: usize,
+    },
+    /// A topic name that is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes.
+    #[error("invalid topic name (length {len}): topic names are 1..={max} bytes")]
+    InvalidTopic {
+        /// The byte length of the rejected name.
+        len: usize,
+        /// The largest length accepted.
+        max: usize,
+    },
+    /// A subscription id that this bus did not hand out.
+    #[error("unknown subscription {0:?}")]
+    UnknownSubscription(crate::SubscriptionId),
+    /// The bus is shutting down or has shut down.
+    #[error("the bus is closed")]
+    Closed,
+    /// A shard thread could not be spawned.
+    #[error("could not spawn shard thread {shard}: {source}")]
+    Spawn {
+        /// The shard whose thread failed to start.
+        shard: usize,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The error of a blocking publish: the bus is closed, or the topic is invalid. The
+/// message is given back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum PublishError<T> {
+    /// The bus is shutting down or has shut down; the message was not accepted.
+    Closed(T),
+    /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    InvalidTopic(T),
+}
+
+/// The error of a non-blocking publish. The message is given back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum TryPublishError<T> {
+    /// The target inbox is full right now.
+    Full(T),
+    /// The bus is shutting down or has shut down; the message was not accepted.
+    Closed(T),
+    /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    InvalidTopic(T),
+}
+
+impl<T> PublishError<T> {
+    /// Takes the message back.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Closed(t) | Self::InvalidTopic(t) => t,
+        }
+    }
+}
+
+impl<T> TryPublishError<T> {
+    /// Takes the message back.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(t) | Self::Closed(t) | Self::InvalidTopic(t) => t,
+        }
+    }
+
+    /// Whether the inbox was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+
+    /// Whether the bus was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed(_))
+    }
+}
+
+impl<T> From<PublishError<T>> for TryPublishError<T> {
+    fn from(e: PublishError<T>) -> Self {
+        match e {
+            PublishError::Closed(t) => Self::Closed(t),
+            PublishError::InvalidTopic(t) => Self::InvalidTopic(t),
+        }
+    }
+}
+
+impl<T> fmt::Debug for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Debug for TryPublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("Full(..)"),
+            Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed(_) => f.write_str("publishing on a closed bus"),
+            Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+        }
+    }
+}
+
+impl<T> fmt::Display for TryPublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => f.write_str("publishing into a full inbox"),
+            Self::Closed(_) => f.write_str("publishing on a closed bus"),
+            Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PublishError<T> {}
+impl<T> std::error::Error for TryPublishError<T> {}

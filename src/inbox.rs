@@ -1,0 +1,199 @@
+//! What publishers and shard threads share: each shard's intake ring, its wake-up
+//! handshake and its shutdown flags.
+
+use crossbeam_utils::CachePadded;
+
+use crate::handler::{DeadLetterFn, SubscriptionId};
+use crate::ring::{mpsc, spsc};
+use crate::route::{Router, TopicKey};
+use crate::stats::ShardCounters;
+use crate::supervise::Subscriber;
+use crate::sync::{thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker};
+
+/// A message on its way to a shard: the topic travels inline with it.
+pub(crate) struct Envelope<T> {
+    pub(crate) topic: TopicKey,
+    pub(crate) msg: T,
+}
+
+/// An item of a shard's shared intake ring.
+pub(crate) enum Item<T> {
+    Msg(Envelope<T>),
+    Control(Control<T>),
+}
+
+/// A change to a shard's state, applied by the shard thread itself: the subscription
+/// table and the lane list have one owner and no lock.
+pub(crate) enum Control<T> {
+    Subscribe {
+        topic: TopicKey,
+        sub: Subscriber<T>,
+        ack: AckSender,
+    },
+    Unsubscribe {
+        id: SubscriptionId,
+        ack: AckSender,
+    },
+    AddLane(spsc::Consumer<Envelope<T>>),
+}
+
+/// The outcome a control operation reports back to the thread waiting for it.
+pub(crate) const ACK_PENDING: usize = 0;
+pub(crate) const ACK_OK: usize = 1;
+pub(crate) const ACK_NOT_FOUND: usize = 2;
+pub(crate) const ACK_CLOSED: usize = 3;
+
+struct AckInner {
+    state: AtomicUsize,
+    waiter: thread::Thread,
+}
+
+/// The shard's side of a control operation's reply. Dropping it unanswered (a shard
+/// that stops with the request still queued) answers `ACK_CLOSED`, so no caller waits
+/// forever.
+pub(crate) struct AckSender(Option<Arc<AckInner>>);
+
+/// The caller's side: waits for the shard's reply.
+pub(crate) struct AckReceiver(Arc<AckInner>);
+
+pub(crate) fn ack_pair() -> (AckSender, AckReceiver) {
+    let inner = Arc::new(AckInner {
+        state: AtomicUsize::new(ACK_PENDING),
+        waiter: thread::current(),
+    });
+    (AckSender(Some(inner.clone())), AckReceiver(inner))
+}
+
+impl AckSender {
+    pub(crate) fn send(mut self, outcome: usize) {
+        if let Some(inner) = self.0.take() {
+            // Release: the shard's state change (e.g. the installed subscriber) happens
+            // before the caller's Acquire load returns.
+            inner.state.store(outcome, Ordering::Release);
+            inner.waiter.unpark();
+        }
+    }
+}
+
+impl Drop for AckSender {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            // Release: as in `send`.
+            inner.state.store(ACK_CLOSED, Ordering::Release);
+            inner.waiter.unpark();
+        }
+    }
+}
+
+impl AckReceiver {
+    pub(crate) fn wait(self) -> usize {
+        loop {
+            // Acquire: pairs with the Release store in `send`/`drop`.
+            let state = self.0.state.load(Ordering::Acquire);
+            if state != ACK_PENDING {
+                return state;
+            }
+            // `park` may return spuriously; the loop re-checks. An `unpark` that came
+            // before this `park` leaves a token, so it is not lost.
+            thread::park();
+        }
+    }
+}
+
+/// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
+/// shard thread. See `shutdown` for the protocol.
+pub(crate) struct ShutdownFlags {
+    /// Set by the coordinator: close external intake, keep serving shard-to-shard.
+    pub(crate) closing: AtomicBool,
+    /// Set by the coordinator: stop now; with `forced`, drop (and count) what is left.
+    pub(crate) stop: AtomicBool,
+    pub(crate) forced: AtomicBool,
+    /// Written by the shard while closing: the shared ring and every publisher lane are
+    /// closed and drained, and what was drained has been handled.
+    pub(crate) external_drained: AtomicBool,
+    /// Written by the shard while closing: it found nothing to do. Cleared before it
+    /// takes any work.
+    pub(crate) idle: AtomicBool,
+    /// Written by the shard while closing: bumped after every pass that did work.
+    pub(crate) activity: AtomicU64,
+    /// Written by the shard as its thread ends.
+    pub(crate) exited: AtomicBool,
+}
+
+/// One shard's intake, shared by every publisher and the shard thread.
+pub(crate) struct Inbox<T> {
+    /// The shared intake: `Bus::publish`, control messages, lane registrations.
+    pub(crate) ring: mpsc::Ring<Item<T>>,
+    /// Written `true` by the shard before it parks, `false` by whoever wakes it.
+    sleeping: CachePadded<AtomicBool>,
+    unparker: Unparker,
+    pub(crate) flags: CachePadded<ShutdownFlags>,
+}
+
+impl<T> Inbox<T> {
+    pub(crate) fn new(capacity: usize, unparker: Unparker) -> Self {
+        Self {
+            ring: mpsc::Ring::new(capacity, 0),
+            sleeping: CachePadded::new(AtomicBool::new(false)),
+            unparker,
+            flags: CachePadded::new(ShutdownFlags {
+                closing: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+                forced: AtomicBool::new(false),
+                external_drained: AtomicBool::new(false),
+                idle: AtomicBool::new(false),
+                activity: AtomicU64::new(0),
+                exited: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Called by a publisher after a successful push: wakes the shard if it is parked
+    /// or about to park.
+    ///
+    /// The no-lost-wake-up argument (Dekker): the publisher does push (a SeqCst RMW on
+    /// a `tail`) then this SeqCst load; the shard does a SeqCst store of `true` then
+    /// SeqCst loads of every `tail` (`has_ready_seqcst`). In the single total order of
+    /// SeqCst operations one of the two comes first, so either the shard sees the
+    /// message and does not park, or this load sees `true` and unparks it.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
+            self.unparker.unpark();
+        }
+    }
+
+    /// Wakes the shard unconditionally (control flags changed). Parking uses a token,
+    /// so an unpark before the park is not lost.
+    pub(crate) fn kick(&self) {
+        self.unparker.unpark();
+    }
+
+    /// Shard side: announces it is about to park. Followed by the re-check.
+    pub(crate) fn set_sleeping(&self) {
+        // SeqCst: the shard's side of the Dekker pair in `wake`.
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+
+    /// Shard side: no longer parking.
+    pub(crate) fn clear_sleeping(&self) {
+        // Relaxed: only a hint to publishers; a stale `true` costs one spare unpark.
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+}
+
+/// A shard-to-shard ring, as the shutdown coordinator sees it.
+pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
+
+/// Everything the bus, its publishers and its shards share.
+pub(crate) struct Shared<T> {
+    pub(crate) router: Router,
+    pub(crate) inboxes: Box<[Inbox<T>]>,
+    pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
+    /// Shard-to-shard rings, `[from * shards + to]` (`None` on the diagonal), for the
+    /// shutdown coordinator's quiescence check.
+    pub(crate) peer_rings: Box<[Option<PeerRing<T>>]>,
+    pub(crate) lane_capacity: usize,
+    pub(crate) dead_letter: Option<DeadLetterFn<T>>,
+    pub(crate) wait: crate::wait::WaitStrategy,
+}

@@ -1,0 +1,77 @@
+//! shardbus: a lock-free, sharded actor runtime for in-process messaging.
+//!
+//! Topics are hashed (ahash, fixed keys) onto shard threads, one per core, pinned.
+//! Each shard drains lock-free rings, runs the actors subscribed to its topics and
+//! supervises them. Nothing on the publish → handle path takes a lock or allocates.
+//!
+//! # Lifecycle
+//!
+//! Build, subscribe, publish, shut down:
+//!
+//! ```
+//! use shardbus::{Bus, Context};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::<String>::builder().shards(2).build()?;
+//!
+//! let seen = Arc::new(AtomicUsize::new(0));
+//! let counter = seen.clone();
+//! bus.subscribe("greetings", move |ctx: &mut Context<'_, String>, msg: &String| {
+//!     assert_eq!(ctx.topic(), "greetings");
+//!     assert!(msg.starts_with("hello"));
+//!     counter.fetch_add(1, Ordering::Relaxed);
+//! })?;
+//!
+//! bus.publish("greetings", "hello, world".to_string())?;
+//! let mut publisher = bus.publisher(); // private lanes, for a producer thread
+//! publisher.publish("greetings", "hello again".to_string())?;
+//!
+//! let stats = bus.shutdown(); // drains everything accepted
+//! assert_eq!(stats.handled(), 2);
+//! assert_eq!(seen.load(Ordering::Relaxed), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! Actors publish to other topics (on any shard) through their [`Context`]; a
+//! [`Handler`] implementation owns its state and gets `on_start`/`on_stop`; a panic in
+//! a handler is caught, counted, sent to the dead-letter handler and handled by the
+//! subscription's [`Supervision`] policy.
+//!
+//! # Guarantees
+//!
+//! - Messages from one [`Publisher`] (or one thread using [`Bus::publish`], or one
+//!   actor) to one topic are handled in publish order, by every subscriber.
+//! - Every accepted message is handled, or dead-lettered, or (after a deadline
+//!   shutdown) dropped and counted; each is dropped exactly once. A publish that is not
+//!   accepted gives the message back in its error.
+//! - [`Bus::subscribe`] returns after the subscription is live.
+
+#![warn(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod builder;
+mod bus;
+mod error;
+mod handler;
+mod inbox;
+mod outbox;
+mod publisher;
+mod ring;
+mod route;
+mod shard;
+mod shutdown;
+mod stats;
+mod supervise;
+mod sync;
+mod wait;
+
+pub use builder::{Builder, MAX_SHARDS};
+pub use bus::{Bus, ShutdownReport};
+pub use error::{Error, PublishError, TryPublishError};
+pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
+pub use publisher::Publisher;
+pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};
+pub use stats::{HandlerTime, ShardStats, Stats};
+pub use wait::WaitStrategy;

@@ -1,0 +1,166 @@
+//! A shard's outgoing side: what its handlers publish.
+//!
+//! Each shard owns one SPSC lane into every other shard (so shard-to-shard traffic never
+//! contends with publishers or with other shards), a local queue for topics of its own,
+//! and one overflow queue per target for messages that met a full lane. A shard never
+//! blocks on another shard: two shards publishing to each other through full lanes
+//! would otherwise deadlock.
+
+use std::collections::VecDeque;
+
+use crate::error::{PublishError, TryPublishError};
+use crate::inbox::{Envelope, Shared};
+use crate::ring::{spsc, PushError};
+use crate::route::{ShardId, ToTopic, Topic};
+use crate::sync::Arc;
+
+pub(crate) struct Outbox<T> {
+    shard: ShardId,
+    shared: Arc<Shared<T>>,
+    /// `lanes[to]`: this shard's lane into shard `to` (`None` for itself).
+    lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
+    /// `overflow[to]`: messages for shard `to` that met a full lane, in order.
+    overflow: Vec<VecDeque<Envelope<T>>>,
+    overflow_len: usize,
+    /// Messages for topics of this shard, handled later in the same loop.
+    pub(crate) local: VecDeque<Envelope<T>>,
+}
+
+impl<T> Outbox<T> {
+    pub(crate) fn new(
+        shard: ShardId,
+        shared: Arc<Shared<T>>,
+        lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
+    ) -> Self {
+        let n = lanes.len();
+        Self {
+            shard,
+            shared,
+            lanes,
+            overflow: (0..n).map(|_| VecDeque::new()).collect(),
+            overflow_len: 0,
+            local: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    fn resolve(&self, topic: impl ToTopic, msg: T) -> Result<(Topic, T), T> {
+        match topic.to_topic(&self.shared.router) {
+            Some(t) => Ok((t, msg)),
+            None => Err(msg),
+        }
+    }
+
+    pub(crate) fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        let (topic, msg) = self
+            .resolve(topic, msg)
+            .map_err(PublishError::InvalidTopic)?;
+        let to = topic.shard.0;
+        let env = Envelope {
+            topic: topic.key,
+            msg,
+        };
+        let Some(lane) = self.lanes[to].as_mut() else {
+            self.local.push_back(env);
+            return Ok(());
+        };
+        if !self.overflow[to].is_empty() {
+            // Keep order behind what is already waiting.
+            self.overflow[to].push_back(env);
+            self.overflow_len += 1;
+            return Ok(());
+        }
+        match lane.push(env) {
+            Ok(()) => {
+                self.shared.inboxes[to].wake();
+                Ok(())
+            }
+            Err(PushError::Full(env)) => {
+                self.overflow[to].push_back(env);
+                self.overflow_len += 1;
+                Ok(())
+            }
+            Err(PushError::Closed(env)) => Err(PublishError::Closed(env.msg)),
+        }
+    }
+
+    pub(crate) fn try_publish(
+        &mut self,
+        topic: impl ToTopic,
+        msg: T,
+    ) -> Result<(), TryPublishError<T>> {
+        let (topic, msg) = self
+            .resolve(topic, msg)
+            .map_err(TryPublishError::InvalidTopic)?;
+        let to = topic.shard.0;
+        let env = Envelope {
+            topic: topic.key,
+            msg,
+        };
+        let Some(lane) = self.lanes[to].as_mut() else {
+            self.local.push_back(env);
+            return Ok(());
+        };
+        if !self.overflow[to].is_empty() {
+            return Err(TryPublishError::Full(env.msg));
+        }
+        match lane.push(env) {
+            Ok(()) => {
+                self.shared.inboxes[to].wake();
+                Ok(())
+            }
+            Err(PushError::Full(env)) => Err(TryPublishError::Full(env.msg)),
+            Err(PushError::Closed(env)) => Err(TryPublishError::Closed(env.msg)),
+        }
+    }
+
+    /// Whether messages wait in the overflow queues.
+    pub(crate) fn has_overflow(&self) -> bool {
+        self.overflow_len > 0
+    }
+
+    /// Forwards overflowed messages as lanes free up. Messages for a shard that has
+    /// stopped are dropped and counted in the return value's second field.
+    /// Returns (forwarded, dropped).
+    pub(crate) fn flush_overflow(&mut self) -> (usize, usize) {
+        if self.overflow_len == 0 {
+            return (0, 0);
+        }
+        let (mut sent, mut dropped) = (0, 0);
+        for to in 0..self.lanes.len() {
+            let Some(lane) = self.lanes[to].as_mut() else {
+                continue;
+            };
+            let queue = &mut self.overflow[to];
+            let mut pushed = 0;
+            while let Some(env) = queue.pop_front() {
+                match lane.push(env) {
+                    Ok(()) => pushed += 1,
+                    Err(PushError::Full(env)) => {
+                        queue.push_front(env);
+                        break;
+                    }
+                    Err(PushError::Closed(_)) => dropped += 1,
+                }
+            }
+            if pushed > 0 {
+                self.shared.inboxes[to].wake();
+            }
+            sent += pushed;
+        }
+        self.overflow_len -= sent + dropped;
+        (sent, dropped)
+    }
+
+    /// Drops everything still waiting to be sent; returns the count.
+    pub(crate) fn discard(&mut self) -> u64 {
+        let n = self.overflow_len + self.local.len();
+        self.overflow.iter_mut().for_each(VecDeque::clear);
+        self.local.clear();
+        self.overflow_len = 0;
+        n as u64
+    }
+}

@@ -1,0 +1,248 @@
+//! Publishers: `Bus::publish` through the shared ring, and `Publisher` handles with
+//! private lanes.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+use crate::error::{PublishError, TryPublishError};
+use crate::inbox::{Control, Envelope, Inbox, Item, Shared};
+use crate::ring::{spsc, PushError};
+use crate::route::{ToTopic, Topic};
+use crate::sync::{Arc, Backoff};
+use crate::wait::publisher_pause;
+
+fn resolve<T>(shared: &Shared<T>, topic: impl ToTopic) -> Option<Topic> {
+    topic.to_topic(&shared.router)
+}
+
+fn into_msg<T>(item: Item<T>) -> T {
+    match item {
+        Item::Msg(env) => env.msg,
+        Item::Control(_) => unreachable!("only messages are pushed on the publish path"),
+    }
+}
+
+/// Pushes into a shard's shared ring (`Bus::publish`/`try_publish`).
+pub(crate) fn push_shared<T>(
+    shared: &Shared<T>,
+    topic: impl ToTopic,
+    msg: T,
+    block: bool,
+) -> Result<(), TryPublishError<T>> {
+    let Some(topic) = resolve(shared, topic) else {
+        return Err(TryPublishError::InvalidTopic(msg));
+    };
+    let inbox = &shared.inboxes[topic.shard.0];
+    let mut item = Item::Msg(Envelope {
+        topic: topic.key,
+        msg,
+    });
+    let backoff = Backoff::new();
+    loop {
+        match inbox.ring.push(item) {
+            Ok(()) => {
+                inbox.wake();
+                return Ok(());
+            }
+            Err(PushError::Full(back)) if block => {
+                item = back;
+                publisher_pause(&backoff);
+            }
+            Err(PushError::Full(back)) => return Err(TryPublishError::Full(into_msg(back))),
+            Err(PushError::Closed(back)) => return Err(TryPublishError::Closed(into_msg(back))),
+        }
+    }
+}
+
+/// Pushes a control message, waiting while the ring is full. `Err` if closed.
+pub(crate) fn push_control<T>(inbox: &Inbox<T>, control: Control<T>) -> Result<(), ()> {
+    let mut item = Item::Control(control);
+    let backoff = Backoff::new();
+    loop {
+        match inbox.ring.push(item) {
+            Ok(()) => {
+                inbox.wake();
+                return Ok(());
+            }
+            Err(PushError::Full(back)) => {
+                item = back;
+                publisher_pause(&backoff);
+            }
+            Err(PushError::Closed(_)) => return Err(()),
+        }
+    }
+}
+
+/// A publishing handle with its own lane into each shard.
+///
+/// Each `Publisher` owns a single-producer lane into every shard it publishes to
+/// (created on first use), so publishers never contend with each other: a publish is
+/// a slot write and one uncontended atomic add. Messages from one `Publisher` to one
+/// topic are handled in publish order. `Clone` gives a new handle with new lanes (for
+/// another thread); a `Publisher` is `Send` but not `Sync`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = shardbus::Bus::<u64>::builder().shards(2).build()?;
+/// let mut publisher = bus.publisher();
+/// let producer = std::thread::spawn(move || {
+///     for i in 0..1000 {
+///         publisher.publish("ticks", i).unwrap();
+///     }
+/// });
+/// producer.join().unwrap();
+/// let stats = bus.shutdown();
+/// assert_eq!(stats.received(), 1000);
+/// # Ok(()) }
+/// ```
+pub struct Publisher<T> {
+    shared: Arc<Shared<T>>,
+    lanes: Box<[Option<spsc::Producer<Envelope<T>>>]>,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+enum LaneError {
+    Full,
+    Closed,
+}
+
+impl<T: Send + 'static> Publisher<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
+        let lanes = (0..shared.inboxes.len()).map(|_| None).collect();
+        Self {
+            shared,
+            lanes,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// Publishes, waiting while the target lane is full. Returns `Closed` with the
+    /// message once the bus is shutting down.
+    pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        let Some(topic) = resolve(&self.shared, topic) else {
+            return Err(PublishError::InvalidTopic(msg));
+        };
+        let shard = topic.shard.0;
+        let backoff = Backoff::new();
+        let mut env = Envelope {
+            topic: topic.key,
+            msg,
+        };
+        loop {
+            let lane = match self.lane(shard, true) {
+                Ok(lane) => lane,
+                Err(_) => return Err(PublishError::Closed(env.msg)),
+            };
+            match lane.push(env) {
+                Ok(()) => {
+                    self.shared.inboxes[shard].wake();
+                    return Ok(());
+                }
+                Err(PushError::Full(back)) => {
+                    env = back;
+                    publisher_pause(&backoff);
+                }
+                Err(PushError::Closed(back)) => return Err(PublishError::Closed(back.msg)),
+            }
+        }
+    }
+
+    /// Publishes only if the target lane has room now; never blocks.
+    pub fn try_publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
+        let Some(topic) = resolve(&self.shared, topic) else {
+            return Err(TryPublishError::InvalidTopic(msg));
+        };
+        let shard = topic.shard.0;
+        let lane = match self.lane(shard, false) {
+            Ok(lane) => lane,
+            Err(LaneError::Full) => return Err(TryPublishError::Full(msg)),
+            Err(LaneError::Closed) => return Err(TryPublishError::Closed(msg)),
+        };
+        match lane.push(Envelope {
+            topic: topic.key,
+            msg,
+        }) {
+            Ok(()) => {
+                self.shared.inboxes[shard].wake();
+                Ok(())
+            }
+            Err(PushError::Full(back)) => Err(TryPublishError::Full(back.msg)),
+            Err(PushError::Closed(back)) => Err(TryPublishError::Closed(back.msg)),
+        }
+    }
+
+    /// Publishes every message of `batch` to one topic, in order, moving them out of
+    /// the vector; one atomic add per run of messages that fits the lane. Waits while
+    /// the lane is full. On `Closed`, the messages not accepted are left in `batch`
+    /// (in order) and every message removed from it was accepted.
+    pub fn publish_batch(
+        &mut self,
+        topic: impl ToTopic,
+        batch: &mut Vec<T>,
+    ) -> Result<(), PublishError<()>> {
+        let Some(topic) = resolve(&self.shared, topic) else {
+            return Err(PublishError::InvalidTopic(()));
+        };
+        let shard = topic.shard.0;
+        let backoff = Backoff::new();
+        while !batch.is_empty() {
+            let lane = self
+                .lane(shard, true)
+                .map_err(|_| PublishError::Closed(()))?;
+            let free = lane.free_slots().map_err(|()| PublishError::Closed(()))?;
+            if free == 0 {
+                publisher_pause(&backoff);
+                continue;
+            }
+            backoff.reset();
+            let n = free.min(batch.len());
+            let key = topic.key;
+            if let Err(back) =
+                lane.push_n(n, batch.drain(..n).map(|msg| Envelope { topic: key, msg }))
+            {
+                batch.splice(0..0, back.into_iter().map(|env| env.msg));
+                return Err(PublishError::Closed(()));
+            }
+            self.shared.inboxes[shard].wake();
+        }
+        Ok(())
+    }
+
+    /// This publisher's lane into `shard`, registering it with the shard on first use.
+    fn lane(
+        &mut self,
+        shard: usize,
+        block: bool,
+    ) -> Result<&mut spsc::Producer<Envelope<T>>, LaneError> {
+        if self.lanes[shard].is_none() {
+            let (producer, consumer) = spsc::channel(self.shared.lane_capacity, 0);
+            let inbox = &self.shared.inboxes[shard];
+            if block {
+                push_control(inbox, Control::AddLane(consumer)).map_err(|()| LaneError::Closed)?;
+            } else {
+                match inbox.ring.push(Item::Control(Control::AddLane(consumer))) {
+                    Ok(()) => inbox.wake(),
+                    Err(PushError::Full(_)) => return Err(LaneError::Full),
+                    Err(PushError::Closed(_)) => return Err(LaneError::Closed),
+                }
+            }
+            self.lanes[shard] = Some(producer);
+        }
+        self.lanes[shard].as_mut().ok_or(LaneError::Closed)
+    }
+}
+
+impl<T: Send + 'static> Clone for Publisher<T> {
+    /// A new handle with new lanes: its messages are ordered among themselves, not
+    /// with the original's.
+    fn clone(&self) -> Self {
+        Self::new(self.shared.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Publisher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lanes = self.lanes.iter().filter(|l| l.is_some()).count();
+        f.debug_struct("Publisher").field("lanes", &lanes).finish()
+    }
+}

@@ -1,0 +1,36 @@
+//! The bounded rings that carry messages into a shard.
+//!
+//! - [`spsc`]: one producer, one consumer; a publisher's private lane into a shard and
+//!   the shard-to-shard lanes. Cached indices, batched consumer, close bit in `tail`.
+//! - [`mpsc`]: many producers, one consumer (Vyukov's bounded array with per-slot
+//!   stamps); the shard's shared intake for `Bus::publish` and control messages.
+//!
+//! Both count positions in steps of two; bit 0 of the producers' `tail` word is the
+//! `CLOSED` bit. Closing is an atomic read-modify-write on `tail` by the consumer, and
+//! every push is a read-modify-write on the same word, so close and push are totally
+//! ordered: a push either lands before the close position (and is drained) or sees the
+//! bit and gives its message back. Positions wrap at `2^64`, which is a multiple of
+//! every slot count, so the arithmetic is `wrapping_*` throughout.
+
+pub(crate) mod mpsc;
+pub(crate) mod spsc;
+
+/// Bit 0 of a `tail` word: the consumer closed the ring.
+pub(crate) const CLOSED: u64 = 1;
+/// Positions advance by two so bit 0 stays free for [`CLOSED`].
+pub(crate) const STEP: u64 = 2;
+
+/// Why a push failed; the value is given back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError<T> {
+    Full(T),
+    Closed(T),
+}
+
+/// The largest slot count a ring accepts.
+pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+
+#[inline]
+pub(crate) fn slot_index(pos: u64, mask: u64) -> usize {
+    ((pos >> 1) & mask) as usize
+}

@@ -1,0 +1,313 @@
+//! A bounded multi-producer single-consumer ring with a close bit.
+//!
+//! Dmitry Vyukov's bounded array queue (the design of crossbeam's `ArrayQueue` and of
+//! crossbeam-channel's array flavor), reduced to one consumer: every slot carries a
+//! stamp saying whose turn it is. For a slot at position `pos` (even):
+//! - `stamp == pos`: free for the producer that claims `pos`;
+//! - `stamp == pos + 1`: holds the value pushed at `pos`;
+//! - the consumer frees it for the next lap with `stamp = pos + 2 * cap`.
+//!
+//! Producers claim a position with a CAS on `tail`; the consumer closes the ring with
+//! `fetch_or(CLOSED)` on the same word, so each push is ordered before or after the close.
+
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use super::{slot_index, PushError, CLOSED, STEP};
+use crate::sync::{AtomicU64, Backoff, Ordering, UnsafeCell};
+
+struct Slot<T> {
+    stamp: AtomicU64,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+pub(crate) struct Ring<T> {
+    /// Written only by the consumer; read by anyone for statistics and the coordinator.
+    head: CachePadded<AtomicU64>,
+    /// Claimed by producers (CAS); `CLOSED` set once by the consumer.
+    tail: CachePadded<AtomicU64>,
+    slots: Box<[Slot<T>]>,
+    mask: u64,
+}
+
+// SAFETY: values move from producer threads to the consumer thread (`T: Send`); slot
+// access is partitioned by the stamps (a producer writes a slot only after winning its
+// position and seeing `stamp == pos`; the consumer reads it only after `stamp == pos+1`).
+unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+impl<T> Ring<T> {
+    /// A ring of `capacity` slots (a power of two) starting at position `start` (even).
+    pub(crate) fn new(capacity: usize, start: u64) -> Self {
+        debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
+        let cap = capacity as u64;
+        let mask = cap - 1;
+        // Slot `j` is first used by the position `start + i * STEP` with
+        // `slot_index(that position) == j`, i.e. `i = (j - start / STEP) mod cap`.
+        let slots = (0..cap)
+            .map(|j| {
+                let i = j.wrapping_sub(start >> 1) & mask;
+                let pos = start.wrapping_add(i * STEP);
+                Slot {
+                    stamp: AtomicU64::new(pos),
+                    value: UnsafeCell::new(MaybeUninit::uninit()),
+                }
+            })
+            .collect();
+        Self {
+            head: CachePadded::new(AtomicU64::new(start)),
+            tail: CachePadded::new(AtomicU64::new(start)),
+            slots,
+            mask,
+        }
+    }
+
+    fn span(&self) -> u64 {
+        (self.mask + 1) * STEP
+    }
+
+    /// Pushes one value from any thread; never blocks.
+    pub(crate) fn push(&self, value: T) -> Result<(), PushError<T>> {
+        let backoff = Backoff::new();
+        // Relaxed: only a guess at the next position; the CAS below validates it.
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            if tail & CLOSED != 0 {
+                return Err(PushError::Closed(value));
+            }
+            let slot = &self.slots[slot_index(tail, self.mask)];
+            // Acquire: pairs with the consumer's Release store of the stamp, so its
+            // read of the previous lap's value is done before we overwrite the slot.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                // SeqCst: the RMW orders this push with the consumer's close; SeqCst
+                // also orders it before the caller's load of the shard's sleep flag.
+                match self.tail.compare_exchange_weak(
+                    tail,
+                    tail.wrapping_add(STEP),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: we won position `tail`, whose slot's stamp says it is
+                        // free; no other producer can win it until the consumer frees it
+                        // again, and the consumer will not read it until the stamp below.
+                        slot.value.with_mut(|p| unsafe { (*p).write(value) });
+                        // Release: publishes the value; pairs with the consumer's
+                        // Acquire load of the stamp.
+                        slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(current) => {
+                        tail = current;
+                        backoff.spin();
+                    }
+                }
+            } else if stamp.wrapping_add(self.span()) == tail.wrapping_add(1) {
+                // The slot still holds the value from one lap ago: full, unless the
+                // tail moved meanwhile. Acquire on the re-load is not needed: we only
+                // compare it. Relaxed.
+                let current = self.tail.load(Ordering::Relaxed);
+                if current == tail {
+                    return Err(PushError::Full(value));
+                }
+                tail = current;
+            } else {
+                backoff.spin();
+                // Relaxed: re-read a guess, as above.
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The consuming end's state, owned by the shard thread.
+pub(crate) struct Consumer {
+    head: u64,
+    limit: Option<u64>,
+}
+
+impl Consumer {
+    pub(crate) fn new<T>(ring: &Ring<T>) -> Self {
+        // Relaxed: called before the ring is shared.
+        Self {
+            head: ring.head.load(Ordering::Relaxed),
+            limit: None,
+        }
+    }
+
+    /// Pops up to `max` ready values into `f`. Stops early at a slot that a producer has
+    /// claimed but not yet written (it will be ready on a later call). Returns the count.
+    pub(crate) fn pop_batch<T>(
+        &mut self,
+        ring: &Ring<T>,
+        max: usize,
+        mut f: impl FnMut(T),
+    ) -> usize {
+        let mut n = 0;
+        while n < max {
+            if self.limit == Some(self.head) {
+                break;
+            }
+            let slot = &ring.slots[slot_index(self.head, ring.mask)];
+            // Acquire: pairs with the producer's Release store of the stamp, making its
+            // value write visible.
+            if slot.stamp.load(Ordering::Acquire) != self.head.wrapping_add(1) {
+                break;
+            }
+            // SAFETY: the stamp says the slot holds the value pushed at `head`, and only
+            // this consumer reads slots; it is moved out once, then the slot is freed.
+            let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
+            let pos = self.head;
+            self.head = pos.wrapping_add(STEP);
+            // Release: our read is done; pairs with a producer's Acquire stamp load.
+            slot.stamp
+                .store(pos.wrapping_add(ring.span()), Ordering::Release);
+            // Relaxed: `head` is read only for statistics and emptiness checks that
+            // also look at the stamps.
+            ring.head.store(self.head, Ordering::Relaxed);
+            n += 1;
+            f(value);
+        }
+        n
+    }
+
+    /// Whether a value is (or is about to be) ready. `SeqCst`: the sleep re-check's
+    /// side of the Dekker pair with a producer's CAS on `tail` (see `inbox`).
+    pub(crate) fn has_ready_seqcst<T>(&self, ring: &Ring<T>) -> bool {
+        let tail = ring.tail.load(Ordering::SeqCst) & !CLOSED;
+        let end = self.limit.unwrap_or(tail);
+        end != self.head && tail != self.head
+    }
+
+    /// Closes the ring to producers; values pushed before remain to be popped.
+    pub(crate) fn close<T>(&mut self, ring: &Ring<T>) {
+        if self.limit.is_none() {
+            // SeqCst RMW: totally ordered with every producer's CAS on `tail`.
+            let prev = ring.tail.fetch_or(CLOSED, Ordering::SeqCst);
+            self.limit = Some(prev & !CLOSED);
+        }
+    }
+
+    /// After `close`: pops every value pushed before the close, waiting out producers
+    /// that have claimed a position but not yet written it.
+    pub(crate) fn drain_closed<T>(&mut self, ring: &Ring<T>, mut f: impl FnMut(T)) -> usize {
+        let mut total = 0;
+        let backoff = Backoff::new();
+        while self.limit.is_some_and(|limit| limit != self.head) {
+            let n = self.pop_batch(ring, usize::MAX, &mut f);
+            total += n;
+            if n == 0 {
+                backoff.snooze();
+            }
+        }
+        total
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.limit.is_some()
+    }
+
+    /// Values queued, for statistics.
+    pub(crate) fn depth<T>(&self, ring: &Ring<T>) -> u64 {
+        // Relaxed: a statistic.
+        let tail = ring.tail.load(Ordering::Relaxed) & !CLOSED;
+        self.limit.unwrap_or(tail).wrapping_sub(self.head) / STEP
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self`, every producer and the consumer are done.
+        let mut pos = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed) & !CLOSED;
+        while pos != tail {
+            let slot = &self.slots[slot_index(pos, self.mask)];
+            if slot.stamp.load(Ordering::Relaxed) == pos.wrapping_add(1) {
+                // SAFETY: the stamp says this slot holds an unpopped value; we are the
+                // last owner.
+                slot.value.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            }
+            pos = pos.wrapping_add(STEP);
+        }
+    }
+}
+
+#[cfg(all(test, not(shardbus_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn fifo_full_close() {
+        let ring = Ring::new(4, u64::MAX - 3);
+        let mut c = Consumer::new(&ring);
+        for i in 0..4 {
+            ring.push(i).unwrap();
+        }
+        assert_eq!(ring.push(9), Err(PushError::Full(9)));
+        let mut got = vec![];
+        c.pop_batch(&ring, 2, |v| got.push(v));
+        ring.push(4).unwrap();
+        c.close(&ring);
+        assert_eq!(ring.push(5), Err(PushError::Closed(5)));
+        c.drain_closed(&ring, |v| got.push(v));
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn drops_unpopped_once() {
+        let token = Arc::new(());
+        {
+            let ring = Ring::new(8, 0);
+            let mut c = Consumer::new(&ring);
+            for _ in 0..5 {
+                ring.push(token.clone()).unwrap();
+            }
+            c.pop_batch(&ring, 2, drop);
+            assert_eq!(Arc::strong_count(&token), 4);
+        }
+        assert_eq!(Arc::strong_count(&token), 1);
+    }
+
+    #[test]
+    fn many_producers_exactly_once() {
+        let ring = Arc::new(Ring::new(64, u64::MAX - 41));
+        let mut c = Consumer::new(&ring);
+        let producers: Vec<_> = (0..4u64)
+            .map(|p| {
+                let ring = ring.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let mut v = (p << 32) | i;
+                        loop {
+                            match ring.push(v) {
+                                Ok(()) => break,
+                                Err(PushError::Full(back)) => {
+                                    v = back;
+                                    std::thread::yield_now();
+                                }
+                                Err(PushError::Closed(_)) => unreachable!(),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u64; 4];
+        let mut total = 0;
+        while total < 80_000 {
+            total += c.pop_batch(&ring, 128, |v| {
+                let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                assert_eq!(next[p], i, "per-producer order");
+                next[p] += 1;
+            });
+        }
+        for t in producers {
+            t.join().unwrap();
+        }
+        assert_eq!(next, [20_000; 4]);
+    }
+}

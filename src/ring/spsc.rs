@@ -1,0 +1,478 @@
+//! A bounded single-producer single-consumer ring with a close bit.
+//!
+//! The producer keeps its own `tail` and a cached copy of the consumer's `head`, so a
+//! push touches the consumer's cache line only when the ring looks full; the consumer
+//! does the same with `tail` and publishes `head` once per batch (the disruptor's and
+//! Rigtorp's cached-index scheme). Each push is one `fetch_add` on `tail` so that it is
+//! totally ordered with the consumer's `fetch_or(CLOSED)` (see the module docs of
+//! `ring`) and with the shard's sleep flag (see `inbox`).
+
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use super::{slot_index, PushError, CLOSED, STEP};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+
+pub(crate) struct Ring<T> {
+    /// Written by the consumer (`Release` after it has moved values out), read by the
+    /// producer when the ring looks full.
+    head: CachePadded<AtomicU64>,
+    /// Written by the producer (`fetch_add`, and `fetch_sub` to undo a push that met
+    /// `CLOSED`) and once by the consumer (`fetch_or(CLOSED)`).
+    tail: CachePadded<AtomicU64>,
+    /// Set by the producer's drop; read by the consumer to retire an empty lane.
+    producer_gone: AtomicBool,
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    mask: u64,
+}
+
+// SAFETY: the ring hands each `T` from the producer thread to the consumer thread, so
+// `T: Send` is required and sufficient; slot access is partitioned by the head/tail
+// protocol (the producer writes only slots in `[tail, head + cap)`, the consumer reads
+// only slots in `[head, tail)`).
+unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: as above; shared references only reach the atomics, and slot access goes
+// through the single `Producer` and single `Consumer`.
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+/// The producing end. `Send`, not `Clone`: exactly one exists per ring.
+pub(crate) struct Producer<T> {
+    ring: Arc<Ring<T>>,
+    /// The producer's own copy of `tail` (without `CLOSED`).
+    tail: u64,
+    /// A lower bound of the consumer's `head`, refreshed when the ring looks full.
+    cached_head: u64,
+    closed: bool,
+}
+
+/// The consuming end. `Send`, not `Clone`: exactly one exists per ring.
+pub(crate) struct Consumer<T> {
+    ring: Arc<Ring<T>>,
+    /// The consumer's own copy of `head`.
+    head: u64,
+    /// A lower bound of the producer's `tail`.
+    cached_tail: u64,
+    /// Set by `close`: the consumer never reads at or past this position.
+    limit: Option<u64>,
+}
+
+/// Makes a ring with `capacity` slots (a power of two) starting at position `start`
+/// (a multiple of [`STEP`]; tests start near `u64::MAX` to cross the wrap).
+pub(crate) fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
+    debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
+    let slots = (0..capacity)
+        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+        .collect();
+    let ring = Arc::new(Ring {
+        head: CachePadded::new(AtomicU64::new(start)),
+        tail: CachePadded::new(AtomicU64::new(start)),
+        producer_gone: AtomicBool::new(false),
+        slots,
+        mask: capacity as u64 - 1,
+    });
+    let producer = Producer {
+        ring: ring.clone(),
+        tail: start,
+        cached_head: start,
+        closed: false,
+    };
+    let consumer = Consumer {
+        ring,
+        head: start,
+        cached_tail: start,
+        limit: None,
+    };
+    (producer, consumer)
+}
+
+impl<T> Ring<T> {
+    fn span(&self) -> u64 {
+        (self.mask + 1) * STEP
+    }
+
+    /// Whether the ring holds nothing, as seen by a third thread (the shutdown
+    /// coordinator). `SeqCst`: these loads take part in the quiescence check's total
+    /// order with the shards' `idle`/`activity` stores (see `shutdown`).
+    pub(crate) fn is_empty_seqcst(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst) & !CLOSED;
+        self.head.load(Ordering::SeqCst) == tail
+    }
+}
+
+impl<T> Producer<T> {
+    /// Pushes one value; never blocks.
+    #[inline]
+    pub(crate) fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if self.closed {
+            return Err(PushError::Closed(value));
+        }
+        if self.free() == 0 {
+            self.refresh_head();
+            if self.is_closed_now() {
+                return Err(PushError::Closed(value));
+            }
+            if self.free() == 0 {
+                return Err(PushError::Full(value));
+            }
+        }
+        self.write(self.tail, value);
+        // SeqCst (a `lock xadd` on x86 either way): `Release` publishes the slot write
+        // to the consumer's `Acquire` load of `tail`; the RMW orders the push with the
+        // consumer's `fetch_or(CLOSED)`; `SeqCst` orders it before the caller's load of
+        // the shard's sleep flag (the Dekker pair in `inbox::Inbox::wake`).
+        let prev = self.ring.tail.fetch_add(STEP, Ordering::SeqCst);
+        if prev & CLOSED != 0 {
+            return Err(PushError::Closed(
+                self.take_back(1).pop().unwrap_or_else(|| unreachable!()),
+            ));
+        }
+        self.tail = self.tail.wrapping_add(STEP);
+        Ok(())
+    }
+
+    /// Free slots, refreshing the cached `head` when the cache shows none.
+    /// `Err(())` once the ring is closed.
+    pub(crate) fn free_slots(&mut self) -> Result<usize, ()> {
+        if self.closed {
+            return Err(());
+        }
+        if self.free() == 0 {
+            self.refresh_head();
+            if self.is_closed_now() {
+                return Err(());
+            }
+        }
+        Ok(self.free() as usize)
+    }
+
+    /// Pushes exactly `n` values from `values` (`n` at most `free_slots()`, and
+    /// `values` yields at least `n`) with one atomic read-modify-write for all of them.
+    /// If the ring turns out to be closed the values are given back, in order.
+    pub(crate) fn push_n(
+        &mut self,
+        n: usize,
+        values: impl Iterator<Item = T>,
+    ) -> Result<(), Vec<T>> {
+        debug_assert!(n as u64 <= self.free());
+        let mut written = 0;
+        for value in values.take(n) {
+            self.write(self.tail.wrapping_add(written as u64 * STEP), value);
+            written += 1;
+        }
+        // SeqCst: as in `push`, for the whole batch.
+        let prev = self
+            .ring
+            .tail
+            .fetch_add(written as u64 * STEP, Ordering::SeqCst);
+        if prev & CLOSED != 0 {
+            return Err(self.take_back(written));
+        }
+        self.tail = self.tail.wrapping_add(written as u64 * STEP);
+        Ok(())
+    }
+
+    /// Free slots as far as this producer knows.
+    #[inline]
+    fn free(&self) -> u64 {
+        (self.ring.span() - self.tail.wrapping_sub(self.cached_head)) / STEP
+    }
+
+    fn refresh_head(&mut self) {
+        // Acquire: pairs with the consumer's Release store of `head`, so the consumer
+        // has finished moving values out of the slots we are about to reuse.
+        self.cached_head = self.ring.head.load(Ordering::Acquire);
+    }
+
+    fn is_closed_now(&mut self) -> bool {
+        // Relaxed is enough: a stale `false` only reports `Full` for a ring that is
+        // closing; the next push's RMW sees the bit for certain.
+        if self.ring.tail.load(Ordering::Relaxed) & CLOSED != 0 {
+            self.closed = true;
+        }
+        self.closed
+    }
+
+    #[inline]
+    fn write(&mut self, pos: u64, value: T) {
+        let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
+        // SAFETY: `pos` is in `[tail, cached_head + cap)`, so the consumer has released
+        // this slot (its Release store of `head` past it was Acquire-loaded into
+        // `cached_head`) and will not read it until our `fetch_add` publishes it. This
+        // producer is the only writer.
+        slot.with_mut(|p| unsafe { (*p).write(value) });
+    }
+
+    /// Undoes the last `n` writes of a push that met `CLOSED`. The consumer closed at a
+    /// position at or before `self.tail` and never reads at or past it, so these slots
+    /// are still ours.
+    #[cold]
+    fn take_back(&mut self, n: usize) -> Vec<T> {
+        self.closed = true;
+        let values = (0..n)
+            .map(|i| {
+                let slot = &self.ring.slots
+                    [slot_index(self.tail.wrapping_add(i as u64 * STEP), self.ring.mask)];
+                // SAFETY: we wrote this slot in this push and the consumer's limit is
+                // at or before it (see above), so the value is initialised and only
+                // this producer can reach it.
+                slot.with(|p| unsafe { (*p).assume_init_read() })
+            })
+            .collect();
+        // Restore `tail` to the positions that hold values, so `Ring::drop` drops
+        // exactly those. Relaxed: the consumer no longer reads `tail` after closing, and
+        // the final drop synchronises through `Arc`.
+        self.ring.tail.fetch_sub(n as u64 * STEP, Ordering::Relaxed);
+        values
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Release: the consumer's Acquire load of `producer_gone` followed by a load of
+        // `tail` then sees every push of this producer.
+        self.ring.producer_gone.store(true, Ordering::Release);
+    }
+}
+
+impl<T> Consumer<T> {
+    /// Values ready to pop, refreshing the cached `tail` when the cache shows fewer
+    /// than `want` (one load of the producer's cache line per batch, not per value).
+    #[inline]
+    fn ready_up_to(&mut self, want: u64) -> u64 {
+        let n = self.cached_tail.wrapping_sub(self.head) / STEP;
+        if n >= want {
+            return n;
+        }
+        // Acquire: pairs with the producer's `fetch_add` (its Release part), so the
+        // slot writes before it are visible.
+        let tail = self.ring.tail.load(Ordering::Acquire) & !CLOSED;
+        self.cached_tail = match self.limit {
+            // After a close, `tail` may briefly count a push that is being undone.
+            Some(limit) => limit,
+            None => tail,
+        };
+        self.cached_tail.wrapping_sub(self.head) / STEP
+    }
+
+    /// Values ready to pop.
+    pub(crate) fn ready(&mut self) -> u64 {
+        self.ready_up_to(1)
+    }
+
+    /// Whether a value is ready, for the sleep re-check. `SeqCst`: the shard's store
+    /// of its sleep flag and this load are one side of the Dekker pair whose other side
+    /// is the producer's `fetch_add` then sleep-flag load.
+    pub(crate) fn has_ready_seqcst(&self) -> bool {
+        if self.cached_tail != self.head {
+            return true;
+        }
+        let tail = self.ring.tail.load(Ordering::SeqCst) & !CLOSED;
+        match self.limit {
+            Some(limit) => limit != self.head && tail != self.head,
+            None => tail != self.head,
+        }
+    }
+
+    /// Pops up to `max` values into `f`, publishing `head` once at the end (or as far
+    /// as it got, if `f` unwinds). Returns how many were popped.
+    #[inline]
+    pub(crate) fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+        let n = self.ready_up_to(max as u64).min(max as u64) as usize;
+        if n == 0 {
+            return 0;
+        }
+        let mut guard = HeadGuard {
+            consumer: self,
+            popped: 0,
+        };
+        while guard.popped < n {
+            let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
+            let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
+            // SAFETY: `pos` is in `[head, cached_tail)`: the producer published this
+            // slot with its `fetch_add` (Acquire-loaded in `ready`), and will not write
+            // it again until our Release store of `head` passes it. We move the value
+            // out exactly once; `HeadGuard` advances `head` past it even on unwind.
+            let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+            guard.popped += 1;
+            f(value);
+        }
+        n
+    }
+
+    /// Closes the ring: later pushes fail with `Closed`, and the consumer reads only the
+    /// values pushed before this call. Idempotent.
+    pub(crate) fn close(&mut self) {
+        if self.limit.is_some() {
+            return;
+        }
+        // SeqCst RMW: totally ordered with every push's `fetch_add` (see module docs).
+        let prev = self.ring.tail.fetch_or(CLOSED, Ordering::SeqCst);
+        let limit = prev & !CLOSED;
+        self.limit = Some(limit);
+        self.cached_tail = limit;
+    }
+
+    /// Whether the producer has gone and everything it pushed has been popped: the lane
+    /// can be retired.
+    pub(crate) fn is_finished(&mut self) -> bool {
+        // Acquire: pairs with the producer's Release store in its drop; the `ready`
+        // below then sees its last push.
+        self.ring.producer_gone.load(Ordering::Acquire) && self.ready() == 0
+    }
+
+    /// Whether `close` has been called and everything before the close is popped.
+    pub(crate) fn is_closed_and_drained(&mut self) -> bool {
+        self.limit.is_some() && self.ready() == 0
+    }
+
+    pub(crate) fn ring(&self) -> &Arc<Ring<T>> {
+        &self.ring
+    }
+
+    /// Values queued, for statistics (`head` is ours; `tail` may be a little stale).
+    pub(crate) fn depth(&self) -> u64 {
+        // Relaxed: a statistic; no memory is read on the strength of it.
+        let tail = self.ring.tail.load(Ordering::Relaxed) & !CLOSED;
+        let tail = match self.limit {
+            Some(limit) => limit,
+            None => tail,
+        };
+        tail.wrapping_sub(self.head) / STEP
+    }
+}
+
+struct HeadGuard<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    popped: usize,
+}
+
+impl<T> Drop for HeadGuard<'_, T> {
+    fn drop(&mut self) {
+        let c = &mut *self.consumer;
+        c.head = c.head.wrapping_add(self.popped as u64 * STEP);
+        // Release: the values are moved out; pairs with the producer's Acquire load in
+        // `refresh_head` before it reuses these slots.
+        c.ring.head.store(c.head, Ordering::Release);
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // A consumer that goes away closes the ring, so the producer gets `Closed`
+        // instead of filling a ring no one reads. Values left in it are dropped with
+        // the ring.
+        self.close();
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self` means both ends are gone; `Arc`'s drop synchronised them.
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed) & !CLOSED;
+        let mut pos = head;
+        while pos != tail {
+            let slot = &self.slots[slot_index(pos, self.mask)];
+            // SAFETY: positions in `[head, tail)` hold values pushed and never popped
+            // (undone pushes were subtracted from `tail`); we are the last owner.
+            slot.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            pos = pos.wrapping_add(STEP);
+        }
+    }
+}
+
+#[cfg(all(test, not(shardbus_loom)))]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn fifo_and_full() {
+        let (mut p, mut c) = channel::<u32>(4, 0);
+        for i in 0..4 {
+            p.push(i).unwrap();
+        }
+        assert_eq!(p.push(9), Err(PushError::Full(9)));
+        let mut got = vec![];
+        assert_eq!(c.pop_batch(3, |v| got.push(v)), 3);
+        p.push(4).unwrap();
+        c.pop_batch(10, |v| got.push(v));
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn close_gives_values_back_and_drains_the_rest() {
+        let (mut p, mut c) = channel::<String>(4, u64::MAX - 3);
+        p.push("a".into()).unwrap();
+        p.push("b".into()).unwrap();
+        c.close();
+        assert_eq!(p.push("c".into()), Err(PushError::Closed("c".into())));
+        assert_eq!(p.free_slots(), Err(()));
+        let (mut p2, mut c2) = channel::<String>(4, 0);
+        c2.close();
+        assert_eq!(
+            p2.push_n(1, ["d".to_string()].into_iter()),
+            Err(vec!["d".to_string()])
+        );
+        let mut got = vec![];
+        c.pop_batch(10, |v| got.push(v));
+        assert_eq!(got, vec!["a", "b"]);
+        assert!(c.is_closed_and_drained());
+    }
+
+    #[test]
+    fn batch_push_wraps() {
+        let (mut p, mut c) = channel::<u64>(8, u64::MAX - 5);
+        let mut next = 0;
+        let mut model = VecDeque::new();
+        for round in 0..50u64 {
+            let batch: Vec<u64> = (0..(round % 7 + 1))
+                .map(|_| {
+                    next += 1;
+                    next
+                })
+                .collect();
+            let n = p.free_slots().unwrap().min(batch.len());
+            p.push_n(n, batch.iter().copied()).unwrap();
+            model.extend(batch[..n].iter().copied());
+            let mut got = vec![];
+            c.pop_batch((round % 3 + 1) as usize, |v| got.push(v));
+            for v in got {
+                assert_eq!(Some(v), model.pop_front());
+            }
+        }
+    }
+
+    #[test]
+    fn drops_each_value_once() {
+        let counter = std::sync::Arc::new(());
+        {
+            let (mut p, mut c) = channel(4, u64::MAX - 1);
+            for _ in 0..3 {
+                p.push(counter.clone()).unwrap();
+            }
+            c.pop_batch(1, drop);
+            assert_eq!(std::sync::Arc::strong_count(&counter), 3);
+            drop(p);
+            assert_eq!(c.ready(), 2);
+            assert!(!c.is_finished());
+        }
+        assert_eq!(std::sync::Arc::strong_count(&counter), 1);
+    }
+
+    #[test]
+    fn unwinding_consumer_keeps_accounting() {
+        let (mut p, mut c) = channel::<Box<u32>>(4, 0);
+        for i in 0..4 {
+            p.push(Box::new(i)).unwrap();
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.pop_batch(4, |v| assert_ne!(*v, 1));
+        }));
+        assert!(r.is_err());
+        let mut got = vec![];
+        c.pop_batch(4, |v| got.push(*v));
+        assert_eq!(got, vec![2, 3]);
+    }
+}

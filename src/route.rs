@@ -1,0 +1,293 @@
+//! Topic → shard routing.
+//!
+//! A topic name is hashed once with ahash under fixed keys ([`ROUTE_SEEDS`]); the 64-bit
+//! hash picks the shard by Lemire's multiply-shift range reduction,
+//! `shard = (hash as u128 * shards as u128) >> 64`. Fixed keys make the mapping the same
+//! in every process of the same build (ahash's output may differ between ahash versions
+//! and CPU feature sets, so it is not promised across builds; persisted records carry
+//! their topic name and are re-routed on recovery).
+
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use crate::error::Error;
+
+/// The longest topic name, in bytes. Names are stored inline in each message envelope
+/// so that a publish allocates nothing.
+pub const MAX_TOPIC_LEN: usize = 55;
+
+/// The fixed ahash keys of the router.
+const ROUTE_SEEDS: [u64; 4] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+];
+
+/// The index of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub(crate) usize);
+
+impl ShardId {
+    /// The shard's index, `0..shards`.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// A topic name with its hash, stored inline (64 bytes) so that an envelope carries it
+/// without a heap allocation or a shared reference count.
+#[derive(Clone, Copy)]
+pub(crate) struct TopicKey {
+    hash: u64,
+    len: u8,
+    bytes: [u8; MAX_TOPIC_LEN],
+}
+
+impl TopicKey {
+    pub(crate) fn as_str(&self) -> &str {
+        let bytes = &self.bytes[..usize::from(self.len)];
+        // The bytes were copied from a `&str` whole, so they are valid UTF-8; this
+        // check never fails and keeps the crate free of `unsafe` here.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+impl PartialEq for TopicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TopicKey {}
+
+impl Hash for TopicKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl std::fmt::Debug for TopicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TopicKey").field(&self.as_str()).finish()
+    }
+}
+
+/// A hasher that passes a precomputed `u64` through, for maps keyed by [`TopicKey`].
+#[derive(Default)]
+pub(crate) struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `TopicKey`; fold anything else in for safety.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub(crate) type TopicMap<V> =
+    std::collections::HashMap<TopicKey, V, BuildHasherDefault<PassThroughHasher>>;
+
+/// The topic → shard function of one bus.
+#[derive(Clone)]
+#[doc(hidden)]
+pub struct Router {
+    hasher: ahash::RandomState,
+    shards: usize,
+}
+
+impl Router {
+    pub(crate) fn new(shards: usize) -> Self {
+        let [k0, k1, k2, k3] = ROUTE_SEEDS;
+        Self {
+            hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
+            shards,
+        }
+    }
+
+    pub(crate) fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Hashes and copies a topic name, or `None` if it is empty or too long.
+    pub(crate) fn key(&self, name: &str) -> Option<TopicKey> {
+        let len = name.len();
+        if len == 0 || len > MAX_TOPIC_LEN {
+            return None;
+        }
+        let mut bytes = [0; MAX_TOPIC_LEN];
+        bytes[..len].copy_from_slice(name.as_bytes());
+        let len = u8::try_from(len).ok()?;
+        Some(TopicKey {
+            hash: self.hasher.hash_one(name),
+            len,
+            bytes,
+        })
+    }
+
+    pub(crate) fn shard_of_key(&self, key: &TopicKey) -> ShardId {
+        // Lemire's range reduction: uniform for a uniform hash, no division.
+        let shard = (u128::from(key.hash) * self.shards as u128) >> 64;
+        ShardId(shard as usize)
+    }
+
+    pub(crate) fn resolve(&self, name: &str) -> Result<Topic, Error> {
+        let key = self.key(name).ok_or(Error::InvalidTopic {
+            len: name.len(),
+            max: MAX_TOPIC_LEN,
+        })?;
+        Ok(Topic {
+            key,
+            shard: self.shard_of_key(&key),
+        })
+    }
+}
+
+/// A pre-resolved topic: its name, hash and shard computed once, so that publishing
+/// through it neither hashes nor allocates. Made by [`Bus::topic`](crate::Bus::topic);
+/// valid for the bus (or a bus with the same shard count) that made it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Topic {
+    pub(crate) key: TopicKey,
+    pub(crate) shard: ShardId,
+}
+
+impl Topic {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        self.key.as_str()
+    }
+
+    /// The shard the topic is routed to.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name())
+            .field("shard", &self.shard.0)
+            .finish()
+    }
+}
+
+/// Something a message can be published to: a topic name or a pre-resolved [`Topic`].
+pub trait ToTopic: sealed::Sealed {
+    #[doc(hidden)]
+    fn to_topic(&self, router: &Router) -> Option<Topic>;
+}
+
+impl ToTopic for str {
+    fn to_topic(&self, router: &Router) -> Option<Topic> {
+        let key = router.key(self)?;
+        Some(Topic {
+            key,
+            shard: router.shard_of_key(&key),
+        })
+    }
+}
+
+impl ToTopic for String {
+    fn to_topic(&self, router: &Router) -> Option<Topic> {
+        self.as_str().to_topic(router)
+    }
+}
+
+impl ToTopic for Topic {
+    fn to_topic(&self, router: &Router) -> Option<Topic> {
+        // A handle from a bus with another shard count is re-routed, never misrouted.
+        if self.shard.0 < router.shards() && router.shard_of_key(&self.key) == self.shard {
+            Some(*self)
+        } else {
+            Some(Topic {
+                key: self.key,
+                shard: router.shard_of_key(&self.key),
+            })
+        }
+    }
+}
+
+impl<U: ToTopic + ?Sized> ToTopic for &U {
+    fn to_topic(&self, router: &Router) -> Option<Topic> {
+        (**self).to_topic(router)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for super::Topic {}
+    impl<U: Sealed + ?Sized> Sealed for &U {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_topic_same_shard_across_routers() {
+        let a = Router::new(8);
+        let b = Router::new(8);
+        for i in 0..1000 {
+            let name = format!("topic-{i}");
+            assert_eq!(
+                a.resolve(&name).unwrap().shard,
+                b.resolve(&name).unwrap().shard
+            );
+        }
+    }
+
+    #[test]
+    fn shards_are_all_used_and_in_range() {
+        let r = Router::new(4);
+        let mut seen = [0usize; 4];
+        for i in 0..4000 {
+            let t = r.resolve(&format!("t{i}")).unwrap();
+            seen[t.shard.0] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn names_round_trip_and_limits() {
+        let r = Router::new(2);
+        let long = "x".repeat(MAX_TOPIC_LEN);
+        assert_eq!(r.resolve(&long).unwrap().name(), long);
+        assert_eq!(r.resolve("é-topic").unwrap().name(), "é-topic");
+        assert!(matches!(
+            r.resolve(""),
+            Err(Error::InvalidTopic { len: 0, .. })
+        ));
+        let too_long = "x".repeat(MAX_TOPIC_LEN + 1);
+        assert!(matches!(
+            r.resolve(&too_long),
+            Err(Error::InvalidTopic { len: 56, .. })
+        ));
+    }
+
+    #[test]
+    fn keys_compare_by_name() {
+        let r = Router::new(1);
+        assert_eq!(r.key("a").unwrap(), r.key("a").unwrap());
+        assert_ne!(r.key("a").unwrap(), r.key("b").unwrap());
+    }
+
+    #[test]
+    fn foreign_topic_handles_are_rerouted() {
+        let t = Router::new(8).resolve("orders").unwrap();
+        let r2 = Router::new(3);
+        assert_eq!(
+            t.to_topic(&r2).unwrap().shard,
+            r2.resolve("orders").unwrap().shard
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Graceful shutdown: stop intake, drain to global quiescence, stop.
+//!
+//! Phase 1 (`closing`): every shard closes its shared ring and every publisher lane
+//! (later publishes get `Closed` with their message) and keeps draining. Handlers may
+//! still publish to other shards through the shard-to-shard lanes, so an accepted
+//! message that fans out onward is followed through.
+//!
+//! Quiescence: the coordinator reads, in this order, every shard's `activity`, every
+//! shard's `external_drained`, every shard-to-shard ring's emptiness, every shard's
+//! `idle`, and `activity` again, all `SeqCst`. A shard clears `idle` before it takes
+//! work and bumps `activity` after the work (and whatever it published) is done. If a
+//! message were still in flight, either its ring is seen non-empty, or the shard that
+//! took it is seen busy, or that shard finished it between the two `activity` reads
+//! and the second read differs. Only all-idle, all-empty, unchanged counts as done.
+//!
+//! Phase 2 (`stop`): each shard closes its remaining inputs, drops and counts what is
+//! left (nothing after quiescence; the rest after a deadline), runs `on_stop` and exits.
+
+use std::time::Instant;
+
+use crate::inbox::Shared;
+use crate::sync::{Backoff, Ordering};
+use crate::wait::publisher_pause;
+
+/// Signals phase 1 to every shard.
+pub(crate) fn begin<T>(shared: &Shared<T>) {
+    for inbox in shared.inboxes.iter() {
+        // SeqCst: ordered before the quiescence reads (and the kick's unpark).
+        inbox.flags.closing.store(true, Ordering::SeqCst);
+        inbox.kick();
+    }
+}
+
+/// Waits for quiescence or the deadline. Returns whether quiescence was reached.
+pub(crate) fn wait_quiescent<T>(shared: &Shared<T>, deadline: Option<Instant>) -> bool {
+    let backoff = Backoff::new();
+    loop {
+        if is_quiescent(shared) {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        publisher_pause(&backoff);
+    }
+}
+
+fn is_quiescent<T>(shared: &Shared<T>) -> bool {
+    let flags = || shared.inboxes.iter().map(|i| &i.flags);
+    let before: Vec<u64> = flags().map(|f| f.activity.load(Ordering::SeqCst)).collect();
+    if !flags().all(|f| f.external_drained.load(Ordering::SeqCst)) {
+        return false;
+    }
+    if !shared
+        .peer_rings
+        .iter()
+        .flatten()
+        .all(|r| r.is_empty_seqcst())
+    {
+        return false;
+    }
+    if !flags().all(|f| f.idle.load(Ordering::SeqCst)) {
+        return false;
+    }
+    flags()
+        .map(|f| f.activity.load(Ordering::SeqCst))
+        .eq(before)
+}
+
+/// Signals phase 2 to every shard.
+pub(crate) fn stop<T>(shared: &Shared<T>, forced: bool) {
+    for inbox in shared.inboxes.iter() {
+        // Release: `forced` is visible to the shard that Acquire-loads `stop`.
+        inbox.flags.forced.store(forced, Ordering::Release);
+        // SeqCst: see `begin`.
+        inbox.flags.stop.store(true, Ordering::SeqCst);
+        inbox.kick();
+    }
+}
+
+/// Waits until every shard has exited or the deadline passes; returns how many had
+/// not exited.
+pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> usize {
+    let backoff = Backoff::new();
+    loop {
+        // Acquire: pairs with the shard's Release store; its final counters are then
+        // visible.
+        let running = shared
+            .inboxes
+            .iter()
+            .filter(|i| !i.flags.exited.load(Ordering::Acquire))
+            .count();
+        if running == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+            return running;
+        }
+        publisher_pause(&backoff);
+    }
+}

@@ -1,0 +1,287 @@
+//! Per-shard statistics: counters written only by their shard thread and read by anyone.
+//!
+//! Every field of [`ShardCounters`] has one writer, the shard thread, which keeps the
+//! running values in plain locals and stores them once per batch. All accesses are
+//! `Relaxed`: each counter is a monotone (or, for depth, a sampled) number that no
+//! reader uses to decide whether other memory is ready; after `shutdown` joins the
+//! threads, the join gives the final values happens-before.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Buckets of the handler-time histogram: 16 exact buckets for 0..16 ns, then 8
+/// sub-buckets per power of two up to `2^63` ns (12.5% resolution).
+const BUCKETS: usize = 16 + 60 * 8;
+
+/// How often a handler call is timed: one call in `SAMPLE_EVERY` (a power of two), so
+/// that reading the clock stays off the common path.
+pub(crate) const SAMPLE_EVERY: u64 = 64;
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < 16 {
+        return ns as usize;
+    }
+    let exp = 63 - u64::from(ns.leading_zeros()); // >= 4
+    let sub = (ns >> (exp - 3)) & 7;
+    16 + (exp as usize - 4) * 8 + sub as usize
+}
+
+/// The largest value that lands in `bucket`.
+fn bucket_high(bucket: usize) -> u64 {
+    if bucket < 16 {
+        return bucket as u64;
+    }
+    let exp = (bucket - 16) / 8 + 4;
+    let sub = ((bucket - 16) % 8) as u64;
+    let low = (8 + sub) << (exp - 3);
+    low + ((1u64 << (exp - 3)) - 1)
+}
+
+/// The counters of one shard. Padded as a whole by its owner (`CachePadded`).
+pub(crate) struct ShardCounters {
+    pub(crate) received: AtomicU64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) unrouted: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    pub(crate) stopped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) depth: AtomicU64,
+    pub(crate) high_water: AtomicU64,
+    /// `core + 1` when pinned, 0 when not.
+    pub(crate) core: AtomicU64,
+    hist: Box<[AtomicU64]>,
+    hist_max: AtomicU64,
+}
+
+/// The shard thread's private running values, published with [`ShardCounters::publish`].
+#[derive(Default, Clone)]
+pub(crate) struct LocalCounters {
+    pub(crate) received: u64,
+    pub(crate) handled: u64,
+    pub(crate) unrouted: u64,
+    pub(crate) dead_letters: u64,
+    pub(crate) panics: u64,
+    pub(crate) restarts: u64,
+    pub(crate) stopped: u64,
+    pub(crate) dropped: u64,
+    pub(crate) depth: u64,
+    pub(crate) high_water: u64,
+}
+
+impl ShardCounters {
+    pub(crate) fn new() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            unrouted: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            stopped: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            depth: AtomicU64::new(0),
+            high_water: AtomicU64::new(0),
+            core: AtomicU64::new(0),
+            hist: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            hist_max: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores the shard's running values (shard thread only).
+    pub(crate) fn publish(&self, l: &LocalCounters) {
+        let r = Ordering::Relaxed;
+        self.received.store(l.received, r);
+        self.handled.store(l.handled, r);
+        self.unrouted.store(l.unrouted, r);
+        self.dead_letters.store(l.dead_letters, r);
+        self.panics.store(l.panics, r);
+        self.restarts.store(l.restarts, r);
+        self.stopped.store(l.stopped, r);
+        self.dropped.store(l.dropped, r);
+        self.depth.store(l.depth, r);
+        self.high_water.store(l.high_water, r);
+    }
+
+    /// Records one sampled handler time (shard thread only: load + store, no RMW).
+    pub(crate) fn record_handler_ns(&self, ns: u64) {
+        let b = &self.hist[bucket_of(ns)];
+        b.store(b.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if ns > self.hist_max.load(Ordering::Relaxed) {
+            self.hist_max.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self, shard: usize) -> ShardStats {
+        let r = Ordering::Relaxed;
+        let counts: Vec<u64> = self.hist.iter().map(|b| b.load(r)).collect();
+        let total: u64 = counts.iter().sum();
+        let pct = |q: f64| -> u64 {
+            if total == 0 {
+                return 0;
+            }
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, &c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return bucket_high(i);
+                }
+            }
+            bucket_high(BUCKETS - 1)
+        };
+        let max = self.hist_max.load(r);
+        let core = self.core.load(r);
+        ShardStats {
+            shard,
+            core: core.checked_sub(1).map(|c| c as usize),
+            received: self.received.load(r),
+            handled: self.handled.load(r),
+            unrouted: self.unrouted.load(r),
+            dead_letters: self.dead_letters.load(r),
+            panics: self.panics.load(r),
+            restarts: self.restarts.load(r),
+            stopped_subscriptions: self.stopped.load(r),
+            dropped: self.dropped.load(r),
+            queue_depth: self.depth.load(r),
+            high_water: self.high_water.load(r),
+            handler_time: HandlerTime {
+                samples: total,
+                p50_ns: pct(0.50).min(max),
+                p99_ns: pct(0.99).min(max),
+                p999_ns: pct(0.999).min(max),
+                max_ns: max,
+            },
+        }
+    }
+}
+
+/// Sampled handler-time percentiles of one shard, in nanoseconds.
+///
+/// One handler call in 64 is timed (the time of all of a message's subscribers);
+/// percentiles are bucket upper bounds with 12.5% resolution, capped at the true maximum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandlerTime {
+    /// Timed calls.
+    pub samples: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest timed call.
+    pub max_ns: u64,
+}
+
+/// A snapshot of one shard's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardStats {
+    /// The shard's index.
+    pub shard: usize,
+    /// The core the shard thread is pinned to, if pinning succeeded.
+    pub core: Option<usize>,
+    /// Messages the shard took from its inbox (everything accepted and drained).
+    pub received: u64,
+    /// Messages delivered to at least one subscriber (including ones a subscriber
+    /// panicked on).
+    pub handled: u64,
+    /// Messages whose topic had no subscriber (they went to the dead-letter handler).
+    pub unrouted: u64,
+    /// Calls of the dead-letter handler: unrouted messages plus handler panics.
+    pub dead_letters: u64,
+    /// Handler panics caught.
+    pub panics: u64,
+    /// Actors restarted by their supervision policy.
+    pub restarts: u64,
+    /// Subscriptions stopped by their supervision policy.
+    pub stopped_subscriptions: u64,
+    /// Accepted messages a deadline shutdown could not deliver (dropped, counted).
+    pub dropped: u64,
+    /// Messages queued for this shard at the last sample.
+    pub queue_depth: u64,
+    /// The largest queue depth sampled.
+    pub high_water: u64,
+    /// Sampled handler-time percentiles.
+    pub handler_time: HandlerTime,
+}
+
+/// A snapshot of every shard's counters. See [`Bus::stats`](crate::Bus::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// One entry per shard, in shard order.
+    pub shards: Vec<ShardStats>,
+}
+
+impl Stats {
+    /// Messages received, summed over shards.
+    pub fn received(&self) -> u64 {
+        self.shards.iter().map(|s| s.received).sum()
+    }
+    /// Messages handled, summed over shards.
+    pub fn handled(&self) -> u64 {
+        self.shards.iter().map(|s| s.handled).sum()
+    }
+    /// Unrouted messages, summed over shards.
+    pub fn unrouted(&self) -> u64 {
+        self.shards.iter().map(|s| s.unrouted).sum()
+    }
+    /// Dead-letter calls, summed over shards.
+    pub fn dead_letters(&self) -> u64 {
+        self.shards.iter().map(|s| s.dead_letters).sum()
+    }
+    /// Handler panics, summed over shards.
+    pub fn panics(&self) -> u64 {
+        self.shards.iter().map(|s| s.panics).sum()
+    }
+    /// Messages dropped by a deadline shutdown, summed over shards.
+    pub fn dropped(&self) -> u64 {
+        self.shards.iter().map(|s| s.dropped).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_values_monotonically() {
+        let mut last = 0;
+        for ns in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            100,
+            1_000,
+            123_456,
+            u64::MAX / 2,
+            u64::MAX,
+        ] {
+            let b = bucket_of(ns);
+            assert!(b < BUCKETS && b >= last, "{ns} -> {b}");
+            assert!(bucket_high(b) >= ns, "{ns} above its bucket's bound");
+            last = b;
+        }
+        assert_eq!(bucket_high(bucket_of(1000)), 1023);
+    }
+
+    #[test]
+    fn percentiles() {
+        let c = ShardCounters::new();
+        for ns in 1..=1000 {
+            c.record_handler_ns(ns);
+        }
+        let s = c.snapshot(0);
+        assert_eq!(s.handler_time.samples, 1000);
+        assert_eq!(s.handler_time.max_ns, 1000);
+        assert!(
+            (500..=575).contains(&s.handler_time.p50_ns),
+            "{:?}",
+            s.handler_time
+        );
+        assert_eq!(s.handler_time.p999_ns, 1000);
+    }
+}

@@ -1,0 +1,157 @@
+//! The one place that imports concurrency primitives.
+//!
+//! Everything else in the crate takes atomics, cells, `Arc`, threads, parking and
+//! back-off from here. Under `--cfg shardbus_loom` these are loom's model-checked
+//! versions, so the `loom-tests` crate checks our own hand-off, wake-up and shutdown
+//! code as written (the pattern of tokio's `src/loom/` and crossbeam-utils' `primitive`).
+
+#[cfg(not(shardbus_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(shardbus_loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(shardbus_loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(shardbus_loom)]
+pub(crate) use loom::sync::Arc;
+
+/// Thread spawning, `yield_now`, the current thread handle.
+pub(crate) mod thread {
+    #[cfg(not(shardbus_loom))]
+    pub(crate) use std::thread::{current, park, yield_now, JoinHandle, Thread};
+
+    #[cfg(shardbus_loom)]
+    pub(crate) use loom::thread::{current, park, yield_now, JoinHandle, Thread};
+
+    /// Spawns a named thread. loom threads have no names or builder.
+    #[cfg(not(shardbus_loom))]
+    pub(crate) fn spawn_named<F, R>(name: String, f: F) -> std::io::Result<JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        std::thread::Builder::new().name(name).spawn(f)
+    }
+
+    /// Spawns a thread; under loom the name is dropped.
+    #[cfg(shardbus_loom)]
+    pub(crate) fn spawn_named<F, R>(_name: String, f: F) -> std::io::Result<JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        Ok(loom::thread::spawn(f))
+    }
+}
+
+/// An `UnsafeCell` with loom's closure-based API, so the same code compiles against both.
+#[cfg(not(shardbus_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(shardbus_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Calls `f` with a const pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Calls `f` with a mutable pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(shardbus_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Exponential back-off for wait loops.
+///
+/// Outside loom this is `crossbeam_utils::Backoff`. Under loom every step yields to the
+/// model scheduler, or loom would report a spinning wait loop as a livelock.
+#[cfg(not(shardbus_loom))]
+pub(crate) use crossbeam_utils::Backoff;
+
+#[cfg(shardbus_loom)]
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(std::cell::Cell<u32>);
+
+#[cfg(shardbus_loom)]
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+    pub(crate) fn reset(&self) {
+        self.0.set(0);
+    }
+    pub(crate) fn spin(&self) {
+        loom::thread::yield_now();
+    }
+    pub(crate) fn snooze(&self) {
+        self.0.set(self.0.get() + 1);
+        loom::thread::yield_now();
+    }
+    pub(crate) fn is_completed(&self) -> bool {
+        // Reach the parking branch quickly so the models explore it.
+        self.0.get() >= 1
+    }
+}
+
+/// Thread parking: the shard parks when idle, publishers unpark it.
+///
+/// Outside loom this is `crossbeam_utils::sync::{Parker, Unparker}` (a token: an
+/// `unpark` before `park` makes that `park` return at once). Under loom it is the same
+/// token protocol built on loom's `Mutex` and `Condvar`.
+#[cfg(not(shardbus_loom))]
+pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
+
+#[cfg(shardbus_loom)]
+pub(crate) use self::loom_park::{Parker, Unparker};
+
+#[cfg(shardbus_loom)]
+mod loom_park {
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    #[derive(Debug, Default)]
+    struct Inner {
+        token: Mutex<bool>,
+        cvar: Condvar,
+    }
+
+    /// Parks the owning thread until a token is available.
+    #[derive(Debug, Default)]
+    pub(crate) struct Parker(Arc<Inner>);
+
+    /// Makes a token available and wakes the parker.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Unparker(Arc<Inner>);
+
+    impl Parker {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+        pub(crate) fn park(&self) {
+            let mut token = self.0.token.lock().unwrap();
+            while !*token {
+                token = self.0.cvar.wait(token).unwrap();
+            }
+            *token = false;
+        }
+        pub(crate) fn unparker(&self) -> Unparker {
+            Unparker(self.0.clone())
+        }
+    }
+
+    impl Unparker {
+        pub(crate) fn unpark(&self) {
+            *self.0.token.lock().unwrap() = true;
+            self.0.cvar.notify_one();
+        }
+    }
+}
