@@ -1,0 +1,673 @@
+//! Shutdown through the public API: the graceful drain (everything accepted is handled,
+//! onward publishes included), `Closed` after shutdown with the message given back,
+//! destructor accounting (every message created is dropped exactly once, whether it
+//! was handled, dead-lettered, given back or left undrained by a deadline), and the
+//! `ShutdownReport` of a deadline shutdown.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use shardbus::{Bus, Context, PublishError, Publisher, Topic, TryPublishError};
+
+/// Bounds every wait on another thread: a bug shows as a failure, not a hang.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------
+// A message that accounts for its own destruction
+// ---------------------------------------------------------------------------------
+
+/// Every `Tracked` message made, handled and dropped, by id.
+struct Ledger {
+    created: AtomicU32,
+    handled: Vec<AtomicU32>,
+    drops: Vec<AtomicU32>,
+    dropped_total: Mutex<u64>,
+    dropped_more: Condvar,
+}
+
+struct Tracked {
+    id: u32,
+    ledger: Arc<Ledger>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.ledger.drops[self.id as usize].fetch_add(1, Relaxed);
+        *self.ledger.dropped_total.lock().unwrap() += 1;
+        self.ledger.dropped_more.notify_all();
+    }
+}
+
+impl Ledger {
+    fn new(capacity: u32) -> Arc<Self> {
+        Arc::new(Self {
+            created: AtomicU32::new(0),
+            handled: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            drops: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
+            dropped_total: Mutex::new(0),
+            dropped_more: Condvar::new(),
+        })
+    }
+
+    fn make(self: &Arc<Self>) -> Tracked {
+        let id = self.created.fetch_add(1, Relaxed);
+        assert!((id as usize) < self.drops.len(), "ledger too small");
+        Tracked {
+            id,
+            ledger: self.clone(),
+        }
+    }
+
+    /// Called by handlers.
+    fn handle(&self, m: &Tracked) {
+        self.handled[m.id as usize].fetch_add(1, Relaxed);
+    }
+
+    fn created(&self) -> u32 {
+        self.created.load(Relaxed)
+    }
+
+    fn handled(&self, id: u32) -> u32 {
+        self.handled[id as usize].load(Relaxed)
+    }
+
+    fn handled_total(&self) -> u64 {
+        self.handled
+            .iter()
+            .map(|h| u64::from(h.load(Relaxed)))
+            .sum()
+    }
+
+    /// Every message created was dropped exactly once (and nothing else was).
+    fn assert_dropped_once(&self) {
+        let created = self.created() as usize;
+        let bad: Vec<(usize, u32)> = self
+            .drops
+            .iter()
+            .map(|d| d.load(Relaxed))
+            .enumerate()
+            .filter(|&(id, n)| n != u32::from(id < created))
+            .take(10)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{created} created; ids dropped other than once (id, drops): {bad:?}"
+        );
+    }
+
+    /// Waits until every message created has been dropped (by a detached shard).
+    fn wait_all_dropped(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut total = self.dropped_total.lock().unwrap();
+        while *total < u64::from(self.created()) {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("{} of {} dropped", *total, self.created()));
+            total = self.dropped_more.wait_timeout(total, left).unwrap().0;
+        }
+    }
+}
+
+fn tracked_bus(shards: usize) -> shardbus::Builder<Tracked> {
+    Bus::<Tracked>::builder()
+        .shards(shards)
+        .pin_threads(false)
+        .drop_timeout(PATIENCE)
+}
+
+fn subscribe_counting(bus: &Bus<Tracked>, topic: &str, ledger: &Arc<Ledger>) {
+    let ledger = ledger.clone();
+    bus.subscribe(topic, move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+        ledger.handle(m);
+    })
+    .unwrap();
+}
+
+/// The first name `prefix-i` routed to `shard`.
+fn name_on_shard<T: Send + 'static>(bus: &Bus<T>, prefix: &str, shard: usize) -> String {
+    (0..100_000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|n| bus.shard_of(n).unwrap().index() == shard)
+        .unwrap_or_else(|| panic!("no topic on shard {shard}"))
+}
+
+// ---------------------------------------------------------------------------------
+// Graceful drain
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn shutdown_handles_everything_accepted() {
+    const PER_THREAD: u32 = 10_000;
+    let ledger = Ledger::new(4 * PER_THREAD);
+    let bus = tracked_bus(3)
+        .capacity(64)
+        .lane_capacity(16)
+        .build()
+        .unwrap();
+    let topics: Vec<String> = (0..30).map(|i| format!("drain-{i}")).collect();
+    for t in &topics {
+        subscribe_counting(&bus, t, &ledger);
+    }
+    thread::scope(|s| {
+        for k in 0..4 {
+            let (bus, ledger, topics) = (&bus, &ledger, &topics);
+            let mut publisher = bus.publisher();
+            s.spawn(move || {
+                for i in 0..PER_THREAD as usize {
+                    let topic = topics[(i * 7 + k) % topics.len()].as_str();
+                    let m = ledger.make();
+                    if k == 0 {
+                        bus.publish(topic, m).unwrap();
+                    } else {
+                        publisher.publish(topic, m).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    // No waiting: whatever is still queued must be drained by `shutdown`.
+    let stats = bus.shutdown();
+    let total = 4 * PER_THREAD;
+    assert_eq!(ledger.created(), total);
+    assert_eq!(ledger.handled_total(), u64::from(total));
+    assert!((0..total).all(|id| ledger.handled(id) == 1));
+    assert_eq!(stats.received(), u64::from(total));
+    assert_eq!(stats.handled(), u64::from(total));
+    assert_eq!(stats.dropped(), 0);
+    ledger.assert_dropped_once();
+}
+
+/// What a publishing thread saw while the bus shut down under it.
+#[derive(Default)]
+struct Outcome {
+    accepted: Vec<u32>,
+    refused: Vec<u32>,
+}
+
+/// Publishes once, in one of four ways; returns whether the shard refused (`Closed`).
+fn publish_one(
+    publisher: &mut Publisher<Tracked>,
+    mode: usize,
+    topic: Topic,
+    ledger: &Arc<Ledger>,
+    out: &mut Outcome,
+) -> bool {
+    match mode {
+        0 | 1 => {
+            let m = ledger.make();
+            let id = m.id;
+            match publisher.publish(topic, m) {
+                Ok(()) => out.accepted.push(id),
+                Err(PublishError::Closed(back)) => {
+                    assert_eq!(back.id, id, "Closed gives the very message back");
+                    out.refused.push(id);
+                    return true;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        2 => {
+            let mut m = ledger.make();
+            let id = m.id;
+            loop {
+                match publisher.try_publish(topic, m) {
+                    Ok(()) => {
+                        out.accepted.push(id);
+                        break;
+                    }
+                    Err(TryPublishError::Full(back)) => {
+                        assert_eq!(back.id, id, "Full gives the very message back");
+                        m = back;
+                        thread::yield_now();
+                    }
+                    Err(TryPublishError::Closed(back)) => {
+                        assert_eq!(back.id, id, "Closed gives the very message back");
+                        out.refused.push(id);
+                        return true;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+        _ => {
+            let mut batch: Vec<Tracked> = (0..10).map(|_| ledger.make()).collect();
+            let ids: Vec<u32> = batch.iter().map(|m| m.id).collect();
+            match publisher.publish_batch(topic, &mut batch) {
+                Ok(()) => {
+                    assert!(batch.is_empty());
+                    out.accepted.extend(&ids);
+                }
+                Err(PublishError::Closed(())) => {
+                    // What is left is a suffix of the batch, in order; what was
+                    // removed was accepted.
+                    let left: Vec<u32> = batch.iter().map(|m| m.id).collect();
+                    let split = ids.len() - left.len();
+                    assert_eq!(left, ids[split..], "unaccepted messages, in order");
+                    out.accepted.extend(&ids[..split]);
+                    out.refused.extend(left);
+                    return true;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    false
+}
+
+/// Publishes round-robin over `topics` until every shard has refused. Shards close
+/// their intake one by one, so one may still accept after another refused; but a
+/// shard that refused never accepts again.
+fn publish_until_closed(
+    mut publisher: Publisher<Tracked>,
+    mode: usize,
+    topics: Vec<Topic>,
+    ledger: Arc<Ledger>,
+    started: mpsc::Sender<()>,
+) -> Outcome {
+    let shards = 1 + topics.iter().map(|t| t.shard().index()).max().unwrap();
+    let mut closed = vec![false; shards];
+    let mut out = Outcome::default();
+    let mut signalled = false;
+    for topic in topics.iter().cycle() {
+        if closed.iter().all(|&c| c) {
+            break;
+        }
+        if !signalled && out.accepted.len() >= 500 {
+            started.send(()).unwrap();
+            signalled = true;
+        }
+        let shard = topic.shard().index();
+        let accepted_before = out.accepted.len();
+        let refused = publish_one(&mut publisher, mode, *topic, &ledger, &mut out);
+        if closed[shard] {
+            assert!(
+                refused && out.accepted.len() == accepted_before,
+                "mode {mode}: shard {shard} accepted after it refused"
+            );
+        }
+        closed[shard] |= refused;
+    }
+    if !signalled {
+        started.send(()).unwrap();
+    }
+    out
+}
+
+#[test]
+fn shutdown_while_publishing_handles_exactly_the_accepted_messages() {
+    for round in 0..3 {
+        let ledger = Ledger::new(4_000_000);
+        let bus = tracked_bus(2)
+            .capacity(64)
+            .lane_capacity(32)
+            .build()
+            .unwrap();
+        let names: Vec<String> = (0..8).map(|i| format!("race-{i}")).collect();
+        for n in &names {
+            subscribe_counting(&bus, n, &ledger);
+        }
+        let topics: Vec<Topic> = names.iter().map(|n| bus.topic(n).unwrap()).collect();
+        assert!(topics.iter().any(|t| t.shard().index() == 0));
+        assert!(topics.iter().any(|t| t.shard().index() == 1));
+        let (started, all_started) = mpsc::channel();
+        let threads: Vec<_> = (0..4)
+            .map(|mode| {
+                let (publisher, topics) = (bus.publisher(), topics.clone());
+                let (ledger, started) = (ledger.clone(), started.clone());
+                thread::spawn(move || {
+                    publish_until_closed(publisher, mode, topics, ledger, started)
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            all_started.recv_timeout(PATIENCE).unwrap();
+        }
+        let stats = bus.shutdown();
+        let outcomes: Vec<Outcome> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+
+        let mut accepted = 0u64;
+        for (mode, o) in outcomes.iter().enumerate() {
+            assert!(!o.refused.is_empty(), "round {round}, mode {mode}");
+            for &id in &o.accepted {
+                assert_eq!(ledger.handled(id), 1, "round {round}: accepted {id}");
+            }
+            for &id in &o.refused {
+                assert_eq!(ledger.handled(id), 0, "round {round}: refused {id}");
+            }
+            accepted += o.accepted.len() as u64;
+        }
+        assert_eq!(ledger.handled_total(), accepted, "round {round}");
+        assert_eq!(stats.received(), accepted, "round {round}");
+        assert_eq!(stats.handled(), accepted, "round {round}");
+        assert_eq!(stats.dropped(), 0, "round {round}");
+        ledger.assert_dropped_once();
+    }
+}
+
+/// Tokens hop around topics on 4 shards, each hop published by the actor that handled
+/// the previous one; `shutdown` is called right after the tokens are injected and
+/// must follow every chain to its end (lanes of 2 slots force the overflow path).
+#[test]
+fn shutdown_follows_what_actors_publish_onward() {
+    const TOKENS: u32 = 32;
+    const LAST_HOP: u32 = 100;
+    for round in 0..5 {
+        let bus = Bus::<(u32, u32)>::builder()
+            .shards(4)
+            .pin_threads(false)
+            .lane_capacity(2)
+            .build()
+            .unwrap();
+        // Two topics per shard, interleaved: 0,1,2,3,0,1,2,3 by shard, so that every
+        // hop changes shard; one extra topic on shard 3 makes a local hop (3 → 3).
+        let mut ring: Vec<Topic> = Vec::new();
+        for k in 0..2 {
+            for s in 0..4 {
+                ring.push(
+                    bus.topic(&name_on_shard(&bus, &format!("c{k}"), s))
+                        .unwrap(),
+                );
+            }
+        }
+        ring.push(bus.topic(&name_on_shard(&bus, "c2", 3)).unwrap());
+        let ring = Arc::new(ring);
+        let deliveries: Arc<Vec<AtomicU32>> = Arc::new(
+            (0..TOKENS * (LAST_HOP + 1))
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+        );
+        let faults = Arc::new(AtomicU64::new(0));
+        for (index, topic) in ring.iter().enumerate() {
+            let (ring, deliveries, faults) = (ring.clone(), deliveries.clone(), faults.clone());
+            bus.subscribe(
+                *topic,
+                move |ctx: &mut Context<'_, (u32, u32)>, &(token, hop): &(u32, u32)| {
+                    if (token + hop) as usize % ring.len() != index {
+                        faults.fetch_add(1, Relaxed);
+                    }
+                    deliveries[(token * (LAST_HOP + 1) + hop) as usize].fetch_add(1, Relaxed);
+                    if hop < LAST_HOP {
+                        let next = ring[(token + hop + 1) as usize % ring.len()];
+                        if ctx.publish(next, (token, hop + 1)).is_err() {
+                            faults.fetch_add(1, Relaxed);
+                        }
+                    }
+                },
+            )
+            .unwrap();
+        }
+        for token in 0..TOKENS {
+            bus.publish(ring[token as usize % ring.len()], (token, 0))
+                .unwrap();
+        }
+        let stats = bus.shutdown();
+        assert_eq!(faults.load(Relaxed), 0, "round {round}");
+        let bad: Vec<(usize, u32)> = deliveries
+            .iter()
+            .map(|d| d.load(Relaxed))
+            .enumerate()
+            .filter(|&(_, n)| n != 1)
+            .take(10)
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "round {round}: (token*hops+hop, times) {bad:?}"
+        );
+        assert_eq!(stats.received(), u64::from(TOKENS * (LAST_HOP + 1)));
+        assert_eq!(stats.handled(), stats.received());
+        assert_eq!(stats.dropped(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Closed after shutdown
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn publishers_outliving_the_bus_get_closed_with_the_very_message() {
+    let ledger = Ledger::new(100);
+    let bus = tracked_bus(2).build().unwrap();
+    subscribe_counting(&bus, "t", &ledger);
+    let mut used = bus.publisher();
+    used.publish("t", ledger.make()).unwrap();
+    let mut unused = bus.publisher();
+    let stats = bus.shutdown();
+    assert_eq!(stats.handled(), 1);
+
+    let mut cloned = used.clone();
+    for (name, publisher) in [
+        ("used", &mut used),
+        ("unused", &mut unused),
+        ("cloned", &mut cloned),
+    ] {
+        let m = ledger.make();
+        let id = m.id;
+        match publisher.publish("t", m) {
+            Err(PublishError::Closed(back)) => assert_eq!(back.id, id, "{name}"),
+            other => panic!("{name}: publish after shutdown: {other:?}"),
+        }
+        let m = ledger.make();
+        let id = m.id;
+        match publisher.try_publish("t", m) {
+            Err(e @ TryPublishError::Closed(_)) => {
+                assert!(e.is_closed() && !e.is_full(), "{name}");
+                assert_eq!(e.into_inner().id, id, "{name}");
+            }
+            other => panic!("{name}: try_publish after shutdown: {other:?}"),
+        }
+        let mut batch: Vec<Tracked> = (0..3).map(|_| ledger.make()).collect();
+        let ids: Vec<u32> = batch.iter().map(|m| m.id).collect();
+        assert!(matches!(
+            publisher.publish_batch("t", &mut batch),
+            Err(PublishError::Closed(()))
+        ));
+        let left: Vec<u32> = batch.iter().map(|m| m.id).collect();
+        assert_eq!(left, ids, "{name}: the whole batch is left, in order");
+    }
+    assert_eq!(ledger.handled_total(), 1);
+    drop((used, unused, cloned));
+    ledger.assert_dropped_once();
+}
+
+// ---------------------------------------------------------------------------------
+// Destructor accounting
+// ---------------------------------------------------------------------------------
+
+/// Publishes `n` messages over every path a message can take: handled, handled by a
+/// panicking handler (dead letter), unrouted (no subscriber, no dead-letter handler),
+/// refused for an invalid topic. Returns (handled, unrouted, refused).
+fn publish_everywhere(bus: &Bus<Tracked>, ledger: &Arc<Ledger>, n: u32) -> (u64, u64, u64) {
+    let live: Vec<String> = (0..4).map(|i| format!("live-{i}")).collect();
+    for t in &live {
+        subscribe_counting(bus, t, ledger);
+    }
+    let counter = ledger.clone();
+    bus.subscribe("boom", move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+        counter.handle(m);
+        if m.id % 2 == 0 {
+            panic!("boom {}", m.id);
+        }
+    })
+    .unwrap();
+    let mut publisher = bus.publisher();
+    let (mut handled, mut unrouted, mut refused) = (0, 0, 0);
+    for i in 0..n {
+        let m = ledger.make();
+        let topic = match i % 10 {
+            0..=5 => live[i as usize % live.len()].clone(),
+            6 | 7 => "boom".to_owned(),
+            8 => format!("nobody-{}", i % 3),
+            _ => String::new(),
+        };
+        let result = if i % 2 == 0 {
+            publisher.publish(topic.as_str(), m)
+        } else {
+            bus.publish(topic.as_str(), m)
+        };
+        match (result, i % 10) {
+            (Ok(()), 0..=7) => handled += 1,
+            (Ok(()), 8) => unrouted += 1,
+            (Err(PublishError::InvalidTopic(back)), 9) => {
+                drop(back);
+                refused += 1;
+            }
+            (other, _) => panic!("message {i}: {other:?}"),
+        }
+    }
+    (handled, unrouted, refused)
+}
+
+#[test]
+fn every_message_is_dropped_exactly_once_after_shutdown() {
+    let ledger = Ledger::new(10_000);
+    let bus = tracked_bus(3).capacity(32).build().unwrap();
+    let (handled, unrouted, refused) = publish_everywhere(&bus, &ledger, 10_000);
+    let stats = bus.shutdown();
+    assert_eq!(ledger.created(), 10_000);
+    assert_eq!(ledger.handled_total(), handled);
+    assert_eq!(stats.received(), handled + unrouted);
+    assert_eq!(stats.handled(), handled);
+    assert_eq!(stats.unrouted(), unrouted);
+    assert_eq!(stats.panics(), 1_000);
+    assert_eq!(refused, 1_000);
+    assert_eq!(stats.dropped(), 0);
+    ledger.assert_dropped_once();
+}
+
+#[test]
+fn every_message_is_dropped_exactly_once_after_dropping_the_bus() {
+    let ledger = Ledger::new(10_000);
+    let bus = tracked_bus(3).capacity(32).build().unwrap();
+    let (handled, _, _) = publish_everywhere(&bus, &ledger, 10_000);
+    // No `shutdown`: the drop drains (within `drop_timeout`) and stops.
+    drop(bus);
+    assert_eq!(
+        ledger.handled_total(),
+        handled,
+        "dropping the bus drains it"
+    );
+    ledger.assert_dropped_once();
+}
+
+/// A handler on shard 0 stalls with a backlog behind it (in the shared inbox and in a
+/// publisher's lane). The stall ends deterministically once the deadline has passed:
+/// the handler polls `try_publish` to a topic on shard 1, which answers `Closed` only
+/// after the coordinator has told the shards to stop, and that happens only at the
+/// deadline. Then shard 0 stops and drops what is left.
+#[test]
+fn shutdown_timeout_drops_what_is_left_exactly_once_and_reports_it() {
+    let ledger = Ledger::new(10_000);
+    let bus = tracked_bus(2).build().unwrap();
+    let stall = name_on_shard(&bus, "stall", 0);
+    let probe = bus.topic(&name_on_shard(&bus, "probe", 1)).unwrap();
+    subscribe_counting(&bus, probe.name(), &ledger);
+    let (entered_tx, entered) = mpsc::channel();
+    let probes_accepted = Arc::new(AtomicU64::new(0));
+    let (counter, accepted_probes) = (ledger.clone(), probes_accepted.clone());
+    let mut first = true;
+    bus.subscribe(
+        stall.as_str(),
+        move |ctx: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            if !std::mem::take(&mut first) {
+                return;
+            }
+            entered_tx.send(()).unwrap();
+            let give_up = Instant::now() + PATIENCE;
+            while Instant::now() < give_up {
+                match ctx.try_publish(probe, counter.make()) {
+                    Ok(()) => {
+                        accepted_probes.fetch_add(1, Relaxed);
+                    }
+                    Err(TryPublishError::Closed(_)) => return,
+                    Err(_) => {}
+                }
+                // A polling interval, not synchronisation: it bounds the probe count.
+                thread::sleep(Duration::from_millis(1));
+            }
+        },
+    )
+    .unwrap();
+
+    // The first message stalls shard 0; 600 more queue in its shared inbox (more
+    // than one pass of the shard takes), then a new publisher registers its lane
+    // (behind them in the inbox) and queues 100 messages in it.
+    bus.publish(stall.as_str(), ledger.make()).unwrap();
+    entered.recv_timeout(PATIENCE).unwrap();
+    for _ in 0..600 {
+        bus.publish(stall.as_str(), ledger.make()).unwrap();
+    }
+    let mut late = bus.publisher();
+    for _ in 0..100 {
+        late.publish(stall.as_str(), ledger.make()).unwrap();
+    }
+    let report = bus.shutdown_timeout(Duration::from_millis(300));
+    drop(late);
+
+    let accepted = 701 + probes_accepted.load(Relaxed);
+    let handled = ledger.handled_total();
+    assert_eq!(
+        report.unjoined, 0,
+        "the stall ended within the grace period"
+    );
+    assert!(handled < accepted, "the deadline left messages undrained");
+    assert_eq!(
+        report.undrained,
+        accepted - handled,
+        "undrained = accepted - handled ({accepted} accepted, {handled} handled)"
+    );
+    assert_eq!(report.stats.dropped(), report.undrained);
+    assert_eq!(report.stats.received(), handled);
+    assert!((0..ledger.created()).all(|id| ledger.handled(id) <= 1));
+    ledger.assert_dropped_once();
+}
+
+#[test]
+fn shutdown_timeout_detaches_a_shard_whose_handler_never_returns() {
+    let ledger = Ledger::new(100);
+    let bus = tracked_bus(2).build().unwrap();
+    let stuck = name_on_shard(&bus, "stuck", 1);
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let counter = ledger.clone();
+    let mut first = true;
+    bus.subscribe(
+        stuck.as_str(),
+        move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            if std::mem::take(&mut first) {
+                entered_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(PATIENCE);
+            }
+        },
+    )
+    .unwrap();
+    for _ in 0..10 {
+        bus.publish(stuck.as_str(), ledger.make()).unwrap();
+    }
+    entered.recv_timeout(PATIENCE).unwrap();
+    let report = bus.shutdown_timeout(Duration::from_millis(50));
+    assert_eq!(report.unjoined, 1, "shard 1 is still in its handler");
+    // Released, the detached shard finishes its pass, stops, and drops the rest.
+    release.send(()).unwrap();
+    ledger.wait_all_dropped();
+    ledger.assert_dropped_once();
+    assert!(ledger.handled_total() >= 1);
+}
+
+#[test]
+fn shutdown_timeout_on_a_drained_bus_reports_nothing_left() {
+    let ledger = Ledger::new(1_000);
+    let bus = tracked_bus(2).build().unwrap();
+    subscribe_counting(&bus, "t", &ledger);
+    for _ in 0..1_000 {
+        bus.publish("t", ledger.make()).unwrap();
+    }
+    let report = bus.shutdown_timeout(PATIENCE);
+    assert_eq!((report.undrained, report.unjoined), (0, 0));
+    assert_eq!(report.stats.handled(), 1_000);
+    assert_eq!(ledger.handled_total(), 1_000);
+    ledger.assert_dropped_once();
+}
