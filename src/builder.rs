@@ -12,7 +12,7 @@ use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
 use crate::shard::Shard;
 use crate::stats::ShardCounters;
-use crate::sync::{thread, Arc, Parker};
+use crate::sync::{thread, Arc, AtomicBool, Parker};
 use crate::wait::WaitStrategy;
 
 /// The largest shard count a bus accepts.
@@ -153,6 +153,7 @@ impl<T: Send + 'static> Builder<T> {
 
         let shared = Arc::new(Shared {
             router: Router::new(shards),
+            closing: AtomicBool::new(false),
             inboxes,
             counters,
             peer_rings: peer_rings.into_boxed_slice(),

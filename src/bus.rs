@@ -20,6 +20,8 @@ use crate::sync::{thread::JoinHandle, Arc, AtomicU64, Ordering};
 pub struct Bus<T: Send + 'static> {
     shared: Arc<Shared<T>>,
     threads: Vec<JoinHandle<()>>,
+    /// Process-unique, so that ids from another bus never match this one's.
+    id: u64,
     next_serial: AtomicU64,
     drop_timeout: Duration,
     shut_down: bool,
@@ -52,6 +54,7 @@ impl<T: Send + 'static> Bus<T> {
         Self {
             shared,
             threads,
+            id: crate::sync::next_bus_id(),
             next_serial: AtomicU64::new(0),
             drop_timeout,
             shut_down: false,
@@ -127,6 +130,7 @@ impl<T: Send + 'static> Bus<T> {
         // Relaxed: only uniqueness matters, which the RMW gives.
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let id = SubscriptionId {
+            bus: self.id,
             shard: topic.shard.0 as u32,
             serial,
         };
@@ -157,7 +161,7 @@ impl<T: Send + 'static> Bus<T> {
         topic
             .to_topic(&self.shared.router)
             .ok_or(Error::InvalidTopic {
-                len: 0,
+                len: topic.name_len(),
                 max: crate::MAX_TOPIC_LEN,
             })
     }
@@ -165,6 +169,9 @@ impl<T: Send + 'static> Bus<T> {
     /// Ends a subscription; its actor's `on_stop` runs on its shard. Returns once
     /// done: no message published after that reaches it.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
+        if id.bus != self.id {
+            return Err(Error::UnknownSubscription(id));
+        }
         let inbox = self
             .shared
             .inboxes

@@ -8,6 +8,7 @@ use crate::route::{ShardId, ToTopic};
 /// [`Bus::unsubscribe`](crate::Bus::unsubscribe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriptionId {
+    pub(crate) bus: u64,
     pub(crate) shard: u32,
     pub(crate) serial: u64,
 }

@@ -8,7 +8,9 @@ use crate::ring::{mpsc, spsc};
 use crate::route::{Router, TopicKey};
 use crate::stats::ShardCounters;
 use crate::supervise::Subscriber;
-use crate::sync::{thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker};
+use crate::sync::{
+    dekker_after_rmw, fence, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
+};
 
 /// A message on its way to a shard: the topic travels inline with it.
 pub(crate) struct Envelope<T> {
@@ -158,6 +160,7 @@ impl<T> Inbox<T> {
     /// message and does not park, or this load sees `true` and unparks it.
     #[inline]
     pub(crate) fn wake(&self) {
+        dekker_after_rmw();
         if self.sleeping.load(Ordering::SeqCst) && self.sleeping.swap(false, Ordering::SeqCst) {
             self.unparker.unpark();
         }
@@ -171,8 +174,11 @@ impl<T> Inbox<T> {
 
     /// Shard side: announces it is about to park. Followed by the re-check.
     pub(crate) fn set_sleeping(&self) {
-        // SeqCst: the shard's side of the Dekker pair in `wake`.
+        // SeqCst store and fence: the shard's side of the Dekker pair in `wake`, before
+        // the re-check's loads. The fence costs nothing that matters on this path (the
+        // shard is about to park) and is what loom models exactly.
         self.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// Shard side: no longer parking.
@@ -182,12 +188,25 @@ impl<T> Inbox<T> {
     }
 }
 
+impl<T> Shared<T> {
+    /// Whether shutdown has begun. Relaxed is enough: this is only a fast path; the
+    /// close bit on each ring, set by an RMW, is what decides a racing publish.
+    #[inline]
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}
+
 /// A shard-to-shard ring, as the shutdown coordinator sees it.
 pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
 
 /// Everything the bus, its publishers and its shards share.
 pub(crate) struct Shared<T> {
     pub(crate) router: Router,
+    /// Set once when shutdown begins, before any shard closes its intake, so that a
+    /// publish that starts after `shutdown` was called is refused on every shard alike
+    /// (the per-ring close bits then settle the publishes already under way).
+    pub(crate) closing: AtomicBool,
     pub(crate) inboxes: Box<[Inbox<T>]>,
     pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
     /// Shard-to-shard rings, `[from * shards + to]` (`None` on the diagonal), for the

@@ -49,6 +49,8 @@
 //! - [`Bus::subscribe`] returns after the subscription is live.
 
 #![warn(missing_docs)]
+// The rings become public (undocumented, hidden) only for the loom models.
+#![cfg_attr(shardbus_loom, allow(missing_docs))]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod builder;
@@ -75,3 +77,11 @@ pub use publisher::Publisher;
 pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};
 pub use wait::WaitStrategy;
+
+/// The rings themselves, exposed only to the loom models (`loom-tests/`), which check
+/// their real code.
+#[cfg(shardbus_loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::ring::{mpsc, spsc, PushError};
+}

@@ -32,6 +32,9 @@ pub(crate) fn push_shared<T>(
     let Some(topic) = resolve(shared, topic) else {
         return Err(TryPublishError::InvalidTopic(msg));
     };
+    if shared.is_closing() {
+        return Err(TryPublishError::Closed(msg));
+    }
     let inbox = &shared.inboxes[topic.shard.0];
     let mut item = Item::Msg(Envelope {
         topic: topic.key,
@@ -122,6 +125,9 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(topic) = resolve(&self.shared, topic) else {
             return Err(PublishError::InvalidTopic(msg));
         };
+        if self.shared.is_closing() {
+            return Err(PublishError::Closed(msg));
+        }
         let shard = topic.shard.0;
         let backoff = Backoff::new();
         let mut env = Envelope {
@@ -152,6 +158,9 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(topic) = resolve(&self.shared, topic) else {
             return Err(TryPublishError::InvalidTopic(msg));
         };
+        if self.shared.is_closing() {
+            return Err(TryPublishError::Closed(msg));
+        }
         let shard = topic.shard.0;
         let lane = match self.lane(shard, false) {
             Ok(lane) => lane,
@@ -183,6 +192,9 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(topic) = resolve(&self.shared, topic) else {
             return Err(PublishError::InvalidTopic(()));
         };
+        if self.shared.is_closing() {
+            return Err(PublishError::Closed(()));
+        }
         let shard = topic.shard.0;
         let backoff = Backoff::new();
         while !batch.is_empty() {

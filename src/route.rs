@@ -183,9 +183,17 @@ impl std::fmt::Debug for Topic {
 pub trait ToTopic: sealed::Sealed {
     #[doc(hidden)]
     fn to_topic(&self, router: &Router) -> Option<Topic>;
+
+    /// The name's length in bytes, for [`Error::InvalidTopic`].
+    #[doc(hidden)]
+    fn name_len(&self) -> usize;
 }
 
 impl ToTopic for str {
+    fn name_len(&self) -> usize {
+        self.len()
+    }
+
     fn to_topic(&self, router: &Router) -> Option<Topic> {
         let key = router.key(self)?;
         Some(Topic {
@@ -196,12 +204,20 @@ impl ToTopic for str {
 }
 
 impl ToTopic for String {
+    fn name_len(&self) -> usize {
+        self.len()
+    }
+
     fn to_topic(&self, router: &Router) -> Option<Topic> {
         self.as_str().to_topic(router)
     }
 }
 
 impl ToTopic for Topic {
+    fn name_len(&self) -> usize {
+        self.name().len()
+    }
+
     fn to_topic(&self, router: &Router) -> Option<Topic> {
         // A handle from a bus with another shard count is re-routed, never misrouted.
         if self.shard.0 < router.shards() && router.shard_of_key(&self.key) == self.shard {
@@ -216,6 +232,10 @@ impl ToTopic for Topic {
 }
 
 impl<U: ToTopic + ?Sized> ToTopic for &U {
+    fn name_len(&self) -> usize {
+        (**self).name_len()
+    }
+
     fn to_topic(&self, router: &Router) -> Option<Topic> {
         (**self).to_topic(router)
     }

@@ -9,7 +9,7 @@ use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey, TopicMap};
 use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
-use crate::sync::{thread, Arc, Backoff, Ordering, Parker};
+use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
 use crate::wait::WaitStrategy;
 
 /// Values popped from one input per pass, so that no input starves the others.
@@ -113,12 +113,16 @@ impl<T: Send + 'static> Shard<T> {
                     self.wait_idle(&backoff);
                     continue;
                 }
-                // SeqCst: published before we take any work (see `shutdown`).
+                // SeqCst store + fence: published before we take any work (see
+                // `shutdown`).
                 self.flags().idle.store(false, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
                 self.idle_published = false;
             }
             let did = self.pass();
-            self.publish_counters();
+            if did > 0 {
+                self.publish_counters();
+            }
             if self.phase == Phase::Closing {
                 self.closing_bookkeeping(did);
             }
@@ -135,10 +139,9 @@ impl<T: Send + 'static> Shard<T> {
     }
 
     fn pin(&mut self) {
-        let mut pinned = None;
-        #[cfg(not(shardbus_loom))]
+        let mut pinned: Option<usize> = None;
         if let Some(core) = self.core {
-            if core_affinity::set_for_current(core) {
+            if set_affinity(core) {
                 pinned = Some(core.id);
             } else {
                 tracing::warn!(
@@ -284,8 +287,10 @@ impl<T: Send + 'static> Shard<T> {
             // SeqCst: bumped after the work (and any publishes it made), so the
             // coordinator's second read of `activity` sees a change. Single writer:
             // the Relaxed load reads our own last store.
+            fence(Ordering::SeqCst);
             let a = flags.activity.load(Ordering::Relaxed);
             flags.activity.store(a + 1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             return;
         }
         if !self.external_drained {
@@ -302,14 +307,17 @@ impl<T: Send + 'static> Shard<T> {
                 self.external_drained = true;
                 // SeqCst: read by the coordinator in its total order of checks.
                 flags.external_drained.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
             }
         }
         if self.external_drained
             && !self.actors.out.has_overflow()
             && self.actors.out.local.is_empty()
         {
-            // SeqCst: see `shutdown`.
+            // SeqCst store + fence: see `shutdown`.
+            fence(Ordering::SeqCst);
             flags.idle.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             self.idle_published = true;
         }
     }
@@ -326,7 +334,16 @@ impl<T: Send + 'static> Shard<T> {
         let ring = &shared.inboxes[actors.id.0].ring;
         inputs.ring.close(ring);
         let mut left = 0u64;
-        inputs.ring.drain_closed(ring, |_| left += 1);
+        inputs.ring.drain_closed(ring, |item| match item {
+            Item::Msg(_) => left += 1,
+            // A lane registered too late to be served: its messages were accepted.
+            Item::Control(Control::AddLane(mut lane)) => {
+                lane.close();
+                while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
+            }
+            // (Un)subscribe requests: dropping the ack answers `Closed`.
+            Item::Control(_) => {}
+        });
         for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {
             lane.close();
             while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
@@ -349,7 +366,6 @@ impl<T: Send + 'static> Actors<T> {
     fn dispatch(&mut self, env: Envelope<T>, replay: bool) {
         let c = &mut self.counters;
         c.received += 1;
-        #[cfg(not(shardbus_loom))]
         let start = (c.received % SAMPLE_EVERY == 0).then(std::time::Instant::now);
         let Some(entry) = self.topics.get_mut(&env.topic) else {
             c.unrouted += 1;
@@ -377,7 +393,7 @@ impl<T: Send + 'static> Actors<T> {
                 panic: panic_text(&*payload),
             };
             dead_letter(shared, id, &env, reason);
-            match sub.after_panic(&mut ctx) {
+            match sub.after_panic(&mut ctx, &mut c.panics) {
                 Verdict::Keep => true,
                 Verdict::Restarted => {
                     c.restarts += 1;
@@ -393,7 +409,6 @@ impl<T: Send + 'static> Actors<T> {
         if entry.subs.is_empty() {
             self.topics.remove(&env.topic);
         }
-        #[cfg(not(shardbus_loom))]
         if let Some(start) = start {
             let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.shared.counters[self.id.0].record_handler_ns(ns);
@@ -417,7 +432,7 @@ impl<T: Send + 'static> Actors<T> {
                 if sub.call(&mut ctx, |a, ctx| a.on_start(ctx)).is_err() {
                     // An actor that cannot start is supervised like a panic in `handle`.
                     self.counters.panics += 1;
-                    match sub.after_panic(&mut ctx) {
+                    match sub.after_panic(&mut ctx, &mut self.counters.panics) {
                         Verdict::Remove => {
                             self.counters.stopped += 1;
                             ack.send(ACK_OK);
@@ -500,4 +515,15 @@ fn dead_letter<T>(
         // has already reported it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(letter)));
     }
+}
+
+#[cfg(not(shardbus_loom))]
+fn set_affinity(core: core_affinity::CoreId) -> bool {
+    core_affinity::set_for_current(core)
+}
+
+/// loom threads are not OS threads to pin.
+#[cfg(shardbus_loom)]
+fn set_affinity(_core: core_affinity::CoreId) -> bool {
+    false
 }

@@ -19,11 +19,14 @@
 use std::time::Instant;
 
 use crate::inbox::Shared;
-use crate::sync::{Backoff, Ordering};
+use crate::sync::{fence, Backoff, Ordering};
 use crate::wait::publisher_pause;
 
 /// Signals phase 1 to every shard.
 pub(crate) fn begin<T>(shared: &Shared<T>) {
+    // SeqCst: ordered before every shard's close (which it happens-before through the
+    // `closing` flags below anyway).
+    shared.closing.store(true, Ordering::SeqCst);
     for inbox in shared.inboxes.iter() {
         // SeqCst: ordered before the quiescence reads (and the kick's unpark).
         inbox.flags.closing.store(true, Ordering::SeqCst);
@@ -38,16 +41,30 @@ pub(crate) fn wait_quiescent<T>(shared: &Shared<T>, deadline: Option<Instant>) -
         if is_quiescent(shared) {
             return true;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if expired(deadline) {
             return false;
         }
         publisher_pause(&backoff);
     }
 }
 
+/// Whether a deadline has passed. Under loom, time must not steer the model: a
+/// deadline counts as passed at once (which exercises the forced path).
+fn expired(deadline: Option<Instant>) -> bool {
+    #[cfg(not(shardbus_loom))]
+    return deadline.is_some_and(|d| Instant::now() >= d);
+    #[cfg(shardbus_loom)]
+    return deadline.is_some();
+}
+
 fn is_quiescent<T>(shared: &Shared<T>) -> bool {
     let flags = || shared.inboxes.iter().map(|i| &i.flags);
+    // SeqCst fences between the groups of reads (here and after every write of the
+    // shards' side): the argument needs one total order of these reads and the shards'
+    // writes, and fences are how both the memory model and loom give it.
+    fence(Ordering::SeqCst);
     let before: Vec<u64> = flags().map(|f| f.activity.load(Ordering::SeqCst)).collect();
+    fence(Ordering::SeqCst);
     if !flags().all(|f| f.external_drained.load(Ordering::SeqCst)) {
         return false;
     }
@@ -90,7 +107,8 @@ pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> u
             .iter()
             .filter(|i| !i.flags.exited.load(Ordering::Acquire))
             .count();
-        if running == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+        // Under loom a stuck shard cannot exist; wait for every one (see `expired`).
+        if running == 0 || (!cfg!(shardbus_loom) && expired(deadline)) {
             return running;
         }
         publisher_pause(&backoff);

@@ -6,7 +6,8 @@
 //! reader uses to decide whether other memory is ready; after `shutdown` joins the
 //! threads, the join gives the final values happens-before.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::stat::AtomicU64;
+use std::sync::atomic::Ordering;
 
 /// Buckets of the handler-time histogram: 16 exact buckets for 0..16 ns, then 8
 /// sub-buckets per power of two up to `2^63` ns (12.5% resolution).

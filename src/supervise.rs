@@ -48,8 +48,9 @@ impl<T: 'static> Subscriber<T> {
         catch_unwind(AssertUnwindSafe(|| f(actor, ctx)))
     }
 
-    /// Applies the supervision policy after a panic.
-    pub(crate) fn after_panic(&mut self, ctx: &mut Context<'_, T>) -> Verdict {
+    /// Applies the supervision policy after a panic. Panics caught on the way (the
+    /// factory, the new actor's `on_start`, `on_stop`) are added to `panics`.
+    pub(crate) fn after_panic(&mut self, ctx: &mut Context<'_, T>, panics: &mut u64) -> Verdict {
         match (self.policy, self.factory.as_mut()) {
             (Supervision::Resume, _) | (Supervision::Restart, None) => Verdict::Keep,
             (Supervision::Restart, Some(factory)) => {
@@ -57,15 +58,21 @@ impl<T: 'static> Subscriber<T> {
                     Ok(actor) => {
                         self.actor = actor;
                         if self.call(ctx, |a, ctx| a.on_start(ctx)).is_err() {
+                            *panics += 1;
                             return Verdict::Remove;
                         }
                         Verdict::Restarted
                     }
-                    Err(_) => Verdict::Remove,
+                    Err(_) => {
+                        *panics += 1;
+                        Verdict::Remove
+                    }
                 }
             }
             (Supervision::Stop, _) => {
-                let _ = self.call(ctx, |a, ctx| a.on_stop(ctx));
+                if self.call(ctx, |a, ctx| a.on_stop(ctx)).is_err() {
+                    *panics += 1;
+                }
                 Verdict::Remove
             }
         }

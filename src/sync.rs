@@ -6,14 +6,43 @@
 //! code as written (the pattern of tokio's `src/loom/` and crossbeam-utils' `primitive`).
 
 #[cfg(not(shardbus_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(shardbus_loom))]
 pub(crate) use std::sync::Arc;
 
 #[cfg(shardbus_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Completes a SeqCst read-modify-write on the hot path as one side of a Dekker
+/// handshake (the push, then a load of the shard's sleep flag).
+///
+/// In the C++/Rust memory model a SeqCst RMW followed by a SeqCst load is already
+/// enough: both are in the single total order of SeqCst operations. loom, however,
+/// models SeqCst *accesses* as AcqRel (its README, "Unsupported features") and only
+/// SeqCst *fences* fully, so under loom this is the equivalent `fence(SeqCst)`; in
+/// normal builds it is nothing, keeping an extra `mfence` off every publish.
+#[inline(always)]
+pub(crate) fn dekker_after_rmw() {
+    #[cfg(shardbus_loom)]
+    fence(Ordering::SeqCst);
+}
 #[cfg(shardbus_loom)]
 pub(crate) use loom::sync::Arc;
+
+/// Statistics counters: always std's atomics, also under loom. They take part in no
+/// protocol (every access is `Relaxed`, final values are read after `join`), so loom
+/// need not explore their interleavings; keeping them out of the model keeps the
+/// models' state space to the protocols that matter.
+pub(crate) mod stat {
+    pub(crate) use std::sync::atomic::AtomicU64;
+}
+
+/// A process-unique bus id. A std atomic under loom too: it only makes ids unique and
+/// takes part in no protocol. Relaxed: only uniqueness matters, which the RMW gives.
+pub(crate) fn next_bus_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Thread spawning, `yield_now`, the current thread handle.
 pub(crate) mod thread {

@@ -12,25 +12,25 @@
 //! bit and gives its message back. Positions wrap at `2^64`, which is a multiple of
 //! every slot count, so the arithmetic is `wrapping_*` throughout.
 
-pub(crate) mod mpsc;
-pub(crate) mod spsc;
+pub mod mpsc;
+pub mod spsc;
 
 /// Bit 0 of a `tail` word: the consumer closed the ring.
-pub(crate) const CLOSED: u64 = 1;
+pub const CLOSED: u64 = 1;
 /// Positions advance by two so bit 0 stays free for [`CLOSED`].
-pub(crate) const STEP: u64 = 2;
+pub const STEP: u64 = 2;
 
 /// Why a push failed; the value is given back.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PushError<T> {
+pub enum PushError<T> {
     Full(T),
     Closed(T),
 }
 
 /// The largest slot count a ring accepts.
-pub(crate) const MAX_CAPACITY: usize = 1 << 30;
+pub const MAX_CAPACITY: usize = 1 << 30;
 
 #[inline]
-pub(crate) fn slot_index(pos: u64, mask: u64) -> usize {
+pub fn slot_index(pos: u64, mask: u64) -> usize {
     ((pos >> 1) & mask) as usize
 }

@@ -22,7 +22,7 @@ struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-pub(crate) struct Ring<T> {
+pub struct Ring<T> {
     /// Written only by the consumer; read by anyone for statistics and the coordinator.
     head: CachePadded<AtomicU64>,
     /// Claimed by producers (CAS); `CLOSED` set once by the consumer.
@@ -40,7 +40,7 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
     /// A ring of `capacity` slots (a power of two) starting at position `start` (even).
-    pub(crate) fn new(capacity: usize, start: u64) -> Self {
+    pub fn new(capacity: usize, start: u64) -> Self {
         debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
         let cap = capacity as u64;
         let mask = cap - 1;
@@ -69,7 +69,7 @@ impl<T> Ring<T> {
     }
 
     /// Pushes one value from any thread; never blocks.
-    pub(crate) fn push(&self, value: T) -> Result<(), PushError<T>> {
+    pub fn push(&self, value: T) -> Result<(), PushError<T>> {
         let backoff = Backoff::new();
         // Relaxed: only a guess at the next position; the CAS below validates it.
         let mut tail = self.tail.load(Ordering::Relaxed);
@@ -107,30 +107,30 @@ impl<T> Ring<T> {
                 }
             } else if stamp.wrapping_add(self.span()) == tail.wrapping_add(1) {
                 // The slot still holds the value from one lap ago: full, unless the
-                // tail moved meanwhile. Acquire on the re-load is not needed: we only
-                // compare it. Relaxed.
-                let current = self.tail.load(Ordering::Relaxed);
+                // tail moved meanwhile. SeqCst (a plain load on x86): a retry must see
+                // the latest `tail`, or a stale value could be re-read forever.
+                let current = self.tail.load(Ordering::SeqCst);
                 if current == tail {
                     return Err(PushError::Full(value));
                 }
                 tail = current;
             } else {
                 backoff.spin();
-                // Relaxed: re-read a guess, as above.
-                tail = self.tail.load(Ordering::Relaxed);
+                // SeqCst: as above, a retry must not spin on a stale `tail`.
+                tail = self.tail.load(Ordering::SeqCst);
             }
         }
     }
 }
 
 /// The consuming end's state, owned by the shard thread.
-pub(crate) struct Consumer {
+pub struct Consumer {
     head: u64,
     limit: Option<u64>,
 }
 
 impl Consumer {
-    pub(crate) fn new<T>(ring: &Ring<T>) -> Self {
+    pub fn new<T>(ring: &Ring<T>) -> Self {
         // Relaxed: called before the ring is shared.
         Self {
             head: ring.head.load(Ordering::Relaxed),
@@ -140,12 +140,7 @@ impl Consumer {
 
     /// Pops up to `max` ready values into `f`. Stops early at a slot that a producer has
     /// claimed but not yet written (it will be ready on a later call). Returns the count.
-    pub(crate) fn pop_batch<T>(
-        &mut self,
-        ring: &Ring<T>,
-        max: usize,
-        mut f: impl FnMut(T),
-    ) -> usize {
+    pub fn pop_batch<T>(&mut self, ring: &Ring<T>, max: usize, mut f: impl FnMut(T)) -> usize {
         let mut n = 0;
         while n < max {
             if self.limit == Some(self.head) {
@@ -176,14 +171,14 @@ impl Consumer {
 
     /// Whether a value is (or is about to be) ready. `SeqCst`: the sleep re-check's
     /// side of the Dekker pair with a producer's CAS on `tail` (see `inbox`).
-    pub(crate) fn has_ready_seqcst<T>(&self, ring: &Ring<T>) -> bool {
+    pub fn has_ready_seqcst<T>(&self, ring: &Ring<T>) -> bool {
         let tail = ring.tail.load(Ordering::SeqCst) & !CLOSED;
         let end = self.limit.unwrap_or(tail);
         end != self.head && tail != self.head
     }
 
     /// Closes the ring to producers; values pushed before remain to be popped.
-    pub(crate) fn close<T>(&mut self, ring: &Ring<T>) {
+    pub fn close<T>(&mut self, ring: &Ring<T>) {
         if self.limit.is_none() {
             // SeqCst RMW: totally ordered with every producer's CAS on `tail`.
             let prev = ring.tail.fetch_or(CLOSED, Ordering::SeqCst);
@@ -193,7 +188,7 @@ impl Consumer {
 
     /// After `close`: pops every value pushed before the close, waiting out producers
     /// that have claimed a position but not yet written it.
-    pub(crate) fn drain_closed<T>(&mut self, ring: &Ring<T>, mut f: impl FnMut(T)) -> usize {
+    pub fn drain_closed<T>(&mut self, ring: &Ring<T>, mut f: impl FnMut(T)) -> usize {
         let mut total = 0;
         let backoff = Backoff::new();
         while self.limit.is_some_and(|limit| limit != self.head) {
@@ -206,12 +201,12 @@ impl Consumer {
         total
     }
 
-    pub(crate) fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.limit.is_some()
     }
 
     /// Values queued, for statistics.
-    pub(crate) fn depth<T>(&self, ring: &Ring<T>) -> u64 {
+    pub fn depth<T>(&self, ring: &Ring<T>) -> u64 {
         // Relaxed: a statistic.
         let tail = ring.tail.load(Ordering::Relaxed) & !CLOSED;
         self.limit.unwrap_or(tail).wrapping_sub(self.head) / STEP

@@ -14,7 +14,7 @@ use crossbeam_utils::CachePadded;
 use super::{slot_index, PushError, CLOSED, STEP};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 
-pub(crate) struct Ring<T> {
+pub struct Ring<T> {
     /// Written by the consumer (`Release` after it has moved values out), read by the
     /// producer when the ring looks full.
     head: CachePadded<AtomicU64>,
@@ -37,7 +37,7 @@ unsafe impl<T: Send> Send for Ring<T> {}
 unsafe impl<T: Send> Sync for Ring<T> {}
 
 /// The producing end. `Send`, not `Clone`: exactly one exists per ring.
-pub(crate) struct Producer<T> {
+pub struct Producer<T> {
     ring: Arc<Ring<T>>,
     /// The producer's own copy of `tail` (without `CLOSED`).
     tail: u64,
@@ -47,7 +47,7 @@ pub(crate) struct Producer<T> {
 }
 
 /// The consuming end. `Send`, not `Clone`: exactly one exists per ring.
-pub(crate) struct Consumer<T> {
+pub struct Consumer<T> {
     ring: Arc<Ring<T>>,
     /// The consumer's own copy of `head`.
     head: u64,
@@ -59,7 +59,7 @@ pub(crate) struct Consumer<T> {
 
 /// Makes a ring with `capacity` slots (a power of two) starting at position `start`
 /// (a multiple of [`STEP`]; tests start near `u64::MAX` to cross the wrap).
-pub(crate) fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
+pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
     debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
@@ -94,7 +94,7 @@ impl<T> Ring<T> {
     /// Whether the ring holds nothing, as seen by a third thread (the shutdown
     /// coordinator). `SeqCst`: these loads take part in the quiescence check's total
     /// order with the shards' `idle`/`activity` stores (see `shutdown`).
-    pub(crate) fn is_empty_seqcst(&self) -> bool {
+    pub fn is_empty_seqcst(&self) -> bool {
         let tail = self.tail.load(Ordering::SeqCst) & !CLOSED;
         self.head.load(Ordering::SeqCst) == tail
     }
@@ -103,7 +103,7 @@ impl<T> Ring<T> {
 impl<T> Producer<T> {
     /// Pushes one value; never blocks.
     #[inline]
-    pub(crate) fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         if self.closed {
             return Err(PushError::Closed(value));
         }
@@ -133,7 +133,7 @@ impl<T> Producer<T> {
 
     /// Free slots, refreshing the cached `head` when the cache shows none.
     /// `Err(())` once the ring is closed.
-    pub(crate) fn free_slots(&mut self) -> Result<usize, ()> {
+    pub fn free_slots(&mut self) -> Result<usize, ()> {
         if self.closed {
             return Err(());
         }
@@ -149,11 +149,7 @@ impl<T> Producer<T> {
     /// Pushes exactly `n` values from `values` (`n` at most `free_slots()`, and
     /// `values` yields at least `n`) with one atomic read-modify-write for all of them.
     /// If the ring turns out to be closed the values are given back, in order.
-    pub(crate) fn push_n(
-        &mut self,
-        n: usize,
-        values: impl Iterator<Item = T>,
-    ) -> Result<(), Vec<T>> {
+    pub fn push_n(&mut self, n: usize, values: impl Iterator<Item = T>) -> Result<(), Vec<T>> {
         debug_assert!(n as u64 <= self.free());
         let mut written = 0;
         for value in values.take(n) {
@@ -256,14 +252,14 @@ impl<T> Consumer<T> {
     }
 
     /// Values ready to pop.
-    pub(crate) fn ready(&mut self) -> u64 {
+    pub fn ready(&mut self) -> u64 {
         self.ready_up_to(1)
     }
 
     /// Whether a value is ready, for the sleep re-check. `SeqCst`: the shard's store
     /// of its sleep flag and this load are one side of the Dekker pair whose other side
     /// is the producer's `fetch_add` then sleep-flag load.
-    pub(crate) fn has_ready_seqcst(&self) -> bool {
+    pub fn has_ready_seqcst(&self) -> bool {
         if self.cached_tail != self.head {
             return true;
         }
@@ -277,7 +273,7 @@ impl<T> Consumer<T> {
     /// Pops up to `max` values into `f`, publishing `head` once at the end (or as far
     /// as it got, if `f` unwinds). Returns how many were popped.
     #[inline]
-    pub(crate) fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+    pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
         let n = self.ready_up_to(max as u64).min(max as u64) as usize;
         if n == 0 {
             return 0;
@@ -302,7 +298,7 @@ impl<T> Consumer<T> {
 
     /// Closes the ring: later pushes fail with `Closed`, and the consumer reads only the
     /// values pushed before this call. Idempotent.
-    pub(crate) fn close(&mut self) {
+    pub fn close(&mut self) {
         if self.limit.is_some() {
             return;
         }
@@ -315,23 +311,23 @@ impl<T> Consumer<T> {
 
     /// Whether the producer has gone and everything it pushed has been popped: the lane
     /// can be retired.
-    pub(crate) fn is_finished(&mut self) -> bool {
+    pub fn is_finished(&mut self) -> bool {
         // Acquire: pairs with the producer's Release store in its drop; the `ready`
         // below then sees its last push.
         self.ring.producer_gone.load(Ordering::Acquire) && self.ready() == 0
     }
 
     /// Whether `close` has been called and everything before the close is popped.
-    pub(crate) fn is_closed_and_drained(&mut self) -> bool {
+    pub fn is_closed_and_drained(&mut self) -> bool {
         self.limit.is_some() && self.ready() == 0
     }
 
-    pub(crate) fn ring(&self) -> &Arc<Ring<T>> {
+    pub fn ring(&self) -> &Arc<Ring<T>> {
         &self.ring
     }
 
     /// Values queued, for statistics (`head` is ours; `tail` may be a little stale).
-    pub(crate) fn depth(&self) -> u64 {
+    pub fn depth(&self) -> u64 {
         // Relaxed: a statistic; no memory is read on the strength of it.
         let tail = self.ring.tail.load(Ordering::Relaxed) & !CLOSED;
         let tail = match self.limit {

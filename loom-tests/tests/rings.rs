@@ -1,0 +1,171 @@
+//! Models of the rings' real code: hand-off, wrap-around, full, close.
+#![cfg(shardbus_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use shardbus::__loom::{mpsc, spsc, PushError};
+
+/// Catches: a lost or duplicated value, or reordering, in the SPSC hand-off across
+/// the wrap of a capacity-2 ring (e.g. `head` published before the value is moved out,
+/// or a Relaxed `tail` that lets the consumer read an unwritten slot).
+#[test]
+fn spsc_handoff_wraps_in_order() {
+    loom::model(|| {
+        let (mut p, mut c) = spsc::channel::<u32>(2, u64::MAX - 1);
+        let producer = thread::spawn(move || {
+            for i in 0..3 {
+                let mut v = i;
+                loop {
+                    match p.push(v) {
+                        Ok(()) => break,
+                        Err(PushError::Full(back)) => {
+                            v = back;
+                            thread::yield_now();
+                        }
+                        Err(PushError::Closed(_)) => unreachable!(),
+                    }
+                }
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if c.pop_batch(2, |v| got.push(v)) == 0 {
+                thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, vec![0, 1, 2]);
+    });
+}
+
+/// Catches: two producers claiming the same slot, a consumer reading a claimed but
+/// unwritten slot, a stamp error at the wrap of a capacity-2 ring, or a `Full` that
+/// loses its value.
+///
+/// Producers push without retrying (a value that meets `Full` is given back and
+/// counted): with three threads, spin-retries let loom explore unfair schedules
+/// without end. The consumer pops while they push, so slots are reused across laps.
+#[test]
+fn mpsc_two_producers_exactly_once_in_order() {
+    loom::model(|| {
+        let ring = Arc::new(mpsc::Ring::new(2, u64::MAX - 1));
+        let mut consumer = mpsc::Consumer::new(&*ring);
+        let producers: Vec<_> = (0..2u32)
+            .map(|p| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let mut returned = Vec::new();
+                    for i in 0..2u32 {
+                        match ring.push(p * 10 + i) {
+                            Ok(()) => {}
+                            Err(PushError::Full(v)) => returned.push(v),
+                            Err(PushError::Closed(_)) => unreachable!(),
+                        }
+                    }
+                    returned
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        consumer.pop_batch(&*ring, 1, |v| got.push(v));
+        consumer.pop_batch(&*ring, 1, |v| got.push(v));
+        let mut returned: Vec<u32> = producers
+            .into_iter()
+            .flat_map(|p| p.join().unwrap())
+            .collect();
+        while consumer.pop_batch(&*ring, 4, |v| got.push(v)) > 0 {}
+        // Exactly once: every value was either handed over or given back.
+        let mut all = got.clone();
+        all.append(&mut returned);
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 10, 11]);
+        // In order per producer among the values handed over.
+        for p in 0..2 {
+            let seq: Vec<u32> = got.iter().copied().filter(|v| v / 10 == p).collect();
+            assert!(seq.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        }
+    });
+}
+
+/// Catches: a `Full` that loses or duplicates the value, or a retry that never
+/// succeeds after the consumer frees a slot.
+#[test]
+fn spsc_full_then_retry() {
+    loom::model(|| {
+        let (mut p, mut c) = spsc::channel::<u32>(2, 0);
+        p.push(1).unwrap();
+        p.push(2).unwrap();
+        assert_eq!(p.push(3), Err(PushError::Full(3)));
+        let consumer = thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                if c.pop_batch(1, |v| got.push(v)) == 0 {
+                    thread::yield_now();
+                }
+            }
+            got
+        });
+        let mut v = 3;
+        loop {
+            match p.push(v) {
+                Ok(()) => break,
+                Err(PushError::Full(back)) => {
+                    v = back;
+                    thread::yield_now();
+                }
+                Err(PushError::Closed(_)) => unreachable!(),
+            }
+        }
+        assert_eq!(consumer.join().unwrap(), vec![1, 2, 3]);
+    });
+}
+
+/// Catches: a push that races the close and is both given back and drained (or
+/// neither) — the reason push and close are RMWs on the same word.
+#[test]
+fn spsc_close_races_push() {
+    loom::model(|| {
+        let (mut p, mut c) = spsc::channel::<u32>(2, 0);
+        let producer = thread::spawn(move || {
+            let mut returned = Vec::new();
+            for i in 0..2 {
+                if let Err(PushError::Closed(v)) = p.push(i) {
+                    returned.push(v);
+                }
+            }
+            returned
+        });
+        c.close();
+        let mut drained = Vec::new();
+        while c.pop_batch(2, |v| drained.push(v)) > 0 {}
+        let returned = producer.join().unwrap();
+        // Every value exactly once: drained or returned, in order.
+        let mut all = drained.clone();
+        all.extend(returned);
+        assert_eq!(all, vec![0, 1]);
+        assert!(c.is_closed_and_drained());
+    });
+}
+
+/// Catches: the MPSC close letting a producer that won its slot before the close go
+/// undrained, or one that lost the race keep its value in the ring.
+#[test]
+fn mpsc_close_races_push() {
+    loom::model(|| {
+        let ring = Arc::new(mpsc::Ring::new(2, 0));
+        let mut consumer = mpsc::Consumer::new(&*ring);
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || match ring.push(7u32) {
+                Ok(()) => None,
+                Err(PushError::Closed(v)) => Some(v),
+                Err(PushError::Full(_)) => unreachable!(),
+            })
+        };
+        consumer.close(&*ring);
+        let mut drained = Vec::new();
+        consumer.drain_closed(&*ring, |v| drained.push(v));
+        let returned = producer.join().unwrap();
+        assert_eq!(drained.len() + usize::from(returned.is_some()), 1);
+    });
+}
