@@ -249,8 +249,9 @@ impl<T: Send + 'static> Bus<T> {
         let dropped_before = self.stats().dropped();
         shutdown::begin(&self.shared);
         let deadline = timeout.map(|t| start + t);
-        let quiet = shutdown::wait_quiescent(&self.shared, deadline);
-        shutdown::stop(&self.shared, !quiet);
+        // Whether or not the drain finished, phase 2 counts what is left as undrained.
+        shutdown::wait_quiescent(&self.shared, deadline);
+        shutdown::stop(&self.shared);
         let unjoined = shutdown::wait_exited(
             &self.shared,
             deadline.map(|d| d + timeout.unwrap_or_default()),

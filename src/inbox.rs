@@ -102,14 +102,18 @@ impl AckReceiver {
     }
 }
 
+/// [`ShutdownFlags::command`] values.
+pub(crate) const RUN: usize = 0;
+pub(crate) const CLOSE: usize = 1;
+pub(crate) const STOP: usize = 2;
+
 /// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
 /// shard thread. See `shutdown` for the protocol.
 pub(crate) struct ShutdownFlags {
-    /// Set by the coordinator: close external intake, keep serving shard-to-shard.
-    pub(crate) closing: AtomicBool,
-    /// Set by the coordinator: stop now; with `forced`, drop (and count) what is left.
-    pub(crate) stop: AtomicBool,
-    pub(crate) forced: AtomicBool,
+    /// Set by the coordinator: [`RUN`], then [`CLOSE`] (close external intake, keep
+    /// serving shard-to-shard), then [`STOP`] (stop now, drop and count what is left).
+    /// One word, so the shard reads one atomic per pass.
+    pub(crate) command: AtomicUsize,
     /// Written by the shard while closing: the shared ring and every publisher lane are
     /// closed and drained, and what was drained has been handled.
     pub(crate) external_drained: AtomicBool,
@@ -139,9 +143,7 @@ impl<T> Inbox<T> {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             unparker,
             flags: CachePadded::new(ShutdownFlags {
-                closing: AtomicBool::new(false),
-                stop: AtomicBool::new(false),
-                forced: AtomicBool::new(false),
+                command: AtomicUsize::new(RUN),
                 external_drained: AtomicBool::new(false),
                 idle: AtomicBool::new(false),
                 activity: AtomicU64::new(0),

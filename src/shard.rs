@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
-use crate::inbox::{Control, Envelope, Item, Shared, ACK_NOT_FOUND, ACK_OK};
+use crate::inbox::{Control, Envelope, Item, Shared, ACK_NOT_FOUND, ACK_OK, CLOSE, STOP};
 use crate::outbox::Outbox;
 use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey, TopicMap};
@@ -101,10 +101,11 @@ impl<T: Send + 'static> Shard<T> {
         loop {
             // Acquire: pairs with the coordinator's SeqCst store; what the shard then
             // does is re-checked by the protocol itself (see `shutdown`).
-            if self.phase == Phase::Running && self.flags().closing.load(Ordering::Acquire) {
+            let command = self.flags().command.load(Ordering::Acquire);
+            if self.phase == Phase::Running && command >= CLOSE {
                 self.begin_closing();
             }
-            if self.flags().stop.load(Ordering::Acquire) {
+            if command == STOP {
                 self.finish();
                 return;
             }

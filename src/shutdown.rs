@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use crate::inbox::Shared;
+use crate::inbox::{Shared, CLOSE, STOP};
 use crate::sync::{fence, Backoff, Ordering};
 use crate::wait::publisher_pause;
 
@@ -29,7 +29,7 @@ pub(crate) fn begin<T>(shared: &Shared<T>) {
     shared.closing.store(true, Ordering::SeqCst);
     for inbox in shared.inboxes.iter() {
         // SeqCst: ordered before the quiescence reads (and the kick's unpark).
-        inbox.flags.closing.store(true, Ordering::SeqCst);
+        inbox.flags.command.store(CLOSE, Ordering::SeqCst);
         inbox.kick();
     }
 }
@@ -85,12 +85,10 @@ fn is_quiescent<T>(shared: &Shared<T>) -> bool {
 }
 
 /// Signals phase 2 to every shard.
-pub(crate) fn stop<T>(shared: &Shared<T>, forced: bool) {
+pub(crate) fn stop<T>(shared: &Shared<T>) {
     for inbox in shared.inboxes.iter() {
-        // Release: `forced` is visible to the shard that Acquire-loads `stop`.
-        inbox.flags.forced.store(forced, Ordering::Release);
         // SeqCst: see `begin`.
-        inbox.flags.stop.store(true, Ordering::SeqCst);
+        inbox.flags.command.store(STOP, Ordering::SeqCst);
         inbox.kick();
     }
 }

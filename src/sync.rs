@@ -127,7 +127,7 @@ impl Backoff {
         loom::thread::yield_now();
     }
     pub(crate) fn is_completed(&self) -> bool {
-        // Reach the parking branch quickly so the models explore it.
+        // Reach the parking branch after one snooze so the models explore it.
         self.0.get() >= 1
     }
 }

@@ -104,25 +104,27 @@ fn shutdown_races_publish() {
         let bus = bus(1);
         let seen = counting(&bus, "t");
         let mut p = bus.publisher();
-        // `try_publish` on both sides: a blocking retry loop in a third thread lets
-        // loom explore unfair schedules without end; capacity 2 never fills here.
-        let shared_path = thread::spawn({
-            let mut p2 = bus.publisher();
-            move || match p2.try_publish("t", 1) {
-                Ok(()) => 0,
-                Err(TryPublishError::Closed(v)) => {
-                    assert_eq!(v, 1);
-                    1
-                }
-                Err(e) => panic!("{e:?}"),
+        let mut p2 = bus.publisher();
+        // Register both lanes first (through the shared ring), so that the race below
+        // is between lane pushes and the close. The shared ring's own close race is
+        // `rings::mpsc_close_races_push`; a Vyukov ring has a claimed-but-unwritten
+        // window that, with three threads, lets loom explore unfair schedules forever.
+        p.publish("t", 0).unwrap();
+        p2.publish("t", 0).unwrap();
+        let shared_path = thread::spawn(move || match p2.try_publish("t", 1) {
+            Ok(()) => 0,
+            Err(TryPublishError::Closed(v)) => {
+                assert_eq!(v, 1);
+                1
             }
+            Err(e) => panic!("{e:?}"),
         });
         let refused_here = usize::from(p.try_publish("t", 2).is_err());
         let stats = bus.shutdown();
         let refused_there = shared_path.join().unwrap();
         assert_eq!(
             seen.load(Ordering::SeqCst) + refused_here + refused_there,
-            2
+            4
         );
         assert_eq!(stats.handled() as usize, seen.load(Ordering::SeqCst));
     });
