@@ -85,3 +85,8 @@ pub use wait::WaitStrategy;
 pub mod __loom {
     pub use crate::ring::{mpsc, spsc, PushError};
 }
+
+// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -367,7 +367,7 @@ impl<T: Send + 'static> Actors<T> {
     fn dispatch(&mut self, env: Envelope<T>, replay: bool) {
         let c = &mut self.counters;
         c.received += 1;
-        let start = (c.received % SAMPLE_EVERY == 0).then(std::time::Instant::now);
+        let start = (c.received % SAMPLE_EVERY == 1).then(std::time::Instant::now);
         let Some(entry) = self.topics.get_mut(&env.topic) else {
             c.unrouted += 1;
             c.dead_letters += 1;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/integration/doc tests, loom models.
+# Usage: scripts/test.sh            (everything; about 15-20 minutes on 2 cores)
+#        SKIP_LOOM=1 scripts/test.sh (everything but the loom models)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        rustup component add "$component"
+    fi
+done
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit, integration and doc tests"
+cargo test --workspace --locked
+
+if [[ "${SKIP_LOOM:-0}" != "1" ]]; then
+    echo "== loom models"
+    scripts/loom.sh
+fi
+echo "== all tests passed"
