@@ -34,3 +34,6 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 pub fn slot_index(pos: u64, mask: u64) -> usize {
     ((pos >> 1) & mask) as usize
 }
+
+#[cfg(all(test, not(shardbus_loom)))]
+mod model_tests;

@@ -1,0 +1,442 @@
+//! A randomized whole-runtime stress test.
+//!
+//! Many topics (a few hot), publishers on several threads using every publish path,
+//! actors that publish onward to other shards, subscribes and unsubscribes, panics under
+//! every supervision policy, and a shutdown in the middle of the traffic. A checker then
+//! verifies, for every message, that it was handled (delivered, panicked on, or
+//! dead-lettered) exactly once, or given back to its publisher with `Closed`/`Full` and
+//! never handled; that per-topic order holds per publisher; and that the statistics add
+//! up.
+//!
+//! Seeded and printing its seed: `SHARDBUS_STRESS_SEED=N` replays a run,
+//! `SHARDBUS_STRESS_SECS=S` runs rounds for about S seconds (default 20).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardbus::{
+    Bus, Context, DeadLetterReason, Handler, PublishError, Supervision, Topic, TryPublishError,
+    WaitStrategy,
+};
+
+/// xorshift64*: small, seeded, good enough to pick actions.
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Msg {
+    id: u64,
+    /// Who published it: an external source or a topic's actor (onward).
+    src: u32,
+    /// Per (src, topic) sequence number.
+    seq: u64,
+    /// The actor panics on this message.
+    poison: bool,
+    /// Onward hops still to make.
+    hops: u8,
+}
+
+/// What happened to a message, as seen on its shard thread, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Delivered,
+    Panicked,
+    Unrouted,
+}
+
+/// (topic, src, seq, id, what).
+type Event = (u32, u32, u64, u64, Seen);
+
+struct Log {
+    /// Per shard: what it saw, in order.
+    seen: Vec<Mutex<Vec<Event>>>,
+    /// Ids accepted by the bus (publish returned `Ok`), external or onward.
+    accepted: Mutex<Vec<u64>>,
+    /// Ids given back with `Closed`/`Full`.
+    returned: Mutex<Vec<u64>>,
+    next_id: AtomicU64,
+}
+
+struct World {
+    topics: Vec<Topic>,
+    log: Arc<Log>,
+    /// Onward sequence numbers: per (source topic, target topic), used only on the
+    /// source topic's shard thread.
+    onward_seq: Vec<Mutex<HashMap<u32, u64>>>,
+    sources: u32,
+}
+
+impl World {
+    fn topic_index(&self, name: &str) -> u32 {
+        name.strip_prefix("s.")
+            .and_then(|n| n.parse().ok())
+            .expect("topic name")
+    }
+}
+
+struct Actor {
+    world: Arc<World>,
+    rng: Rng,
+}
+
+impl Handler<Msg> for Actor {
+    fn handle(&mut self, ctx: &mut Context<'_, Msg>, msg: &Msg) {
+        let topic = self.world.topic_index(ctx.topic());
+        if msg.poison {
+            panic!("poisoned message {}", msg.id);
+        }
+        let shard = ctx.shard().index();
+        self.world.log.seen[shard].lock().unwrap().push((
+            topic,
+            msg.src,
+            msg.seq,
+            msg.id,
+            Seen::Delivered,
+        ));
+        if msg.hops == 0 {
+            return;
+        }
+        let to = self.rng.below(self.world.topics.len() as u64) as u32;
+        let seq = {
+            let mut seqs = self.world.onward_seq[topic as usize].lock().unwrap();
+            let s = seqs.entry(to).or_insert(0);
+            *s += 1;
+            *s
+        };
+        let onward = Msg {
+            id: self.world.log.next_id.fetch_add(1, Ordering::Relaxed),
+            src: self.world.sources + topic,
+            seq,
+            poison: self.rng.below(50) == 0,
+            hops: msg.hops - 1,
+        };
+        let id = onward.id;
+        match ctx.publish(self.world.topics[to as usize], onward) {
+            Ok(()) => self.world.log.accepted.lock().unwrap().push(id),
+            Err(PublishError::Closed(back)) => {
+                assert_eq!(back.id, id, "the very message comes back");
+                self.world.log.returned.lock().unwrap().push(id);
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+}
+
+fn policy(r: u64) -> Supervision {
+    match r % 3 {
+        0 => Supervision::Resume,
+        1 => Supervision::Restart,
+        _ => Supervision::Stop,
+    }
+}
+
+fn subscribe(
+    bus: &Bus<Msg>,
+    world: &Arc<World>,
+    topic: usize,
+    rng: &mut Rng,
+) -> shardbus::SubscriptionId {
+    let seed = rng.next() | 1;
+    let w = world.clone();
+    bus.subscribe_supervised(world.topics[topic], policy(rng.next()), move || Actor {
+        world: w.clone(),
+        rng: Rng(seed),
+    })
+    .expect("subscribe on a running bus")
+}
+
+fn one_round(seed: u64) {
+    let mut rng = Rng(seed | 1);
+    let shards = 1 + rng.below(4) as usize;
+    let topics_n = 16 + rng.below(200) as usize;
+    let threads = 2 + rng.below(3) as u32;
+    let sources = threads * 2;
+    let wait = [WaitStrategy::Park, WaitStrategy::Yield, WaitStrategy::Park][rng.below(3) as usize];
+    let log = Arc::new(Log {
+        seen: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+        accepted: Mutex::new(Vec::new()),
+        returned: Mutex::new(Vec::new()),
+        next_id: AtomicU64::new(0),
+    });
+    let dl_log = log.clone();
+    let bus: Bus<Msg> = Bus::builder()
+        .shards(shards)
+        .capacity(1 << (1 + rng.below(6)))
+        .lane_capacity(1 << (1 + rng.below(6)))
+        .pin_threads(false)
+        .wait_strategy(wait)
+        .dead_letter(move |dl: shardbus::DeadLetter<'_, Msg>| {
+            let topic: u32 = dl
+                .topic
+                .strip_prefix("s.")
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            let what = match dl.reason {
+                DeadLetterReason::NoSubscriber => Seen::Unrouted,
+                DeadLetterReason::Panicked { .. } => Seen::Panicked,
+                _ => unreachable!(),
+            };
+            let m = dl.message;
+            dl_log.seen[dl.shard.index()]
+                .lock()
+                .unwrap()
+                .push((topic, m.src, m.seq, m.id, what));
+        })
+        .build()
+        .unwrap();
+    let topics: Vec<Topic> = (0..topics_n)
+        .map(|i| bus.topic(&format!("s.{i}")).unwrap())
+        .collect();
+    let world = Arc::new(World {
+        topics,
+        log: log.clone(),
+        onward_seq: (0..topics_n).map(|_| Mutex::new(HashMap::new())).collect(),
+        sources,
+    });
+    let mut subs: Vec<Option<shardbus::SubscriptionId>> = (0..topics_n)
+        .map(|t| (rng.below(10) != 0).then(|| subscribe(&bus, &world, t, &mut rng)))
+        .collect();
+
+    let stop = AtomicBool::new(false);
+    let hot = 3.min(topics_n);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (bus, world, stop) = (&bus, &world, &stop);
+            let mut rng = Rng(rng.next() | 1);
+            s.spawn(move || {
+                let mut publisher = bus.publisher();
+                let mut seqs: HashMap<(u32, u32), u64> = HashMap::new();
+                let mut batch = Vec::new();
+                let mut closed = false;
+                while !closed {
+                    let topic = if rng.below(4) == 0 {
+                        rng.below(hot as u64)
+                    } else {
+                        rng.below(topics_n as u64)
+                    } as u32;
+                    let via_shared = rng.below(4) == 0;
+                    let src = t * 2 + u32::from(via_shared);
+                    let mut make = |rng: &mut Rng| {
+                        let seq = seqs.entry((src, topic)).or_insert(0);
+                        *seq += 1;
+                        Msg {
+                            id: world.log.next_id.fetch_add(1, Ordering::Relaxed),
+                            src,
+                            seq: *seq,
+                            poison: rng.below(100) == 0,
+                            hops: rng.below(3) as u8,
+                        }
+                    };
+                    let target = world.topics[topic as usize];
+                    let mut accepted = Vec::new();
+                    let mut returned = Vec::new();
+                    match (via_shared, rng.below(3)) {
+                        (true, 0) => {
+                            let m = make(&mut rng);
+                            let id = m.id;
+                            match bus.try_publish(target, m) {
+                                Ok(()) => accepted.push(id),
+                                Err(TryPublishError::Full(b)) | Err(TryPublishError::Closed(b)) => {
+                                    assert_eq!(b.id, id);
+                                    returned.push(id);
+                                    // A refused message leaves a gap in the sequence,
+                                    // which order checking allows (strictly increasing).
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        (true, _) => {
+                            let m = make(&mut rng);
+                            let id = m.id;
+                            match bus.publish(target, m) {
+                                Ok(()) => accepted.push(id),
+                                Err(PublishError::Closed(b)) => {
+                                    assert_eq!(b.id, id);
+                                    returned.push(id);
+                                    closed = true;
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        (false, 0) => {
+                            let m = make(&mut rng);
+                            let id = m.id;
+                            match publisher.try_publish(target, m) {
+                                Ok(()) => accepted.push(id),
+                                Err(TryPublishError::Full(b)) | Err(TryPublishError::Closed(b)) => {
+                                    assert_eq!(b.id, id);
+                                    returned.push(id);
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        (false, 1) => {
+                            let m = make(&mut rng);
+                            let id = m.id;
+                            match publisher.publish(target, m) {
+                                Ok(()) => accepted.push(id),
+                                Err(PublishError::Closed(b)) => {
+                                    assert_eq!(b.id, id);
+                                    returned.push(id);
+                                    closed = true;
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                        (false, _) => {
+                            batch.clear();
+                            for _ in 0..1 + rng.below(20) {
+                                batch.push(make(&mut rng));
+                            }
+                            let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+                            match publisher.publish_batch(target, &mut batch) {
+                                Ok(()) => accepted.extend(ids),
+                                Err(PublishError::Closed(())) => {
+                                    let left: Vec<u64> = batch.iter().map(|m| m.id).collect();
+                                    // What is left is a suffix of the batch, in order.
+                                    assert_eq!(left[..], ids[ids.len() - left.len()..]);
+                                    accepted.extend(&ids[..ids.len() - left.len()]);
+                                    returned.extend(left);
+                                    closed = true;
+                                }
+                                Err(e) => panic!("{e:?}"),
+                            }
+                        }
+                    }
+                    world.log.accepted.lock().unwrap().extend(accepted);
+                    world.log.returned.lock().unwrap().extend(returned);
+                    if stop.load(Ordering::Relaxed) && rng.below(64) == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+        // Churn subscriptions while traffic flows, then shut down in its middle.
+        let until = Instant::now() + Duration::from_millis(100 + rng.below(400));
+        while Instant::now() < until {
+            let t = rng.below(topics_n as u64) as usize;
+            match subs[t].take() {
+                Some(id) => {
+                    // `Stop` may already have removed it after a panic.
+                    match bus.unsubscribe(id) {
+                        Ok(()) | Err(shardbus::Error::UnknownSubscription(_)) => {}
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                None => subs[t] = Some(subscribe(&bus, &world, t, &mut rng)),
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(5)));
+        }
+        stop.store(true, Ordering::Relaxed);
+        // Scoped publishers stop when they meet `Closed` (or soon after `stop`).
+    });
+    let stats = bus.shutdown();
+
+    // Every message: handled exactly once, or given back and never handled.
+    let accepted = std::mem::take(&mut *log.accepted.lock().unwrap());
+    let returned = std::mem::take(&mut *log.returned.lock().unwrap());
+    let total = log.next_id.load(Ordering::Relaxed) as usize;
+    let mut handled = vec![0u8; total];
+    let mut kinds = (0u64, 0u64, 0u64);
+    for shard in &log.seen {
+        for &(_, _, _, id, what) in shard.lock().unwrap().iter() {
+            handled[id as usize] += 1;
+            match what {
+                Seen::Delivered => kinds.0 += 1,
+                Seen::Panicked => kinds.1 += 1,
+                Seen::Unrouted => kinds.2 += 1,
+            }
+        }
+    }
+    let mut fate = vec![0u8; total];
+    for &id in &accepted {
+        fate[id as usize] += 1;
+        assert_eq!(
+            handled[id as usize], 1,
+            "seed {seed}: accepted message {id} handled {} times",
+            handled[id as usize]
+        );
+    }
+    for &id in &returned {
+        fate[id as usize] += 1;
+        assert_eq!(
+            handled[id as usize], 0,
+            "seed {seed}: returned message {id} was handled"
+        );
+    }
+    // Messages made but neither accepted nor returned do not exist (every `make`
+    // ends in one of the two), except ids burnt by a panicking actor before its
+    // publish: those were never published.
+    assert!(
+        fate.iter().all(|&f| f <= 1),
+        "seed {seed}: a message both accepted and returned"
+    );
+
+    // Per topic, per publisher: strictly increasing sequence numbers.
+    for shard in &log.seen {
+        let mut last: HashMap<(u32, u32), u64> = HashMap::new();
+        for &(topic, src, seq, id, _) in shard.lock().unwrap().iter() {
+            if let Some(prev) = last.insert((topic, src), seq) {
+                assert!(
+                    seq > prev,
+                    "seed {seed}: topic {topic} src {src}: seq {seq} after {prev} (id {id})"
+                );
+            }
+        }
+    }
+
+    // The statistics add up.
+    assert_eq!(stats.received(), accepted.len() as u64, "seed {seed}");
+    assert_eq!(stats.dropped(), 0, "seed {seed}");
+    assert_eq!(
+        stats.received(),
+        stats.handled() + stats.unrouted(),
+        "seed {seed}"
+    );
+    assert_eq!(stats.unrouted(), kinds.2, "seed {seed}");
+    assert_eq!(stats.panics(), kinds.1, "seed {seed}");
+    assert_eq!(stats.dead_letters(), kinds.1 + kinds.2, "seed {seed}");
+}
+
+#[test]
+fn randomized_runtime_stress() {
+    let seed = std::env::var("SHARDBUS_STRESS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let secs: u64 = std::env::var("SHARDBUS_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    println!("stress seed {seed} (SHARDBUS_STRESS_SEED={seed} replays it), {secs} s");
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut rng = Rng(seed | 1);
+    let mut rounds = 0;
+    while rounds == 0 || Instant::now() < end {
+        let round_seed = rng.next();
+        println!("round {rounds}: seed {round_seed}");
+        one_round(round_seed);
+        rounds += 1;
+    }
+    println!("{rounds} rounds passed");
+}
