@@ -45,16 +45,20 @@ pub(crate) struct TopicKey {
 
 impl TopicKey {
     pub(crate) fn as_str(&self) -> &str {
-        let bytes = &self.bytes[..usize::from(self.len)];
-        // The bytes were copied from a `&str` whole, so they are valid UTF-8; this
-        // check never fails and keeps the crate free of `unsafe` here.
-        std::str::from_utf8(bytes).unwrap_or_default()
+        // SAFETY: a `TopicKey` is only made by `Router::key`, which copies all the bytes
+        // of a `&str` (checked to fit) and nothing else into `bytes[..len]`, so they are
+        // valid UTF-8. Skipping the check keeps an O(len) scan off every dispatch.
+        unsafe { std::str::from_utf8_unchecked(self.name_bytes()) }
+    }
+
+    fn name_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 
 impl PartialEq for TopicKey {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.as_str() == other.as_str()
+        self.hash == other.hash && self.name_bytes() == other.name_bytes()
     }
 }
 
