@@ -58,6 +58,7 @@ mod bus;
 mod error;
 mod handler;
 mod inbox;
+pub mod log;
 mod outbox;
 mod publisher;
 mod ring;
@@ -71,7 +72,7 @@ mod wait;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
-pub use error::{Error, PublishError, TryPublishError};
+pub use error::{Error, LogError, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use publisher::Publisher;
 pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};

@@ -37,6 +37,17 @@ pub(crate) mod stat {
     pub(crate) use std::sync::atomic::AtomicU64;
 }
 
+/// The storage side's primitives: always std's, also under loom.
+///
+/// The persistent log (`crate::log`) shares an `Arc<dyn Storage>` between the bus and its
+/// shards, and `SimStorage` keeps its simulated disk behind a `Mutex`. Persistence is not
+/// modelled under loom (its models build memory-only buses), these take part in none of
+/// the hand-off, wake-up or shutdown protocols the models check, and the log's public API
+/// (`ShardLog::open(Arc<dyn Storage>, ..)`) must not change type under the loom cfg.
+pub(crate) mod plain {
+    pub(crate) use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+}
+
 /// A process-unique bus id. A std atomic under loom too: it only makes ids unique and
 /// takes part in no protocol. Relaxed: only uniqueness matters, which the RMW gives.
 pub(crate) fn next_bus_id() -> u64 {
