@@ -390,6 +390,14 @@ pub enum CorruptReason {
         /// Its length in bytes.
         len: u64,
     },
+    /// The bus directory's `meta` file does not have its fixed size.
+    MetaLength {
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// The bus directory holds shard logs (`gen-*` directories) but no `meta` file saying
+    /// which of them is current.
+    MissingMeta,
 }
 
 impl fmt::Display for CorruptReason {
@@ -419,6 +427,10 @@ impl fmt::Display for CorruptReason {
             CorruptReason::UnexpectedEof => f.write_str("file shrank while being read"),
             CorruptReason::CheckpointLength { len } => {
                 write!(f, "checkpoint file is {len} bytes")
+            }
+            CorruptReason::MetaLength { len } => write!(f, "meta file is {len} bytes"),
+            CorruptReason::MissingMeta => {
+                f.write_str("shard logs without a meta file naming the current generation")
             }
         }
     }

@@ -55,6 +55,7 @@
 
 mod builder;
 mod bus;
+mod codec;
 mod error;
 mod handler;
 mod inbox;
@@ -72,6 +73,9 @@ mod wait;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
+pub use codec::{Codec, DecodeError};
+#[cfg(feature = "serde")]
+pub use codec::SerdeCodec;
 pub use error::{Error, LogError, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use publisher::Publisher;

@@ -62,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 mod checkpoint;
+mod meta;
 mod reader;
 mod record;
 mod recover;
@@ -70,6 +71,8 @@ mod storage;
 
 pub use crate::error::{CorruptReason, IoOp, LogError};
 pub use checkpoint::load_checkpoint;
+pub use meta::{read_meta, BusMeta, META_FILE};
+pub(crate) use meta::{parse_generation_name, shard_dir, write_meta};
 pub use reader::{inspect, Reader, SegmentInfo, ShardReport};
 pub use record::{Record, RecordRef, Seq};
 pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
@@ -252,14 +255,39 @@ impl ShardLog {
     /// if one fails, nothing is written and the log stays usable. An I/O error poisons the log;
     /// some of the batch may then be on disk, and recovery decides.
     pub fn append(&mut self, records: &[RecordRef<'_>]) -> Result<Range<Seq>, LogError> {
+        self.append_iter(records.iter().copied())
+    }
+
+    /// [`ShardLog::append`] for records given by an iterator (walked twice: once to check
+    /// every record, once to write), so a caller can append from its own reusable buffers
+    /// without collecting a slice of [`RecordRef`]s.
+    pub fn append_iter<'a, I>(&mut self, records: I) -> Result<Range<Seq>, LogError>
+    where
+        I: Iterator<Item = RecordRef<'a>> + Clone,
+    {
         self.check_poisoned()?;
-        for rec in records {
-            record::check_len(rec, self.config.max_record_size)?;
+        for rec in records.clone() {
+            record::check_len(&rec, self.config.max_record_size)?;
         }
         let start = self.next_seq;
         let result = self.write_batch(records);
         self.guard(result)?;
         Ok(start..self.next_seq)
+    }
+
+    /// Whether every appended record has been synced (`sync_data` returned since the last
+    /// append). After a `commit` under `Interval` this says whether the sync was due.
+    pub fn is_synced(&self) -> bool {
+        self.dirty_since.is_none()
+    }
+
+    /// When a `commit` under [`FsyncPolicy::Interval`] will next sync: `None` if nothing
+    /// is unsynced or the policy is not `Interval`.
+    pub fn sync_due_at(&self) -> Option<Instant> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(every) => self.dirty_since.map(|t| t + every),
+            _ => None,
+        }
     }
 
     /// Makes appended records durable as the [`FsyncPolicy`] requires: `Batch` syncs if anything
@@ -418,9 +446,13 @@ impl ShardLog {
         self.poisoned.is_some()
     }
 
-    fn write_batch(&mut self, records: &[RecordRef<'_>]) -> Result<(), LogError> {
+    fn write_batch<'a>(
+        &mut self,
+        records: impl Iterator<Item = RecordRef<'a>>,
+    ) -> Result<(), LogError> {
         self.buf.clear();
         for rec in records {
+            let rec = &rec;
             let meta = &self.active.meta;
             let pending = meta.bytes + self.buf.len() as u64;
             if meta.records() > 0 && pending + rec.encoded_len() > self.config.segment_size {

@@ -45,6 +45,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes the names in `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the subdirectories of `dir`, in no particular order.
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>>;
+    /// Removes the directory `dir` and everything in it. Durable after
+    /// [`Storage::sync_dir`] of its parent.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
 }
 
 /// A file opened for appending.
@@ -132,6 +137,21 @@ impl Storage for FsStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                names.push(entry.file_name());
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir_all(dir)
     }
 }
 
@@ -495,6 +515,31 @@ impl Storage for SimStorage {
                 .filter(|(p, _)| p.parent() == Some(dir))
                 .map(|(p, id)| (p.clone(), *id)),
         );
+        Ok(())
+    }
+
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(s.dirs
+            .iter()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect())
+    }
+
+    /// Directory removal is modelled as durable at once (like creation): the files under
+    /// it are gone from both the current and the durable names.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        s.dirs.retain(|d| !d.starts_with(dir));
+        s.entries.retain(|p, _| !p.starts_with(dir));
+        s.durable_entries.retain(|p, _| !p.starts_with(dir));
         Ok(())
     }
 }
