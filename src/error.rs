@@ -50,6 +50,32 @@ pub enum Error {
     /// The bus is shutting down or has shut down.
     #[error("the bus is closed")]
     Closed,
+    /// The persistent log failed: bad or damaged files (a distinct
+    /// [`LogError::Corrupt`] with the file and byte offset), an I/O error with its path,
+    /// an unusable directory.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The bus directory was written with another shard count and the bus was built with
+    /// [`OnShardCountChange::Error`](crate::OnShardCountChange::Error).
+    #[error("the log directory holds {found} shards but the bus was built with {expected}")]
+    ShardCountMismatch {
+        /// The shard count recorded in the directory.
+        found: usize,
+        /// The shard count of the bus being built.
+        expected: usize,
+    },
+    /// A record to replay does not decode as the bus's message type (or its topic is not
+    /// a valid topic name). Nothing is skipped: the bus does not start.
+    #[error("record {seq} in {} does not decode: {source}", path.display())]
+    Decode {
+        /// The shard log directory.
+        path: PathBuf,
+        /// The record's sequence number.
+        seq: Seq,
+        /// What the codec said.
+        #[source]
+        source: crate::DecodeError,
+    },
     /// A shard thread could not be spawned.
     #[error("could not spawn shard thread {shard}: {source}")]
     Spawn {
@@ -81,6 +107,61 @@ pub enum TryPublishError<T> {
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
     InvalidTopic(T),
 }
+
+/// The error of [`Bus::publish_durable`](crate::Bus::publish_durable) and
+/// [`Publisher::publish_durable`](crate::Publisher::publish_durable). Every variant but
+/// `Unconfirmed` gives the message back: it was not accepted.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum DurableError<T> {
+    /// The bus is shutting down or has shut down, or the target shard's log has failed
+    /// (see [`Bus::log_error`](crate::Bus::log_error)) and its intake is closed.
+    Closed(T),
+    /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    InvalidTopic(T),
+    /// The bus was built without [`Builder::persist`](crate::Builder::persist).
+    NotPersistent(T),
+    /// The message was accepted, but the shard stopped before confirming its record
+    /// durable: its log failed (an fsync error poisons it), or a deadline shutdown
+    /// dropped it. The record may or may not be in the log; if it is, it is replayed at
+    /// the next start. It was not handled in this process.
+    Unconfirmed,
+}
+
+impl<T> DurableError<T> {
+    /// Takes the message back, if it was not accepted.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            Self::Closed(t) | Self::InvalidTopic(t) | Self::NotPersistent(t) => Some(t),
+            Self::Unconfirmed => None,
+        }
+    }
+}
+
+impl<T> fmt::Debug for DurableError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+            Self::NotPersistent(_) => f.write_str("NotPersistent(..)"),
+            Self::Unconfirmed => f.write_str("Unconfirmed"),
+        }
+    }
+}
+
+impl<T> fmt::Display for DurableError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed(_) => f.write_str("publishing on a closed bus or a failed shard log"),
+            Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+            Self::NotPersistent(_) => f.write_str("durable publish on a memory-only bus"),
+            Self::Unconfirmed => {
+                f.write_str("the shard stopped before confirming the record durable")
+            }
+        }
+    }
+}
+
+impl<T> std::error::Error for DurableError<T> {}
 
 impl<T> PublishError<T> {
     /// Takes the message back.

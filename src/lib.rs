@@ -61,6 +61,7 @@ mod handler;
 mod inbox;
 pub mod log;
 mod outbox;
+mod persist;
 mod publisher;
 mod ring;
 mod route;
@@ -70,14 +71,16 @@ mod stats;
 mod supervise;
 mod sync;
 mod wait;
+mod wal;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
-pub use codec::{Codec, DecodeError};
 #[cfg(feature = "serde")]
 pub use codec::SerdeCodec;
-pub use error::{Error, LogError, PublishError, TryPublishError};
+pub use codec::{Codec, DecodeError};
+pub use error::{DurableError, Error, LogError, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
+pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};

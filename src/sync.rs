@@ -146,7 +146,9 @@ impl Backoff {
 /// Thread parking: the shard parks when idle, publishers unpark it.
 ///
 /// Outside loom this is `crossbeam_utils::sync::{Parker, Unparker}` (a token: an
-/// `unpark` before `park` makes that `park` return at once). Under loom it is the same
+/// `unpark` before `park` makes that `park` return at once; `park_timeout` also returns
+/// after the timeout, which a persistent shard uses to sync on time under
+/// `FsyncPolicy::Interval` and to write timed checkpoints). Under loom it is the same
 /// token protocol built on loom's `Mutex` and `Condvar`.
 #[cfg(not(shardbus_loom))]
 pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
@@ -182,6 +184,11 @@ mod loom_park {
                 token = self.0.cvar.wait(token).unwrap();
             }
             *token = false;
+        }
+        /// loom has no time: a plain park. Persistence (the only user of timed parks)
+        /// is not modelled under loom.
+        pub(crate) fn park_timeout(&self, _timeout: std::time::Duration) {
+            self.park();
         }
         pub(crate) fn unparker(&self) -> Unparker {
             Unparker(self.0.clone())

@@ -71,9 +71,10 @@ mod storage;
 
 pub use crate::error::{CorruptReason, IoOp, LogError};
 pub use checkpoint::load_checkpoint;
+pub(crate) use meta::{parse_generation_name, write_meta};
 pub use meta::{read_meta, BusMeta, META_FILE};
-pub(crate) use meta::{parse_generation_name, shard_dir, write_meta};
 pub use reader::{inspect, Reader, SegmentInfo, ShardReport};
+pub(crate) use record::now_nanos;
 pub use record::{Record, RecordRef, Seq};
 pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
 pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
