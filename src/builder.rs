@@ -232,6 +232,7 @@ impl<T: Send + 'static> Builder<T> {
         let mut initial = Vec::with_capacity(self.subs.len());
         let mut startups: Vec<Startup<T>> = (0..shards)
             .map(|_| Startup {
+                wal: None,
                 subs: Vec::new(),
                 replay: None,
             })
@@ -253,7 +254,6 @@ impl<T: Send + 'static> Builder<T> {
             startups[topic.shard.0].subs.push((topic.key, sub));
         }
         let persistent = self.persist.is_some();
-        let mut wals: Vec<Option<Wal<T>>> = (0..shards).map(|_| None).collect();
         let mut replies = Vec::new();
         if let Some((p, codec)) = &self.persist {
             let logs = persist::open(p, shards, &router)?;
@@ -263,7 +263,7 @@ impl<T: Send + 'static> Builder<T> {
                     checkpoint_interval: p.checkpoint_interval,
                     retention: p.retention,
                 };
-                wals[i] = Some(Wal::new(log, *codec, config));
+                startups[i].wal = Some(Wal::new(log, *codec, config));
                 let (ack, done) = ack_pair();
                 let slot: ReplayError = plain::Arc::new(plain::Mutex::new(None));
                 startups[i].replay = Some((recovered, ack, slot.clone()));
@@ -292,9 +292,9 @@ impl<T: Send + 'static> Builder<T> {
             .into_iter()
             .zip(in_lanes)
             .zip(out_lanes)
-            .zip(wals.into_iter().zip(startups))
+            .zip(startups)
             .enumerate();
-        for (i, (((parker, peers), outs), (wal, startup))) in each {
+        for (i, (((parker, peers), outs), startup)) in each {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let shard = Shard::new(
                 ShardId(i),
@@ -303,7 +303,6 @@ impl<T: Send + 'static> Builder<T> {
                 peers,
                 outs,
                 core,
-                wal,
                 startup,
             );
             match thread::spawn_named(format!("{}-{i}", self.thread_name), move || shard.run()) {

@@ -48,6 +48,16 @@
 //!   accepted gives the message back in its error.
 //! - [`Bus::subscribe`] returns after the subscription is live.
 
+//!
+//! # Persistence
+//!
+//! [`Builder::persist`] makes a bus write every message to its shard's log (module
+//! [`log`]) before any handler sees it, with group commit; [`Bus::publish_durable`]
+//! returns once the record is synced; `build()` replays what the handlers had not
+//! finished to the builder's subscriptions ([`Builder::subscribe`]) before any new
+//! message, with [`Context::is_replay`] set. See [`Persistence`] and
+//! `docs/persistence.md` for the format and what each fsync policy promises.
+
 #![warn(missing_docs)]
 // The rings become public (undocumented, hidden) only for the loom models.
 #![cfg_attr(shardbus_loom, allow(missing_docs))]

@@ -45,6 +45,8 @@ struct Inputs<T> {
 
 /// What a shard does on its own thread before its first pass.
 pub(crate) struct Startup<T> {
+    /// Persistent buses: the shard's log (moved into the shard).
+    pub(crate) wal: Option<Wal<T>>,
     /// The builder's subscriptions for this shard's topics, installed first.
     pub(crate) subs: Vec<(TopicKey, Subscriber<T>)>,
     /// Persistent buses: the records to replay, then where to report the outcome (the
@@ -89,9 +91,9 @@ impl<T: Send + 'static> Shard<T> {
         peers: Vec<spsc::Consumer<Envelope<T>>>,
         out_lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
         core: Option<core_affinity::CoreId>,
-        wal: Option<Wal<T>>,
-        startup: Startup<T>,
+        mut startup: Startup<T>,
     ) -> Self {
+        let wal = startup.wal.take();
         let ring = mpsc::Consumer::new(&shared.inboxes[id.0].ring);
         let actors = Actors {
             id,
