@@ -5,15 +5,19 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::bus::Bus;
+use crate::codec::{Codec, CodecFns};
 use crate::error::Error;
-use crate::handler::{DeadLetter, DeadLetterFn};
-use crate::inbox::{Inbox, Shared};
+use crate::handler::{Context, DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
+use crate::inbox::{ack_pair, Inbox, Shared, ACK_OK};
+use crate::persist::{self, Persistence};
 use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
-use crate::shard::Shard;
+use crate::shard::{ReplayError, Shard, Startup};
 use crate::stats::ShardCounters;
-use crate::sync::{thread, Arc, AtomicBool, Parker};
+use crate::supervise::{Factory, Subscriber};
+use crate::sync::{plain, thread, Arc, AtomicBool, Parker};
 use crate::wait::WaitStrategy;
+use crate::wal::{Wal, WalConfig};
 
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;
@@ -28,6 +32,16 @@ pub struct Builder<T> {
     thread_name: String,
     dead_letter: Option<DeadLetterFn<T>>,
     drop_timeout: Duration,
+    subs: Vec<PreSub<T>>,
+    persist: Option<(Persistence, CodecFns<T>)>,
+}
+
+/// A subscription made on the builder, installed on its shard before the thread starts.
+struct PreSub<T> {
+    topic: String,
+    actor: Box<dyn Handler<T>>,
+    factory: Option<Factory<T>>,
+    policy: Supervision,
 }
 
 impl<T: Send + 'static> Default for Builder<T> {
@@ -41,6 +55,8 @@ impl<T: Send + 'static> Default for Builder<T> {
             thread_name: "shardbus-shard".to_owned(),
             dead_letter: None,
             drop_timeout: Duration::from_secs(5),
+            subs: Vec::new(),
+            persist: None,
         }
     }
 }
@@ -104,7 +120,67 @@ impl<T: Send + 'static> Builder<T> {
         self
     }
 
-    /// Validates the configuration and starts the shard threads.
+    /// Subscribes a closure to a topic before the bus starts, with supervision
+    /// [`Supervision::Resume`]; mirrors [`Bus::subscribe`].
+    ///
+    /// Builder subscriptions are installed on each shard before its thread takes any
+    /// message. On a persistent bus they are the handlers that the log's replay meets:
+    /// `build()` replays every record after the checkpoint to them and returns when the
+    /// replay is done. A replayed record whose topic has no builder subscription goes to
+    /// the [dead-letter handler](Self::dead_letter) with
+    /// [`DeadLetter::replay`](crate::DeadLetter::replay) set: it is never dropped
+    /// silently. An invalid topic name makes `build()` fail with
+    /// [`Error::InvalidTopic`]. Their ids, in the order made, are
+    /// [`Bus::initial_subscriptions`].
+    pub fn subscribe<F>(self, topic: impl Into<String>, handler: F) -> Self
+    where
+        F: FnMut(&mut Context<'_, T>, &T) + Send + 'static,
+    {
+        self.pre_subscribe(topic.into(), Box::new(handler), None, Supervision::Resume)
+    }
+
+    /// [`subscribe`](Self::subscribe) for a [`Handler`] implementation; mirrors
+    /// [`Bus::subscribe_actor`].
+    pub fn subscribe_actor<H: Handler<T>>(self, topic: impl Into<String>, actor: H) -> Self {
+        self.pre_subscribe(topic.into(), Box::new(actor), None, Supervision::Resume)
+    }
+
+    /// [`subscribe`](Self::subscribe) for an actor made by `factory` and supervised by
+    /// `policy`; mirrors [`Bus::subscribe_supervised`].
+    pub fn subscribe_supervised<H, F>(
+        self,
+        topic: impl Into<String>,
+        policy: Supervision,
+        mut factory: F,
+    ) -> Self
+    where
+        H: Handler<T>,
+        F: FnMut() -> H + Send + 'static,
+    {
+        let actor = Box::new(factory());
+        let factory: Factory<T> = Box::new(move || Box::new(factory()));
+        self.pre_subscribe(topic.into(), actor, Some(factory), policy)
+    }
+
+    fn pre_subscribe(
+        mut self,
+        topic: String,
+        actor: Box<dyn Handler<T>>,
+        factory: Option<Factory<T>>,
+        policy: Supervision,
+    ) -> Self {
+        self.subs.push(PreSub {
+            topic,
+            actor,
+            factory,
+            policy,
+        });
+        self
+    }
+
+    /// Validates the configuration and starts the shard threads. On a persistent bus,
+    /// first opens and recovers every shard's log (reshards if the shard count changed)
+    /// and waits until each shard has replayed what its handlers had not finished.
     pub fn build(self) -> Result<Bus<T>, Error> {
         let shards = match self.shards {
             Some(n) => n,
@@ -151,8 +227,52 @@ impl<T: Send + 'static> Builder<T> {
             }
         }
 
+        let router = Router::new(shards);
+        let bus_id = crate::sync::next_bus_id();
+        let mut initial = Vec::with_capacity(self.subs.len());
+        let mut startups: Vec<Startup<T>> = (0..shards)
+            .map(|_| Startup {
+                wal: None,
+                subs: Vec::new(),
+                replay: None,
+            })
+            .collect();
+        for (serial, pre) in self.subs.into_iter().enumerate() {
+            let topic = router.resolve(&pre.topic)?;
+            let id = SubscriptionId {
+                bus: bus_id,
+                shard: topic.shard.0 as u32,
+                serial: serial as u64,
+            };
+            initial.push(id);
+            let sub = Subscriber {
+                id,
+                actor: pre.actor,
+                factory: pre.factory,
+                policy: pre.policy,
+            };
+            startups[topic.shard.0].subs.push((topic.key, sub));
+        }
+        let persistent = self.persist.is_some();
+        let mut replies = Vec::new();
+        if let Some((p, codec)) = &self.persist {
+            let logs = persist::open(p, shards, &router)?;
+            for (i, (log, recovered)) in logs.into_iter().enumerate() {
+                let config = WalConfig {
+                    checkpoint_records: p.checkpoint_records,
+                    checkpoint_interval: p.checkpoint_interval,
+                    retention: p.retention,
+                };
+                startups[i].wal = Some(Wal::new(log, *codec, config));
+                let (ack, done) = ack_pair();
+                let slot: ReplayError = plain::Arc::new(plain::Mutex::new(None));
+                startups[i].replay = Some((recovered, ack, slot.clone()));
+                replies.push((done, slot));
+            }
+        }
+
         let shared = Arc::new(Shared {
-            router: Router::new(shards),
+            router,
             closing: AtomicBool::new(false),
             inboxes,
             counters,
@@ -160,24 +280,64 @@ impl<T: Send + 'static> Builder<T> {
             lane_capacity,
             dead_letter: self.dead_letter,
             wait: self.wait,
+            persistent,
         });
+        let parts = |shared, threads, timeout| {
+            Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())
+        };
 
         let cores = if self.pin { core_ids() } else { Vec::new() };
         let mut threads = Vec::with_capacity(shards);
-        let parts = parkers.into_iter().zip(in_lanes).zip(out_lanes).enumerate();
-        for (i, ((parker, peers), outs)) in parts {
+        let each = parkers
+            .into_iter()
+            .zip(in_lanes)
+            .zip(out_lanes)
+            .zip(startups)
+            .enumerate();
+        for (i, (((parker, peers), outs), startup)) in each {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let shard = Shard::new(ShardId(i), shared.clone(), parker, peers, outs, core);
+            let shard = Shard::new(
+                ShardId(i),
+                shared.clone(),
+                parker,
+                peers,
+                outs,
+                core,
+                startup,
+            );
             match thread::spawn_named(format!("{}-{i}", self.thread_name), move || shard.run()) {
                 Ok(handle) => threads.push(handle),
                 Err(source) => {
                     // Stop the shards already running before reporting.
-                    drop(Bus::from_parts(shared, threads, Duration::ZERO));
+                    drop(parts(shared, threads, Duration::ZERO));
                     return Err(Error::Spawn { shard: i, source });
                 }
             }
         }
-        Ok(Bus::from_parts(shared, threads, self.drop_timeout))
+        let bus = parts(shared, threads, self.drop_timeout);
+        // Persistent buses: `build()` returns once every shard has replayed its log.
+        for (done, slot) in replies {
+            if done.wait() != ACK_OK {
+                let error = slot
+                    .lock()
+                    .unwrap_or_else(plain::PoisonError::into_inner)
+                    .take();
+                drop(bus);
+                return Err(error.unwrap_or(Error::Closed));
+            }
+        }
+        Ok(bus)
+    }
+}
+
+impl<T: Codec + Send + 'static> Builder<T> {
+    /// Makes the bus persistent: every message is written to its shard's log before any
+    /// handler sees it, and what the handlers had not finished when the process stopped
+    /// is replayed at the next `build()` (see [`Persistence`], [`Builder::subscribe`] and
+    /// `docs/persistence.md`). Needs `T:` [`Codec`]; a memory-only bus needs none.
+    pub fn persist(mut self, persistence: Persistence) -> Self {
+        self.persist = Some((persistence, CodecFns::of()));
+        self
     }
 }
 

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use crate::builder::Builder;
-use crate::error::{Error, PublishError, TryPublishError};
+use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::handler::{Context, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Control, Shared, ACK_NOT_FOUND, ACK_OK};
-use crate::publisher::{push_control, push_shared, Publisher};
+use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
 use crate::route::{ShardId, ToTopic, Topic};
 use crate::shutdown;
 use crate::stats::Stats;
@@ -25,6 +25,7 @@ pub struct Bus<T: Send + 'static> {
     next_serial: AtomicU64,
     drop_timeout: Duration,
     shut_down: bool,
+    initial: Vec<SubscriptionId>,
 }
 
 /// What [`Bus::shutdown_timeout`] reports.
@@ -50,15 +51,38 @@ impl<T: Send + 'static> Bus<T> {
         shared: Arc<Shared<T>>,
         threads: Vec<JoinHandle<()>>,
         drop_timeout: Duration,
+        id: u64,
+        initial: Vec<SubscriptionId>,
     ) -> Self {
         Self {
             shared,
             threads,
-            id: crate::sync::next_bus_id(),
-            next_serial: AtomicU64::new(0),
+            id,
+            // Serials of the builder's subscriptions come first.
+            next_serial: AtomicU64::new(initial.len() as u64),
             drop_timeout,
             shut_down: false,
+            initial,
         }
+    }
+
+    /// The ids of the subscriptions made on the [`Builder`], in the order they were made.
+    pub fn initial_subscriptions(&self) -> &[SubscriptionId] {
+        &self.initial
+    }
+
+    /// Whether the bus was built with [`Builder::persist`].
+    pub fn is_persistent(&self) -> bool {
+        self.shared.persistent
+    }
+
+    /// Persistent buses: why `shard`'s log failed, if it has. A failed log (an I/O error,
+    /// an fsync error) poisons the shard: it closes its intake (publishes get `Closed`
+    /// with their message back), dead-letters what it had drained
+    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)), confirms no
+    /// more durable publishes, and never retries the fsync. Rebuild the bus to recover.
+    pub fn log_error(&self, shard: ShardId) -> Option<String> {
+        self.shared.inboxes.get(shard.0).and_then(|i| i.log.error())
     }
 
     /// The number of shards.
@@ -198,6 +222,21 @@ impl<T: Send + 'static> Bus<T> {
             TryPublishError::Closed(m) | TryPublishError::Full(m) => PublishError::Closed(m),
             TryPublishError::InvalidTopic(m) => PublishError::InvalidTopic(m),
         })
+    }
+
+    /// Persistent buses: publishes like [`publish`](Self::publish), then waits until the
+    /// message's record is in its shard's log as durably as the bus's
+    /// [`FsyncPolicy`](crate::log::FsyncPolicy) makes it: synced (`Batch`, `Interval`,
+    /// `Always`: survives power loss) or handed to the OS (`Never`: survives a process
+    /// crash only). After `Ok`, the message is handled in this process, or replayed
+    /// after a crash at the next `build()` (at least once). See `docs/persistence.md`.
+    ///
+    /// Errors give the message back if it was not accepted (`Closed` also when the
+    /// shard's log has failed, `NotPersistent` on a memory-only bus); `Unconfirmed` means
+    /// it was accepted but the log failed (or a deadline shutdown dropped it) first.
+    /// Never call it from a handler: the shard would wait for itself.
+    pub fn publish_durable(&self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
+        push_shared_durable(&self.shared, topic, msg)
     }
 
     /// Publishes only if the target inbox has room now; never blocks.

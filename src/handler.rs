@@ -132,6 +132,14 @@ pub enum DeadLetterReason<'a> {
         /// The panic's message (`"<non-string panic payload>"` if it was not a string).
         panic: &'a str,
     },
+    /// Persistent bus: the message could not be written to the shard's log, so no handler
+    /// saw it (write-ahead). Either the log has failed (an I/O or fsync error poisoned it;
+    /// see [`Bus::log_error`](crate::Bus::log_error)) or the encoded record exceeds the
+    /// maximum record size.
+    NotLogged {
+        /// Why.
+        error: &'a str,
+    },
 }
 
 /// A message that could not be handled, given to the dead-letter handler.
@@ -146,6 +154,11 @@ pub struct DeadLetter<'a, T> {
     pub message: &'a T,
     /// Why it is here.
     pub reason: DeadLetterReason<'a>,
+    /// Whether the message is a replay from the persistent log (see
+    /// [`Context::is_replay`]). A replayed record whose topic has no subscriber among the
+    /// builder's subscriptions arrives here with `replay == true` and reason
+    /// [`NoSubscriber`](DeadLetterReason::NoSubscriber).
+    pub replay: bool,
 }
 
 pub(crate) type DeadLetterFn<T> = Box<dyn Fn(DeadLetter<'_, T>) + Send + Sync>;

@@ -134,6 +134,13 @@ pub(crate) struct Inbox<T> {
     sleeping: CachePadded<AtomicBool>,
     unparker: Unparker,
     pub(crate) flags: CachePadded<ShutdownFlags>,
+    /// Persistent buses only: the ring position up to which popped messages are in the
+    /// shard's log as durably as its fsync policy makes them. Written by the shard
+    /// (Release, after the commit), read by `Bus::publish_durable` (Acquire). Untouched on
+    /// a memory-only bus.
+    pub(crate) durable: CachePadded<AtomicU64>,
+    /// Persistent buses: the state of the shard's log.
+    pub(crate) log: LogStatus,
 }
 
 impl<T> Inbox<T> {
@@ -149,6 +156,8 @@ impl<T> Inbox<T> {
                 activity: AtomicU64::new(0),
                 exited: AtomicBool::new(false),
             }),
+            durable: CachePadded::new(AtomicU64::new(0)),
+            log: LogStatus::new(),
         }
     }
 
@@ -191,6 +200,11 @@ impl<T> Inbox<T> {
 }
 
 impl<T> Shared<T> {
+    /// The state of shard `shard`'s log.
+    pub(crate) fn log_status(&self, shard: usize) -> &LogStatus {
+        &self.inboxes[shard].log
+    }
+
     /// Whether shutdown has begun. Relaxed is enough: this is only a fast path; the
     /// close bit on each ring, set by an RMW, is what decides a racing publish.
     #[inline]
@@ -217,4 +231,45 @@ pub(crate) struct Shared<T> {
     pub(crate) lane_capacity: usize,
     pub(crate) dead_letter: Option<DeadLetterFn<T>>,
     pub(crate) wait: crate::wait::WaitStrategy,
+    /// Whether the bus was built with persistence.
+    pub(crate) persistent: bool,
+}
+
+/// [`LogStatus::state`] values.
+pub(crate) const LOG_OK: usize = 0;
+/// The log failed; the shard closed its intake and confirms nothing more.
+pub(crate) const LOG_POISONED: usize = 1;
+/// The shard stopped; it confirms nothing more.
+pub(crate) const LOG_CLOSED: usize = 2;
+
+/// One shard's log as publishers and the bus see it.
+pub(crate) struct LogStatus {
+    /// Written by the shard: [`LOG_OK`], then [`LOG_POISONED`] or [`LOG_CLOSED`] (Release,
+    /// after its last durable watermark store); read by durable publishers (Acquire) to
+    /// stop waiting.
+    pub(crate) state: AtomicUsize,
+    /// Written once by the shard when the log is poisoned; read by `Bus::log_error`.
+    pub(crate) error: crate::sync::plain::Mutex<Option<String>>,
+}
+
+impl LogStatus {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: AtomicUsize::new(LOG_OK),
+            error: crate::sync::plain::Mutex::new(None),
+        }
+    }
+
+    /// The state; Acquire: pairs with the shard's Release store, so a waiter that sees a
+    /// final state also sees the last watermark stored before it.
+    pub(crate) fn state(&self) -> usize {
+        self.state.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn error(&self) -> Option<String> {
+        self.error
+            .lock()
+            .unwrap_or_else(crate::sync::plain::PoisonError::into_inner)
+            .clone()
+    }
 }

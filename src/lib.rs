@@ -48,6 +48,16 @@
 //!   accepted gives the message back in its error.
 //! - [`Bus::subscribe`] returns after the subscription is live.
 
+//!
+//! # Persistence
+//!
+//! [`Builder::persist`] makes a bus write every message to its shard's log (module
+//! [`log`]) before any handler sees it, with group commit; [`Bus::publish_durable`]
+//! returns once the record is synced; `build()` replays what the handlers had not
+//! finished to the builder's subscriptions ([`Builder::subscribe`]) before any new
+//! message, with [`Context::is_replay`] set. See [`Persistence`] and
+//! `docs/persistence.md` for the format and what each fsync policy promises.
+
 #![warn(missing_docs)]
 // The rings become public (undocumented, hidden) only for the loom models.
 #![cfg_attr(shardbus_loom, allow(missing_docs))]
@@ -55,10 +65,13 @@
 
 mod builder;
 mod bus;
+mod codec;
 mod error;
 mod handler;
 mod inbox;
+pub mod log;
 mod outbox;
+mod persist;
 mod publisher;
 mod ring;
 mod route;
@@ -68,11 +81,16 @@ mod stats;
 mod supervise;
 mod sync;
 mod wait;
+mod wal;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
-pub use error::{Error, PublishError, TryPublishError};
+#[cfg(feature = "serde")]
+pub use codec::SerdeCodec;
+pub use codec::{Codec, DecodeError};
+pub use error::{DurableError, Error, LogError, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
+pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};

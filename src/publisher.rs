@@ -4,11 +4,11 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 
-use crate::error::{PublishError, TryPublishError};
-use crate::inbox::{Control, Envelope, Inbox, Item, Shared};
-use crate::ring::{spsc, PushError};
+use crate::error::{DurableError, PublishError, TryPublishError};
+use crate::inbox::{Control, Envelope, Inbox, Item, LogStatus, Shared, LOG_OK};
+use crate::ring::{reached, spsc, PushError, STEP};
 use crate::route::{ToTopic, Topic};
-use crate::sync::{Arc, Backoff};
+use crate::sync::{Arc, Backoff, Ordering};
 use crate::wait::publisher_pause;
 
 fn resolve<T>(shared: &Shared<T>, topic: impl ToTopic) -> Option<Topic> {
@@ -55,6 +55,75 @@ pub(crate) fn push_shared<T>(
             Err(PushError::Closed(back)) => return Err(TryPublishError::Closed(into_msg(back))),
         }
     }
+}
+
+/// Checks before a durable publish; the message comes back if it cannot be accepted.
+fn check_durable<T>(
+    shared: &Shared<T>,
+    topic: Option<Topic>,
+    msg: T,
+) -> Result<(Topic, T), DurableError<T>> {
+    let Some(topic) = topic else {
+        return Err(DurableError::InvalidTopic(msg));
+    };
+    if !shared.persistent {
+        return Err(DurableError::NotPersistent(msg));
+    }
+    if shared.is_closing() || shared.log_status(topic.shard.0).state() != LOG_OK {
+        return Err(DurableError::Closed(msg));
+    }
+    Ok((topic, msg))
+}
+
+/// Waits until `is_durable` says so, or the shard's log can confirm nothing more.
+fn wait_durable(status: &LogStatus, is_durable: impl Fn() -> bool) -> Result<(), ()> {
+    let backoff = Backoff::new();
+    loop {
+        if is_durable() {
+            return Ok(());
+        }
+        if status.state() != LOG_OK {
+            // The shard stored its last watermark before this state (Release/Acquire):
+            // one more look decides.
+            return if is_durable() { Ok(()) } else { Err(()) };
+        }
+        publisher_pause(&backoff);
+    }
+}
+
+/// `Bus::publish_durable`: pushes into the shard's shared ring and waits until the shard
+/// has committed past the message's position.
+pub(crate) fn push_shared_durable<T>(
+    shared: &Shared<T>,
+    topic: impl ToTopic,
+    msg: T,
+) -> Result<(), DurableError<T>> {
+    let (topic, msg) = check_durable(shared, resolve(shared, topic), msg)?;
+    let inbox = &shared.inboxes[topic.shard.0];
+    let mut item = Item::Msg(Envelope {
+        topic: topic.key,
+        msg,
+    });
+    let backoff = Backoff::new();
+    let pos = loop {
+        match inbox.ring.push_at(item) {
+            Ok(pos) => {
+                inbox.wake();
+                break pos;
+            }
+            Err(PushError::Full(back)) => {
+                item = back;
+                publisher_pause(&backoff);
+            }
+            Err(PushError::Closed(back)) => return Err(DurableError::Closed(into_msg(back))),
+        }
+    };
+    let target = pos.wrapping_add(STEP);
+    // Acquire: pairs with the shard's Release store after the commit (`confirm_durable`).
+    wait_durable(&inbox.log, || {
+        reached(inbox.durable.load(Ordering::Acquire), target)
+    })
+    .map_err(|()| DurableError::Unconfirmed)
 }
 
 /// Pushes a control message, waiting while the ring is full. `Err` if closed.
@@ -151,6 +220,72 @@ impl<T: Send + 'static> Publisher<T> {
                 Err(PushError::Closed(back)) => return Err(PublishError::Closed(back.msg)),
             }
         }
+    }
+
+    /// Persistent buses: publishes like [`publish`](Self::publish), then waits until the
+    /// message's record is in the log as durably as the bus's
+    /// [`FsyncPolicy`](crate::log::FsyncPolicy) makes it: synced (`Batch`, `Interval`,
+    /// `Always`: survives power loss), or handed to the OS (`Never`: survives a process
+    /// crash only). See `docs/persistence.md`.
+    ///
+    /// Errors give the message back if it was not accepted; `Unconfirmed` means it was
+    /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
+    /// Never call it from a handler: the shard would wait for itself.
+    pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
+        let topic = resolve(&self.shared, topic);
+        let (topic, msg) = check_durable(&self.shared, topic, msg)?;
+        let shard = topic.shard.0;
+        let backoff = Backoff::new();
+        let mut env = Envelope {
+            topic: topic.key,
+            msg,
+        };
+        loop {
+            let lane = match self.lane(shard, true) {
+                Ok(lane) => lane,
+                Err(_) => return Err(DurableError::Closed(env.msg)),
+            };
+            match lane.push(env) {
+                Ok(()) => {
+                    self.shared.inboxes[shard].wake();
+                    break;
+                }
+                Err(PushError::Full(back)) => {
+                    env = back;
+                    publisher_pause(&backoff);
+                }
+                Err(PushError::Closed(back)) => return Err(DurableError::Closed(back.msg)),
+            }
+        }
+        self.wait_lane_durable(shard)
+            .map_err(|()| DurableError::Unconfirmed)
+    }
+
+    /// Persistent buses: waits until every message this publisher has published so far
+    /// (with [`publish`](Self::publish), [`publish_batch`](Self::publish_batch) or
+    /// [`try_publish`](Self::try_publish)) is durable, as for
+    /// [`publish_durable`](Self::publish_durable). Publishing many and waiting once costs
+    /// one wait for the whole lot. `Unconfirmed` if a shard's log failed (or the bus
+    /// stopped) first; `NotPersistent` on a memory-only bus.
+    pub fn wait_durable(&mut self) -> Result<(), DurableError<()>> {
+        if !self.shared.persistent {
+            return Err(DurableError::NotPersistent(()));
+        }
+        for shard in 0..self.lanes.len() {
+            if self.lanes[shard].is_some() {
+                self.wait_lane_durable(shard)
+                    .map_err(|()| DurableError::Unconfirmed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_lane_durable(&self, shard: usize) -> Result<(), ()> {
+        let Some(lane) = self.lanes[shard].as_ref() else {
+            return Ok(());
+        };
+        let target = lane.position();
+        wait_durable(self.shared.log_status(shard), || lane.is_durable(target))
     }
 
     /// Publishes only if the target lane has room now; never blocks.

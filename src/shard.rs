@@ -2,8 +2,12 @@
 
 use std::collections::HashMap;
 
+use crate::error::Error;
 use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
-use crate::inbox::{Control, Envelope, Item, Shared, ACK_NOT_FOUND, ACK_OK, CLOSE, STOP};
+use crate::inbox::{
+    AckSender, Control, Envelope, Item, Shared, ACK_CLOSED, ACK_NOT_FOUND, ACK_OK, CLOSE, STOP,
+};
+use crate::log::Recovered;
 use crate::outbox::Outbox;
 use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey, TopicMap};
@@ -11,6 +15,7 @@ use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
 use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
 use crate::wait::WaitStrategy;
+use crate::wal::{Fate, Wal};
 
 /// Values popped from one input per pass, so that no input starves the others.
 const BATCH: usize = 256;
@@ -34,7 +39,23 @@ struct Inputs<T> {
     lanes: Vec<spsc::Consumer<Envelope<T>>>,
     /// Other shards' lanes into this shard.
     peers: Vec<spsc::Consumer<Envelope<T>>>,
+    /// Persistent buses: the last position stored into the inbox's `durable` mark.
+    ring_durable: u64,
 }
+
+/// What a shard does on its own thread before its first pass.
+pub(crate) struct Startup<T> {
+    /// Persistent buses: the shard's log (moved into the shard).
+    pub(crate) wal: Option<Wal<T>>,
+    /// The builder's subscriptions for this shard's topics, installed first.
+    pub(crate) subs: Vec<(TopicKey, Subscriber<T>)>,
+    /// Persistent buses: the records to replay, then where to report the outcome (the
+    /// builder waits for it).
+    pub(crate) replay: Option<(Recovered, AckSender, ReplayError)>,
+}
+
+/// Where a shard leaves the error that stopped its replay, for `build()` to return.
+pub(crate) type ReplayError = crate::sync::plain::Arc<crate::sync::plain::Mutex<Option<Error>>>;
 
 /// The shard's actors and everything a dispatch touches.
 struct Actors<T> {
@@ -57,6 +78,9 @@ pub(crate) struct Shard<T> {
     idle_published: bool,
     external_drained: bool,
     core: Option<core_affinity::CoreId>,
+    /// Persistent buses: the write-ahead log state.
+    wal: Option<Wal<T>>,
+    startup: Option<Startup<T>>,
 }
 
 impl<T: Send + 'static> Shard<T> {
@@ -67,7 +91,9 @@ impl<T: Send + 'static> Shard<T> {
         peers: Vec<spsc::Consumer<Envelope<T>>>,
         out_lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
         core: Option<core_affinity::CoreId>,
+        mut startup: Startup<T>,
     ) -> Self {
+        let wal = startup.wal.take();
         let ring = mpsc::Consumer::new(&shared.inboxes[id.0].ring);
         let actors = Actors {
             id,
@@ -85,18 +111,22 @@ impl<T: Send + 'static> Shard<T> {
                 ring,
                 lanes: Vec::new(),
                 peers,
+                ring_durable: 0,
             },
             actors,
             phase: Phase::Running,
             idle_published: false,
             external_drained: false,
             core,
+            wal,
+            startup: Some(startup),
         }
     }
 
     /// The thread's body.
     pub(crate) fn run(mut self) {
         self.pin();
+        self.start();
         let backoff = Backoff::new();
         loop {
             // Acquire: pairs with the coordinator's SeqCst store; what the shard then
@@ -120,7 +150,12 @@ impl<T: Send + 'static> Shard<T> {
                 fence(Ordering::SeqCst);
                 self.idle_published = false;
             }
-            let did = self.pass();
+            // One branch per pass: the memory-only pass is untouched by persistence.
+            let did = if self.wal.is_some() {
+                self.pass_logged()
+            } else {
+                self.pass()
+            };
             if did > 0 {
                 self.publish_counters();
             }
@@ -133,6 +168,66 @@ impl<T: Send + 'static> Shard<T> {
                 self.wait_idle(&backoff);
             }
         }
+    }
+
+    /// Installs the builder's subscriptions, then (persistent buses) replays the log
+    /// after its checkpoint to them, before any new message; reports the outcome.
+    fn start(&mut self) {
+        let Some(startup) = self.startup.take() else {
+            return;
+        };
+        for (topic, sub) in startup.subs {
+            self.actors.install(topic, sub);
+        }
+        if let Some((recovered, ack, slot)) = startup.replay {
+            match self.replay(&recovered) {
+                Ok(()) => ack.send(ACK_OK),
+                Err(e) => {
+                    *slot
+                        .lock()
+                        .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(e);
+                    ack.send(ACK_CLOSED);
+                }
+            }
+        }
+    }
+
+    /// Hands every record after the checkpoint to the handlers with `replay == true`.
+    fn replay(&mut self, recovered: &Recovered) -> Result<(), Error> {
+        let Self {
+            shared,
+            actors,
+            wal,
+            ..
+        } = self;
+        let Some(wal) = wal.as_mut() else {
+            return Ok(());
+        };
+        let codec = wal.codec();
+        let mut replayed = 0u64;
+        for rec in recovered.replay()? {
+            let rec = rec?;
+            let decode_error = |source| Error::Decode {
+                path: wal.dir().to_path_buf(),
+                seq: rec.seq,
+                source,
+            };
+            let Some(topic) = shared.router.key(&rec.topic) else {
+                return Err(decode_error(crate::DecodeError::new(format!(
+                    "invalid topic name of {} bytes",
+                    rec.topic.len()
+                ))));
+            };
+            let msg = (codec.decode)(&rec.payload).map_err(decode_error)?;
+            actors.dispatch(Envelope { topic, msg }, true);
+            wal.replayed(rec.seq);
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::info!(shard = actors.id.0, records = replayed, "replayed the log");
+            wal.checkpoint_now(shared.log_status(actors.id.0));
+        }
+        Ok(())
     }
 
     fn flags(&self) -> &crate::inbox::ShutdownFlags {
@@ -205,6 +300,73 @@ impl<T: Send + 'static> Shard<T> {
         did + local + sent
     }
 
+    /// [`pass`](Self::pass) for a persistent bus: drains every input into the
+    /// write-ahead batch, writes it to the log (one append, one commit: group commit),
+    /// then runs the handlers; confirms durable publishes; checkpoints when due.
+    fn pass_logged(&mut self) -> usize {
+        let Self {
+            shared,
+            inputs,
+            actors,
+            phase,
+            wal,
+            ..
+        } = self;
+        let Some(wal) = wal.as_mut() else {
+            return 0;
+        };
+        let closing = *phase == Phase::Closing;
+        let id = actors.id.0;
+        let inbox = &shared.inboxes[id];
+        let status = shared.log_status(id);
+        let mut did = inputs
+            .ring
+            .pop_batch(&inbox.ring, BATCH, |item| match item {
+                Item::Msg(env) => wal.batch.push(env),
+                Item::Control(c) => {
+                    // Keep the ring's order: what came before the control is handled first.
+                    wal.write(status, |env, fate| actors.deliver(env, fate));
+                    if let Some(mut lane) = actors.control(c) {
+                        if closing {
+                            lane.close();
+                        }
+                        inputs.lanes.push(lane);
+                    }
+                }
+            });
+        let mut i = 0;
+        while i < inputs.lanes.len() {
+            let n = inputs.lanes[i].pop_batch(BATCH, |env| wal.batch.push(env));
+            did += n;
+            if n == 0 && inputs.lanes[i].is_finished() {
+                inputs.lanes.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        for peer in &mut inputs.peers {
+            did += peer.pop_batch(BATCH, |env| wal.batch.push(env));
+        }
+        // Only what is queued now: handlers may queue more for the next pass.
+        let local = actors.out.local.len().min(BATCH);
+        wal.batch.extend(actors.out.local.drain(..local));
+        wal.write(status, |env, fate| actors.deliver(env, fate));
+        wal.tick(status);
+        if wal.confirmable() {
+            confirm_durable(inputs, inbox);
+        }
+        if std::mem::take(&mut wal.just_poisoned) {
+            // Stop accepting: later publishes get `Closed` with their message back.
+            inputs.ring.close(&inbox.ring);
+            for lane in &mut inputs.lanes {
+                lane.close();
+            }
+        }
+        let (sent, dropped) = actors.out.flush_overflow();
+        actors.counters.dropped += dropped as u64;
+        did + local + sent
+    }
+
     fn publish_counters(&mut self) {
         let ring = &self.shared.inboxes[self.id.0].ring;
         let depth = self.inputs.ring.depth(ring)
@@ -265,7 +427,14 @@ impl<T: Send + 'static> Shard<T> {
                 // flags need no re-check: the coordinator unparks unconditionally after
                 // setting them, and an unpark before the park leaves a token.
                 if !self.has_ready_seqcst() {
-                    self.parker.park();
+                    // A persistent shard also wakes for an `Interval` sync or a timed
+                    // checkpoint.
+                    match self.wal.as_ref().and_then(Wal::deadline) {
+                        Some(at) => self
+                            .parker
+                            .park_timeout(at.saturating_duration_since(std::time::Instant::now())),
+                        None => self.parker.park(),
+                    }
                 }
                 inbox.clear_sleeping();
                 backoff.reset();
@@ -330,9 +499,21 @@ impl<T: Send + 'static> Shard<T> {
             shared,
             inputs,
             actors,
+            wal,
             ..
         } = self;
-        let ring = &shared.inboxes[actors.id.0].ring;
+        let inbox = &shared.inboxes[actors.id.0];
+        if let Some(wal) = wal.as_mut() {
+            // Sync and checkpoint, and confirm what is logged, before the leftovers
+            // below are popped (and dropped).
+            let status = shared.log_status(actors.id.0);
+            wal.close(status);
+            if wal.confirmable() {
+                confirm_durable(inputs, inbox);
+            }
+            wal.mark_closed(status);
+        }
+        let ring = &inbox.ring;
         inputs.ring.close(ring);
         let mut left = 0u64;
         inputs.ring.drain_closed(ring, |item| match item {
@@ -371,7 +552,13 @@ impl<T: Send + 'static> Actors<T> {
         let Some(entry) = self.topics.get_mut(&env.topic) else {
             c.unrouted += 1;
             c.dead_letters += 1;
-            dead_letter(&self.shared, self.id, &env, DeadLetterReason::NoSubscriber);
+            dead_letter(
+                &self.shared,
+                self.id,
+                &env,
+                DeadLetterReason::NoSubscriber,
+                replay,
+            );
             return;
         };
         c.handled += 1;
@@ -393,7 +580,7 @@ impl<T: Send + 'static> Actors<T> {
                 subscription: sub.id,
                 panic: panic_text(&*payload),
             };
-            dead_letter(shared, id, &env, reason);
+            dead_letter(shared, id, &env, reason, replay);
             match sub.after_panic(&mut ctx, &mut c.panics) {
                 Verdict::Keep => true,
                 Verdict::Restarted => {
@@ -416,39 +603,55 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
+    /// Hands a drained message to the handlers if it is in the log, else to the
+    /// dead-letter handler.
+    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>) {
+        match fate {
+            Fate::Logged => self.dispatch(env, false),
+            Fate::NotLogged(error) => {
+                self.counters.received += 1;
+                self.counters.dead_letters += 1;
+                let reason = DeadLetterReason::NotLogged { error };
+                dead_letter(&self.shared, self.id, &env, reason, false);
+            }
+        }
+    }
+
+    /// Installs a subscription: runs the actor's `on_start` (supervised like a panic in
+    /// `handle`). Returns whether it was kept.
+    fn install(&mut self, topic: TopicKey, mut sub: Subscriber<T>) -> bool {
+        let mut ctx = Context {
+            topic: topic.as_str(),
+            subscription: sub.id,
+            out: &mut self.out,
+            replay: false,
+        };
+        if sub.call(&mut ctx, |a, ctx| a.on_start(ctx)).is_err() {
+            // An actor that cannot start is supervised like a panic in `handle`.
+            self.counters.panics += 1;
+            match sub.after_panic(&mut ctx, &mut self.counters.panics) {
+                Verdict::Remove => {
+                    self.counters.stopped += 1;
+                    return false;
+                }
+                Verdict::Restarted => self.counters.restarts += 1,
+                Verdict::Keep => {}
+            }
+        }
+        self.where_is.insert(sub.id, topic);
+        self.topics
+            .entry(topic)
+            .or_insert_with(|| TopicEntry { subs: Vec::new() })
+            .subs
+            .push(sub);
+        true
+    }
+
     /// Applies a control message. Returns a lane to add to the inputs.
     fn control(&mut self, control: Control<T>) -> Option<spsc::Consumer<Envelope<T>>> {
         match control {
-            Control::Subscribe {
-                topic,
-                mut sub,
-                ack,
-            } => {
-                let mut ctx = Context {
-                    topic: topic.as_str(),
-                    subscription: sub.id,
-                    out: &mut self.out,
-                    replay: false,
-                };
-                if sub.call(&mut ctx, |a, ctx| a.on_start(ctx)).is_err() {
-                    // An actor that cannot start is supervised like a panic in `handle`.
-                    self.counters.panics += 1;
-                    match sub.after_panic(&mut ctx, &mut self.counters.panics) {
-                        Verdict::Remove => {
-                            self.counters.stopped += 1;
-                            ack.send(ACK_OK);
-                            return None;
-                        }
-                        Verdict::Restarted => self.counters.restarts += 1,
-                        Verdict::Keep => {}
-                    }
-                }
-                self.where_is.insert(sub.id, topic);
-                self.topics
-                    .entry(topic)
-                    .or_insert_with(|| TopicEntry { subs: Vec::new() })
-                    .subs
-                    .push(sub);
+            Control::Subscribe { topic, sub, ack } => {
+                self.install(topic, sub);
                 ack.send(ACK_OK);
                 None
             }
@@ -499,11 +702,26 @@ impl<T: Send + 'static> Actors<T> {
     }
 }
 
+/// Persistent buses: declares everything popped from the external inputs so far
+/// durable, for `publish_durable` waiters. Called after the commit that made it so.
+fn confirm_durable<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>) {
+    let head = inputs.ring.head();
+    if head != inputs.ring_durable {
+        inputs.ring_durable = head;
+        // Release: the commit happens before a waiter's Acquire load that sees it.
+        inbox.durable.store(head, Ordering::Release);
+    }
+    for lane in &mut inputs.lanes {
+        lane.publish_durable();
+    }
+}
+
 fn dead_letter<T>(
     shared: &Shared<T>,
     shard: ShardId,
     env: &Envelope<T>,
     reason: DeadLetterReason<'_>,
+    replay: bool,
 ) {
     if let Some(f) = &shared.dead_letter {
         let letter = DeadLetter {
@@ -511,6 +729,7 @@ fn dead_letter<T>(
             shard,
             message: &env.msg,
             reason,
+            replay,
         };
         // A panicking dead-letter handler must not take the shard down; the panic hook
         // has already reported it.

@@ -37,6 +37,17 @@ pub(crate) mod stat {
     pub(crate) use std::sync::atomic::AtomicU64;
 }
 
+/// The storage side's primitives: always std's, also under loom.
+///
+/// The persistent log (`crate::log`) shares an `Arc<dyn Storage>` between the bus and its
+/// shards, and `SimStorage` keeps its simulated disk behind a `Mutex`. Persistence is not
+/// modelled under loom (its models build memory-only buses), these take part in none of
+/// the hand-off, wake-up or shutdown protocols the models check, and the log's public API
+/// (`ShardLog::open(Arc<dyn Storage>, ..)`) must not change type under the loom cfg.
+pub(crate) mod plain {
+    pub(crate) use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+}
+
 /// A process-unique bus id. A std atomic under loom too: it only makes ids unique and
 /// takes part in no protocol. Relaxed: only uniqueness matters, which the RMW gives.
 pub(crate) fn next_bus_id() -> u64 {
@@ -135,7 +146,9 @@ impl Backoff {
 /// Thread parking: the shard parks when idle, publishers unpark it.
 ///
 /// Outside loom this is `crossbeam_utils::sync::{Parker, Unparker}` (a token: an
-/// `unpark` before `park` makes that `park` return at once). Under loom it is the same
+/// `unpark` before `park` makes that `park` return at once; `park_timeout` also returns
+/// after the timeout, which a persistent shard uses to sync on time under
+/// `FsyncPolicy::Interval` and to write timed checkpoints). Under loom it is the same
 /// token protocol built on loom's `Mutex` and `Condvar`.
 #[cfg(not(shardbus_loom))]
 pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
@@ -171,6 +184,11 @@ mod loom_park {
                 token = self.0.cvar.wait(token).unwrap();
             }
             *token = false;
+        }
+        /// loom has no time: a plain park. Persistence (the only user of timed parks)
+        /// is not modelled under loom.
+        pub(crate) fn park_timeout(&self, _timeout: std::time::Duration) {
+            self.park();
         }
         pub(crate) fn unparker(&self) -> Unparker {
             Unparker(self.0.clone())

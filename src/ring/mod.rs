@@ -35,5 +35,12 @@ pub fn slot_index(pos: u64, mask: u64) -> usize {
     ((pos >> 1) & mask) as usize
 }
 
+/// Whether position `pos` has reached `target`, in wrapping position arithmetic (the two
+/// are less than `2^63` apart).
+#[inline]
+pub fn reached(pos: u64, target: u64) -> bool {
+    pos.wrapping_sub(target) < 1 << 63
+}
+
 #[cfg(all(test, not(shardbus_loom)))]
 mod model_tests;

@@ -69,7 +69,13 @@ impl<T> Ring<T> {
     }
 
     /// Pushes one value from any thread; never blocks.
+    #[inline]
     pub fn push(&self, value: T) -> Result<(), PushError<T>> {
+        self.push_at(value).map(|_| ())
+    }
+
+    /// Pushes one value; returns the position it took.
+    pub fn push_at(&self, value: T) -> Result<u64, PushError<T>> {
         let backoff = Backoff::new();
         // Relaxed: only a guess at the next position; the CAS below validates it.
         let mut tail = self.tail.load(Ordering::Relaxed);
@@ -98,7 +104,7 @@ impl<T> Ring<T> {
                         // Release: publishes the value; pairs with the consumer's
                         // Acquire load of the stamp.
                         slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
-                        return Ok(());
+                        return Ok(tail);
                     }
                     Err(current) => {
                         tail = current;
@@ -203,6 +209,11 @@ impl Consumer {
 
     pub fn is_closed(&self) -> bool {
         self.limit.is_some()
+    }
+
+    /// The position of the next value to pop.
+    pub fn head(&self) -> u64 {
+        self.head
     }
 
     /// Values queued, for statistics.

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use super::{slot_index, PushError, CLOSED, STEP};
+use super::{reached, slot_index, PushError, CLOSED, STEP};
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 
 pub struct Ring<T> {
@@ -23,6 +23,11 @@ pub struct Ring<T> {
     tail: CachePadded<AtomicU64>,
     /// Set by the producer's drop; read by the consumer to retire an empty lane.
     producer_gone: AtomicBool,
+    /// Persistent buses only: the consumer's position up to which popped values are in
+    /// the shard's log as durably as its fsync policy makes them. Written by the consumer
+    /// (Release, after the commit); read by a producer waiting in `publish_durable`
+    /// (Acquire). Untouched on a memory-only bus.
+    durable: CachePadded<AtomicU64>,
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
     mask: u64,
 }
@@ -55,6 +60,8 @@ pub struct Consumer<T> {
     cached_tail: u64,
     /// Set by `close`: the consumer never reads at or past this position.
     limit: Option<u64>,
+    /// The last value stored into `ring.durable` (only this consumer writes it).
+    durable: u64,
 }
 
 /// Makes a ring with `capacity` slots (a power of two) starting at position `start`
@@ -68,6 +75,7 @@ pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
         head: CachePadded::new(AtomicU64::new(start)),
         tail: CachePadded::new(AtomicU64::new(start)),
         producer_gone: AtomicBool::new(false),
+        durable: CachePadded::new(AtomicU64::new(start)),
         slots,
         mask: capacity as u64 - 1,
     });
@@ -82,6 +90,7 @@ pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
         head: start,
         cached_tail: start,
         limit: None,
+        durable: start,
     };
     (producer, consumer)
 }
@@ -129,6 +138,19 @@ impl<T> Producer<T> {
         }
         self.tail = self.tail.wrapping_add(STEP);
         Ok(())
+    }
+
+    /// The position the next push takes: after a push, the position just past it.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Whether the consumer has declared everything before `target` durable (see
+    /// `Ring::durable`).
+    pub fn is_durable(&self, target: u64) -> bool {
+        // Acquire: pairs with the consumer's Release store in `publish_durable`, after
+        // its commit; what the caller does next happens after that commit.
+        reached(self.ring.durable.load(Ordering::Acquire), target)
     }
 
     /// Free slots, refreshing the cached `head` when the cache shows none.
@@ -320,6 +342,16 @@ impl<T> Consumer<T> {
     /// Whether `close` has been called and everything before the close is popped.
     pub fn is_closed_and_drained(&mut self) -> bool {
         self.limit.is_some() && self.ready() == 0
+    }
+
+    /// Declares every value popped so far durable (persistent buses, after a commit).
+    pub fn publish_durable(&mut self) {
+        if self.durable != self.head {
+            self.durable = self.head;
+            // Release: the commit that made these values durable happens before a
+            // producer's Acquire load that sees this position.
+            self.ring.durable.store(self.head, Ordering::Release);
+        }
     }
 
     pub fn ring(&self) -> &Arc<Ring<T>> {

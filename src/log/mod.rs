@@ -1,0 +1,764 @@
+//! The per-shard persistence log.
+//!
+//! Each shard owns one [`ShardLog`] in its own directory (`DIR/shard-NNN/`). The shard loop:
+//!
+//! 1. **open**: [`ShardLog::open`] creates the directory if needed, recovers the log (validates
+//!    every record, cuts a torn tail) and returns a [`Recovered`];
+//! 2. **replay**: [`Recovered::replay`] streams the records after the checkpoint to the handlers;
+//! 3. **append + commit**: each drained batch is [`ShardLog::append`]ed (one write), then
+//!    [`ShardLog::commit`] syncs it as the [`FsyncPolicy`] says, before the handlers run;
+//! 4. **checkpoint**: now and then, [`ShardLog::checkpoint`] records how far every handler got,
+//!    and [`ShardLog::retain`] deletes old segments wholly below it;
+//! 5. **close**: [`ShardLog::close`] syncs what is left.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use shardbus::log::{FsyncPolicy, LogConfig, RecordRef, Seq, ShardLog, SimStorage};
+//!
+//! # fn main() -> Result<(), shardbus::log::LogError> {
+//! let storage = Arc::new(SimStorage::new()); // `FsStorage` in production
+//! let config = LogConfig { fsync: FsyncPolicy::Batch, ..LogConfig::default() };
+//!
+//! let (mut log, recovered) = ShardLog::open(storage.clone(), "/data/shard-000", config.clone())?;
+//! assert_eq!(recovered.replay()?.count(), 0); // a new log: nothing to replay
+//!
+//! let seqs = log.append(&[RecordRef::new("orders", b"one"), RecordRef::new("orders", b"two")])?;
+//! assert_eq!(seqs, Seq(0)..Seq(2));
+//! log.commit()?; // durable from here on
+//! log.checkpoint(Seq(0))?; // the handlers are done with record 0
+//! drop(log); // a crash
+//!
+//! let (log, recovered) = ShardLog::open(storage, "/data/shard-000", config)?;
+//! let replay: Vec<_> = recovered.replay()?.collect::<Result<_, _>>()?;
+//! assert_eq!((replay.len(), replay[0].seq, &replay[0].payload[..]), (1, Seq(1), &b"two"[..]));
+//! assert_eq!(log.next_seq(), Seq(2));
+//! log.close()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # On disk
+//!
+//! A shard directory holds segment files named by their first sequence number, zero-padded to
+//! 20 digits (`00000000000000000000.log`), and a `checkpoint` file. A segment is a 16-byte
+//! header (`b"SHBUSLOG"`, version byte 1, 7 reserved zero bytes) followed by records:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | `len`: u32 LE, bytes after the `crc` field |
+//! | 4 | 4 | `crc`: u32 LE, CRC32C of the `len` bytes after it |
+//! | 8 | 8 | `seq`: u64 LE |
+//! | 16 | 8 | `timestamp_nanos`: u64 LE, since the UNIX epoch |
+//! | 24 | 2 | `topic_len`: u16 LE |
+//! | 26 | `topic_len` | topic, UTF-8 |
+//! | 26 + `topic_len` | rest | payload |
+//!
+//! `docs/persistence-format.md` has the full format, the checkpoint file and the recovery rules.
+//!
+//! # Storage
+//!
+//! All file access goes through the [`Storage`] trait: [`FsStorage`] for the real filesystem,
+//! [`SimStorage`] to simulate power loss and inject faults in tests.
+
+#![forbid(unsafe_code)]
+
+mod checkpoint;
+mod meta;
+mod reader;
+mod record;
+mod recover;
+mod segment;
+mod storage;
+
+pub use crate::error::{CorruptReason, IoOp, LogError};
+pub use checkpoint::load_checkpoint;
+pub(crate) use meta::{parse_generation_name, write_meta};
+pub use meta::{read_meta, BusMeta, META_FILE};
+pub use reader::{inspect, Reader, SegmentInfo, ShardReport};
+pub(crate) use record::now_nanos;
+pub use record::{Record, RecordRef, Seq};
+pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
+pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
+
+use crate::sync::plain::Arc;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use segment::{SegmentMeta, SegmentWriter, HEADER_LEN};
+
+/// Default [`LogConfig::segment_size`]: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// Default [`LogConfig::max_record_size`]: 16 MiB.
+pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
+
+/// When the log calls `sync_data`, and so what survives a crash.
+///
+/// A *process crash* (panic, kill, OOM) never loses an appended record under any policy:
+/// [`ShardLog::append`] hands its bytes to the operating system before it returns, and the page
+/// cache outlives the process. *Power loss* (or a kernel crash) loses whatever was not synced.
+/// What is lost is always a suffix of the log: the last segment is the only one with unsynced
+/// bytes (a segment is synced before the next is started), and recovery cuts a torn tail.
+/// Under every policy the log also syncs before starting a new segment and before writing a
+/// checkpoint, so a durable checkpoint never points past the durable end of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Never sync for durability: only at segment roll and before a checkpoint. Power loss may
+    /// lose every record appended since the last of those (the OS writes dirty pages back on
+    /// its own schedule, which promises nothing).
+    Never,
+    /// [`ShardLog::commit`] syncs everything appended so far. After `commit` returns `Ok`,
+    /// every record appended before it survives power loss; records appended after the last
+    /// successful `commit` may be lost. Group commit: one sync per batch.
+    #[default]
+    Batch,
+    /// [`ShardLog::commit`] syncs only once the oldest unsynced record was appended at least
+    /// this long ago. Power loss may lose the records appended since the last sync: at most
+    /// this duration's worth plus the time between two `commit` calls (there is no background
+    /// thread: with no `commit`, nothing is synced).
+    Interval(Duration),
+    /// [`ShardLog::append`] writes and syncs each record before the next one, and returns once
+    /// the last is durable: nothing `append` returned `Ok` for is lost to power loss; of a batch
+    /// cut short by it, a prefix survives. One write and one `fdatasync` per record.
+    Always,
+}
+
+/// Configuration of a [`ShardLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A new segment is started before a record that would make the current one larger than
+    /// this (a segment always takes at least one record). Default 64 MiB; must exceed 16.
+    pub segment_size: u64,
+    /// Largest encoded record, 8-byte frame header included. Default 16 MiB; at least 26. Never
+    /// lower it below what an existing log was written with: recovery would call it corrupt.
+    pub max_record_size: u32,
+    /// When to sync.
+    pub fsync: FsyncPolicy,
+    /// See [`RecoveryOptions::truncate_on_corruption`]. Default `false`.
+    pub truncate_on_corruption: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            fsync: FsyncPolicy::default(),
+            truncate_on_corruption: false,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), LogError> {
+        if self.segment_size <= HEADER_LEN {
+            return Err(LogError::InvalidConfig {
+                reason: "segment_size must exceed the 16-byte segment header",
+            });
+        }
+        if (self.max_record_size as usize) < record::MIN_RECORD_LEN {
+            return Err(LogError::InvalidConfig {
+                reason: "max_record_size must be at least 26 bytes (an empty record)",
+            });
+        }
+        Ok(())
+    }
+
+    /// The recovery options this configuration implies.
+    pub fn recovery_options(&self) -> RecoveryOptions {
+        RecoveryOptions {
+            truncate_on_corruption: self.truncate_on_corruption,
+            max_record_size: self.max_record_size,
+        }
+    }
+}
+
+/// When [`ShardLog::retain`] deletes old segments. `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionLimit {
+    /// Delete while the log's total size is above this many bytes.
+    pub max_bytes: Option<u64>,
+    /// Delete segments whose newest record timestamp is older than this.
+    pub max_age: Option<Duration>,
+}
+
+/// The append side of one shard's log. Owned by the shard thread; not shared.
+///
+/// Any failed write, sync, rename or removal *poisons* the log: every later call returns
+/// [`LogError::Poisoned`]. A failed `fsync` must not be retried: the kernel may have dropped the
+/// dirty pages and cleared the error, so a retry that "succeeds" proves nothing. Reopen the log
+/// (recovery decides what survived) or stop the shard.
+#[derive(Debug)]
+pub struct ShardLog {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    config: LogConfig,
+    /// Full segments, oldest first.
+    closed: VecDeque<SegmentMeta>,
+    active: SegmentWriter,
+    next_seq: Seq,
+    /// The last checkpoint made durable (loaded at open or written by `checkpoint`).
+    checkpoint: Option<Seq>,
+    /// Encoding buffer, reused across batches.
+    buf: Vec<u8>,
+    /// When the oldest unsynced bytes of the active segment were written.
+    dirty_since: Option<Instant>,
+    /// Why the log is poisoned.
+    poisoned: Option<String>,
+}
+
+impl ShardLog {
+    /// Opens the shard log in `dir`, creating the directory if missing, and recovers it (see
+    /// [`recover`]). Returns the log, positioned after the last valid record, and what recovery
+    /// found, for replay.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+    ) -> Result<(ShardLog, Recovered), LogError> {
+        config.validate()?;
+        let dir = dir.into();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| LogError::io(IoOp::CreateDir, &dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .map_err(|e| LogError::io(IoOp::SyncDir, parent, e))?;
+        }
+        let recovered = recover(Arc::clone(&storage), &dir, config.recovery_options())?;
+        let mut closed: VecDeque<SegmentMeta> = recovered.segments.iter().cloned().collect();
+        let active = match closed.pop_back() {
+            Some(meta) => SegmentWriter::open(&*storage, meta)?,
+            None => SegmentWriter::create(&*storage, &dir, recovered.next_seq())?,
+        };
+        let log = ShardLog {
+            storage,
+            dir,
+            closed,
+            next_seq: recovered.next_seq(),
+            checkpoint: recovered.checkpoint(),
+            active,
+            buf: Vec::new(),
+            dirty_since: None,
+            poisoned: None,
+            config,
+        };
+        Ok((log, recovered))
+    }
+
+    /// Appends a batch of records in one write (several if the batch crosses a segment
+    /// boundary) and returns the sequence numbers they got. Durability follows the
+    /// [`FsyncPolicy`]: with `Batch` or `Interval`, call [`ShardLog::commit`] next.
+    ///
+    /// Every record is checked first ([`LogError::RecordTooLarge`], [`LogError::TopicTooLong`]);
+    /// if one fails, nothing is written and the log stays usable. An I/O error poisons the log;
+    /// some of the batch may then be on disk, and recovery decides.
+    pub fn append(&mut self, records: &[RecordRef<'_>]) -> Result<Range<Seq>, LogError> {
+        self.append_iter(records.iter().copied())
+    }
+
+    /// [`ShardLog::append`] for records given by an iterator (walked twice: once to check
+    /// every record, once to write), so a caller can append from its own reusable buffers
+    /// without collecting a slice of [`RecordRef`]s.
+    pub fn append_iter<'a, I>(&mut self, records: I) -> Result<Range<Seq>, LogError>
+    where
+        I: Iterator<Item = RecordRef<'a>> + Clone,
+    {
+        self.check_poisoned()?;
+        for rec in records.clone() {
+            record::check_len(&rec, self.config.max_record_size)?;
+        }
+        let start = self.next_seq;
+        let result = self.write_batch(records);
+        self.guard(result)?;
+        Ok(start..self.next_seq)
+    }
+
+    /// Whether every appended record has been synced (`sync_data` returned since the last
+    /// append). After a `commit` under `Interval` this says whether the sync was due.
+    pub fn is_synced(&self) -> bool {
+        self.dirty_since.is_none()
+    }
+
+    /// When a `commit` under [`FsyncPolicy::Interval`] will next sync: `None` if nothing
+    /// is unsynced or the policy is not `Interval`.
+    pub fn sync_due_at(&self) -> Option<Instant> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(every) => self.dirty_since.map(|t| t + every),
+            _ => None,
+        }
+    }
+
+    /// Makes appended records durable as the [`FsyncPolicy`] requires: `Batch` syncs if anything
+    /// is unsynced, `Interval` if the oldest unsynced record is old enough, `Never` and `Always`
+    /// do nothing.
+    pub fn commit(&mut self) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        let due = match self.config.fsync {
+            FsyncPolicy::Never | FsyncPolicy::Always => false,
+            FsyncPolicy::Batch => true,
+            FsyncPolicy::Interval(every) => self.dirty_since.is_some_and(|t| t.elapsed() >= every),
+        };
+        if due {
+            let result = self.sync_active();
+            self.guard(result)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs every appended record now, whatever the policy (`sync_data` of the active segment).
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        let result = self.sync_active();
+        self.guard(result)
+    }
+
+    /// Durably records that every handler has finished every record up to and including `seq`.
+    /// Syncs the log first, so the checkpoint never points past the durable end of the log.
+    ///
+    /// [`LogError::CheckpointOutOfRange`] if `seq` was never appended or is before the log's
+    /// first record.
+    pub fn checkpoint(&mut self, seq: Seq) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        if seq >= self.next_seq || seq.next() < self.first_seq() {
+            return Err(LogError::CheckpointOutOfRange {
+                path: self.dir.clone(),
+                checkpoint: seq,
+                first_seq: self.first_seq(),
+                next_seq: self.next_seq,
+            });
+        }
+        let result = self
+            .sync_active()
+            .and_then(|()| checkpoint::store_checkpoint(&*self.storage, &self.dir, seq));
+        self.guard(result)?;
+        self.checkpoint = Some(seq);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while the log is beyond `limit`, returning their paths.
+    ///
+    /// Only full segments (never the one being appended to) whose records are all at or below
+    /// both `checkpoint` and the last durable checkpoint are deleted, oldest first, stopping at
+    /// the first that is not, so the log stays contiguous and replay from the durable checkpoint
+    /// stays possible. A segment goes if the log's total size exceeds `limit.max_bytes` or its
+    /// newest record is older than `limit.max_age`. The directory is synced after each removal.
+    pub fn retain(
+        &mut self,
+        checkpoint: Seq,
+        limit: RetentionLimit,
+    ) -> Result<Vec<PathBuf>, LogError> {
+        self.check_poisoned()?;
+        let Some(durable) = self.checkpoint else {
+            return Ok(Vec::new());
+        };
+        let handled_end = checkpoint.min(durable).next();
+        let now = record::now_nanos();
+        let max_age = limit
+            .max_age
+            .map(|a| u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
+        let mut total = self.size_bytes();
+        let mut removed = Vec::new();
+        while let Some(seg) = self.closed.front() {
+            let over_size = limit.max_bytes.is_some_and(|max| total > max);
+            let too_old = match (max_age, seg.max_timestamp_nanos) {
+                (Some(age), Some(newest)) => now.saturating_sub(newest) > age,
+                _ => false,
+            };
+            if seg.end_seq > handled_end || !(over_size || too_old) {
+                break;
+            }
+            let (path, bytes) = (seg.path.clone(), seg.bytes);
+            let result = self
+                .storage
+                .remove_file(&path)
+                .map_err(|e| LogError::io(IoOp::Remove, &path, e))
+                .and_then(|()| {
+                    self.storage
+                        .sync_dir(&self.dir)
+                        .map_err(|e| LogError::io(IoOp::SyncDir, &self.dir, e))
+                });
+            self.guard(result)?;
+            self.closed.pop_front();
+            total -= bytes;
+            removed.push(path);
+        }
+        Ok(removed)
+    }
+
+    /// Syncs what is left and closes the log.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.sync()
+    }
+
+    /// A [`Reader`] over this log from `from` on (it sees records appended so far).
+    pub fn reader(&self, from: Seq) -> Result<Reader, LogError> {
+        Ok(
+            Reader::open(Arc::clone(&self.storage), self.dir.clone(), from)?
+                .max_record_size(self.config.max_record_size),
+        )
+    }
+
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+
+    /// The first sequence number still in the log.
+    pub fn first_seq(&self) -> Seq {
+        self.closed
+            .front()
+            .map_or(self.active.meta.first_seq, |s| s.first_seq)
+    }
+
+    /// The last durable checkpoint.
+    pub fn last_checkpoint(&self) -> Option<Seq> {
+        self.checkpoint
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.closed.iter().map(|s| s.bytes).sum::<u64>() + self.active.meta.bytes
+    }
+
+    /// Paths of all segment files, oldest first; the last is being appended to.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.closed
+            .iter()
+            .chain([&self.active.meta])
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    /// The shard directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Whether an earlier failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    fn write_batch<'a>(
+        &mut self,
+        records: impl Iterator<Item = RecordRef<'a>>,
+    ) -> Result<(), LogError> {
+        self.buf.clear();
+        for rec in records {
+            let rec = &rec;
+            let meta = &self.active.meta;
+            let pending = meta.bytes + self.buf.len() as u64;
+            if meta.records() > 0 && pending + rec.encoded_len() > self.config.segment_size {
+                self.flush()?;
+                self.roll()?;
+            }
+            record::encode(&mut self.buf, self.next_seq, rec);
+            self.active.meta.add(self.next_seq, rec.timestamp_nanos);
+            self.next_seq = self.next_seq.next();
+            if self.config.fsync == FsyncPolicy::Always {
+                self.flush()?;
+                self.sync_active()?;
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes the encoded records in `buf` to the active segment.
+    fn flush(&mut self) -> Result<(), LogError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.active.append(&self.buf)?;
+        self.buf.clear();
+        self.dirty_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<(), LogError> {
+        if self.dirty_since.is_some() {
+            self.active.sync()?;
+            self.dirty_since = None;
+        }
+        Ok(())
+    }
+
+    /// Syncs the full segment (so only the last segment can ever have a torn tail) and starts a
+    /// new one at `next_seq`.
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.sync_active()?;
+        let next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+        let full = std::mem::replace(&mut self.active, next);
+        self.closed.push_back(full.meta);
+        Ok(())
+    }
+
+    fn check_poisoned(&self) -> Result<(), LogError> {
+        match &self.poisoned {
+            Some(cause) => Err(LogError::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons the log if `result` is an error.
+    fn guard<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+        if let Err(e) = &result {
+            self.poisoned.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    const DIR: &str = "/data/shard-007";
+
+    fn config(fsync: FsyncPolicy) -> LogConfig {
+        LogConfig {
+            segment_size: 256,
+            fsync,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open(sim: &SimStorage, fsync: FsyncPolicy) -> (ShardLog, Recovered) {
+        ShardLog::open(Arc::new(sim.clone()), DIR, config(fsync)).unwrap()
+    }
+
+    fn rec(payload: &[u8]) -> RecordRef<'_> {
+        RecordRef {
+            timestamp_nanos: 1,
+            topic: "t",
+            payload,
+        }
+    }
+
+    fn all(log: &ShardLog) -> Vec<Vec<u8>> {
+        log.reader(log.first_seq())
+            .unwrap()
+            .map(|r| r.unwrap().payload)
+            .collect()
+    }
+
+    #[test]
+    fn invalid_config_is_rejected() {
+        let sim = SimStorage::new();
+        for (config, reason) in [
+            (
+                LogConfig {
+                    segment_size: 16,
+                    ..LogConfig::default()
+                },
+                "segment_size",
+            ),
+            (
+                LogConfig {
+                    max_record_size: 25,
+                    ..LogConfig::default()
+                },
+                "max_record_size",
+            ),
+        ] {
+            let err = ShardLog::open(Arc::new(sim.clone()), DIR, config).unwrap_err();
+            assert!(
+                matches!(err, LogError::InvalidConfig { reason: r } if r.starts_with(reason)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_large_record_writes_nothing_and_does_not_poison() {
+        let sim = SimStorage::new();
+        let (mut log, _) = ShardLog::open(
+            Arc::new(sim.clone()),
+            DIR,
+            LogConfig {
+                max_record_size: 100,
+                ..LogConfig::default()
+            },
+        )
+        .unwrap();
+        let big = [0u8; 75]; // 8 + 18 + 1 + 75 = 102
+        let err = log.append(&[rec(b"ok"), rec(&big)]).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::RecordTooLarge {
+                size: 102,
+                max: 100
+            }
+        ));
+        assert_eq!(log.next_seq(), Seq(0));
+        assert_eq!(log.size_bytes(), 16);
+        assert_eq!(log.append(&[rec(&big[..73])]).unwrap(), Seq(0)..Seq(1));
+    }
+
+    #[test]
+    fn batch_policy_syncs_on_commit_only() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        let seg = log.segment_paths()[0].clone();
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(2 * 28));
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+    }
+
+    #[test]
+    fn always_policy_syncs_every_record_and_never_policy_does_not() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Always);
+        let seg = log.segment_paths()[0].clone();
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+        // The second record's sync fails: the first is durable, the second is not.
+        sim.fail_next_sync(io::Error::from_raw_os_error(5));
+        assert!(log.append(&[rec(b"c"), rec(b"d")]).is_err());
+        assert_eq!(sim.unsynced_len(&seg), Some(28));
+        drop(log);
+
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        log.append(&[rec(b"a")]).unwrap();
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&log.segment_paths()[0]), Some(28));
+    }
+
+    #[test]
+    fn interval_policy_syncs_once_the_oldest_append_is_old_enough() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Interval(Duration::from_millis(100)));
+        let seg = log.segment_paths()[0].clone();
+        log.append(&[rec(b"a")]).unwrap();
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(28));
+        std::thread::sleep(Duration::from_millis(120));
+        log.append(&[rec(b"b")]).unwrap();
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+    }
+
+    #[test]
+    fn roll_syncs_the_full_segment_and_creates_the_next_durably() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        // 16 + 8 * 28 = 240 <= 256: the ninth record starts a new segment.
+        let batch: Vec<_> = (0..9).map(|_| rec(b"x")).collect();
+        assert_eq!(log.append(&batch).unwrap(), Seq(0)..Seq(9));
+        let paths = log.segment_paths();
+        assert_eq!(paths.len(), 2);
+        assert_eq!(paths[1], Path::new(DIR).join("00000000000000000008.log"));
+        assert_eq!(sim.unsynced_len(&paths[0]), Some(0));
+        assert_eq!(sim.unsynced_len(&paths[1]), Some(28));
+        sim.crash(None);
+        let (log, r) = open(&sim, FsyncPolicy::Never);
+        assert_eq!((r.next_seq(), log.segment_paths()), (Seq(8), paths));
+    }
+
+    #[test]
+    fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        let big = [7u8; 300];
+        log.append(&[rec(b"a"), rec(&big), rec(b"b")]).unwrap();
+        assert_eq!(log.segment_paths().len(), 3);
+        assert_eq!(all(&log), [b"a".to_vec(), big.to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_every_later_call() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        log.append(&[rec(b"a")]).unwrap();
+        sim.fail_next_sync(io::Error::from_raw_os_error(28));
+        let err = log.commit().unwrap_err();
+        assert!(
+            matches!(&err, LogError::Io { op: IoOp::SyncData, source, .. } if source.raw_os_error() == Some(28))
+        );
+        assert!(log.is_poisoned());
+        // Even though the storage would now succeed, nothing is retried.
+        assert!(matches!(log.commit(), Err(LogError::Poisoned { .. })));
+        assert!(matches!(log.sync(), Err(LogError::Poisoned { .. })));
+        assert!(matches!(
+            log.append(&[rec(b"b")]),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.checkpoint(Seq(0)),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.retain(Seq(0), RetentionLimit::default()),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(
+            matches!(log.close(), Err(LogError::Poisoned { cause, .. }) if cause.contains("sync_data"))
+        );
+    }
+
+    #[test]
+    fn a_failed_append_poisons_and_recovery_cuts_the_partial_write() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        log.append(&[rec(b"a")]).unwrap();
+        log.commit().unwrap();
+        sim.fail_next_append(io::Error::from_raw_os_error(28), 40);
+        let err = log.append(&[rec(b"b"), rec(b"c")]).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::Io {
+                op: IoOp::Append,
+                ..
+            }
+        ));
+        assert!(matches!(
+            log.append(&[rec(b"d")]),
+            Err(LogError::Poisoned { .. })
+        ));
+        drop(log);
+        // A process restart (no power loss): the partial write is in the file and is cut.
+        let (log, r) = open(&sim, FsyncPolicy::Batch);
+        assert_eq!(
+            (r.next_seq(), r.report().torn_bytes, r.report().torn_records),
+            (Seq(2), 12, 1)
+        );
+        assert_eq!(all(&log), [b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn checkpoint_syncs_the_log_first_and_is_range_checked() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        assert!(matches!(
+            log.checkpoint(Seq(2)),
+            Err(LogError::CheckpointOutOfRange {
+                checkpoint: Seq(2),
+                next_seq: Seq(2),
+                ..
+            })
+        ));
+        assert!(!log.is_poisoned());
+        log.checkpoint(Seq(1)).unwrap();
+        assert_eq!(sim.unsynced_len(&log.segment_paths()[0]), Some(0));
+        sim.crash(None);
+        let (_, r) = open(&sim, FsyncPolicy::Never);
+        assert_eq!(
+            (r.checkpoint(), r.next_seq(), r.replay().unwrap().count()),
+            (Some(Seq(1)), Seq(2), 0)
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! One log record: its in-memory forms and its byte encoding.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     len              u32 LE, bytes after the crc field (18 + topic_len + payload)
+//! 4       4     crc              u32 LE, CRC32C over bytes 8 .. 8 + len
+//! 8       8     seq              u64 LE
+//! 16      8     timestamp_nanos  u64 LE, since the UNIX epoch
+//! 24      2     topic_len        u16 LE
+//! 26      n     topic            UTF-8
+//! 26 + n  rest  payload
+//! ```
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{CorruptReason, LogError};
+
+/// Bytes of the `len` and `crc` fields that precede every record body.
+pub(crate) const FRAME_HEADER_LEN: usize = 8;
+/// Bytes of the fixed body fields: `seq`, `timestamp_nanos`, `topic_len`.
+pub(crate) const BODY_FIXED_LEN: usize = 18;
+/// Smallest valid encoded record: empty topic, empty payload.
+pub(crate) const MIN_RECORD_LEN: usize = FRAME_HEADER_LEN + BODY_FIXED_LEN;
+
+/// A log sequence number: the position of a record in its shard's log.
+///
+/// Sequence numbers start at 0 and are contiguous: the record appended after `Seq(n)` is
+/// `Seq(n + 1)`, across segment boundaries and restarts. A newtype so it never mixes with the
+/// byte offsets that sit next to it everywhere in this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// The sequence number of the first record ever appended to a shard.
+    pub const ZERO: Seq = Seq(0);
+
+    /// The raw number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The sequence number after this one (saturating: 2^64 records are never written, but a
+    /// corrupt record must not overflow the reader).
+    pub const fn next(self) -> Seq {
+        Seq(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A record to append: borrowed, without a sequence number (the log assigns it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Wall-clock time of the message in nanoseconds since the UNIX epoch. Stored as given;
+    /// retention by age reads it.
+    pub timestamp_nanos: u64,
+    /// The topic; at most `u16::MAX` bytes.
+    pub topic: &'a str,
+    /// The message bytes.
+    pub payload: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// A record stamped with the current wall-clock time.
+    pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
+        RecordRef {
+            timestamp_nanos: now_nanos(),
+            topic,
+            payload,
+        }
+    }
+
+    /// The number of bytes this record takes on disk, frame header included.
+    pub fn encoded_len(&self) -> u64 {
+        (MIN_RECORD_LEN + self.topic.len() + self.payload.len()) as u64
+    }
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its position in the shard's log.
+    pub seq: Seq,
+    /// Nanoseconds since the UNIX epoch, as given at append.
+    pub timestamp_nanos: u64,
+    /// The topic.
+    pub topic: String,
+    /// The message bytes.
+    pub payload: Vec<u8>,
+}
+
+impl Record {
+    /// Borrows this record as a [`RecordRef`] (to re-append it elsewhere, for example).
+    pub fn as_record_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            timestamp_nanos: self.timestamp_nanos,
+            topic: &self.topic,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Nanoseconds since the UNIX epoch now; 0 if the clock is before 1970, saturating in 2554.
+pub(crate) fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Checks that `rec` can be encoded within `max_record_size` and returns its encoded size.
+pub(crate) fn check_len(rec: &RecordRef<'_>, max_record_size: u32) -> Result<usize, LogError> {
+    if rec.topic.len() > usize::from(u16::MAX) {
+        return Err(LogError::TopicTooLong {
+            len: rec.topic.len(),
+        });
+    }
+    let size = rec.encoded_len();
+    if size > u64::from(max_record_size) {
+        return Err(LogError::RecordTooLarge {
+            size,
+            max: max_record_size,
+        });
+    }
+    // `size <= max_record_size <= u32::MAX`, so it fits a usize on every supported target.
+    Ok(size as usize)
+}
+
+/// Appends the encoding of `rec` with sequence number `seq` to `buf`.
+///
+/// The caller has validated `rec` with [`check_len`], so the length fields cannot overflow.
+pub(crate) fn encode(buf: &mut Vec<u8>, seq: Seq, rec: &RecordRef<'_>) {
+    let body_len = BODY_FIXED_LEN + rec.topic.len() + rec.payload.len();
+    let start = buf.len();
+    buf.reserve(FRAME_HEADER_LEN + body_len);
+    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]); // crc, patched below
+    buf.extend_from_slice(&seq.0.to_le_bytes());
+    buf.extend_from_slice(&rec.timestamp_nanos.to_le_bytes());
+    buf.extend_from_slice(&(rec.topic.len() as u16).to_le_bytes());
+    buf.extend_from_slice(rec.topic.as_bytes());
+    buf.extend_from_slice(rec.payload);
+    let body = start + FRAME_HEADER_LEN;
+    let crc = crc32c::crc32c(&buf[body..]);
+    buf[start + 4..body].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Splits a frame header into its `len` and `crc` fields.
+pub(crate) fn frame_header(header: &[u8; FRAME_HEADER_LEN]) -> (u32, u32) {
+    let [a, b, c, d, e, f, g, h] = *header;
+    (
+        u32::from_le_bytes([a, b, c, d]),
+        u32::from_le_bytes([e, f, g, h]),
+    )
+}
+
+/// Whether `len` is a possible `len` field under `max_record_size`.
+pub(crate) fn valid_body_len(len: u32, max_record_size: u32) -> bool {
+    let len = u64::from(len);
+    len >= BODY_FIXED_LEN as u64 && len + FRAME_HEADER_LEN as u64 <= u64::from(max_record_size)
+}
+
+/// Reads the `seq` field of a body without validating anything else.
+pub(crate) fn body_seq(body: &[u8]) -> Option<Seq> {
+    read_u64(body, 0).map(Seq)
+}
+
+/// Decodes a body whose CRC has already been checked.
+pub(crate) fn decode_body(body: &[u8]) -> Result<Record, CorruptReason> {
+    let fixed = (
+        read_u64(body, 0),
+        read_u64(body, 8),
+        body.get(16..18).and_then(|b| b.try_into().ok()),
+    );
+    let (Some(seq), Some(timestamp_nanos), Some(topic_len)) = fixed else {
+        // Unreachable after `valid_body_len`, but data never panics.
+        return Err(CorruptReason::BadTopic);
+    };
+    let topic_end = BODY_FIXED_LEN + usize::from(u16::from_le_bytes(topic_len));
+    let topic = body
+        .get(BODY_FIXED_LEN..topic_end)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .ok_or(CorruptReason::BadTopic)?;
+    let payload = body.get(topic_end..).ok_or(CorruptReason::BadTopic)?;
+    Ok(Record {
+        seq: Seq(seq),
+        timestamp_nanos,
+        topic: topic.to_owned(),
+        payload: payload.to_vec(),
+    })
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec<'a>(topic: &'a str, payload: &'a [u8]) -> RecordRef<'a> {
+        RecordRef {
+            timestamp_nanos: 1_700_000_000_123_456_789,
+            topic,
+            payload,
+        }
+    }
+
+    #[test]
+    fn encoding_matches_the_byte_table() {
+        let mut buf = Vec::new();
+        encode(&mut buf, Seq(7), &rec("ab", b"xyz"));
+        assert_eq!(buf.len(), 8 + 18 + 2 + 3);
+        assert_eq!(&buf[0..4], &23u32.to_le_bytes());
+        assert_eq!(&buf[4..8], &crc32c::crc32c(&buf[8..]).to_le_bytes());
+        assert_eq!(&buf[8..16], &7u64.to_le_bytes());
+        assert_eq!(&buf[16..24], &1_700_000_000_123_456_789u64.to_le_bytes());
+        assert_eq!(&buf[24..26], &2u16.to_le_bytes());
+        assert_eq!(&buf[26..28], b"ab");
+        assert_eq!(&buf[28..], b"xyz");
+    }
+
+    #[test]
+    fn decode_inverts_encode() {
+        let mut buf = Vec::new();
+        encode(&mut buf, Seq(u64::MAX - 1), &rec("t/ü", b"\0\xff"));
+        let (len, crc) = frame_header(buf[..8].try_into().unwrap());
+        assert_eq!(len as usize, buf.len() - 8);
+        assert_eq!(crc, crc32c::crc32c(&buf[8..]));
+        let got = decode_body(&buf[8..]).unwrap();
+        assert_eq!(
+            got,
+            Record {
+                seq: Seq(u64::MAX - 1),
+                timestamp_nanos: 1_700_000_000_123_456_789,
+                topic: "t/ü".into(),
+                payload: b"\0\xff".to_vec(),
+            }
+        );
+        assert_eq!(got.as_record_ref(), rec("t/ü", b"\0\xff"));
+    }
+
+    #[test]
+    fn empty_topic_and_payload_is_the_minimum() {
+        let mut buf = Vec::new();
+        encode(&mut buf, Seq(0), &rec("", b""));
+        assert_eq!(buf.len(), MIN_RECORD_LEN);
+        assert!(valid_body_len(BODY_FIXED_LEN as u32, MIN_RECORD_LEN as u32));
+        assert!(!valid_body_len(BODY_FIXED_LEN as u32 - 1, u32::MAX));
+        assert!(!valid_body_len(u32::MAX, u32::MAX));
+        assert_eq!(decode_body(&buf[8..]).unwrap().topic, "");
+    }
+
+    #[test]
+    fn bad_topics_are_errors_not_panics() {
+        let mut body = vec![0u8; 18];
+        body[16..18].copy_from_slice(&5u16.to_le_bytes());
+        body.extend_from_slice(b"abc"); // topic_len 5 but only 3 bytes left
+        assert_eq!(decode_body(&body), Err(CorruptReason::BadTopic));
+        body.truncate(18);
+        body[16..18].copy_from_slice(&2u16.to_le_bytes());
+        body.extend_from_slice(&[0xff, 0xfe]); // not UTF-8
+        assert_eq!(decode_body(&body), Err(CorruptReason::BadTopic));
+        assert_eq!(decode_body(&[1, 2, 3]), Err(CorruptReason::BadTopic));
+    }
+
+    #[test]
+    fn size_limits_are_typed_errors() {
+        let payload = vec![0u8; 100];
+        let r = rec("topic", &payload);
+        assert_eq!(check_len(&r, 131).unwrap(), 131);
+        assert!(matches!(
+            check_len(&r, 130),
+            Err(LogError::RecordTooLarge {
+                size: 131,
+                max: 130
+            })
+        ));
+        let long = "x".repeat(usize::from(u16::MAX) + 1);
+        assert!(matches!(
+            check_len(&rec(&long, b""), u32::MAX),
+            Err(LogError::TopicTooLong { len: 65536 })
+        ));
+    }
+}

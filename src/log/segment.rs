@@ -1,0 +1,770 @@
+//! Segment files: naming, the 16-byte header, appending, and the validating record scanner
+//! shared by recovery, the reader and `inspect`.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic     b"SHBUSLOG"
+//! 8       1     version   1
+//! 9       7     reserved  zero
+//! 16      ...   records (see `record.rs`)
+//! ```
+//!
+//! The scanner trusts nothing: a `len` field is range-checked before any buffer is sized from
+//! it, every read is bounded by the file length measured when the segment was opened, and a
+//! short read is reported as damage, never an index panic.
+
+use std::ffi::OsStr;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::record::{self, Record, Seq, FRAME_HEADER_LEN, MIN_RECORD_LEN};
+use super::storage::{Storage, StorageFile};
+use crate::error::{CorruptReason, IoOp, LogError};
+
+/// Magic bytes at the start of every segment.
+pub(crate) const MAGIC: [u8; 8] = *b"SHBUSLOG";
+/// The segment format version this code writes and reads.
+pub(crate) const VERSION: u8 = 1;
+/// Size of the segment header.
+pub(crate) const HEADER_LEN: u64 = 16;
+
+const SEGMENT_SUFFIX: &str = ".log";
+const TEMP_SUFFIX: &str = ".tmp";
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The file name of the segment whose first record is `first_seq`.
+pub(crate) fn segment_file_name(first_seq: Seq) -> String {
+    format!("{:020}{SEGMENT_SUFFIX}", first_seq.get())
+}
+
+/// The first sequence number encoded in a segment file name, or `None` if `name` is not one.
+pub(crate) fn parse_segment_name(name: &OsStr) -> Option<Seq> {
+    let digits = name.to_str()?.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Seq)
+}
+
+/// Whether `name` is a temporary file this module (or `checkpoint.rs`) leaves behind when it is
+/// interrupted between create and rename.
+pub(crate) fn is_temp_name(name: &OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|stem| {
+            stem == super::checkpoint::CHECKPOINT_FILE
+                || parse_segment_name(OsStr::new(stem)).is_some()
+        })
+}
+
+/// A segment file found in a shard directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentFile {
+    pub(crate) path: PathBuf,
+    pub(crate) first_seq: Seq,
+}
+
+/// The contents of a shard directory that the log cares about.
+pub(crate) struct Listing {
+    /// Segments sorted by first sequence number.
+    pub(crate) segments: Vec<SegmentFile>,
+    /// Leftover temporary files.
+    pub(crate) temps: Vec<PathBuf>,
+}
+
+/// Lists the segments (sorted) and leftover temporary files of `dir`.
+pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, LogError> {
+    let names = storage.list_dir(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => LogError::DirNotFound { path: dir.into() },
+        _ => LogError::io(IoOp::ListDir, dir, e),
+    })?;
+    let mut listing = Listing {
+        segments: Vec::new(),
+        temps: Vec::new(),
+    };
+    for name in names {
+        if let Some(first_seq) = parse_segment_name(&name) {
+            listing.segments.push(SegmentFile {
+                path: dir.join(&name),
+                first_seq,
+            });
+        } else if is_temp_name(&name) {
+            listing.temps.push(dir.join(&name));
+        }
+    }
+    listing.segments.sort_by_key(|s| s.first_seq);
+    Ok(listing)
+}
+
+/// What the log keeps in memory about a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SegmentMeta {
+    pub(crate) path: PathBuf,
+    pub(crate) first_seq: Seq,
+    /// One past the last record's sequence number (`first_seq` when empty).
+    pub(crate) end_seq: Seq,
+    /// File length in bytes, header included.
+    pub(crate) bytes: u64,
+    /// Largest record timestamp, for retention by age.
+    pub(crate) max_timestamp_nanos: Option<u64>,
+}
+
+impl SegmentMeta {
+    pub(crate) fn empty(path: PathBuf, first_seq: Seq) -> Self {
+        SegmentMeta {
+            path,
+            first_seq,
+            end_seq: first_seq,
+            bytes: HEADER_LEN,
+            max_timestamp_nanos: None,
+        }
+    }
+
+    /// Accounts for one more record.
+    pub(crate) fn add(&mut self, seq: Seq, timestamp_nanos: u64) {
+        self.end_seq = seq.next();
+        self.max_timestamp_nanos = Some(
+            self.max_timestamp_nanos
+                .map_or(timestamp_nanos, |t| t.max(timestamp_nanos)),
+        );
+    }
+
+    pub(crate) fn records(&self) -> u64 {
+        self.end_seq.get() - self.first_seq.get()
+    }
+}
+
+fn header() -> [u8; HEADER_LEN as usize] {
+    let mut h = [0; HEADER_LEN as usize];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8] = VERSION;
+    h
+}
+
+/// Validates a segment header (`bytes` is the file's first `HEADER_LEN` bytes).
+fn check_header(path: &Path, bytes: &[u8; HEADER_LEN as usize]) -> Result<(), LogError> {
+    let (magic, rest) = bytes.split_at(8);
+    if magic != MAGIC {
+        let mut found = [0; 8];
+        found.copy_from_slice(magic);
+        return Err(LogError::BadMagic {
+            path: path.into(),
+            found,
+        });
+    }
+    if rest[0] != VERSION {
+        return Err(LogError::UnsupportedVersion {
+            path: path.into(),
+            version: rest[0],
+        });
+    }
+    if let Some(i) = rest[1..].iter().position(|&b| b != 0) {
+        return Err(LogError::Corrupt {
+            path: path.into(),
+            offset: 9 + i as u64,
+            reason: CorruptReason::ReservedHeaderBytes,
+        });
+    }
+    Ok(())
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub(crate) struct SegmentWriter {
+    pub(crate) meta: SegmentMeta,
+    file: Box<dyn StorageFile>,
+}
+
+impl SegmentWriter {
+    /// Creates the segment starting at `first_seq` in `dir`, atomically: the header is written
+    /// and synced under a temporary name, renamed into place, and the directory synced. A
+    /// segment file therefore either does not exist or has a complete, durable header.
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        first_seq: Seq,
+    ) -> Result<Self, LogError> {
+        let path = dir.join(segment_file_name(first_seq));
+        let tmp = dir.join(format!("{}{TEMP_SUFFIX}", segment_file_name(first_seq)));
+        let mut file = storage
+            .create(&tmp)
+            .map_err(|e| LogError::io(IoOp::Create, &tmp, e))?;
+        file.append(&header())
+            .map_err(|e| LogError::io(IoOp::Append, &tmp, e))?;
+        file.sync_data()
+            .map_err(|e| LogError::io(IoOp::SyncData, &tmp, e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| LogError::io(IoOp::Rename, &tmp, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))?;
+        Ok(SegmentWriter {
+            meta: SegmentMeta::empty(path, first_seq),
+            file,
+        })
+    }
+
+    /// Opens an existing, recovered segment for appending.
+    pub(crate) fn open(storage: &dyn Storage, meta: SegmentMeta) -> Result<Self, LogError> {
+        let file = storage
+            .open_append(&meta.path)
+            .map_err(|e| LogError::io(IoOp::Open, &meta.path, e))?;
+        Ok(SegmentWriter { meta, file })
+    }
+
+    /// Appends encoded records.
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        self.file
+            .append(bytes)
+            .map_err(|e| LogError::io(IoOp::Append, &self.meta.path, e))?;
+        self.meta.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// `fdatasync`s the segment.
+    pub(crate) fn sync(&mut self) -> Result<(), LogError> {
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(IoOp::SyncData, &self.meta.path, e))
+    }
+}
+
+/// Truncates the file at `path` to `len` bytes and makes that durable.
+pub(crate) fn truncate(storage: &dyn Storage, path: &Path, len: u64) -> Result<(), LogError> {
+    let mut file = storage
+        .open_append(path)
+        .map_err(|e| LogError::io(IoOp::Open, path, e))?;
+    file.truncate(len)
+        .map_err(|e| LogError::io(IoOp::Truncate, path, e))?;
+    file.sync_data()
+        .map_err(|e| LogError::io(IoOp::SyncData, path, e))
+}
+
+/// One step of a [`Scanner`].
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A valid record with the expected sequence number.
+    Record(Record),
+    /// The end of the segment, exactly at a record boundary.
+    End,
+    /// Bytes at `Damage::offset` failed validation.
+    Damage(Damage),
+}
+
+/// Where and why a segment failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// Offset of the first byte of the damaged record frame.
+    pub(crate) offset: u64,
+    pub(crate) reason: CorruptReason,
+    /// A torn tail: the damage is in the final record region of the last segment and no intact
+    /// record follows it (see [`Scanner::next`]).
+    pub(crate) torn: bool,
+    /// The damaged frame's extent was known and skipped, so scanning may continue (only
+    /// `inspect` does). Otherwise the scanner is at its end.
+    pub(crate) resumable: bool,
+}
+
+/// Reads and validates the records of one segment, one at a time, in bounded memory.
+pub(crate) struct Scanner {
+    path: PathBuf,
+    input: BufReader<Box<dyn Read + Send>>,
+    /// Offset of the next unread byte; never more than `file_len`.
+    pos: u64,
+    file_len: u64,
+    /// The sequence number the next record must have.
+    expected: Seq,
+    /// After damage of unknown sequence: accept the next record's sequence number as is.
+    resync: bool,
+    last: bool,
+    max_record_size: u32,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("path", &self.path)
+            .field("pos", &self.pos)
+            .field("file_len", &self.file_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scanner {
+    /// Opens `seg` and validates its header. `last` says whether it is the shard's last segment,
+    /// the only one that may end in a torn tail.
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        seg: &SegmentFile,
+        last: bool,
+        max_record_size: u32,
+    ) -> Result<Self, LogError> {
+        let path = &seg.path;
+        let file_len = storage
+            .file_len(path)
+            .map_err(|e| LogError::io(IoOp::Len, path, e))?;
+        if file_len < HEADER_LEN {
+            return Err(LogError::TruncatedHeader {
+                path: path.clone(),
+                len: file_len,
+            });
+        }
+        let input = storage
+            .open_read(path, 0)
+            .map_err(|e| LogError::io(IoOp::Open, path, e))?;
+        let mut scanner = Scanner {
+            path: path.clone(),
+            input: BufReader::with_capacity(READ_BUFFER, input),
+            pos: 0,
+            file_len,
+            expected: seg.first_seq,
+            resync: false,
+            last,
+            max_record_size,
+            body: Vec::new(),
+        };
+        let mut h = [0; HEADER_LEN as usize];
+        if !scanner.read_exact(&mut h)? {
+            return Err(LogError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: CorruptReason::UnexpectedEof,
+            });
+        }
+        check_header(path, &h)?;
+        Ok(scanner)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// The sequence number after the last record returned (the segment's first one before that).
+    pub(crate) fn expected(&self) -> Seq {
+        self.expected
+    }
+
+    /// Reads the next record. `Err` only for I/O errors; damage is a [`Step::Damage`].
+    ///
+    /// Classification of damage at offset `X`: it is a torn tail only in the last segment, and
+    /// only if the damaged frame reaches the end of the file and no intact record (valid length
+    /// and CRC, sequence number at least the expected one) starts after `X`:
+    /// - fewer than 8 bytes left, or a `len` that runs past the end of the file;
+    /// - a CRC mismatch in a frame that ends exactly at the end of the file;
+    /// - an invalid `len` where every byte from `X` to the end is zero (a zero-filled tail, as
+    ///   filesystems leave after extending a file whose data never reached the disk).
+    ///
+    /// Everything else is corruption: a CRC mismatch followed by more bytes, an invalid `len`
+    /// followed by non-zero bytes, a CRC-valid record with a bad topic or sequence number.
+    pub(crate) fn next(&mut self) -> Result<Step, LogError> {
+        let start = self.pos;
+        let available = self.file_len - start;
+        if available == 0 {
+            return Ok(Step::End);
+        }
+        if available < FRAME_HEADER_LEN as u64 {
+            let mut rest = [0; FRAME_HEADER_LEN];
+            let rest = &mut rest[..available as usize];
+            if !self.read_exact(rest)? {
+                return Ok(self.eof(start));
+            }
+            let rest = rest.to_vec();
+            return Ok(self.tail_damage(start, &rest, CorruptReason::TruncatedFrame { available }));
+        }
+        let mut frame = [0; FRAME_HEADER_LEN];
+        if !self.read_exact(&mut frame)? {
+            return Ok(self.eof(start));
+        }
+        let (len, crc) = record::frame_header(&frame);
+        if !record::valid_body_len(len, self.max_record_size) {
+            let torn = self.last && frame == [0; FRAME_HEADER_LEN] && self.rest_is_zero()?;
+            return Ok(self.stop(start, CorruptReason::InvalidLength { len }, torn));
+        }
+        let body_available = self.file_len - self.pos;
+        if u64::from(len) > body_available {
+            // `body_available < len <= max_record_size`: a bounded read.
+            let mut rest = frame.to_vec();
+            rest.resize(FRAME_HEADER_LEN + body_available as usize, 0);
+            if !self.read_exact(&mut rest[FRAME_HEADER_LEN..])? {
+                return Ok(self.eof(start));
+            }
+            let reason = CorruptReason::TruncatedRecord {
+                len,
+                available: body_available,
+            };
+            return Ok(self.tail_damage(start, &rest, reason));
+        }
+        let mut body = std::mem::take(&mut self.body);
+        body.resize(len as usize, 0);
+        let complete = self.read_exact(&mut body)?;
+        let step = if complete {
+            self.check(start, frame, crc, &body)
+        } else {
+            self.eof(start)
+        };
+        self.body = body;
+        Ok(step)
+    }
+
+    /// Validates a complete frame whose body has been read.
+    fn check(&mut self, start: u64, frame: [u8; FRAME_HEADER_LEN], crc: u32, body: &[u8]) -> Step {
+        let computed = crc32c::crc32c(body);
+        if computed != crc {
+            let reason = CorruptReason::CrcMismatch {
+                stored: crc,
+                computed,
+            };
+            if self.pos == self.file_len {
+                let mut rest = frame.to_vec();
+                rest.extend_from_slice(body);
+                return self.tail_damage(start, &rest, reason);
+            }
+            self.resync = true;
+            return Step::Damage(Damage {
+                offset: start,
+                reason,
+                torn: false,
+                resumable: true,
+            });
+        }
+        let rec = match record::decode_body(body) {
+            Ok(rec) => rec,
+            Err(reason) => {
+                self.resync = true;
+                return Step::Damage(Damage {
+                    offset: start,
+                    reason,
+                    torn: false,
+                    resumable: true,
+                });
+            }
+        };
+        let expected = if std::mem::take(&mut self.resync) {
+            rec.seq
+        } else {
+            self.expected
+        };
+        self.expected = rec.seq.next();
+        if rec.seq != expected {
+            return Step::Damage(Damage {
+                offset: start,
+                reason: CorruptReason::SeqMismatch {
+                    expected,
+                    found: rec.seq,
+                },
+                torn: false,
+                resumable: true,
+            });
+        }
+        Step::Record(rec)
+    }
+
+    /// Damage whose frame reaches the end of the file; `rest` holds every byte from `start` to
+    /// the end. Torn if this is the last segment and no intact record starts inside `rest`.
+    fn tail_damage(&mut self, start: u64, rest: &[u8], reason: CorruptReason) -> Step {
+        let min_seq = if self.resync {
+            Seq::ZERO
+        } else {
+            self.expected
+        };
+        let torn = self.last
+            && !contains_intact_record(rest.get(1..).unwrap_or(&[]), min_seq, self.max_record_size);
+        self.stop(start, reason, torn)
+    }
+
+    /// Damage after which the frame extent is unknown: scanning ends here.
+    fn stop(&mut self, start: u64, reason: CorruptReason, torn: bool) -> Step {
+        self.pos = self.file_len;
+        Step::Damage(Damage {
+            offset: start,
+            reason,
+            torn,
+            resumable: false,
+        })
+    }
+
+    /// The file ended before the length measured at open: it shrank under us.
+    fn eof(&mut self, start: u64) -> Step {
+        self.stop(start, CorruptReason::UnexpectedEof, false)
+    }
+
+    /// Reads exactly `buf.len()` bytes; `Ok(false)` if the file ended first.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<bool, LogError> {
+        match self.input.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(LogError::io(IoOp::Read, &self.path, e)),
+        }
+    }
+
+    /// Whether every byte from the current position to the end of the file is zero.
+    fn rest_is_zero(&mut self) -> Result<bool, LogError> {
+        let mut chunk = vec![0; READ_BUFFER];
+        while self.pos < self.file_len {
+            let n = chunk
+                .len()
+                .min(usize::try_from(self.file_len - self.pos).unwrap_or(usize::MAX));
+            let chunk = &mut chunk[..n];
+            if !self.read_exact(chunk)? {
+                return Ok(false);
+            }
+            if chunk.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether an intact record frame (valid length, matching CRC, sequence number `>= min_seq`)
+/// starts at any offset of `bytes`.
+fn contains_intact_record(bytes: &[u8], min_seq: Seq, max_record_size: u32) -> bool {
+    (0..bytes.len().saturating_sub(MIN_RECORD_LEN - 1)).any(|i| {
+        let Some(frame) = bytes
+            .get(i..i + FRAME_HEADER_LEN)
+            .and_then(|f| f.try_into().ok())
+        else {
+            return false;
+        };
+        let (len, crc) = record::frame_header(frame);
+        if !record::valid_body_len(len, max_record_size) {
+            return false;
+        }
+        let body_start = i + FRAME_HEADER_LEN;
+        let Some(body) = bytes.get(body_start..body_start + len as usize) else {
+            return false;
+        };
+        record::body_seq(body).is_some_and(|s| s >= min_seq) && crc32c::crc32c(body) == crc
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::record::{encode, RecordRef};
+    use crate::log::storage::SimStorage;
+
+    fn rec(i: u64) -> RecordRef<'static> {
+        RecordRef {
+            timestamp_nanos: i,
+            topic: "t",
+            payload: b"payload",
+        }
+    }
+
+    /// Writes a segment holding records `first..first + n` and returns (file, record offsets).
+    fn segment(sim: &SimStorage, first: u64, n: u64) -> (SegmentFile, Vec<u64>) {
+        let dir = Path::new("/s");
+        let mut w = SegmentWriter::create(sim, dir, Seq(first)).unwrap();
+        let mut buf = Vec::new();
+        let mut offsets = Vec::new();
+        for i in first..first + n {
+            offsets.push(HEADER_LEN + buf.len() as u64);
+            encode(&mut buf, Seq(i), &rec(i));
+        }
+        w.append(&buf).unwrap();
+        w.sync().unwrap();
+        (
+            SegmentFile {
+                path: w.meta.path.clone(),
+                first_seq: Seq(first),
+            },
+            offsets,
+        )
+    }
+
+    fn scan(sim: &SimStorage, seg: &SegmentFile, last: bool) -> (Vec<u64>, Step) {
+        let mut s = Scanner::open(sim, seg, last, 1 << 20).unwrap();
+        let mut seqs = Vec::new();
+        loop {
+            match s.next().unwrap() {
+                Step::Record(r) => seqs.push(r.seq.get()),
+                other => return (seqs, other),
+            }
+        }
+    }
+
+    fn sim() -> SimStorage {
+        let sim = SimStorage::new();
+        sim.create_dir_all(Path::new("/s")).unwrap();
+        sim
+    }
+
+    #[test]
+    fn names_round_trip_and_reject_lookalikes() {
+        assert_eq!(segment_file_name(Seq(0)), "00000000000000000000.log");
+        assert_eq!(segment_file_name(Seq(u64::MAX)), "18446744073709551615.log");
+        for s in [0, 42, u64::MAX] {
+            assert_eq!(
+                parse_segment_name(OsStr::new(&segment_file_name(Seq(s)))),
+                Some(Seq(s))
+            );
+        }
+        for bad in [
+            "42.log",
+            "0000000000000000000a.log",
+            "00000000000000000000.lo",
+            "99999999999999999999.log",
+        ] {
+            assert_eq!(parse_segment_name(OsStr::new(bad)), None, "{bad}");
+        }
+        assert!(is_temp_name(OsStr::new("00000000000000000007.log.tmp")));
+        assert!(is_temp_name(OsStr::new("checkpoint.tmp")));
+        assert!(!is_temp_name(OsStr::new("other.tmp")));
+    }
+
+    #[test]
+    fn create_is_atomic_and_durable() {
+        let sim = sim();
+        let w = SegmentWriter::create(&sim, Path::new("/s"), Seq(5)).unwrap();
+        sim.crash(None);
+        assert_eq!(sim.read(&w.meta.path).unwrap(), header());
+        assert_eq!(
+            sim.list_dir(Path::new("/s")).unwrap(),
+            ["00000000000000000005.log"]
+        );
+    }
+
+    #[test]
+    fn scans_records_in_order() {
+        let sim = sim();
+        let (seg, _) = segment(&sim, 10, 5);
+        let (seqs, end) = scan(&sim, &seg, true);
+        assert_eq!(seqs, [10, 11, 12, 13, 14]);
+        assert!(matches!(end, Step::End));
+    }
+
+    #[test]
+    fn header_errors_are_typed() {
+        let sim = sim();
+        let (seg, _) = segment(&sim, 0, 1);
+        let open = |sim: &SimStorage| Scanner::open(sim, &seg, true, 1 << 20).map(|_| ());
+        sim.modify(&seg.path, |d| d[8] = 2);
+        assert!(matches!(
+            open(&sim),
+            Err(LogError::UnsupportedVersion { version: 2, .. })
+        ));
+        sim.modify(&seg.path, |d| {
+            d[8] = 1;
+            d[12] = 1;
+        });
+        assert!(matches!(
+            open(&sim),
+            Err(LogError::Corrupt {
+                offset: 12,
+                reason: CorruptReason::ReservedHeaderBytes,
+                ..
+            })
+        ));
+        sim.modify(&seg.path, |d| d[0] = b'X');
+        assert!(
+            matches!(open(&sim), Err(LogError::BadMagic { found, .. }) if &found == b"XHBUSLOG")
+        );
+        sim.modify(&seg.path, |d| d.truncate(15));
+        assert!(matches!(
+            open(&sim),
+            Err(LogError::TruncatedHeader { len: 15, .. })
+        ));
+    }
+
+    #[test]
+    fn torn_only_in_the_last_segment() {
+        let sim = sim();
+        let (seg, offsets) = segment(&sim, 0, 3);
+        sim.modify(&seg.path, |d| d.truncate(d.len() - 1));
+        let (seqs, step) = scan(&sim, &seg, true);
+        assert_eq!(seqs, [0, 1]);
+        let Step::Damage(d) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!((d.offset, d.torn), (offsets[2], true));
+        let (_, step) = scan(&sim, &seg, false);
+        assert!(matches!(step, Step::Damage(Damage { torn: false, .. })));
+    }
+
+    #[test]
+    fn crc_damage_before_more_data_is_corrupt_and_resumable() {
+        let sim = sim();
+        let (seg, offsets) = segment(&sim, 0, 3);
+        sim.modify(&seg.path, |d| d[offsets[1] as usize + 20] ^= 1);
+        let mut s = Scanner::open(&sim, &seg, true, 1 << 20).unwrap();
+        assert!(matches!(s.next().unwrap(), Step::Record(r) if r.seq == Seq(0)));
+        let Step::Damage(d) = s.next().unwrap() else {
+            panic!()
+        };
+        assert_eq!((d.offset, d.torn, d.resumable), (offsets[1], false, true));
+        assert!(matches!(d.reason, CorruptReason::CrcMismatch { .. }));
+        assert!(matches!(s.next().unwrap(), Step::Record(r) if r.seq == Seq(2)));
+        assert!(matches!(s.next().unwrap(), Step::End));
+    }
+
+    #[test]
+    fn a_length_pointing_past_the_end_before_an_intact_record_is_corrupt() {
+        let sim = sim();
+        let (seg, offsets) = segment(&sim, 0, 3);
+        // Record 1's length now runs past the end of the file; record 2 is intact after it.
+        let len = sim.file_len(&seg.path).unwrap() as u32;
+        sim.modify(&seg.path, |d| {
+            let at = offsets[1] as usize;
+            d[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        });
+        let (seqs, step) = scan(&sim, &seg, true);
+        assert_eq!(seqs, [0]);
+        let Step::Damage(d) = step else { panic!() };
+        assert_eq!((d.offset, d.torn), (offsets[1], false));
+        assert!(matches!(d.reason, CorruptReason::TruncatedRecord { .. }));
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_but_zeros_before_data_are_not() {
+        let sim = sim();
+        let (seg, offsets) = segment(&sim, 0, 2);
+        sim.modify(&seg.path, |d| d.extend_from_slice(&[0; 100]));
+        let (seqs, step) = scan(&sim, &seg, true);
+        assert_eq!(seqs, [0, 1]);
+        let Step::Damage(d) = step else { panic!() };
+        assert_eq!((d.offset, d.torn), (offsets[1] + 34, true));
+        assert_eq!(d.reason, CorruptReason::InvalidLength { len: 0 });
+
+        sim.modify(&seg.path, |d| d.push(1));
+        let (_, step) = scan(&sim, &seg, true);
+        assert!(matches!(step, Step::Damage(Damage { torn: false, .. })));
+    }
+
+    #[test]
+    fn seq_gap_is_reported_with_both_numbers() {
+        let sim = sim();
+        let dir = Path::new("/s");
+        let mut w = SegmentWriter::create(&sim, dir, Seq(0)).unwrap();
+        let mut buf = Vec::new();
+        encode(&mut buf, Seq(0), &rec(0));
+        let second = HEADER_LEN + buf.len() as u64;
+        encode(&mut buf, Seq(2), &rec(2));
+        w.append(&buf).unwrap();
+        let seg = SegmentFile {
+            path: w.meta.path.clone(),
+            first_seq: Seq(0),
+        };
+        let (seqs, step) = scan(&sim, &seg, true);
+        assert_eq!(seqs, [0]);
+        let Step::Damage(d) = step else { panic!() };
+        assert_eq!(d.offset, second);
+        assert_eq!(
+            d.reason,
+            CorruptReason::SeqMismatch {
+                expected: Seq(1),
+                found: Seq(2)
+            }
+        );
+        assert!(!d.torn);
+    }
+}

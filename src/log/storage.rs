@@ -1,0 +1,678 @@
+//! The filesystem operations the log needs, behind a trait, and its two implementations.
+//!
+//! [`Storage`] is object-safe and the log holds an `Arc<dyn Storage>`. Why not a generic
+//! `ShardLog<S: Storage>`: the runtime chooses the storage once, at build time, and the shard
+//! types should not carry a type parameter for it; every call it dispatches is a system call (or
+//! a mutex in tests), next to which a virtual call is noise; and file handles are boxed once per
+//! segment, not per record.
+//!
+//! Neither implementation syncs a directory by itself: the log calls [`Storage::sync_dir`]
+//! exactly where a created, renamed or removed name must survive power loss. [`SimStorage`]
+//! forgets names that were not synced that way, so a missing call shows up in tests.
+
+use crate::sync::plain::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Filesystem operations used by the log.
+///
+/// Contract for implementations: [`StorageFile::append`] hands bytes to the operating system
+/// (no user-space buffering: once it returns they survive a crash of the process);
+/// [`StorageFile::sync_data`] makes them survive power loss; a new, renamed or removed name
+/// survives power loss only after [`Storage::sync_dir`] of its directory.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its missing parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the regular files in `dir`, in no particular order.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>>;
+    /// Creates `path`, or truncates it if it exists, and opens it for appending.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens the existing file `path` for appending at its end.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
+    /// Reads the whole of `path` (for small files such as the checkpoint).
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens `path` for sequential reading from byte `offset` to its end.
+    fn open_read(&self, path: &Path, offset: u64) -> io::Result<Box<dyn Read + Send>>;
+    /// The length of `path` in bytes.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
+    /// Renames `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file `path`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the names in `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the subdirectories of `dir`, in no particular order.
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>>;
+    /// Removes the directory `dir` and everything in it. Durable after
+    /// [`Storage::sync_dir`] of its parent.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// A file opened for appending.
+pub trait StorageFile: Send + fmt::Debug {
+    /// Appends all of `bytes` at the end of the file.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes the file's contents and length durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Sets the file's length to `len`; later appends go to the new end. Not durable until
+    /// [`StorageFile::sync_data`].
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// [`Storage`] on the real filesystem through `std::fs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsStorage;
+
+#[derive(Debug)]
+struct FsFile(File);
+
+impl StorageFile for FsFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // Opened with O_APPEND: every write goes to the current end, also after `truncate`.
+        self.0.write_all(bytes)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Storage for FsStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                names.push(entry.file_name());
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        // `truncate(true)` cannot be combined with `append(true)`; truncate by hand.
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        file.set_len(0)?;
+        Ok(Box::new(FsFile(file)))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Box::new(FsFile(file)))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+
+    fn open_read(&self, path: &Path, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(Box::new(file))
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                names.push(entry.file_name());
+            }
+        }
+        Ok(names)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir_all(dir)
+    }
+}
+
+/// In-memory [`Storage`] that models what survives power loss, with fault injection.
+///
+/// The model, per file: its bytes, and the prefix of them made durable by the last
+/// `sync_data`. Per directory: the set of names made durable by the last `sync_dir`.
+/// [`SimStorage::crash`] reverts every directory to its durable names and every file to its
+/// durable bytes, optionally keeping the first bytes of each file's unsynced appended tail (a
+/// torn write keeps a prefix of what was written). A truncation that was not synced is undone.
+/// Directories themselves are durable as soon as they are created.
+///
+/// Clones share the same state, so a test can keep one to crash or corrupt what a log wrote.
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    state: Arc<Mutex<SimState>>,
+}
+
+#[derive(Default)]
+struct SimState {
+    dirs: BTreeSet<PathBuf>,
+    entries: BTreeMap<PathBuf, u64>,
+    durable_entries: BTreeMap<PathBuf, u64>,
+    inodes: HashMap<u64, Inode>,
+    next_inode: u64,
+    /// Bumped by every crash: handles opened before it are dead.
+    epoch: u64,
+    fail_sync: Option<io::Error>,
+    fail_append: Option<(io::Error, usize)>,
+}
+
+#[derive(Default)]
+struct Inode {
+    data: Vec<u8>,
+    synced_len: usize,
+    /// Durable contents when an unsynced truncation cut into the synced prefix.
+    durable_before_truncate: Option<Vec<u8>>,
+}
+
+impl Inode {
+    fn sync(&mut self) {
+        self.synced_len = self.data.len();
+        self.durable_before_truncate = None;
+    }
+
+    fn crash(&mut self, tear: usize) {
+        if let Some(durable) = self.durable_before_truncate.take() {
+            self.data = durable;
+        } else {
+            let keep = self.synced_len + tear.min(self.data.len() - self.synced_len);
+            self.data.truncate(keep);
+        }
+        self.synced_len = self.data.len();
+    }
+}
+
+struct SimFile {
+    state: Arc<Mutex<SimState>>,
+    inode: u64,
+    epoch: u64,
+}
+
+impl fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimFile")
+            .field("inode", &self.inode)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: not found", path.display()),
+    )
+}
+
+fn not_a_dir(path: &Path) -> io::Error {
+    io::Error::other(format!("{}: not a directory", path.display()))
+}
+
+impl SimState {
+    fn check_parent(&self, path: &Path) -> io::Result<()> {
+        match path.parent() {
+            Some(dir) if self.dirs.contains(dir) => Ok(()),
+            Some(dir) if self.entries.contains_key(dir) => Err(not_a_dir(dir)),
+            _ => Err(not_found(path)),
+        }
+    }
+
+    fn inode_of(&self, path: &Path) -> io::Result<u64> {
+        self.entries
+            .get(path)
+            .copied()
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn data(&self, path: &Path) -> io::Result<&[u8]> {
+        let id = self.inode_of(path)?;
+        Ok(self.inodes.get(&id).map_or(&[][..], |i| &i.data[..]))
+    }
+
+    fn take_sync_fault(&mut self) -> io::Result<()> {
+        self.fail_sync.take().map_or(Ok(()), Err)
+    }
+}
+
+impl SimStorage {
+    /// An empty storage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        lock(&self.state)
+    }
+
+    /// Simulates power loss: everything not made durable is lost. With `tear: Some(n)`, each
+    /// file keeps the first `n` bytes (at most all) of its unsynced appended tail; with `None`
+    /// it keeps none. File handles opened before the crash fail from now on; pending faults are
+    /// cleared.
+    pub fn crash(&self, tear: Option<usize>) {
+        let mut s = self.lock();
+        s.entries = s.durable_entries.clone();
+        let live: BTreeSet<u64> = s.entries.values().copied().collect();
+        s.inodes.retain(|id, _| live.contains(id));
+        for inode in s.inodes.values_mut() {
+            inode.crash(tear.unwrap_or(0));
+        }
+        s.epoch += 1;
+        s.fail_sync = None;
+        s.fail_append = None;
+    }
+
+    /// Makes the next `sync_data` or `sync_dir` fail with `err` (say
+    /// `io::Error::from_raw_os_error(28)`, ENOSPC) without making anything durable.
+    pub fn fail_next_sync(&self, err: io::Error) {
+        self.lock().fail_sync = Some(err);
+    }
+
+    /// Makes the next `append` write only its first `written` bytes and then fail with `err`.
+    pub fn fail_next_append(&self, err: io::Error, written: usize) {
+        self.lock().fail_append = Some((err, written));
+    }
+
+    /// The current (not necessarily durable) contents of `path`.
+    pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+        self.lock().data(path).ok().map(<[u8]>::to_vec)
+    }
+
+    /// Bytes of `path` that are not yet durable (its unsynced appended tail).
+    pub fn unsynced_len(&self, path: &Path) -> Option<usize> {
+        let s = self.lock();
+        let id = s.inode_of(path).ok()?;
+        s.inodes.get(&id).map(|i| i.data.len() - i.synced_len)
+    }
+
+    /// Rewrites the contents of `path` durably with `edit`, as a disk fault would. Returns
+    /// `false` if there is no such file.
+    pub fn modify(&self, path: &Path, edit: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut s = self.lock();
+        let Ok(id) = s.inode_of(path) else {
+            return false;
+        };
+        let inode = s.inodes.entry(id).or_default();
+        edit(&mut inode.data);
+        inode.sync();
+        true
+    }
+}
+
+impl fmt::Debug for SimStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("SimStorage")
+            .field("files", &s.entries.keys().collect::<Vec<_>>())
+            .field("epoch", &s.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks the simulated state. A panic in another test thread must not turn into a second panic
+/// here, so a poisoned mutex is used as is (the state is plain data).
+fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SimFile {
+    fn with_inode<T>(&self, f: impl FnOnce(&mut SimState, u64) -> io::Result<T>) -> io::Result<T> {
+        let mut s = lock(&self.state);
+        if s.epoch != self.epoch {
+            return Err(io::Error::other(
+                "file handle opened before a simulated crash",
+            ));
+        }
+        f(&mut s, self.inode)
+    }
+}
+
+impl StorageFile for SimFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.with_inode(|s, id| {
+            let fault = s.fail_append.take();
+            let inode = s.inodes.entry(id).or_default();
+            match fault {
+                Some((err, written)) => {
+                    inode
+                        .data
+                        .extend_from_slice(&bytes[..written.min(bytes.len())]);
+                    Err(err)
+                }
+                None => {
+                    inode.data.extend_from_slice(bytes);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.with_inode(|s, id| {
+            s.take_sync_fault()?;
+            s.inodes.entry(id).or_default().sync();
+            Ok(())
+        })
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.with_inode(|s, id| {
+            let len = usize::try_from(len).map_err(io::Error::other)?;
+            let inode = s.inodes.entry(id).or_default();
+            if len < inode.synced_len {
+                if inode.durable_before_truncate.is_none() {
+                    inode.durable_before_truncate = Some(inode.data[..inode.synced_len].to_vec());
+                }
+                inode.synced_len = len;
+            }
+            inode.data.resize(len, 0);
+            Ok(())
+        })
+    }
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        let ancestors: Vec<&Path> = dir
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect();
+        if let Some(file) = ancestors.iter().find(|a| s.entries.contains_key(**a)) {
+            return Err(not_a_dir(file));
+        }
+        s.dirs.extend(ancestors.into_iter().map(Path::to_path_buf));
+        Ok(())
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(if s.entries.contains_key(dir) {
+                not_a_dir(dir)
+            } else {
+                not_found(dir)
+            });
+        }
+        Ok(s.entries
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect())
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let mut s = self.lock();
+        s.check_parent(path)?;
+        if s.dirs.contains(path) {
+            return Err(io::Error::other("is a directory"));
+        }
+        let id = match s.entries.get(path) {
+            Some(&id) => id,
+            None => {
+                s.next_inode += 1;
+                let id = s.next_inode;
+                s.entries.insert(path.to_path_buf(), id);
+                id
+            }
+        };
+        // Truncating an existing file is an unsynced truncation like any other.
+        let inode = s.inodes.entry(id).or_default();
+        if inode.synced_len > 0 && inode.durable_before_truncate.is_none() {
+            inode.durable_before_truncate = Some(inode.data[..inode.synced_len].to_vec());
+        }
+        inode.data.clear();
+        inode.synced_len = 0;
+        Ok(Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            inode: id,
+            epoch: s.epoch,
+        }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let s = self.lock();
+        let id = s.inode_of(path)?;
+        Ok(Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            inode: id,
+            epoch: s.epoch,
+        }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.lock().data(path).map(<[u8]>::to_vec)
+    }
+
+    fn open_read(&self, path: &Path, offset: u64) -> io::Result<Box<dyn Read + Send>> {
+        let s = self.lock();
+        let data = s.data(path)?;
+        let start = usize::try_from(offset).map_or(data.len(), |o| o.min(data.len()));
+        Ok(Box::new(Cursor::new(data[start..].to_vec())))
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        self.lock().data(path).map(|d| d.len() as u64)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.check_parent(to)?;
+        let id = s.inode_of(from)?;
+        s.entries.remove(from);
+        s.entries.insert(to.to_path_buf(), id);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.entries
+            .remove(path)
+            .map(drop)
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        s.take_sync_fault()?;
+        let SimState {
+            entries,
+            durable_entries,
+            ..
+        } = &mut *s;
+        durable_entries.retain(|p, _| p.parent() != Some(dir));
+        durable_entries.extend(
+            entries
+                .iter()
+                .filter(|(p, _)| p.parent() == Some(dir))
+                .map(|(p, id)| (p.clone(), *id)),
+        );
+        Ok(())
+    }
+
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        let s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(s.dirs
+            .iter()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(OsString::from))
+            .collect())
+    }
+
+    /// Directory removal is modelled as durable at once (like creation): the files under
+    /// it are gone from both the current and the durable names.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        s.dirs.retain(|d| !d.starts_with(dir));
+        s.entries.retain(|p, _| !p.starts_with(dir));
+        s.durable_entries.retain(|p, _| !p.starts_with(dir));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn names(s: &dyn Storage, dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .list_dir(dir)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn sim_keeps_only_synced_bytes_and_names() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        sim.create_dir_all(dir).unwrap();
+        let a = dir.join("a");
+        let mut f = sim.create(&a).unwrap();
+        f.append(b"hello").unwrap();
+        f.sync_data().unwrap();
+        f.append(b" world").unwrap();
+        assert_eq!(sim.unsynced_len(&a), Some(6));
+        // The name was never synced: a crash loses the whole file.
+        sim.crash(Some(100));
+        assert!(sim.list_dir(dir).unwrap().is_empty());
+
+        let mut f = sim.create(&a).unwrap();
+        f.append(b"hello").unwrap();
+        f.sync_data().unwrap();
+        sim.sync_dir(dir).unwrap();
+        f.append(b" world").unwrap();
+        sim.crash(Some(3));
+        assert_eq!(sim.read(&a).unwrap(), b"hello wo");
+        sim.crash(None);
+        assert_eq!(sim.read(&a).unwrap(), b"hello wo");
+        // Old handles are dead after a crash.
+        assert!(f.append(b"x").is_err());
+    }
+
+    #[test]
+    fn sim_unsynced_truncate_and_rename_are_undone() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        sim.create_dir_all(dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let mut f = sim.create(&a).unwrap();
+        f.append(b"0123456789").unwrap();
+        f.sync_data().unwrap();
+        sim.sync_dir(dir).unwrap();
+        f.truncate(4).unwrap();
+        sim.rename(&a, &b).unwrap();
+        assert_eq!(names(&sim, dir), ["b"]);
+        sim.crash(None);
+        assert_eq!(names(&sim, dir), ["a"]);
+        assert_eq!(sim.read(&a).unwrap(), b"0123456789");
+
+        let mut f = sim.open_append(&a).unwrap();
+        f.truncate(4).unwrap();
+        f.sync_data().unwrap();
+        f.append(b"xy").unwrap();
+        sim.crash(Some(1));
+        assert_eq!(sim.read(&a).unwrap(), b"0123x");
+    }
+
+    #[test]
+    fn sim_faults_fire_once() {
+        let sim = SimStorage::new();
+        let dir = Path::new("/d");
+        sim.create_dir_all(dir).unwrap();
+        let a = dir.join("a");
+        let mut f = sim.create(&a).unwrap();
+        sim.fail_next_append(io::Error::from_raw_os_error(28), 2);
+        assert_eq!(f.append(b"abcd").unwrap_err().raw_os_error(), Some(28));
+        assert_eq!(sim.contents(&a).unwrap(), b"ab");
+        sim.fail_next_sync(io::Error::from_raw_os_error(5));
+        assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(5));
+        assert_eq!(sim.unsynced_len(&a), Some(2));
+        f.sync_data().unwrap();
+        assert_eq!(sim.unsynced_len(&a), Some(0));
+    }
+
+    #[test]
+    fn sim_rejects_files_as_directories() {
+        let sim = SimStorage::new();
+        sim.create_dir_all(Path::new("/d")).unwrap();
+        sim.create(Path::new("/d/file")).unwrap();
+        assert!(sim.create_dir_all(Path::new("/d/file/sub")).is_err());
+        assert!(sim.list_dir(Path::new("/d/file")).is_err());
+        assert_eq!(
+            sim.list_dir(Path::new("/nope")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert!(sim.create(Path::new("/nope/x")).is_err());
+    }
+
+    #[test]
+    fn fs_storage_round_trip() {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "shardbus-log-storage-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let fs = FsStorage;
+        fs.create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let mut f = fs.create(&a).unwrap();
+        f.append(b"0123456789").unwrap();
+        f.truncate(4).unwrap();
+        f.append(b"xy").unwrap();
+        f.sync_data().unwrap();
+        fs.rename(&a, &b).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        assert_eq!(names(&fs, &dir), ["b"]);
+        assert_eq!(fs.read(&b).unwrap(), b"0123xy");
+        assert_eq!(fs.file_len(&b).unwrap(), 6);
+        let mut r = String::new();
+        fs.open_read(&b, 2).unwrap().read_to_string(&mut r).unwrap();
+        assert_eq!(r, "23xy");
+        // `create` truncates an existing file.
+        drop(fs.create(&b).unwrap());
+        assert_eq!(fs.file_len(&b).unwrap(), 0);
+        fs.remove_file(&b).unwrap();
+        assert!(names(&fs, &dir).is_empty());
+        fs::remove_dir(&dir).unwrap();
+    }
+}
