@@ -11,7 +11,11 @@ mod bench;
 mod inspect;
 
 #[derive(Parser)]
-#[command(name = "shardbus", version, about = "shardbus: benchmarks and log inspection")]
+#[command(
+    name = "shardbus",
+    version,
+    about = "shardbus: benchmarks and log inspection"
+)]
 enum Command {
     /// Measure publish → handle throughput and latency (optionally beside the peers).
     Bench(bench::Args),
