@@ -35,7 +35,10 @@
 //! `sync_channel` and crossbeam `bounded`). [`shardbus_runner`] runs the same workloads through
 //! a shardbus [`Bus`](shardbus::Bus).
 
+pub mod chart;
 mod peers;
+pub mod suite;
+pub mod summary;
 mod verify;
 mod workload;
 
