@@ -134,7 +134,7 @@ fn publisher_publish(wait: WaitStrategy) -> u64 {
     let mut publisher = bus.publisher();
     let n = measure(&handled, |seq| {
         publisher
-            .publish(&topics[(seq % 2) as usize], msg(seq))
+            .publish(topics[(seq % 2) as usize], msg(seq))
             .unwrap();
     });
     drop(publisher);
@@ -169,7 +169,7 @@ fn bus_publish(wait: WaitStrategy, by_name: bool) -> u64 {
         if by_name {
             bus.publish(names[i].as_str(), msg(seq)).unwrap();
         } else {
-            bus.publish(&topics[i], msg(seq)).unwrap();
+            bus.publish(topics[i], msg(seq)).unwrap();
         }
     });
     bus.shutdown();
@@ -199,12 +199,12 @@ fn handler_publish_cross_shard(wait: WaitStrategy) -> u64 {
     })
     .unwrap();
     bus.subscribe(relay, move |ctx: &mut Context<'_, Msg>, m: &Msg| {
-        ctx.publish(&sink, *m).unwrap();
+        ctx.publish(sink, *m).unwrap();
     })
     .unwrap();
     let mut publisher = bus.publisher();
     let n = measure(&handled, |seq| {
-        publisher.publish(&relay, msg(seq)).unwrap();
+        publisher.publish(relay, msg(seq)).unwrap();
     });
     drop(publisher);
     bus.shutdown();

@@ -126,7 +126,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
                 if batch == 0 {
                     publisher.publish_all(sampling, |msg: BenchMsg<N>| {
                         // Fails only once the bus is closed; the verdict then shows it missing.
-                        let _ = handle.publish(&topics[msg.topic as usize], msg);
+                        let _ = handle.publish(topics[msg.topic as usize], msg);
                     });
                 } else {
                     // Per-topic buffers keep per-(producer, topic) order; allocated before the run.
@@ -137,12 +137,12 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
                         let t = msg.topic as usize;
                         buffers[t].push(msg);
                         if buffers[t].len() == batch {
-                            let _ = handle.publish_batch(&topics[t], &mut buffers[t]);
+                            let _ = handle.publish_batch(topics[t], &mut buffers[t]);
                         }
                     });
                     for (t, buffer) in buffers.iter_mut().enumerate() {
                         if !buffer.is_empty() {
-                            let _ = handle.publish_batch(&topics[t], buffer);
+                            let _ = handle.publish_batch(topics[t], buffer);
                         }
                     }
                 }
@@ -246,7 +246,7 @@ impl Handler<Token> for Hopper {
             rng,
         };
         // Fails only once the target shard stopped; the verdict then shows the token missing.
-        let _ = ctx.publish(&self.topics[next], next_token);
+        let _ = ctx.publish(self.topics[next], next_token);
     }
 
     fn on_stop(&mut self, _ctx: &mut Context<'_, Token>) {
@@ -305,7 +305,7 @@ pub fn closed_loop(cfg: &ClosedLoop, opts: &RunOpts) -> Result<ClosedLoopResult,
             rng,
         };
         publisher
-            .publish(&topics[first], token)
+            .publish(topics[first], token)
             .map_err(|_| Error::Opts("bus closed while injecting tokens"))?;
     }
     // Relaxed: see `Hopper::handle`.
@@ -456,7 +456,7 @@ pub fn ping_pong(
                     seq,
                     sent_at: base.elapsed().as_nanos() as u64,
                 };
-                if publisher.publish(&topic, ping).is_err() {
+                if publisher.publish(topic, ping).is_err() {
                     break;
                 }
                 // Acquire: pairs with the actor's Release store.
