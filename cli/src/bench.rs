@@ -381,6 +381,14 @@ fn run_suite(args: &Args) -> ExitCode {
             p.exact
         );
     }
+    println!(
+        "host compute scaling, 2 threads / 1: {:?}",
+        report
+            .cpu_scaling
+            .iter()
+            .map(|x| format!("{x:.2}x"))
+            .collect::<Vec<_>>()
+    );
     println!("== latency (ns; RTT/2 unless one-way)");
     for l in &report.latency {
         let ow = l

@@ -182,6 +182,20 @@ fn throughput_chart(v: &Value, machine: &str) -> Result<String, String> {
         (y0 + y1) / 2.0
     );
     legend(&mut out, &names);
+    let cpu: Vec<f64> = v["cpu_scaling"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if let Some(m) = crate::summary::median(&cpu) {
+        let _ = writeln!(
+            out,
+            r##"<text x="{}" y="{}" font-size="11" fill="#555">host compute scaling,</text><text x="{}" y="{}" font-size="11" fill="#555">2 threads / 1 thread: {m:.2}x</text>"##,
+            W - RIGHT + 15.0,
+            TOP + 130.0,
+            W - RIGHT + 15.0,
+            TOP + 145.0
+        );
+    }
     out.push_str("</svg>\n");
     Ok(out)
 }

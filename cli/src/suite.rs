@@ -108,6 +108,9 @@ pub struct SuiteReport {
     pub groups: Vec<Group>,
     /// Closed-loop core scaling.
     pub scaling: Vec<ScalingPoint>,
+    /// The host's own compute scaling, 2 threads over 1 ([`floor::cpu_scaling`]), per
+    /// repetition: the ceiling of the closed-loop figure on this machine.
+    pub cpu_scaling: Vec<f64>,
     /// Ping-pong latency.
     pub latency: Vec<LatencyRow>,
 }
@@ -160,7 +163,7 @@ pub fn group(
 
 /// Steps the suite reports to `progress` (for a progress bar's length).
 pub fn steps(reps: usize) -> u64 {
-    (reps * (8 + 3 + 3 + 3 + 3 + 3 + 4 + 8)) as u64
+    (reps * (8 + 3 + 3 + 3 + 3 + 3 + 1 + 4 + 8)) as u64
 }
 
 /// Runs the whole suite.
@@ -223,7 +226,7 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         distribution,
         ..w1.clone()
     };
-    for (key, topics, m) in [("routing-64", 64, 2e6), ("routing-10000", 10_000, 1e6)] {
+    for (key, topics, m) in [("routing-64", 64, 2e6), ("routing-10000", 10_000, 5e5)] {
         let w = routed(1, topics, Distribution::Uniform, n(m));
         groups.push(group(
             key,
@@ -273,6 +276,13 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         progress,
     ));
 
+    let mut cpu_scaling = Vec::new();
+    for _ in 0..reps {
+        progress("host compute scaling");
+        if let Ok(x) = floor::cpu_scaling(2, n(4e8), &base) {
+            cpu_scaling.push(x);
+        }
+    }
     let mut scaling = Vec::new();
     for work in [0, 200] {
         for shards in [1, 2] {
@@ -395,6 +405,7 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         reps,
         groups,
         scaling,
+        cpu_scaling,
         latency,
     }
 }

@@ -261,6 +261,54 @@ fn ping_pong(
     })
 }
 
+/// The host's compute scaling: `rounds` of a dependent 64-bit mix on one pinned thread, then on
+/// `threads` pinned threads at once (the same `rounds` each); returns their aggregate rate over
+/// the single thread's. The ceiling of any core-scaling figure on this host: a guest whose vCPUs
+/// share one physical core shows about 1.0 here, a machine with real cores about `threads`.
+pub fn cpu_scaling(threads: usize, rounds: u64, opts: &RunOpts) -> Result<f64, Error> {
+    let cores = Cores::detect(opts.pin);
+    cores.require(threads)?;
+    let work = |rounds: u64| {
+        let mut x = 1u64;
+        for _ in 0..rounds {
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^= x >> 31;
+        }
+        hint::black_box(x)
+    };
+    let timed = |n: usize| -> Result<Duration, Error> {
+        let gate = Gate::new();
+        let (cores, gate) = (&cores, &gate);
+        thread::scope(|s| {
+            let mut handles = Vec::with_capacity(n);
+            for i in 0..n {
+                let spawned = spawn(s, format!("floor-cpu-{i}"), None, move || {
+                    cores.pin(i);
+                    if gate.wait() {
+                        work(rounds);
+                    }
+                    Instant::now()
+                });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        gate.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+            let start = gate.open(n);
+            let end = handles.into_iter().map(join).max().unwrap_or(start);
+            Ok(end - start)
+        })
+    };
+    let one = timed(1)?;
+    let many = timed(threads)?;
+    cores.check()?;
+    Ok(threads as f64 * one.as_secs_f64() / many.as_secs_f64())
+}
+
 fn push_spin<T>(queue: &ArrayQueue<T>, mut value: T) {
     while let Err(back) = queue.push(value) {
         value = back;
@@ -346,6 +394,13 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn cpu_scaling_is_positive() {
+        let _spinning = one_spinner_at_a_time();
+        let s = cpu_scaling(2, 1_000_000, &opts()).unwrap();
+        assert!(s > 0.1 && s < 4.0, "{s}");
     }
 
     #[test]
