@@ -1,9 +1,8 @@
 //! What the criterion benches share: the quick profile switch, group settings, and running a
 //! whole verified workload as one criterion iteration.
 //!
-//! Profiles: the full matrix by default (`cargo bench`, about 10 minutes on the 2-core reference
-//! machine); `SHARDBUS_BENCH_QUICK=1 cargo bench` runs a reduced matrix with smaller runs (about
-//! 2 minutes). criterion's own filters and `--quick` combine with either, e.g.
+//! Profiles: the full matrix by default (`cargo bench`, 702 s on the 2-core reference machine);
+//! `SHARDBUS_BENCH_QUICK=1 cargo bench` runs a reduced matrix with smaller runs (79 s there). criterion's own filters and `--quick` combine with either, e.g.
 //! `cargo bench --bench throughput -- 'p1-s1-t64' --quick`.
 
 #![allow(dead_code)]
