@@ -2,7 +2,7 @@
 
 use crate::error::{PublishError, TryPublishError};
 use crate::outbox::Outbox;
-use crate::route::{ShardId, ToTopic};
+use crate::route::{ShardId, ToTopic, TopicKey};
 
 /// Identifies one subscription; returned by the `subscribe` methods and taken by
 /// [`Bus::unsubscribe`](crate::Bus::unsubscribe).
@@ -75,7 +75,8 @@ pub enum Supervision {
 
 /// What a handler sees besides its message: the topic, the shard, and a way to publish.
 pub struct Context<'a, T> {
-    pub(crate) topic: &'a str,
+    /// The key, not a `&str`: the name is read (and checked as UTF-8) only if asked for.
+    pub(crate) topic: &'a TopicKey,
     pub(crate) subscription: SubscriptionId,
     pub(crate) out: &'a mut Outbox<T>,
     pub(crate) replay: bool,
@@ -84,7 +85,7 @@ pub struct Context<'a, T> {
 impl<T> Context<'_, T> {
     /// The topic of the message being handled.
     pub fn topic(&self) -> &str {
-        self.topic
+        self.topic.as_str()
     }
 
     /// The shard this actor runs on.

@@ -566,7 +566,7 @@ impl<T: Send + 'static> Actors<T> {
             (&mut self.out, &self.shared, &mut self.where_is, self.id);
         entry.subs.retain_mut(|sub| {
             let mut ctx = Context {
-                topic: env.topic.as_str(),
+                topic: &env.topic,
                 subscription: sub.id,
                 out: &mut *out,
                 replay,
@@ -621,7 +621,7 @@ impl<T: Send + 'static> Actors<T> {
     /// `handle`). Returns whether it was kept.
     fn install(&mut self, topic: TopicKey, mut sub: Subscriber<T>) -> bool {
         let mut ctx = Context {
-            topic: topic.as_str(),
+            topic: &topic,
             subscription: sub.id,
             out: &mut self.out,
             replay: false,
@@ -664,7 +664,7 @@ impl<T: Send + 'static> Actors<T> {
                     if let Some(pos) = entry.subs.iter().position(|s| s.id == id) {
                         let mut sub = entry.subs.remove(pos);
                         let mut ctx = Context {
-                            topic: topic.as_str(),
+                            topic: &topic,
                             subscription: id,
                             out: &mut self.out,
                             replay: false,
@@ -689,7 +689,7 @@ impl<T: Send + 'static> Actors<T> {
         for (topic, entry) in self.topics.iter_mut() {
             for sub in entry.subs.iter_mut() {
                 let mut ctx = Context {
-                    topic: topic.as_str(),
+                    topic,
                     subscription: sub.id,
                     out: &mut self.out,
                     replay: false,

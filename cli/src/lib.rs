@@ -1,0 +1,52 @@
+//! The engine behind `shardbus bench` and the root crate's criterion benches: peers, workload
+//! engine, verifier, and the shardbus runner, all run on the same deterministic workload and
+//! checked by the same verifier in the same process.
+//!
+//! Lifecycle of a comparison:
+//! 1. describe a [`Workload`] (producers, topics, message count, payload, topic distribution, seed);
+//! 2. each runner plans it ([`Workload::plan`]: every producer's topic stream is generated
+//!    before timing), spawns and pins its threads, and times from the start gate to the last
+//!    planned message handled;
+//! 3. every handler records into a [`Checker`]; they merge into a [`Verdict`]
+//!    (exactly-once, per-(producer, topic) order, sampled latency) inside the [`RunResult`].
+//!
+//! ```
+//! use shardbus_cli::{crossbeam_router, seed, shardbus_runner, Distribution, RunOpts, Workload};
+//!
+//! let w = Workload {
+//!     producers: 2,
+//!     topics: 16,
+//!     messages: 10_000,
+//!     payload: 16,
+//!     distribution: Distribution::Zipf(1.0),
+//!     seed: 1,
+//! };
+//! for run in [seed::run, crossbeam_router::run, shardbus_runner::run] {
+//!     let r = run(&w, &RunOpts::default())?;
+//!     assert!(r.verdict.is_exact(w.messages));
+//!     println!("{:.1} M msgs/s", r.msgs_per_sec() / 1e6);
+//! }
+//! # Ok::<(), shardbus_cli::Error>(())
+//! ```
+//!
+//! The peers: [`seed`] (the original Go design, ported literally), [`crossbeam_router`] (shards
+//! with crossbeam inboxes), [`disruptor`] (the `disruptor` crate), and [`floor`] (bare hand-offs:
+//! atomic and `ArrayQueue` ping-pong latency, SPSC throughput of a bare ring, `ArrayQueue`,
+//! `sync_channel` and crossbeam `bounded`). [`shardbus_runner`] runs the same workloads through
+//! a shardbus [`Bus`](shardbus::Bus).
+
+pub mod chart;
+mod peers;
+pub mod suite;
+pub mod summary;
+mod verify;
+mod workload;
+
+pub use peers::{
+    crossbeam_router, disruptor, floor, seed, shardbus_runner, Error, RunOpts, RunResult,
+};
+pub use verify::{Checker, Verdict};
+pub use workload::{
+    topic_name, BenchMsg, Distribution, Expected, Plan, Publisher, Sampling, Workload,
+    WorkloadError, PAYLOADS,
+};

@@ -1,0 +1,155 @@
+//! `disruptor`: the `disruptor` crate (v4), the LMAX ring in Rust.
+//!
+//! One pre-allocated ring and one consumer thread managed by the crate, waiting with `BusySpin`.
+//! A disruptor has no routing, so the consumer handles every topic: this is the single-shard case.
+//! One producer uses `build_single_producer`; several use `build_multi_producer` with one cloned
+//! handle per producer thread. Each message is published on its own with `Producer::publish`
+//! (no batch publication), which copies the `BenchMsg` into the claimed slot. The consumer's
+//! [`Checker`] lives in the processor's state and is handed back when the crate drops that state
+//! at shutdown (when the last producer handle is dropped).
+//!
+//! Needs 2 cores: the consumer spins on one. Pinning: the consumer on the last core (through the
+//! crate's `pin_at_core`, given only ids the OS reported because it panics on others); producers
+//! round-robin over the remaining cores.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Instant;
+
+use ::disruptor::{
+    build_multi_producer, build_single_producer, BusySpin, ProcessorSettings, Producer, Sequence,
+};
+
+use super::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
+use crate::verify::Checker;
+use crate::workload::{BenchMsg, Plan, Publisher, Sampling, Workload};
+
+/// Runs the workload through one disruptor ring.
+pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
+    by_payload!(w.payload, run_n(w, opts))
+}
+
+fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
+    opts.validate()?;
+    let Plan {
+        publishers,
+        expected,
+    } = w.plan()?;
+    let cores = Cores::detect(opts.pin);
+    cores.require(2)?;
+    let consumer_core = cores.id(cores.available() - 1);
+    let sampling = Sampling::new(opts.sample_every);
+    let (to_runner, from_consumer) = mpsc::channel();
+    let report = Report {
+        checker: Some(Checker::for_all(&expected, sampling)),
+        to_runner,
+    };
+    let size = opts.capacity.next_power_of_two();
+    let factory = || BenchMsg::<N>::ZERO;
+    let handler = |r: &mut Report, msg: &BenchMsg<N>, _: Sequence, _: bool| r.record(msg);
+
+    let start = if publishers.len() == 1 {
+        let mut builder = build_single_producer(size, factory, BusySpin);
+        if let Some(core) = consumer_core {
+            builder = builder.pin_at_core(core);
+        }
+        let producer = builder
+            .handle_events_and_state_with(handler, move || report)
+            .build();
+        drive(vec![producer], publishers, sampling, &cores)?
+    } else {
+        let mut builder = build_multi_producer(size, factory, BusySpin);
+        if let Some(core) = consumer_core {
+            builder = builder.pin_at_core(core);
+        }
+        let producer = builder
+            .handle_events_and_state_with(handler, move || report)
+            .build();
+        let mut handles: Vec<_> = (1..publishers.len()).map(|_| producer.clone()).collect();
+        handles.push(producer);
+        drive(handles, publishers, sampling, &cores)?
+    };
+    let checker = from_consumer
+        .recv()
+        .expect("the consumer state hands its checker back when the crate drops it");
+    cores.check()?;
+    Ok(finish(start, vec![checker]))
+}
+
+/// Runs one producer thread per handle; returns the start time. The consumer has shut down when
+/// this returns: each thread drops its handle, and dropping the last one joins the consumer.
+fn drive<const N: usize, P>(
+    handles: Vec<P>,
+    publishers: Vec<Publisher>,
+    sampling: Sampling,
+    cores: &Cores,
+) -> Result<Instant, Error>
+where
+    P: Producer<BenchMsg<N>> + Send,
+{
+    let gate = Gate::new();
+    let producer_cores = cores.available() - 1;
+    thread::scope(|s| {
+        let mut threads = Vec::with_capacity(handles.len());
+        for (i, (mut handle, publisher)) in handles.into_iter().zip(publishers).enumerate() {
+            let gate = &gate;
+            let name = format!("disruptor-producer-{i}");
+            let spawned = spawn(s, name, None, move || {
+                cores.pin(i % producer_cores);
+                if gate.wait() {
+                    publisher.publish_all(sampling, |msg| handle.publish(|slot| *slot = msg));
+                }
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    gate.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        let start = gate.open(threads.len());
+        threads.into_iter().for_each(join);
+        Ok(start)
+    })
+}
+
+/// The consumer's state: its checker, sent to the runner when the crate drops the state.
+struct Report {
+    checker: Option<Checker>,
+    to_runner: mpsc::Sender<Checker>,
+}
+
+impl Report {
+    fn record<const N: usize>(&mut self, msg: &BenchMsg<N>) {
+        if let Some(checker) = &mut self.checker {
+            checker.record(msg);
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(checker) = self.checker.take() {
+            // Fails only if the runner is gone, and then nobody wants the checker.
+            let _ = self.to_runner.send(checker);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::testing::{assert_exact, one_spinner_at_a_time, opts, small, DISTRIBUTIONS};
+
+    #[test]
+    fn delivers_exactly_once_in_order() {
+        let _spinning = one_spinner_at_a_time();
+        for dist in DISTRIBUTIONS {
+            for (producers, payload) in [(1, 16), (2, 16), (2, 256)] {
+                let w = small(producers, dist, payload);
+                assert_exact(&w, run(&w, &opts()));
+            }
+        }
+    }
+}

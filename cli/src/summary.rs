@@ -1,0 +1,245 @@
+//! Serializable summaries of runs, and the medians of repeated runs: what `shardbus bench`
+//! prints and writes with `--json`, and what the charts are drawn from.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::{RunResult, Workload};
+
+/// Latency percentiles in ns.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Number of samples.
+    pub samples: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// 99.99th percentile.
+    pub p9999: u64,
+    /// Largest sample.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Reads the percentiles of `h`.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let q = |q| h.value_at_quantile(q);
+        Self {
+            samples: h.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            p9999: q(0.9999),
+            max: h.max(),
+        }
+    }
+
+    /// `(quantile, ns)` points for the percentile curve, max as quantile 1.0.
+    pub fn curve(&self) -> [(f64, u64); 6] {
+        [
+            (0.5, self.p50),
+            (0.9, self.p90),
+            (0.99, self.p99),
+            (0.999, self.p999),
+            (0.9999, self.p9999),
+            (1.0, self.max),
+        ]
+    }
+}
+
+/// One throughput run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// Handled messages per second.
+    pub msgs_per_sec: f64,
+    /// Payload megabytes (10^6 B) per second.
+    pub payload_mb_per_sec: f64,
+    /// Gate to last message handled, seconds.
+    pub elapsed_s: f64,
+    /// Messages handled.
+    pub handled: u64,
+    /// Exactly once, in per-(producer, topic) order, nothing else.
+    pub exact: bool,
+    /// Extra deliveries.
+    pub duplicates: u64,
+    /// Planned messages never handled.
+    pub missing: u64,
+    /// Messages out of per-(producer, topic) order.
+    pub order_violations: u64,
+    /// Unknown or misrouted messages.
+    pub unexpected: u64,
+    /// Sampled publish → handler entry latency.
+    pub latency: Percentiles,
+    /// Handled per handler thread (per shard for shardbus and the router).
+    pub per_thread_handled: Vec<u64>,
+}
+
+impl RunSummary {
+    /// Summarises `r`, a run of `w`.
+    pub fn of(w: &Workload, r: &RunResult) -> Self {
+        let v = &r.verdict;
+        let rate = r.msgs_per_sec();
+        Self {
+            msgs_per_sec: rate,
+            payload_mb_per_sec: rate * w.payload as f64 / 1e6,
+            elapsed_s: r.elapsed.as_secs_f64(),
+            handled: r.handled,
+            exact: v.is_exact(w.messages),
+            duplicates: v.duplicates,
+            missing: v.missing,
+            order_violations: v.order_violations,
+            unexpected: v.unexpected,
+            latency: Percentiles::of(&v.latency),
+            per_thread_handled: r.per_thread_handled.clone(),
+        }
+    }
+}
+
+/// The repetitions of one runner on one workload, with the median run picked out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Series {
+    /// Runner name (`shardbus`, `seed`, `crossbeam_router`, `floor/…`).
+    pub name: String,
+    /// Every repetition, in run order; empty when the runner did not apply (see `error`).
+    pub runs: Vec<RunSummary>,
+    /// Why the runner did not run, if it did not.
+    pub error: Option<String>,
+}
+
+impl Series {
+    /// An empty series.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            runs: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The run with the median rate (the upper median for an even count).
+    pub fn median(&self) -> Option<&RunSummary> {
+        let mut sorted: Vec<&RunSummary> = self.runs.iter().collect();
+        sorted.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+        sorted.get(sorted.len() / 2).copied()
+    }
+
+    /// Lowest and highest rate.
+    pub fn range(&self) -> Option<(f64, f64)> {
+        let rates = self.runs.iter().map(|r| r.msgs_per_sec);
+        let lo = rates.clone().min_by(f64::total_cmp)?;
+        let hi = rates.max_by(f64::total_cmp)?;
+        Some((lo, hi))
+    }
+
+    /// Whether every run verified.
+    pub fn all_exact(&self) -> bool {
+        self.runs.iter().all(|r| r.exact)
+    }
+}
+
+/// The median of `xs` (upper median for an even count); `None` if empty.
+pub fn median(xs: &[f64]) -> Option<f64> {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// The machine, for every table: CPU model and the cores this process may use.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo` ("unknown" elsewhere).
+    pub cpu: String,
+    /// Cores available to this process.
+    pub cores: usize,
+    /// UTC time of the run, RFC 3339 (from the system clock).
+    pub date: String,
+}
+
+impl Machine {
+    /// Reads the machine description now.
+    pub fn detect() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            cpu,
+            cores,
+            date: utc_now(),
+        }
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`, without a date crate.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_range_pick_the_middle_run() {
+        let mut s = Series::new("x");
+        for rate in [3.0, 1.0, 2.0] {
+            s.runs.push(RunSummary {
+                msgs_per_sec: rate,
+                payload_mb_per_sec: 0.0,
+                elapsed_s: 0.0,
+                handled: 0,
+                exact: true,
+                duplicates: 0,
+                missing: 0,
+                order_violations: 0,
+                unexpected: 0,
+                latency: Percentiles::default(),
+                per_thread_handled: vec![],
+            });
+        }
+        assert_eq!(s.median().unwrap().msgs_per_sec, 2.0);
+        assert_eq!(s.range(), Some((1.0, 3.0)));
+        assert_eq!(median(&[4.0, 1.0]), Some(4.0));
+    }
+
+    #[test]
+    fn date_looks_like_rfc3339() {
+        let d = utc_now();
+        assert_eq!(d.len(), 20, "{d}");
+        assert!(d.starts_with("20") && d.ends_with('Z'));
+    }
+}

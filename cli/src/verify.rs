@@ -1,0 +1,323 @@
+//! Handler-side verification: a [`Checker`] per handler thread records exactly-once, per-stream
+//! order and sampled latency; the checkers of a run merge into one [`Verdict`].
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use crate::workload::{BenchMsg, Expected, Sampling};
+
+/// Marks a topic that this checker does not own in [`Checker::slots`].
+const NOT_OWNED: u32 = u32::MAX;
+
+/// One handler thread's record of what it handled.
+///
+/// A checker owns a set of topics (all of them for a single consumer, one for a seed handler
+/// thread, the shard's share for a router shard); its memory is one bit per message it expects
+/// plus the latency samples, so thousands of checkers stay cheap. The topic sets of the checkers
+/// merged into one [`Verdict`] must be disjoint. All allocation happens in [`Checker::new`],
+/// before timing; [`Checker::record`] does no clock read for unsampled messages.
+#[derive(Debug)]
+pub struct Checker {
+    sampling: Sampling,
+    producers: usize,
+    /// Lowest owned topic; `slots` covers `first..=last owned`.
+    first: u32,
+    /// Local index of topic `first + i`, or [`NOT_OWNED`].
+    slots: Vec<u32>,
+    /// Stream `local * producers + producer`.
+    streams: Vec<Stream>,
+    /// One bit per expected message; stream `s` starts at word `streams[s].word`.
+    seen: Vec<u64>,
+    expected: u64,
+    handled: u64,
+    duplicates: u64,
+    order_violations: u64,
+    unexpected: u64,
+    /// Publish → handler-entry latencies (ns) of sampled messages; a histogram is built at merge.
+    samples: Vec<u64>,
+    done_at: Option<Instant>,
+}
+
+/// The messages of one (producer, topic) pair.
+#[derive(Debug)]
+struct Stream {
+    /// Every later message must have `seq >= next_min` (strict order: last seen + 1).
+    next_min: u64,
+    count: u64,
+    word: usize,
+}
+
+impl Checker {
+    /// A checker for the topics in `owned` (ids outside the workload are ignored).
+    pub fn new(
+        expected: &Expected,
+        owned: impl IntoIterator<Item = u32>,
+        sampling: Sampling,
+    ) -> Self {
+        let producers = expected.producers();
+        let mut owned: Vec<u32> = owned
+            .into_iter()
+            .filter(|&t| (t as usize) < expected.topics())
+            .collect();
+        owned.sort_unstable();
+        owned.dedup();
+        let first = owned.first().copied().unwrap_or(0);
+        let span = owned.last().map_or(0, |&last| (last - first) as usize + 1);
+        let mut slots = vec![NOT_OWNED; span];
+        let mut streams = Vec::with_capacity(owned.len() * producers);
+        let mut words = 0;
+        let mut total = 0;
+        for (local, &t) in owned.iter().enumerate() {
+            // Cannot truncate: there are at most u32::MAX topics.
+            slots[(t - first) as usize] = local as u32;
+            for p in 0..producers {
+                let count = expected.count(p, t as usize);
+                streams.push(Stream {
+                    next_min: 0,
+                    count,
+                    word: words,
+                });
+                words += count.div_ceil(64) as usize;
+                total += count;
+            }
+        }
+        let samples = match sampling.every() {
+            0 => 0,
+            k => total / k + producers as u64,
+        };
+        Self {
+            sampling,
+            producers,
+            first,
+            slots,
+            streams,
+            seen: vec![0; words],
+            expected: total,
+            handled: 0,
+            duplicates: 0,
+            order_violations: 0,
+            unexpected: 0,
+            samples: Vec::with_capacity(samples as usize),
+            done_at: None,
+        }
+    }
+
+    /// A checker that owns every topic (single-consumer peers).
+    pub fn for_all(expected: &Expected, sampling: Sampling) -> Self {
+        // Cannot truncate: there are at most u32::MAX topics.
+        Self::new(expected, 0..expected.topics() as u32, sampling)
+    }
+
+    /// Records one handled message; call it first thing in the handler.
+    #[inline]
+    pub fn record<const N: usize>(&mut self, msg: &BenchMsg<N>) {
+        if msg.sent_at != 0 {
+            let now = self.sampling.now_ns();
+            self.samples.push(now.saturating_sub(msg.sent_at));
+        }
+        self.handled += 1;
+        match self.stream(msg.producer, msg.topic) {
+            Some(s) if msg.seq < self.streams[s].count => {
+                let stream = &mut self.streams[s];
+                if msg.seq < stream.next_min {
+                    self.order_violations += 1;
+                } else {
+                    stream.next_min = msg.seq + 1;
+                }
+                let word = &mut self.seen[stream.word + (msg.seq / 64) as usize];
+                let bit = 1u64 << (msg.seq % 64);
+                if *word & bit != 0 {
+                    self.duplicates += 1;
+                }
+                *word |= bit;
+            }
+            _ => self.unexpected += 1,
+        }
+        if self.handled == self.expected {
+            self.done_at = Some(Instant::now());
+        }
+    }
+
+    /// Messages handled so far.
+    pub fn handled(&self) -> u64 {
+        self.handled
+    }
+
+    /// Messages the owned topics carry in the plan.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// When this checker had handled [`Checker::expected`] messages; the end of the timed run.
+    pub fn done_at(&self) -> Option<Instant> {
+        self.done_at
+    }
+
+    fn stream(&self, producer: u16, topic: u32) -> Option<usize> {
+        let p = usize::from(producer);
+        let local = *self.slots.get(topic.wrapping_sub(self.first) as usize)?;
+        (p < self.producers && local != NOT_OWNED).then(|| local as usize * self.producers + p)
+    }
+}
+
+/// The merged outcome of a run. A correct run has `handled == messages` and every other count 0.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// Messages handled, over all checkers.
+    pub handled: u64,
+    /// Messages handled more than once (each extra delivery counts once).
+    pub duplicates: u64,
+    /// Planned messages never handled.
+    pub missing: u64,
+    /// Messages whose seq was not above the last seq seen for the same (producer, topic).
+    pub order_violations: u64,
+    /// Messages with an id the plan does not contain, or handled by a checker that does not own
+    /// their topic (a misroute).
+    pub unexpected: u64,
+    /// Sampled publish → handler-entry latency in ns (see [`Sampling`]).
+    pub latency: Histogram<u64>,
+}
+
+impl Verdict {
+    /// Merges the checkers of one run (their topic sets must be disjoint).
+    pub fn merge(checkers: impl IntoIterator<Item = Checker>) -> Self {
+        let mut v = Verdict {
+            handled: 0,
+            duplicates: 0,
+            missing: 0,
+            order_violations: 0,
+            unexpected: 0,
+            latency: latency_histogram(),
+        };
+        for c in checkers {
+            v.handled += c.handled;
+            v.duplicates += c.duplicates;
+            v.order_violations += c.order_violations;
+            v.unexpected += c.unexpected;
+            for s in &c.streams {
+                let words = &c.seen[s.word..][..s.count.div_ceil(64) as usize];
+                let seen: u64 = words.iter().map(|w| u64::from(w.count_ones())).sum();
+                v.missing += s.count - seen;
+            }
+            for &ns in &c.samples {
+                record_latency(&mut v.latency, ns);
+            }
+        }
+        v
+    }
+
+    /// Whether exactly `messages` were handled, each once, in order, and nothing else.
+    pub fn is_exact(&self, messages: u64) -> bool {
+        self.handled == messages
+            && self.duplicates == 0
+            && self.missing == 0
+            && self.order_violations == 0
+            && self.unexpected == 0
+    }
+}
+
+/// An empty auto-resizing latency histogram (ns, 3 significant figures).
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is a valid precision")
+}
+
+/// Records `ns`, growing the histogram as needed. (`saturating_record` would not grow it: it
+/// clamps to the current top, which starts at 2 ns.)
+pub(crate) fn record_latency(histogram: &mut Histogram<u64>, ns: u64) {
+    if histogram.record(ns).is_err() {
+        // Only when growing failed (a range beyond usize); clamp instead of losing the sample.
+        histogram.saturating_record(ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Distribution, Workload};
+
+    fn msg(producer: u16, topic: u32, seq: u64) -> BenchMsg<16> {
+        BenchMsg {
+            producer,
+            topic,
+            seq,
+            ..BenchMsg::ZERO
+        }
+    }
+
+    fn expected() -> Expected {
+        Workload {
+            producers: 2,
+            topics: 8,
+            messages: 1000,
+            payload: 16,
+            distribution: Distribution::Uniform,
+            seed: 1,
+        }
+        .plan()
+        .unwrap()
+        .expected
+    }
+
+    #[test]
+    fn exact_delivery_is_clean_and_split_checkers_merge() {
+        let e = expected();
+        let sampling = Sampling::new(0);
+        let mut even = Checker::new(&e, [0, 2, 4, 6], sampling);
+        let mut odd = Checker::new(&e, [1, 3, 5, 7], sampling);
+        for p in 0..2u16 {
+            for t in 0..8u32 {
+                let c = if t % 2 == 0 { &mut even } else { &mut odd };
+                for seq in 0..e.count(usize::from(p), t as usize) {
+                    c.record(&msg(p, t, seq));
+                }
+            }
+        }
+        assert!(even.done_at().is_some() && odd.done_at().is_some());
+        let v = Verdict::merge([even, odd]);
+        assert!(v.is_exact(1000), "{v:?}");
+        assert_eq!(v.latency.len(), 0);
+    }
+
+    #[test]
+    fn duplicates_gaps_reorders_and_strangers_are_counted() {
+        let e = expected();
+        let n = e.count(0, 3);
+        assert!(n >= 4);
+        let mut c = Checker::new(&e, [3], Sampling::new(0));
+        for seq in [0, 2, 1, 2] {
+            c.record(&msg(0, 3, seq));
+        }
+        // Not owned, unknown producer, seq beyond the plan.
+        for m in [msg(0, 4, 0), msg(9, 3, 0), msg(0, 3, n)] {
+            c.record(&m);
+        }
+        let v = Verdict::merge([c]);
+        assert_eq!(v.handled, 7);
+        assert_eq!(v.duplicates, 1);
+        assert_eq!(v.order_violations, 2); // 1 after 2, then 2 again
+        assert_eq!(v.unexpected, 3);
+        assert_eq!(v.missing, n - 3 + e.count(1, 3));
+    }
+
+    #[test]
+    fn sampled_messages_land_in_the_histogram() {
+        let e = expected();
+        let sampling = Sampling::new(1);
+        let mut c = Checker::for_all(&e, sampling);
+        let sent = sampling.now_ns();
+        c.record(&BenchMsg {
+            sent_at: sent,
+            ..msg(0, 0, 0)
+        });
+        c.record(&msg(0, 0, 1));
+        assert_eq!(Verdict::merge([c]).latency.len(), 1);
+    }
+
+    #[test]
+    fn histogram_grows_to_fit_large_latencies() {
+        let mut h = latency_histogram();
+        record_latency(&mut h, 5_000_000);
+        assert!(h.max() >= 5_000_000, "max {}", h.max());
+    }
+}

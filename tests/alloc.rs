@@ -1,0 +1,243 @@
+//! The publish → handle path allocates nothing per message once warmed up.
+//!
+//! A counting global allocator counts every allocation in the process. The file holds a single
+//! test so that no other test thread allocates while it measures; the measured window contains
+//! only this thread's publishing and the shard threads' handling (the test harness's main thread
+//! is blocked waiting for the test). Each scenario warms up (lanes registered, queues at their
+//! working size), then publishes 100,000 messages in rounds of 1,000, waiting after each round
+//! until the handlers have seen every message (so no overflow queue grows past its warmed-up
+//! size), and asserts that the allocation count did not move at all.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use shardbus::{Bus, Context, Topic, WaitStrategy};
+
+/// Counts allocations, then defers to the system allocator.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees are ours; the counter is a plain atomic that never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // Relaxed: a count read after the threads synchronised through the handled counters.
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // Relaxed: as in `alloc`.
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // Relaxed: as in `alloc`.
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded as is; `ptr` came from this allocator, i.e. from `System`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is; `ptr` came from this allocator, i.e. from `System`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    // Relaxed: see `Counting::alloc`; the wait on the handled counter (Acquire) orders the
+    // handlers' work before this read.
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// A message with a payload, moved by value as a benchmark message is.
+#[derive(Clone, Copy)]
+struct Msg {
+    seq: u64,
+    _payload: [u8; 16],
+}
+
+const WARMUP: u64 = 10_000;
+const MEASURED: u64 = 100_000;
+const ROUND: u64 = 1_000;
+
+/// Waits (spinning, which allocates nothing) until `counter` reaches `n`.
+fn wait_for(counter: &AtomicU64, n: u64) {
+    // Acquire: pairs with the handlers' Release increments.
+    while counter.load(Ordering::Acquire) < n {
+        hint::spin_loop();
+    }
+}
+
+/// Runs `publish(seq)` for `WARMUP` messages, then measures `MEASURED` more; returns the
+/// allocations counted during the measured messages.
+fn measure(handled: &AtomicU64, mut publish: impl FnMut(u64)) -> u64 {
+    let mut seq = 0;
+    let mut run = |n: u64, seq: &mut u64| {
+        for _ in 0..n / ROUND {
+            for _ in 0..ROUND {
+                publish(*seq);
+                *seq += 1;
+            }
+            wait_for(handled, *seq);
+        }
+    };
+    run(WARMUP, &mut seq);
+    let before = allocations();
+    run(MEASURED, &mut seq);
+    allocations() - before
+}
+
+/// A bus with a counting subscriber on one topic per shard; returns the topics and the counter.
+fn bus(wait: WaitStrategy) -> (Bus<Msg>, Vec<Topic>, Arc<AtomicU64>) {
+    let bus = Bus::<Msg>::builder()
+        .shards(2)
+        .wait_strategy(wait)
+        .build()
+        .unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let mut topics = Vec::new();
+    for shard in 0..2 {
+        let topic = (0..)
+            .map(|i| bus.topic(&format!("t{i}")).unwrap())
+            .find(|t| t.shard().index() == shard)
+            .unwrap();
+        let counter = handled.clone();
+        bus.subscribe(topic, move |_: &mut Context<'_, Msg>, _: &Msg| {
+            // Release: pairs with the Acquire load in `wait_for`.
+            counter.fetch_add(1, Ordering::Release);
+        })
+        .unwrap();
+        topics.push(topic);
+    }
+    (bus, topics, handled)
+}
+
+fn msg(seq: u64) -> Msg {
+    Msg {
+        seq,
+        _payload: [0; 16],
+    }
+}
+
+fn publisher_publish(wait: WaitStrategy) -> u64 {
+    let (bus, topics, handled) = bus(wait);
+    let mut publisher = bus.publisher();
+    let n = measure(&handled, |seq| {
+        publisher
+            .publish(topics[(seq % 2) as usize], msg(seq))
+            .unwrap();
+    });
+    drop(publisher);
+    bus.shutdown();
+    n
+}
+
+fn publisher_publish_batch(wait: WaitStrategy) -> u64 {
+    let (bus, topics, handled) = bus(wait);
+    let mut publisher = bus.publisher();
+    let mut batch = Vec::with_capacity(64);
+    let mut pending = 0u64;
+    let n = measure(&handled, |seq| {
+        batch.push(msg(seq));
+        pending += 1;
+        // `measure` waits after every 1,000 messages: flush by then (1,000 = 15 × 64 + 40).
+        if batch.len() == 64 || pending % ROUND == 0 {
+            let topic = &topics[((seq / 64) % 2) as usize];
+            publisher.publish_batch(topic, &mut batch).unwrap();
+        }
+    });
+    drop(publisher);
+    bus.shutdown();
+    n
+}
+
+fn bus_publish(wait: WaitStrategy, by_name: bool) -> u64 {
+    let (bus, topics, handled) = bus(wait);
+    let names: Vec<String> = topics.iter().map(|t| t.name().to_owned()).collect();
+    let n = measure(&handled, |seq| {
+        let i = (seq % 2) as usize;
+        if by_name {
+            bus.publish(names[i].as_str(), msg(seq)).unwrap();
+        } else {
+            bus.publish(topics[i], msg(seq)).unwrap();
+        }
+    });
+    bus.shutdown();
+    n
+}
+
+/// A relay actor on shard 0 forwards every message with `ctx.publish` to a topic on shard 1.
+fn handler_publish_cross_shard(wait: WaitStrategy) -> u64 {
+    let bus = Bus::<Msg>::builder()
+        .shards(2)
+        .wait_strategy(wait)
+        .build()
+        .unwrap();
+    let on = |shard: usize, prefix: &str| {
+        (0..)
+            .map(|i| bus.topic(&format!("{prefix}{i}")).unwrap())
+            .find(|t| t.shard().index() == shard)
+            .unwrap()
+    };
+    let (relay, sink) = (on(0, "relay"), on(1, "sink"));
+    let handled = Arc::new(AtomicU64::new(0));
+    let counter = handled.clone();
+    bus.subscribe(sink, move |_: &mut Context<'_, Msg>, m: &Msg| {
+        assert!(m.seq < u64::MAX);
+        // Release: pairs with the Acquire load in `wait_for`.
+        counter.fetch_add(1, Ordering::Release);
+    })
+    .unwrap();
+    bus.subscribe(relay, move |ctx: &mut Context<'_, Msg>, m: &Msg| {
+        ctx.publish(sink, *m).unwrap();
+    })
+    .unwrap();
+    let mut publisher = bus.publisher();
+    let n = measure(&handled, |seq| {
+        publisher.publish(relay, msg(seq)).unwrap();
+    });
+    drop(publisher);
+    bus.shutdown();
+    n
+}
+
+#[test]
+fn publish_to_handle_allocates_nothing_per_message() {
+    // The counter is live: one boxed value is one counted allocation.
+    let before = allocations();
+    drop(hint::black_box(Box::new(7u64)));
+    assert_eq!(
+        allocations() - before,
+        1,
+        "the counting allocator is installed"
+    );
+    for wait in [WaitStrategy::Park, WaitStrategy::BusySpin] {
+        assert_eq!(publisher_publish(wait), 0, "Publisher::publish, {wait:?}");
+        assert_eq!(
+            publisher_publish_batch(wait),
+            0,
+            "Publisher::publish_batch, {wait:?}"
+        );
+        assert_eq!(
+            bus_publish(wait, false),
+            0,
+            "Bus::publish(&Topic), {wait:?}"
+        );
+        assert_eq!(bus_publish(wait, true), 0, "Bus::publish(&str), {wait:?}");
+        assert_eq!(
+            handler_publish_cross_shard(wait),
+            0,
+            "Context::publish to another shard, {wait:?}"
+        );
+    }
+}
