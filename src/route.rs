@@ -45,9 +45,10 @@ pub(crate) struct TopicKey {
 
 impl TopicKey {
     pub(crate) fn as_str(&self) -> &str {
-        // SAFETY: a `TopicKey` is only made by `Router::key`, which copies all the bytes
+        // a `TopicKey` is only made by `Router::key`, which copies all the bytes
         // of a `&str` (checked to fit) and nothing else into `bytes[..len]`, so they are
         // valid UTF-8. Skipping the check keeps an O(len) scan off every dispatch.
+        // SAFETY: by the argument just above.
         unsafe { std::str::from_utf8_unchecked(self.name_bytes()) }
     }
 

@@ -97,9 +97,10 @@ impl<T> Ring<T> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        // SAFETY: we won position `tail`, whose slot's stamp says it is
+                        // we won position `tail`, whose slot's stamp says it is
                         // free; no other producer can win it until the consumer frees it
                         // again, and the consumer will not read it until the stamp below.
+                        // SAFETY: by the argument just above.
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         // Release: publishes the value; pairs with the consumer's
                         // Acquire load of the stamp.
@@ -158,8 +159,9 @@ impl Consumer {
             if slot.stamp.load(Ordering::Acquire) != self.head.wrapping_add(1) {
                 break;
             }
-            // SAFETY: the stamp says the slot holds the value pushed at `head`, and only
+            // the stamp says the slot holds the value pushed at `head`, and only
             // this consumer reads slots; it is moved out once, then the slot is freed.
+            // SAFETY: by the argument just above.
             let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
             let pos = self.head;
             self.head = pos.wrapping_add(STEP);
@@ -232,8 +234,9 @@ impl<T> Drop for Ring<T> {
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
             if slot.stamp.load(Ordering::Relaxed) == pos.wrapping_add(1) {
-                // SAFETY: the stamp says this slot holds an unpopped value; we are the
+                // the stamp says this slot holds an unpopped value; we are the
                 // last owner.
+                // SAFETY: by the argument just above.
                 slot.value.with_mut(|p| unsafe { (*p).assume_init_drop() });
             }
             pos = pos.wrapping_add(STEP);

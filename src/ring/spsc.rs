@@ -214,10 +214,11 @@ impl<T> Producer<T> {
     #[inline]
     fn write(&mut self, pos: u64, value: T) {
         let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
-        // SAFETY: `pos` is in `[tail, cached_head + cap)`, so the consumer has released
+        // `pos` is in `[tail, cached_head + cap)`, so the consumer has released
         // this slot (its Release store of `head` past it was Acquire-loaded into
         // `cached_head`) and will not read it until our `fetch_add` publishes it. This
         // producer is the only writer.
+        // SAFETY: by the argument just above.
         slot.with_mut(|p| unsafe { (*p).write(value) });
     }
 
@@ -231,9 +232,10 @@ impl<T> Producer<T> {
             .map(|i| {
                 let slot = &self.ring.slots
                     [slot_index(self.tail.wrapping_add(i as u64 * STEP), self.ring.mask)];
-                // SAFETY: we wrote this slot in this push and the consumer's limit is
+                // we wrote this slot in this push and the consumer's limit is
                 // at or before it (see above), so the value is initialised and only
                 // this producer can reach it.
+                // SAFETY: by the argument just above.
                 slot.with(|p| unsafe { (*p).assume_init_read() })
             })
             .collect();
@@ -307,10 +309,11 @@ impl<T> Consumer<T> {
         while guard.popped < n {
             let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
             let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
-            // SAFETY: `pos` is in `[head, cached_tail)`: the producer published this
+            // `pos` is in `[head, cached_tail)`: the producer published this
             // slot with its `fetch_add` (Acquire-loaded in `ready`), and will not write
             // it again until our Release store of `head` passes it. We move the value
             // out exactly once; `HeadGuard` advances `head` past it even on unwind.
+            // SAFETY: by the argument just above.
             let value = slot.with(|p| unsafe { (*p).assume_init_read() });
             guard.popped += 1;
             f(value);
@@ -402,8 +405,9 @@ impl<T> Drop for Ring<T> {
         let mut pos = head;
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
-            // SAFETY: positions in `[head, tail)` hold values pushed and never popped
+            // positions in `[head, tail)` hold values pushed and never popped
             // (undone pushes were subtracted from `tail`); we are the last owner.
+            // SAFETY: by the argument just above.
             slot.with_mut(|p| unsafe { (*p).assume_init_drop() });
             pos = pos.wrapping_add(STEP);
         }
