@@ -289,8 +289,8 @@ impl<T: Send + 'static> Bus<T> {
         shutdown::begin(&self.shared);
         let deadline = timeout.map(|t| start + t);
         // Whether or not the drain finished, phase 2 counts what is left as undrained.
-        shutdown::wait_quiescent(&self.shared, deadline);
-        shutdown::stop(&self.shared);
+        let drained = shutdown::wait_quiescent(&self.shared, deadline);
+        shutdown::stop(&self.shared, drained);
         let unjoined = shutdown::wait_exited(
             &self.shared,
             deadline.map(|d| d + timeout.unwrap_or_default()),

@@ -106,6 +106,8 @@ impl AckReceiver {
 pub(crate) const RUN: usize = 0;
 pub(crate) const CLOSE: usize = 1;
 pub(crate) const STOP: usize = 2;
+/// [`STOP`] after a deadline: the drain did not finish.
+pub(crate) const STOP_FORCED: usize = 3;
 
 /// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
 /// shard thread. See `shutdown` for the protocol.

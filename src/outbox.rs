@@ -24,6 +24,9 @@ pub(crate) struct Outbox<T> {
     overflow_len: usize,
     /// Messages for topics of this shard, handled later in the same loop.
     pub(crate) local: VecDeque<Envelope<T>>,
+    /// How many messages were ever queued in `local` (for the persistent log's
+    /// checkpoint bookkeeping).
+    pub(crate) local_pushed: u64,
 }
 
 impl<T> Outbox<T> {
@@ -40,6 +43,7 @@ impl<T> Outbox<T> {
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
             overflow_len: 0,
             local: VecDeque::new(),
+            local_pushed: 0,
         }
     }
 
@@ -65,6 +69,7 @@ impl<T> Outbox<T> {
         };
         let Some(lane) = self.lanes[to].as_mut() else {
             self.local.push_back(env);
+            self.local_pushed += 1;
             return Ok(());
         };
         if !self.overflow[to].is_empty() {
@@ -102,6 +107,7 @@ impl<T> Outbox<T> {
         };
         let Some(lane) = self.lanes[to].as_mut() else {
             self.local.push_back(env);
+            self.local_pushed += 1;
             return Ok(());
         };
         if !self.overflow[to].is_empty() {
@@ -115,6 +121,25 @@ impl<T> Outbox<T> {
             Err(PushError::Full(env)) => Err(TryPublishError::Full(env.msg)),
             Err(PushError::Closed(env)) => Err(TryPublishError::Closed(env.msg)),
         }
+    }
+
+    /// The number of outgoing lane slots (one per shard, this one's empty).
+    pub(crate) fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Each outgoing lane's next push position (0 for this shard's own slot).
+    pub(crate) fn lane_positions(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.lanes
+            .iter()
+            .map(|l| l.as_ref().map_or(0, spsc::Producer::position))
+    }
+
+    /// Whether the shard behind lane `to` has made everything before `position` durable.
+    pub(crate) fn lane_durable(&self, to: usize, position: u64) -> bool {
+        self.lanes[to]
+            .as_ref()
+            .map_or(true, |l| l.is_durable(position))
     }
 
     /// Whether messages wait in the overflow queues.

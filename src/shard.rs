@@ -135,8 +135,8 @@ impl<T: Send + 'static> Shard<T> {
             if self.phase == Phase::Running && command >= CLOSE {
                 self.begin_closing();
             }
-            if command == STOP {
-                self.finish();
+            if command >= STOP {
+                self.finish(command == STOP);
                 return;
             }
             if self.phase == Phase::Closing && self.idle_published {
@@ -225,6 +225,7 @@ impl<T: Send + 'static> Shard<T> {
         }
         if replayed > 0 {
             tracing::info!(shard = actors.id.0, records = replayed, "replayed the log");
+            note_onward(wal, &actors.out);
             wal.checkpoint_now(shared.log_status(actors.id.0));
         }
         Ok(())
@@ -350,7 +351,16 @@ impl<T: Send + 'static> Shard<T> {
         // Only what is queued now: handlers may queue more for the next pass.
         let local = actors.out.local.len().min(BATCH);
         wal.batch.extend(actors.out.local.drain(..local));
+        // Logged by the commit below (or the log is poisoned and nothing is safe).
+        wal.local_logged += local as u64;
+        // Confirm durable publishers as soon as the batch is committed, before the
+        // handlers run: a slow handler must not hold back acknowledgements.
+        wal.commit_batch(status);
+        if wal.confirmable() {
+            confirm_durable(inputs, inbox);
+        }
         wal.write(status, |env, fate| actors.deliver(env, fate));
+        note_onward(wal, &actors.out);
         wal.tick(status);
         if wal.confirmable() {
             confirm_durable(inputs, inbox);
@@ -494,7 +504,7 @@ impl<T: Send + 'static> Shard<T> {
 
     /// Stops: drops and counts what is left (nothing, after a clean drain), runs every
     /// actor's `on_stop`, publishes the final counters.
-    fn finish(&mut self) {
+    fn finish(&mut self, drained: bool) {
         let Self {
             shared,
             inputs,
@@ -507,7 +517,7 @@ impl<T: Send + 'static> Shard<T> {
             // Sync and checkpoint, and confirm what is logged, before the leftovers
             // below are popped (and dropped).
             let status = shared.log_status(actors.id.0);
-            wal.close(status);
+            wal.close(status, drained);
             if wal.confirmable() {
                 confirm_durable(inputs, inbox);
             }
@@ -711,9 +721,21 @@ fn confirm_durable<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>) {
         // Release: the commit happens before a waiter's Acquire load that sees it.
         inbox.durable.store(head, Ordering::Release);
     }
-    for lane in &mut inputs.lanes {
+    for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {
         lane.publish_durable();
     }
+}
+
+/// Checkpoint bookkeeping for messages handlers published onward: a safe point once
+/// none waits in an overflow queue, and `safe` advanced past every point whose lanes
+/// the receiving shards have made durable and whose local messages are logged.
+fn note_onward<T>(wal: &mut Wal<T>, out: &Outbox<T>) {
+    if !out.has_overflow() {
+        wal.note_safe_point(out.lane_positions(), out.local_pushed);
+    }
+    wal.advance_safe(out.lane_count(), |to, position| {
+        out.lane_durable(to, position)
+    });
 }
 
 fn dead_letter<T>(

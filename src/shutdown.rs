@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use crate::inbox::{Shared, CLOSE, STOP};
+use crate::inbox::{Shared, CLOSE, STOP, STOP_FORCED};
 use crate::sync::{fence, Backoff, Ordering};
 use crate::wait::publisher_pause;
 
@@ -84,11 +84,12 @@ fn is_quiescent<T>(shared: &Shared<T>) -> bool {
         .eq(before)
 }
 
-/// Signals phase 2 to every shard.
-pub(crate) fn stop<T>(shared: &Shared<T>) {
+/// Signals phase 2 to every shard; `drained` says whether quiescence was reached.
+pub(crate) fn stop<T>(shared: &Shared<T>, drained: bool) {
+    let command = if drained { STOP } else { STOP_FORCED };
     for inbox in shared.inboxes.iter() {
         // SeqCst: see `begin`.
-        inbox.flags.command.store(STOP, Ordering::SeqCst);
+        inbox.flags.command.store(command, Ordering::SeqCst);
         inbox.kick();
     }
 }

@@ -8,6 +8,7 @@
 //! never sees a message that is not in the log. Nothing here allocates in steady state:
 //! the batch, the payload buffer and the span list keep their capacity.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::codec::CodecFns;
@@ -43,6 +44,21 @@ pub(crate) struct Wal<T> {
     pub(crate) just_poisoned: bool,
     /// Every record up to and including this one has been handled.
     handled: Option<Seq>,
+    /// Every record up to and including this one has been handled, and everything its
+    /// handlers published to other shards is durable there: what a checkpoint may cover.
+    /// (A message published onward lives only in memory until its shard logs it.)
+    safe: Option<Seq>,
+    /// Candidate safe points, oldest first: a handled sequence number and, in
+    /// `point_tails`, the position of every outgoing lane just after it (`lanes` values
+    /// per point; a shard's own slot holds 0).
+    /// Each candidate also needs the shard's own local messages queued before it (its
+    /// `local_mark`, counted by `Outbox::local_pushed`) to be logged: `local_logged`.
+    points: VecDeque<(Seq, u64)>,
+    point_tails: VecDeque<u64>,
+    /// Local messages (a shard's publishes to its own topics) logged so far.
+    pub(crate) local_logged: u64,
+    /// Whether `batch` has been appended and committed but not yet delivered.
+    committed: bool,
     /// The last checkpoint written.
     checkpointed: Option<Seq>,
     last_checkpoint: Instant,
@@ -70,6 +86,11 @@ impl<T> Wal<T> {
             poisoned: None,
             just_poisoned: false,
             handled: checkpointed,
+            safe: checkpointed,
+            points: VecDeque::new(),
+            point_tails: VecDeque::new(),
+            local_logged: 0,
+            committed: false,
             checkpointed,
             last_checkpoint: Instant::now(),
             checkpoint_records: config.checkpoint_records,
@@ -89,14 +110,8 @@ impl<T> Wal<T> {
     /// Encodes, appends and commits `batch`, then calls `f` with every message, in order,
     /// and what became of it. Leaves `batch` empty.
     pub(crate) fn write(&mut self, status: &LogStatus, mut f: impl FnMut(Envelope<T>, Fate<'_>)) {
-        if self.batch.is_empty() {
-            return;
-        }
-        if self.poisoned.is_none() {
-            if let Err(e) = self.append_and_commit() {
-                self.poison(status, &e);
-            }
-        }
+        self.commit_batch(status);
+        self.committed = false;
         let Self {
             batch,
             spans,
@@ -119,6 +134,54 @@ impl<T> Wal<T> {
                     }
                 }
             }
+        }
+    }
+
+    /// Appends and commits `batch` without delivering it yet, so that durable
+    /// publishers can be confirmed before the handlers run (`write` then delivers).
+    pub(crate) fn commit_batch(&mut self, status: &LogStatus) {
+        if self.committed || self.batch.is_empty() {
+            return;
+        }
+        self.committed = true;
+        if self.poisoned.is_none() {
+            if let Err(e) = self.append_and_commit() {
+                self.poison(status, &e);
+            }
+        }
+    }
+
+    /// Records a candidate safe point after a pass with no message waiting in an
+    /// overflow queue: `tails` are the outgoing lanes' positions now, `local_mark` the
+    /// count of local messages queued so far (they are logged by a later pass).
+    pub(crate) fn note_safe_point(
+        &mut self,
+        tails: impl ExactSizeIterator<Item = u64>,
+        local_mark: u64,
+    ) {
+        /// Candidates kept at most; beyond, newer ones wait for a later pass.
+        const MAX_POINTS: usize = 1024;
+        let Some(handled) = self.handled else { return };
+        let newest = self.points.back().map(|p| p.0).or(self.safe);
+        if newest.is_some_and(|s| s >= handled) || self.points.len() >= MAX_POINTS {
+            return;
+        }
+        self.points.push_back((handled, local_mark));
+        self.point_tails.extend(tails);
+    }
+
+    /// Moves `safe` past every candidate whose lanes are all durable up to its tails
+    /// (`durable(lane, position)`).
+    pub(crate) fn advance_safe(&mut self, lanes: usize, durable: impl Fn(usize, u64) -> bool) {
+        while let Some(&(seq, local_mark)) = self.points.front() {
+            let all = self.local_logged >= local_mark
+                && (0..lanes).all(|lane| durable(lane, self.point_tails[lane]));
+            if !all {
+                break;
+            }
+            self.safe = Some(seq);
+            self.points.pop_front();
+            self.point_tails.drain(..lanes);
         }
     }
 
@@ -184,13 +247,13 @@ impl<T> Wal<T> {
             self.poison(status, &e);
             return;
         }
-        let Some(handled) = self.handled else {
+        let Some(safe) = self.safe else {
             return;
         };
         let since = match self.checkpointed {
-            Some(c) if c >= handled => return,
-            Some(c) => handled.get() - c.get(),
-            None => handled.get() + 1,
+            Some(c) if c >= safe => return,
+            Some(c) => safe.get() - c.get(),
+            None => safe.get() + 1,
         };
         if since >= self.checkpoint_records
             || self.last_checkpoint.elapsed() >= self.checkpoint_interval
@@ -200,19 +263,19 @@ impl<T> Wal<T> {
     }
 
     fn checkpoint(&mut self, status: &LogStatus) {
-        let Some(handled) = self.handled else {
+        let Some(safe) = self.safe else {
             return;
         };
-        if self.checkpointed.is_some_and(|c| c >= handled) {
+        if self.checkpointed.is_some_and(|c| c >= safe) {
             return;
         }
         let result = self
             .log
-            .checkpoint(handled)
-            .and_then(|()| self.log.retain(handled, self.retention));
+            .checkpoint(safe)
+            .and_then(|()| self.log.retain(safe, self.retention));
         match result {
             Ok(_) => {
-                self.checkpointed = Some(handled);
+                self.checkpointed = Some(safe);
                 self.last_checkpoint = Instant::now();
             }
             Err(e) => self.poison(status, &e),
@@ -225,7 +288,7 @@ impl<T> Wal<T> {
             return None;
         }
         let sync = self.log.sync_due_at();
-        let checkpoint = match (self.handled, self.checkpointed) {
+        let checkpoint = match (self.safe, self.checkpointed) {
             (Some(h), Some(c)) if h <= c => None,
             (None, _) => None,
             _ => Some(self.last_checkpoint + self.checkpoint_interval),
@@ -250,7 +313,15 @@ impl<T> Wal<T> {
     }
 
     /// Clean shutdown: syncs and writes the final checkpoint.
-    pub(crate) fn close(&mut self, status: &LogStatus) {
+    /// After a full drain (`drained`), every message published onward was handled by
+    /// its shard, which logged it first, so the checkpoint may cover everything handled.
+    /// After a deadline, only what is known safe.
+    pub(crate) fn close(&mut self, status: &LogStatus, drained: bool) {
+        if drained {
+            self.safe = self.handled;
+            self.points.clear();
+            self.point_tails.clear();
+        }
         if self.poisoned.is_none() {
             if let Err(e) = self.log.sync() {
                 self.poison(status, &e);
