@@ -197,6 +197,12 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(PublishError::Closed(msg));
         }
+        self.push_waiting(topic, msg).map_err(PublishError::Closed)
+    }
+
+    /// Pushes into this publisher's lane to `topic`'s shard, waiting while it is full;
+    /// gives the message back once the bus is closed.
+    fn push_waiting(&mut self, topic: Topic, msg: T) -> Result<(), T> {
         let shard = topic.shard.0;
         let backoff = Backoff::new();
         let mut env = Envelope {
@@ -206,7 +212,7 @@ impl<T: Send + 'static> Publisher<T> {
         loop {
             let lane = match self.lane(shard, true) {
                 Ok(lane) => lane,
-                Err(_) => return Err(PublishError::Closed(env.msg)),
+                Err(_) => return Err(env.msg),
             };
             match lane.push(env) {
                 Ok(()) => {
@@ -217,7 +223,7 @@ impl<T: Send + 'static> Publisher<T> {
                     env = back;
                     publisher_pause(&backoff);
                 }
-                Err(PushError::Closed(back)) => return Err(PublishError::Closed(back.msg)),
+                Err(PushError::Closed(back)) => return Err(back.msg),
             }
         }
     }
@@ -235,28 +241,8 @@ impl<T: Send + 'static> Publisher<T> {
         let topic = resolve(&self.shared, topic);
         let (topic, msg) = check_durable(&self.shared, topic, msg)?;
         let shard = topic.shard.0;
-        let backoff = Backoff::new();
-        let mut env = Envelope {
-            topic: topic.key,
-            msg,
-        };
-        loop {
-            let lane = match self.lane(shard, true) {
-                Ok(lane) => lane,
-                Err(_) => return Err(DurableError::Closed(env.msg)),
-            };
-            match lane.push(env) {
-                Ok(()) => {
-                    self.shared.inboxes[shard].wake();
-                    break;
-                }
-                Err(PushError::Full(back)) => {
-                    env = back;
-                    publisher_pause(&backoff);
-                }
-                Err(PushError::Closed(back)) => return Err(DurableError::Closed(back.msg)),
-            }
-        }
+        self.push_waiting(topic, msg)
+            .map_err(DurableError::Closed)?;
         self.wait_lane_durable(shard)
             .map_err(|()| DurableError::Unconfirmed)
     }
