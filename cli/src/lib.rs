@@ -37,6 +37,7 @@
 
 pub mod chart;
 mod peers;
+pub mod persist;
 pub mod suite;
 pub mod summary;
 mod verify;
