@@ -167,7 +167,9 @@ pub fn raw_append(
     let scratch = ScratchDir::new(dir)?;
     let mut file = File::create(scratch.path().join("raw.log"))?;
     // Non-zero bytes, like a record (the file system does not special-case zeros, but be fair).
-    let buf: Vec<u8> = (0..record_len * batch).map(|i| (i % 251) as u8 + 1).collect();
+    let buf: Vec<u8> = (0..record_len * batch)
+        .map(|i| (i % 251) as u8 + 1)
+        .collect();
     let (mut left, mut syncs, mut bytes) = (records, 0u64, 0u64);
     let start = Instant::now();
     while left > 0 {
@@ -237,8 +239,7 @@ pub fn recovery(
             .checkpoint_every(u64::MAX, Duration::from_secs(1 << 30))
     };
     let names: Vec<String> = (0..topics).map(topic_name).collect();
-    let mean_record =
-        names.iter().map(|t| record_len(t, N)).sum::<usize>() as u64 / topics as u64;
+    let mean_record = names.iter().map(|t| record_len(t, N)).sum::<usize>() as u64 / topics as u64;
     let records = bytes.div_ceil(mean_record).max(1);
 
     let write_start = Instant::now();

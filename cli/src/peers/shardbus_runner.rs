@@ -595,7 +595,11 @@ mod tests {
             };
             assert_exact(&w, run(&w, &o));
         }
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "scratch removed");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "scratch removed"
+        );
     }
 
     #[test]
