@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use shardbus::log::FsyncPolicy;
 use shardbus::WaitStrategy;
+use shardbus_cli::persist::{self, PersistOpts, RawResult};
 use shardbus_cli::suite::{self, WorkloadDesc};
-use shardbus_cli::summary::{Machine, RunSummary, Series};
+use shardbus_cli::summary::{median, Machine, RunSummary, Series};
 use shardbus_cli::{
     chart, crossbeam_router, seed, shardbus_runner, Distribution, Error, RunOpts, RunResult,
     Workload,
@@ -36,29 +38,65 @@ pub enum Wait {
     Park,
 }
 
-/// When the persistent log syncs to disk (for `--persist`; not available yet).
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+/// When the persistent log syncs to disk (for `--persist`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fsync {
     /// Never: the OS flushes when it likes.
     Never,
-    /// After each batch a shard writes.
+    /// After each batch a shard writes (group commit; the library's default).
     Batch,
-    /// On a timer.
+    /// On a timer: every --fsync-interval-ms.
     Interval,
     /// After every record.
     Always,
 }
 
-/// The persistence options. Reserved for the persistence issue: the flags parse, and asking
-/// for them reports that this build has no persistent log yet.
+impl Fsync {
+    fn policy(self, interval: Duration) -> FsyncPolicy {
+        match self {
+            Self::Never => FsyncPolicy::Never,
+            Self::Batch => FsyncPolicy::Batch,
+            Self::Interval => FsyncPolicy::Interval(interval),
+            Self::Always => FsyncPolicy::Always,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Batch => "batch",
+            Self::Interval => "interval",
+            Self::Always => "always",
+        }
+    }
+}
+
+/// The persistence options: with `--persist`, the table has the memory-only bus, one
+/// persistent bus per `--fsync` policy, and the raw append+sync baseline (the physical limit),
+/// all interleaved; `--recovery-gib` adds the recovery-speed run.
 #[derive(clap::Args, Debug)]
 pub struct PersistArgs {
-    /// Persist every message to a log in DIR (not available yet).
+    /// Also run persistent buses, each in a fresh directory under DIR (removed after each run).
+    /// Use a directory on the disk you mean to measure (not a tmpfs).
     #[arg(long, value_name = "DIR")]
     pub persist: Option<PathBuf>,
-    /// When the log syncs to disk (with --persist; not available yet).
-    #[arg(long, value_enum, requires = "persist")]
-    pub fsync: Option<Fsync>,
+    /// Fsync policies to run with --persist, comma-separated (default: batch).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "persist")]
+    pub fsync: Vec<Fsync>,
+    /// The period of `--fsync interval`, in milliseconds.
+    #[arg(long, default_value_t = 10, requires = "persist")]
+    pub fsync_interval_ms: u64,
+    /// Messages per run of `--fsync always` (one fsync per message: far slower than the rest).
+    #[arg(long, default_value_t = 20_000, requires = "persist")]
+    pub always_messages: u64,
+    /// Records per `sync_data` of the raw append+sync baseline: the most a shard writes per
+    /// group commit.
+    #[arg(long, default_value_t = shardbus_cli::persist::SHARD_BATCH, requires = "persist")]
+    pub raw_batch: usize,
+    /// After the table, write a log of this many GiB (256 B payloads, fsync never) and time
+    /// the `build()` that replays it (records replayed per second); 0 = skip.
+    #[arg(long, default_value_t = 0.0, requires = "persist")]
+    pub recovery_gib: f64,
 }
 
 /// Arguments of `shardbus bench`. The defaults run about 10 s on a 2-core machine.
@@ -76,9 +114,10 @@ pub struct Args {
     /// Messages per run, over all producers.
     #[arg(long, default_value_t = 20_000_000)]
     pub messages: u64,
-    /// Payload bytes per message: 16 or 256.
-    #[arg(long, default_value_t = 16)]
-    pub payload: usize,
+    /// Payload bytes per message: 16 or 256; several (comma-separated) give one table each,
+    /// their repetitions interleaved.
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    pub payload: Vec<usize>,
     /// Topic popularity.
     #[arg(long, value_enum, default_value = "uniform")]
     pub distribution: Dist,
@@ -135,23 +174,56 @@ struct Report<'a> {
     /// shardbus median rate / peer median rate.
     ratios: Vec<(String, f64)>,
     all_exact: bool,
+    /// With `--persist`: the raw baseline and the target ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persist: Option<PersistReport>,
 }
 
-type Runner = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
+/// One row of a table: a runner on a workload with options.
+struct Entry {
+    name: String,
+    run: fn(&Workload, &RunOpts) -> Result<RunResult, Error>,
+    workload: Workload,
+    opts: RunOpts,
+}
 
-fn shardbus_run(w: &Workload, o: &RunOpts) -> Result<RunResult, Error> {
-    shardbus_runner::run(w, o)
+/// One payload size's table, with its raw append+sync baseline when persistence is measured.
+struct Table {
+    workload: Workload,
+    entries: Vec<Entry>,
+    series: Vec<Series>,
+    /// `(record bytes, runs)` of the raw baseline.
+    raw: Option<(usize, Vec<RawResult>)>,
+}
+
+/// What `--json` writes about the persistence rows of a table.
+#[derive(Serialize)]
+struct PersistReport {
+    fsync_interval_ms: u64,
+    raw_batch: usize,
+    raw_record_bytes: usize,
+    raw_records_per_sec: Vec<f64>,
+    raw_mb_per_sec: Vec<f64>,
+    /// (name, value): the issue-5 target ratios.
+    targets: Vec<(String, f64)>,
+}
+
+/// What `--json` writes for a recovery run.
+#[derive(Serialize)]
+struct RecoveryReport {
+    shards: usize,
+    topics: usize,
+    log_bytes: u64,
+    records: u64,
+    replayed: u64,
+    write_s: f64,
+    build_s: f64,
+    records_per_sec: f64,
+    mb_per_sec: f64,
 }
 
 /// Runs `shardbus bench`.
 pub fn run(args: Args) -> ExitCode {
-    if args.persist.persist.is_some() {
-        eprintln!(
-            "shardbus bench: --persist/--fsync are reserved for the persistent log, which this \
-             build does not have yet"
-        );
-        return ExitCode::from(2);
-    }
     if let Some(path) = &args.charts {
         return match chart::write_from_suite(path, &args.out) {
             Ok(files) => {
@@ -173,21 +245,6 @@ pub fn run(args: Args) -> ExitCode {
     if args.suite {
         return run_suite(&args);
     }
-    let w = Workload {
-        producers: args.producers,
-        topics: args.topics,
-        messages: args.messages,
-        payload: args.payload,
-        distribution: match args.distribution {
-            Dist::Uniform => Distribution::Uniform,
-            Dist::Zipf => Distribution::Zipf(args.zipf_exponent),
-        },
-        seed: args.seed,
-    };
-    if let Err(e) = w.validate() {
-        eprintln!("shardbus bench: {e}");
-        return ExitCode::from(2);
-    }
     let wait = match args.wait {
         Wait::Spin => WaitStrategy::BusySpin,
         Wait::Yield => WaitStrategy::Yield,
@@ -199,23 +256,113 @@ pub fn run(args: Args) -> ExitCode {
         batch: args.batch,
         ..RunOpts::default()
     };
-    let mut runners: Vec<(&str, Runner)> = vec![("shardbus", shardbus_run)];
-    if args.compare {
-        runners.push(("seed", seed::run));
-        runners.push(("crossbeam_router", crossbeam_router::run));
-    }
-    let bar = progress_bar((args.reps * runners.len()) as u64);
-    let mut series: Vec<Series> = runners.iter().map(|(n, _)| Series::new(*n)).collect();
-    for _ in 0..args.reps {
-        for ((name, run), s) in runners.iter().zip(&mut series) {
-            bar.set_message(*name);
-            if s.error.is_none() {
-                match run(&w, &opts) {
-                    Ok(r) => s.runs.push(RunSummary::of(&w, &r)),
-                    Err(e) => s.error = Some(e.to_string()),
-                }
+    let p = &args.persist;
+    let interval = Duration::from_millis(p.fsync_interval_ms);
+    let fsyncs = if p.fsync.is_empty() {
+        vec![Fsync::Batch]
+    } else {
+        p.fsync.clone()
+    };
+    let mut tables = Vec::new();
+    for &payload in &args.payload {
+        let w = Workload {
+            producers: args.producers,
+            topics: args.topics,
+            messages: args.messages,
+            payload,
+            distribution: match args.distribution {
+                Dist::Uniform => Distribution::Uniform,
+                Dist::Zipf => Distribution::Zipf(args.zipf_exponent),
+            },
+            seed: args.seed,
+        };
+        if let Err(e) = w.validate() {
+            eprintln!("shardbus bench: {e}");
+            return ExitCode::from(2);
+        }
+        let entry = |name: &str, run, workload: &Workload, opts: &RunOpts| Entry {
+            name: name.to_owned(),
+            run,
+            workload: workload.clone(),
+            opts: opts.clone(),
+        };
+        let mut entries = vec![entry("shardbus", shardbus_run, &w, &opts)];
+        if args.compare {
+            entries.push(entry("seed", seed::run, &w, &opts));
+            entries.push(entry("crossbeam_router", crossbeam_router::run, &w, &opts));
+        }
+        let mut raw = None;
+        if let Some(dir) = &p.persist {
+            entries[0].name = "shardbus (memory)".to_owned();
+            for &f in &fsyncs {
+                let o = RunOpts {
+                    persist: Some(PersistOpts {
+                        dir: dir.clone(),
+                        fsync: f.policy(interval),
+                    }),
+                    ..opts.clone()
+                };
+                let fw = Workload {
+                    messages: if f == Fsync::Always {
+                        p.always_messages
+                    } else {
+                        w.messages
+                    },
+                    ..w.clone()
+                };
+                let name = if f == Fsync::Interval {
+                    format!("shardbus fsync interval({}ms)", p.fsync_interval_ms)
+                } else {
+                    format!("shardbus fsync {}", f.name())
+                };
+                entries.push(entry(&name, shardbus_run, &fw, &o));
             }
-            bar.inc(1);
+            // The log's mean record size on this workload's topics.
+            let record = w
+                .topic_names()
+                .iter()
+                .map(|t| persist::record_len(t, payload))
+                .sum::<usize>()
+                .div_ceil(w.topics);
+            raw = Some((record, Vec::new()));
+        }
+        let series = entries.iter().map(|e| Series::new(&e.name)).collect();
+        tables.push(Table {
+            workload: w,
+            entries,
+            series,
+            raw,
+        });
+    }
+    let steps: usize = tables
+        .iter()
+        .map(|t| t.entries.len() + usize::from(t.raw.is_some()))
+        .sum();
+    let bar = progress_bar((args.reps * steps) as u64);
+    for _ in 0..args.reps {
+        for t in &mut tables {
+            for (e, s) in t.entries.iter().zip(&mut t.series) {
+                bar.set_message(format!("{} {} B", e.name, e.workload.payload));
+                if s.error.is_none() {
+                    match (e.run)(&e.workload, &e.opts) {
+                        Ok(r) => s.runs.push(RunSummary::of(&e.workload, &r)),
+                        Err(err) => s.error = Some(err.to_string()),
+                    }
+                }
+                bar.inc(1);
+            }
+            if let (Some((record, runs)), Some(dir)) = (&mut t.raw, &p.persist) {
+                bar.set_message(format!("raw append+sync {} B", t.workload.payload));
+                match persist::raw_append(dir, *record, p.raw_batch, t.workload.messages) {
+                    Ok(r) => runs.push(r),
+                    Err(e) => {
+                        bar.finish_and_clear();
+                        eprintln!("shardbus bench: raw append+sync: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+                bar.inc(1);
+            }
         }
     }
     bar.finish_and_clear();
@@ -223,46 +370,172 @@ pub fn run(args: Args) -> ExitCode {
     let machine = Machine::detect();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!("{command}");
-    println!(
-        "{} | {} cores | {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {:?}{}, {} msgs x {} runs",
-        machine.date,
-        machine.cores,
-        machine.cpu,
-        w.producers,
-        opts.shards,
-        w.topics,
-        w.payload,
-        WorkloadDesc::of(&w).distribution,
-        args.wait,
-        if args.batch > 0 { format!(", batch {}", args.batch) } else { String::new() },
-        w.messages,
-        args.reps,
-    );
-    print_table(&series);
-    let ratios = ratios(&series);
-    for (peer, ratio) in &ratios {
-        println!("shardbus / {peer}: {ratio:.2}x");
-    }
-    let all_exact = series.iter().all(|s| s.error.is_none() && s.all_exact());
-    if let Some(path) = &args.json {
-        let report = Report {
-            command,
-            machine,
-            workload: WorkloadDesc::of(&w),
+    let mut reports = Vec::new();
+    for t in &tables {
+        let w = &t.workload;
+        println!(
+            "{} | {} cores | {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {:?}{}, {} msgs x {} runs",
+            machine.date,
+            machine.cores,
+            machine.cpu,
+            w.producers,
+            opts.shards,
+            w.topics,
+            w.payload,
+            WorkloadDesc::of(w).distribution,
+            args.wait,
+            if args.batch > 0 { format!(", batch {}", args.batch) } else { String::new() },
+            w.messages,
+            args.reps,
+        );
+        if p.persist.is_some() && fsyncs.contains(&Fsync::Always) {
+            println!("(fsync always: {} msgs per run)", p.always_messages);
+        }
+        print_table(&t.series);
+        let ratios = if p.persist.is_some() {
+            Vec::new()
+        } else {
+            ratios(&t.series)
+        };
+        for (peer, ratio) in &ratios {
+            println!("shardbus / {peer}: {ratio:.2}x");
+        }
+        let persist_report = t.raw.as_ref().map(|(record, runs)| {
+            let rps: Vec<f64> = runs.iter().map(RawResult::records_per_sec).collect();
+            let mbps: Vec<f64> = runs.iter().map(RawResult::mb_per_sec).collect();
+            let us: Vec<f64> = runs.iter().map(RawResult::us_per_batch).collect();
+            let (lo, hi) = min_max(&rps);
+            let raw_rate = median(&rps).unwrap_or(f64::NAN);
+            println!(
+                "{:<30} {:>10.3} {:>21} {:>8.1}  records of {record} B, {} per sync_data, {:.0} µs per write+sync (median)",
+                "raw append+sync",
+                raw_rate / 1e6,
+                format!("({:.3}–{:.3})", lo / 1e6, hi / 1e6),
+                median(&mbps).unwrap_or(f64::NAN),
+                p.raw_batch,
+                median(&us).unwrap_or(f64::NAN),
+            );
+            let rate = |name: &str| {
+                t.series
+                    .iter()
+                    .find(|s| s.name.starts_with(name))
+                    .and_then(Series::median)
+                    .map(|m| m.msgs_per_sec)
+            };
+            let mut targets = Vec::new();
+            if let Some(memory) = rate("shardbus (memory)") {
+                for s in &t.series[1..] {
+                    if let Some(m) = s.median() {
+                        println!(
+                            "{:<32} / memory {:>6.1}%   / raw append+sync {:>7.1}%",
+                            s.name,
+                            100.0 * m.msgs_per_sec / memory,
+                            100.0 * m.msgs_per_sec / raw_rate
+                        );
+                    }
+                }
+                if let Some(batch) = rate("shardbus fsync batch") {
+                    let r = batch / raw_rate;
+                    println!(
+                        "target: fsync batch >= 70% of raw append+sync: {:.1}% {}",
+                        100.0 * r,
+                        if r >= 0.7 { "MET" } else { "MISSED" }
+                    );
+                    targets.push(("batch / raw append+sync".to_owned(), r));
+                }
+                if let Some(never) = rate("shardbus fsync never") {
+                    let r = never / memory;
+                    println!(
+                        "target ({} B; the issue sets it at 256 B): fsync never >= 50% of memory-only: {:.1}% {}",
+                        w.payload,
+                        100.0 * r,
+                        if r >= 0.5 { "MET" } else { "MISSED" }
+                    );
+                    targets.push(("never / memory".to_owned(), r));
+                }
+            }
+            PersistReport {
+                fsync_interval_ms: p.fsync_interval_ms,
+                raw_batch: p.raw_batch,
+                raw_record_bytes: *record,
+                raw_records_per_sec: rps,
+                raw_mb_per_sec: mbps,
+                targets,
+            }
+        });
+        reports.push(Report {
+            command: command.clone(),
+            machine: machine.clone(),
+            workload: WorkloadDesc::of(w),
             shards: opts.shards,
             wait: format!("{:?}", args.wait).to_lowercase(),
             batch: args.batch,
             reps: args.reps,
-            series: &series,
+            series: &t.series,
             ratios,
-            all_exact,
+            all_exact: t.series.iter().all(|s| s.error.is_none() && s.all_exact()),
+            persist: persist_report,
+        });
+    }
+    let mut recovery = None;
+    if let (Some(dir), true) = (&p.persist, p.recovery_gib > 0.0) {
+        let bytes = (p.recovery_gib * (1u64 << 30) as f64) as u64;
+        eprintln!("recovery: writing {:.2} GiB of log ...", p.recovery_gib);
+        match persist::recovery(dir, bytes, args.shards, args.topics) {
+            Ok(r) => {
+                println!(
+                    "recovery: {} shard(s), {} topics, 256 B payloads: {:.1} MB of log, {} records written in {:.2} s (fsync never); build() replayed {} in {:.2} s: {:.3} M records/s, {:.0} MB/s",
+                    args.shards,
+                    args.topics,
+                    r.log_bytes as f64 / 1e6,
+                    r.records,
+                    r.write.as_secs_f64(),
+                    r.replayed,
+                    r.build.as_secs_f64(),
+                    r.records_per_sec() / 1e6,
+                    r.mb_per_sec(),
+                );
+                recovery = Some(RecoveryReport {
+                    shards: args.shards,
+                    topics: args.topics,
+                    log_bytes: r.log_bytes,
+                    records: r.records,
+                    replayed: r.replayed,
+                    write_s: r.write.as_secs_f64(),
+                    build_s: r.build.as_secs_f64(),
+                    records_per_sec: r.records_per_sec(),
+                    mb_per_sec: r.mb_per_sec(),
+                });
+            }
+            Err(e) => {
+                eprintln!("shardbus bench: recovery: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let all_exact = reports.iter().all(|r| r.all_exact)
+        && recovery.as_ref().map_or(true, |r| r.replayed == r.records);
+    if let Some(path) = &args.json {
+        let written = match (&reports[..], &recovery) {
+            ([one], None) => write_json(path, one),
+            _ => write_json(
+                path,
+                &serde_json::json!({ "tables": reports, "recovery": recovery }),
+            ),
         };
-        if let Err(e) = write_json(path, &report) {
+        if let Err(e) = written {
             eprintln!("shardbus bench: cannot write {}: {e}", path.display());
             return ExitCode::FAILURE;
         }
     }
     verdict(all_exact)
+}
+
+fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
 }
 
 fn progress_bar(len: u64) -> ProgressBar {
@@ -273,6 +546,10 @@ fn progress_bar(len: u64) -> ProgressBar {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+fn shardbus_run(w: &Workload, o: &RunOpts) -> Result<RunResult, Error> {
+    shardbus_runner::run(w, o)
 }
 
 fn verdict(all_exact: bool) -> ExitCode {
@@ -292,7 +569,7 @@ fn write_json(path: &std::path::Path, value: &impl Serialize) -> std::io::Result
 
 fn print_table(series: &[Series]) {
     println!(
-        "{:<26} {:>10} {:>21} {:>8} {:>8} {:>8} {:>9} {:>10}  {:<13} per-thread handled",
+        "{:<30} {:>10} {:>21} {:>8} {:>8} {:>8} {:>9} {:>10}  {:<13} per-thread handled",
         "runner",
         "M msgs/s",
         "(range)",
@@ -306,7 +583,7 @@ fn print_table(series: &[Series]) {
     for s in series {
         let (Some(m), Some((lo, hi))) = (s.median(), s.range()) else {
             println!(
-                "{:<26} n/a: {}",
+                "{:<30} n/a: {}",
                 s.name,
                 s.error.as_deref().unwrap_or("no run")
             );
@@ -321,7 +598,7 @@ fn print_table(series: &[Series]) {
             )
         });
         println!(
-            "{:<26} {:>10.3} {:>21} {:>8.1} {:>8} {:>8} {:>9} {:>10}  {:<18} {:?}",
+            "{:<30} {:>10.3} {:>21} {:>8.1} {:>8} {:>8} {:>9} {:>10}  {:<18} {:?}",
             s.name,
             m.msgs_per_sec / 1e6,
             format!("({:.3}–{:.3})", lo / 1e6, hi / 1e6),

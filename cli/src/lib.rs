@@ -33,10 +33,12 @@
 //! with crossbeam inboxes), [`disruptor`] (the `disruptor` crate), and [`floor`] (bare hand-offs:
 //! atomic and `ArrayQueue` ping-pong latency, SPSC throughput of a bare ring, `ArrayQueue`,
 //! `sync_channel` and crossbeam `bounded`). [`shardbus_runner`] runs the same workloads through
-//! a shardbus [`Bus`](shardbus::Bus).
+//! a shardbus [`Bus`](shardbus::Bus), memory-only or, with [`RunOpts::persist`], persistent;
+//! [`persist`] holds the message codec, the raw append+sync baseline and the recovery timing.
 
 pub mod chart;
 mod peers;
+pub mod persist;
 pub mod suite;
 pub mod summary;
 mod verify;

@@ -18,14 +18,14 @@ mod inspect;
 )]
 enum Command {
     /// Measure publish → handle throughput and latency (optionally beside the peers).
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
     /// Show (and verify) a persistent log directory.
     Inspect(inspect::Args),
 }
 
 fn main() -> ExitCode {
     match Command::parse() {
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Inspect(args) => inspect::run(args),
     }
 }

@@ -57,6 +57,9 @@ pub struct RunOpts {
     /// gathers up to `n` messages per topic and hands them over with `Publisher::publish_batch`.
     /// Default 0.
     pub batch: usize,
+    /// [`shardbus_runner::run`] only: build a persistent bus (a fresh log directory per run).
+    /// Default `None`: memory-only.
+    pub persist: Option<crate::persist::PersistOpts>,
 }
 
 impl Default for RunOpts {
@@ -69,6 +72,7 @@ impl Default for RunOpts {
             max_threads: 16_384,
             wait: shardbus::WaitStrategy::default(),
             batch: 0,
+            persist: None,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! verification takes no lock on the hot path. [`RunOpts::batch`] switches to
 //! `Publisher::publish_batch`. Shards are pinned by shardbus (shard `i` on core `i`); producers are
 //! pinned to the cores after the shards when the threads fit the cores, and left to the kernel
-//! otherwise (oversubscribed runs).
+//! otherwise (oversubscribed runs). With [`RunOpts::persist`] the bus is persistent (a fresh log
+//! directory per run, removed afterwards; messages encoded by the [`Codec`](shardbus::Codec) in
+//! [`persist`](crate::persist)); timing and verification are the same.
 //!
 //! Closed loop ([`closed_loop`]): tokens circulate between actors; each handled token is published
 //! by its actor to a random actor (so to a random shard), a fixed number in flight, no producer
@@ -25,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
-use shardbus::{Bus, Context, Handler, Stats, Topic};
+use shardbus::{Bus, Context, Handler, Persistence, Stats, Topic};
 
 use super::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
+use crate::persist::ScratchDir;
 use crate::verify::Checker;
 use crate::workload::{BenchMsg, Plan, Sampling, Workload};
 
@@ -86,7 +89,22 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
         expected,
     } = w.plan()?;
     let sampling = Sampling::new(opts.sample_every);
-    let bus = build::<BenchMsg<N>>(opts, opts.shards)?;
+    // A persistent run writes into a fresh directory, removed when the run ends (after the bus).
+    let scratch = match &opts.persist {
+        Some(p) => Some(ScratchDir::new(&p.dir)?),
+        None => None,
+    };
+    let builder = Bus::<BenchMsg<N>>::builder()
+        .shards(opts.shards)
+        .capacity(opts.capacity.next_power_of_two().max(2))
+        .pin_threads(opts.pin)
+        .wait_strategy(opts.wait);
+    let bus = match (&opts.persist, &scratch) {
+        (Some(p), Some(dir)) => builder
+            .persist(Persistence::new(dir.path()).fsync(p.fsync))
+            .build()?,
+        _ => builder.build()?,
+    };
     let names = w.topic_names();
     let topics: Vec<Topic> = names
         .iter()
@@ -164,6 +182,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
     if pin_producers {
         cores.check()?;
     }
+    drop(scratch);
     let mut result = finish(start, checkers);
     result.per_thread_handled = stats.shards.iter().map(|s| s.handled).collect();
     Ok((result, stats))
@@ -557,6 +576,30 @@ mod tests {
                 assert_exact(&w, run(&w, &o));
             }
         }
+    }
+
+    #[test]
+    fn persistent_bus_delivers_exactly_once_in_order() {
+        use crate::persist::PersistOpts;
+        use shardbus::log::FsyncPolicy;
+        let dir = std::env::temp_dir().join("shardbus-cli-test-persist-runner");
+        for fsync in [FsyncPolicy::Never, FsyncPolicy::Batch] {
+            let w = small(2, Distribution::Uniform, 256);
+            let o = RunOpts {
+                shards: 2,
+                persist: Some(PersistOpts {
+                    dir: dir.clone(),
+                    fsync,
+                }),
+                ..opts()
+            };
+            assert_exact(&w, run(&w, &o));
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "scratch removed"
+        );
     }
 
     #[test]
