@@ -109,7 +109,7 @@ impl Persistence {
         self
     }
 
-    /// The largest encoded record (28 bytes of framing plus topic plus payload). A message
+    /// The largest encoded record (26 bytes of framing plus topic plus payload). A message
     /// whose record would be larger goes to the dead-letter handler
     /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)). Default
     /// 16 MiB. Never lower it below what an existing log was written with.
