@@ -12,69 +12,31 @@
 //! Written as `checkpoint.tmp`, `sync_data`, renamed over `checkpoint`, directory synced: after
 //! power loss the file holds either the old or the new checkpoint, never a mix.
 
-use std::io;
 use std::path::Path;
 
 use super::record::Seq;
+use super::small_file;
 use super::storage::Storage;
-use crate::error::{CorruptReason, IoOp, LogError};
+use crate::error::{CorruptReason, LogError};
 
 /// Name of the checkpoint file in a shard directory.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 const TEMP_FILE: &str = "checkpoint.tmp";
-const MAGIC: [u8; 8] = *b"SHBUSCKP";
-const VERSION: u8 = 1;
-const LEN: usize = 24;
-const CRC_AT: usize = 20;
+const KIND: small_file::Kind = small_file::Kind {
+    magic: *b"SHBUSCKP",
+    version: 1,
+    body_len: 8,
+    wrong_length: |len| CorruptReason::CheckpointLength { len },
+};
 
-fn encode(seq: Seq) -> [u8; LEN] {
-    let mut b = [0; LEN];
-    b[..8].copy_from_slice(&MAGIC);
-    b[8] = VERSION;
-    b[12..CRC_AT].copy_from_slice(&seq.get().to_le_bytes());
-    let crc = crc32c::crc32c(&b[..CRC_AT]);
-    b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-    b
+fn encode(seq: Seq) -> Vec<u8> {
+    KIND.seal(&seq.get().to_le_bytes())
 }
 
 fn decode(path: &Path, bytes: &[u8]) -> Result<Seq, LogError> {
-    let corrupt = |offset, reason| LogError::Corrupt {
-        path: path.into(),
-        offset,
-        reason,
-    };
-    if let Some(magic) = bytes.get(..8).filter(|m| *m != MAGIC) {
-        let mut found = [0; 8];
-        found.copy_from_slice(magic);
-        return Err(LogError::BadMagic {
-            path: path.into(),
-            found,
-        });
-    }
-    if let Some(&version) = bytes.get(8).filter(|v| **v != VERSION) {
-        return Err(LogError::UnsupportedVersion {
-            path: path.into(),
-            version,
-        });
-    }
-    let Ok(b) = <[u8; LEN]>::try_from(bytes) else {
-        let len = bytes.len() as u64;
-        return Err(corrupt(0, CorruptReason::CheckpointLength { len }));
-    };
-    let [.., c0, c1, c2, c3] = b;
-    let stored = u32::from_le_bytes([c0, c1, c2, c3]);
-    let computed = crc32c::crc32c(&b[..CRC_AT]);
-    if stored != computed {
-        return Err(corrupt(
-            CRC_AT as u64,
-            CorruptReason::CrcMismatch { stored, computed },
-        ));
-    }
-    if let Some(i) = b[9..12].iter().position(|&x| x != 0) {
-        return Err(corrupt(9 + i as u64, CorruptReason::ReservedHeaderBytes));
-    }
+    let body = KIND.open(path, bytes)?;
     let mut seq = [0; 8];
-    seq.copy_from_slice(&b[12..CRC_AT]);
+    seq.copy_from_slice(body);
     Ok(Seq(u64::from_le_bytes(seq)))
 }
 
@@ -85,11 +47,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Seq, LogError> {
 /// would run every handler twice.
 pub fn load_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Seq>, LogError> {
     let path = dir.join(CHECKPOINT_FILE);
-    match storage.read(&path) {
-        Ok(bytes) => decode(&path, &bytes).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LogError::io(IoOp::Read, path, e)),
-    }
+    small_file::read(storage, &path, |bytes| decode(&path, bytes))
 }
 
 /// Durably replaces the checkpoint of `dir` with `seq` (temp file, sync, rename, dir sync).
@@ -101,26 +59,15 @@ pub(crate) fn store_checkpoint(
     dir: &Path,
     seq: Seq,
 ) -> Result<(), LogError> {
-    let tmp = dir.join(TEMP_FILE);
-    let path = dir.join(CHECKPOINT_FILE);
-    let mut file = storage
-        .create(&tmp)
-        .map_err(|e| LogError::io(IoOp::Create, &tmp, e))?;
-    file.append(&encode(seq))
-        .map_err(|e| LogError::io(IoOp::Append, &tmp, e))?;
-    file.sync_data()
-        .map_err(|e| LogError::io(IoOp::SyncData, &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| LogError::io(IoOp::Rename, &tmp, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))
+    small_file::replace_durably(storage, dir, CHECKPOINT_FILE, TEMP_FILE, &encode(seq))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use super::*;
+    use crate::error::IoOp;
     use crate::log::storage::SimStorage;
 
     const DIR: &str = "/shard-000";

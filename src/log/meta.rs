@@ -21,19 +21,21 @@
 //! any crash it names either the old or the new generation. A generation is only ever
 //! written whole before `meta` switches to it; see the runtime's resharding.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
+use super::small_file;
 use super::storage::Storage;
-use crate::error::{CorruptReason, IoOp, LogError};
+use crate::error::{CorruptReason, LogError};
 
 /// Name of the layout file in a bus directory.
 pub const META_FILE: &str = "meta";
 const TEMP_FILE: &str = "meta.tmp";
-const MAGIC: [u8; 8] = *b"SHBUSMET";
-const VERSION: u8 = 1;
-const LEN: usize = 28;
-const CRC_AT: usize = 24;
+const KIND: small_file::Kind = small_file::Kind {
+    magic: *b"SHBUSMET",
+    version: 1,
+    body_len: 12,
+    wrong_length: |len| CorruptReason::MetaLength { len },
+};
 
 /// The layout of a persistent bus directory, as its `meta` file records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,58 +84,21 @@ pub(crate) fn parse_generation_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn encode(meta: BusMeta) -> [u8; LEN] {
-    let mut b = [0; LEN];
-    b[..8].copy_from_slice(&MAGIC);
-    b[8] = VERSION;
-    b[12..16].copy_from_slice(&meta.shards.to_le_bytes());
-    b[16..CRC_AT].copy_from_slice(&meta.generation.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..CRC_AT]);
-    b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-    b
+fn encode(meta: BusMeta) -> Vec<u8> {
+    let mut body = [0; 12];
+    body[..4].copy_from_slice(&meta.shards.to_le_bytes());
+    body[4..].copy_from_slice(&meta.generation.to_le_bytes());
+    KIND.seal(&body)
 }
 
 fn decode(path: &Path, bytes: &[u8]) -> Result<BusMeta, LogError> {
-    let corrupt = |offset, reason| LogError::Corrupt {
-        path: path.into(),
-        offset,
-        reason,
-    };
-    if let Some(magic) = bytes.get(..8).filter(|m| *m != MAGIC) {
-        let mut found = [0; 8];
-        found.copy_from_slice(magic);
-        return Err(LogError::BadMagic {
-            path: path.into(),
-            found,
-        });
-    }
-    if let Some(&version) = bytes.get(8).filter(|v| **v != VERSION) {
-        return Err(LogError::UnsupportedVersion {
-            path: path.into(),
-            version,
-        });
-    }
-    let Ok(b) = <[u8; LEN]>::try_from(bytes) else {
-        let len = bytes.len() as u64;
-        return Err(corrupt(0, CorruptReason::MetaLength { len }));
-    };
-    let [.., c0, c1, c2, c3] = b;
-    let stored = u32::from_le_bytes([c0, c1, c2, c3]);
-    let computed = crc32c::crc32c(&b[..CRC_AT]);
-    if stored != computed {
-        return Err(corrupt(
-            CRC_AT as u64,
-            CorruptReason::CrcMismatch { stored, computed },
-        ));
-    }
-    if let Some(i) = b[9..12].iter().position(|&x| x != 0) {
-        return Err(corrupt(9 + i as u64, CorruptReason::ReservedHeaderBytes));
-    }
-    let [s0, s1, s2, s3] = [b[12], b[13], b[14], b[15]];
+    let body = KIND.open(path, bytes)?;
+    let mut shards = [0; 4];
+    shards.copy_from_slice(&body[..4]);
     let mut generation = [0; 8];
-    generation.copy_from_slice(&b[16..CRC_AT]);
+    generation.copy_from_slice(&body[4..]);
     Ok(BusMeta {
-        shards: u32::from_le_bytes([s0, s1, s2, s3]),
+        shards: u32::from_le_bytes(shards),
         generation: u64::from_le_bytes(generation),
     })
 }
@@ -142,30 +107,12 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<BusMeta, LogError> {
 /// A damaged file is an error, never `None`.
 pub fn read_meta(storage: &dyn Storage, dir: &Path) -> Result<Option<BusMeta>, LogError> {
     let path = dir.join(META_FILE);
-    match storage.read(&path) {
-        Ok(bytes) => decode(&path, &bytes).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LogError::io(IoOp::Read, path, e)),
-    }
+    small_file::read(storage, &path, |bytes| decode(&path, bytes))
 }
 
 /// Durably replaces the `meta` file of `dir` (temp file, sync, rename, dir sync).
 pub(crate) fn write_meta(storage: &dyn Storage, dir: &Path, meta: BusMeta) -> Result<(), LogError> {
-    let tmp = dir.join(TEMP_FILE);
-    let path = dir.join(META_FILE);
-    let mut file = storage
-        .create(&tmp)
-        .map_err(|e| LogError::io(IoOp::Create, &tmp, e))?;
-    file.append(&encode(meta))
-        .map_err(|e| LogError::io(IoOp::Append, &tmp, e))?;
-    file.sync_data()
-        .map_err(|e| LogError::io(IoOp::SyncData, &tmp, e))?;
-    storage
-        .rename(&tmp, &path)
-        .map_err(|e| LogError::io(IoOp::Rename, &tmp, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))
+    small_file::replace_durably(storage, dir, META_FILE, TEMP_FILE, &encode(meta))
 }
 
 #[cfg(test)]

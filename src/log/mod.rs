@@ -67,6 +67,7 @@ mod reader;
 mod record;
 mod recover;
 mod segment;
+mod small_file;
 mod storage;
 
 pub use crate::error::{CorruptReason, IoOp, LogError};
