@@ -9,6 +9,7 @@ use crate::codec::{Codec, CodecFns};
 use crate::error::Error;
 use crate::handler::{Context, DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Inbox, Shared, ACK_OK};
+use crate::intern::Topics;
 use crate::persist::{self, Persistence};
 use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
@@ -227,8 +228,8 @@ impl<T: Send + 'static> Builder<T> {
             }
         }
 
-        let router = Router::new(shards);
         let bus_id = crate::sync::next_bus_id();
+        let topics = Topics::new(Router::new(shards), bus_id);
         let mut initial = Vec::with_capacity(self.subs.len());
         let mut startups: Vec<Startup<T>> = (0..shards)
             .map(|_| Startup {
@@ -238,7 +239,7 @@ impl<T: Send + 'static> Builder<T> {
             })
             .collect();
         for (serial, pre) in self.subs.into_iter().enumerate() {
-            let topic = router.resolve(&pre.topic)?;
+            let topic = topics.intern(&topics.router.key_or_error(&pre.topic)?);
             let id = SubscriptionId {
                 bus: bus_id,
                 shard: topic.shard.0 as u32,
@@ -251,12 +252,12 @@ impl<T: Send + 'static> Builder<T> {
                 factory: pre.factory,
                 policy: pre.policy,
             };
-            startups[topic.shard.0].subs.push((topic.key, sub));
+            startups[topic.shard.0].subs.push((topic.index, sub));
         }
         let persistent = self.persist.is_some();
         let mut replies = Vec::new();
         if let Some((p, codec)) = &self.persist {
-            let logs = persist::open(p, shards, &router)?;
+            let logs = persist::open(p, shards, &topics.router)?;
             for (i, (log, recovered)) in logs.into_iter().enumerate() {
                 let config = WalConfig {
                     checkpoint_records: p.checkpoint_records,
@@ -272,7 +273,7 @@ impl<T: Send + 'static> Builder<T> {
         }
 
         let shared = Arc::new(Shared {
-            router,
+            topics,
             closing: AtomicBool::new(false),
             inboxes,
             counters,

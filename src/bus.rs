@@ -6,6 +6,7 @@ use crate::builder::Builder;
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::handler::{Context, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Control, Shared, ACK_NOT_FOUND, ACK_OK};
+use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
 use crate::route::{ShardId, ToTopic, Topic};
 use crate::shutdown;
@@ -93,12 +94,21 @@ impl<T: Send + 'static> Bus<T> {
     /// The shard a topic is routed to (see the `route` docs: fixed-key ahash, then
     /// multiply-shift onto `0..shards`).
     pub fn shard_of(&self, topic: &str) -> Result<ShardId, Error> {
-        Ok(self.topic(topic)?.shard())
+        let router = &self.shared.topics.router;
+        Ok(router.shard_of_key(&router.key_or_error(topic)?))
     }
 
-    /// Resolves a topic once (hash, shard, inline name) for publishing without hashing.
+    /// Resolves a topic once (its shard and its index in the shard's topic table) for
+    /// publishing with no hashing and no lookup. The first resolution of a name on a bus
+    /// takes the bus's topic-registry lock; keep the handle.
     pub fn topic(&self, name: &str) -> Result<Topic, Error> {
-        self.shared.router.resolve(name)
+        let topics = &self.shared.topics;
+        let key = topics.router.key_or_error(name)?;
+        Ok(Topic {
+            id: topics.intern(&key),
+            bus: topics.bus,
+            key,
+        })
     }
 
     /// Subscribes a closure to a topic. The closure is an actor with supervision
@@ -169,7 +179,7 @@ impl<T: Send + 'static> Bus<T> {
         push_control(
             inbox,
             Control::Subscribe {
-                topic: topic.key,
+                topic: topic.index,
                 sub,
                 ack,
             },
@@ -181,9 +191,9 @@ impl<T: Send + 'static> Bus<T> {
         }
     }
 
-    fn resolve_for_control(&self, topic: impl ToTopic) -> Result<Topic, Error> {
+    fn resolve_for_control(&self, topic: impl ToTopic) -> Result<TopicId, Error> {
         topic
-            .to_topic(&self.shared.router)
+            .id_in(&self.shared.topics, None)
             .ok_or(Error::InvalidTopic {
                 len: topic.name_len(),
                 max: crate::MAX_TOPIC_LEN,

@@ -4,17 +4,18 @@
 use crossbeam_utils::CachePadded;
 
 use crate::handler::{DeadLetterFn, SubscriptionId};
+use crate::intern::Topics;
 use crate::ring::{mpsc, spsc};
-use crate::route::{Router, TopicKey};
 use crate::stats::ShardCounters;
 use crate::supervise::Subscriber;
 use crate::sync::{
     dekker_after_rmw, fence, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
 };
 
-/// A message on its way to a shard: the topic travels inline with it.
+/// A message on its way to a shard, with its topic's index in that shard's topic table
+/// (see `intern`): 8 bytes of routing beside the message.
 pub(crate) struct Envelope<T> {
-    pub(crate) topic: TopicKey,
+    pub(crate) topic: u32,
     pub(crate) msg: T,
 }
 
@@ -28,7 +29,8 @@ pub(crate) enum Item<T> {
 /// table and the lane list have one owner and no lock.
 pub(crate) enum Control<T> {
     Subscribe {
-        topic: TopicKey,
+        /// The topic's index in the shard's table.
+        topic: u32,
         sub: Subscriber<T>,
         ack: AckSender,
     },
@@ -220,7 +222,8 @@ pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
 
 /// Everything the bus, its publishers and its shards share.
 pub(crate) struct Shared<T> {
-    pub(crate) router: Router,
+    /// The router and the topic registry.
+    pub(crate) topics: Topics,
     /// Set once when shutdown begins, before any shard closes its intake, so that a
     /// publish that starts after `shutdown` was called is refused on every shard alike
     /// (the per-ring close bits then settle the publishes already under way).

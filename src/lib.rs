@@ -69,6 +69,7 @@ mod codec;
 mod error;
 mod handler;
 mod inbox;
+mod intern;
 pub mod log;
 mod outbox;
 mod persist;

@@ -10,13 +10,16 @@ use std::collections::VecDeque;
 
 use crate::error::{PublishError, TryPublishError};
 use crate::inbox::{Envelope, Shared};
+use crate::intern::{TopicCache, TopicId};
 use crate::ring::{spsc, PushError};
-use crate::route::{ShardId, ToTopic, Topic};
+use crate::route::{ShardId, ToTopic};
 use crate::sync::Arc;
 
 pub(crate) struct Outbox<T> {
     shard: ShardId,
     shared: Arc<Shared<T>>,
+    /// Topics this shard's handlers have published to by name.
+    cache: TopicCache,
     /// `lanes[to]`: this shard's lane into shard `to` (`None` for itself).
     lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
     /// `overflow[to]`: messages for shard `to` that met a full lane, in order.
@@ -39,6 +42,7 @@ impl<T> Outbox<T> {
         Self {
             shard,
             shared,
+            cache: TopicCache::default(),
             lanes,
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
             overflow_len: 0,
@@ -51,8 +55,9 @@ impl<T> Outbox<T> {
         self.shard
     }
 
-    fn resolve(&self, topic: impl ToTopic, msg: T) -> Result<(Topic, T), T> {
-        match topic.to_topic(&self.shared.router) {
+    #[inline]
+    fn resolve(&mut self, topic: impl ToTopic, msg: T) -> Result<(TopicId, T), T> {
+        match topic.id_in(&self.shared.topics, Some(&mut self.cache)) {
             Some(t) => Ok((t, msg)),
             None => Err(msg),
         }
@@ -64,7 +69,7 @@ impl<T> Outbox<T> {
             .map_err(PublishError::InvalidTopic)?;
         let to = topic.shard.0;
         let env = Envelope {
-            topic: topic.key,
+            topic: topic.index,
             msg,
         };
         let Some(lane) = self.lanes[to].as_mut() else {
@@ -102,7 +107,7 @@ impl<T> Outbox<T> {
             .map_err(TryPublishError::InvalidTopic)?;
         let to = topic.shard.0;
         let env = Envelope {
-            topic: topic.key,
+            topic: topic.index,
             msg,
         };
         let Some(lane) = self.lanes[to].as_mut() else {

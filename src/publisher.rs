@@ -6,13 +6,16 @@ use std::marker::PhantomData;
 
 use crate::error::{DurableError, PublishError, TryPublishError};
 use crate::inbox::{Control, Envelope, Inbox, Item, LogStatus, Shared, LOG_OK};
+use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
-use crate::route::{ToTopic, Topic};
+use crate::route::ToTopic;
 use crate::sync::{Arc, Backoff, Ordering};
 use crate::wait::publisher_pause;
 
-fn resolve<T>(shared: &Shared<T>, topic: impl ToTopic) -> Option<Topic> {
-    topic.to_topic(&shared.router)
+/// `Bus::publish*`: resolves through the calling thread's topic cache.
+#[inline]
+fn resolve<T>(shared: &Shared<T>, topic: impl ToTopic) -> Option<TopicId> {
+    topic.id_in(&shared.topics, None)
 }
 
 fn into_msg<T>(item: Item<T>) -> T {
@@ -37,7 +40,7 @@ pub(crate) fn push_shared<T>(
     }
     let inbox = &shared.inboxes[topic.shard.0];
     let mut item = Item::Msg(Envelope {
-        topic: topic.key,
+        topic: topic.index,
         msg,
     });
     let backoff = Backoff::new();
@@ -60,9 +63,9 @@ pub(crate) fn push_shared<T>(
 /// Checks before a durable publish; the message comes back if it cannot be accepted.
 fn check_durable<T>(
     shared: &Shared<T>,
-    topic: Option<Topic>,
+    topic: Option<TopicId>,
     msg: T,
-) -> Result<(Topic, T), DurableError<T>> {
+) -> Result<(TopicId, T), DurableError<T>> {
     let Some(topic) = topic else {
         return Err(DurableError::InvalidTopic(msg));
     };
@@ -101,7 +104,7 @@ pub(crate) fn push_shared_durable<T>(
     let (topic, msg) = check_durable(shared, resolve(shared, topic), msg)?;
     let inbox = &shared.inboxes[topic.shard.0];
     let mut item = Item::Msg(Envelope {
-        topic: topic.key,
+        topic: topic.index,
         msg,
     });
     let backoff = Backoff::new();
@@ -169,6 +172,8 @@ pub(crate) fn push_control<T>(inbox: &Inbox<T>, control: Control<T>) -> Result<(
 /// ```
 pub struct Publisher<T> {
     shared: Arc<Shared<T>>,
+    /// Topics this publisher has published to by name.
+    cache: TopicCache,
     lanes: Box<[Option<spsc::Producer<Envelope<T>>>]>,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -183,6 +188,7 @@ impl<T: Send + 'static> Publisher<T> {
         let lanes = (0..shared.inboxes.len()).map(|_| None).collect();
         Self {
             shared,
+            cache: TopicCache::default(),
             lanes,
             _not_sync: PhantomData,
         }
@@ -191,7 +197,7 @@ impl<T: Send + 'static> Publisher<T> {
     /// Publishes, waiting while the target lane is full. Returns `Closed` with the
     /// message once the bus is shutting down.
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
-        let Some(topic) = resolve(&self.shared, topic) else {
+        let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
         };
         if self.shared.is_closing() {
@@ -202,11 +208,11 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// Pushes into this publisher's lane to `topic`'s shard, waiting while it is full;
     /// gives the message back once the bus is closed.
-    fn push_waiting(&mut self, topic: Topic, msg: T) -> Result<(), T> {
+    fn push_waiting(&mut self, topic: TopicId, msg: T) -> Result<(), T> {
         let shard = topic.shard.0;
         let backoff = Backoff::new();
         let mut env = Envelope {
-            topic: topic.key,
+            topic: topic.index,
             msg,
         };
         loop {
@@ -238,7 +244,7 @@ impl<T: Send + 'static> Publisher<T> {
     /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
     /// Never call it from a handler: the shard would wait for itself.
     pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
-        let topic = resolve(&self.shared, topic);
+        let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
         let (topic, msg) = check_durable(&self.shared, topic, msg)?;
         let shard = topic.shard.0;
         self.push_waiting(topic, msg)
@@ -276,7 +282,7 @@ impl<T: Send + 'static> Publisher<T> {
 
     /// Publishes only if the target lane has room now; never blocks.
     pub fn try_publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
-        let Some(topic) = resolve(&self.shared, topic) else {
+        let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(TryPublishError::InvalidTopic(msg));
         };
         if self.shared.is_closing() {
@@ -289,7 +295,7 @@ impl<T: Send + 'static> Publisher<T> {
             Err(LaneError::Closed) => return Err(TryPublishError::Closed(msg)),
         };
         match lane.push(Envelope {
-            topic: topic.key,
+            topic: topic.index,
             msg,
         }) {
             Ok(()) => {
@@ -310,7 +316,7 @@ impl<T: Send + 'static> Publisher<T> {
         topic: impl ToTopic,
         batch: &mut Vec<T>,
     ) -> Result<(), PublishError<()>> {
-        let Some(topic) = resolve(&self.shared, topic) else {
+        let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(()));
         };
         if self.shared.is_closing() {
@@ -329,10 +335,11 @@ impl<T: Send + 'static> Publisher<T> {
             }
             backoff.reset();
             let n = free.min(batch.len());
-            let key = topic.key;
-            if let Err(back) =
-                lane.push_n(n, batch.drain(..n).map(|msg| Envelope { topic: key, msg }))
-            {
+            let index = topic.index;
+            if let Err(back) = lane.push_n(
+                n,
+                batch.drain(..n).map(|msg| Envelope { topic: index, msg }),
+            ) {
                 batch.splice(0..0, back.into_iter().map(|env| env.msg));
                 return Err(PublishError::Closed(()));
             }
@@ -342,26 +349,34 @@ impl<T: Send + 'static> Publisher<T> {
     }
 
     /// This publisher's lane into `shard`, registering it with the shard on first use.
+    #[inline]
     fn lane(
         &mut self,
         shard: usize,
         block: bool,
     ) -> Result<&mut spsc::Producer<Envelope<T>>, LaneError> {
         if self.lanes[shard].is_none() {
-            let (producer, consumer) = spsc::channel(self.shared.lane_capacity, 0);
-            let inbox = &self.shared.inboxes[shard];
-            if block {
-                push_control(inbox, Control::AddLane(consumer)).map_err(|()| LaneError::Closed)?;
-            } else {
-                match inbox.ring.push(Item::Control(Control::AddLane(consumer))) {
-                    Ok(()) => inbox.wake(),
-                    Err(PushError::Full(_)) => return Err(LaneError::Full),
-                    Err(PushError::Closed(_)) => return Err(LaneError::Closed),
-                }
-            }
-            self.lanes[shard] = Some(producer);
+            self.register(shard, block)?;
         }
         self.lanes[shard].as_mut().ok_or(LaneError::Closed)
+    }
+
+    /// Creates the lane into `shard` and hands its consumer to the shard.
+    #[cold]
+    fn register(&mut self, shard: usize, block: bool) -> Result<(), LaneError> {
+        let (producer, consumer) = spsc::channel(self.shared.lane_capacity, 0);
+        let inbox = &self.shared.inboxes[shard];
+        if block {
+            push_control(inbox, Control::AddLane(consumer)).map_err(|()| LaneError::Closed)?;
+        } else {
+            match inbox.ring.push(Item::Control(Control::AddLane(consumer))) {
+                Ok(()) => inbox.wake(),
+                Err(PushError::Full(_)) => return Err(LaneError::Full),
+                Err(PushError::Closed(_)) => return Err(LaneError::Closed),
+            }
+        }
+        self.lanes[shard] = Some(producer);
+        Ok(())
     }
 }
 

@@ -10,9 +10,10 @@
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::error::Error;
+use crate::intern::{TopicCache, TopicId, Topics};
 
-/// The longest topic name, in bytes. Names are stored inline in each message envelope
-/// so that a publish allocates nothing.
+/// The longest topic name, in bytes. Names are kept inline (in [`Topic`] handles and
+/// in the topic caches) so that resolving one allocates nothing.
 pub const MAX_TOPIC_LEN: usize = 55;
 
 /// The fixed ahash keys of the router.
@@ -34,8 +35,8 @@ impl ShardId {
     }
 }
 
-/// A topic name with its hash, stored inline (64 bytes) so that an envelope carries it
-/// without a heap allocation or a shared reference count.
+/// A topic name with its hash, stored inline (64 bytes): the key of the topic
+/// registry and caches (`intern`), and the name a shard reports for a topic index.
 #[derive(Clone, Copy)]
 pub(crate) struct TopicKey {
     hash: u64,
@@ -142,25 +143,26 @@ impl Router {
         ShardId(shard as usize)
     }
 
-    pub(crate) fn resolve(&self, name: &str) -> Result<Topic, Error> {
-        let key = self.key(name).ok_or(Error::InvalidTopic {
+    /// Hashes a name, or the typed error for a name that is empty or too long.
+    pub(crate) fn key_or_error(&self, name: &str) -> Result<TopicKey, Error> {
+        self.key(name).ok_or(Error::InvalidTopic {
             len: name.len(),
             max: MAX_TOPIC_LEN,
-        })?;
-        Ok(Topic {
-            key,
-            shard: self.shard_of_key(&key),
         })
     }
 }
 
-/// A pre-resolved topic: its name, hash and shard computed once, so that publishing
-/// through it neither hashes nor allocates. Made by [`Bus::topic`](crate::Bus::topic);
-/// valid for the bus (or a bus with the same shard count) that made it.
+/// A pre-resolved topic: its shard and its index in that shard's topic table computed
+/// once, so that publishing through it neither hashes, nor looks anything up, nor
+/// allocates. Made by [`Bus::topic`](crate::Bus::topic). A handle used with another bus
+/// than the one that made it is resolved again there by its name (still correct, only
+/// slower).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Topic {
+    pub(crate) id: TopicId,
+    /// The process-unique id of the bus that made the handle.
+    pub(crate) bus: u64,
     pub(crate) key: TopicKey,
-    pub(crate) shard: ShardId,
 }
 
 impl Topic {
@@ -171,7 +173,7 @@ impl Topic {
 
     /// The shard the topic is routed to.
     pub fn shard(&self) -> ShardId {
-        self.shard
+        self.id.shard
     }
 }
 
@@ -179,15 +181,17 @@ impl std::fmt::Debug for Topic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Topic")
             .field("name", &self.name())
-            .field("shard", &self.shard.0)
+            .field("shard", &self.id.shard.0)
             .finish()
     }
 }
 
 /// Something a message can be published to: a topic name or a pre-resolved [`Topic`].
 pub trait ToTopic: sealed::Sealed {
+    /// The topic's id on `topics`' bus, interning it (through `cache`, or the calling
+    /// thread's cache) the first time; `None` for an invalid name.
     #[doc(hidden)]
-    fn to_topic(&self, router: &Router) -> Option<Topic>;
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId>;
 
     /// The name's length in bytes, for [`Error::InvalidTopic`].
     #[doc(hidden)]
@@ -199,12 +203,9 @@ impl ToTopic for str {
         self.len()
     }
 
-    fn to_topic(&self, router: &Router) -> Option<Topic> {
-        let key = router.key(self)?;
-        Some(Topic {
-            key,
-            shard: router.shard_of_key(&key),
-        })
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        let key = topics.router.key(self)?;
+        Some(topics.cached(&key, cache))
     }
 }
 
@@ -213,8 +214,8 @@ impl ToTopic for String {
         self.len()
     }
 
-    fn to_topic(&self, router: &Router) -> Option<Topic> {
-        self.as_str().to_topic(router)
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        self.as_str().id_in(topics, cache)
     }
 }
 
@@ -223,15 +224,14 @@ impl ToTopic for Topic {
         self.name().len()
     }
 
-    fn to_topic(&self, router: &Router) -> Option<Topic> {
-        // A handle from a bus with another shard count is re-routed, never misrouted.
-        if self.shard.0 < router.shards() && router.shard_of_key(&self.key) == self.shard {
-            Some(*self)
+    #[inline]
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        if self.bus == topics.bus {
+            Some(self.id)
         } else {
-            Some(Topic {
-                key: self.key,
-                shard: router.shard_of_key(&self.key),
-            })
+            // A handle from another bus (perhaps with another shard count) is resolved
+            // again by name, never misrouted.
+            Some(topics.cached(&self.key, cache))
         }
     }
 }
@@ -241,8 +241,9 @@ impl<U: ToTopic + ?Sized> ToTopic for &U {
         (**self).name_len()
     }
 
-    fn to_topic(&self, router: &Router) -> Option<Topic> {
-        (**self).to_topic(router)
+    #[inline]
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        (**self).id_in(topics, cache)
     }
 }
 
@@ -258,16 +259,17 @@ mod sealed {
 mod tests {
     use super::*;
 
+    fn shard(r: &Router, name: &str) -> ShardId {
+        r.shard_of_key(&r.key(name).unwrap())
+    }
+
     #[test]
     fn same_topic_same_shard_across_routers() {
         let a = Router::new(8);
         let b = Router::new(8);
         for i in 0..1000 {
             let name = format!("topic-{i}");
-            assert_eq!(
-                a.resolve(&name).unwrap().shard,
-                b.resolve(&name).unwrap().shard
-            );
+            assert_eq!(shard(&a, &name), shard(&b, &name));
         }
     }
 
@@ -276,8 +278,7 @@ mod tests {
         let r = Router::new(4);
         let mut seen = [0usize; 4];
         for i in 0..4000 {
-            let t = r.resolve(&format!("t{i}")).unwrap();
-            seen[t.shard.0] += 1;
+            seen[shard(&r, &format!("t{i}")).0] += 1;
         }
         assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
     }
@@ -286,15 +287,15 @@ mod tests {
     fn names_round_trip_and_limits() {
         let r = Router::new(2);
         let long = "x".repeat(MAX_TOPIC_LEN);
-        assert_eq!(r.resolve(&long).unwrap().name(), long);
-        assert_eq!(r.resolve("é-topic").unwrap().name(), "é-topic");
+        assert_eq!(r.key(&long).unwrap().as_str(), long);
+        assert_eq!(r.key("é-topic").unwrap().as_str(), "é-topic");
         assert!(matches!(
-            r.resolve(""),
+            r.key_or_error(""),
             Err(Error::InvalidTopic { len: 0, .. })
         ));
         let too_long = "x".repeat(MAX_TOPIC_LEN + 1);
         assert!(matches!(
-            r.resolve(&too_long),
+            r.key_or_error(&too_long),
             Err(Error::InvalidTopic { len: 56, .. })
         ));
     }
@@ -304,15 +305,5 @@ mod tests {
         let r = Router::new(1);
         assert_eq!(r.key("a").unwrap(), r.key("a").unwrap());
         assert_ne!(r.key("a").unwrap(), r.key("b").unwrap());
-    }
-
-    #[test]
-    fn foreign_topic_handles_are_rerouted() {
-        let t = Router::new(8).resolve("orders").unwrap();
-        let r2 = Router::new(3);
-        assert_eq!(
-            t.to_topic(&r2).unwrap().shard,
-            r2.resolve("orders").unwrap().shard
-        );
     }
 }

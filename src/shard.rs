@@ -7,10 +7,11 @@ use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
 use crate::inbox::{
     AckSender, Control, Envelope, Item, Shared, ACK_CLOSED, ACK_NOT_FOUND, ACK_OK, CLOSE, STOP,
 };
+use crate::intern::Topics;
 use crate::log::Recovered;
 use crate::outbox::Outbox;
 use crate::ring::{mpsc, spsc};
-use crate::route::{ShardId, TopicKey, TopicMap};
+use crate::route::{ShardId, TopicKey};
 use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
 use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
@@ -20,8 +21,32 @@ use crate::wal::{Fate, Wal};
 /// Values popped from one input per pass, so that no input starves the others.
 const BATCH: usize = 256;
 
-struct TopicEntry<T> {
-    subs: Vec<Subscriber<T>>,
+/// The names of the shard's topics, by index (see `intern`): learned from the bus's
+/// registry the first time an index beyond the table reaches the shard.
+pub(crate) struct Names {
+    shard: ShardId,
+    keys: Vec<TopicKey>,
+}
+
+impl Names {
+    /// Makes sure `index` has its name. One compare when it has.
+    #[inline]
+    fn learn(&mut self, index: u32, topics: &Topics) {
+        if index as usize >= self.keys.len() {
+            self.learn_from(topics);
+        }
+    }
+
+    #[cold]
+    fn learn_from(&mut self, topics: &Topics) {
+        let keys = &mut self.keys;
+        topics.names_since(self.shard, keys.len(), |key| keys.push(key));
+    }
+
+    /// The name of topic `index`, which [`learn`](Self::learn) has seen.
+    pub(crate) fn key(&self, index: u32) -> &TopicKey {
+        &self.keys[index as usize]
+    }
 }
 
 /// Where the shard is in its life.
@@ -47,8 +72,9 @@ struct Inputs<T> {
 pub(crate) struct Startup<T> {
     /// Persistent buses: the shard's log (moved into the shard).
     pub(crate) wal: Option<Wal<T>>,
-    /// The builder's subscriptions for this shard's topics, installed first.
-    pub(crate) subs: Vec<(TopicKey, Subscriber<T>)>,
+    /// The builder's subscriptions for this shard's topics (by topic index), installed
+    /// first.
+    pub(crate) subs: Vec<(u32, Subscriber<T>)>,
     /// Persistent buses: the records to replay, then where to report the outcome (the
     /// builder waits for it).
     pub(crate) replay: Option<(Recovered, AckSender, ReplayError)>,
@@ -61,8 +87,10 @@ pub(crate) type ReplayError = crate::sync::plain::Arc<crate::sync::plain::Mutex<
 struct Actors<T> {
     id: ShardId,
     shared: Arc<Shared<T>>,
-    topics: TopicMap<TopicEntry<T>>,
-    where_is: HashMap<SubscriptionId, TopicKey>,
+    /// `subs[index]`: the subscribers of topic `index`, in subscription order (the table
+    /// ends at the highest index ever subscribed to).
+    subs: Vec<Vec<Subscriber<T>>>,
+    where_is: HashMap<SubscriptionId, u32>,
     out: Outbox<T>,
     counters: LocalCounters,
 }
@@ -72,6 +100,7 @@ pub(crate) struct Shard<T> {
     shared: Arc<Shared<T>>,
     parker: Parker,
     inputs: Inputs<T>,
+    names: Names,
     actors: Actors<T>,
     phase: Phase,
     /// While closing: whether `flags.idle` is currently `true`.
@@ -98,7 +127,7 @@ impl<T: Send + 'static> Shard<T> {
         let actors = Actors {
             id,
             shared: shared.clone(),
-            topics: TopicMap::default(),
+            subs: Vec::new(),
             where_is: HashMap::new(),
             out: Outbox::new(id, shared.clone(), out_lanes),
             counters: LocalCounters::default(),
@@ -112,6 +141,10 @@ impl<T: Send + 'static> Shard<T> {
                 lanes: Vec::new(),
                 peers,
                 ring_durable: 0,
+            },
+            names: Names {
+                shard: id,
+                keys: Vec::new(),
             },
             actors,
             phase: Phase::Running,
@@ -177,7 +210,7 @@ impl<T: Send + 'static> Shard<T> {
             return;
         };
         for (topic, sub) in startup.subs {
-            self.actors.install(topic, sub);
+            self.actors.install(&mut self.names, topic, sub);
         }
         if let Some((recovered, ack, slot)) = startup.replay {
             match self.replay(&recovered) {
@@ -197,6 +230,7 @@ impl<T: Send + 'static> Shard<T> {
         let Self {
             shared,
             actors,
+            names,
             wal,
             ..
         } = self;
@@ -212,14 +246,29 @@ impl<T: Send + 'static> Shard<T> {
                 seq: rec.seq,
                 source,
             };
-            let Some(topic) = shared.router.key(&rec.topic) else {
+            let Some(key) = shared.topics.router.key(&rec.topic) else {
                 return Err(decode_error(crate::DecodeError::new(format!(
                     "invalid topic name of {} bytes",
                     rec.topic.len()
                 ))));
             };
+            let topic = shared.topics.intern(&key);
+            if topic.shard != actors.id {
+                // Recovery re-routes every record before replay (`persist::open`).
+                return Err(decode_error(crate::DecodeError::new(format!(
+                    "topic {:?} belongs to shard {}",
+                    rec.topic, topic.shard.0
+                ))));
+            }
             let msg = (codec.decode)(&rec.payload).map_err(decode_error)?;
-            actors.dispatch(Envelope { topic, msg }, true);
+            actors.learn_and_dispatch(
+                names,
+                Envelope {
+                    topic: topic.index,
+                    msg,
+                },
+                true,
+            );
             wal.replayed(rec.seq);
             replayed += 1;
         }
@@ -259,6 +308,7 @@ impl<T: Send + 'static> Shard<T> {
         let Self {
             shared,
             inputs,
+            names,
             actors,
             phase,
             ..
@@ -266,9 +316,9 @@ impl<T: Send + 'static> Shard<T> {
         let closing = *phase == Phase::Closing;
         let ring = &shared.inboxes[actors.id.0].ring;
         let mut did = inputs.ring.pop_batch(ring, BATCH, |item| match item {
-            Item::Msg(env) => actors.dispatch(env, false),
+            Item::Msg(env) => actors.learn_and_dispatch(names, env, false),
             Item::Control(c) => {
-                if let Some(mut lane) = actors.control(c) {
+                if let Some(mut lane) = actors.control(names, c) {
                     if closing {
                         lane.close();
                     }
@@ -278,7 +328,8 @@ impl<T: Send + 'static> Shard<T> {
         });
         let mut i = 0;
         while i < inputs.lanes.len() {
-            let n = inputs.lanes[i].pop_batch(BATCH, |env| actors.dispatch(env, false));
+            let n = inputs.lanes[i]
+                .pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
             did += n;
             if n == 0 && inputs.lanes[i].is_finished() {
                 inputs.lanes.swap_remove(i);
@@ -287,13 +338,13 @@ impl<T: Send + 'static> Shard<T> {
             }
         }
         for peer in &mut inputs.peers {
-            did += peer.pop_batch(BATCH, |env| actors.dispatch(env, false));
+            did += peer.pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
         }
         // Only what is queued now: handlers may queue more for the next pass.
         let local = actors.out.local.len().min(BATCH);
         for _ in 0..local {
             if let Some(env) = actors.out.local.pop_front() {
-                actors.dispatch(env, false);
+                actors.learn_and_dispatch(names, env, false);
             }
         }
         let (sent, dropped) = actors.out.flush_overflow();
@@ -308,6 +359,7 @@ impl<T: Send + 'static> Shard<T> {
         let Self {
             shared,
             inputs,
+            names,
             actors,
             phase,
             wal,
@@ -316,6 +368,7 @@ impl<T: Send + 'static> Shard<T> {
         let Some(wal) = wal.as_mut() else {
             return 0;
         };
+        let topics = &shared.topics;
         let closing = *phase == Phase::Closing;
         let id = actors.id.0;
         let inbox = &shared.inboxes[id];
@@ -323,11 +376,16 @@ impl<T: Send + 'static> Shard<T> {
         let mut did = inputs
             .ring
             .pop_batch(&inbox.ring, BATCH, |item| match item {
-                Item::Msg(env) => wal.batch.push(env),
+                Item::Msg(env) => {
+                    names.learn(env.topic, topics);
+                    wal.batch.push(env);
+                }
                 Item::Control(c) => {
                     // Keep the ring's order: what came before the control is handled first.
-                    wal.write(status, |env, fate| actors.deliver(env, fate));
-                    if let Some(mut lane) = actors.control(c) {
+                    wal.write(status, &names.keys, |env, fate| {
+                        actors.deliver(names, env, fate);
+                    });
+                    if let Some(mut lane) = actors.control(names, c) {
                         if closing {
                             lane.close();
                         }
@@ -337,7 +395,10 @@ impl<T: Send + 'static> Shard<T> {
             });
         let mut i = 0;
         while i < inputs.lanes.len() {
-            let n = inputs.lanes[i].pop_batch(BATCH, |env| wal.batch.push(env));
+            let n = inputs.lanes[i].pop_batch(BATCH, |env| {
+                names.learn(env.topic, topics);
+                wal.batch.push(env);
+            });
             did += n;
             if n == 0 && inputs.lanes[i].is_finished() {
                 inputs.lanes.swap_remove(i);
@@ -346,20 +407,28 @@ impl<T: Send + 'static> Shard<T> {
             }
         }
         for peer in &mut inputs.peers {
-            did += peer.pop_batch(BATCH, |env| wal.batch.push(env));
+            did += peer.pop_batch(BATCH, |env| {
+                names.learn(env.topic, topics);
+                wal.batch.push(env);
+            });
         }
         // Only what is queued now: handlers may queue more for the next pass.
         let local = actors.out.local.len().min(BATCH);
-        wal.batch.extend(actors.out.local.drain(..local));
+        for env in actors.out.local.drain(..local) {
+            names.learn(env.topic, topics);
+            wal.batch.push(env);
+        }
         // Logged by the commit below (or the log is poisoned and nothing is safe).
         wal.local_logged += local as u64;
         // Confirm durable publishers as soon as the batch is committed, before the
         // handlers run: a slow handler must not hold back acknowledgements.
-        wal.commit_batch(status);
+        wal.commit_batch(status, &names.keys);
         if wal.confirmable() {
             confirm_durable(inputs, inbox);
         }
-        wal.write(status, |env, fate| actors.deliver(env, fate));
+        wal.write(status, &names.keys, |env, fate| {
+            actors.deliver(names, env, fate)
+        });
         note_onward(wal, &actors.out);
         wal.tick(status);
         if wal.confirmable() {
@@ -508,6 +577,7 @@ impl<T: Send + 'static> Shard<T> {
         let Self {
             shared,
             inputs,
+            names,
             actors,
             wal,
             ..
@@ -542,7 +612,7 @@ impl<T: Send + 'static> Shard<T> {
         }
         left += actors.out.discard();
         actors.counters.dropped += left;
-        actors.stop_all();
+        actors.stop_all(names);
         actors.counters.depth = 0;
         shared.counters[actors.id.0].publish(&actors.counters);
         // Release: the final counters happen before a reader that sees `exited`.
@@ -554,58 +624,66 @@ impl<T: Send + 'static> Shard<T> {
 }
 
 impl<T: Send + 'static> Actors<T> {
+    /// Learns the message's topic name if new, then dispatches it.
+    #[inline]
+    fn learn_and_dispatch(&mut self, names: &mut Names, env: Envelope<T>, replay: bool) {
+        names.learn(env.topic, &self.shared.topics);
+        self.dispatch(names, env, replay);
+    }
+
     /// Delivers one message to every subscriber of its topic, in subscription order.
-    fn dispatch(&mut self, env: Envelope<T>, replay: bool) {
+    /// The topic's name must have been learned.
+    #[inline]
+    fn dispatch(&mut self, names: &Names, env: Envelope<T>, replay: bool) {
         let c = &mut self.counters;
         c.received += 1;
         let start = (c.received % SAMPLE_EVERY == 1).then(std::time::Instant::now);
-        let Some(entry) = self.topics.get_mut(&env.topic) else {
-            c.unrouted += 1;
-            c.dead_letters += 1;
-            dead_letter(
-                &self.shared,
-                self.id,
-                &env,
-                DeadLetterReason::NoSubscriber,
-                replay,
-            );
-            return;
-        };
-        c.handled += 1;
-        let (out, shared, where_is, id) =
-            (&mut self.out, &self.shared, &mut self.where_is, self.id);
-        entry.subs.retain_mut(|sub| {
-            let mut ctx = Context {
-                topic: &env.topic,
-                subscription: sub.id,
-                out: &mut *out,
-                replay,
-            };
-            let Err(payload) = sub.call(&mut ctx, |a, ctx| a.handle(ctx, &env.msg)) else {
-                return true;
-            };
-            c.panics += 1;
-            c.dead_letters += 1;
-            let reason = DeadLetterReason::Panicked {
-                subscription: sub.id,
-                panic: panic_text(&*payload),
-            };
-            dead_letter(shared, id, &env, reason, replay);
-            match sub.after_panic(&mut ctx, &mut c.panics) {
-                Verdict::Keep => true,
-                Verdict::Restarted => {
-                    c.restarts += 1;
-                    true
-                }
-                Verdict::Remove => {
-                    c.stopped += 1;
-                    where_is.remove(&sub.id);
-                    false
+        let topic = names.key(env.topic);
+        match self.subs.get_mut(env.topic as usize) {
+            // The lone subscriber, the common case: no loop, nothing to retain.
+            Some(subs) if subs.len() == 1 => {
+                c.handled += 1;
+                let sub = &mut subs[0];
+                let mut ctx = Context {
+                    topic,
+                    subscription: sub.id,
+                    out: &mut self.out,
+                    replay,
+                };
+                if let Err(payload) = sub.call(&mut ctx, |a, ctx| a.handle(ctx, &env.msg)) {
+                    let (shared, id, where_is) = (&self.shared, self.id, &mut self.where_is);
+                    if supervise_panic(shared, id, where_is, c, sub, &mut ctx, &env, &*payload)
+                        == Verdict::Remove
+                    {
+                        subs.clear();
+                    }
                 }
             }
-        });
-        if entry.subs.is_empty() {
-            self.topics.remove(&env.topic);
+            Some(subs) if !subs.is_empty() => {
+                c.handled += 1;
+                let (out, shared, where_is, id) =
+                    (&mut self.out, &self.shared, &mut self.where_is, self.id);
+                subs.retain_mut(|sub| {
+                    let mut ctx = Context {
+                        topic,
+                        subscription: sub.id,
+                        out: &mut *out,
+                        replay,
+                    };
+                    let Err(payload) = sub.call(&mut ctx, |a, ctx| a.handle(ctx, &env.msg)) else {
+                        return true;
+                    };
+                    supervise_panic(shared, id, where_is, c, sub, &mut ctx, &env, &*payload)
+                        != Verdict::Remove
+                });
+            }
+            _ => {
+                c.unrouted += 1;
+                c.dead_letters += 1;
+                let reason = DeadLetterReason::NoSubscriber;
+                dead_letter(&self.shared, self.id, topic, &env, reason, replay);
+                return;
+            }
         }
         if let Some(start) = start {
             let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -615,23 +693,26 @@ impl<T: Send + 'static> Actors<T> {
 
     /// Hands a drained message to the handlers if it is in the log, else to the
     /// dead-letter handler.
-    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>) {
+    /// The topic's name must have been learned.
+    fn deliver(&mut self, names: &Names, env: Envelope<T>, fate: Fate<'_>) {
         match fate {
-            Fate::Logged => self.dispatch(env, false),
+            Fate::Logged => self.dispatch(names, env, false),
             Fate::NotLogged(error) => {
                 self.counters.received += 1;
                 self.counters.dead_letters += 1;
                 let reason = DeadLetterReason::NotLogged { error };
-                dead_letter(&self.shared, self.id, &env, reason, false);
+                let topic = names.key(env.topic);
+                dead_letter(&self.shared, self.id, topic, &env, reason, false);
             }
         }
     }
 
     /// Installs a subscription: runs the actor's `on_start` (supervised like a panic in
     /// `handle`). Returns whether it was kept.
-    fn install(&mut self, topic: TopicKey, mut sub: Subscriber<T>) -> bool {
+    fn install(&mut self, names: &mut Names, topic: u32, mut sub: Subscriber<T>) -> bool {
+        names.learn(topic, &self.shared.topics);
         let mut ctx = Context {
-            topic: &topic,
+            topic: names.key(topic),
             subscription: sub.id,
             out: &mut self.out,
             replay: false,
@@ -649,19 +730,23 @@ impl<T: Send + 'static> Actors<T> {
             }
         }
         self.where_is.insert(sub.id, topic);
-        self.topics
-            .entry(topic)
-            .or_insert_with(|| TopicEntry { subs: Vec::new() })
-            .subs
-            .push(sub);
+        let index = topic as usize;
+        if self.subs.len() <= index {
+            self.subs.resize_with(index + 1, Vec::new);
+        }
+        self.subs[index].push(sub);
         true
     }
 
     /// Applies a control message. Returns a lane to add to the inputs.
-    fn control(&mut self, control: Control<T>) -> Option<spsc::Consumer<Envelope<T>>> {
+    fn control(
+        &mut self,
+        names: &mut Names,
+        control: Control<T>,
+    ) -> Option<spsc::Consumer<Envelope<T>>> {
         match control {
             Control::Subscribe { topic, sub, ack } => {
-                self.install(topic, sub);
+                self.install(names, topic, sub);
                 ack.send(ACK_OK);
                 None
             }
@@ -670,21 +755,17 @@ impl<T: Send + 'static> Actors<T> {
                     ack.send(ACK_NOT_FOUND);
                     return None;
                 };
-                if let Some(entry) = self.topics.get_mut(&topic) {
-                    if let Some(pos) = entry.subs.iter().position(|s| s.id == id) {
-                        let mut sub = entry.subs.remove(pos);
-                        let mut ctx = Context {
-                            topic: &topic,
-                            subscription: id,
-                            out: &mut self.out,
-                            replay: false,
-                        };
-                        if sub.call(&mut ctx, |a, ctx| a.on_stop(ctx)).is_err() {
-                            self.counters.panics += 1;
-                        }
-                    }
-                    if entry.subs.is_empty() {
-                        self.topics.remove(&topic);
+                let subs = &mut self.subs[topic as usize];
+                if let Some(pos) = subs.iter().position(|s| s.id == id) {
+                    let mut sub = subs.remove(pos);
+                    let mut ctx = Context {
+                        topic: names.key(topic),
+                        subscription: id,
+                        out: &mut self.out,
+                        replay: false,
+                    };
+                    if sub.call(&mut ctx, |a, ctx| a.on_stop(ctx)).is_err() {
+                        self.counters.panics += 1;
                     }
                 }
                 ack.send(ACK_OK);
@@ -695,11 +776,11 @@ impl<T: Send + 'static> Actors<T> {
     }
 
     /// Runs every actor's `on_stop`.
-    fn stop_all(&mut self) {
-        for (topic, entry) in self.topics.iter_mut() {
-            for sub in entry.subs.iter_mut() {
+    fn stop_all(&mut self, names: &Names) {
+        for (index, subs) in self.subs.iter_mut().enumerate() {
+            for sub in subs.iter_mut() {
                 let mut ctx = Context {
-                    topic,
+                    topic: names.key(index as u32),
                     subscription: sub.id,
                     out: &mut self.out,
                     replay: false,
@@ -710,6 +791,39 @@ impl<T: Send + 'static> Actors<T> {
             }
         }
     }
+}
+
+/// After a handler panicked on `env`: counts it, sends the message to the dead-letter
+/// handler and applies the subscriber's supervision policy.
+#[cold]
+#[allow(clippy::too_many_arguments)]
+fn supervise_panic<T: 'static>(
+    shared: &Shared<T>,
+    shard: ShardId,
+    where_is: &mut HashMap<SubscriptionId, u32>,
+    c: &mut LocalCounters,
+    sub: &mut Subscriber<T>,
+    ctx: &mut Context<'_, T>,
+    env: &Envelope<T>,
+    payload: &(dyn std::any::Any + Send),
+) -> Verdict {
+    c.panics += 1;
+    c.dead_letters += 1;
+    let reason = DeadLetterReason::Panicked {
+        subscription: sub.id,
+        panic: panic_text(payload),
+    };
+    dead_letter(shared, shard, ctx.topic, env, reason, ctx.replay);
+    let verdict = sub.after_panic(ctx, &mut c.panics);
+    match verdict {
+        Verdict::Keep => {}
+        Verdict::Restarted => c.restarts += 1,
+        Verdict::Remove => {
+            c.stopped += 1;
+            where_is.remove(&sub.id);
+        }
+    }
+    verdict
 }
 
 /// Persistent buses: declares everything popped from the external inputs so far
@@ -741,13 +855,14 @@ fn note_onward<T>(wal: &mut Wal<T>, out: &Outbox<T>) {
 fn dead_letter<T>(
     shared: &Shared<T>,
     shard: ShardId,
+    topic: &TopicKey,
     env: &Envelope<T>,
     reason: DeadLetterReason<'_>,
     replay: bool,
 ) {
     if let Some(f) = &shared.dead_letter {
         let letter = DeadLetter {
-            topic: env.topic.as_str(),
+            topic: topic.as_str(),
             shard,
             message: &env.msg,
             reason,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::codec::CodecFns;
 use crate::inbox::{Envelope, LogStatus, LOG_CLOSED, LOG_POISONED};
 use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
+use crate::route::TopicKey;
 use crate::sync::Ordering;
 
 /// Bytes of a record besides its topic and payload (frame header and fixed fields).
@@ -109,8 +110,14 @@ impl<T> Wal<T> {
 
     /// Encodes, appends and commits `batch`, then calls `f` with every message, in order,
     /// and what became of it. Leaves `batch` empty.
-    pub(crate) fn write(&mut self, status: &LogStatus, mut f: impl FnMut(Envelope<T>, Fate<'_>)) {
-        self.commit_batch(status);
+    /// `names` holds the name of every topic index in the batch.
+    pub(crate) fn write(
+        &mut self,
+        status: &LogStatus,
+        names: &[TopicKey],
+        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+    ) {
+        self.commit_batch(status, names);
         self.committed = false;
         let Self {
             batch,
@@ -139,13 +146,13 @@ impl<T> Wal<T> {
 
     /// Appends and commits `batch` without delivering it yet, so that durable
     /// publishers can be confirmed before the handlers run (`write` then delivers).
-    pub(crate) fn commit_batch(&mut self, status: &LogStatus) {
+    pub(crate) fn commit_batch(&mut self, status: &LogStatus, names: &[TopicKey]) {
         if self.committed || self.batch.is_empty() {
             return;
         }
         self.committed = true;
         if self.poisoned.is_none() {
-            if let Err(e) = self.append_and_commit() {
+            if let Err(e) = self.append_and_commit(names) {
                 self.poison(status, &e);
             }
         }
@@ -185,7 +192,7 @@ impl<T> Wal<T> {
         }
     }
 
-    fn append_and_commit(&mut self) -> Result<(), LogError> {
+    fn append_and_commit(&mut self, names: &[TopicKey]) -> Result<(), LogError> {
         let Self {
             log,
             codec,
@@ -200,7 +207,8 @@ impl<T> Wal<T> {
         for env in batch.iter() {
             let start = payloads.len();
             (codec.encode)(&env.msg, payloads);
-            let size = RECORD_OVERHEAD + env.topic.as_str().len() + (payloads.len() - start);
+            let topic = names[env.topic as usize].as_str();
+            let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
             if size > max {
                 payloads.truncate(start);
                 spans.push(TOO_LARGE);
@@ -217,7 +225,7 @@ impl<T> Wal<T> {
             .filter(|(_, span)| **span != TOO_LARGE)
             .map(|(env, &(a, b))| RecordRef {
                 timestamp_nanos,
-                topic: env.topic.as_str(),
+                topic: names[env.topic as usize].as_str(),
                 payload: &payloads[a..b],
             });
         let range = log.append_iter(records)?;
