@@ -201,6 +201,8 @@ impl<T: Send + 'static> Builder<T> {
         check_capacity("lane", lane_capacity)?;
 
         let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
+        // Fix the fence mode before any ring or inbox of this bus exists.
+        crate::sync::asym::enable();
         let inboxes = parkers
             .iter()
             .map(|p| Inbox::new(self.capacity, p.unparker().clone()))

@@ -9,7 +9,7 @@ use crate::ring::{mpsc, spsc};
 use crate::stats::ShardCounters;
 use crate::supervise::Subscriber;
 use crate::sync::{
-    dekker_after_rmw, fence, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
+    dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
 };
 
 /// A message on its way to a shard, with its topic's index in that shard's topic table
@@ -136,6 +136,9 @@ pub(crate) struct Inbox<T> {
     pub(crate) ring: mpsc::Ring<Item<T>>,
     /// Written `true` by the shard before it parks, `false` by whoever wakes it.
     sleeping: CachePadded<AtomicBool>,
+    /// Whether the shard's heavy fence before parking is the membarrier one (fixed at
+    /// creation, see `sync::asym`).
+    asym: bool,
     unparker: Unparker,
     pub(crate) flags: CachePadded<ShutdownFlags>,
     /// Persistent buses only: the ring position up to which popped messages are in the
@@ -152,6 +155,7 @@ impl<T> Inbox<T> {
         Self {
             ring: mpsc::Ring::new(capacity, 0),
             sleeping: CachePadded::new(AtomicBool::new(false)),
+            asym: crate::sync::asym::mode(),
             unparker,
             flags: CachePadded::new(ShutdownFlags {
                 command: AtomicUsize::new(RUN),
@@ -168,11 +172,12 @@ impl<T> Inbox<T> {
     /// Called by a publisher after a successful push: wakes the shard if it is parked
     /// or about to park.
     ///
-    /// The no-lost-wake-up argument (Dekker): the publisher does push (a SeqCst RMW on
-    /// a `tail`) then this SeqCst load; the shard does a SeqCst store of `true` then
-    /// SeqCst loads of every `tail` (`has_ready_seqcst`). In the single total order of
-    /// SeqCst operations one of the two comes first, so either the shard sees the
-    /// message and does not park, or this load sees `true` and unparks it.
+    /// The no-lost-wake-up argument (Dekker): the publisher does its push then this
+    /// load; the shard stores `true`, a heavy fence, then loads every `tail`
+    /// (`has_ready_seqcst`). A push into the shared ring is a SeqCst RMW; a push into an
+    /// SPSC lane is a Release store followed by the light fence (`sync::asym`), which
+    /// the shard's heavy fence pairs with. Either way one side comes first: the shard
+    /// sees the message and does not park, or this load sees `true` and unparks it.
     #[inline]
     pub(crate) fn wake(&self) {
         dekker_after_rmw();
@@ -189,11 +194,11 @@ impl<T> Inbox<T> {
 
     /// Shard side: announces it is about to park. Followed by the re-check.
     pub(crate) fn set_sleeping(&self) {
-        // SeqCst store and fence: the shard's side of the Dekker pair in `wake`, before
-        // the re-check's loads. The fence costs nothing that matters on this path (the
-        // shard is about to park) and is what loom models exactly.
+        // SeqCst store and the heavy fence: the shard's side of the Dekker pair in
+        // `wake`, before the re-check's loads. Its cost (a `membarrier` syscall) is paid
+        // only on the way to parking.
         self.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        crate::sync::asym::heavy(self.asym);
     }
 
     /// Shard side: no longer parking.

@@ -152,7 +152,7 @@ pub(crate) fn push_control<T>(inbox: &Inbox<T>, control: Control<T>) -> Result<(
 ///
 /// Each `Publisher` owns a single-producer lane into every shard it publishes to
 /// (created on first use), so publishers never contend with each other: a publish is
-/// a slot write and one uncontended atomic add. Messages from one `Publisher` to one
+/// a slot write and one plain store (no read-modify-write). Messages from one `Publisher` to one
 /// topic are handled in publish order. `Clone` gives a new handle with new lanes (for
 /// another thread); a `Publisher` is `Send` but not `Sync`.
 ///

@@ -121,7 +121,10 @@ fn spsc_full_then_retry() {
 }
 
 /// Catches: a push that races the close and is both given back and drained (or
-/// neither) — the reason push and close are RMWs on the same word.
+/// neither) — e.g. a missing fence on either side of the store-buffering pair (push:
+/// store `tail`, fence, load `closing`; close: store `closing`, fence, load `tail`), or
+/// a limit agreed without the compare-and-swap, or a producer that takes back a value
+/// the consumer popped just before it closed.
 #[test]
 fn spsc_close_races_push() {
     loom::model(|| {
@@ -135,8 +138,13 @@ fn spsc_close_races_push() {
             }
             returned
         });
-        c.close();
+        // Pop the first push before closing (waiting for it keeps the preemptions for
+        // the race itself: the second push against the close).
         let mut drained = Vec::new();
+        while c.pop_batch(1, |v| drained.push(v)) == 0 {
+            thread::yield_now();
+        }
+        c.close();
         while c.pop_batch(2, |v| drained.push(v)) > 0 {}
         let returned = producer.join().unwrap();
         // Every value exactly once: drained or returned, in order.

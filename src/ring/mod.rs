@@ -5,19 +5,20 @@
 //! - [`mpsc`]: many producers, one consumer (Vyukov's bounded array with per-slot
 //!   stamps); the shard's shared intake for `Bus::publish` and control messages.
 //!
-//! Both count positions in steps of two; bit 0 of the producers' `tail` word is the
-//! `CLOSED` bit. Closing is an atomic read-modify-write on `tail` by the consumer, and
-//! every push is a read-modify-write on the same word, so close and push are totally
-//! ordered: a push either lands before the close position (and is drained) or sees the
-//! bit and gives its message back. Positions wrap at `2^64`, which is a multiple of
-//! every slot count, so the arithmetic is `wrapping_*` throughout.
+//! Both count positions in steps of two (bit 0 of the MPSC ring's `tail` word is its
+//! `CLOSED` bit). A push either lands before the close position (and is drained) or is
+//! refused and gives its message back: in the MPSC ring because close and push are
+//! read-modify-writes on the same word, in the SPSC ring through an asymmetric-fence
+//! handshake (see `spsc`). Positions wrap at `2^64`, which is a multiple of every slot
+//! count, so the arithmetic is `wrapping_*` throughout.
 
 pub mod mpsc;
 pub mod spsc;
 
-/// Bit 0 of a `tail` word: the consumer closed the ring.
+/// Bit 0 of the MPSC ring's `tail` word: the consumer closed the ring.
 pub const CLOSED: u64 = 1;
-/// Positions advance by two so bit 0 stays free for [`CLOSED`].
+/// Positions advance by two so bit 0 stays free for [`CLOSED`] (the SPSC ring counts
+/// the same way, so both share the position helpers).
 pub const STEP: u64 = 2;
 
 /// Why a push failed; the value is given back.

@@ -1,26 +1,54 @@
-//! A bounded single-producer single-consumer ring with a close bit.
+//! A bounded single-producer single-consumer ring that the consumer can close.
 //!
 //! The producer keeps its own `tail` and a cached copy of the consumer's `head`, so a
 //! push touches the consumer's cache line only when the ring looks full; the consumer
 //! does the same with `tail` and publishes `head` once per batch (the disruptor's and
-//! Rigtorp's cached-index scheme). Each push is one `fetch_add` on `tail` so that it is
-//! totally ordered with the consumer's `fetch_or(CLOSED)` (see the module docs of
-//! `ring`) and with the shard's sleep flag (see `inbox`).
+//! Rigtorp's cached-index scheme).
+//!
+//! A push is a slot write and a plain `Release` store of `tail` (no read-modify-write,
+//! so the producer never stalls on the consumer's cache line), then the *light* side of
+//! an asymmetric fence (`sync::asym`) and a load of the `closing` flag. Closing is the
+//! consumer's rare path: store `closing`, the *heavy* fence, load `tail` as the limit it
+//! will drain to, publish the limit. The fence pair makes it a store-buffering pair:
+//! either the close's load sees the push (the push is drained) or the push's load sees
+//! `closing`. In the second case the close may or may not have seen the push, so the
+//! two agree on the limit through one compare-and-swap on `limit`: whoever comes first
+//! sets it (the consumer: the `tail` it loaded; the producer: its position before this
+//! push), and the producer keeps its push only if the agreed limit counts it, else takes
+//! the value back. Neither side waits for the other. The same light fence orders the push before the
+//! publisher's load of the shard's sleep flag (`inbox::Inbox::wake`), whose other side
+//! is the shard's heavy fence before it parks.
 
 use std::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use super::{reached, slot_index, PushError, CLOSED, STEP};
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use super::{reached, slot_index, PushError, STEP};
+use crate::sync::{asym, Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+
+/// [`CloseState::limit`] before it is agreed (positions are even).
+const NO_LIMIT: u64 = u64::MAX;
+
+/// Written by the consumer once, when it closes; read by the producer on every push
+/// (a line that stays shared in the producer's cache until the close).
+struct CloseState {
+    /// Set first (before the heavy fence).
+    closing: AtomicBool,
+    /// The position the consumer drains to ([`NO_LIMIT`] until agreed): set once, by a
+    /// compare-and-swap from the consumer's `close` or from a push that saw `closing`.
+    limit: AtomicU64,
+}
 
 pub struct Ring<T> {
     /// Written by the consumer (`Release` after it has moved values out), read by the
     /// producer when the ring looks full.
     head: CachePadded<AtomicU64>,
-    /// Written by the producer (`fetch_add`, and `fetch_sub` to undo a push that met
-    /// `CLOSED`) and once by the consumer (`fetch_or(CLOSED)`).
+    /// Written only by the producer (`Release` after the slot writes; set back by a push
+    /// that a close refused); read by the consumer.
     tail: CachePadded<AtomicU64>,
+    close: CachePadded<CloseState>,
+    /// Whether this ring's fences are the membarrier pair (fixed at creation).
+    asym: bool,
     /// Set by the producer's drop; read by the consumer to retire an empty lane.
     producer_gone: AtomicBool,
     /// Persistent buses only: the consumer's position up to which popped values are in
@@ -44,7 +72,7 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 /// The producing end. `Send`, not `Clone`: exactly one exists per ring.
 pub struct Producer<T> {
     ring: Arc<Ring<T>>,
-    /// The producer's own copy of `tail` (without `CLOSED`).
+    /// The producer's own copy of `tail`.
     tail: u64,
     /// A lower bound of the consumer's `head`, refreshed when the ring looks full.
     cached_head: u64,
@@ -67,6 +95,11 @@ pub struct Consumer<T> {
 /// Makes a ring with `capacity` slots (a power of two) starting at position `start`
 /// (a multiple of [`STEP`]; tests start near `u64::MAX` to cross the wrap).
 pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
+    channel_in_mode(capacity, start, asym::mode())
+}
+
+/// [`channel`] with the fence mode given (`true` only once `asym::enable` chose it).
+fn channel_in_mode<T>(capacity: usize, start: u64, asym: bool) -> (Producer<T>, Consumer<T>) {
     debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
@@ -74,6 +107,11 @@ pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicU64::new(start)),
         tail: CachePadded::new(AtomicU64::new(start)),
+        close: CachePadded::new(CloseState {
+            closing: AtomicBool::new(false),
+            limit: AtomicU64::new(NO_LIMIT),
+        }),
+        asym,
         producer_gone: AtomicBool::new(false),
         durable: CachePadded::new(AtomicU64::new(start)),
         slots,
@@ -104,7 +142,7 @@ impl<T> Ring<T> {
     /// coordinator). `SeqCst`: these loads take part in the quiescence check's total
     /// order with the shards' `idle`/`activity` stores (see `shutdown`).
     pub fn is_empty_seqcst(&self) -> bool {
-        let tail = self.tail.load(Ordering::SeqCst) & !CLOSED;
+        let tail = self.tail.load(Ordering::SeqCst);
         self.head.load(Ordering::SeqCst) == tail
     }
 }
@@ -126,18 +164,71 @@ impl<T> Producer<T> {
             }
         }
         self.write(self.tail, value);
-        // SeqCst (a `lock xadd` on x86 either way): `Release` publishes the slot write
-        // to the consumer's `Acquire` load of `tail`; the RMW orders the push with the
-        // consumer's `fetch_or(CLOSED)`; `SeqCst` orders it before the caller's load of
-        // the shard's sleep flag (the Dekker pair in `inbox::Inbox::wake`).
-        let prev = self.ring.tail.fetch_add(STEP, Ordering::SeqCst);
-        if prev & CLOSED != 0 {
-            return Err(PushError::Closed(
+        if self.commit(1) {
+            Ok(())
+        } else {
+            Err(PushError::Closed(
                 self.take_back(1).pop().unwrap_or_else(|| unreachable!()),
-            ));
+            ))
         }
-        self.tail = self.tail.wrapping_add(STEP);
-        Ok(())
+    }
+
+    /// Publishes the `n` values written from `self.tail` on. `false` if a close came
+    /// first: the values are still in their slots, for [`take_back`](Self::take_back).
+    #[inline]
+    fn commit(&mut self, n: u64) -> bool {
+        let next = self.tail.wrapping_add(n * STEP);
+        // Release: publishes the slot writes; pairs with the consumer's Acquire load of
+        // `tail` (`ready_up_to`, `close`).
+        self.ring.tail.store(next, Ordering::Release);
+        // The light side of the pair with `Consumer::close` (and with the shard's park,
+        // for the caller's load of the sleep flag): see the module docs.
+        asym::light(self.ring.asym);
+        // Ordered after the store above by the fence pair. Acquire: pairs with the
+        // Release store in `Consumer::close`, so `settle_close` sees the consumer's
+        // `head` as of the close.
+        if self.ring.close.closing.load(Ordering::Acquire) {
+            return self.settle_close(next);
+        }
+        self.tail = next;
+        true
+    }
+
+    /// A push that met a close: kept only if the agreed limit counts it.
+    #[cold]
+    fn settle_close(&mut self, next: u64) -> bool {
+        self.closed = true;
+        // Every earlier push saw `closing` unset, so the close's load of `tail` sees it
+        // (the fence pair): our position before this push is a limit both sides can
+        // agree on, unless the consumer popped into this push before it closed (it
+        // stops popping from the close until the limit is agreed, and its `head` as of
+        // the close is visible to us through `closing`). Acquire: pairs with the
+        // consumer's Release store of `head`.
+        let head = self.ring.head.load(Ordering::Acquire);
+        let mine = if reached(head, self.tail.wrapping_add(STEP)) {
+            next
+        } else {
+            self.tail
+        };
+        // If the consumer agreed first, its limit is our position or `next` (it loaded
+        // `tail` once, before or after our store). AcqRel/Acquire: the agreement is the
+        // only thing exchanged; nothing is read on the strength of it but the values
+        // the producer itself wrote.
+        let limit = match self.ring.close.limit.compare_exchange(
+            NO_LIMIT,
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => mine,
+            Err(agreed) => agreed,
+        };
+        if reached(limit, next) {
+            self.tail = next;
+            true
+        } else {
+            false
+        }
     }
 
     /// The position the next push takes: after a push, the position just past it.
@@ -178,16 +269,12 @@ impl<T> Producer<T> {
             self.write(self.tail.wrapping_add(written as u64 * STEP), value);
             written += 1;
         }
-        // SeqCst: as in `push`, for the whole batch.
-        let prev = self
-            .ring
-            .tail
-            .fetch_add(written as u64 * STEP, Ordering::SeqCst);
-        if prev & CLOSED != 0 {
-            return Err(self.take_back(written));
+        // As in `push`, one store and one fence for the whole batch.
+        if self.commit(written as u64) {
+            Ok(())
+        } else {
+            Err(self.take_back(written))
         }
-        self.tail = self.tail.wrapping_add(written as u64 * STEP);
-        Ok(())
     }
 
     /// Free slots as far as this producer knows.
@@ -204,8 +291,8 @@ impl<T> Producer<T> {
 
     fn is_closed_now(&mut self) -> bool {
         // Relaxed is enough: a stale `false` only reports `Full` for a ring that is
-        // closing; the next push's RMW sees the bit for certain.
-        if self.ring.tail.load(Ordering::Relaxed) & CLOSED != 0 {
+        // closing; a push decides for certain (`commit`).
+        if self.ring.close.closing.load(Ordering::Relaxed) {
             self.closed = true;
         }
         self.closed
@@ -216,15 +303,14 @@ impl<T> Producer<T> {
         let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
         // `pos` is in `[tail, cached_head + cap)`, so the consumer has released
         // this slot (its Release store of `head` past it was Acquire-loaded into
-        // `cached_head`) and will not read it until our `fetch_add` publishes it. This
-        // producer is the only writer.
+        // `cached_head`) and will not read it until our store of `tail` publishes it.
+        // This producer is the only writer.
         // SAFETY: by the argument just above.
         slot.with_mut(|p| unsafe { (*p).write(value) });
     }
 
-    /// Undoes the last `n` writes of a push that met `CLOSED`. The consumer closed at a
-    /// position at or before `self.tail` and never reads at or past it, so these slots
-    /// are still ours.
+    /// Undoes the `n` writes of a push that a close refused. The consumer's limit is
+    /// `self.tail` and it never reads at or past it, so these slots are still ours.
     #[cold]
     fn take_back(&mut self, n: usize) -> Vec<T> {
         self.closed = true;
@@ -240,9 +326,9 @@ impl<T> Producer<T> {
             })
             .collect();
         // Restore `tail` to the positions that hold values, so `Ring::drop` drops
-        // exactly those. Relaxed: the consumer no longer reads `tail` after closing, and
-        // the final drop synchronises through `Arc`.
-        self.ring.tail.fetch_sub(n as u64 * STEP, Ordering::Relaxed);
+        // exactly those. Relaxed: after closing the consumer reads values only up to its
+        // limit, and the final drop synchronises through `Arc`.
+        self.ring.tail.store(self.tail, Ordering::Relaxed);
         values
     }
 }
@@ -264,9 +350,9 @@ impl<T> Consumer<T> {
         if n >= want {
             return n;
         }
-        // Acquire: pairs with the producer's `fetch_add` (its Release part), so the
-        // slot writes before it are visible.
-        let tail = self.ring.tail.load(Ordering::Acquire) & !CLOSED;
+        // Acquire: pairs with the producer's Release store of `tail`, so the slot writes
+        // before it are visible.
+        let tail = self.ring.tail.load(Ordering::Acquire);
         self.cached_tail = match self.limit {
             // After a close, `tail` may briefly count a push that is being undone.
             Some(limit) => limit,
@@ -280,14 +366,15 @@ impl<T> Consumer<T> {
         self.ready_up_to(1)
     }
 
-    /// Whether a value is ready, for the sleep re-check. `SeqCst`: the shard's store
-    /// of its sleep flag and this load are one side of the Dekker pair whose other side
-    /// is the producer's `fetch_add` then sleep-flag load.
+    /// Whether a value is ready, for the sleep re-check (after the shard's store of its
+    /// sleep flag and its heavy fence: the other side of the pair is the producer's
+    /// store of `tail`, light fence, sleep-flag load). `SeqCst` also puts the load in
+    /// the shutdown coordinator's total order.
     pub fn has_ready_seqcst(&self) -> bool {
         if self.cached_tail != self.head {
             return true;
         }
-        let tail = self.ring.tail.load(Ordering::SeqCst) & !CLOSED;
+        let tail = self.ring.tail.load(Ordering::SeqCst);
         match self.limit {
             Some(limit) => limit != self.head && tail != self.head,
             None => tail != self.head,
@@ -310,7 +397,7 @@ impl<T> Consumer<T> {
             let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
             let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
             // `pos` is in `[head, cached_tail)`: the producer published this
-            // slot with its `fetch_add` (Acquire-loaded in `ready`), and will not write
+            // slot with its store of `tail` (Acquire-loaded in `ready`), and will not write
             // it again until our Release store of `head` passes it. We move the value
             // out exactly once; `HeadGuard` advances `head` past it even on unwind.
             // SAFETY: by the argument just above.
@@ -327,9 +414,25 @@ impl<T> Consumer<T> {
         if self.limit.is_some() {
             return;
         }
-        // SeqCst RMW: totally ordered with every push's `fetch_add` (see module docs).
-        let prev = self.ring.tail.fetch_or(CLOSED, Ordering::SeqCst);
-        let limit = prev & !CLOSED;
+        // The store, then the heavy fence: the consumer's side of the pair with
+        // `Producer::commit` (see the module docs). Release: publishes our last store
+        // of `head` to a producer that sees `closing` (`settle_close`).
+        self.ring.close.closing.store(true, Ordering::Release);
+        asym::heavy(self.ring.asym);
+        // Acquire: pairs with the producer's Release store; the values before `tail`
+        // are visible.
+        let tail = self.ring.tail.load(Ordering::Acquire);
+        // Agree on the limit with a producer that saw `closing` (`settle_close`): it
+        // may have set its own position (at most `tail`) first. AcqRel/Acquire: as there.
+        let limit = match self.ring.close.limit.compare_exchange(
+            NO_LIMIT,
+            tail,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => tail,
+            Err(agreed) => agreed,
+        };
         self.limit = Some(limit);
         self.cached_tail = limit;
     }
@@ -364,7 +467,7 @@ impl<T> Consumer<T> {
     /// Values queued, for statistics (`head` is ours; `tail` may be a little stale).
     pub fn depth(&self) -> u64 {
         // Relaxed: a statistic; no memory is read on the strength of it.
-        let tail = self.ring.tail.load(Ordering::Relaxed) & !CLOSED;
+        let tail = self.ring.tail.load(Ordering::Relaxed);
         let tail = match self.limit {
             Some(limit) => limit,
             None => tail,
@@ -401,7 +504,7 @@ impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         // Relaxed: `&mut self` means both ends are gone; `Arc`'s drop synchronised them.
         let head = self.head.load(Ordering::Relaxed);
-        let tail = self.tail.load(Ordering::Relaxed) & !CLOSED;
+        let tail = self.tail.load(Ordering::Relaxed);
         let mut pos = head;
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
@@ -491,6 +594,50 @@ mod tests {
             assert!(!c.is_finished());
         }
         assert_eq!(std::sync::Arc::strong_count(&counter), 1);
+    }
+
+    /// A close racing a producer thread, with real threads, in both fence modes (the
+    /// membarrier one where the kernel offers it): every push that returned `Ok` is
+    /// drained exactly once and in order, the push that returned `Closed` gave back
+    /// exactly the value it was given, and nothing after it was accepted. (The
+    /// interleavings are explored exhaustively by the loom model
+    /// `spsc_close_races_push`; this runs the real fences.)
+    #[test]
+    fn close_races_a_pushing_thread() {
+        crate::sync::asym::enable();
+        for asym in [false, crate::sync::asym::mode()] {
+            for round in 0..300u64 {
+                let (mut p, mut c) = channel_in_mode::<u64>(8, u64::MAX - 7, asym);
+                let producer = std::thread::spawn(move || {
+                    let mut accepted = 0u64;
+                    loop {
+                        match p.push(accepted) {
+                            Ok(()) => accepted += 1,
+                            Err(PushError::Full(v)) => {
+                                assert_eq!(v, accepted);
+                                std::hint::spin_loop();
+                            }
+                            Err(PushError::Closed(v)) => {
+                                assert_eq!(v, accepted);
+                                assert_eq!(p.push(u64::MAX), Err(PushError::Closed(u64::MAX)));
+                                return accepted;
+                            }
+                        }
+                    }
+                });
+                let mut got = Vec::new();
+                // Pop a varying amount before closing, so the close lands anywhere.
+                while (got.len() as u64) < round % 40 {
+                    c.pop_batch(3, |v| got.push(v));
+                }
+                c.close();
+                while c.pop_batch(8, |v| got.push(v)) > 0 {}
+                assert!(c.is_closed_and_drained());
+                let accepted = producer.join().unwrap();
+                let want: Vec<u64> = (0..accepted).collect();
+                assert_eq!(got, want, "asym {asym}, round {round}");
+            }
+        }
     }
 
     #[test]
