@@ -625,7 +625,7 @@ impl<T: Send + 'static> Shard<T> {
 
 impl<T: Send + 'static> Actors<T> {
     /// Learns the message's topic name if new, then dispatches it.
-    #[inline]
+    #[inline(always)]
     fn learn_and_dispatch(&mut self, names: &mut Names, env: Envelope<T>, replay: bool) {
         names.learn(env.topic, &self.shared.topics);
         self.dispatch(names, env, replay);
@@ -633,7 +633,7 @@ impl<T: Send + 'static> Actors<T> {
 
     /// Delivers one message to every subscriber of its topic, in subscription order.
     /// The topic's name must have been learned.
-    #[inline]
+    #[inline(always)]
     fn dispatch(&mut self, names: &Names, env: Envelope<T>, replay: bool) {
         let c = &mut self.counters;
         c.received += 1;

@@ -374,10 +374,11 @@ pub fn run(args: Args) -> ExitCode {
     for t in &tables {
         let w = &t.workload;
         println!(
-            "{} | {} cores | {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {:?}{}, {} msgs x {} runs",
+            "{} | {} cores | {} | fences {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {:?}{}, {} msgs x {} runs",
             machine.date,
             machine.cores,
             machine.cpu,
+            machine.fences,
             w.producers,
             opts.shards,
             w.topics,
@@ -633,8 +634,12 @@ fn run_suite(args: &Args) -> ExitCode {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     println!("{command}");
     println!(
-        "{} | {} cores | {} | {} runs each, interleaved",
-        report.machine.date, report.machine.cores, report.machine.cpu, report.reps
+        "{} | {} cores | {} | fences {} | {} runs each, interleaved",
+        report.machine.date,
+        report.machine.cores,
+        report.machine.cpu,
+        report.machine.fences,
+        report.reps
     );
     for g in &report.groups {
         println!("== {} ({} msgs)", g.title, g.workload.messages);

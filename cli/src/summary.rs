@@ -162,6 +162,9 @@ pub struct Machine {
     pub cores: usize,
     /// UTC time of the run, RFC 3339 (from the system clock).
     pub date: String,
+    /// How shardbus orders pushes with parks and closes here (`membarrier` or
+    /// `seqcst-fence`; see `sync::asym` in the library).
+    pub fences: String,
 }
 
 impl Machine {
@@ -181,6 +184,7 @@ impl Machine {
             cpu,
             cores,
             date: utc_now(),
+            fences: shardbus::__fence_mode().to_owned(),
         }
     }
 }
