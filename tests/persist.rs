@@ -763,51 +763,52 @@ fn onward_messages_are_not_lost_to_a_checkpoint() {
     );
 }
 
-/// The durable bytes of every segment of shard 0, concatenated in order.
-fn durable_log(sim: &SimStorage, dir: &Path) -> Vec<u8> {
-    let mut names = sim.list_dir(dir).unwrap();
-    names.sort();
-    names
-        .iter()
-        .filter(|n| n.to_str().unwrap().ends_with(".log"))
-        .flat_map(|n| sim.durable_contents(&dir.join(n)).unwrap())
-        .collect()
-}
-
 /// The pipelined commit (`Batch`): the shard drains and writes the next batch while the
 /// last one is being synced, yet a handler only ever sees a message whose record is
 /// already durable. A slow simulated sync makes the overlap happen (and the test checks
 /// that it did: a handler saw unsynced bytes of a *later* batch in the log).
 #[test]
 fn pipelined_commit_never_hands_a_handler_an_unsynced_record() {
-    const N: usize = 3000;
+    pipelined_write_ahead(FsyncPolicy::Batch);
+}
+
+/// The same under `Never`, whose appends are made by the log's I/O thread while the shard
+/// encodes the next batch: a handler only sees a message whose record the storage has
+/// (a crash of the process keeps it).
+#[test]
+fn pipelined_appends_never_hand_a_handler_an_unwritten_record() {
+    pipelined_write_ahead(FsyncPolicy::Never);
+}
+
+fn pipelined_write_ahead(policy: FsyncPolicy) {
+    const N: usize = 20_000;
+    // Every record is the same size (topic "t", payload "m" and 6 digits), so message
+    // `i` ends at a known offset of the one segment: 16-byte header, 26 + 1 + 7 per record.
+    let end_of = |i: usize| 16 + 34 * (i as u64 + 1);
+    let durable = policy != FsyncPolicy::Never;
     let sim = SimStorage::new();
     sim.set_sync_delay(Duration::from_millis(1));
     let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handled = Arc::new(Mutex::new(Vec::new()));
-    // Records are found in log order: each search starts where the last one ended.
-    let pos = Arc::new(Mutex::new(0usize));
-    let (s2, o2, h2, p2) = (
-        sim.clone(),
-        overlapped.clone(),
-        handled.clone(),
-        pos.clone(),
-    );
+    let (s2, o2, h2) = (sim.clone(), overlapped.clone(), handled.clone());
     let bus = Bus::<String>::builder()
         .pin_threads(false)
-        .persist(persistence(&sim).fsync(FsyncPolicy::Batch))
+        .persist(persistence(&sim).fsync(policy))
         .subscribe("t", move |_: &mut Context<'_, String>, m: &String| {
+            let i: usize = m[1..].parse().unwrap();
             let dir = meta(&s2).shard_dir(Path::new(DIR), 0);
-            let durable = durable_log(&s2, &dir);
-            let mut pos = p2.lock().unwrap();
-            let at = durable[*pos..]
-                .windows(m.len())
-                .position(|w| w == m.as_bytes())
-                .unwrap_or_else(|| panic!("handler saw {m} before its record was synced"));
-            *pos += at + m.len();
             let segs = sim_segments(&s2, &dir);
-            let unsynced: usize = segs.iter().map(|p| s2.unsynced_len(p).unwrap()).sum();
-            if unsynced > 0 {
+            assert_eq!(segs.len(), 1);
+            let written = s2.file_len(&segs[0]).unwrap();
+            let unsynced = s2.unsynced_len(&segs[0]).unwrap() as u64;
+            let logged = if durable { written - unsynced } else { written };
+            assert!(
+                logged >= end_of(i),
+                "handler saw {m} before its record was logged: {logged} < {}",
+                end_of(i)
+            );
+            if written > end_of(i) && unsynced > 0 {
+                // A later batch is in the file, not yet synced, while this one's handlers run.
                 o2.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             h2.lock().unwrap().push(m.clone());
@@ -824,9 +825,17 @@ fn pipelined_commit_never_hands_a_handler_an_unsynced_record() {
     let expected: Vec<String> = (0..N).map(|i| format!("m{i:06}")).collect();
     assert_eq!(*handled, expected, "exactly once, in order");
     assert!(
-        overlapped.load(std::sync::atomic::Ordering::Relaxed),
+        !durable || overlapped.load(std::sync::atomic::Ordering::Relaxed),
         "no handler ran while a later batch was written and unsynced: no pipelining"
     );
+    // The log holds exactly these records, in order.
+    let dir = meta(&sim).shard_dir(Path::new(DIR), 0);
+    let logged: Vec<Vec<u8>> = Reader::open(Arc::new(sim.clone()), dir, Seq(0))
+        .unwrap()
+        .map(|r| r.unwrap().payload)
+        .collect();
+    let expected: Vec<Vec<u8>> = expected.into_iter().map(String::into_bytes).collect();
+    assert_eq!(logged, expected);
 }
 
 fn sim_segments(sim: &SimStorage, dir: &Path) -> Vec<PathBuf> {

@@ -222,7 +222,12 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Another handle to the segment file, for the sync thread.
+    /// Accounts for `len` bytes appended through another handle (the I/O thread's).
+    pub(crate) fn note_appended(&mut self, len: u64) {
+        self.meta.bytes += len;
+    }
+
+    /// Another handle to the segment file, for the I/O thread.
     pub(crate) fn try_clone_file(&self) -> Result<Box<dyn StorageFile>, LogError> {
         self.file
             .try_clone()
