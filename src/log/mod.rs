@@ -206,6 +206,8 @@ pub struct ShardLog {
     checkpoint: Option<Seq>,
     /// Encoding buffer, reused across batches.
     buf: Vec<u8>,
+    /// Offsets in `buf` of records whose CRC is not filled in yet (sealed in `flush`).
+    unsealed: Vec<usize>,
     /// When the oldest unsynced bytes of the active segment were written.
     dirty_since: Option<Instant>,
     /// Why the log is poisoned.
@@ -255,6 +257,7 @@ impl ShardLog {
             checkpoint: recovered.checkpoint(),
             active,
             buf: Vec::new(),
+            unsealed: Vec::new(),
             dirty_since: None,
             poisoned: None,
             durable_end: recovered.next_seq(),
@@ -610,6 +613,7 @@ impl ShardLog {
         records: impl Iterator<Item = RecordRef<'a>>,
     ) -> Result<(), LogError> {
         self.buf.clear();
+        self.unsealed.clear();
         for rec in records {
             let rec = &rec;
             let meta = &self.active.meta;
@@ -618,7 +622,8 @@ impl ShardLog {
                 self.flush()?;
                 self.roll()?;
             }
-            record::encode(&mut self.buf, self.next_seq, rec);
+            let start = record::encode_unsealed(&mut self.buf, self.next_seq, rec);
+            self.unsealed.push(start);
             self.active.meta.add(self.next_seq, rec.timestamp_nanos);
             self.next_seq = self.next_seq.next();
             if self.config.fsync == FsyncPolicy::Always {
@@ -634,6 +639,8 @@ impl ShardLog {
         if self.buf.is_empty() {
             return Ok(());
         }
+        record::seal(&mut self.buf, &self.unsealed);
+        self.unsealed.clear();
         match self.syncer.as_mut().filter(|_| self.async_writes) {
             Some(syncer) => {
                 self.active.note_appended(self.buf.len() as u64);
