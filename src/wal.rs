@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::CodecFns;
 use crate::inbox::{Envelope, LogStatus, LOG_CLOSED, LOG_POISONED};
-use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog, Stage};
+use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
 use crate::sync::Ordering;
 
 /// Bytes of a record besides its topic and payload (frame header and fixed fields).
@@ -40,9 +40,8 @@ type Buffers<T> = (Vec<Envelope<T>>, Vec<(usize, usize)>);
 struct Pending<T> {
     /// The batch's ticket (see [`Wal::next_ticket`]).
     ticket: u64,
-    /// What to wait for on the log's I/O thread: its append (`Never`) or its sync
-    /// (`Batch`); `None` if the batch appended no record.
-    wait: Option<(Stage, u64)>,
+    /// The log's sync ticket to wait for; `None` if the batch appended no record.
+    sync: Option<u64>,
     batch: Vec<Envelope<T>>,
     spans: Vec<(usize, usize)>,
     /// The batch's last record.
@@ -123,9 +122,8 @@ pub(crate) struct WalConfig {
 impl<T> Wal<T> {
     pub(crate) fn new(mut log: ShardLog, codec: CodecFns<T>, config: WalConfig) -> Self {
         let checkpointed = log.last_checkpoint();
-        let io_thread = log.start_syncer(true);
-        let pipelined =
-            io_thread && matches!(log.config().fsync, FsyncPolicy::Batch | FsyncPolicy::Never);
+        let syncer = log.start_syncer();
+        let pipelined = syncer && log.config().fsync == FsyncPolicy::Batch;
         Self {
             log,
             codec,
@@ -209,21 +207,16 @@ impl<T> Wal<T> {
         let drained = !self.batch.is_empty();
         let mut delivered = 0;
         if drained && self.poisoned.is_none() {
-            let appended = self.append_batch().and_then(|last| {
-                let wait = match (last, self.log.config().fsync) {
-                    (None, _) => None,
-                    (Some(_), FsyncPolicy::Never) => Some((Stage::Written, self.log.last_write())),
-                    (Some(_), _) => self.log.request_sync()?.map(|t| (Stage::Synced, t)),
-                };
-                Ok((last, wait))
-            });
+            let appended = self
+                .append_batch()
+                .and_then(|last| Ok((last, self.log.request_sync()?)));
             match appended {
-                Ok((last, wait)) => {
+                Ok((last, sync)) => {
                     self.tickets += 1;
                     let (batch, spans) = self.spare.pop().unwrap_or_default();
                     self.pending.push_back(Pending {
                         ticket: self.tickets,
-                        wait,
+                        sync,
                         batch: std::mem::replace(&mut self.batch, batch),
                         spans: std::mem::replace(&mut self.spans, spans),
                         last,
@@ -239,19 +232,15 @@ impl<T> Wal<T> {
                 break;
             }
             let block = self.pending.len() > MAX_PENDING || (!drained && delivered == 0);
-            let wait = if block { front.wait } else { None };
-            let progress = match self.log.poll_io(wait) {
-                Ok(progress) => progress,
+            let wait = if block { front.sync } else { None };
+            let synced = match self.log.poll_synced(wait) {
+                Ok(synced) => synced,
                 Err(e) => {
                     self.poison(status, &e);
                     break;
                 }
             };
-            let reached = |(stage, ticket)| match stage {
-                Stage::Written => progress.written >= ticket,
-                Stage::Synced => progress.synced >= ticket,
-            };
-            if front.wait.is_some_and(|w| !reached(w)) {
+            if front.sync.is_some_and(|t| t > synced) {
                 break;
             }
             let Some(p) = self.pending.pop_front() else {
@@ -415,11 +404,6 @@ impl<T> Wal<T> {
     fn append_and_commit(&mut self) -> Result<(), LogError> {
         let last = self.append_batch()?;
         self.log.commit()?;
-        if self.pipelined {
-            // The append went to the log's I/O thread: in the OS before any handler.
-            let written = self.log.last_write();
-            self.log.poll_io(Some((Stage::Written, written)))?;
-        }
         if last.is_some() {
             // Handled as soon as `f` returns for the whole batch: the shard dispatches
             // right after this call, before anything else.
@@ -488,7 +472,7 @@ impl<T> Wal<T> {
             self.log.commit()
         };
         // Takes note of a checkpoint the sync thread has written, then retention.
-        if let Err(e) = commit.and_then(|()| self.log.poll_io(None).map(drop)) {
+        if let Err(e) = commit.and_then(|()| self.log.poll_synced(None)) {
             self.poison(status, &e);
             return;
         }

@@ -772,11 +772,11 @@ fn pipelined_commit_never_hands_a_handler_an_unsynced_record() {
     pipelined_write_ahead(FsyncPolicy::Batch);
 }
 
-/// The same under `Never`, whose appends are made by the log's I/O thread while the shard
-/// encodes the next batch: a handler only sees a message whose record the storage has
-/// (a crash of the process keeps it).
+/// The same check under `Never` (checkpoints on the I/O thread, appends on the shard's):
+/// a handler only sees a message whose record the storage has (a crash of the process
+/// keeps it).
 #[test]
-fn pipelined_appends_never_hand_a_handler_an_unwritten_record() {
+fn never_hands_a_handler_an_unwritten_record() {
     pipelined_write_ahead(FsyncPolicy::Never);
 }
 

@@ -88,8 +88,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use segment::{SegmentMeta, SegmentWriter, HEADER_LEN};
-pub(crate) use syncer::Stage;
-use syncer::{Progress, Syncer};
+use syncer::Syncer;
 
 /// Default [`LogConfig::segment_size`]: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -214,12 +213,8 @@ pub struct ShardLog {
     poisoned: Option<String>,
     /// Every record before this one is known to be durable.
     durable_end: Seq,
-    /// The background I/O thread, once started ([`ShardLog::start_syncer`]).
+    /// The background sync thread, once started ([`ShardLog::start_syncer`]).
     syncer: Option<Syncer>,
-    /// Whether appends go through the I/O thread (else it only syncs and checkpoints).
-    async_writes: bool,
-    /// The I/O thread's ticket of the last append handed to it.
-    last_write: u64,
     /// Sync tickets handed out and not yet seen finished, with `next_seq` at the request.
     sync_ends: VecDeque<(u64, Seq)>,
 }
@@ -262,8 +257,6 @@ impl ShardLog {
             poisoned: None,
             durable_end: recovered.next_seq(),
             syncer: None,
-            async_writes: false,
-            last_write: 0,
             sync_ends: VecDeque::new(),
             config,
         };
@@ -366,20 +359,14 @@ impl ShardLog {
         Ok(())
     }
 
-    /// Starts the background I/O thread ([`syncer`](self::syncer)): from now on
-    /// [`ShardLog::request_sync`] and [`ShardLog::checkpoint_async`] hand their work to it,
-    /// and with `async_writes` so do appends: [`ShardLog::append_iter`] then returns once
-    /// the batch is encoded and queued, and the bytes are in the OS only once
-    /// [`ShardLog::poll_io`] reports [`ShardLog::last_write`] written (not under
-    /// [`FsyncPolicy::Always`] or `Interval`, whose appends stay on the caller's thread).
+    /// Starts the background sync thread ([`syncer`](self::syncer)): from now on
+    /// [`ShardLog::request_sync`] and [`ShardLog::checkpoint_async`] hand their work to it.
     /// Returns `false` (and changes nothing) if the storage cannot clone a file handle or
     /// the thread cannot be started; the log then works on the caller's thread as before.
-    pub(crate) fn start_syncer(&mut self, async_writes: bool) -> bool {
+    pub(crate) fn start_syncer(&mut self) -> bool {
         if self.syncer.is_some() {
             return true;
         }
-        self.async_writes =
-            async_writes && matches!(self.config.fsync, FsyncPolicy::Never | FsyncPolicy::Batch);
         let Ok(file) = self.active.try_clone_file() else {
             return false;
         };
@@ -400,9 +387,8 @@ impl ShardLog {
         }
     }
 
-    /// With the I/O thread: asks it to sync everything appended so far and returns the
-    /// ticket to wait for ([`ShardLog::poll_io`], [`Stage::Synced`]); `None` if nothing
-    /// is unsynced.
+    /// With the sync thread: asks it to sync everything appended so far and returns the
+    /// ticket to wait for ([`ShardLog::poll_synced`]); `None` if nothing is unsynced.
     /// Without it: syncs now and returns `None`.
     pub(crate) fn request_sync(&mut self) -> Result<Option<u64>, LogError> {
         self.check_poisoned()?;
@@ -418,35 +404,26 @@ impl ShardLog {
         Ok(Some(ticket))
     }
 
-    /// What the I/O thread has finished, after waiting for `wait` (a ticket to reach a
-    /// stage) if given. Takes note of it (durable end, checkpoint written); its error
-    /// poisons the log. Without the thread: nothing, at once.
-    pub(crate) fn poll_io(&mut self, wait: Option<(Stage, u64)>) -> Result<Progress, LogError> {
+    /// The last sync ticket known finished, after waiting for `wait_for` if given. Takes
+    /// note of what the sync thread finished (durable end, checkpoint written); its error
+    /// poisons the log.
+    pub(crate) fn poll_synced(&mut self, wait_for: Option<u64>) -> Result<u64, LogError> {
         self.check_poisoned()?;
         let Some(syncer) = self.syncer.as_mut() else {
-            return Ok(Progress {
-                written: 0,
-                synced: 0,
-                checkpoint: None,
-            });
+            return Ok(0);
         };
-        let result = match wait {
-            Some((stage, ticket)) => syncer.wait(stage, ticket),
+        let result = match wait_for {
+            Some(ticket) => syncer.wait_synced(ticket),
             None => syncer.poll(),
         };
         let progress = self.guard(result)?;
         self.note_progress(progress);
-        Ok(progress)
-    }
-
-    /// The I/O thread's ticket of the last append handed to it (0: none).
-    pub(crate) fn last_write(&self) -> u64 {
-        self.last_write
+        Ok(progress.synced)
     }
 
     /// Writes the checkpoint `seq` on the sync thread, after syncing the log if `seq` is not
     /// yet known durable; [`ShardLog::last_checkpoint`] says `seq` once the thread has
-    /// written it (seen by a later [`ShardLog::poll_io`]). Without the I/O thread, this
+    /// written it (seen by a later [`ShardLog::poll_synced`]). Without the sync thread, this
     /// is [`ShardLog::checkpoint`].
     pub(crate) fn checkpoint_async(&mut self, seq: Seq) -> Result<(), LogError> {
         if self.syncer.is_none() {
@@ -483,7 +460,7 @@ impl ShardLog {
         Ok(())
     }
 
-    fn note_progress(&mut self, progress: Progress) {
+    fn note_progress(&mut self, progress: syncer::Progress) {
         while let Some(&(ticket, end)) = self.sync_ends.front() {
             if ticket > progress.synced {
                 break;
@@ -641,27 +618,14 @@ impl ShardLog {
         }
         record::seal(&mut self.buf, &self.unsealed);
         self.unsealed.clear();
-        match self.syncer.as_mut().filter(|_| self.async_writes) {
-            Some(syncer) => {
-                self.active.note_appended(self.buf.len() as u64);
-                self.last_write = syncer.post_write(&mut self.buf);
-            }
-            None => {
-                self.active.append(&self.buf)?;
-                self.buf.clear();
-            }
-        }
+        self.active.append(&self.buf)?;
+        self.buf.clear();
         self.dirty_since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
     fn sync_active(&mut self) -> Result<(), LogError> {
         if self.dirty_since.is_some() {
-            // Appends queued on the I/O thread reach the file first.
-            if let Some(syncer) = self.syncer.as_mut().filter(|_| self.last_write > 0) {
-                let progress = syncer.wait(Stage::Written, self.last_write)?;
-                self.note_progress(progress);
-            }
             self.active.sync()?;
             self.dirty_since = None;
             self.durable_end = self.next_seq;
@@ -949,17 +913,14 @@ mod tests {
     fn the_sync_thread_syncs_before_it_checkpoints_and_covers_what_came_before() {
         let sim = SimStorage::new();
         let (mut log, _) = open(&sim, FsyncPolicy::Never);
-        assert!(log.start_syncer(true));
+        assert!(log.start_syncer());
         let seg = log.segment_paths().pop().unwrap();
         log.append(&[rec(b"a"), rec(b"b")]).unwrap();
         sim.set_sync_delay(Duration::from_millis(5));
         let ticket = log.request_sync().unwrap().unwrap();
         // Appended after the request: the ticket does not claim it.
         log.append(&[rec(b"c")]).unwrap();
-        assert_eq!(
-            log.poll_io(Some((Stage::Synced, ticket))).unwrap().synced,
-            ticket
-        );
+        assert_eq!(log.poll_synced(Some(ticket)).unwrap(), ticket);
         assert!(!log.is_synced());
         // A checkpoint past the durable end: the thread syncs the log first.
         log.checkpoint_async(Seq(2)).unwrap();
@@ -977,11 +938,11 @@ mod tests {
     fn a_failed_sync_on_the_sync_thread_poisons_the_log() {
         let sim = SimStorage::new();
         let (mut log, _) = open(&sim, FsyncPolicy::Batch);
-        assert!(log.start_syncer(true));
+        assert!(log.start_syncer());
         log.append(&[rec(b"a")]).unwrap();
         sim.fail_next_sync(io::Error::from_raw_os_error(5));
         let ticket = log.request_sync().unwrap().unwrap();
-        let err = log.poll_io(Some((Stage::Synced, ticket))).unwrap_err();
+        let err = log.poll_synced(Some(ticket)).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -997,7 +958,10 @@ mod tests {
             log.append(&[rec(b"b")]),
             Err(LogError::Poisoned { .. })
         ));
-        assert!(matches!(log.poll_io(None), Err(LogError::Poisoned { .. })));
+        assert!(matches!(
+            log.poll_synced(None),
+            Err(LogError::Poisoned { .. })
+        ));
         assert!(matches!(
             log.checkpoint_async(Seq(0)),
             Err(LogError::Poisoned { .. })

@@ -222,12 +222,7 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Accounts for `len` bytes appended through another handle (the I/O thread's).
-    pub(crate) fn note_appended(&mut self, len: u64) {
-        self.meta.bytes += len;
-    }
-
-    /// Another handle to the segment file, for the I/O thread.
+    /// Another handle to the segment file, for the sync thread.
     pub(crate) fn try_clone_file(&self) -> Result<Box<dyn StorageFile>, LogError> {
         self.file
             .try_clone()
