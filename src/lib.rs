@@ -66,6 +66,7 @@
 mod builder;
 mod bus;
 mod codec;
+mod crc;
 mod error;
 mod handler;
 mod inbox;

@@ -66,6 +66,10 @@ struct Inputs<T> {
     peers: Vec<spsc::Consumer<Envelope<T>>>,
     /// Persistent buses: the last position stored into the inbox's `durable` mark.
     ring_durable: u64,
+    /// Pipelined commit: per lane (and per peer), the last batch ticket it was popped
+    /// into; its popped values are durable once that ticket is done.
+    lane_tickets: Vec<u64>,
+    peer_tickets: Vec<u64>,
 }
 
 /// What a shard does on its own thread before its first pass.
@@ -141,6 +145,8 @@ impl<T: Send + 'static> Shard<T> {
                 lanes: Vec::new(),
                 peers,
                 ring_durable: 0,
+                lane_tickets: Vec::new(),
+                peer_tickets: Vec::new(),
             },
             names: Names {
                 shard: id,
@@ -368,6 +374,9 @@ impl<T: Send + 'static> Shard<T> {
         let Some(wal) = wal.as_mut() else {
             return 0;
         };
+        if wal.pipelined() {
+            return pass_pipelined(shared, inputs, names, actors, *phase, wal);
+        }
         let topics = &shared.topics;
         let closing = *phase == Phase::Closing;
         let id = actors.id.0;
@@ -418,8 +427,7 @@ impl<T: Send + 'static> Shard<T> {
             names.learn(env.topic, topics);
             wal.batch.push(env);
         }
-        // Logged by the commit below (or the log is poisoned and nothing is safe).
-        wal.local_logged += local as u64;
+        wal.add_local(local as u64);
         // Confirm durable publishers as soon as the batch is committed, before the
         // handlers run: a slow handler must not hold back acknowledgements.
         wal.commit_batch(status, &names.keys);
@@ -585,8 +593,10 @@ impl<T: Send + 'static> Shard<T> {
         let inbox = &shared.inboxes[actors.id.0];
         if let Some(wal) = wal.as_mut() {
             // Sync and checkpoint, and confirm what is logged, before the leftovers
-            // below are popped (and dropped).
+            // below are popped (and dropped). Batches still waiting for their sync
+            // (pipelined commit) are logged: they are handled first.
             let status = shared.log_status(actors.id.0);
+            wal.flush_pipeline(status, |env, fate| actors.deliver(names, env, fate));
             wal.close(status, drained);
             if wal.confirmable() {
                 confirm_durable(inputs, inbox);
@@ -837,6 +847,135 @@ fn confirm_durable<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>) {
     }
     for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {
         lane.publish_durable();
+    }
+}
+
+/// [`Shard::pass_logged`] under the pipelined commit (`FsyncPolicy::Batch` with the log's
+/// sync thread): drains every input into the write-ahead batch, appends it and asks for
+/// its sync, then runs the handlers of every earlier batch whose sync has finished and
+/// confirms the durable publishers of the inputs whose popped values are all synced. The
+/// handlers of a batch therefore still run only after its sync (write-ahead), while the
+/// next batch is drained and written during it.
+fn pass_pipelined<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    inputs: &mut Inputs<T>,
+    names: &mut Names,
+    actors: &mut Actors<T>,
+    phase: Phase,
+    wal: &mut Wal<T>,
+) -> usize {
+    let closing = phase == Phase::Closing;
+    let id = actors.id.0;
+    let inbox = &shared.inboxes[id];
+    let status = shared.log_status(id);
+    let topics = &shared.topics;
+    let mut did = inputs
+        .ring
+        .pop_batch(&inbox.ring, BATCH, |item| match item {
+            Item::Msg(env) => {
+                names.learn(env.topic, topics);
+                wal.batch.push(env);
+            }
+            Item::Control(c) => {
+                // Keep the ring's order: what came before the control is handled first
+                // (`write` waits for the pipeline and syncs the batch here).
+                wal.write(status, &names.keys, |env, fate| {
+                    actors.deliver(names, env, fate);
+                });
+                if let Some(mut lane) = actors.control(names, c) {
+                    if closing {
+                        lane.close();
+                    }
+                    inputs.lanes.push(lane);
+                }
+            }
+        });
+    // Read after the ring: a control above may have synced and delivered everything.
+    let ticket = wal.next_ticket();
+    inputs.lane_tickets.resize(inputs.lanes.len(), 0);
+    let mut i = 0;
+    while i < inputs.lanes.len() {
+        let n = inputs.lanes[i].pop_batch(BATCH, |env| {
+            names.learn(env.topic, topics);
+            wal.batch.push(env);
+        });
+        did += n;
+        if n > 0 {
+            inputs.lane_tickets[i] = ticket;
+        }
+        if n == 0 && inputs.lanes[i].is_finished() {
+            inputs.lanes.swap_remove(i);
+            inputs.lane_tickets.swap_remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    inputs.peer_tickets.resize(inputs.peers.len(), 0);
+    for (peer, t) in inputs.peers.iter_mut().zip(inputs.peer_tickets.iter_mut()) {
+        let n = peer.pop_batch(BATCH, |env| {
+            names.learn(env.topic, topics);
+            wal.batch.push(env);
+        });
+        did += n;
+        if n > 0 {
+            *t = ticket;
+        }
+    }
+    // Only what is queued now: handlers may queue more for the next pass.
+    let local = actors.out.local.len().min(BATCH);
+    for env in actors.out.local.drain(..local) {
+        names.learn(env.topic, topics);
+        wal.batch.push(env);
+    }
+    wal.add_local(local as u64);
+    let ring_head = inputs.ring.head();
+    let delivered = wal.pipeline(status, ring_head, &names.keys, |env, fate| {
+        actors.deliver(names, env, fate)
+    });
+    confirm_pipelined(inputs, inbox, wal);
+    note_onward(wal, &actors.out);
+    wal.tick(status);
+    if std::mem::take(&mut wal.just_poisoned) {
+        // Stop accepting: later publishes get `Closed` with their message back.
+        inputs.ring.close(&inbox.ring);
+        for lane in &mut inputs.lanes {
+            lane.close();
+        }
+    }
+    let (sent, dropped) = actors.out.flush_overflow();
+    actors.counters.dropped += dropped as u64;
+    // Delivered messages count as work: the shard never idles (or reports itself idle
+    // while closing) with batches waiting for their sync; `pipeline` waits for them when
+    // nothing new was drained.
+    did + local + sent + delivered
+}
+
+/// Pipelined commit: declares durable, for `publish_durable` waiters, the shared ring up
+/// to the last synced batch and every lane whose popped values are all in synced batches.
+fn confirm_pipelined<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>, wal: &mut Wal<T>) {
+    // Nothing waiting for a sync: everything popped so far is synced (or dead-lettered
+    // by a poisoned log, which confirms nothing: `wal.done_ticket` stopped).
+    let synced = wal.take_ring_synced();
+    let head = if wal.all_synced() {
+        Some(inputs.ring.head())
+    } else {
+        synced
+    };
+    if let Some(head) = head {
+        if head != inputs.ring_durable {
+            inputs.ring_durable = head;
+            // Release: the sync (seen finished by this thread under the sync thread's
+            // mutex) happens before a waiter's Acquire load that sees it.
+            inbox.durable.store(head, Ordering::Release);
+        }
+    }
+    let done = wal.done_ticket();
+    let lanes = inputs.lanes.iter_mut().zip(inputs.lane_tickets.iter());
+    let peers = inputs.peers.iter_mut().zip(inputs.peer_tickets.iter());
+    for (lane, &t) in lanes.chain(peers) {
+        if t <= done {
+            lane.publish_durable();
+        }
     }
 }
 

@@ -167,8 +167,20 @@ pub(crate) mod stat {
 /// modelled under loom (its models build memory-only buses), these take part in none of
 /// the hand-off, wake-up or shutdown protocols the models check, and the log's public API
 /// (`ShardLog::open(Arc<dyn Storage>, ..)`) must not change type under the loom cfg.
+///
+/// The log's background sync thread (`log/syncer.rs`) is on this side too: a std thread
+/// that waits on a std `Condvar` and only ever does storage calls.
 pub(crate) mod plain {
-    pub(crate) use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+    pub(crate) use std::thread::{sleep, JoinHandle};
+
+    /// Spawns a named std thread (also under loom: storage threads are not modelled).
+    pub(crate) fn spawn_named<F>(name: String, f: F) -> std::io::Result<JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        std::thread::Builder::new().name(name).spawn(f)
+    }
 }
 
 /// A process-unique bus id. A std atomic under loom too: it only makes ids unique and

@@ -7,6 +7,15 @@
 //! `Batch`, group commit), and only then hands the messages to the handlers, so a handler
 //! never sees a message that is not in the log. Nothing here allocates in steady state:
 //! the batch, the payload buffer and the span list keep their capacity.
+//!
+//! Each log has a background sync thread (`log/syncer.rs`) that writes checkpoints (after
+//! syncing the log when needed), so a checkpoint never stalls the shard. Under
+//! `FsyncPolicy::Batch` it also syncs the batches: the **pipelined commit**
+//! ([`Wal::pipeline`]). The shard appends batch k, asks the thread for a sync, and goes on
+//! draining, encoding and appending batch k+1 while batch k is being synced; batch k's
+//! handlers run (and its durable publishers are confirmed) only once its sync has returned,
+//! so the write-ahead rule holds as before. At most [`MAX_PENDING`] batches wait for their
+//! sync; a sync covers every batch appended before it started (group commit across passes).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -21,6 +30,28 @@ use crate::sync::Ordering;
 const RECORD_OVERHEAD: usize = 26;
 /// A span marking a message whose record would exceed the maximum record size.
 const TOO_LARGE: (usize, usize) = (usize::MAX, usize::MAX);
+/// Pipelined commit: batches appended and waiting for their sync at most; the shard waits
+/// for the oldest before it drains more (so the inbox, not this queue, holds the backlog).
+pub(crate) const MAX_PENDING: usize = 4;
+
+/// A batch's messages and their payload spans.
+type Buffers<T> = (Vec<Envelope<T>>, Vec<(usize, usize)>);
+
+/// A batch appended to the log whose sync has not been seen finished yet.
+struct Pending<T> {
+    /// The batch's ticket (see [`Wal::next_ticket`]).
+    ticket: u64,
+    /// The log's sync ticket to wait for; `None` if the batch appended no record.
+    sync: Option<u64>,
+    batch: Vec<Envelope<T>>,
+    spans: Vec<(usize, usize)>,
+    /// The batch's last record.
+    last: Option<Seq>,
+    /// The shared ring's consumer position right after the batch was drained.
+    ring_head: u64,
+    /// Local messages (the shard's own publishes) in the batch.
+    local: u64,
+}
 
 /// How a drained message fared in [`Wal::write`].
 pub(crate) enum Fate<'a> {
@@ -66,6 +97,20 @@ pub(crate) struct Wal<T> {
     checkpoint_records: u64,
     checkpoint_interval: Duration,
     retention: RetentionLimit,
+    /// The checkpoint retention last ran for.
+    retained_at: Option<Seq>,
+    /// Pipelined commit (`Batch` with a sync thread): batches waiting for their sync.
+    pipelined: bool,
+    pending: VecDeque<Pending<T>>,
+    /// Emptied batch and span vectors, kept for their capacity.
+    spare: Vec<Buffers<T>>,
+    /// The last batch ticket handed out, and the last whose batch is synced and delivered.
+    tickets: u64,
+    done: u64,
+    /// Pipelined: local messages in `batch`, counted as logged once it is synced.
+    batch_local: u64,
+    /// Pipelined: the ring position of the last delivered batch, for the shard to confirm.
+    ring_synced: Option<u64>,
 }
 
 /// What the builder gives each persistent shard.
@@ -76,8 +121,10 @@ pub(crate) struct WalConfig {
 }
 
 impl<T> Wal<T> {
-    pub(crate) fn new(log: ShardLog, codec: CodecFns<T>, config: WalConfig) -> Self {
+    pub(crate) fn new(mut log: ShardLog, codec: CodecFns<T>, config: WalConfig) -> Self {
         let checkpointed = log.last_checkpoint();
+        let syncer = log.start_syncer();
+        let pipelined = syncer && log.config().fsync == FsyncPolicy::Batch;
         Self {
             log,
             codec,
@@ -97,7 +144,169 @@ impl<T> Wal<T> {
             checkpoint_records: config.checkpoint_records,
             checkpoint_interval: config.checkpoint_interval,
             retention: config.retention,
+            retained_at: checkpointed,
+            pipelined,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            tickets: 0,
+            done: 0,
+            batch_local: 0,
+            ring_synced: None,
         }
+    }
+
+    /// Whether batches go through [`Wal::pipeline`] (else through [`Wal::write`]).
+    pub(crate) fn pipelined(&self) -> bool {
+        self.pipelined
+    }
+
+    /// The ticket the next batch handed to [`Wal::pipeline`] gets. The shard notes it for
+    /// each input it pops from, and confirms an input's durable publishers once
+    /// [`Wal::done_ticket`] reaches the last ticket it popped into.
+    pub(crate) fn next_ticket(&self) -> u64 {
+        self.tickets + 1
+    }
+
+    /// Every batch up to this ticket is synced and delivered.
+    pub(crate) fn done_ticket(&self) -> u64 {
+        self.done
+    }
+
+    /// The shared ring's position up to which everything popped is synced, once, if it
+    /// moved since the last call.
+    pub(crate) fn take_ring_synced(&mut self) -> Option<u64> {
+        self.ring_synced.take()
+    }
+
+    /// Pipelined: no batch is waiting for its sync, and the log is not poisoned.
+    pub(crate) fn all_synced(&self) -> bool {
+        self.pending.is_empty() && self.batch.is_empty() && self.poisoned.is_none()
+    }
+
+    /// Counts `n` local messages just drained into `batch` (logged once `batch` is).
+    pub(crate) fn add_local(&mut self, n: u64) {
+        if self.pipelined {
+            self.batch_local += n;
+        } else {
+            // Logged by the commit that follows (or the log is poisoned and nothing is safe).
+            self.local_logged += n;
+        }
+    }
+
+    /// The pipelined commit: appends `batch` (if any) and asks for its sync, then delivers,
+    /// in order, every waiting batch whose sync has finished, calling `f` as [`Wal::write`]
+    /// does. Waits for the oldest batch when [`MAX_PENDING`] are waiting, or when nothing
+    /// new was drained (so the shard never idles with undelivered batches). `ring_head` is
+    /// the shared ring's consumer position after draining `batch`; `names` holds the name
+    /// of every topic index in it. Returns the number of messages delivered.
+    pub(crate) fn pipeline(
+        &mut self,
+        status: &LogStatus,
+        ring_head: u64,
+        names: &[TopicKey],
+        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+    ) -> usize {
+        let drained = !self.batch.is_empty();
+        let mut delivered = 0;
+        if drained && self.poisoned.is_none() {
+            let appended = self
+                .append_batch(names)
+                .and_then(|last| Ok((last, self.log.request_sync()?)));
+            match appended {
+                Ok((last, sync)) => {
+                    self.tickets += 1;
+                    let (batch, spans) = self.spare.pop().unwrap_or_default();
+                    self.pending.push_back(Pending {
+                        ticket: self.tickets,
+                        sync,
+                        batch: std::mem::replace(&mut self.batch, batch),
+                        spans: std::mem::replace(&mut self.spans, spans),
+                        last,
+                        ring_head,
+                        local: std::mem::take(&mut self.batch_local),
+                    });
+                }
+                Err(e) => self.poison(status, &e),
+            }
+        }
+        while let Some(front) = self.pending.front() {
+            if self.poisoned.is_some() {
+                break;
+            }
+            let block = self.pending.len() > MAX_PENDING || (!drained && delivered == 0);
+            let wait = if block { front.sync } else { None };
+            let synced = match self.log.poll_synced(wait) {
+                Ok(synced) => synced,
+                Err(e) => {
+                    self.poison(status, &e);
+                    break;
+                }
+            };
+            if front.sync.is_some_and(|t| t > synced) {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            delivered += self.deliver(p, &mut f);
+        }
+        if let Some(error) = &self.poisoned {
+            // Nothing waiting will be confirmed: dead-letter it, oldest first.
+            for mut p in self.pending.drain(..) {
+                delivered += p.batch.len();
+                p.batch
+                    .drain(..)
+                    .for_each(|env| f(env, Fate::NotLogged(error)));
+            }
+            delivered += self.batch.len();
+            self.batch
+                .drain(..)
+                .for_each(|env| f(env, Fate::NotLogged(error)));
+        }
+        delivered
+    }
+
+    /// Waits for every batch of the pipelined commit and delivers it (before a control
+    /// message that must see them handled, and when the shard stops).
+    pub(crate) fn flush_pipeline(
+        &mut self,
+        status: &LogStatus,
+        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+    ) -> usize {
+        let mut delivered = 0;
+        while !self.pending.is_empty() {
+            // Nothing new is drained (so no names are needed): `pipeline` waits for the
+            // oldest each round.
+            let batch = std::mem::take(&mut self.batch);
+            delivered += self.pipeline(status, 0, &[], &mut f);
+            self.batch = batch;
+        }
+        delivered
+    }
+
+    /// Hands a synced batch to `f` and takes note of what it makes handled and durable.
+    fn deliver(&mut self, mut p: Pending<T>, f: &mut impl FnMut(Envelope<T>, Fate<'_>)) -> usize {
+        let n = p.batch.len();
+        for (env, span) in p.batch.drain(..).zip(p.spans.iter()) {
+            if *span == TOO_LARGE {
+                f(
+                    env,
+                    Fate::NotLogged("record exceeds the maximum record size"),
+                );
+            } else {
+                f(env, Fate::Logged);
+            }
+        }
+        if p.last.is_some() {
+            // Handled: `f` has returned for the whole batch.
+            self.handled = p.last;
+        }
+        self.local_logged += p.local;
+        self.done = p.ticket;
+        self.ring_synced = Some(p.ring_head);
+        p.spans.clear();
+        self.spare.push((p.batch, p.spans));
+        n
     }
 
     pub(crate) fn codec(&self) -> CodecFns<T> {
@@ -109,16 +318,25 @@ impl<T> Wal<T> {
     }
 
     /// Encodes, appends and commits `batch`, then calls `f` with every message, in order,
-    /// and what became of it. Leaves `batch` empty.
-    /// `names` holds the name of every topic index in the batch.
+    /// and what became of it. Leaves `batch` empty. `names` holds the name of every topic
+    /// index in the batch.
     pub(crate) fn write(
         &mut self,
         status: &LogStatus,
         names: &[TopicKey],
         mut f: impl FnMut(Envelope<T>, Fate<'_>),
     ) {
+        if self.pipelined {
+            // Keep the order: what is waiting for its sync is delivered first.
+            self.flush_pipeline(status, &mut f);
+        }
         self.commit_batch(status, names);
         self.committed = false;
+        if self.pipelined && self.poisoned.is_none() {
+            // Synced here, with everything before it: every ticket so far is done.
+            self.local_logged += std::mem::take(&mut self.batch_local);
+            self.done = self.tickets;
+        }
         let Self {
             batch,
             spans,
@@ -193,6 +411,18 @@ impl<T> Wal<T> {
     }
 
     fn append_and_commit(&mut self, names: &[TopicKey]) -> Result<(), LogError> {
+        let last = self.append_batch(names)?;
+        self.log.commit()?;
+        if last.is_some() {
+            // Handled as soon as `f` returns for the whole batch: the shard dispatches
+            // right after this call, before anything else.
+            self.handled = last;
+        }
+        Ok(())
+    }
+
+    /// Encodes `batch` and appends it to the log (no commit); returns its last record.
+    fn append_batch(&mut self, names: &[TopicKey]) -> Result<Option<Seq>, LogError> {
         let Self {
             log,
             codec,
@@ -229,13 +459,7 @@ impl<T> Wal<T> {
                 payload: &payloads[a..b],
             });
         let range = log.append_iter(records)?;
-        log.commit()?;
-        if range.end > range.start {
-            // Handled as soon as `f` returns for the whole batch: the shard dispatches
-            // right after this call, before anything else.
-            self.handled = Some(Seq(range.end.get() - 1));
-        }
-        Ok(())
+        Ok((range.end > range.start).then(|| Seq(range.end.get() - 1)))
     }
 
     /// Whether what was appended may be confirmed to durable publishers now: synced, or,
@@ -251,10 +475,18 @@ impl<T> Wal<T> {
         if self.poisoned.is_some() {
             return;
         }
-        if let Err(e) = self.log.commit() {
+        // Pipelined, batches are synced by the sync thread, never here.
+        let commit = if self.pipelined {
+            Ok(())
+        } else {
+            self.log.commit()
+        };
+        // Takes note of a checkpoint the sync thread has written, then retention.
+        if let Err(e) = commit.and_then(|()| self.log.poll_synced(None)) {
             self.poison(status, &e);
             return;
         }
+        self.retain(status);
         let Some(safe) = self.safe else {
             return;
         };
@@ -266,27 +498,45 @@ impl<T> Wal<T> {
         if since >= self.checkpoint_records
             || self.last_checkpoint.elapsed() >= self.checkpoint_interval
         {
-            self.checkpoint(status);
+            self.checkpoint(status, false);
         }
     }
 
-    fn checkpoint(&mut self, status: &LogStatus) {
+    /// Writes a checkpoint at `safe`: on the sync thread (`now == false`; it syncs the log
+    /// first if needed, and retention follows once it is written), or here and now.
+    fn checkpoint(&mut self, status: &LogStatus, now: bool) {
         let Some(safe) = self.safe else {
             return;
         };
         if self.checkpointed.is_some_and(|c| c >= safe) {
             return;
         }
-        let result = self
-            .log
-            .checkpoint(safe)
-            .and_then(|()| self.log.retain(safe, self.retention));
+        let result = if now {
+            self.log.checkpoint(safe)
+        } else {
+            self.log.checkpoint_async(safe)
+        };
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.checkpointed = Some(safe);
                 self.last_checkpoint = Instant::now();
+                self.retain(status);
             }
             Err(e) => self.poison(status, &e),
+        }
+    }
+
+    /// Deletes old segments per the retention limit once a newer checkpoint is durable.
+    fn retain(&mut self, status: &LogStatus) {
+        let durable = self.log.last_checkpoint();
+        if durable.is_none() || durable == self.retained_at {
+            return;
+        }
+        self.retained_at = durable;
+        if let Some(c) = durable {
+            if let Err(e) = self.log.retain(c, self.retention) {
+                self.poison(status, &e);
+            }
         }
     }
 
@@ -316,7 +566,7 @@ impl<T> Wal<T> {
     /// the same records again.
     pub(crate) fn checkpoint_now(&mut self, status: &LogStatus) {
         if self.poisoned.is_none() {
-            self.checkpoint(status);
+            self.checkpoint(status, true);
         }
     }
 
@@ -334,7 +584,7 @@ impl<T> Wal<T> {
             if let Err(e) = self.log.sync() {
                 self.poison(status, &e);
             } else {
-                self.checkpoint(status);
+                self.checkpoint(status, true);
             }
         }
     }

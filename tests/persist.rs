@@ -762,3 +762,172 @@ fn onward_messages_are_not_lost_to_a_checkpoint() {
         "the receiver was held before it could handle"
     );
 }
+
+/// The pipelined commit (`Batch`): the shard drains and writes the next batch while the
+/// last one is being synced, yet a handler only ever sees a message whose record is
+/// already durable. A slow simulated sync makes the overlap happen (and the test checks
+/// that it did: a handler saw unsynced bytes of a *later* batch in the log).
+#[test]
+fn pipelined_commit_never_hands_a_handler_an_unsynced_record() {
+    pipelined_write_ahead(FsyncPolicy::Batch);
+}
+
+/// The same check under `Never` (checkpoints on the I/O thread, appends on the shard's):
+/// a handler only sees a message whose record the storage has (a crash of the process
+/// keeps it).
+#[test]
+fn never_hands_a_handler_an_unwritten_record() {
+    pipelined_write_ahead(FsyncPolicy::Never);
+}
+
+fn pipelined_write_ahead(policy: FsyncPolicy) {
+    const N: usize = 20_000;
+    // Every record is the same size (topic "t", payload "m" and 6 digits), so message
+    // `i` ends at a known offset of the one segment: 16-byte header, 26 + 1 + 7 per record.
+    let end_of = |i: usize| 16 + 34 * (i as u64 + 1);
+    let durable = policy != FsyncPolicy::Never;
+    let sim = SimStorage::new();
+    sim.set_sync_delay(Duration::from_millis(1));
+    let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let (s2, o2, h2) = (sim.clone(), overlapped.clone(), handled.clone());
+    let bus = Bus::<String>::builder()
+        .pin_threads(false)
+        .persist(persistence(&sim).fsync(policy))
+        .subscribe("t", move |_: &mut Context<'_, String>, m: &String| {
+            let i: usize = m[1..].parse().unwrap();
+            let dir = meta(&s2).shard_dir(Path::new(DIR), 0);
+            let segs = sim_segments(&s2, &dir);
+            assert_eq!(segs.len(), 1);
+            let written = s2.file_len(&segs[0]).unwrap();
+            let unsynced = s2.unsynced_len(&segs[0]).unwrap() as u64;
+            let logged = if durable { written - unsynced } else { written };
+            assert!(
+                logged >= end_of(i),
+                "handler saw {m} before its record was logged: {logged} < {}",
+                end_of(i)
+            );
+            if written > end_of(i) && unsynced > 0 {
+                // A later batch is in the file, not yet synced, while this one's handlers run.
+                o2.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            h2.lock().unwrap().push(m.clone());
+        })
+        .build()
+        .unwrap();
+    let mut p = bus.publisher();
+    for i in 0..N {
+        p.publish("t", format!("m{i:06}")).unwrap();
+    }
+    p.wait_durable().unwrap();
+    bus.shutdown();
+    let handled = handled.lock().unwrap();
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i:06}")).collect();
+    assert_eq!(*handled, expected, "exactly once, in order");
+    assert!(
+        !durable || overlapped.load(std::sync::atomic::Ordering::Relaxed),
+        "no handler ran while a later batch was written and unsynced: no pipelining"
+    );
+    // The log holds exactly these records, in order.
+    let dir = meta(&sim).shard_dir(Path::new(DIR), 0);
+    let logged: Vec<Vec<u8>> = Reader::open(Arc::new(sim.clone()), dir, Seq(0))
+        .unwrap()
+        .map(|r| r.unwrap().payload)
+        .collect();
+    let expected: Vec<Vec<u8>> = expected.into_iter().map(String::into_bytes).collect();
+    assert_eq!(logged, expected);
+}
+
+fn sim_segments(sim: &SimStorage, dir: &Path) -> Vec<PathBuf> {
+    sim.list_dir(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.to_str().unwrap().ends_with(".log"))
+        .map(|n| dir.join(n))
+        .collect()
+}
+
+/// A sync that fails while batches wait in the pipelined commit poisons the log: every
+/// message is handled or dead-lettered (`NotLogged`) or refused at publish, exactly once;
+/// the handled ones are a prefix of the published order and all survive power loss; the
+/// publisher's wait reports them unconfirmed.
+#[test]
+fn a_sync_error_in_the_pipelined_commit_poisons_and_dead_letters() {
+    const N: usize = 4000;
+    let sim = SimStorage::new();
+    sim.set_sync_delay(Duration::from_micros(300));
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let (h2, l2) = (handled.clone(), letters.clone());
+    let bus = Bus::<String>::builder()
+        .pin_threads(false)
+        .persist(persistence(&sim).fsync(FsyncPolicy::Batch))
+        .subscribe("t", move |_: &mut Context<'_, String>, m: &String| {
+            h2.lock().unwrap().push(m.clone());
+        })
+        .dead_letter(move |d| {
+            assert!(matches!(d.reason, DeadLetterReason::NotLogged { .. }));
+            l2.lock().unwrap().push(d.message.clone());
+        })
+        .build()
+        .unwrap();
+    let mut p = bus.publisher();
+    let mut refused = Vec::new();
+    for i in 0..N {
+        if i == N / 4 {
+            sim.fail_next_sync(io::Error::from_raw_os_error(5)); // EIO
+        }
+        if let Err(PublishError::Closed(m)) = p.publish("t", format!("m{i:06}")) {
+            refused.push(m);
+        }
+    }
+    assert!(
+        p.wait_durable().is_err(),
+        "the failed sync is not confirmed"
+    );
+    let error = bus.log_error(first_shard()).expect("the log is poisoned");
+    assert!(error.contains("sync_data"), "{error}");
+    // Stop the shard (it has dead-lettered or handled everything it drained).
+    bus.shutdown();
+    let handled = handled.lock().unwrap().clone();
+    let letters = letters.lock().unwrap().clone();
+    assert!(!letters.is_empty());
+    let mut all: Vec<String> = handled
+        .iter()
+        .chain(&letters)
+        .chain(&refused)
+        .cloned()
+        .collect();
+    all.sort();
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i:06}")).collect();
+    assert_eq!(
+        all, expected,
+        "each message handled, dead-lettered or refused, once"
+    );
+    assert_eq!(
+        handled,
+        expected[..handled.len()],
+        "handled: a prefix, in order"
+    );
+
+    // Power loss: every handled message was synced, so it is replayed.
+    sim.crash(None);
+    let replayed = Arc::new(Mutex::new(Vec::new()));
+    let r2 = replayed.clone();
+    let bus = Bus::<String>::builder()
+        .pin_threads(false)
+        .persist(persistence(&sim).fsync(FsyncPolicy::Batch))
+        .subscribe("t", move |_: &mut Context<'_, String>, m: &String| {
+            r2.lock().unwrap().push(m.clone());
+        })
+        .build()
+        .unwrap();
+    bus.shutdown();
+    let replayed = replayed.lock().unwrap();
+    assert!(
+        replayed.len() >= handled.len() && replayed[..handled.len()] == handled[..],
+        "handled {} messages, {} survived power loss",
+        handled.len(),
+        replayed.len()
+    );
+}

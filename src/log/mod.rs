@@ -69,6 +69,7 @@ mod recover;
 mod segment;
 mod small_file;
 mod storage;
+mod syncer;
 
 pub use crate::error::{CorruptReason, IoOp, LogError};
 pub use checkpoint::load_checkpoint;
@@ -87,6 +88,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use segment::{SegmentMeta, SegmentWriter, HEADER_LEN};
+use syncer::Syncer;
 
 /// Default [`LogConfig::segment_size`]: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -203,10 +205,18 @@ pub struct ShardLog {
     checkpoint: Option<Seq>,
     /// Encoding buffer, reused across batches.
     buf: Vec<u8>,
+    /// Offsets in `buf` of records whose CRC is not filled in yet (sealed in `flush`).
+    unsealed: Vec<usize>,
     /// When the oldest unsynced bytes of the active segment were written.
     dirty_since: Option<Instant>,
     /// Why the log is poisoned.
     poisoned: Option<String>,
+    /// Every record before this one is known to be durable.
+    durable_end: Seq,
+    /// The background sync thread, once started ([`ShardLog::start_syncer`]).
+    syncer: Option<Syncer>,
+    /// Sync tickets handed out and not yet seen finished, with `next_seq` at the request.
+    sync_ends: VecDeque<(u64, Seq)>,
 }
 
 impl ShardLog {
@@ -242,8 +252,12 @@ impl ShardLog {
             checkpoint: recovered.checkpoint(),
             active,
             buf: Vec::new(),
+            unsealed: Vec::new(),
             dirty_since: None,
             poisoned: None,
+            durable_end: recovered.next_seq(),
+            syncer: None,
+            sync_ends: VecDeque::new(),
             config,
         };
         Ok((log, recovered))
@@ -312,6 +326,7 @@ impl ShardLog {
     /// Syncs every appended record now, whatever the policy (`sync_data` of the active segment).
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.check_poisoned()?;
+        self.settle()?;
         let result = self.sync_active();
         self.guard(result)
     }
@@ -331,12 +346,134 @@ impl ShardLog {
                 next_seq: self.next_seq,
             });
         }
-        let result = self
-            .sync_active()
-            .and_then(|()| checkpoint::store_checkpoint(&*self.storage, &self.dir, seq));
+        // No checkpoint write of the sync thread may run beside this one.
+        self.settle()?;
+        let result = if seq < self.durable_end {
+            Ok(())
+        } else {
+            self.sync_active()
+        }
+        .and_then(|()| checkpoint::store_checkpoint(&*self.storage, &self.dir, seq));
         self.guard(result)?;
         self.checkpoint = Some(seq);
         Ok(())
+    }
+
+    /// Starts the background sync thread ([`syncer`](self::syncer)): from now on
+    /// [`ShardLog::request_sync`] and [`ShardLog::checkpoint_async`] hand their work to it.
+    /// Returns `false` (and changes nothing) if the storage cannot clone a file handle or
+    /// the thread cannot be started; the log then works on the caller's thread as before.
+    pub(crate) fn start_syncer(&mut self) -> bool {
+        if self.syncer.is_some() {
+            return true;
+        }
+        let Ok(file) = self.active.try_clone_file() else {
+            return false;
+        };
+        match Syncer::start(
+            Arc::clone(&self.storage),
+            self.dir.clone(),
+            file,
+            self.active.meta.path.clone(),
+        ) {
+            Ok(syncer) => {
+                self.syncer = Some(syncer);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "no background sync thread; syncing on the shard thread");
+                false
+            }
+        }
+    }
+
+    /// With the sync thread: asks it to sync everything appended so far and returns the
+    /// ticket to wait for ([`ShardLog::poll_synced`]); `None` if nothing is unsynced.
+    /// Without it: syncs now and returns `None`.
+    pub(crate) fn request_sync(&mut self) -> Result<Option<u64>, LogError> {
+        self.check_poisoned()?;
+        if self.durable_end >= self.next_seq && self.dirty_since.is_none() {
+            return Ok(None);
+        }
+        let Some(syncer) = self.syncer.as_mut() else {
+            self.sync()?;
+            return Ok(None);
+        };
+        let ticket = syncer.request_sync();
+        self.sync_ends.push_back((ticket, self.next_seq));
+        Ok(Some(ticket))
+    }
+
+    /// The last sync ticket known finished, after waiting for `wait_for` if given. Takes
+    /// note of what the sync thread finished (durable end, checkpoint written); its error
+    /// poisons the log.
+    pub(crate) fn poll_synced(&mut self, wait_for: Option<u64>) -> Result<u64, LogError> {
+        self.check_poisoned()?;
+        let Some(syncer) = self.syncer.as_mut() else {
+            return Ok(0);
+        };
+        let result = match wait_for {
+            Some(ticket) => syncer.wait_synced(ticket),
+            None => syncer.poll(),
+        };
+        let progress = self.guard(result)?;
+        self.note_progress(progress);
+        Ok(progress.synced)
+    }
+
+    /// Writes the checkpoint `seq` on the sync thread, after syncing the log if `seq` is not
+    /// yet known durable; [`ShardLog::last_checkpoint`] says `seq` once the thread has
+    /// written it (seen by a later [`ShardLog::poll_synced`]). Without the sync thread, this
+    /// is [`ShardLog::checkpoint`].
+    pub(crate) fn checkpoint_async(&mut self, seq: Seq) -> Result<(), LogError> {
+        if self.syncer.is_none() {
+            return self.checkpoint(seq);
+        }
+        self.check_poisoned()?;
+        if seq >= self.next_seq || seq.next() < self.first_seq() {
+            return Err(LogError::CheckpointOutOfRange {
+                path: self.dir.clone(),
+                checkpoint: seq,
+                first_seq: self.first_seq(),
+                next_seq: self.next_seq,
+            });
+        }
+        let after = if seq < self.durable_end {
+            0
+        } else {
+            self.request_sync()?.unwrap_or(0)
+        };
+        if let Some(syncer) = self.syncer.as_mut() {
+            syncer.request_checkpoint(seq, after);
+        }
+        Ok(())
+    }
+
+    /// Waits for every request to the sync thread to finish and takes note of it.
+    fn settle(&mut self) -> Result<(), LogError> {
+        let Some(syncer) = self.syncer.as_mut() else {
+            return Ok(());
+        };
+        let result = syncer.wait_idle();
+        let progress = self.guard(result)?;
+        self.note_progress(progress);
+        Ok(())
+    }
+
+    fn note_progress(&mut self, progress: syncer::Progress) {
+        while let Some(&(ticket, end)) = self.sync_ends.front() {
+            if ticket > progress.synced {
+                break;
+            }
+            self.durable_end = self.durable_end.max(end);
+            self.sync_ends.pop_front();
+        }
+        if self.durable_end >= self.next_seq {
+            self.dirty_since = None;
+        }
+        if let Some(c) = progress.checkpoint {
+            self.checkpoint = Some(self.checkpoint.map_or(c, |old| old.max(c)));
+        }
     }
 
     /// Deletes the oldest segments while the log is beyond `limit`, returning their paths.
@@ -453,6 +590,7 @@ impl ShardLog {
         records: impl Iterator<Item = RecordRef<'a>>,
     ) -> Result<(), LogError> {
         self.buf.clear();
+        self.unsealed.clear();
         for rec in records {
             let rec = &rec;
             let meta = &self.active.meta;
@@ -461,7 +599,8 @@ impl ShardLog {
                 self.flush()?;
                 self.roll()?;
             }
-            record::encode(&mut self.buf, self.next_seq, rec);
+            let start = record::encode_unsealed(&mut self.buf, self.next_seq, rec);
+            self.unsealed.push(start);
             self.active.meta.add(self.next_seq, rec.timestamp_nanos);
             self.next_seq = self.next_seq.next();
             if self.config.fsync == FsyncPolicy::Always {
@@ -477,6 +616,8 @@ impl ShardLog {
         if self.buf.is_empty() {
             return Ok(());
         }
+        record::seal(&mut self.buf, &self.unsealed);
+        self.unsealed.clear();
         self.active.append(&self.buf)?;
         self.buf.clear();
         self.dirty_since.get_or_insert_with(Instant::now);
@@ -487,6 +628,7 @@ impl ShardLog {
         if self.dirty_since.is_some() {
             self.active.sync()?;
             self.dirty_since = None;
+            self.durable_end = self.next_seq;
         }
         Ok(())
     }
@@ -496,6 +638,10 @@ impl ShardLog {
     fn roll(&mut self) -> Result<(), LogError> {
         self.sync_active()?;
         let next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+        if let Some(syncer) = self.syncer.as_mut() {
+            let file = next.try_clone_file()?;
+            syncer.set_file(file, next.meta.path.clone());
+        }
         let full = std::mem::replace(&mut self.active, next);
         self.closed.push_back(full.meta);
         Ok(())
@@ -761,5 +907,64 @@ mod tests {
             (r.checkpoint(), r.next_seq(), r.replay().unwrap().count()),
             (Some(Seq(1)), Seq(2), 0)
         );
+    }
+
+    #[test]
+    fn the_sync_thread_syncs_before_it_checkpoints_and_covers_what_came_before() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        assert!(log.start_syncer());
+        let seg = log.segment_paths().pop().unwrap();
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        sim.set_sync_delay(Duration::from_millis(5));
+        let ticket = log.request_sync().unwrap().unwrap();
+        // Appended after the request: the ticket does not claim it.
+        log.append(&[rec(b"c")]).unwrap();
+        assert_eq!(log.poll_synced(Some(ticket)).unwrap(), ticket);
+        assert!(!log.is_synced());
+        // A checkpoint past the durable end: the thread syncs the log first.
+        log.checkpoint_async(Seq(2)).unwrap();
+        assert_eq!(log.last_checkpoint(), None, "written later, by the thread");
+        log.sync().unwrap(); // waits for the thread
+        assert_eq!(log.last_checkpoint(), Some(Seq(2)));
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+        drop(log);
+        sim.crash(None);
+        let (log, r) = open(&sim, FsyncPolicy::Never);
+        assert_eq!((r.checkpoint(), log.next_seq()), (Some(Seq(2)), Seq(3)));
+    }
+
+    #[test]
+    fn a_failed_sync_on_the_sync_thread_poisons_the_log() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        assert!(log.start_syncer());
+        log.append(&[rec(b"a")]).unwrap();
+        sim.fail_next_sync(io::Error::from_raw_os_error(5));
+        let ticket = log.request_sync().unwrap().unwrap();
+        let err = log.poll_synced(Some(ticket)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::Io {
+                    op: IoOp::SyncData,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(log.is_poisoned());
+        assert!(matches!(
+            log.append(&[rec(b"b")]),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.poll_synced(None),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.checkpoint_async(Seq(0)),
+            Err(LogError::Poisoned { .. })
+        ));
     }
 }

@@ -133,7 +133,15 @@ pub(crate) fn check_len(rec: &RecordRef<'_>, max_record_size: u32) -> Result<usi
 /// Appends the encoding of `rec` with sequence number `seq` to `buf`.
 ///
 /// The caller has validated `rec` with [`check_len`], so the length fields cannot overflow.
+#[cfg(test)]
 pub(crate) fn encode(buf: &mut Vec<u8>, seq: Seq, rec: &RecordRef<'_>) {
+    let start = encode_unsealed(buf, seq, rec);
+    seal(buf, &[start]);
+}
+
+/// [`encode`] without the CRC (left zero): returns the record's offset in `buf`, for a
+/// later [`seal`] of many records at once.
+pub(crate) fn encode_unsealed(buf: &mut Vec<u8>, seq: Seq, rec: &RecordRef<'_>) -> usize {
     let body_len = BODY_FIXED_LEN + rec.topic.len() + rec.payload.len();
     let start = buf.len();
     buf.reserve(FRAME_HEADER_LEN + body_len);
@@ -144,9 +152,29 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: Seq, rec: &RecordRef<'_>) {
     buf.extend_from_slice(&(rec.topic.len() as u16).to_le_bytes());
     buf.extend_from_slice(rec.topic.as_bytes());
     buf.extend_from_slice(rec.payload);
-    let body = start + FRAME_HEADER_LEN;
-    let crc = crc32c::crc32c(&buf[body..]);
-    buf[start + 4..body].copy_from_slice(&crc.to_le_bytes());
+    start
+}
+
+/// Fills in the CRC of each record [`encode_unsealed`] wrote at the offsets `starts` of
+/// `buf`, three records at a time ([`crate::crc::crc32c_3`]).
+pub(crate) fn seal(buf: &mut [u8], starts: &[usize]) {
+    let body = |buf: &[u8], start: usize| -> (usize, usize) {
+        let len = u32::from_le_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]);
+        let from = start + FRAME_HEADER_LEN;
+        (from, from + len as usize)
+    };
+    for group in starts.chunks(3) {
+        let (a, b, c) = match *group {
+            [a, b, c] => (body(buf, a), body(buf, b), body(buf, c)),
+            [a, b] => (body(buf, a), body(buf, b), (0, 0)),
+            [a] => (body(buf, a), (0, 0), (0, 0)),
+            _ => continue,
+        };
+        let crcs = crate::crc::crc32c_3(&buf[a.0..a.1], &buf[b.0..b.1], &buf[c.0..c.1]);
+        for (&start, crc) in group.iter().zip(crcs) {
+            buf[start + 4..start + FRAME_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
 }
 
 /// Splits a frame header into its `len` and `crc` fields.

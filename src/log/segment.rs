@@ -222,6 +222,13 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Another handle to the segment file, for the sync thread.
+    pub(crate) fn try_clone_file(&self) -> Result<Box<dyn StorageFile>, LogError> {
+        self.file
+            .try_clone()
+            .map_err(|e| LogError::io(IoOp::Open, &self.meta.path, e))
+    }
+
     /// `fdatasync`s the segment.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
         self.file

@@ -10,7 +10,7 @@
 //! exactly where a created, renamed or removed name must survive power loss. [`SimStorage`]
 //! forgets names that were not synced that way, so a missing call shows up in tests.
 
-use crate::sync::plain::{Arc, Mutex, MutexGuard, PoisonError};
+use crate::sync::plain::{sleep, Arc, Mutex, MutexGuard, PoisonError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fmt;
@@ -61,6 +61,14 @@ pub trait StorageFile: Send + fmt::Debug {
     /// Sets the file's length to `len`; later appends go to the new end. Not durable until
     /// [`StorageFile::sync_data`].
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Another handle to the same open file, whose [`StorageFile::sync_data`] makes durable
+    /// whatever was appended through any handle before the call. The log gives one to its
+    /// background sync thread, so that a shard can encode and write its next batch while
+    /// the last one is being synced. The default says `Unsupported`; the log then syncs on
+    /// the shard's own thread, as before.
+    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// [`Storage`] on the real filesystem through `std::fs`.
@@ -82,6 +90,12 @@ impl StorageFile for FsFile {
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
+        // A duplicated descriptor of the same open file: `fdatasync` through it syncs the
+        // file, whichever descriptor wrote the bytes.
+        Ok(Box::new(FsFile(self.0.try_clone()?)))
     }
 }
 
@@ -180,6 +194,8 @@ struct SimState {
     /// Bumped by every crash: handles opened before it are dead.
     epoch: u64,
     fail_sync: Option<io::Error>,
+    /// How long each file `sync_data` takes (slept before it syncs, outside the lock).
+    sync_delay: std::time::Duration,
     fail_append: Option<(io::Error, usize)>,
 }
 
@@ -195,6 +211,15 @@ impl Inode {
     fn sync(&mut self) {
         self.synced_len = self.data.len();
         self.durable_before_truncate = None;
+    }
+
+    /// A sync that covers the first `len` bytes (what the file held when it began).
+    fn sync_to(&mut self, len: usize) {
+        let len = len.min(self.data.len());
+        if len >= self.synced_len || self.durable_before_truncate.is_some() {
+            self.synced_len = len;
+            self.durable_before_truncate = None;
+        }
     }
 
     fn crash(&mut self, tear: usize) {
@@ -293,6 +318,13 @@ impl SimStorage {
         self.lock().fail_sync = Some(err);
     }
 
+    /// Makes every later file `sync_data` take `delay`; such a sync makes durable what the
+    /// file held when it began, not what was appended while it slept (as `fdatasync`
+    /// promises). Tests use it to make work overlap a sync.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
+    }
+
     /// Makes the next `append` write only its first `written` bytes and then fail with `err`.
     pub fn fail_next_append(&self, err: io::Error, written: usize) {
         self.lock().fail_append = Some((err, written));
@@ -301,6 +333,18 @@ impl SimStorage {
     /// The current (not necessarily durable) contents of `path`.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         self.lock().data(path).ok().map(<[u8]>::to_vec)
+    }
+
+    /// The durable prefix of `path`: what its file would hold after a crash now (given its
+    /// name is durable).
+    pub fn durable_contents(&self, path: &Path) -> Option<Vec<u8>> {
+        let s = self.lock();
+        let id = s.inode_of(path).ok()?;
+        Some(s.inodes.get(&id).map_or_else(Vec::new, |i| {
+            i.durable_before_truncate
+                .clone()
+                .unwrap_or_else(|| i.data[..i.synced_len].to_vec())
+        }))
     }
 
     /// Bytes of `path` that are not yet durable (its unsynced appended tail).
@@ -373,9 +417,20 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        let delay = lock(&self.state).sync_delay;
+        if delay.is_zero() {
+            return self.with_inode(|s, id| {
+                s.take_sync_fault()?;
+                s.inodes.entry(id).or_default().sync();
+                Ok(())
+            });
+        }
+        // A slow sync covers what was written before it began, not what comes during it.
+        let len = self.with_inode(|s, id| Ok(s.inodes.get(&id).map_or(0, |i| i.data.len())))?;
+        sleep(delay);
         self.with_inode(|s, id| {
             s.take_sync_fault()?;
-            s.inodes.entry(id).or_default().sync();
+            s.inodes.entry(id).or_default().sync_to(len);
             Ok(())
         })
     }
@@ -393,6 +448,14 @@ impl StorageFile for SimFile {
             inode.data.resize(len, 0);
             Ok(())
         })
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(SimFile {
+            state: Arc::clone(&self.state),
+            inode: self.inode,
+            epoch: self.epoch,
+        }))
     }
 }
 
