@@ -13,8 +13,8 @@ pub(crate) fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: `crc3_sse42` requires only SSE 4.2, which the CPU was just found to
-            // support; it reads nothing but the three slices it borrows.
+            // `crc3_sse42` requires only SSE 4.2, which the CPU was just found to support;
+            // SAFETY: and it reads nothing but the three slices it borrows.
             return unsafe { crc3_sse42(a, b, c) };
         }
     }

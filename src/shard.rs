@@ -377,57 +377,11 @@ impl<T: Send + 'static> Shard<T> {
         if wal.pipelined() {
             return pass_pipelined(shared, inputs, names, actors, *phase, wal);
         }
-        let topics = &shared.topics;
         let closing = *phase == Phase::Closing;
         let id = actors.id.0;
         let inbox = &shared.inboxes[id];
         let status = shared.log_status(id);
-        let mut did = inputs
-            .ring
-            .pop_batch(&inbox.ring, BATCH, |item| match item {
-                Item::Msg(env) => {
-                    names.learn(env.topic, topics);
-                    wal.batch.push(env);
-                }
-                Item::Control(c) => {
-                    // Keep the ring's order: what came before the control is handled first.
-                    wal.write(status, &names.keys, |env, fate| {
-                        actors.deliver(names, env, fate);
-                    });
-                    if let Some(mut lane) = actors.control(names, c) {
-                        if closing {
-                            lane.close();
-                        }
-                        inputs.lanes.push(lane);
-                    }
-                }
-            });
-        let mut i = 0;
-        while i < inputs.lanes.len() {
-            let n = inputs.lanes[i].pop_batch(BATCH, |env| {
-                names.learn(env.topic, topics);
-                wal.batch.push(env);
-            });
-            did += n;
-            if n == 0 && inputs.lanes[i].is_finished() {
-                inputs.lanes.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        for peer in &mut inputs.peers {
-            did += peer.pop_batch(BATCH, |env| {
-                names.learn(env.topic, topics);
-                wal.batch.push(env);
-            });
-        }
-        // Only what is queued now: handlers may queue more for the next pass.
-        let local = actors.out.local.len().min(BATCH);
-        for env in actors.out.local.drain(..local) {
-            names.learn(env.topic, topics);
-            wal.batch.push(env);
-        }
-        wal.add_local(local as u64);
+        let (did, local) = drain_logged(shared, inputs, names, actors, closing, wal);
         // Confirm durable publishers as soon as the batch is committed, before the
         // handlers run: a slow handler must not hold back acknowledgements.
         wal.commit_batch(status, &names.keys);
@@ -442,13 +396,7 @@ impl<T: Send + 'static> Shard<T> {
         if wal.confirmable() {
             confirm_durable(inputs, inbox);
         }
-        if std::mem::take(&mut wal.just_poisoned) {
-            // Stop accepting: later publishes get `Closed` with their message back.
-            inputs.ring.close(&inbox.ring);
-            for lane in &mut inputs.lanes {
-                lane.close();
-            }
-        }
+        close_if_poisoned(wal, inputs, inbox);
         let (sent, dropped) = actors.out.flush_overflow();
         actors.counters.dropped += dropped as u64;
         did + local + sent
@@ -868,6 +816,50 @@ fn pass_pipelined<T: Send + 'static>(
     let id = actors.id.0;
     let inbox = &shared.inboxes[id];
     let status = shared.log_status(id);
+    let (did, local) = drain_logged(shared, inputs, names, actors, closing, wal);
+    let ring_head = inputs.ring.head();
+    let delivered = wal.pipeline(status, ring_head, &names.keys, |env, fate| {
+        actors.deliver(names, env, fate)
+    });
+    confirm_pipelined(inputs, inbox, wal);
+    note_onward(wal, &actors.out);
+    wal.tick(status);
+    close_if_poisoned(wal, inputs, inbox);
+    let (sent, dropped) = actors.out.flush_overflow();
+    actors.counters.dropped += dropped as u64;
+    // Delivered messages count as work: the shard never idles (or reports itself idle
+    // while closing) with batches waiting for their sync; `pipeline` waits for them when
+    // nothing new was drained.
+    did + local + sent + delivered
+}
+
+/// After a pass of a persistent shard whose log just failed: stops accepting (later
+/// publishes get `Closed` with their message back).
+fn close_if_poisoned<T>(wal: &mut Wal<T>, inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>) {
+    if std::mem::take(&mut wal.just_poisoned) {
+        inputs.ring.close(&inbox.ring);
+        for lane in &mut inputs.lanes {
+            lane.close();
+        }
+    }
+}
+
+/// A persistent shard's drain: every input, in pass order, into the write-ahead batch
+/// (learning the names of new topics). A control message in the shared ring first writes
+/// and delivers what came before it. Notes in `lane_tickets`/`peer_tickets` the
+/// pipelined-commit ticket of the batch each input was last popped into (used by
+/// `confirm_pipelined`; harmless otherwise). Returns the items moved from the inputs and
+/// the local messages taken.
+fn drain_logged<T: Send + 'static>(
+    shared: &Shared<T>,
+    inputs: &mut Inputs<T>,
+    names: &mut Names,
+    actors: &mut Actors<T>,
+    closing: bool,
+    wal: &mut Wal<T>,
+) -> (usize, usize) {
+    let inbox = &shared.inboxes[actors.id.0];
+    let status = shared.log_status(actors.id.0);
     let topics = &shared.topics;
     let mut did = inputs
         .ring
@@ -928,26 +920,7 @@ fn pass_pipelined<T: Send + 'static>(
         wal.batch.push(env);
     }
     wal.add_local(local as u64);
-    let ring_head = inputs.ring.head();
-    let delivered = wal.pipeline(status, ring_head, &names.keys, |env, fate| {
-        actors.deliver(names, env, fate)
-    });
-    confirm_pipelined(inputs, inbox, wal);
-    note_onward(wal, &actors.out);
-    wal.tick(status);
-    if std::mem::take(&mut wal.just_poisoned) {
-        // Stop accepting: later publishes get `Closed` with their message back.
-        inputs.ring.close(&inbox.ring);
-        for lane in &mut inputs.lanes {
-            lane.close();
-        }
-    }
-    let (sent, dropped) = actors.out.flush_overflow();
-    actors.counters.dropped += dropped as u64;
-    // Delivered messages count as work: the shard never idles (or reports itself idle
-    // while closing) with batches waiting for their sync; `pipeline` waits for them when
-    // nothing new was drained.
-    did + local + sent + delivered
+    (did, local)
 }
 
 /// Pipelined commit: declares durable, for `publish_durable` waiters, the shared ring up

@@ -122,9 +122,9 @@ pub(crate) mod asym {
         if supported < 0 || supported & CMD_PRIVATE_EXPEDITED == 0 {
             return false;
         }
+        let register = CMD_REGISTER_PRIVATE_EXPEDITED;
         // SAFETY: as above.
-        let r =
-            unsafe { libc::syscall(libc::SYS_membarrier, CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) };
+        let r = unsafe { libc::syscall(libc::SYS_membarrier, register, 0, 0) };
         r == 0
     }
 
