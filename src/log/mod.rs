@@ -331,13 +331,8 @@ impl ShardLog {
         self.guard(result)
     }
 
-    /// Durably records that every handler has finished every record up to and including `seq`.
-    /// Syncs the log first, so the checkpoint never points past the durable end of the log.
-    ///
-    /// [`LogError::CheckpointOutOfRange`] if `seq` was never appended or is before the log's
-    /// first record.
-    pub fn checkpoint(&mut self, seq: Seq) -> Result<(), LogError> {
-        self.check_poisoned()?;
+    /// [`LogError::CheckpointOutOfRange`] unless `seq` is a record of the log.
+    fn check_checkpoint_range(&self, seq: Seq) -> Result<(), LogError> {
         if seq >= self.next_seq || seq.next() < self.first_seq() {
             return Err(LogError::CheckpointOutOfRange {
                 path: self.dir.clone(),
@@ -346,6 +341,17 @@ impl ShardLog {
                 next_seq: self.next_seq,
             });
         }
+        Ok(())
+    }
+
+    /// Durably records that every handler has finished every record up to and including `seq`.
+    /// Syncs the log first, so the checkpoint never points past the durable end of the log.
+    ///
+    /// [`LogError::CheckpointOutOfRange`] if `seq` was never appended or is before the log's
+    /// first record.
+    pub fn checkpoint(&mut self, seq: Seq) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        self.check_checkpoint_range(seq)?;
         // No checkpoint write of the sync thread may run beside this one.
         self.settle()?;
         let result = if seq < self.durable_end {
@@ -430,14 +436,7 @@ impl ShardLog {
             return self.checkpoint(seq);
         }
         self.check_poisoned()?;
-        if seq >= self.next_seq || seq.next() < self.first_seq() {
-            return Err(LogError::CheckpointOutOfRange {
-                path: self.dir.clone(),
-                checkpoint: seq,
-                first_seq: self.first_seq(),
-                next_seq: self.next_seq,
-            });
-        }
+        self.check_checkpoint_range(seq)?;
         let after = if seq < self.durable_end {
             0
         } else {
