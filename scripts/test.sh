@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit/integration/doc tests, loom models.
-# Usage: scripts/test.sh            (everything; about 15-20 minutes on 2 cores)
+# The whole test suite: formatting, lints, unit/integration/doc tests, loom models, and a
+# short run of the log's fuzz targets.
+# Usage: scripts/test.sh            (everything; about 20 minutes on 2 cores)
 #        SKIP_LOOM=1 scripts/test.sh (everything but the loom models)
+#        SKIP_FUZZ=1 scripts/test.sh (everything but the fuzz targets; FUZZ_SECONDS sets
+#                                     their run time, 20 s each by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +26,10 @@ cargo test --workspace --locked
 if [[ "${SKIP_LOOM:-0}" != "1" ]]; then
     echo "== loom models"
     scripts/loom.sh
+fi
+
+if [[ "${SKIP_FUZZ:-0}" != "1" ]]; then
+    echo "== fuzz targets (log recovery, Reader, inspect)"
+    scripts/fuzz.sh
 fi
 echo "== all tests passed"

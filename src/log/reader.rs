@@ -242,12 +242,15 @@ pub fn inspect(storage: &dyn Storage, dir: &Path) -> Result<ShardReport, LogErro
         Ok(checkpoint) => report.checkpoint = checkpoint,
         Err(e) => report.problems.push(e),
     }
-    if let (Some(c), Some(first), Some(next)) = (report.checkpoint, report.segments.first(), next) {
-        if c >= next || c.next() < first.first_seq {
+    if let Some(c) = report.checkpoint {
+        // As recovery sees it: a log without segments starts and ends at 0.
+        let first = report.segments.first().map_or(Seq::ZERO, |s| s.first_seq);
+        let next = next.unwrap_or(first);
+        if c >= next || c.next() < first {
             report.problems.push(LogError::CheckpointOutOfRange {
                 path: dir.join(super::checkpoint::CHECKPOINT_FILE),
                 checkpoint: c,
-                first_seq: first.first_seq,
+                first_seq: first,
                 next_seq: next,
             });
         }
@@ -430,5 +433,31 @@ mod tests {
             .problems
             .iter()
             .all(|p| matches!(p, LogError::Corrupt { offset: 0, .. })));
+    }
+
+    /// Found by the `recover` fuzz target: a checkpoint but no segment (the only one renamed
+    /// away). Recovery refuses it (`CheckpointOutOfRange`), so `inspect` must not call it clean.
+    #[test]
+    fn inspect_checks_the_checkpoint_of_a_log_without_segments() {
+        let sim = SimStorage::new();
+        let dir = Path::new(DIR);
+        sim.create_dir_all(dir).unwrap();
+        crate::log::checkpoint::store_checkpoint(&sim, dir, Seq(0)).unwrap();
+        let report = inspect(&sim, dir).unwrap();
+        assert!(!report.is_clean(), "{report:?}");
+        assert!(matches!(
+            report.problems[..],
+            [LogError::CheckpointOutOfRange {
+                checkpoint: Seq(0),
+                first_seq: Seq(0),
+                next_seq: Seq(0),
+                ..
+            }]
+        ));
+        let recovered = crate::log::recover(Arc::new(sim), dir, Default::default());
+        assert!(matches!(
+            recovered,
+            Err(LogError::CheckpointOutOfRange { .. })
+        ));
     }
 }
