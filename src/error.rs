@@ -464,6 +464,12 @@ pub enum CorruptReason {
         /// The first sequence number in this segment's name.
         found: Seq,
     },
+    /// A segment's name says it starts at or beyond [`Seq::LIMIT`](crate::log::Seq::LIMIT),
+    /// which no log reaches.
+    SeqOutOfRange {
+        /// The first sequence number in the segment's name.
+        found: Seq,
+    },
     /// The file became shorter while it was being read.
     UnexpectedEof,
     /// The checkpoint file does not have the fixed checkpoint size.
@@ -504,6 +510,10 @@ impl fmt::Display for CorruptReason {
             CorruptReason::SegmentSeqMismatch { expected, found } => write!(
                 f,
                 "segment starts at seq {found} but the previous segment ends before {expected}"
+            ),
+            CorruptReason::SeqOutOfRange { found } => write!(
+                f,
+                "segment starts at seq {found}, at or beyond the limit of 2^63"
             ),
             CorruptReason::UnexpectedEof => f.write_str("file shrank while being read"),
             CorruptReason::CheckpointLength { len } => {

@@ -42,14 +42,10 @@ impl Rec {
     }
 }
 
-/// The largest sequence number a scenario names, so that no log built from it comes near
-/// `u64::MAX`.
-///
-/// Known issue, left out on purpose: `Seq::next` saturates, so in a log whose segment is
-/// named `18446744073709551615.log` every append gets seq `u64::MAX` and recovery counts and
-/// replays none of them. Reachable only through a crafted file name; fixing it needs a new
-/// error (a record seq of `u64::MAX` is corrupt, an append there is refused).
-pub const MAX_SEQ: u64 = u64::MAX - (1 << 20);
+/// The largest sequence number a scenario names: below `Seq::LIMIT` (2^63), at or beyond which
+/// recovery calls a segment name corrupt (`CorruptReason::SeqOutOfRange`, covered by a unit
+/// test in `src/log/recover.rs`), with room for the records a scenario appends.
+pub const MAX_SEQ: u64 = (1 << 63) - (1 << 20);
 
 /// A sequence number: mostly small (near the real ones), sometimes large.
 #[derive(Debug, Clone, Copy, Arbitrary)]

@@ -35,6 +35,12 @@ impl Seq {
     /// The sequence number of the first record ever appended to a shard.
     pub const ZERO: Seq = Seq(0);
 
+    /// Segment names (first sequence numbers) stop below this: 2^63, so that counting on from
+    /// any segment can never reach `u64::MAX` (2^63 records at a billion a second take 292
+    /// years). Recovery reports a segment named at or above it as corrupt
+    /// ([`crate::error::CorruptReason::SeqOutOfRange`]).
+    pub const LIMIT: Seq = Seq(1 << 63);
+
     /// The raw number.
     pub const fn get(self) -> u64 {
         self.0

@@ -374,6 +374,37 @@ mod tests {
         assert_eq!(r.replay().unwrap().count(), 0);
     }
 
+    /// A segment named at the sequence limit (only a hand-made name gets there) is corrupt,
+    /// with its path, rather than a log whose appends could never count on.
+    #[test]
+    fn a_segment_named_beyond_the_sequence_limit_is_corrupt() {
+        let sim = SimStorage::new();
+        let (paths, _) = write(&sim, 3, 4);
+        let beyond = Path::new(DIR).join(super::super::segment::segment_file_name(Seq::LIMIT));
+        sim.rename(&paths[0], &beyond).unwrap();
+        let err = run(&sim, true).unwrap_err();
+        assert!(
+            matches!(&err, LogError::Corrupt {
+                path,
+                offset: 0,
+                reason: CorruptReason::SeqOutOfRange { found: Seq::LIMIT },
+            } if *path == beyond),
+            "{err:?}"
+        );
+        // Just below the limit the name is a segment like any other (a gap, here).
+        let below = Path::new(DIR).join(super::super::segment::segment_file_name(Seq(Seq::LIMIT
+            .get()
+            - 1)));
+        sim.rename(&beyond, &below).unwrap();
+        assert!(!matches!(
+            run(&sim, false),
+            Err(LogError::Corrupt {
+                reason: CorruptReason::SeqOutOfRange { .. },
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn clean_log_across_segments() {
         let sim = SimStorage::new();

@@ -72,7 +72,8 @@ pub(crate) struct Listing {
     pub(crate) temps: Vec<PathBuf>,
 }
 
-/// Lists the segments (sorted) and leftover temporary files of `dir`.
+/// Lists the segments (sorted) and leftover temporary files of `dir`. A segment named at or
+/// beyond [`Seq::LIMIT`] is [`LogError::Corrupt`] (`SeqOutOfRange`).
 pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, LogError> {
     let names = storage.list_dir(dir).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => LogError::DirNotFound { path: dir.into() },
@@ -84,6 +85,13 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, LogErro
     };
     for name in names {
         if let Some(first_seq) = parse_segment_name(&name) {
+            if first_seq >= Seq::LIMIT {
+                return Err(LogError::Corrupt {
+                    path: dir.join(&name),
+                    offset: 0,
+                    reason: CorruptReason::SeqOutOfRange { found: first_seq },
+                });
+            }
             listing.segments.push(SegmentFile {
                 path: dir.join(&name),
                 first_seq,
