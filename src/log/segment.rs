@@ -540,9 +540,22 @@ impl Scanner {
     }
 }
 
+/// CRC work [`contains_intact_record`] may do beyond twice the bytes it searches.
+const INTACT_SEARCH_SLACK: usize = 1 << 20;
+
 /// Whether an intact record frame (valid length, matching CRC, sequence number `>= min_seq`)
 /// starts at any offset of `bytes`.
+///
+/// Each candidate frame costs a CRC over its body. A real torn tail has few candidates (a
+/// garbage length field is rarely valid and within the tail), but a crafted tail can make
+/// every offset one, which would cost offsets × body length. Past a budget of twice the bytes
+/// searched (plus [`INTACT_SEARCH_SLACK`]) the answer is "yes": the damage is then reported as
+/// corruption rather than cut as a torn tail, the answer that drops nothing.
 fn contains_intact_record(bytes: &[u8], min_seq: Seq, max_record_size: u32) -> bool {
+    let mut budget = bytes
+        .len()
+        .saturating_mul(2)
+        .saturating_add(INTACT_SEARCH_SLACK);
     (0..bytes.len().saturating_sub(MIN_RECORD_LEN - 1)).any(|i| {
         let Some(frame) = bytes
             .get(i..i + FRAME_HEADER_LEN)
@@ -558,7 +571,14 @@ fn contains_intact_record(bytes: &[u8], min_seq: Seq, max_record_size: u32) -> b
         let Some(body) = bytes.get(body_start..body_start + len as usize) else {
             return false;
         };
-        record::body_seq(body).is_some_and(|s| s >= min_seq) && crc32c::crc32c(body) == crc
+        if !record::body_seq(body).is_some_and(|s| s >= min_seq) {
+            return false;
+        }
+        let Some(left) = budget.checked_sub(body.len()) else {
+            return true;
+        };
+        budget = left;
+        crc32c::crc32c(body) == crc
     })
 }
 
@@ -737,6 +757,43 @@ mod tests {
         let Step::Damage(d) = step else { panic!() };
         assert_eq!((d.offset, d.torn), (offsets[1], false));
         assert!(matches!(d.reason, CorruptReason::TruncatedRecord { .. }));
+    }
+
+    /// A tail crafted so that every 16th byte starts a plausible frame (valid length, a body
+    /// that fits, seq in range, wrong CRC) would cost a CRC over 30,000 bytes per candidate;
+    /// past the search budget the damage is reported as corruption, not cut as torn.
+    #[test]
+    fn a_tail_crafted_to_make_the_intact_record_search_quadratic_is_corrupt() {
+        let sim = sim();
+        let (seg, offsets) = segment(&sim, 0, 2);
+        let tail_len = 200_000;
+        let mut tail = Vec::with_capacity(tail_len);
+        // The damaged frame: a length that runs past the end of the file.
+        tail.extend_from_slice(&(tail_len as u32).to_le_bytes());
+        tail.extend_from_slice(&[0; 4]);
+        while tail.len() < tail_len {
+            tail.extend_from_slice(&30_000u32.to_le_bytes());
+            tail.extend_from_slice(&[0xAB; 4]);
+            tail.extend_from_slice(&5u64.to_le_bytes());
+        }
+        tail.truncate(tail_len);
+        sim.modify(&seg.path, |d| d.extend_from_slice(&tail));
+        let (seqs, step) = scan(&sim, &seg, true);
+        assert_eq!(seqs, [0, 1]);
+        let Step::Damage(d) = step else { panic!() };
+        assert_eq!((d.offset, d.torn), (offsets[1] + 34, false));
+        assert!(matches!(d.reason, CorruptReason::TruncatedRecord { .. }));
+        // A tail of the same size of plain garbage with no candidate is still torn.
+        sim.modify(&seg.path, |d| {
+            d.truncate(offsets[1] as usize + 34);
+            d.extend_from_slice(&(tail_len as u32).to_le_bytes());
+            d.resize(d.len() + tail_len - 4, 0xFF);
+        });
+        let (_, step) = scan(&sim, &seg, true);
+        assert!(
+            matches!(step, Step::Damage(Damage { torn: true, .. })),
+            "{step:?}"
+        );
     }
 
     #[test]
