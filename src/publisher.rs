@@ -207,14 +207,34 @@ impl<T: Send + 'static> Publisher<T> {
     }
 
     /// Pushes into this publisher's lane to `topic`'s shard, waiting while it is full;
-    /// gives the message back once the bus is closed.
+    /// gives the message back once the bus is closed. The common case (the lane exists and
+    /// has room) is one push and a wake check; everything else is in [`Self::push_slow`].
+    #[inline]
     fn push_waiting(&mut self, topic: TopicId, msg: T) -> Result<(), T> {
         let shard = topic.shard.0;
-        let backoff = Backoff::new();
-        let mut env = Envelope {
+        let env = Envelope {
             topic: topic.index,
             msg,
         };
+        let Some(lane) = self.lanes[shard].as_mut() else {
+            return self.push_slow(shard, env);
+        };
+        match lane.push(env) {
+            Ok(()) => {
+                self.shared.inboxes[shard].wake();
+                Ok(())
+            }
+            Err(PushError::Full(back)) => self.push_slow(shard, back),
+            Err(PushError::Closed(back)) => Err(back.msg),
+        }
+    }
+
+    /// [`Self::push_waiting`] when the lane is not registered yet or is full: registers
+    /// it, then pushes, pausing while it stays full.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&mut self, shard: usize, mut env: Envelope<T>) -> Result<(), T> {
+        let backoff = Backoff::new();
         loop {
             let lane = match self.lane(shard, true) {
                 Ok(lane) => lane,
