@@ -72,6 +72,7 @@ mod handler;
 mod inbox;
 mod intern;
 pub mod log;
+mod os;
 mod outbox;
 mod persist;
 mod publisher;

@@ -99,6 +99,55 @@ fn round_trip_roll_reopen_and_continue() {
     );
 }
 
+/// Each segment's disk space is reserved up to the segment size when it becomes the one
+/// appended to (`fallocate` with `FALLOC_FL_KEEP_SIZE`): the blocks are there, but the
+/// file's length, all that recovery and readers see, is only what was written.
+#[cfg(target_os = "linux")]
+#[test]
+fn segments_are_preallocated_without_changing_their_length() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = TestDir::new("prealloc");
+    let dir = tmp.path().join("shard-000");
+    let seg: u64 = 1 << 20;
+    let cfg = config(seg, FsyncPolicy::Never);
+    // `st_blocks` counts 512-byte units whatever the filesystem's block size.
+    let reserved = |path: &Path| fs::metadata(path).unwrap().blocks() * 512;
+
+    let (mut log, _) = ShardLog::open(fs(), &dir, cfg.clone()).unwrap();
+    let first = log.segment_paths()[0].clone();
+    assert_eq!(fs::metadata(&first).unwrap().len(), 16, "header only");
+    assert!(
+        reserved(&first) >= seg,
+        "{} bytes reserved",
+        reserved(&first)
+    );
+
+    // 300 records of ~4 KiB: more than one segment.
+    let msgs: Vec<Msg> = (0..300).map(|i| Msg::new(i, 4000)).collect();
+    for chunk in msgs.chunks(50) {
+        log.append(&refs(chunk)).unwrap();
+    }
+    let segments = log.segment_paths();
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    let lengths: u64 = segments
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(lengths, log.size_bytes());
+    assert!(reserved(&segments[1]) >= seg, "the rolled-to segment too");
+    drop(log);
+
+    // Reopened: the reserved space beyond the end is invisible to recovery.
+    let (log, recovered) = ShardLog::open(fs(), &dir, cfg).unwrap();
+    assert_eq!(recovered.next_seq(), Seq(300));
+    assert_eq!(recovered.report().torn_bytes, 0);
+    assert_eq!(read_all(fs(), &dir), expected(&msgs, 0));
+    assert!(reserved(&segments[1]) >= seg);
+    drop(log);
+    let report = inspect(&FsStorage, &dir).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
 #[test]
 fn the_segment_header_is_the_documented_bytes() {
     let tmp = TestDir::new("header");

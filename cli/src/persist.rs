@@ -23,9 +23,10 @@ use crate::workload::{topic_name, BenchMsg};
 /// the 18 fixed body bytes (sequence, timestamp, topic length); see `docs/persistence.md`.
 pub const RECORD_OVERHEAD: usize = 26;
 
-/// The most records a shard drains into one write-ahead batch (one append, one commit): the
-/// shard loop's batch size, so the raw baseline's batch under [`FsyncPolicy::Batch`].
-pub const SHARD_BATCH: usize = 256;
+/// The most records a persistent shard drains from one input into one write-ahead batch (one
+/// append, one commit): `LOG_BATCH` in `src/shard.rs`, so the raw baseline's batch under
+/// [`FsyncPolicy::Batch`].
+pub const SHARD_BATCH: usize = 1024;
 
 /// Fixed fields of an encoded [`BenchMsg`]: producer (2), topic (4), seq (8), sent_at (8).
 const FIXED: usize = 22;

@@ -240,10 +240,11 @@ impl ShardLog {
         }
         let recovered = recover(Arc::clone(&storage), &dir, config.recovery_options())?;
         let mut closed: VecDeque<SegmentMeta> = recovered.segments.iter().cloned().collect();
-        let active = match closed.pop_back() {
+        let mut active = match closed.pop_back() {
             Some(meta) => SegmentWriter::open(&*storage, meta)?,
             None => SegmentWriter::create(&*storage, &dir, recovered.next_seq())?,
         };
+        active.preallocate(config.segment_size);
         let log = ShardLog {
             storage,
             dir,
@@ -636,7 +637,8 @@ impl ShardLog {
     /// new one at `next_seq`.
     fn roll(&mut self) -> Result<(), LogError> {
         self.sync_active()?;
-        let next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+        let mut next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+        next.preallocate(self.config.segment_size);
         if let Some(syncer) = self.syncer.as_mut() {
             let file = next.try_clone_file()?;
             syncer.set_file(file, next.meta.path.clone());

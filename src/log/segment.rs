@@ -230,6 +230,20 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Reserves the segment's disk space up to `len` bytes (see
+    /// [`StorageFile::preallocate`]). Without it each append into a new segment makes the
+    /// filesystem allocate blocks page by page, on the shard thread. A failure costs only
+    /// that speed, so it is logged and otherwise ignored.
+    pub(crate) fn preallocate(&mut self, len: u64) {
+        if let Err(e) = self.file.preallocate(len) {
+            tracing::debug!(
+                path = %self.meta.path.display(),
+                error = %e,
+                "segment preallocation failed; appending without it"
+            );
+        }
+    }
+
     /// Another handle to the segment file, for the sync thread.
     pub(crate) fn try_clone_file(&self) -> Result<Box<dyn StorageFile>, LogError> {
         self.file

@@ -69,6 +69,14 @@ pub trait StorageFile: Send + fmt::Debug {
     fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Reserves the file's disk space up to `len` bytes without changing its length or
+    /// contents, so that appends up to there need no block allocation. A hint: the log
+    /// ignores its failure, and recovery never sees it (the length is unchanged). The
+    /// default does nothing.
+    fn preallocate(&mut self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
 }
 
 /// [`Storage`] on the real filesystem through `std::fs`.
@@ -96,6 +104,10 @@ impl StorageFile for FsFile {
         // A duplicated descriptor of the same open file: `fdatasync` through it syncs the
         // file, whichever descriptor wrote the bytes.
         Ok(Box::new(FsFile(self.0.try_clone()?)))
+    }
+
+    fn preallocate(&mut self, len: u64) -> io::Result<()> {
+        crate::os::preallocate(&self.0, len)
     }
 }
 
