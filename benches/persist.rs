@@ -1,7 +1,7 @@
 //! Persistent-bus throughput beside the memory-only bus and the physical limit, per payload:
 //! groups `persist/p1-s1-t64-uniform-{16,256}B` (memory-only, `never`, `batch`,
 //! `interval-10ms`), `persist-always/…` (one `fdatasync` per message, so far fewer messages)
-//! and `persist-raw/…` (the same record bytes appended 256 per `sync_data`:
+//! and `persist-raw/…` (the same record bytes appended `SHARD_BATCH` (1,024) per `sync_data`:
 //! `shardbus_cli::persist::raw_append`). Each run writes into a fresh directory under
 //! `SHARDBUS_BENCH_PERSIST_DIR` (default `target/bench-persist` of this crate; put it on the
 //! disk you mean to measure, never on a tmpfs), removed after the run.
