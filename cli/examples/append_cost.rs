@@ -1,0 +1,190 @@
+//! What it costs to get log records into the page cache of a fresh file, without shardbus:
+//! the floor under the `fsync never` row of `shardbus bench --persist` (docs/benchmarks.md,
+//! "Persistence").
+//!
+//! One thread appends `--records` records of 312 bytes (a 256 B payload's record) in writes of
+//! `--batch` records into 64 MiB segment files in a fresh directory under DIR, the way a
+//! persistent shard does, and prints nanoseconds per record. Modes:
+//!
+//! - `write`: `write(2)` on an `O_APPEND` file, as the log did before preallocation;
+//! - `falloc`: the same after `fallocate(FALLOC_FL_KEEP_SIZE)` of the whole segment, as the
+//!   log does now;
+//! - `mmap`: the segment extended to 64 MiB, mapped, prefaulted writable with
+//!   `madvise(MADV_POPULATE_WRITE)`, then the records copied in; the populate and the copy are
+//!   timed apart (the design where another thread prefaults ahead of the writer).
+//!
+//! `--sync-every-ms N` adds a thread that `fdatasync`s the current segment every N ms, as the
+//! log's checkpoints do under `fsync never` (one per 10,000 records, about every 2 ms here).
+//!
+//! ```text
+//! cargo run --release -p shardbus-cli --example append_cost -- falloc /work/benchdata
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+
+const SEGMENT: usize = 64 << 20;
+const RECORD: usize = 312;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Write,
+    Falloc,
+    Mmap,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    mode: Mode,
+    /// A directory on the disk to measure; a fresh subdirectory is made and removed.
+    dir: PathBuf,
+    #[arg(long, default_value_t = 2_000_000)]
+    records: usize,
+    /// Records per write (the shard's drained batch: 1,024 since `LOG_BATCH`).
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    /// `fdatasync` the current segment from another thread this often; 0 = never.
+    #[arg(long, default_value_t = 0)]
+    sync_every_ms: u64,
+}
+
+fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let dir = args.dir.join(format!("append-cost-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let batch = vec![0xA5u8; RECORD * args.batch.max(1)];
+    let current = Arc::new(AtomicI32::new(-1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let syncer = (args.sync_every_ms > 0).then(|| {
+        let (current, stop) = (Arc::clone(&current), Arc::clone(&stop));
+        let period = Duration::from_millis(args.sync_every_ms);
+        thread::spawn(move || {
+            let mut syncs = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(period);
+                let fd = current.load(Ordering::Acquire);
+                if fd >= 0 {
+                    // SAFETY: `fdatasync` takes a descriptor and touches no memory of ours. The
+                    // writer may close it meanwhile: then the call fails with EBADF (or syncs
+                    // whatever file reused the number, harmless here), and the result is unused.
+                    unsafe { libc::fdatasync(fd) };
+                    syncs += 1;
+                }
+            }
+            syncs
+        })
+    });
+    let mut written = 0;
+    let mut segment = 0;
+    let (mut fill, mut copy) = (Duration::ZERO, Duration::ZERO);
+    let start = Instant::now();
+    while written < args.records {
+        let path = dir.join(format!("{segment:020}.log"));
+        segment += 1;
+        let per_segment = (SEGMENT / batch.len()).max(1);
+        let n = per_segment.min((args.records - written).div_ceil(args.batch.max(1)));
+        match args.mode {
+            Mode::Write | Mode::Falloc => {
+                let mut file = OpenOptions::new().append(true).create(true).open(&path)?;
+                if args.mode == Mode::Falloc {
+                    fallocate(&file, libc::FALLOC_FL_KEEP_SIZE)?;
+                }
+                current.store(file.as_raw_fd(), Ordering::Release);
+                for _ in 0..n {
+                    file.write_all(&batch)?;
+                }
+                current.store(-1, Ordering::Release);
+            }
+            Mode::Mmap => {
+                let t = Instant::now();
+                let (file, map) = mapped(&path)?;
+                fill += t.elapsed();
+                current.store(file.as_raw_fd(), Ordering::Release);
+                let t = Instant::now();
+                for i in 0..n {
+                    let at = i * batch.len();
+                    // SAFETY: `map` is a writable shared mapping of SEGMENT bytes, and
+                    // `at + batch.len() <= n * batch.len() <= SEGMENT`; nothing else writes it.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(batch.as_ptr(), map.add(at), batch.len())
+                    };
+                }
+                copy += t.elapsed();
+                current.store(-1, Ordering::Release);
+                // SAFETY: unmaps exactly the mapping `mapped` made; `map` is not used after.
+                unsafe { libc::munmap(map.cast(), SEGMENT) };
+            }
+        }
+        written += n * args.batch.max(1);
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let syncs = syncer.map(|t| t.join().expect("sync thread"));
+    let per = |d: Duration| d.as_nanos() as f64 / written as f64;
+    print!(
+        "{:?}: {written} records of {RECORD} B, {} per write: {:.1} ns/record, {:.3} M records/s",
+        args.mode,
+        args.batch,
+        per(elapsed),
+        written as f64 / elapsed.as_secs_f64() / 1e6
+    );
+    if args.mode == Mode::Mmap {
+        print!(" (populate {:.1} ns/record, copy {:.1})", per(fill), per(copy));
+    }
+    if let Some(syncs) = syncs {
+        print!(", {syncs} fdatasync from the other thread");
+    }
+    println!();
+    fs::remove_dir_all(&dir)
+}
+
+fn fallocate(file: &File, mode: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: `fallocate` takes a descriptor and integers and touches no memory of ours;
+    // `file` keeps the descriptor open for the call.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, SEGMENT as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Creates `path` at SEGMENT bytes, maps it shared and writable, and prefaults every page
+/// writable (`MADV_POPULATE_WRITE`, Linux 5.14).
+fn mapped(path: &Path) -> std::io::Result<(File, *mut u8)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.set_len(SEGMENT as u64)?;
+    // SAFETY: a fresh shared mapping of a file we own, at an address the kernel picks; no
+    // Rust reference aliases it, and it is only written through raw pointers.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SEGMENT,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the range is exactly the mapping just made.
+    if unsafe { libc::madvise(map, SEGMENT, libc::MADV_POPULATE_WRITE) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((file, map.cast()))
+}
