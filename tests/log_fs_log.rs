@@ -148,6 +148,23 @@ fn segments_are_preallocated_without_changing_their_length() {
     assert!(report.is_clean(), "{report:?}");
 }
 
+/// `Storage::create` makes a new file, or empties an existing one (a leftover `.tmp` of an
+/// interrupted segment creation) before the first append.
+#[test]
+fn create_truncates_an_existing_file_and_appends_from_its_start() {
+    let tmp = TestDir::new("create");
+    let path = tmp.path().join("x.log.tmp");
+    fs::write(&path, b"stale bytes of an interrupted write").unwrap();
+    let mut file = FsStorage.create(&path).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+    file.append(b"new").unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+
+    let fresh = tmp.path().join("y.log.tmp");
+    FsStorage.create(&fresh).unwrap().append(b"abc").unwrap();
+    assert_eq!(fs::read(&fresh).unwrap(), b"abc");
+}
+
 #[test]
 fn the_segment_header_is_the_documented_bytes() {
     let tmp = TestDir::new("header");

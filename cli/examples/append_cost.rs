@@ -21,13 +21,14 @@
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use shardbus::log::{FsStorage, Storage, StorageFile};
 
 use clap::{Parser, ValueEnum};
 
@@ -61,27 +62,38 @@ fn main() -> std::io::Result<()> {
     let dir = args.dir.join(format!("append-cost-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let batch = vec![0xA5u8; RECORD * args.batch.max(1)];
-    let current = Arc::new(AtomicI32::new(-1));
+    // A second handle of each new segment, for the sync thread (as the log gives its I/O
+    // thread one).
+    let current: Arc<Mutex<Option<Box<dyn StorageFile>>>> = Arc::new(Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     let syncer = (args.sync_every_ms > 0).then(|| {
         let (current, stop) = (Arc::clone(&current), Arc::clone(&stop));
         let period = Duration::from_millis(args.sync_every_ms);
-        thread::spawn(move || {
-            let mut syncs = 0u64;
+        thread::spawn(move || -> std::io::Result<u64> {
+            let mut syncs = 0;
+            let mut mine: Option<Box<dyn StorageFile>> = None;
             while !stop.load(Ordering::Relaxed) {
                 thread::sleep(period);
-                let fd = current.load(Ordering::Acquire);
-                if fd >= 0 {
-                    // SAFETY: `fdatasync` takes a descriptor and touches no memory of ours. The
-                    // writer may close it meanwhile: then the call fails with EBADF (or syncs
-                    // whatever file reused the number, harmless here), and the result is unused.
-                    unsafe { libc::fdatasync(fd) };
+                // The writer posts each new segment's handle; the lock is never held across a
+                // sync, so the writer never waits for one.
+                if let Some(file) = current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+                {
+                    mine = Some(file);
+                }
+                if let Some(file) = mine.as_mut() {
+                    file.sync_data()?;
                     syncs += 1;
                 }
             }
-            syncs
+            Ok(syncs)
         })
     });
+    let post = |file: Box<dyn StorageFile>| {
+        *current.lock().unwrap_or_else(PoisonError::into_inner) = Some(file);
+    };
     let mut written = 0;
     let mut segment = 0;
     let (mut fill, mut copy) = (Duration::ZERO, Duration::ZERO);
@@ -93,21 +105,23 @@ fn main() -> std::io::Result<()> {
         let n = per_segment.min((args.records - written).div_ceil(args.batch.max(1)));
         match args.mode {
             Mode::Write | Mode::Falloc => {
-                let mut file = OpenOptions::new().append(true).create(true).open(&path)?;
+                // The log's own file code: `FsStorage` opens with O_APPEND, and
+                // `preallocate` is the `fallocate(FALLOC_FL_KEEP_SIZE)` the log makes.
+                let mut file = FsStorage.create(&path)?;
                 if args.mode == Mode::Falloc {
-                    fallocate(&file, libc::FALLOC_FL_KEEP_SIZE)?;
+                    file.preallocate(SEGMENT as u64)?;
                 }
-                current.store(file.as_raw_fd(), Ordering::Release);
+                post(file.try_clone()?);
                 for _ in 0..n {
-                    file.write_all(&batch)?;
+                    file.append(&batch)?;
                 }
-                current.store(-1, Ordering::Release);
             }
             Mode::Mmap => {
                 let t = Instant::now();
-                let (file, map) = mapped(&path)?;
+                let (_file, map) = mapped(&path)?;
                 fill += t.elapsed();
-                current.store(file.as_raw_fd(), Ordering::Release);
+                // Any descriptor of the file syncs what the mapping dirtied.
+                post(FsStorage.open_append(&path)?);
                 let t = Instant::now();
                 for i in 0..n {
                     let at = i * batch.len();
@@ -118,7 +132,6 @@ fn main() -> std::io::Result<()> {
                     };
                 }
                 copy += t.elapsed();
-                current.store(-1, Ordering::Release);
                 // SAFETY: unmaps exactly the mapping `mapped` made; `map` is not used after.
                 unsafe { libc::munmap(map.cast(), SEGMENT) };
             }
@@ -127,7 +140,7 @@ fn main() -> std::io::Result<()> {
     }
     let elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let syncs = syncer.map(|t| t.join().expect("sync thread"));
+    let syncs = syncer.map(|t| t.join().expect("sync thread")).transpose()?;
     let per = |d: Duration| d.as_nanos() as f64 / written as f64;
     print!(
         "{:?}: {written} records of {RECORD} B, {} per write: {:.1} ns/record, {:.3} M records/s",
@@ -137,24 +150,17 @@ fn main() -> std::io::Result<()> {
         written as f64 / elapsed.as_secs_f64() / 1e6
     );
     if args.mode == Mode::Mmap {
-        print!(" (populate {:.1} ns/record, copy {:.1})", per(fill), per(copy));
+        print!(
+            " (populate {:.1} ns/record, copy {:.1})",
+            per(fill),
+            per(copy)
+        );
     }
     if let Some(syncs) = syncs {
         print!(", {syncs} fdatasync from the other thread");
     }
     println!();
     fs::remove_dir_all(&dir)
-}
-
-fn fallocate(file: &File, mode: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: `fallocate` takes a descriptor and integers and touches no memory of ours;
-    // `file` keeps the descriptor open for the call.
-    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, SEGMENT as libc::off_t) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Creates `path` at SEGMENT bytes, maps it shared and writable, and prefaults every page

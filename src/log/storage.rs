@@ -128,9 +128,14 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        // `truncate(true)` cannot be combined with `append(true)`; truncate by hand.
+        // `truncate(true)` cannot be combined with `append(true)`; truncate by hand, and only
+        // a file that has bytes. ext4 marks a file truncated to zero for a writeback flush at
+        // its last close (its `auto_da_alloc` heuristic for files rewritten in place), which
+        // costs a segment closed without a sync a flush of all its dirty pages.
         let file = OpenOptions::new().append(true).create(true).open(path)?;
-        file.set_len(0)?;
+        if file.metadata()?.len() > 0 {
+            file.set_len(0)?;
+        }
         Ok(Box::new(FsFile(file)))
     }
 
