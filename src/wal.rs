@@ -27,7 +27,7 @@ use crate::route::TopicKey;
 use crate::sync::Ordering;
 
 /// Bytes of a record besides its topic and payload (frame header and fixed fields).
-const RECORD_OVERHEAD: usize = 26;
+const RECORD_OVERHEAD: usize = crate::log::MIN_RECORD_LEN;
 /// A span marking a message whose record would exceed the maximum record size.
 const TOO_LARGE: (usize, usize) = (usize::MAX, usize::MAX);
 /// Pipelined commit: batches appended and waiting for their sync at most; the shard waits

@@ -21,7 +21,7 @@ use crate::workload::{topic_name, BenchMsg};
 
 /// Bytes of a log record besides its topic and payload: the 8-byte frame (length, CRC32C) and
 /// the 18 fixed body bytes (sequence, timestamp, topic length); see `docs/persistence.md`.
-pub const RECORD_OVERHEAD: usize = 26;
+pub const RECORD_OVERHEAD: usize = shardbus::log::MIN_RECORD_LEN;
 
 /// The most records a persistent shard drains from one input into one write-ahead batch (one
 /// append, one commit): `LOG_BATCH` in `src/shard.rs`, so the raw baseline's batch under

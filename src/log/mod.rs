@@ -77,7 +77,7 @@ pub(crate) use meta::{parse_generation_name, write_meta};
 pub use meta::{read_meta, BusMeta, META_FILE};
 pub use reader::{inspect, Reader, SegmentInfo, ShardReport};
 pub(crate) use record::now_nanos;
-pub use record::{Record, RecordRef, Seq};
+pub use record::{Record, RecordRef, Seq, MIN_RECORD_LEN};
 pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
 pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
 

@@ -20,8 +20,9 @@ use crate::error::{CorruptReason, LogError};
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
 /// Bytes of the fixed body fields: `seq`, `timestamp_nanos`, `topic_len`.
 pub(crate) const BODY_FIXED_LEN: usize = 18;
-/// Smallest valid encoded record: empty topic, empty payload.
-pub(crate) const MIN_RECORD_LEN: usize = FRAME_HEADER_LEN + BODY_FIXED_LEN;
+/// Smallest valid encoded record (empty topic, empty payload): the bytes a record takes
+/// besides its topic and payload (the 8-byte frame and the 18 fixed body bytes).
+pub const MIN_RECORD_LEN: usize = FRAME_HEADER_LEN + BODY_FIXED_LEN;
 
 /// A log sequence number: the position of a record in its shard's log.
 ///
