@@ -91,8 +91,9 @@ pub use bus::{Bus, ShutdownReport};
 #[cfg(feature = "serde")]
 pub use codec::SerdeCodec;
 pub use codec::{Codec, DecodeError};
-pub use error::{DurableError, Error, LogError, PublishError, TryPublishError};
+pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
+pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};

@@ -14,10 +14,10 @@
 
 use std::path::Path;
 
+use super::error::{CorruptReason, LogError};
 use super::record::Seq;
 use super::small_file;
 use super::storage::Storage;
-use crate::error::{CorruptReason, LogError};
 
 /// Name of the checkpoint file in a shard directory.
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
@@ -67,8 +67,8 @@ mod tests {
     use std::io;
 
     use super::*;
-    use crate::error::IoOp;
     use crate::log::storage::SimStorage;
+    use crate::log::IoOp;
 
     const DIR: &str = "/shard-000";
 

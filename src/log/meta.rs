@@ -23,9 +23,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::{CorruptReason, LogError};
 use super::small_file;
 use super::storage::Storage;
-use crate::error::{CorruptReason, LogError};
 
 /// Name of the layout file in a bus directory.
 pub const META_FILE: &str = "meta";

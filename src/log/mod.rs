@@ -62,6 +62,8 @@
 #![forbid(unsafe_code)]
 
 mod checkpoint;
+mod config;
+mod error;
 mod meta;
 mod reader;
 mod record;
@@ -71,8 +73,11 @@ mod small_file;
 mod storage;
 mod syncer;
 
-pub use crate::error::{CorruptReason, IoOp, LogError};
 pub use checkpoint::load_checkpoint;
+pub use config::{
+    FsyncPolicy, LogConfig, RetentionLimit, DEFAULT_MAX_RECORD_SIZE, DEFAULT_SEGMENT_SIZE,
+};
+pub use error::{CorruptReason, IoOp, LogError};
 pub(crate) use meta::{parse_generation_name, write_meta};
 pub use meta::{read_meta, BusMeta, META_FILE};
 pub use reader::{inspect, Reader, SegmentInfo, ShardReport};
@@ -85,106 +90,10 @@ use crate::sync::plain::Arc;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use segment::{SegmentMeta, SegmentWriter, HEADER_LEN};
+use segment::{SegmentMeta, SegmentWriter};
 use syncer::Syncer;
-
-/// Default [`LogConfig::segment_size`]: 64 MiB.
-pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
-/// Default [`LogConfig::max_record_size`]: 16 MiB.
-pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
-
-/// When the log calls `sync_data`, and so what survives a crash.
-///
-/// A *process crash* (panic, kill, OOM) never loses an appended record under any policy:
-/// [`ShardLog::append`] hands its bytes to the operating system before it returns, and the page
-/// cache outlives the process. *Power loss* (or a kernel crash) loses whatever was not synced.
-/// What is lost is always a suffix of the log: the last segment is the only one with unsynced
-/// bytes (a segment is synced before the next is started), and recovery cuts a torn tail.
-/// Under every policy the log also syncs before starting a new segment and before writing a
-/// checkpoint, so a durable checkpoint never points past the durable end of the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FsyncPolicy {
-    /// Never sync for durability: only at segment roll and before a checkpoint. Power loss may
-    /// lose every record appended since the last of those (the OS writes dirty pages back on
-    /// its own schedule, which promises nothing).
-    Never,
-    /// [`ShardLog::commit`] syncs everything appended so far. After `commit` returns `Ok`,
-    /// every record appended before it survives power loss; records appended after the last
-    /// successful `commit` may be lost. Group commit: one sync per batch.
-    #[default]
-    Batch,
-    /// [`ShardLog::commit`] syncs only once the oldest unsynced record was appended at least
-    /// this long ago. Power loss may lose the records appended since the last sync: at most
-    /// this duration's worth plus the time between two `commit` calls (there is no background
-    /// thread: with no `commit`, nothing is synced).
-    Interval(Duration),
-    /// [`ShardLog::append`] writes and syncs each record before the next one, and returns once
-    /// the last is durable: nothing `append` returned `Ok` for is lost to power loss; of a batch
-    /// cut short by it, a prefix survives. One write and one `fdatasync` per record.
-    Always,
-}
-
-/// Configuration of a [`ShardLog`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogConfig {
-    /// A new segment is started before a record that would make the current one larger than
-    /// this (a segment always takes at least one record). Default 64 MiB; must exceed 16.
-    pub segment_size: u64,
-    /// Largest encoded record, 8-byte frame header included. Default 16 MiB; at least 26. Never
-    /// lower it below what an existing log was written with: recovery would call it corrupt.
-    pub max_record_size: u32,
-    /// When to sync.
-    pub fsync: FsyncPolicy,
-    /// See [`RecoveryOptions::truncate_on_corruption`]. Default `false`.
-    pub truncate_on_corruption: bool,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            segment_size: DEFAULT_SEGMENT_SIZE,
-            max_record_size: DEFAULT_MAX_RECORD_SIZE,
-            fsync: FsyncPolicy::default(),
-            truncate_on_corruption: false,
-        }
-    }
-}
-
-impl LogConfig {
-    /// Checks every value's range.
-    pub fn validate(&self) -> Result<(), LogError> {
-        if self.segment_size <= HEADER_LEN {
-            return Err(LogError::InvalidConfig {
-                reason: "segment_size must exceed the 16-byte segment header",
-            });
-        }
-        if (self.max_record_size as usize) < record::MIN_RECORD_LEN {
-            return Err(LogError::InvalidConfig {
-                reason: "max_record_size must be at least 26 bytes (an empty record)",
-            });
-        }
-        Ok(())
-    }
-
-    /// The recovery options this configuration implies.
-    pub fn recovery_options(&self) -> RecoveryOptions {
-        RecoveryOptions {
-            truncate_on_corruption: self.truncate_on_corruption,
-            max_record_size: self.max_record_size,
-        }
-    }
-}
-
-/// When [`ShardLog::retain`] deletes old segments. `None` means no limit of that kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RetentionLimit {
-    /// Delete while the log's total size is above this many bytes.
-    pub max_bytes: Option<u64>,
-    /// Delete segments whose newest record timestamp is older than this.
-    pub max_age: Option<Duration>,
-}
 
 /// The append side of one shard's log. Owned by the shard thread; not shared.
 ///
@@ -671,6 +580,7 @@ impl ShardLog {
 mod tests {
     use super::*;
     use std::io;
+    use std::time::Duration;
 
     const DIR: &str = "/data/shard-007";
 

@@ -8,11 +8,11 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::load_checkpoint;
+use super::error::{CorruptReason, LogError};
 use super::record::{Record, Seq};
 use super::segment::{self, Scanner, SegmentFile, Step};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
-use crate::error::{CorruptReason, LogError};
 
 /// Iterates over a shard's records in sequence order, starting at a given sequence number.
 ///

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::error::{CorruptReason, LogError};
+use super::error::{CorruptReason, LogError};
 
 /// Bytes of the `len` and `crc` fields that precede every record body.
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
@@ -39,7 +39,7 @@ impl Seq {
     /// Segment names (first sequence numbers) stop below this: 2^63, so that counting on from
     /// any segment can never reach `u64::MAX` (2^63 records at a billion a second take 292
     /// years). Recovery reports a segment named at or above it as corrupt
-    /// ([`crate::error::CorruptReason::SeqOutOfRange`]).
+    /// ([`crate::log::CorruptReason::SeqOutOfRange`]).
     pub const LIMIT: Seq = Seq(1 << 63);
 
     /// The raw number.

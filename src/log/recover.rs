@@ -9,12 +9,12 @@ use crate::sync::plain::Arc;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{self, CHECKPOINT_FILE};
+use super::error::{CorruptReason, IoOp, LogError};
 use super::reader::Reader;
 use super::record::{Record, Seq};
 use super::segment::{self, Scanner, SegmentFile, SegmentMeta, Step};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
-use crate::error::{CorruptReason, IoOp, LogError};
 
 /// How recovery treats corruption that is not a torn tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,9 +17,9 @@ use std::ffi::OsStr;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use super::error::{CorruptReason, IoOp, LogError};
 use super::record::{self, Record, Seq, FRAME_HEADER_LEN, MIN_RECORD_LEN};
 use super::storage::{Storage, StorageFile};
-use crate::error::{CorruptReason, IoOp, LogError};
 
 /// Magic bytes at the start of every segment.
 pub(crate) const MAGIC: [u8; 8] = *b"SHBUSLOG";

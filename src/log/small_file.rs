@@ -12,8 +12,8 @@
 use std::io;
 use std::path::Path;
 
+use super::error::{CorruptReason, IoOp, LogError};
 use super::storage::Storage;
-use crate::error::{CorruptReason, IoOp, LogError};
 
 const HEADER: usize = 12;
 

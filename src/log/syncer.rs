@@ -22,9 +22,9 @@
 use std::path::PathBuf;
 
 use super::checkpoint::store_checkpoint;
+use super::error::{IoOp, LogError};
 use super::record::Seq;
 use super::storage::{Storage, StorageFile};
-use crate::error::{IoOp, LogError};
 use crate::sync::plain::{spawn_named, Arc, Condvar, JoinHandle, Mutex, MutexGuard, PoisonError};
 
 /// What the thread has finished, as seen by a poll.
