@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use super::checkpoint::load_checkpoint;
 use super::error::{CorruptReason, LogError};
 use super::record::{Record, Seq};
-use super::segment::{self, Scanner, SegmentFile, Step};
+use super::scanner::{Scanner, Step};
+use super::segment::{self, SegmentFile};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
 

@@ -12,7 +12,8 @@ use super::checkpoint::{self, CHECKPOINT_FILE};
 use super::error::{CorruptReason, IoOp, LogError};
 use super::reader::Reader;
 use super::record::{Record, Seq};
-use super::segment::{self, Scanner, SegmentFile, SegmentMeta, Step};
+use super::scanner::{Scanner, Step};
+use super::segment::{self, SegmentFile, SegmentMeta};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
 

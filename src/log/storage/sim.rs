@@ -1,190 +1,12 @@
-//! The filesystem operations the log needs, behind a trait, and its two implementations.
-//!
-//! [`Storage`] is object-safe and the log holds an `Arc<dyn Storage>`. Why not a generic
-//! `ShardLog<S: Storage>`: the runtime chooses the storage once, at build time, and the shard
-//! types should not carry a type parameter for it; every call it dispatches is a system call (or
-//! a mutex in tests), next to which a virtual call is noise; and file handles are boxed once per
-//! segment, not per record.
-//!
-//! Neither implementation syncs a directory by itself: the log calls [`Storage::sync_dir`]
-//! exactly where a created, renamed or removed name must survive power loss. [`SimStorage`]
-//! forgets names that were not synced that way, so a missing call shows up in tests.
+//! [`SimStorage`]: an in-memory [`Storage`] that models power loss and injects faults.
 
+use super::{Storage, StorageFile};
 use crate::sync::plain::{sleep, Arc, Mutex, MutexGuard, PoisonError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::{self, Cursor, Read};
 use std::path::{Path, PathBuf};
-
-/// Filesystem operations used by the log.
-///
-/// Contract for implementations: [`StorageFile::append`] hands bytes to the operating system
-/// (no user-space buffering: once it returns they survive a crash of the process);
-/// [`StorageFile::sync_data`] makes them survive power loss; a new, renamed or removed name
-/// survives power loss only after [`Storage::sync_dir`] of its directory.
-pub trait Storage: Send + Sync + fmt::Debug {
-    /// Creates `dir` and its missing parents.
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
-    /// Names of the regular files in `dir`, in no particular order.
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>>;
-    /// Creates `path`, or truncates it if it exists, and opens it for appending.
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
-    /// Opens the existing file `path` for appending at its end.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
-    /// Reads the whole of `path` (for small files such as the checkpoint).
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Opens `path` for sequential reading from byte `offset` to its end.
-    fn open_read(&self, path: &Path, offset: u64) -> io::Result<Box<dyn Read + Send>>;
-    /// The length of `path` in bytes.
-    fn file_len(&self, path: &Path) -> io::Result<u64>;
-    /// Renames `from` to `to`, replacing `to` if it exists.
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Removes the file `path`.
-    fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// Makes the names in `dir` (creations, renames, removals) durable.
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// Names of the subdirectories of `dir`, in no particular order.
-    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>>;
-    /// Removes the directory `dir` and everything in it. Durable after
-    /// [`Storage::sync_dir`] of its parent.
-    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
-}
-
-/// A file opened for appending.
-pub trait StorageFile: Send + fmt::Debug {
-    /// Appends all of `bytes` at the end of the file.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Makes the file's contents and length durable (`fdatasync`).
-    fn sync_data(&mut self) -> io::Result<()>;
-    /// Sets the file's length to `len`; later appends go to the new end. Not durable until
-    /// [`StorageFile::sync_data`].
-    fn truncate(&mut self, len: u64) -> io::Result<()>;
-    /// Another handle to the same open file, whose [`StorageFile::sync_data`] makes durable
-    /// whatever was appended through any handle before the call. The log gives one to its
-    /// background sync thread, so that a shard can encode and write its next batch while
-    /// the last one is being synced. The default says `Unsupported`; the log then syncs on
-    /// the shard's own thread, as before.
-    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    /// Reserves the file's disk space up to `len` bytes without changing its length or
-    /// contents, so that appends up to there need no block allocation. A hint: the log
-    /// ignores its failure, and recovery never sees it (the length is unchanged). The
-    /// default does nothing.
-    fn preallocate(&mut self, len: u64) -> io::Result<()> {
-        let _ = len;
-        Ok(())
-    }
-}
-
-/// [`Storage`] on the real filesystem through `std::fs`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FsStorage;
-
-#[derive(Debug)]
-struct FsFile(File);
-
-impl StorageFile for FsFile {
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        // Opened with O_APPEND: every write goes to the current end, also after `truncate`.
-        self.0.write_all(bytes)
-    }
-
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
-    }
-
-    fn try_clone(&self) -> io::Result<Box<dyn StorageFile>> {
-        // A duplicated descriptor of the same open file: `fdatasync` through it syncs the
-        // file, whichever descriptor wrote the bytes.
-        Ok(Box::new(FsFile(self.0.try_clone()?)))
-    }
-
-    fn preallocate(&mut self, len: u64) -> io::Result<()> {
-        crate::os::preallocate(&self.0, len)
-    }
-}
-
-impl Storage for FsStorage {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
-    }
-
-    fn list_dir(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                names.push(entry.file_name());
-            }
-        }
-        Ok(names)
-    }
-
-    fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        // `truncate(true)` cannot be combined with `append(true)`; truncate by hand, and only
-        // a file that has bytes. ext4 marks a file truncated to zero for a writeback flush at
-        // its last close (its `auto_da_alloc` heuristic for files rewritten in place), which
-        // costs a segment closed without a sync a flush of all its dirty pages.
-        let file = OpenOptions::new().append(true).create(true).open(path)?;
-        if file.metadata()?.len() > 0 {
-            file.set_len(0)?;
-        }
-        Ok(Box::new(FsFile(file)))
-    }
-
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Box::new(FsFile(file)))
-    }
-
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        fs::read(path)
-    }
-
-    fn open_read(&self, path: &Path, offset: u64) -> io::Result<Box<dyn Read + Send>> {
-        let mut file = File::open(path)?;
-        file.seek(SeekFrom::Start(offset))?;
-        Ok(Box::new(file))
-    }
-
-    fn file_len(&self, path: &Path) -> io::Result<u64> {
-        Ok(fs::metadata(path)?.len())
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        fs::rename(from, to)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        fs::remove_file(path)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
-    }
-
-    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<OsString>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                names.push(entry.file_name());
-            }
-        }
-        Ok(names)
-    }
-
-    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::remove_dir_all(dir)
-    }
-}
 
 /// In-memory [`Storage`] that models what survives power loss, with fault injection.
 ///
@@ -627,18 +449,7 @@ impl Storage for SimStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    fn names(s: &dyn Storage, dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = s
-            .list_dir(dir)
-            .unwrap()
-            .into_iter()
-            .map(|n| n.into_string().unwrap())
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::log::storage::names;
 
     #[test]
     fn sim_keeps_only_synced_bytes_and_names() {
@@ -722,37 +533,5 @@ mod tests {
             io::ErrorKind::NotFound
         );
         assert!(sim.create(Path::new("/nope/x")).is_err());
-    }
-
-    #[test]
-    fn fs_storage_round_trip() {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shardbus-log-storage-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let fs = FsStorage;
-        fs.create_dir_all(&dir).unwrap();
-        let (a, b) = (dir.join("a"), dir.join("b"));
-        let mut f = fs.create(&a).unwrap();
-        f.append(b"0123456789").unwrap();
-        f.truncate(4).unwrap();
-        f.append(b"xy").unwrap();
-        f.sync_data().unwrap();
-        fs.rename(&a, &b).unwrap();
-        fs.sync_dir(&dir).unwrap();
-        assert_eq!(names(&fs, &dir), ["b"]);
-        assert_eq!(fs.read(&b).unwrap(), b"0123xy");
-        assert_eq!(fs.file_len(&b).unwrap(), 6);
-        let mut r = String::new();
-        fs.open_read(&b, 2).unwrap().read_to_string(&mut r).unwrap();
-        assert_eq!(r, "23xy");
-        // `create` truncates an existing file.
-        drop(fs.create(&b).unwrap());
-        assert_eq!(fs.file_len(&b).unwrap(), 0);
-        fs.remove_file(&b).unwrap();
-        assert!(names(&fs, &dir).is_empty());
-        fs::remove_dir(&dir).unwrap();
     }
 }

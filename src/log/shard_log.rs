@@ -1,0 +1,801 @@
+//! [`ShardLog`]: the append side of one shard's log (append, commit, checkpoint, retain).
+
+use crate::sync::plain::Arc;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::segment::{SegmentMeta, SegmentWriter};
+use super::syncer::Syncer;
+
+use super::{
+    checkpoint, record, recover, syncer, FsyncPolicy, IoOp, LogConfig, LogError, Reader, RecordRef,
+    Recovered, RetentionLimit, Seq, Storage,
+};
+
+/// The append side of one shard's log. Owned by the shard thread; not shared.
+///
+/// Any failed write, sync, rename or removal *poisons* the log: every later call returns
+/// [`LogError::Poisoned`]. A failed `fsync` must not be retried: the kernel may have dropped the
+/// dirty pages and cleared the error, so a retry that "succeeds" proves nothing. Reopen the log
+/// (recovery decides what survived) or stop the shard.
+#[derive(Debug)]
+pub struct ShardLog {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    config: LogConfig,
+    /// Full segments, oldest first.
+    closed: VecDeque<SegmentMeta>,
+    active: SegmentWriter,
+    next_seq: Seq,
+    /// The last checkpoint made durable (loaded at open or written by `checkpoint`).
+    checkpoint: Option<Seq>,
+    /// Encoding buffer, reused across batches.
+    buf: Vec<u8>,
+    /// Offsets in `buf` of records whose CRC is not filled in yet (sealed in `flush`).
+    unsealed: Vec<usize>,
+    /// When the oldest unsynced bytes of the active segment were written.
+    dirty_since: Option<Instant>,
+    /// Why the log is poisoned.
+    poisoned: Option<String>,
+    /// Every record before this one is known to be durable.
+    durable_end: Seq,
+    /// The background sync thread, once started ([`ShardLog::start_syncer`]).
+    syncer: Option<Syncer>,
+    /// Sync tickets handed out and not yet seen finished, with `next_seq` at the request.
+    sync_ends: VecDeque<(u64, Seq)>,
+}
+
+impl ShardLog {
+    /// Opens the shard log in `dir`, creating the directory if missing, and recovers it (see
+    /// [`recover`]). Returns the log, positioned after the last valid record, and what recovery
+    /// found, for replay.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+    ) -> Result<(ShardLog, Recovered), LogError> {
+        config.validate()?;
+        let dir = dir.into();
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| LogError::io(IoOp::CreateDir, &dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .map_err(|e| LogError::io(IoOp::SyncDir, parent, e))?;
+        }
+        let recovered = recover(Arc::clone(&storage), &dir, config.recovery_options())?;
+        let mut closed: VecDeque<SegmentMeta> = recovered.segments.iter().cloned().collect();
+        let mut active = match closed.pop_back() {
+            Some(meta) => SegmentWriter::open(&*storage, meta)?,
+            None => SegmentWriter::create(&*storage, &dir, recovered.next_seq())?,
+        };
+        active.preallocate(config.segment_size);
+        let log = ShardLog {
+            storage,
+            dir,
+            closed,
+            next_seq: recovered.next_seq(),
+            checkpoint: recovered.checkpoint(),
+            active,
+            buf: Vec::new(),
+            unsealed: Vec::new(),
+            dirty_since: None,
+            poisoned: None,
+            durable_end: recovered.next_seq(),
+            syncer: None,
+            sync_ends: VecDeque::new(),
+            config,
+        };
+        Ok((log, recovered))
+    }
+
+    /// Appends a batch of records in one write (several if the batch crosses a segment
+    /// boundary) and returns the sequence numbers they got. Durability follows the
+    /// [`FsyncPolicy`]: with `Batch` or `Interval`, call [`ShardLog::commit`] next.
+    ///
+    /// Every record is checked first ([`LogError::RecordTooLarge`], [`LogError::TopicTooLong`]);
+    /// if one fails, nothing is written and the log stays usable. An I/O error poisons the log;
+    /// some of the batch may then be on disk, and recovery decides.
+    pub fn append(&mut self, records: &[RecordRef<'_>]) -> Result<Range<Seq>, LogError> {
+        self.append_iter(records.iter().copied())
+    }
+
+    /// [`ShardLog::append`] for records given by an iterator (walked twice: once to check
+    /// every record, once to write), so a caller can append from its own reusable buffers
+    /// without collecting a slice of [`RecordRef`]s.
+    pub fn append_iter<'a, I>(&mut self, records: I) -> Result<Range<Seq>, LogError>
+    where
+        I: Iterator<Item = RecordRef<'a>> + Clone,
+    {
+        self.check_poisoned()?;
+        for rec in records.clone() {
+            record::check_len(&rec, self.config.max_record_size)?;
+        }
+        let start = self.next_seq;
+        let result = self.write_batch(records);
+        self.guard(result)?;
+        Ok(start..self.next_seq)
+    }
+
+    /// Whether every appended record has been synced (`sync_data` returned since the last
+    /// append). After a `commit` under `Interval` this says whether the sync was due.
+    pub fn is_synced(&self) -> bool {
+        self.dirty_since.is_none()
+    }
+
+    /// When a `commit` under [`FsyncPolicy::Interval`] will next sync: `None` if nothing
+    /// is unsynced or the policy is not `Interval`.
+    pub fn sync_due_at(&self) -> Option<Instant> {
+        match self.config.fsync {
+            FsyncPolicy::Interval(every) => self.dirty_since.map(|t| t + every),
+            _ => None,
+        }
+    }
+
+    /// Makes appended records durable as the [`FsyncPolicy`] requires: `Batch` syncs if anything
+    /// is unsynced, `Interval` if the oldest unsynced record is old enough, `Never` and `Always`
+    /// do nothing.
+    pub fn commit(&mut self) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        let due = match self.config.fsync {
+            FsyncPolicy::Never | FsyncPolicy::Always => false,
+            FsyncPolicy::Batch => true,
+            FsyncPolicy::Interval(every) => self.dirty_since.is_some_and(|t| t.elapsed() >= every),
+        };
+        if due {
+            let result = self.sync_active();
+            self.guard(result)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs every appended record now, whatever the policy (`sync_data` of the active segment).
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        self.settle()?;
+        let result = self.sync_active();
+        self.guard(result)
+    }
+
+    /// [`LogError::CheckpointOutOfRange`] unless `seq` is a record of the log.
+    fn check_checkpoint_range(&self, seq: Seq) -> Result<(), LogError> {
+        if seq >= self.next_seq || seq.next() < self.first_seq() {
+            return Err(LogError::CheckpointOutOfRange {
+                path: self.dir.clone(),
+                checkpoint: seq,
+                first_seq: self.first_seq(),
+                next_seq: self.next_seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// Durably records that every handler has finished every record up to and including `seq`.
+    /// Syncs the log first, so the checkpoint never points past the durable end of the log.
+    ///
+    /// [`LogError::CheckpointOutOfRange`] if `seq` was never appended or is before the log's
+    /// first record.
+    pub fn checkpoint(&mut self, seq: Seq) -> Result<(), LogError> {
+        self.check_poisoned()?;
+        self.check_checkpoint_range(seq)?;
+        // No checkpoint write of the sync thread may run beside this one.
+        self.settle()?;
+        let result = if seq < self.durable_end {
+            Ok(())
+        } else {
+            self.sync_active()
+        }
+        .and_then(|()| checkpoint::store_checkpoint(&*self.storage, &self.dir, seq));
+        self.guard(result)?;
+        self.checkpoint = Some(seq);
+        Ok(())
+    }
+
+    /// Starts the background sync thread ([`syncer`](self::syncer)): from now on
+    /// [`ShardLog::request_sync`] and [`ShardLog::checkpoint_async`] hand their work to it.
+    /// Returns `false` (and changes nothing) if the storage cannot clone a file handle or
+    /// the thread cannot be started; the log then works on the caller's thread as before.
+    pub(crate) fn start_syncer(&mut self) -> bool {
+        if self.syncer.is_some() {
+            return true;
+        }
+        let Ok(file) = self.active.try_clone_file() else {
+            return false;
+        };
+        match Syncer::start(
+            Arc::clone(&self.storage),
+            self.dir.clone(),
+            file,
+            self.active.meta.path.clone(),
+        ) {
+            Ok(syncer) => {
+                self.syncer = Some(syncer);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "no background sync thread; syncing on the shard thread");
+                false
+            }
+        }
+    }
+
+    /// With the sync thread: asks it to sync everything appended so far and returns the
+    /// ticket to wait for ([`ShardLog::poll_synced`]); `None` if nothing is unsynced.
+    /// Without it: syncs now and returns `None`.
+    pub(crate) fn request_sync(&mut self) -> Result<Option<u64>, LogError> {
+        self.check_poisoned()?;
+        if self.durable_end >= self.next_seq && self.dirty_since.is_none() {
+            return Ok(None);
+        }
+        let Some(syncer) = self.syncer.as_mut() else {
+            self.sync()?;
+            return Ok(None);
+        };
+        let ticket = syncer.request_sync();
+        self.sync_ends.push_back((ticket, self.next_seq));
+        Ok(Some(ticket))
+    }
+
+    /// The last sync ticket known finished, after waiting for `wait_for` if given. Takes
+    /// note of what the sync thread finished (durable end, checkpoint written); its error
+    /// poisons the log.
+    pub(crate) fn poll_synced(&mut self, wait_for: Option<u64>) -> Result<u64, LogError> {
+        self.check_poisoned()?;
+        let Some(syncer) = self.syncer.as_mut() else {
+            return Ok(0);
+        };
+        let result = match wait_for {
+            Some(ticket) => syncer.wait_synced(ticket),
+            None => syncer.poll(),
+        };
+        let progress = self.guard(result)?;
+        self.note_progress(progress);
+        Ok(progress.synced)
+    }
+
+    /// Writes the checkpoint `seq` on the sync thread, after syncing the log if `seq` is not
+    /// yet known durable; [`ShardLog::last_checkpoint`] says `seq` once the thread has
+    /// written it (seen by a later [`ShardLog::poll_synced`]). Without the sync thread, this
+    /// is [`ShardLog::checkpoint`].
+    pub(crate) fn checkpoint_async(&mut self, seq: Seq) -> Result<(), LogError> {
+        if self.syncer.is_none() {
+            return self.checkpoint(seq);
+        }
+        self.check_poisoned()?;
+        self.check_checkpoint_range(seq)?;
+        let after = if seq < self.durable_end {
+            0
+        } else {
+            self.request_sync()?.unwrap_or(0)
+        };
+        if let Some(syncer) = self.syncer.as_mut() {
+            syncer.request_checkpoint(seq, after);
+        }
+        Ok(())
+    }
+
+    /// Waits for every request to the sync thread to finish and takes note of it.
+    fn settle(&mut self) -> Result<(), LogError> {
+        let Some(syncer) = self.syncer.as_mut() else {
+            return Ok(());
+        };
+        let result = syncer.wait_idle();
+        let progress = self.guard(result)?;
+        self.note_progress(progress);
+        Ok(())
+    }
+
+    fn note_progress(&mut self, progress: syncer::Progress) {
+        while let Some(&(ticket, end)) = self.sync_ends.front() {
+            if ticket > progress.synced {
+                break;
+            }
+            self.durable_end = self.durable_end.max(end);
+            self.sync_ends.pop_front();
+        }
+        if self.durable_end >= self.next_seq {
+            self.dirty_since = None;
+        }
+        if let Some(c) = progress.checkpoint {
+            self.checkpoint = Some(self.checkpoint.map_or(c, |old| old.max(c)));
+        }
+    }
+
+    /// Deletes the oldest segments while the log is beyond `limit`, returning their paths.
+    ///
+    /// Only full segments (never the one being appended to) whose records are all at or below
+    /// both `checkpoint` and the last durable checkpoint are deleted, oldest first, stopping at
+    /// the first that is not, so the log stays contiguous and replay from the durable checkpoint
+    /// stays possible. A segment goes if the log's total size exceeds `limit.max_bytes` or its
+    /// newest record is older than `limit.max_age`. The directory is synced after each removal.
+    pub fn retain(
+        &mut self,
+        checkpoint: Seq,
+        limit: RetentionLimit,
+    ) -> Result<Vec<PathBuf>, LogError> {
+        self.check_poisoned()?;
+        let Some(durable) = self.checkpoint else {
+            return Ok(Vec::new());
+        };
+        let handled_end = checkpoint.min(durable).next();
+        let now = record::now_nanos();
+        let max_age = limit
+            .max_age
+            .map(|a| u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
+        let mut total = self.size_bytes();
+        let mut removed = Vec::new();
+        while let Some(seg) = self.closed.front() {
+            let over_size = limit.max_bytes.is_some_and(|max| total > max);
+            let too_old = match (max_age, seg.max_timestamp_nanos) {
+                (Some(age), Some(newest)) => now.saturating_sub(newest) > age,
+                _ => false,
+            };
+            if seg.end_seq > handled_end || !(over_size || too_old) {
+                break;
+            }
+            let (path, bytes) = (seg.path.clone(), seg.bytes);
+            let result = self
+                .storage
+                .remove_file(&path)
+                .map_err(|e| LogError::io(IoOp::Remove, &path, e))
+                .and_then(|()| {
+                    self.storage
+                        .sync_dir(&self.dir)
+                        .map_err(|e| LogError::io(IoOp::SyncDir, &self.dir, e))
+                });
+            self.guard(result)?;
+            self.closed.pop_front();
+            total -= bytes;
+            removed.push(path);
+        }
+        Ok(removed)
+    }
+
+    /// Syncs what is left and closes the log.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.sync()
+    }
+
+    /// A [`Reader`] over this log from `from` on (it sees records appended so far).
+    pub fn reader(&self, from: Seq) -> Result<Reader, LogError> {
+        Ok(
+            Reader::open(Arc::clone(&self.storage), self.dir.clone(), from)?
+                .max_record_size(self.config.max_record_size),
+        )
+    }
+
+    /// The sequence number the next appended record gets.
+    pub fn next_seq(&self) -> Seq {
+        self.next_seq
+    }
+
+    /// The first sequence number still in the log.
+    pub fn first_seq(&self) -> Seq {
+        self.closed
+            .front()
+            .map_or(self.active.meta.first_seq, |s| s.first_seq)
+    }
+
+    /// The last durable checkpoint.
+    pub fn last_checkpoint(&self) -> Option<Seq> {
+        self.checkpoint
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.closed.iter().map(|s| s.bytes).sum::<u64>() + self.active.meta.bytes
+    }
+
+    /// Paths of all segment files, oldest first; the last is being appended to.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.closed
+            .iter()
+            .chain([&self.active.meta])
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    /// The shard directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Whether an earlier failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    fn write_batch<'a>(
+        &mut self,
+        records: impl Iterator<Item = RecordRef<'a>>,
+    ) -> Result<(), LogError> {
+        self.buf.clear();
+        self.unsealed.clear();
+        for rec in records {
+            let rec = &rec;
+            let meta = &self.active.meta;
+            let pending = meta.bytes + self.buf.len() as u64;
+            if meta.records() > 0 && pending + rec.encoded_len() > self.config.segment_size {
+                self.flush()?;
+                self.roll()?;
+            }
+            let start = record::encode_unsealed(&mut self.buf, self.next_seq, rec);
+            self.unsealed.push(start);
+            self.active.meta.add(self.next_seq, rec.timestamp_nanos);
+            self.next_seq = self.next_seq.next();
+            if self.config.fsync == FsyncPolicy::Always {
+                self.flush()?;
+                self.sync_active()?;
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes the encoded records in `buf` to the active segment.
+    fn flush(&mut self) -> Result<(), LogError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        record::seal(&mut self.buf, &self.unsealed);
+        self.unsealed.clear();
+        self.active.append(&self.buf)?;
+        self.buf.clear();
+        self.dirty_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> Result<(), LogError> {
+        if self.dirty_since.is_some() {
+            self.active.sync()?;
+            self.dirty_since = None;
+            self.durable_end = self.next_seq;
+        }
+        Ok(())
+    }
+
+    /// Syncs the full segment (so only the last segment can ever have a torn tail) and starts a
+    /// new one at `next_seq`.
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.sync_active()?;
+        let mut next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+        next.preallocate(self.config.segment_size);
+        if let Some(syncer) = self.syncer.as_mut() {
+            let file = next.try_clone_file()?;
+            syncer.set_file(file, next.meta.path.clone());
+        }
+        let full = std::mem::replace(&mut self.active, next);
+        self.closed.push_back(full.meta);
+        Ok(())
+    }
+
+    fn check_poisoned(&self) -> Result<(), LogError> {
+        match &self.poisoned {
+            Some(cause) => Err(LogError::Poisoned {
+                path: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons the log if `result` is an error.
+    fn guard<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+        if let Err(e) = &result {
+            self.poisoned.get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::SimStorage;
+    use std::io;
+    use std::time::Duration;
+
+    const DIR: &str = "/data/shard-007";
+
+    fn config(fsync: FsyncPolicy) -> LogConfig {
+        LogConfig {
+            segment_size: 256,
+            fsync,
+            ..LogConfig::default()
+        }
+    }
+
+    fn open(sim: &SimStorage, fsync: FsyncPolicy) -> (ShardLog, Recovered) {
+        ShardLog::open(Arc::new(sim.clone()), DIR, config(fsync)).unwrap()
+    }
+
+    fn rec(payload: &[u8]) -> RecordRef<'_> {
+        RecordRef {
+            timestamp_nanos: 1,
+            topic: "t",
+            payload,
+        }
+    }
+
+    fn all(log: &ShardLog) -> Vec<Vec<u8>> {
+        log.reader(log.first_seq())
+            .unwrap()
+            .map(|r| r.unwrap().payload)
+            .collect()
+    }
+
+    #[test]
+    fn invalid_config_is_rejected() {
+        let sim = SimStorage::new();
+        for (config, reason) in [
+            (
+                LogConfig {
+                    segment_size: 16,
+                    ..LogConfig::default()
+                },
+                "segment_size",
+            ),
+            (
+                LogConfig {
+                    max_record_size: 25,
+                    ..LogConfig::default()
+                },
+                "max_record_size",
+            ),
+        ] {
+            let err = ShardLog::open(Arc::new(sim.clone()), DIR, config).unwrap_err();
+            assert!(
+                matches!(err, LogError::InvalidConfig { reason: r } if r.starts_with(reason)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_large_record_writes_nothing_and_does_not_poison() {
+        let sim = SimStorage::new();
+        let (mut log, _) = ShardLog::open(
+            Arc::new(sim.clone()),
+            DIR,
+            LogConfig {
+                max_record_size: 100,
+                ..LogConfig::default()
+            },
+        )
+        .unwrap();
+        let big = [0u8; 75]; // 8 + 18 + 1 + 75 = 102
+        let err = log.append(&[rec(b"ok"), rec(&big)]).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::RecordTooLarge {
+                size: 102,
+                max: 100
+            }
+        ));
+        assert_eq!(log.next_seq(), Seq(0));
+        assert_eq!(log.size_bytes(), 16);
+        assert_eq!(log.append(&[rec(&big[..73])]).unwrap(), Seq(0)..Seq(1));
+    }
+
+    #[test]
+    fn batch_policy_syncs_on_commit_only() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        let seg = log.segment_paths()[0].clone();
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(2 * 28));
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+    }
+
+    #[test]
+    fn always_policy_syncs_every_record_and_never_policy_does_not() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Always);
+        let seg = log.segment_paths()[0].clone();
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+        // The second record's sync fails: the first is durable, the second is not.
+        sim.fail_next_sync(io::Error::from_raw_os_error(5));
+        assert!(log.append(&[rec(b"c"), rec(b"d")]).is_err());
+        assert_eq!(sim.unsynced_len(&seg), Some(28));
+        drop(log);
+
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        log.append(&[rec(b"a")]).unwrap();
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&log.segment_paths()[0]), Some(28));
+    }
+
+    #[test]
+    fn interval_policy_syncs_once_the_oldest_append_is_old_enough() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Interval(Duration::from_millis(100)));
+        let seg = log.segment_paths()[0].clone();
+        log.append(&[rec(b"a")]).unwrap();
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(28));
+        std::thread::sleep(Duration::from_millis(120));
+        log.append(&[rec(b"b")]).unwrap();
+        log.commit().unwrap();
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+    }
+
+    #[test]
+    fn roll_syncs_the_full_segment_and_creates_the_next_durably() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        // 16 + 8 * 28 = 240 <= 256: the ninth record starts a new segment.
+        let batch: Vec<_> = (0..9).map(|_| rec(b"x")).collect();
+        assert_eq!(log.append(&batch).unwrap(), Seq(0)..Seq(9));
+        let paths = log.segment_paths();
+        assert_eq!(paths.len(), 2);
+        assert_eq!(paths[1], Path::new(DIR).join("00000000000000000008.log"));
+        assert_eq!(sim.unsynced_len(&paths[0]), Some(0));
+        assert_eq!(sim.unsynced_len(&paths[1]), Some(28));
+        sim.crash(None);
+        let (log, r) = open(&sim, FsyncPolicy::Never);
+        assert_eq!((r.next_seq(), log.segment_paths()), (Seq(8), paths));
+    }
+
+    #[test]
+    fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        let big = [7u8; 300];
+        log.append(&[rec(b"a"), rec(&big), rec(b"b")]).unwrap();
+        assert_eq!(log.segment_paths().len(), 3);
+        assert_eq!(all(&log), [b"a".to_vec(), big.to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn a_failed_sync_poisons_every_later_call() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        log.append(&[rec(b"a")]).unwrap();
+        sim.fail_next_sync(io::Error::from_raw_os_error(28));
+        let err = log.commit().unwrap_err();
+        assert!(
+            matches!(&err, LogError::Io { op: IoOp::SyncData, source, .. } if source.raw_os_error() == Some(28))
+        );
+        assert!(log.is_poisoned());
+        // Even though the storage would now succeed, nothing is retried.
+        assert!(matches!(log.commit(), Err(LogError::Poisoned { .. })));
+        assert!(matches!(log.sync(), Err(LogError::Poisoned { .. })));
+        assert!(matches!(
+            log.append(&[rec(b"b")]),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.checkpoint(Seq(0)),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.retain(Seq(0), RetentionLimit::default()),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(
+            matches!(log.close(), Err(LogError::Poisoned { cause, .. }) if cause.contains("sync_data"))
+        );
+    }
+
+    #[test]
+    fn a_failed_append_poisons_and_recovery_cuts_the_partial_write() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        log.append(&[rec(b"a")]).unwrap();
+        log.commit().unwrap();
+        sim.fail_next_append(io::Error::from_raw_os_error(28), 40);
+        let err = log.append(&[rec(b"b"), rec(b"c")]).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::Io {
+                op: IoOp::Append,
+                ..
+            }
+        ));
+        assert!(matches!(
+            log.append(&[rec(b"d")]),
+            Err(LogError::Poisoned { .. })
+        ));
+        drop(log);
+        // A process restart (no power loss): the partial write is in the file and is cut.
+        let (log, r) = open(&sim, FsyncPolicy::Batch);
+        assert_eq!(
+            (r.next_seq(), r.report().torn_bytes, r.report().torn_records),
+            (Seq(2), 12, 1)
+        );
+        assert_eq!(all(&log), [b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn checkpoint_syncs_the_log_first_and_is_range_checked() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        assert!(matches!(
+            log.checkpoint(Seq(2)),
+            Err(LogError::CheckpointOutOfRange {
+                checkpoint: Seq(2),
+                next_seq: Seq(2),
+                ..
+            })
+        ));
+        assert!(!log.is_poisoned());
+        log.checkpoint(Seq(1)).unwrap();
+        assert_eq!(sim.unsynced_len(&log.segment_paths()[0]), Some(0));
+        sim.crash(None);
+        let (_, r) = open(&sim, FsyncPolicy::Never);
+        assert_eq!(
+            (r.checkpoint(), r.next_seq(), r.replay().unwrap().count()),
+            (Some(Seq(1)), Seq(2), 0)
+        );
+    }
+
+    #[test]
+    fn the_sync_thread_syncs_before_it_checkpoints_and_covers_what_came_before() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Never);
+        assert!(log.start_syncer());
+        let seg = log.segment_paths().pop().unwrap();
+        log.append(&[rec(b"a"), rec(b"b")]).unwrap();
+        sim.set_sync_delay(Duration::from_millis(5));
+        let ticket = log.request_sync().unwrap().unwrap();
+        // Appended after the request: the ticket does not claim it.
+        log.append(&[rec(b"c")]).unwrap();
+        assert_eq!(log.poll_synced(Some(ticket)).unwrap(), ticket);
+        assert!(!log.is_synced());
+        // A checkpoint past the durable end: the thread syncs the log first.
+        log.checkpoint_async(Seq(2)).unwrap();
+        assert_eq!(log.last_checkpoint(), None, "written later, by the thread");
+        log.sync().unwrap(); // waits for the thread
+        assert_eq!(log.last_checkpoint(), Some(Seq(2)));
+        assert_eq!(sim.unsynced_len(&seg), Some(0));
+        drop(log);
+        sim.crash(None);
+        let (log, r) = open(&sim, FsyncPolicy::Never);
+        assert_eq!((r.checkpoint(), log.next_seq()), (Some(Seq(2)), Seq(3)));
+    }
+
+    #[test]
+    fn a_failed_sync_on_the_sync_thread_poisons_the_log() {
+        let sim = SimStorage::new();
+        let (mut log, _) = open(&sim, FsyncPolicy::Batch);
+        assert!(log.start_syncer());
+        log.append(&[rec(b"a")]).unwrap();
+        sim.fail_next_sync(io::Error::from_raw_os_error(5));
+        let ticket = log.request_sync().unwrap().unwrap();
+        let err = log.poll_synced(Some(ticket)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::Io {
+                    op: IoOp::SyncData,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(log.is_poisoned());
+        assert!(matches!(
+            log.append(&[rec(b"b")]),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.poll_synced(None),
+            Err(LogError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.checkpoint_async(Seq(0)),
+            Err(LogError::Poisoned { .. })
+        ));
+    }
+}
