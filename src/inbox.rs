@@ -1,12 +1,12 @@
-//! What publishers and shard threads share: each shard's intake ring, its wake-up
-//! handshake and its shutdown flags.
+//! One shard's intake as publishers and the shard thread share it: the envelope and
+//! the items of the intake ring, the control messages and their acknowledgement, the
+//! ring with its wake-up handshake ([`Inbox`]), and the shard's log status.
 
 use crossbeam_utils::CachePadded;
 
-use crate::handler::{DeadLetterFn, SubscriptionId};
-use crate::intern::Topics;
+use crate::handler::SubscriptionId;
 use crate::ring::{mpsc, spsc};
-use crate::stats::ShardCounters;
+use crate::shutdown::{ShutdownFlags, RUN};
 use crate::supervise::Subscriber;
 use crate::sync::{
     dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
@@ -104,32 +104,6 @@ impl AckReceiver {
     }
 }
 
-/// [`ShutdownFlags::command`] values.
-pub(crate) const RUN: usize = 0;
-pub(crate) const CLOSE: usize = 1;
-pub(crate) const STOP: usize = 2;
-/// [`STOP`] after a deadline: the drain did not finish.
-pub(crate) const STOP_FORCED: usize = 3;
-
-/// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
-/// shard thread. See `shutdown` for the protocol.
-pub(crate) struct ShutdownFlags {
-    /// Set by the coordinator: [`RUN`], then [`CLOSE`] (close external intake, keep
-    /// serving shard-to-shard), then [`STOP`] (stop now, drop and count what is left).
-    /// One word, so the shard reads one atomic per pass.
-    pub(crate) command: AtomicUsize,
-    /// Written by the shard while closing: the shared ring and every publisher lane are
-    /// closed and drained, and what was drained has been handled.
-    pub(crate) external_drained: AtomicBool,
-    /// Written by the shard while closing: it found nothing to do. Cleared before it
-    /// takes any work.
-    pub(crate) idle: AtomicBool,
-    /// Written by the shard while closing: bumped after every pass that did work.
-    pub(crate) activity: AtomicU64,
-    /// Written by the shard as its thread ends.
-    pub(crate) exited: AtomicBool,
-}
-
 /// One shard's intake, shared by every publisher and the shard thread.
 pub(crate) struct Inbox<T> {
     /// The shared intake: `Bus::publish`, control messages, lane registrations.
@@ -206,43 +180,6 @@ impl<T> Inbox<T> {
         // Relaxed: only a hint to publishers; a stale `true` costs one spare unpark.
         self.sleeping.store(false, Ordering::Relaxed);
     }
-}
-
-impl<T> Shared<T> {
-    /// The state of shard `shard`'s log.
-    pub(crate) fn log_status(&self, shard: usize) -> &LogStatus {
-        &self.inboxes[shard].log
-    }
-
-    /// Whether shutdown has begun. Relaxed is enough: this is only a fast path; the
-    /// close bit on each ring, set by an RMW, is what decides a racing publish.
-    #[inline]
-    pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
-    }
-}
-
-/// A shard-to-shard ring, as the shutdown coordinator sees it.
-pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
-
-/// Everything the bus, its publishers and its shards share.
-pub(crate) struct Shared<T> {
-    /// The router and the topic registry.
-    pub(crate) topics: Topics,
-    /// Set once when shutdown begins, before any shard closes its intake, so that a
-    /// publish that starts after `shutdown` was called is refused on every shard alike
-    /// (the per-ring close bits then settle the publishes already under way).
-    pub(crate) closing: AtomicBool,
-    pub(crate) inboxes: Box<[Inbox<T>]>,
-    pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
-    /// Shard-to-shard rings, `[from * shards + to]` (`None` on the diagonal), for the
-    /// shutdown coordinator's quiescence check.
-    pub(crate) peer_rings: Box<[Option<PeerRing<T>>]>,
-    pub(crate) lane_capacity: usize,
-    pub(crate) dead_letter: Option<DeadLetterFn<T>>,
-    pub(crate) wait: crate::wait::WaitStrategy,
-    /// Whether the bus was built with persistence.
-    pub(crate) persistent: bool,
 }
 
 /// [`LogStatus::state`] values.

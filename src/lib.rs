@@ -79,6 +79,7 @@ mod publisher;
 mod ring;
 mod route;
 mod shard;
+mod shared;
 mod shutdown;
 mod stats;
 mod supervise;

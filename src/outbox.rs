@@ -9,10 +9,11 @@
 use std::collections::VecDeque;
 
 use crate::error::{PublishError, TryPublishError};
-use crate::inbox::{Envelope, Shared};
+use crate::inbox::Envelope;
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{spsc, PushError};
 use crate::route::{ShardId, ToTopic};
+use crate::shared::Shared;
 use crate::sync::Arc;
 
 pub(crate) struct Outbox<T> {

@@ -5,10 +5,11 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 
 use crate::error::{DurableError, PublishError, TryPublishError};
-use crate::inbox::{Control, Envelope, Inbox, Item, LogStatus, Shared, LOG_OK};
+use crate::inbox::{Control, Envelope, Inbox, Item, LogStatus, LOG_OK};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
 use crate::route::ToTopic;
+use crate::shared::Shared;
 use crate::sync::{Arc, Backoff, Ordering};
 use crate::wait::publisher_pause;
 

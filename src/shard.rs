@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
-use crate::inbox::{
-    AckSender, Control, Envelope, Item, Shared, ACK_CLOSED, ACK_NOT_FOUND, ACK_OK, CLOSE, STOP,
-};
+use crate::inbox::{AckSender, Control, Envelope, Item, ACK_CLOSED, ACK_NOT_FOUND, ACK_OK};
 use crate::intern::Topics;
 use crate::log::Recovered;
 use crate::outbox::Outbox;
 use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey};
+use crate::shared::Shared;
+use crate::shutdown::{CLOSE, STOP};
 use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
 use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
@@ -302,7 +302,7 @@ impl<T: Send + 'static> Shard<T> {
         Ok(())
     }
 
-    fn flags(&self) -> &crate::inbox::ShutdownFlags {
+    fn flags(&self) -> &crate::shutdown::ShutdownFlags {
         &self.shared.inboxes[self.id.0].flags
     }
 

@@ -18,9 +18,35 @@
 
 use std::time::Instant;
 
-use crate::inbox::{Shared, CLOSE, STOP, STOP_FORCED};
-use crate::sync::{fence, Backoff, Ordering};
+use crate::shared::Shared;
+use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Backoff, Ordering};
 use crate::wait::publisher_pause;
+
+/// [`ShutdownFlags::command`] values.
+pub(crate) const RUN: usize = 0;
+pub(crate) const CLOSE: usize = 1;
+pub(crate) const STOP: usize = 2;
+/// [`STOP`] after a deadline: the drain did not finish.
+pub(crate) const STOP_FORCED: usize = 3;
+
+/// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
+/// shard thread. See `shutdown` for the protocol.
+pub(crate) struct ShutdownFlags {
+    /// Set by the coordinator: [`RUN`], then [`CLOSE`] (close external intake, keep
+    /// serving shard-to-shard), then [`STOP`] (stop now, drop and count what is left).
+    /// One word, so the shard reads one atomic per pass.
+    pub(crate) command: AtomicUsize,
+    /// Written by the shard while closing: the shared ring and every publisher lane are
+    /// closed and drained, and what was drained has been handled.
+    pub(crate) external_drained: AtomicBool,
+    /// Written by the shard while closing: it found nothing to do. Cleared before it
+    /// takes any work.
+    pub(crate) idle: AtomicBool,
+    /// Written by the shard while closing: bumped after every pass that did work.
+    pub(crate) activity: AtomicU64,
+    /// Written by the shard as its thread ends.
+    pub(crate) exited: AtomicBool,
+}
 
 /// Signals phase 1 to every shard.
 pub(crate) fn begin<T>(shared: &Shared<T>) {

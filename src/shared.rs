@@ -1,0 +1,49 @@
+//! What the bus, its publishers and its shards share: the topic registry, one
+//! [`Inbox`] per shard, the statistics, the shard-to-shard rings (for shutdown) and the
+//! bus-wide settings.
+
+use crossbeam_utils::CachePadded;
+
+use crate::handler::DeadLetterFn;
+use crate::inbox::{Envelope, Inbox, LogStatus};
+use crate::intern::Topics;
+use crate::ring::spsc;
+use crate::stats::ShardCounters;
+use crate::sync::{Arc, AtomicBool, Ordering};
+
+/// A shard-to-shard ring, as the shutdown coordinator sees it.
+pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
+
+/// Everything the bus, its publishers and its shards share.
+pub(crate) struct Shared<T> {
+    /// The router and the topic registry.
+    pub(crate) topics: Topics,
+    /// Set once when shutdown begins, before any shard closes its intake, so that a
+    /// publish that starts after `shutdown` was called is refused on every shard alike
+    /// (the per-ring close bits then settle the publishes already under way).
+    pub(crate) closing: AtomicBool,
+    pub(crate) inboxes: Box<[Inbox<T>]>,
+    pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
+    /// Shard-to-shard rings, `[from * shards + to]` (`None` on the diagonal), for the
+    /// shutdown coordinator's quiescence check.
+    pub(crate) peer_rings: Box<[Option<PeerRing<T>>]>,
+    pub(crate) lane_capacity: usize,
+    pub(crate) dead_letter: Option<DeadLetterFn<T>>,
+    pub(crate) wait: crate::wait::WaitStrategy,
+    /// Whether the bus was built with persistence.
+    pub(crate) persistent: bool,
+}
+
+impl<T> Shared<T> {
+    /// The state of shard `shard`'s log.
+    pub(crate) fn log_status(&self, shard: usize) -> &LogStatus {
+        &self.inboxes[shard].log
+    }
+
+    /// Whether shutdown has begun. Relaxed is enough: this is only a fast path; the
+    /// close bit on each ring, set by an RMW, is what decides a racing publish.
+    #[inline]
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}
