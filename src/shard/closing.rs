@@ -1,0 +1,110 @@
+//! The shard's half of shutdown (see `shutdown`): close the external intake, publish
+//! drain progress to the coordinator, and stop.
+
+use super::inputs::confirm_durable;
+use super::*;
+
+impl<T: Send + 'static> Shard<T> {
+    pub(super) fn begin_closing(&mut self) {
+        self.phase = Phase::Closing;
+        let ring = &self.shared.inboxes[self.id.0].ring;
+        self.inputs.ring.close(ring);
+        for lane in &mut self.inputs.lanes {
+            lane.close();
+        }
+    }
+
+    pub(super) fn closing_bookkeeping(&mut self, did: usize) {
+        let flags = &self.shared.inboxes[self.id.0].flags;
+        if did > 0 {
+            // SeqCst: bumped after the work (and any publishes it made), so the
+            // coordinator's second read of `activity` sees a change. Single writer:
+            // the Relaxed load reads our own last store.
+            fence(Ordering::SeqCst);
+            let a = flags.activity.load(Ordering::Relaxed);
+            flags.activity.store(a + 1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            return;
+        }
+        if !self.external_drained {
+            let ring = &self.shared.inboxes[self.id.0].ring;
+            let ring_done =
+                self.inputs.ring.is_closed() && !self.inputs.ring.has_ready_seqcst(ring);
+            if ring_done
+                && self
+                    .inputs
+                    .lanes
+                    .iter_mut()
+                    .all(spsc::Consumer::is_closed_and_drained)
+            {
+                self.external_drained = true;
+                // SeqCst: read by the coordinator in its total order of checks.
+                flags.external_drained.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+            }
+        }
+        if self.external_drained
+            && !self.actors.out.has_overflow()
+            && self.actors.out.local.is_empty()
+        {
+            // SeqCst store + fence: see `shutdown`.
+            fence(Ordering::SeqCst);
+            flags.idle.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            self.idle_published = true;
+        }
+    }
+
+    /// Stops: drops and counts what is left (nothing, after a clean drain), runs every
+    /// actor's `on_stop`, publishes the final counters.
+    pub(super) fn finish(&mut self, drained: bool) {
+        let Self {
+            shared,
+            inputs,
+            names,
+            actors,
+            wal,
+            ..
+        } = self;
+        let inbox = &shared.inboxes[actors.id.0];
+        if let Some(wal) = wal.as_mut() {
+            // Sync and checkpoint, and confirm what is logged, before the leftovers
+            // below are popped (and dropped). Batches still waiting for their sync
+            // (pipelined commit) are logged: they are handled first.
+            let status = shared.log_status(actors.id.0);
+            wal.flush_pipeline(status, |env, fate| actors.deliver(names, env, fate));
+            wal.close(status, drained);
+            if wal.confirmable() {
+                confirm_durable(inputs, inbox);
+            }
+            wal.mark_closed(status);
+        }
+        let ring = &inbox.ring;
+        inputs.ring.close(ring);
+        let mut left = 0u64;
+        inputs.ring.drain_closed(ring, |item| match item {
+            Item::Msg(_) => left += 1,
+            // A lane registered too late to be served: its messages were accepted.
+            Item::Control(Control::AddLane(mut lane)) => {
+                lane.close();
+                while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
+            }
+            // (Un)subscribe requests: dropping the ack answers `Closed`.
+            Item::Control(_) => {}
+        });
+        for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {
+            lane.close();
+            while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
+        }
+        left += actors.out.discard();
+        actors.counters.dropped += left;
+        actors.stop_all(names);
+        actors.counters.depth = 0;
+        shared.counters[actors.id.0].publish(&actors.counters);
+        // Release: the final counters happen before a reader that sees `exited`.
+        shared.inboxes[actors.id.0]
+            .flags
+            .exited
+            .store(true, Ordering::Release);
+    }
+}

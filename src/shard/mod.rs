@@ -1,0 +1,386 @@
+//! The shard thread: drains its inbox, runs its topics' actors, supervises them.
+
+use std::collections::HashMap;
+
+use crate::error::Error;
+use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
+use crate::inbox::{AckSender, Control, Envelope, Item, ACK_CLOSED, ACK_NOT_FOUND, ACK_OK};
+use crate::intern::Topics;
+use crate::log::Recovered;
+use crate::outbox::Outbox;
+use crate::ring::{mpsc, spsc};
+use crate::route::{ShardId, TopicKey};
+use crate::shared::Shared;
+use crate::shutdown::{CLOSE, STOP};
+use crate::stats::{LocalCounters, SAMPLE_EVERY};
+use crate::supervise::{panic_text, Subscriber, Verdict};
+use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
+use crate::wait::WaitStrategy;
+use crate::wal::{Fate, Wal};
+
+mod closing;
+mod dispatch;
+mod inputs;
+mod logged;
+
+use dispatch::{Actors, Names};
+use inputs::Inputs;
+
+/// Values popped from one input per pass, so that no input starves the others.
+const BATCH: usize = 256;
+
+/// [`BATCH`] for a persistent shard. Each of its passes writes what it drained to the log in
+/// one `write`, and the kernel's cost per record falls as that write grows (312-byte records
+/// into a fresh file on the ext4 of docs/benchmarks.md, `cli/examples/append_cost.rs`: ~98 ns
+/// at 256 per write, ~71 ns at 1,024), so it takes more per input and pass. Still bounded,
+/// so no input waits long behind another. The bench's raw baseline (`SHARD_BATCH` in the CLI)
+/// uses the same number.
+const LOG_BATCH: usize = 1024;
+
+/// [`Shard::slip`]: a pass that moved fewer items than this, with more already waiting...
+#[cfg(not(shardbus_loom))]
+const SLIP_BELOW: usize = 32;
+/// ...waits this many spin-loop hints (a few hundred ns) before the next pass.
+#[cfg(not(shardbus_loom))]
+const SLIP_SPINS: u32 = 128;
+
+/// Where the shard is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// External intake closed; serving until the coordinator says stop.
+    Closing,
+}
+
+/// What a shard does on its own thread before its first pass.
+pub(crate) struct Startup<T> {
+    /// Persistent buses: the shard's log (moved into the shard).
+    pub(crate) wal: Option<Wal<T>>,
+    /// The builder's subscriptions for this shard's topics (by topic index), installed
+    /// first.
+    pub(crate) subs: Vec<(u32, Subscriber<T>)>,
+    /// Persistent buses: the records to replay, then where to report the outcome (the
+    /// builder waits for it).
+    pub(crate) replay: Option<(Recovered, AckSender, ReplayError)>,
+}
+
+/// Where a shard leaves the error that stopped its replay, for `build()` to return.
+pub(crate) type ReplayError = crate::sync::plain::Arc<crate::sync::plain::Mutex<Option<Error>>>;
+
+pub(crate) struct Shard<T> {
+    id: ShardId,
+    shared: Arc<Shared<T>>,
+    parker: Parker,
+    inputs: Inputs<T>,
+    names: Names,
+    actors: Actors<T>,
+    phase: Phase,
+    /// While closing: whether `flags.idle` is currently `true`.
+    idle_published: bool,
+    external_drained: bool,
+    core: Option<core_affinity::CoreId>,
+    /// Persistent buses: the write-ahead log state.
+    wal: Option<Wal<T>>,
+    startup: Option<Startup<T>>,
+}
+
+impl<T: Send + 'static> Shard<T> {
+    pub(crate) fn new(
+        id: ShardId,
+        shared: Arc<Shared<T>>,
+        parker: Parker,
+        peers: Vec<spsc::Consumer<Envelope<T>>>,
+        out_lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
+        core: Option<core_affinity::CoreId>,
+        mut startup: Startup<T>,
+    ) -> Self {
+        let wal = startup.wal.take();
+        let ring = mpsc::Consumer::new(&shared.inboxes[id.0].ring);
+        let actors = Actors {
+            id,
+            shared: shared.clone(),
+            subs: Vec::new(),
+            where_is: HashMap::new(),
+            out: Outbox::new(id, shared.clone(), out_lanes),
+            counters: LocalCounters::default(),
+        };
+        Self {
+            id,
+            shared,
+            parker,
+            inputs: Inputs {
+                ring,
+                lanes: Vec::new(),
+                peers,
+                ring_durable: 0,
+                lane_tickets: Vec::new(),
+                peer_tickets: Vec::new(),
+            },
+            names: Names {
+                shard: id,
+                keys: Vec::new(),
+            },
+            actors,
+            phase: Phase::Running,
+            idle_published: false,
+            external_drained: false,
+            core,
+            wal,
+            startup: Some(startup),
+        }
+    }
+
+    /// The thread's body.
+    pub(crate) fn run(mut self) {
+        self.pin();
+        self.start();
+        let backoff = Backoff::new();
+        loop {
+            // Acquire: pairs with the coordinator's SeqCst store; what the shard then
+            // does is re-checked by the protocol itself (see `shutdown`).
+            let command = self.flags().command.load(Ordering::Acquire);
+            if self.phase == Phase::Running && command >= CLOSE {
+                self.begin_closing();
+            }
+            if command >= STOP {
+                self.finish(command == STOP);
+                return;
+            }
+            if self.phase == Phase::Closing && self.idle_published {
+                if !self.has_ready_seqcst() {
+                    self.wait_idle(&backoff);
+                    continue;
+                }
+                // SeqCst store + fence: published before we take any work (see
+                // `shutdown`).
+                self.flags().idle.store(false, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                self.idle_published = false;
+            }
+            // One branch per pass: the memory-only pass is untouched by persistence.
+            let did = if self.wal.is_some() {
+                self.pass_logged()
+            } else {
+                self.pass()
+            };
+            if did > 0 {
+                self.publish_counters();
+            }
+            if self.phase == Phase::Closing {
+                self.closing_bookkeeping(did);
+            }
+            if did > 0 {
+                backoff.reset();
+                self.slip(did);
+            } else {
+                self.wait_idle(&backoff);
+            }
+        }
+    }
+
+    /// Installs the builder's subscriptions, then (persistent buses) replays the log
+    /// after its checkpoint to them, before any new message; reports the outcome.
+    fn start(&mut self) {
+        let Some(startup) = self.startup.take() else {
+            return;
+        };
+        for (topic, sub) in startup.subs {
+            self.actors.install(&mut self.names, topic, sub);
+        }
+        if let Some((recovered, ack, slot)) = startup.replay {
+            match self.replay(&recovered) {
+                Ok(()) => ack.send(ACK_OK),
+                Err(e) => {
+                    *slot
+                        .lock()
+                        .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(e);
+                    ack.send(ACK_CLOSED);
+                }
+            }
+        }
+    }
+
+    fn flags(&self) -> &crate::shutdown::ShutdownFlags {
+        &self.shared.inboxes[self.id.0].flags
+    }
+
+    fn pin(&mut self) {
+        let mut pinned: Option<usize> = None;
+        if let Some(core) = self.core {
+            if set_affinity(core) {
+                pinned = Some(core.id);
+            } else {
+                tracing::warn!(
+                    shard = self.id.0,
+                    core = core.id,
+                    "pinning failed; shard runs unpinned"
+                );
+            }
+        }
+        let c = &self.shared.counters[self.id.0];
+        // Relaxed: a statistic.
+        c.core
+            .store(pinned.map_or(0, |c| c as u64 + 1), Ordering::Relaxed);
+    }
+
+    /// One pass over every input. Returns how many items it moved.
+    fn pass(&mut self) -> usize {
+        let Self {
+            shared,
+            inputs,
+            names,
+            actors,
+            phase,
+            ..
+        } = self;
+        let closing = *phase == Phase::Closing;
+        let ring = &shared.inboxes[actors.id.0].ring;
+        let mut did = inputs.ring.pop_batch(ring, BATCH, |item| match item {
+            Item::Msg(env) => actors.learn_and_dispatch(names, env, false),
+            Item::Control(c) => {
+                if let Some(mut lane) = actors.control(names, c) {
+                    if closing {
+                        lane.close();
+                    }
+                    inputs.lanes.push(lane);
+                }
+            }
+        });
+        let mut i = 0;
+        while i < inputs.lanes.len() {
+            let n = inputs.lanes[i]
+                .pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
+            did += n;
+            if n == 0 && inputs.lanes[i].is_finished() {
+                inputs.lanes.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        for peer in &mut inputs.peers {
+            did += peer.pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
+        }
+        // Only what is queued now: handlers may queue more for the next pass.
+        let local = actors.out.local.len().min(BATCH);
+        for _ in 0..local {
+            if let Some(env) = actors.out.local.pop_front() {
+                actors.learn_and_dispatch(names, env, false);
+            }
+        }
+        let (sent, dropped) = actors.out.flush_overflow();
+        actors.counters.dropped += dropped as u64;
+        did + local + sent
+    }
+
+    /// Temporal slipping (B-Queue, FastForward): under a steady stream from a producer on
+    /// another core a pass finds one or two messages, and draining each the moment it lands
+    /// moves the slot's and `tail`'s cache lines across once per message. When a pass moved
+    /// few items and a lane already holds more (a stream, not a lone message), wait a
+    /// moment so that the next pass drains a batch. A lone message (a ping-pong, light
+    /// load) finds the lanes empty after its pass and is not delayed. Timing only: no
+    /// protocol depends on it, so the loom models (which have no time) leave it out.
+    #[inline]
+    fn slip(&mut self, did: usize) {
+        #[cfg(not(shardbus_loom))]
+        if did < SLIP_BELOW
+            && self
+                .inputs
+                .lanes
+                .iter_mut()
+                .chain(self.inputs.peers.iter_mut())
+                .any(|lane| lane.ready() > 0)
+        {
+            for _ in 0..SLIP_SPINS {
+                std::hint::spin_loop();
+            }
+        }
+        #[cfg(shardbus_loom)]
+        let _ = did;
+    }
+
+    fn publish_counters(&mut self) {
+        let ring = &self.shared.inboxes[self.id.0].ring;
+        let depth = self.inputs.ring.depth(ring)
+            + self
+                .inputs
+                .lanes
+                .iter()
+                .map(spsc::Consumer::depth)
+                .sum::<u64>()
+            + self
+                .inputs
+                .peers
+                .iter()
+                .map(spsc::Consumer::depth)
+                .sum::<u64>();
+        let c = &mut self.actors.counters;
+        c.depth = depth;
+        c.high_water = c.high_water.max(depth);
+        self.shared.counters[self.id.0].publish(c);
+    }
+
+    fn has_ready_seqcst(&self) -> bool {
+        self.inputs
+            .ring
+            .has_ready_seqcst(&self.shared.inboxes[self.id.0].ring)
+            || self
+                .inputs
+                .lanes
+                .iter()
+                .any(spsc::Consumer::has_ready_seqcst)
+            || self
+                .inputs
+                .peers
+                .iter()
+                .any(spsc::Consumer::has_ready_seqcst)
+            || !self.actors.out.local.is_empty()
+    }
+
+    fn wait_idle(&mut self, backoff: &Backoff) {
+        match self.shared.wait {
+            WaitStrategy::BusySpin => backoff.spin(),
+            WaitStrategy::Yield => {
+                if backoff.is_completed() {
+                    thread::yield_now();
+                } else {
+                    backoff.snooze();
+                }
+            }
+            WaitStrategy::Park => {
+                if !backoff.is_completed() || self.actors.out.has_overflow() {
+                    // With overflow pending, no one will unpark us when lanes free up.
+                    backoff.snooze();
+                    return;
+                }
+                let inbox = &self.shared.inboxes[self.id.0];
+                inbox.set_sleeping();
+                // The re-check after announcing sleep: see `Inbox::wake`. The control
+                // flags need no re-check: the coordinator unparks unconditionally after
+                // setting them, and an unpark before the park leaves a token.
+                if !self.has_ready_seqcst() {
+                    // A persistent shard also wakes for an `Interval` sync or a timed
+                    // checkpoint.
+                    match self.wal.as_ref().and_then(Wal::deadline) {
+                        Some(at) => self
+                            .parker
+                            .park_timeout(at.saturating_duration_since(std::time::Instant::now())),
+                        None => self.parker.park(),
+                    }
+                }
+                inbox.clear_sleeping();
+                backoff.reset();
+            }
+        }
+    }
+}
+
+#[cfg(not(shardbus_loom))]
+fn set_affinity(core: core_affinity::CoreId) -> bool {
+    core_affinity::set_for_current(core)
+}
+
+/// loom threads are not OS threads to pin.
+#[cfg(shardbus_loom)]
+fn set_affinity(_core: core_affinity::CoreId) -> bool {
+    false
+}
