@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::handler::{Context, DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Inbox, ACK_OK};
 use crate::intern::Topics;
+use crate::persist::wal::{Wal, WalConfig};
 use crate::persist::{self, Persistence};
 use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
@@ -19,7 +20,6 @@ use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
 use crate::sync::{plain, thread, Arc, AtomicBool, Parker};
 use crate::wait::WaitStrategy;
-use crate::wal::{Wal, WalConfig};
 
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;

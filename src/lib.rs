@@ -85,7 +85,6 @@ mod stats;
 mod supervise;
 mod sync;
 mod wait;
-mod wal;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};

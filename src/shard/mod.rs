@@ -8,6 +8,7 @@ use crate::inbox::{AckSender, Control, Envelope, Item, ACK_CLOSED, ACK_NOT_FOUND
 use crate::intern::Topics;
 use crate::log::Recovered;
 use crate::outbox::Outbox;
+use crate::persist::wal::{Fate, Wal};
 use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey};
 use crate::shared::Shared;
@@ -16,7 +17,6 @@ use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
 use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
 use crate::wait::WaitStrategy;
-use crate::wal::{Fate, Wal};
 
 mod closing;
 mod dispatch;
