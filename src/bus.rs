@@ -8,12 +8,13 @@ use crate::handler::{Context, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Control, ACK_NOT_FOUND, ACK_OK};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
-use crate::route::{ShardId, ToTopic, Topic};
+use crate::route::ShardId;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::supervise::{Factory, Subscriber};
 use crate::sync::{thread::JoinHandle, Arc, AtomicU64, Ordering};
+use crate::topic::{ToTopic, Topic};
 
 /// A running set of shards: route, publish, subscribe, shut down.
 ///

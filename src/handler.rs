@@ -2,7 +2,8 @@
 
 use crate::error::{PublishError, TryPublishError};
 use crate::outbox::Outbox;
-use crate::route::{ShardId, ToTopic, TopicKey};
+use crate::route::{ShardId, TopicKey};
+use crate::topic::ToTopic;
 
 /// Identifies one subscription; returned by the `subscribe` methods and taken by
 /// [`Bus::unsubscribe`](crate::Bus::unsubscribe).

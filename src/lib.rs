@@ -84,6 +84,7 @@ mod shutdown;
 mod stats;
 mod supervise;
 mod sync;
+mod topic;
 mod wait;
 
 pub use builder::{Builder, MAX_SHARDS};
@@ -96,8 +97,9 @@ pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
-pub use route::{ShardId, ToTopic, Topic, MAX_TOPIC_LEN};
+pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};
+pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
 /// How this process orders a publisher's push with a shard's park and close:

@@ -12,9 +12,10 @@ use crate::error::{PublishError, TryPublishError};
 use crate::inbox::Envelope;
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{spsc, PushError};
-use crate::route::{ShardId, ToTopic};
+use crate::route::ShardId;
 use crate::shared::Shared;
 use crate::sync::Arc;
+use crate::topic::ToTopic;
 
 pub(crate) struct Outbox<T> {
     shard: ShardId,

@@ -8,9 +8,9 @@ use crate::error::{DurableError, PublishError, TryPublishError};
 use crate::inbox::{Control, Envelope, Inbox, Item, LogStatus, LOG_OK};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
-use crate::route::ToTopic;
 use crate::shared::Shared;
 use crate::sync::{Arc, Backoff, Ordering};
+use crate::topic::ToTopic;
 use crate::wait::publisher_pause;
 
 /// `Bus::publish*`: resolves through the calling thread's topic cache.

@@ -1,0 +1,110 @@
+//! What a message is published to: a topic name or a pre-resolved [`Topic`] handle,
+//! both through the sealed [`ToTopic`].
+
+use crate::intern::{TopicCache, TopicId, Topics};
+use crate::route::{ShardId, TopicKey};
+#[cfg(doc)]
+use crate::Error;
+
+/// A pre-resolved topic: its shard and its index in that shard's topic table computed
+/// once, so that publishing through it neither hashes, nor looks anything up, nor
+/// allocates. Made by [`Bus::topic`](crate::Bus::topic). A handle used with another bus
+/// than the one that made it is resolved again there by its name (still correct, only
+/// slower).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Topic {
+    pub(crate) id: TopicId,
+    /// The process-unique id of the bus that made the handle.
+    pub(crate) bus: u64,
+    pub(crate) key: TopicKey,
+}
+
+impl Topic {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        self.key.as_str()
+    }
+
+    /// The shard the topic is routed to.
+    pub fn shard(&self) -> ShardId {
+        self.id.shard
+    }
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name())
+            .field("shard", &self.id.shard.0)
+            .finish()
+    }
+}
+
+/// Something a message can be published to: a topic name or a pre-resolved [`Topic`].
+pub trait ToTopic: sealed::Sealed {
+    /// The topic's id on `topics`' bus, interning it (through `cache`, or the calling
+    /// thread's cache) the first time; `None` for an invalid name.
+    #[doc(hidden)]
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId>;
+
+    /// The name's length in bytes, for [`Error::InvalidTopic`].
+    #[doc(hidden)]
+    fn name_len(&self) -> usize;
+}
+
+impl ToTopic for str {
+    fn name_len(&self) -> usize {
+        self.len()
+    }
+
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        let key = topics.router.key(self)?;
+        Some(topics.cached(&key, cache))
+    }
+}
+
+impl ToTopic for String {
+    fn name_len(&self) -> usize {
+        self.len()
+    }
+
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        self.as_str().id_in(topics, cache)
+    }
+}
+
+impl ToTopic for Topic {
+    fn name_len(&self) -> usize {
+        self.name().len()
+    }
+
+    #[inline]
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        if self.bus == topics.bus {
+            Some(self.id)
+        } else {
+            // A handle from another bus (perhaps with another shard count) is resolved
+            // again by name, never misrouted.
+            Some(topics.cached(&self.key, cache))
+        }
+    }
+}
+
+impl<U: ToTopic + ?Sized> ToTopic for &U {
+    fn name_len(&self) -> usize {
+        (**self).name_len()
+    }
+
+    #[inline]
+    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+        (**self).id_in(topics, cache)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for super::Topic {}
+    impl<U: Sealed + ?Sized> Sealed for &U {}
+}
