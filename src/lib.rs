@@ -102,19 +102,8 @@ pub use stats::{HandlerTime, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
-/// How this process orders a publisher's push with a shard's park and close:
-/// `"membarrier"` (a compiler fence per push, `membarrier(2)` on the rare side) or
-/// `"seqcst-fence"` (a `fence(SeqCst)` on both sides). Fixed by the first call or the
-/// first bus built. For benchmark reports.
 #[doc(hidden)]
-pub fn __fence_mode() -> &'static str {
-    sync::asym::enable();
-    if sync::asym::mode() {
-        "membarrier"
-    } else {
-        "seqcst-fence"
-    }
-}
+pub use sync::__fence_mode;
 
 /// The rings themselves, exposed only to the loom models (`loom-tests/`), which check
 /// their real code.

@@ -1,0 +1,132 @@
+//! The loom half of the shim (`--cfg shardbus_loom`): loom's atomics, `Arc`, threads and
+//! `UnsafeCell`, a `Backoff` that yields to the model scheduler, the park token built on
+//! loom's `Mutex` and `Condvar`, and both asymmetric fences as `fence(SeqCst)`.
+
+pub(crate) use loom::cell::UnsafeCell;
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::Arc;
+
+/// The Dekker completion of the std half (see there). loom models SeqCst *accesses* as
+/// AcqRel (its README, "Unsupported features") and only SeqCst *fences* fully, so here it
+/// is the equivalent `fence(SeqCst)`.
+#[inline(always)]
+pub(crate) fn dekker_after_rmw() {
+    fence(Ordering::SeqCst);
+}
+
+/// Thread spawning, `yield_now`, the current thread handle.
+pub(crate) mod thread {
+    pub(crate) use loom::thread::{current, park, yield_now, JoinHandle, Thread};
+
+    /// Spawns a thread; loom threads have no names or builder, so the name is dropped.
+    pub(crate) fn spawn_named<F, R>(_name: String, f: F) -> std::io::Result<JoinHandle<R>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        Ok(loom::thread::spawn(f))
+    }
+}
+
+/// The asymmetric fences (`sync/asym.rs`) under loom: both sides are `fence(SeqCst)`,
+/// which is what the models check; membarrier is never enabled.
+pub(crate) mod asym {
+    use loom::sync::atomic::{fence, Ordering};
+
+    /// Nothing to decide under loom.
+    pub(crate) fn enable() {}
+
+    /// Never the membarrier mode under loom.
+    #[inline]
+    pub(crate) fn mode() -> bool {
+        false
+    }
+
+    /// The hot path's side: a SeqCst fence.
+    #[inline(always)]
+    pub(crate) fn light(asym: bool) {
+        let _ = asym;
+        fence(Ordering::SeqCst);
+    }
+
+    /// The rare path's side: a SeqCst fence.
+    pub(crate) fn heavy(asym: bool) {
+        let _ = asym;
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Exponential back-off for wait loops. Every step yields to the model scheduler, or
+/// loom would report a spinning wait loop as a livelock.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff(std::cell::Cell<u32>);
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+    pub(crate) fn reset(&self) {
+        self.0.set(0);
+    }
+    pub(crate) fn spin(&self) {
+        loom::thread::yield_now();
+    }
+    pub(crate) fn snooze(&self) {
+        self.0.set(self.0.get() + 1);
+        loom::thread::yield_now();
+    }
+    pub(crate) fn is_completed(&self) -> bool {
+        // Reach the parking branch after one snooze so the models explore it.
+        self.0.get() >= 1
+    }
+}
+
+/// Thread parking: the same token protocol as crossbeam's `Parker` (an `unpark` before
+/// `park` makes that `park` return at once), built on loom's `Mutex` and `Condvar`.
+pub(crate) use self::park::{Parker, Unparker};
+
+mod park {
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    #[derive(Debug, Default)]
+    struct Inner {
+        token: Mutex<bool>,
+        cvar: Condvar,
+    }
+
+    /// Parks the owning thread until a token is available.
+    #[derive(Debug, Default)]
+    pub(crate) struct Parker(Arc<Inner>);
+
+    /// Makes a token available and wakes the parker.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Unparker(Arc<Inner>);
+
+    impl Parker {
+        pub(crate) fn new() -> Self {
+            Self::default()
+        }
+        pub(crate) fn park(&self) {
+            let mut token = self.0.token.lock().unwrap();
+            while !*token {
+                token = self.0.cvar.wait(token).unwrap();
+            }
+            *token = false;
+        }
+        /// loom has no time: a plain park. Persistence (the only user of timed parks)
+        /// is not modelled under loom.
+        pub(crate) fn park_timeout(&self, _timeout: std::time::Duration) {
+            self.park();
+        }
+        pub(crate) fn unparker(&self) -> Unparker {
+            Unparker(self.0.clone())
+        }
+    }
+
+    impl Unparker {
+        pub(crate) fn unpark(&self) {
+            *self.0.token.lock().unwrap() = true;
+            self.0.cvar.notify_one();
+        }
+    }
+}
