@@ -8,7 +8,7 @@ use crate::bus::Bus;
 use crate::codec::{Codec, CodecFns};
 use crate::error::Error;
 use crate::handler::{Context, DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
-use crate::inbox::{ack_pair, Inbox, ACK_OK};
+use crate::inbox::{ack_pair, Inbox};
 use crate::intern::Topics;
 use crate::persist::wal::{Wal, WalConfig};
 use crate::persist::{self, Persistence};
@@ -321,7 +321,7 @@ impl<T: Send + 'static> Builder<T> {
         let bus = parts(shared, threads, self.drop_timeout);
         // Persistent buses: `build()` returns once every shard has replayed its log.
         for (done, slot) in replies {
-            if done.wait() != ACK_OK {
+            if done.wait().is_err() {
                 let error = slot
                     .lock()
                     .unwrap_or_else(plain::PoisonError::into_inner)

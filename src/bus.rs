@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use crate::builder::Builder;
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::handler::{Context, Handler, SubscriptionId, Supervision};
-use crate::inbox::{ack_pair, Control, ACK_NOT_FOUND, ACK_OK};
+use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
 use crate::route::ShardId;
@@ -187,10 +187,7 @@ impl<T: Send + 'static> Bus<T> {
             },
         )
         .map_err(|()| Error::Closed)?;
-        match done.wait() {
-            ACK_OK => Ok(id),
-            _ => Err(Error::Closed),
-        }
+        done.wait().map(|()| id).map_err(|_| Error::Closed)
     }
 
     fn resolve_for_control(&self, topic: impl ToTopic) -> Result<TopicId, Error> {
@@ -215,11 +212,10 @@ impl<T: Send + 'static> Bus<T> {
             .ok_or(Error::UnknownSubscription(id))?;
         let (ack, done) = ack_pair();
         push_control(inbox, Control::Unsubscribe { id, ack }).map_err(|()| Error::Closed)?;
-        match done.wait() {
-            ACK_OK => Ok(()),
-            ACK_NOT_FOUND => Err(Error::UnknownSubscription(id)),
-            _ => Err(Error::Closed),
-        }
+        done.wait().map_err(|e| match e {
+            AckError::NotFound => Error::UnknownSubscription(id),
+            AckError::Closed => Error::Closed,
+        })
     }
 
     /// Publishes a message, waiting while the target shard's inbox is full. Returns

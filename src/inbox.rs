@@ -6,7 +6,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::handler::SubscriptionId;
 use crate::ring::{mpsc, spsc};
-use crate::shutdown::{ShutdownFlags, RUN};
+use crate::shutdown::ShutdownFlags;
 use crate::supervise::Subscriber;
 use crate::sync::{
     dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
@@ -41,11 +41,47 @@ pub(crate) enum Control<T> {
     AddLane(spsc::Consumer<Envelope<T>>),
 }
 
-/// The outcome a control operation reports back to the thread waiting for it.
-pub(crate) const ACK_PENDING: usize = 0;
-pub(crate) const ACK_OK: usize = 1;
-pub(crate) const ACK_NOT_FOUND: usize = 2;
-pub(crate) const ACK_CLOSED: usize = 3;
+/// The outcome a shard reports back to the thread waiting for a control operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ack {
+    /// Done.
+    Ok,
+    /// The subscription to remove is not on this shard.
+    NotFound,
+    /// The shard stopped (or its replay failed) before doing it.
+    Closed,
+}
+
+/// Why a control operation did not happen: [`Ack`] without its `Ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckError {
+    /// See [`Ack::NotFound`].
+    NotFound,
+    /// See [`Ack::Closed`].
+    Closed,
+}
+
+/// The acknowledgement's word: `PENDING`, then one [`Ack`] encoded. Only this file
+/// encodes and decodes it.
+const PENDING: usize = 0;
+
+impl Ack {
+    fn word(self) -> usize {
+        match self {
+            Ack::Ok => 1,
+            Ack::NotFound => 2,
+            Ack::Closed => 3,
+        }
+    }
+
+    fn from_word(word: usize) -> Result<(), AckError> {
+        match word {
+            1 => Ok(()),
+            2 => Err(AckError::NotFound),
+            _ => Err(AckError::Closed),
+        }
+    }
+}
 
 struct AckInner {
     state: AtomicUsize,
@@ -53,7 +89,7 @@ struct AckInner {
 }
 
 /// The shard's side of a control operation's reply. Dropping it unanswered (a shard
-/// that stops with the request still queued) answers `ACK_CLOSED`, so no caller waits
+/// that stops with the request still queued) answers [`Ack::Closed`], so no caller waits
 /// forever.
 pub(crate) struct AckSender(Option<Arc<AckInner>>);
 
@@ -62,18 +98,19 @@ pub(crate) struct AckReceiver(Arc<AckInner>);
 
 pub(crate) fn ack_pair() -> (AckSender, AckReceiver) {
     let inner = Arc::new(AckInner {
-        state: AtomicUsize::new(ACK_PENDING),
+        state: AtomicUsize::new(PENDING),
         waiter: thread::current(),
     });
     (AckSender(Some(inner.clone())), AckReceiver(inner))
 }
 
 impl AckSender {
-    pub(crate) fn send(mut self, outcome: usize) {
+    /// Answers the waiting caller.
+    pub(crate) fn send(mut self, outcome: Ack) {
         if let Some(inner) = self.0.take() {
             // Release: the shard's state change (e.g. the installed subscriber) happens
             // before the caller's Acquire load returns.
-            inner.state.store(outcome, Ordering::Release);
+            inner.state.store(outcome.word(), Ordering::Release);
             inner.waiter.unpark();
         }
     }
@@ -83,19 +120,20 @@ impl Drop for AckSender {
     fn drop(&mut self) {
         if let Some(inner) = self.0.take() {
             // Release: as in `send`.
-            inner.state.store(ACK_CLOSED, Ordering::Release);
+            inner.state.store(Ack::Closed.word(), Ordering::Release);
             inner.waiter.unpark();
         }
     }
 }
 
 impl AckReceiver {
-    pub(crate) fn wait(self) -> usize {
+    /// Blocks until the shard answers (or drops the request: [`AckError::Closed`]).
+    pub(crate) fn wait(self) -> Result<(), AckError> {
         loop {
             // Acquire: pairs with the Release store in `send`/`drop`.
             let state = self.0.state.load(Ordering::Acquire);
-            if state != ACK_PENDING {
-                return state;
+            if state != PENDING {
+                return Ack::from_word(state);
             }
             // `park` may return spuriously; the loop re-checks. An `unpark` that came
             // before this `park` leaves a token, so it is not lost.
@@ -131,13 +169,7 @@ impl<T> Inbox<T> {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym: crate::sync::asym::mode(),
             unparker,
-            flags: CachePadded::new(ShutdownFlags {
-                command: AtomicUsize::new(RUN),
-                external_drained: AtomicBool::new(false),
-                idle: AtomicBool::new(false),
-                activity: AtomicU64::new(0),
-                exited: AtomicBool::new(false),
-            }),
+            flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
             log: LogStatus::new(),
         }
@@ -182,35 +214,66 @@ impl<T> Inbox<T> {
     }
 }
 
-/// [`LogStatus::state`] values.
-pub(crate) const LOG_OK: usize = 0;
-/// The log failed; the shard closed its intake and confirms nothing more.
-pub(crate) const LOG_POISONED: usize = 1;
-/// The shard stopped; it confirms nothing more.
-pub(crate) const LOG_CLOSED: usize = 2;
+/// The state of one shard's log, as publishers and the bus see it. Only raised:
+/// `Ok`, then `Poisoned` or `Closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogState {
+    /// Memory-only buses stay here; a persistent shard's log works.
+    Ok,
+    /// The log failed; the shard closed its intake and confirms nothing more.
+    Poisoned,
+    /// The shard stopped; it confirms nothing more.
+    Closed,
+}
+
+impl LogState {
+    fn from_word(word: usize) -> Self {
+        match word {
+            0 => LogState::Ok,
+            1 => LogState::Poisoned,
+            _ => LogState::Closed,
+        }
+    }
+}
 
 /// One shard's log as publishers and the bus see it.
 pub(crate) struct LogStatus {
-    /// Written by the shard: [`LOG_OK`], then [`LOG_POISONED`] or [`LOG_CLOSED`] (Release,
-    /// after its last durable watermark store); read by durable publishers (Acquire) to
-    /// stop waiting.
-    pub(crate) state: AtomicUsize,
+    /// Written by the shard: a [`LogState`] (Release, after its last durable watermark
+    /// store); read by durable publishers (Acquire) to stop waiting.
+    state: AtomicUsize,
     /// Written once by the shard when the log is poisoned; read by `Bus::log_error`.
-    pub(crate) error: crate::sync::plain::Mutex<Option<String>>,
+    error: crate::sync::plain::Mutex<Option<String>>,
 }
 
 impl LogStatus {
     pub(crate) fn new() -> Self {
         Self {
-            state: AtomicUsize::new(LOG_OK),
+            state: AtomicUsize::new(LogState::Ok as usize),
             error: crate::sync::plain::Mutex::new(None),
         }
     }
 
     /// The state; Acquire: pairs with the shard's Release store, so a waiter that sees a
     /// final state also sees the last watermark stored before it.
-    pub(crate) fn state(&self) -> usize {
-        self.state.load(Ordering::Acquire)
+    pub(crate) fn state(&self) -> LogState {
+        LogState::from_word(self.state.load(Ordering::Acquire))
+    }
+
+    /// Shard side: the log failed with `error`. Release: after the last watermark store,
+    /// so a waiter that sees it also sees them.
+    pub(crate) fn poisoned(&self, error: String) {
+        *self
+            .error
+            .lock()
+            .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(error);
+        self.state
+            .store(LogState::Poisoned as usize, Ordering::Release);
+    }
+
+    /// Shard side: the shard stopped. Release: as in [`poisoned`](Self::poisoned).
+    pub(crate) fn closed(&self) {
+        self.state
+            .store(LogState::Closed as usize, Ordering::Release);
     }
 
     pub(crate) fn error(&self) -> Option<String> {

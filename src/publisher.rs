@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 
 use crate::error::{DurableError, PublishError, TryPublishError};
-use crate::inbox::{Control, Envelope, Inbox, Item, LogStatus, LOG_OK};
+use crate::inbox::{Control, Envelope, Inbox, Item, LogState, LogStatus};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
 use crate::shared::Shared;
@@ -73,7 +73,7 @@ fn check_durable<T>(
     if !shared.persistent {
         return Err(DurableError::NotPersistent(msg));
     }
-    if shared.is_closing() || shared.log_status(topic.shard.0).state() != LOG_OK {
+    if shared.is_closing() || shared.log_status(topic.shard.0).state() != LogState::Ok {
         return Err(DurableError::Closed(msg));
     }
     Ok((topic, msg))
@@ -86,7 +86,7 @@ fn wait_durable(status: &LogStatus, is_durable: impl Fn() -> bool) -> Result<(),
         if is_durable() {
             return Ok(());
         }
-        if status.state() != LOG_OK {
+        if status.state() != LogState::Ok {
             // The shard stored its last watermark before this state (Release/Acquire):
             // one more look decides.
             return if is_durable() { Ok(()) } else { Err(()) };

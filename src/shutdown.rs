@@ -22,30 +22,118 @@ use crate::shared::Shared;
 use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Backoff, Ordering};
 use crate::wait::publisher_pause;
 
-/// [`ShutdownFlags::command`] values.
-pub(crate) const RUN: usize = 0;
-pub(crate) const CLOSE: usize = 1;
-pub(crate) const STOP: usize = 2;
-/// [`STOP`] after a deadline: the drain did not finish.
-pub(crate) const STOP_FORCED: usize = 3;
+/// What the coordinator tells a shard, in the order it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Command {
+    /// Serve everything.
+    Run = 0,
+    /// Close the external intake, keep serving shard-to-shard.
+    Close = 1,
+    /// Stop now, drop and count what is left (nothing: the drain finished).
+    Stop = 2,
+    /// [`Command::Stop`] after a deadline: the drain did not finish.
+    StopForced = 3,
+}
+
+impl Command {
+    fn from_word(word: usize) -> Self {
+        match word {
+            0 => Command::Run,
+            1 => Command::Close,
+            2 => Command::Stop,
+            _ => Command::StopForced,
+        }
+    }
+}
 
 /// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
-/// shard thread. See `shutdown` for the protocol.
+/// shard thread. See the module docs for the protocol. Each state change is a method
+/// named for it, holding its store and its fences; nothing outside this file touches the
+/// words.
 pub(crate) struct ShutdownFlags {
-    /// Set by the coordinator: [`RUN`], then [`CLOSE`] (close external intake, keep
-    /// serving shard-to-shard), then [`STOP`] (stop now, drop and count what is left).
-    /// One word, so the shard reads one atomic per pass.
-    pub(crate) command: AtomicUsize,
+    /// Written by the coordinator: a [`Command`], only ever raised. One word, so the
+    /// shard reads one atomic per pass.
+    command: AtomicUsize,
     /// Written by the shard while closing: the shared ring and every publisher lane are
     /// closed and drained, and what was drained has been handled.
-    pub(crate) external_drained: AtomicBool,
+    external_drained: AtomicBool,
     /// Written by the shard while closing: it found nothing to do. Cleared before it
     /// takes any work.
-    pub(crate) idle: AtomicBool,
+    idle: AtomicBool,
     /// Written by the shard while closing: bumped after every pass that did work.
-    pub(crate) activity: AtomicU64,
+    activity: AtomicU64,
     /// Written by the shard as its thread ends.
-    pub(crate) exited: AtomicBool,
+    exited: AtomicBool,
+}
+
+impl ShutdownFlags {
+    pub(crate) fn new() -> Self {
+        Self {
+            command: AtomicUsize::new(Command::Run as usize),
+            external_drained: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            activity: AtomicU64::new(0),
+            exited: AtomicBool::new(false),
+        }
+    }
+
+    // The coordinator's side.
+
+    /// Raises the command. SeqCst: ordered before the quiescence reads (and the unpark
+    /// that follows).
+    fn command(&self, command: Command) {
+        self.command.store(command as usize, Ordering::SeqCst);
+    }
+
+    // The shard's side.
+
+    /// The coordinator's command. Acquire: pairs with the coordinator's SeqCst store;
+    /// what the shard then does is re-checked by the protocol itself.
+    pub(crate) fn shard_reads_command(&self) -> Command {
+        Command::from_word(self.command.load(Ordering::Acquire))
+    }
+
+    /// After a pass that did work while closing. SeqCst: bumped after the work (and any
+    /// publishes it made), so the coordinator's second read of `activity` sees a change.
+    /// Single writer: the Relaxed load reads our own last store.
+    pub(crate) fn shard_did_work(&self) {
+        fence(Ordering::SeqCst);
+        let a = self.activity.load(Ordering::Relaxed);
+        self.activity.store(a + 1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The shared ring and every publisher lane are closed and drained. SeqCst: read by
+    /// the coordinator in its total order of checks.
+    pub(crate) fn shard_external_drained(&self) {
+        self.external_drained.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The shard found nothing to do. SeqCst store between fences: see the module docs.
+    pub(crate) fn shard_went_idle(&self) {
+        fence(Ordering::SeqCst);
+        self.idle.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The shard is about to take work after reporting itself idle. SeqCst store and
+    /// fence: published before it takes any work.
+    pub(crate) fn shard_takes_work(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The thread ends. Release: the final counters happen before a reader that sees
+    /// it (the Acquire load in [`has_exited`](Self::has_exited)).
+    pub(crate) fn shard_exited(&self) {
+        self.exited.store(true, Ordering::Release);
+    }
+
+    /// Whether the shard's thread has ended; Acquire: pairs with `shard_exited`.
+    fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
 }
 
 /// Signals phase 1 to every shard.
@@ -54,8 +142,7 @@ pub(crate) fn begin<T>(shared: &Shared<T>) {
     // `closing` flags below anyway).
     shared.closing.store(true, Ordering::SeqCst);
     for inbox in shared.inboxes.iter() {
-        // SeqCst: ordered before the quiescence reads (and the kick's unpark).
-        inbox.flags.command.store(CLOSE, Ordering::SeqCst);
+        inbox.flags.command(Command::Close);
         inbox.kick();
     }
 }
@@ -112,10 +199,13 @@ fn is_quiescent<T>(shared: &Shared<T>) -> bool {
 
 /// Signals phase 2 to every shard; `drained` says whether quiescence was reached.
 pub(crate) fn stop<T>(shared: &Shared<T>, drained: bool) {
-    let command = if drained { STOP } else { STOP_FORCED };
+    let command = if drained {
+        Command::Stop
+    } else {
+        Command::StopForced
+    };
     for inbox in shared.inboxes.iter() {
-        // SeqCst: see `begin`.
-        inbox.flags.command.store(command, Ordering::SeqCst);
+        inbox.flags.command(command);
         inbox.kick();
     }
 }
@@ -125,12 +215,11 @@ pub(crate) fn stop<T>(shared: &Shared<T>, drained: bool) {
 pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> usize {
     let backoff = Backoff::new();
     loop {
-        // Acquire: pairs with the shard's Release store; its final counters are then
-        // visible.
+        // `has_exited` is an Acquire load: the shard's final counters are then visible.
         let running = shared
             .inboxes
             .iter()
-            .filter(|i| !i.flags.exited.load(Ordering::Acquire))
+            .filter(|i| !i.flags.has_exited())
             .count();
         // Under loom a stuck shard cannot exist; wait for every one (see `expired`).
         if running == 0 || (!cfg!(shardbus_loom) && expired(deadline)) {

@@ -21,10 +21,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::codec::CodecFns;
-use crate::inbox::{Envelope, LogStatus, LOG_CLOSED, LOG_POISONED};
+use crate::inbox::{Envelope, LogStatus};
 use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
 use crate::route::TopicKey;
-use crate::sync::Ordering;
 
 /// Bytes of a record besides its topic and payload (frame header and fixed fields).
 const RECORD_OVERHEAD: usize = crate::log::MIN_RECORD_LEN;
@@ -592,21 +591,16 @@ impl<T> Wal<T> {
     /// The shard stops: durable waiters still waiting get `Unconfirmed`.
     pub(crate) fn mark_closed(&self, status: &LogStatus) {
         if self.poisoned.is_none() {
-            // Release: after the last watermark store, so a waiter that sees
-            // `LOG_CLOSED` sees them.
-            status.state.store(LOG_CLOSED, Ordering::Release);
+            // After the last watermark store, so a waiter that sees it sees them.
+            status.closed();
         }
     }
 
     fn poison(&mut self, status: &LogStatus, error: &LogError) {
         let text = error.to_string();
         tracing::error!(dir = %self.log.dir().display(), error = %text, "shard log failed; the shard stops accepting messages");
-        *status
-            .error
-            .lock()
-            .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(text.clone());
-        // Release: a waiter that sees it also sees the last watermark (stored before).
-        status.state.store(LOG_POISONED, Ordering::Release);
+        // After the last watermark store, so a waiter that sees it sees them.
+        status.poisoned(text.clone());
         self.poisoned = Some(text);
         self.just_poisoned = true;
     }

@@ -17,13 +17,7 @@ impl<T: Send + 'static> Shard<T> {
     pub(super) fn closing_bookkeeping(&mut self, did: usize) {
         let flags = &self.shared.inboxes[self.id.0].flags;
         if did > 0 {
-            // SeqCst: bumped after the work (and any publishes it made), so the
-            // coordinator's second read of `activity` sees a change. Single writer:
-            // the Relaxed load reads our own last store.
-            fence(Ordering::SeqCst);
-            let a = flags.activity.load(Ordering::Relaxed);
-            flags.activity.store(a + 1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            flags.shard_did_work();
             return;
         }
         if !self.external_drained {
@@ -38,19 +32,14 @@ impl<T: Send + 'static> Shard<T> {
                     .all(spsc::Consumer::is_closed_and_drained)
             {
                 self.external_drained = true;
-                // SeqCst: read by the coordinator in its total order of checks.
-                flags.external_drained.store(true, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
+                flags.shard_external_drained();
             }
         }
         if self.external_drained
             && !self.actors.out.has_overflow()
             && self.actors.out.local.is_empty()
         {
-            // SeqCst store + fence: see `shutdown`.
-            fence(Ordering::SeqCst);
-            flags.idle.store(true, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            flags.shard_went_idle();
             self.idle_published = true;
         }
     }
@@ -101,10 +90,6 @@ impl<T: Send + 'static> Shard<T> {
         actors.stop_all(names);
         actors.counters.depth = 0;
         shared.counters[actors.id.0].publish(&actors.counters);
-        // Release: the final counters happen before a reader that sees `exited`.
-        shared.inboxes[actors.id.0]
-            .flags
-            .exited
-            .store(true, Ordering::Release);
+        shared.inboxes[actors.id.0].flags.shard_exited();
     }
 }

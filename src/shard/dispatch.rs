@@ -174,12 +174,12 @@ impl<T: Send + 'static> Actors<T> {
         match control {
             Control::Subscribe { topic, sub, ack } => {
                 self.install(names, topic, sub);
-                ack.send(ACK_OK);
+                ack.send(Ack::Ok);
                 None
             }
             Control::Unsubscribe { id, ack } => {
                 let Some(topic) = self.where_is.remove(&id) else {
-                    ack.send(ACK_NOT_FOUND);
+                    ack.send(Ack::NotFound);
                     return None;
                 };
                 let subs = &mut self.subs[topic as usize];
@@ -195,7 +195,7 @@ impl<T: Send + 'static> Actors<T> {
                         self.counters.panics += 1;
                     }
                 }
-                ack.send(ACK_OK);
+                ack.send(Ack::Ok);
                 None
             }
             Control::AddLane(lane) => Some(lane),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
-use crate::inbox::{AckSender, Control, Envelope, Item, ACK_CLOSED, ACK_NOT_FOUND, ACK_OK};
+use crate::inbox::{Ack, AckSender, Control, Envelope, Item};
 use crate::intern::Topics;
 use crate::log::Recovered;
 use crate::outbox::Outbox;
@@ -12,10 +12,10 @@ use crate::persist::wal::{Fate, Wal};
 use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey};
 use crate::shared::Shared;
-use crate::shutdown::{CLOSE, STOP};
+use crate::shutdown::Command;
 use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
-use crate::sync::{fence, thread, Arc, Backoff, Ordering, Parker};
+use crate::sync::{thread, Arc, Backoff, Ordering, Parker};
 use crate::wait::WaitStrategy;
 
 mod closing;
@@ -136,14 +136,12 @@ impl<T: Send + 'static> Shard<T> {
         self.start();
         let backoff = Backoff::new();
         loop {
-            // Acquire: pairs with the coordinator's SeqCst store; what the shard then
-            // does is re-checked by the protocol itself (see `shutdown`).
-            let command = self.flags().command.load(Ordering::Acquire);
-            if self.phase == Phase::Running && command >= CLOSE {
+            let command = self.flags().shard_reads_command();
+            if self.phase == Phase::Running && command >= Command::Close {
                 self.begin_closing();
             }
-            if command >= STOP {
-                self.finish(command == STOP);
+            if command >= Command::Stop {
+                self.finish(command == Command::Stop);
                 return;
             }
             if self.phase == Phase::Closing && self.idle_published {
@@ -151,10 +149,7 @@ impl<T: Send + 'static> Shard<T> {
                     self.wait_idle(&backoff);
                     continue;
                 }
-                // SeqCst store + fence: published before we take any work (see
-                // `shutdown`).
-                self.flags().idle.store(false, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
+                self.flags().shard_takes_work();
                 self.idle_published = false;
             }
             // One branch per pass: the memory-only pass is untouched by persistence.
@@ -189,12 +184,12 @@ impl<T: Send + 'static> Shard<T> {
         }
         if let Some((recovered, ack, slot)) = startup.replay {
             match self.replay(&recovered) {
-                Ok(()) => ack.send(ACK_OK),
+                Ok(()) => ack.send(Ack::Ok),
                 Err(e) => {
                     *slot
                         .lock()
                         .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(e);
-                    ack.send(ACK_CLOSED);
+                    ack.send(Ack::Closed);
                 }
             }
         }
