@@ -1,10 +1,8 @@
 //! What a message is published to: a topic name or a pre-resolved [`Topic`] handle,
 //! both through the sealed [`ToTopic`].
 
-use crate::intern::{TopicCache, TopicId, Topics};
+use crate::intern::TopicId;
 use crate::route::{ShardId, TopicKey};
-#[cfg(doc)]
-use crate::Error;
 
 /// A pre-resolved topic: its shard and its index in that shard's topic table computed
 /// once, so that publishing through it neither hashes, nor looks anything up, nor
@@ -40,71 +38,75 @@ impl std::fmt::Debug for Topic {
     }
 }
 
-/// Something a message can be published to: a topic name or a pre-resolved [`Topic`].
-pub trait ToTopic: sealed::Sealed {
-    /// The topic's id on `topics`' bus, interning it (through `cache`, or the calling
-    /// thread's cache) the first time; `None` for an invalid name.
-    #[doc(hidden)]
-    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId>;
+/// Something a message can be published to: a topic name (`&str`, `String`, or a
+/// reference to either) or a pre-resolved [`Topic`] handle.
+///
+/// Sealed: the resolution machinery lives on a private supertrait, so the trait cannot be
+/// implemented outside this crate and shows nothing but what it accepts.
+pub trait ToTopic: sealed::ToTopicPriv {}
 
-    /// The name's length in bytes, for [`Error::InvalidTopic`].
-    #[doc(hidden)]
-    fn name_len(&self) -> usize;
-}
+impl<U: sealed::ToTopicPriv + ?Sized> ToTopic for U {}
 
-impl ToTopic for str {
-    fn name_len(&self) -> usize {
-        self.len()
+pub(crate) mod sealed {
+    use super::Topic;
+    use crate::intern::{TopicCache, TopicId, Topics};
+
+    /// The machinery behind [`ToTopic`](super::ToTopic).
+    pub trait ToTopicPriv {
+        /// The topic's id on `topics`' bus, interning it (through `cache`, or the calling
+        /// thread's cache) the first time; `None` for an invalid name.
+        fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId>;
+
+        /// The name's length in bytes, for [`Error::InvalidTopic`](crate::Error::InvalidTopic).
+        fn name_len(&self) -> usize;
     }
 
-    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-        let key = topics.router.key(self)?;
-        Some(topics.cached(&key, cache))
-    }
-}
+    impl ToTopicPriv for str {
+        fn name_len(&self) -> usize {
+            self.len()
+        }
 
-impl ToTopic for String {
-    fn name_len(&self) -> usize {
-        self.len()
-    }
-
-    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-        self.as_str().id_in(topics, cache)
-    }
-}
-
-impl ToTopic for Topic {
-    fn name_len(&self) -> usize {
-        self.name().len()
-    }
-
-    #[inline]
-    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-        if self.bus == topics.bus {
-            Some(self.id)
-        } else {
-            // A handle from another bus (perhaps with another shard count) is resolved
-            // again by name, never misrouted.
-            Some(topics.cached(&self.key, cache))
+        fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+            let key = topics.router.key(self)?;
+            Some(topics.cached(&key, cache))
         }
     }
-}
 
-impl<U: ToTopic + ?Sized> ToTopic for &U {
-    fn name_len(&self) -> usize {
-        (**self).name_len()
+    impl ToTopicPriv for String {
+        fn name_len(&self) -> usize {
+            self.len()
+        }
+
+        fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+            self.as_str().id_in(topics, cache)
+        }
     }
 
-    #[inline]
-    fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-        (**self).id_in(topics, cache)
-    }
-}
+    impl ToTopicPriv for Topic {
+        fn name_len(&self) -> usize {
+            self.name().len()
+        }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for str {}
-    impl Sealed for String {}
-    impl Sealed for super::Topic {}
-    impl<U: Sealed + ?Sized> Sealed for &U {}
+        #[inline]
+        fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+            if self.bus == topics.bus {
+                Some(self.id)
+            } else {
+                // A handle from another bus (perhaps with another shard count) is resolved
+                // again by name, never misrouted.
+                Some(topics.cached(&self.key, cache))
+            }
+        }
+    }
+
+    impl<U: ToTopicPriv + ?Sized> ToTopicPriv for &U {
+        fn name_len(&self) -> usize {
+            (**self).name_len()
+        }
+
+        #[inline]
+        fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
+            (**self).id_in(topics, cache)
+        }
+    }
 }
