@@ -13,8 +13,8 @@ pub(crate) fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("sse4.2") {
-            // `crc3_sse42` requires only SSE 4.2, which the CPU was just found to support;
-            // SAFETY: and it reads nothing but the three slices it borrows.
+            // SAFETY: the caller owns the three slices and `crc3_sse42` only reads them;
+            // its one requirement, SSE 4.2, the CPU was just found to support.
             return unsafe { crc3_sse42(a, b, c) };
         }
     }
@@ -48,7 +48,8 @@ unsafe fn crc3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
             z = _mm_crc32_u64(z, word(wc));
         }
     }
-    // SAFETY: as above; `finish` needs SSE 4.2 only.
+    // SAFETY: `finish` touches only its arguments and needs SSE 4.2, which is enabled for
+    // this function (its caller checked the CPU).
     unsafe { [finish(x, &a[n..]), finish(y, &b[n..]), finish(z, &c[n..])] }
 }
 
@@ -69,7 +70,8 @@ unsafe fn finish(mut crc: u64, rest: &[u8]) -> u32 {
         crc = unsafe { _mm_crc32_u64(crc, word(w)) };
     }
     for &byte in tail {
-        // SAFETY: as above.
+        // SAFETY: the intrinsic touches only its arguments and needs SSE 4.2, which is
+        // enabled for this function (its caller checked the CPU).
         crc = u64::from(unsafe { _mm_crc32_u8(crc as u32, byte) });
     }
     !(crc as u32)

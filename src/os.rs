@@ -13,8 +13,8 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
     let len =
         libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // `fallocate` takes a descriptor and three integers, and `file` keeps that descriptor open.
-    // SAFETY: the call touches no memory of ours and its descriptor is valid throughout.
+    // SAFETY: `file` owns the descriptor and keeps it open throughout; `fallocate` takes
+    // it and three integers and touches no memory of ours.
     let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
     if r == 0 {
         Ok(())

@@ -35,7 +35,8 @@ pub struct Ring<T> {
 // access is partitioned by the stamps (a producer writes a slot only after winning its
 // position and seeing `stamp == pos`; the consumer reads it only after `stamp == pos+1`).
 unsafe impl<T: Send> Send for Ring<T> {}
-// SAFETY: as above.
+// SAFETY: shared references reach only the atomics and, through the stamps' protocol
+// above, one slot at a time per thread; values are `T: Send`.
 unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
@@ -97,10 +98,10 @@ impl<T> Ring<T> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        // we won position `tail`, whose slot's stamp says it is
-                        // free; no other producer can win it until the consumer frees it
-                        // again, and the consumer will not read it until the stamp below.
-                        // SAFETY: by the argument just above.
+                        // SAFETY: this producer owns the slot: it won position `tail`,
+                        // whose stamp says the slot is free; no other producer can win it
+                        // until the consumer frees it again, and the consumer will not
+                        // read it until the stamp below.
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         // Release: publishes the value; pairs with the consumer's
                         // Acquire load of the stamp.
@@ -159,9 +160,9 @@ impl Consumer {
             if slot.stamp.load(Ordering::Acquire) != self.head.wrapping_add(1) {
                 break;
             }
-            // the stamp says the slot holds the value pushed at `head`, and only
-            // this consumer reads slots; it is moved out once, then the slot is freed.
-            // SAFETY: by the argument just above.
+            // SAFETY: the consumer owns the slot: the stamp says it holds the value pushed
+            // at `head`, only this consumer reads slots, and the value is moved out once
+            // before the slot is freed.
             let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
             let pos = self.head;
             self.head = pos.wrapping_add(STEP);
@@ -234,9 +235,9 @@ impl<T> Drop for Ring<T> {
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
             if slot.stamp.load(Ordering::Relaxed) == pos.wrapping_add(1) {
-                // the stamp says this slot holds an unpopped value; we are the
-                // last owner.
-                // SAFETY: by the argument just above.
+                // SAFETY: the ring's drop owns every slot (every producer and the
+                // consumer are done), and the stamp says this one holds an unpopped
+                // value, dropped here once.
                 slot.value.with_mut(|p| unsafe { (*p).assume_init_drop() });
             }
             pos = pos.wrapping_add(STEP);

@@ -65,8 +65,8 @@ pub struct Ring<T> {
 // protocol (the producer writes only slots in `[tail, head + cap)`, the consumer reads
 // only slots in `[head, tail)`).
 unsafe impl<T: Send> Send for Ring<T> {}
-// SAFETY: as above; shared references only reach the atomics, and slot access goes
-// through the single `Producer` and single `Consumer`.
+// SAFETY: shared references reach only the atomics; slots are owned by the single
+// `Producer` or the single `Consumer` in turn, per the head/tail protocol above.
 unsafe impl<T: Send> Sync for Ring<T> {}
 
 /// The producing end. `Send`, not `Clone`: exactly one exists per ring.
@@ -301,11 +301,10 @@ impl<T> Producer<T> {
     #[inline]
     fn write(&mut self, pos: u64, value: T) {
         let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
-        // `pos` is in `[tail, cached_head + cap)`, so the consumer has released
-        // this slot (its Release store of `head` past it was Acquire-loaded into
-        // `cached_head`) and will not read it until our store of `tail` publishes it.
-        // This producer is the only writer.
-        // SAFETY: by the argument just above.
+        // SAFETY: this producer owns the slot: `pos` is in `[tail, cached_head + cap)`, so
+        // the consumer has released it (its Release store of `head` past it was
+        // Acquire-loaded into `cached_head`) and will not read it until our store of
+        // `tail` publishes it, and this producer is the ring's only writer.
         slot.with_mut(|p| unsafe { (*p).write(value) });
     }
 
@@ -318,10 +317,9 @@ impl<T> Producer<T> {
             .map(|i| {
                 let slot = &self.ring.slots
                     [slot_index(self.tail.wrapping_add(i as u64 * STEP), self.ring.mask)];
-                // we wrote this slot in this push and the consumer's limit is
-                // at or before it (see above), so the value is initialised and only
-                // this producer can reach it.
-                // SAFETY: by the argument just above.
+                // SAFETY: this producer owns the slot: it wrote it in this push and the
+                // consumer's limit is at or before it (see above), so the value is
+                // initialised and no one else can reach it.
                 slot.with(|p| unsafe { (*p).assume_init_read() })
             })
             .collect();
@@ -396,11 +394,10 @@ impl<T> Consumer<T> {
         while guard.popped < n {
             let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
             let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
-            // `pos` is in `[head, cached_tail)`: the producer published this
-            // slot with its store of `tail` (Acquire-loaded in `ready`), and will not write
-            // it again until our Release store of `head` passes it. We move the value
-            // out exactly once; `HeadGuard` advances `head` past it even on unwind.
-            // SAFETY: by the argument just above.
+            // SAFETY: this consumer owns the slot: `pos` is in `[head, cached_tail)`, so the
+            // producer published it with its store of `tail` (Acquire-loaded in `ready`) and
+            // will not write it again until our Release store of `head` passes it. The value
+            // is moved out exactly once; `HeadGuard` advances `head` past it even on unwind.
             let value = slot.with(|p| unsafe { (*p).assume_init_read() });
             guard.popped += 1;
             f(value);
@@ -508,9 +505,9 @@ impl<T> Drop for Ring<T> {
         let mut pos = head;
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
-            // positions in `[head, tail)` hold values pushed and never popped
-            // (undone pushes were subtracted from `tail`); we are the last owner.
-            // SAFETY: by the argument just above.
+            // SAFETY: the ring's drop owns every slot (both ends are gone): positions in
+            // `[head, tail)` hold values pushed and never popped (undone pushes were
+            // subtracted from `tail`), each dropped here once.
             slot.with_mut(|p| unsafe { (*p).assume_init_drop() });
             pos = pos.wrapping_add(STEP);
         }

@@ -72,7 +72,7 @@ fn register() -> bool {
         return false;
     }
     let register = CMD_REGISTER_PRIVATE_EXPEDITED;
-    // SAFETY: as above.
+    // SAFETY: `membarrier` takes integers only and touches no memory of ours.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, register, 0, 0) };
     r == 0
 }
@@ -84,7 +84,7 @@ fn register() -> bool {
 
 #[cfg(target_os = "linux")]
 fn membarrier() {
-    // SAFETY: as in `register`.
+    // SAFETY: `membarrier` takes integers only and touches no memory of ours.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, CMD_PRIVATE_EXPEDITED, 0, 0) };
     // After a successful registration the kernel documents no failure for this
     // command; if one ever came, the pairing would be unsound, so stop loudly.
