@@ -34,6 +34,16 @@ pub(crate) struct Outbox<T> {
     pub(crate) local_pushed: u64,
 }
 
+/// Where [`Outbox::route`] put a message.
+enum Route<T> {
+    /// Into the local queue or the target's lane.
+    Sent,
+    /// Not sent: the target's lane is full, or messages already wait in its overflow.
+    Full(Envelope<T>),
+    /// Not sent: the target shard has closed the lane.
+    Closed(Envelope<T>),
+}
+
 impl<T> Outbox<T> {
     pub(crate) fn new(
         shard: ShardId,
@@ -65,10 +75,11 @@ impl<T> Outbox<T> {
         }
     }
 
-    pub(crate) fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
-        let (topic, msg) = self
-            .resolve(topic, msg)
-            .map_err(PublishError::InvalidTopic)?;
+    /// Routes one message: a topic of this shard to the local queue; another shard's into
+    /// this shard's lane to it, unless messages already wait in that lane's overflow (they
+    /// go first: per-topic order) or the lane is full.
+    #[inline]
+    fn route(&mut self, topic: TopicId, msg: T) -> Route<T> {
         let to = topic.shard.0;
         let env = Envelope {
             topic: topic.index,
@@ -77,25 +88,34 @@ impl<T> Outbox<T> {
         let Some(lane) = self.lanes[to].as_mut() else {
             self.local.push_back(env);
             self.local_pushed += 1;
-            return Ok(());
+            return Route::Sent;
         };
         if !self.overflow[to].is_empty() {
-            // Keep order behind what is already waiting.
-            self.overflow[to].push_back(env);
-            self.overflow_len += 1;
-            return Ok(());
+            return Route::Full(env);
         }
         match lane.push(env) {
             Ok(()) => {
                 self.shared.inboxes[to].wake();
-                Ok(())
+                Route::Sent
             }
-            Err(PushError::Full(env)) => {
-                self.overflow[to].push_back(env);
+            Err(PushError::Full(env)) => Route::Full(env),
+            Err(PushError::Closed(env)) => Route::Closed(env),
+        }
+    }
+
+    pub(crate) fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        let (topic, msg) = self
+            .resolve(topic, msg)
+            .map_err(PublishError::InvalidTopic)?;
+        match self.route(topic, msg) {
+            Route::Sent => Ok(()),
+            Route::Full(env) => {
+                // Waits, in order, behind what already waits for that lane.
+                self.overflow[topic.shard.0].push_back(env);
                 self.overflow_len += 1;
                 Ok(())
             }
-            Err(PushError::Closed(env)) => Err(PublishError::Closed(env.msg)),
+            Route::Closed(env) => Err(PublishError::Closed(env.msg)),
         }
     }
 
@@ -107,26 +127,10 @@ impl<T> Outbox<T> {
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(TryPublishError::InvalidTopic)?;
-        let to = topic.shard.0;
-        let env = Envelope {
-            topic: topic.index,
-            msg,
-        };
-        let Some(lane) = self.lanes[to].as_mut() else {
-            self.local.push_back(env);
-            self.local_pushed += 1;
-            return Ok(());
-        };
-        if !self.overflow[to].is_empty() {
-            return Err(TryPublishError::Full(env.msg));
-        }
-        match lane.push(env) {
-            Ok(()) => {
-                self.shared.inboxes[to].wake();
-                Ok(())
-            }
-            Err(PushError::Full(env)) => Err(TryPublishError::Full(env.msg)),
-            Err(PushError::Closed(env)) => Err(TryPublishError::Closed(env.msg)),
+        match self.route(topic, msg) {
+            Route::Sent => Ok(()),
+            Route::Full(env) => Err(TryPublishError::Full(env.msg)),
+            Route::Closed(env) => Err(TryPublishError::Closed(env.msg)),
         }
     }
 

@@ -26,6 +26,33 @@ fn into_msg<T>(item: Item<T>) -> T {
     }
 }
 
+/// The push-and-wait loop of every publish: tries `push` until the ring or lane has room
+/// (pausing between tries, see `publisher_pause`), then wakes the shard. With
+/// `block == false` a full ring or lane comes back as `Full` at once. `Closed` gives the
+/// value back.
+#[inline]
+fn push_and_wake<T, V, R>(
+    inbox: &Inbox<T>,
+    mut value: V,
+    block: bool,
+    mut push: impl FnMut(V) -> Result<R, PushError<V>>,
+) -> Result<R, PushError<V>> {
+    let backoff = Backoff::new();
+    loop {
+        match push(value) {
+            Ok(r) => {
+                inbox.wake();
+                return Ok(r);
+            }
+            Err(PushError::Full(back)) if block => {
+                value = back;
+                publisher_pause(&backoff);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Pushes into a shard's shared ring (`Bus::publish`/`try_publish`).
 pub(crate) fn push_shared<T>(
     shared: &Shared<T>,
@@ -40,25 +67,14 @@ pub(crate) fn push_shared<T>(
         return Err(TryPublishError::Closed(msg));
     }
     let inbox = &shared.inboxes[topic.shard.0];
-    let mut item = Item::Msg(Envelope {
+    let item = Item::Msg(Envelope {
         topic: topic.index,
         msg,
     });
-    let backoff = Backoff::new();
-    loop {
-        match inbox.ring.push(item) {
-            Ok(()) => {
-                inbox.wake();
-                return Ok(());
-            }
-            Err(PushError::Full(back)) if block => {
-                item = back;
-                publisher_pause(&backoff);
-            }
-            Err(PushError::Full(back)) => return Err(TryPublishError::Full(into_msg(back))),
-            Err(PushError::Closed(back)) => return Err(TryPublishError::Closed(into_msg(back))),
-        }
-    }
+    push_and_wake(inbox, item, block, |item| inbox.ring.push(item)).map_err(|e| match e {
+        PushError::Full(back) => TryPublishError::Full(into_msg(back)),
+        PushError::Closed(back) => TryPublishError::Closed(into_msg(back)),
+    })
 }
 
 /// Checks before a durable publish; the message comes back if it cannot be accepted.
@@ -104,24 +120,12 @@ pub(crate) fn push_shared_durable<T>(
 ) -> Result<(), DurableError<T>> {
     let (topic, msg) = check_durable(shared, resolve(shared, topic), msg)?;
     let inbox = &shared.inboxes[topic.shard.0];
-    let mut item = Item::Msg(Envelope {
+    let item = Item::Msg(Envelope {
         topic: topic.index,
         msg,
     });
-    let backoff = Backoff::new();
-    let pos = loop {
-        match inbox.ring.push_at(item) {
-            Ok(pos) => {
-                inbox.wake();
-                break pos;
-            }
-            Err(PushError::Full(back)) => {
-                item = back;
-                publisher_pause(&backoff);
-            }
-            Err(PushError::Closed(back)) => return Err(DurableError::Closed(into_msg(back))),
-        }
-    };
+    let pos = push_and_wake(inbox, item, true, |item| inbox.ring.push_at(item))
+        .map_err(|e| DurableError::Closed(into_msg(e.into_inner())))?;
     let target = pos.wrapping_add(STEP);
     // Acquire: pairs with the shard's Release store after the commit (`confirm_durable`).
     wait_durable(&inbox.log, || {
@@ -132,21 +136,8 @@ pub(crate) fn push_shared_durable<T>(
 
 /// Pushes a control message, waiting while the ring is full. `Err` if closed.
 pub(crate) fn push_control<T>(inbox: &Inbox<T>, control: Control<T>) -> Result<(), ()> {
-    let mut item = Item::Control(control);
-    let backoff = Backoff::new();
-    loop {
-        match inbox.ring.push(item) {
-            Ok(()) => {
-                inbox.wake();
-                return Ok(());
-            }
-            Err(PushError::Full(back)) => {
-                item = back;
-                publisher_pause(&backoff);
-            }
-            Err(PushError::Closed(_)) => return Err(()),
-        }
-    }
+    let item = Item::Control(control);
+    push_and_wake(inbox, item, true, |item| inbox.ring.push(item)).map_err(drop)
 }
 
 /// A publishing handle with its own lane into each shard.
@@ -234,25 +225,15 @@ impl<T: Send + 'static> Publisher<T> {
     /// it, then pushes, pausing while it stays full.
     #[cold]
     #[inline(never)]
-    fn push_slow(&mut self, shard: usize, mut env: Envelope<T>) -> Result<(), T> {
-        let backoff = Backoff::new();
-        loop {
-            let lane = match self.lane(shard, true) {
-                Ok(lane) => lane,
-                Err(_) => return Err(env.msg),
-            };
-            match lane.push(env) {
-                Ok(()) => {
-                    self.shared.inboxes[shard].wake();
-                    return Ok(());
-                }
-                Err(PushError::Full(back)) => {
-                    env = back;
-                    publisher_pause(&backoff);
-                }
-                Err(PushError::Closed(back)) => return Err(back.msg),
-            }
+    fn push_slow(&mut self, shard: usize, env: Envelope<T>) -> Result<(), T> {
+        if self.lane(shard, true).is_err() {
+            return Err(env.msg);
         }
+        let Some(lane) = self.lanes[shard].as_mut() else {
+            return Err(env.msg);
+        };
+        push_and_wake(&self.shared.inboxes[shard], env, true, |env| lane.push(env))
+            .map_err(|e| e.into_inner().msg)
     }
 
     /// Persistent buses: publishes like [`publish`](Self::publish), then waits until the
@@ -310,22 +291,23 @@ impl<T: Send + 'static> Publisher<T> {
             return Err(TryPublishError::Closed(msg));
         }
         let shard = topic.shard.0;
-        let lane = match self.lane(shard, false) {
-            Ok(lane) => lane,
+        match self.lane(shard, false) {
+            Ok(_) => {}
             Err(LaneError::Full) => return Err(TryPublishError::Full(msg)),
             Err(LaneError::Closed) => return Err(TryPublishError::Closed(msg)),
+        }
+        let Some(lane) = self.lanes[shard].as_mut() else {
+            return Err(TryPublishError::Closed(msg));
         };
-        match lane.push(Envelope {
+        let env = Envelope {
             topic: topic.index,
             msg,
-        }) {
-            Ok(()) => {
-                self.shared.inboxes[shard].wake();
-                Ok(())
-            }
-            Err(PushError::Full(back)) => Err(TryPublishError::Full(back.msg)),
-            Err(PushError::Closed(back)) => Err(TryPublishError::Closed(back.msg)),
-        }
+        };
+        let inbox = &self.shared.inboxes[shard];
+        push_and_wake(inbox, env, false, |env| lane.push(env)).map_err(|e| match e {
+            PushError::Full(back) => TryPublishError::Full(back.msg),
+            PushError::Closed(back) => TryPublishError::Closed(back.msg),
+        })
     }
 
     /// Publishes every message of `batch` to one topic, in order, moving them out of

@@ -28,6 +28,15 @@ pub enum PushError<T> {
     Closed(T),
 }
 
+impl<T> PushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Full(v) | PushError::Closed(v) => v,
+        }
+    }
+}
+
 /// The largest slot count a ring accepts.
 pub const MAX_CAPACITY: usize = 1 << 30;
 
