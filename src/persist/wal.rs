@@ -63,16 +63,17 @@ pub(crate) enum Fate<'a> {
 pub(crate) struct Wal<T> {
     log: ShardLog,
     codec: CodecFns<T>,
-    /// Messages drained and not yet written.
-    pub(crate) batch: Vec<Envelope<T>>,
+    /// Messages drained and not yet written ([`Wal::stage`]).
+    batch: Vec<Envelope<T>>,
     /// The encoded payloads of `batch`, back to back.
     payloads: Vec<u8>,
     /// `payloads[a..b]` of each message of `batch`, or [`TOO_LARGE`].
     spans: Vec<(usize, usize)>,
     /// Why the log failed, once it has.
     poisoned: Option<String>,
-    /// Set when the log fails; the shard closes its intake and clears it.
-    pub(crate) just_poisoned: bool,
+    /// Set when the log fails; [`Wal::take_poisoned`] clears it (the shard then closes
+    /// its intake).
+    just_poisoned: bool,
     /// Every record up to and including this one has been handled.
     handled: Option<Seq>,
     /// Every record up to and including this one has been handled, and everything its
@@ -87,7 +88,7 @@ pub(crate) struct Wal<T> {
     points: VecDeque<(Seq, u64)>,
     point_tails: VecDeque<u64>,
     /// Local messages (a shard's publishes to its own topics) logged so far.
-    pub(crate) local_logged: u64,
+    local_logged: u64,
     /// Whether `batch` has been appended and committed but not yet delivered.
     committed: bool,
     /// The last checkpoint written.
@@ -110,6 +111,30 @@ pub(crate) struct Wal<T> {
     batch_local: u64,
     /// Pipelined: the ring position of the last delivered batch, for the shard to confirm.
     ring_synced: Option<u64>,
+}
+
+/// The shard's side of a logged pass ([`Wal::pass`]): its inputs, its handlers and its
+/// outgoing lanes, which the log does not own. Implemented by the shard loop.
+pub(crate) trait WalShard<T> {
+    /// Drains every input into the batch ([`Wal::stage`]). Returns the items taken.
+    fn drain(&mut self, wal: &mut Wal<T>) -> usize;
+    /// The name of every topic index drained so far.
+    fn names(&self) -> &[TopicKey];
+    /// The shared ring's consumer position now.
+    fn ring_head(&self) -> u64;
+    /// Hands a drained message to the handlers if it is in the log, else to the
+    /// dead-letter handler.
+    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>);
+    /// Declares everything popped from the inputs so far durable, for durable publishers.
+    fn confirm_all(&mut self);
+    /// Pipelined commit: declares durable what the finished syncs cover
+    /// ([`Wal::take_ring_synced`], [`Wal::done_ticket`]).
+    fn confirm_synced(&mut self, wal: &mut Wal<T>);
+    /// Checkpoint bookkeeping for what handlers published onward
+    /// ([`Wal::note_safe_point`], [`Wal::advance_safe`]).
+    fn note_onward(&self, wal: &mut Wal<T>);
+    /// The log just failed: stop accepting (later publishes get `Closed`).
+    fn close_intake(&mut self);
 }
 
 /// What the builder gives each persistent shard.
@@ -154,9 +179,56 @@ impl<T> Wal<T> {
         }
     }
 
-    /// Whether batches go through [`Wal::pipeline`] (else through [`Wal::write`]).
-    pub(crate) fn pipelined(&self) -> bool {
-        self.pipelined
+    /// One pass of a persistent shard, in the write-ahead order:
+    ///
+    /// 1. Drain every input into the batch.
+    /// 2. Write the batch to the log: append and commit it (one write and, under
+    ///    `Batch`, one sync: group commit); or, pipelined, append it and ask the sync
+    ///    thread for its sync, then take every earlier batch whose sync has finished.
+    /// 3. Confirm durable publishers as soon as their messages are committed, before the
+    ///    handlers run: a slow handler must not hold back acknowledgements.
+    /// 4. Run the handlers of what is in the log (dead-letter what never will be).
+    /// 5. Note safe points for what the handlers published onward.
+    /// 6. Sync under `Interval` when due, checkpoint and apply retention when due, and
+    ///    confirm what that sync made durable.
+    /// 7. If the log failed in this pass, close the shard's intake.
+    ///
+    /// Returns the items moved: drained, plus delivered under the pipelined commit (the
+    /// shard never idles with batches waiting for their sync).
+    pub(crate) fn pass(&mut self, status: &LogStatus, shard: &mut impl WalShard<T>) -> usize {
+        let drained = shard.drain(self);
+        let mut did = drained;
+        if self.pipelined {
+            let appended = self.pipeline_append(status, shard.ring_head(), shard.names());
+            did += self.pipeline_deliver(status, appended, |env, fate| shard.deliver(env, fate));
+            shard.confirm_synced(self);
+        } else {
+            self.commit_batch(status, shard.names());
+            if self.confirmable() {
+                shard.confirm_all();
+            }
+            self.deliver_batch(|env, fate| shard.deliver(env, fate));
+        }
+        shard.note_onward(self);
+        self.tick(status);
+        if !self.pipelined && self.confirmable() {
+            shard.confirm_all();
+        }
+        if self.take_poisoned() {
+            shard.close_intake();
+        }
+        did
+    }
+
+    /// Adds a drained message to the batch.
+    #[inline]
+    pub(crate) fn stage(&mut self, env: Envelope<T>) {
+        self.batch.push(env);
+    }
+
+    /// Whether the log failed since the last call (the shard then closes its intake).
+    pub(crate) fn take_poisoned(&mut self) -> bool {
+        std::mem::take(&mut self.just_poisoned)
     }
 
     /// The ticket the next batch handed to [`Wal::pipeline`] gets. The shard notes it for
@@ -203,10 +275,16 @@ impl<T> Wal<T> {
         status: &LogStatus,
         ring_head: u64,
         names: &[TopicKey],
-        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+        f: impl FnMut(Envelope<T>, Fate<'_>),
     ) -> usize {
+        let drained = self.pipeline_append(status, ring_head, names);
+        self.pipeline_deliver(status, drained, f)
+    }
+
+    /// The first half of [`Wal::pipeline`]: appends `batch`, if any, and asks for its sync.
+    /// Returns whether there was a batch.
+    fn pipeline_append(&mut self, status: &LogStatus, ring_head: u64, names: &[TopicKey]) -> bool {
         let drained = !self.batch.is_empty();
-        let mut delivered = 0;
         if drained && self.poisoned.is_none() {
             let appended = self
                 .append_batch(names)
@@ -228,6 +306,19 @@ impl<T> Wal<T> {
                 Err(e) => self.poison(status, &e),
             }
         }
+        drained
+    }
+
+    /// The second half of [`Wal::pipeline`]: delivers every waiting batch whose sync has
+    /// finished (waiting for the oldest when too many wait, or when nothing new was
+    /// `drained`); after a failure, dead-letters everything waiting.
+    fn pipeline_deliver(
+        &mut self,
+        status: &LogStatus,
+        drained: bool,
+        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+    ) -> usize {
+        let mut delivered = 0;
         while let Some(front) = self.pending.front() {
             if self.poisoned.is_some() {
                 break;
@@ -330,6 +421,12 @@ impl<T> Wal<T> {
             self.flush_pipeline(status, &mut f);
         }
         self.commit_batch(status, names);
+        self.deliver_batch(f);
+    }
+
+    /// The second half of [`Wal::write`], after [`Wal::commit_batch`]: calls `f` with
+    /// every message of the committed batch, in order, and what became of it.
+    fn deliver_batch(&mut self, mut f: impl FnMut(Envelope<T>, Fate<'_>)) {
         self.committed = false;
         if self.pipelined && self.poisoned.is_none() {
             // Synced here, with everything before it: every ticket so far is done.
@@ -605,3 +702,7 @@ impl<T> Wal<T> {
         self.just_poisoned = true;
     }
 }
+
+#[cfg(test)]
+#[path = "wal_tests.rs"]
+mod tests;

@@ -8,10 +8,7 @@ impl<T: Send + 'static> Shard<T> {
     pub(super) fn begin_closing(&mut self) {
         self.phase = Phase::Closing;
         let ring = &self.shared.inboxes[self.id.0].ring;
-        self.inputs.ring.close(ring);
-        for lane in &mut self.inputs.lanes {
-            lane.close();
-        }
+        self.inputs.close_external(ring);
     }
 
     pub(super) fn closing_bookkeeping(&mut self, did: usize) {

@@ -31,3 +31,15 @@ pub(super) fn confirm_durable<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::I
         lane.publish_durable();
     }
 }
+
+impl<T> Inputs<T> {
+    /// Closes the external intake: the shared ring and every publisher lane (later
+    /// publishes get `Closed` with their message back). The shard-to-shard lanes stay
+    /// open.
+    pub(super) fn close_external(&mut self, ring: &mpsc::Ring<Item<T>>) {
+        self.ring.close(ring);
+        for lane in &mut self.lanes {
+            lane.close();
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use super::inputs::confirm_durable;
 use super::*;
+use crate::persist::wal::WalShard;
 
 impl<T: Send + 'static> Shard<T> {
     /// Hands every record after the checkpoint to the handlers with `replay == true`.
@@ -61,9 +62,8 @@ impl<T: Send + 'static> Shard<T> {
         Ok(())
     }
 
-    /// [`pass`](Self::pass) for a persistent bus: drains every input into the
-    /// write-ahead batch, writes it to the log (one append, one commit: group commit),
-    /// then runs the handlers; confirms durable publishes; checkpoints when due.
+    /// [`pass`](Self::pass) for a persistent bus: [`Wal::pass`] owns the write-ahead order
+    /// (drain, write, confirm, handle, checkpoint); the shard lends it its side ([`Side`]).
     pub(super) fn pass_logged(&mut self) -> usize {
         let Self {
             shared,
@@ -77,82 +77,70 @@ impl<T: Send + 'static> Shard<T> {
         let Some(wal) = wal.as_mut() else {
             return 0;
         };
-        if wal.pipelined() {
-            return pass_pipelined(shared, inputs, names, actors, *phase, wal);
-        }
-        let closing = *phase == Phase::Closing;
-        let id = actors.id.0;
-        let inbox = &shared.inboxes[id];
-        let status = shared.log_status(id);
-        let (did, local) = drain_logged(shared, inputs, names, actors, closing, wal);
-        // Confirm durable publishers as soon as the batch is committed, before the
-        // handlers run: a slow handler must not hold back acknowledgements.
-        wal.commit_batch(status, &names.keys);
-        if wal.confirmable() {
-            confirm_durable(inputs, inbox);
-        }
-        wal.write(status, &names.keys, |env, fate| {
-            actors.deliver(names, env, fate)
-        });
-        note_onward(wal, &actors.out);
-        wal.tick(status);
-        if wal.confirmable() {
-            confirm_durable(inputs, inbox);
-        }
-        close_if_poisoned(wal, inputs, inbox);
+        let status = shared.log_status(actors.id.0);
+        let mut side = Side {
+            shared,
+            inputs,
+            names,
+            actors,
+            closing: *phase == Phase::Closing,
+        };
+        let did = wal.pass(status, &mut side);
         let (sent, dropped) = actors.out.flush_overflow();
         actors.counters.dropped += dropped as u64;
-        did + local + sent
+        did + sent
     }
 }
 
-/// [`Shard::pass_logged`] under the pipelined commit (`FsyncPolicy::Batch` with the log's
-/// sync thread): drains every input into the write-ahead batch, appends it and asks for
-/// its sync, then runs the handlers of every earlier batch whose sync has finished and
-/// confirms the durable publishers of the inputs whose popped values are all synced. The
-/// handlers of a batch therefore still run only after its sync (write-ahead), while the
-/// next batch is drained and written during it.
-pub(super) fn pass_pipelined<T: Send + 'static>(
-    shared: &Arc<Shared<T>>,
-    inputs: &mut Inputs<T>,
-    names: &mut Names,
-    actors: &mut Actors<T>,
-    phase: Phase,
-    wal: &mut Wal<T>,
-) -> usize {
-    let closing = phase == Phase::Closing;
-    let id = actors.id.0;
-    let inbox = &shared.inboxes[id];
-    let status = shared.log_status(id);
-    let (did, local) = drain_logged(shared, inputs, names, actors, closing, wal);
-    let ring_head = inputs.ring.head();
-    let delivered = wal.pipeline(status, ring_head, &names.keys, |env, fate| {
-        actors.deliver(names, env, fate)
-    });
-    confirm_pipelined(inputs, inbox, wal);
-    note_onward(wal, &actors.out);
-    wal.tick(status);
-    close_if_poisoned(wal, inputs, inbox);
-    let (sent, dropped) = actors.out.flush_overflow();
-    actors.counters.dropped += dropped as u64;
-    // Delivered messages count as work: the shard never idles (or reports itself idle
-    // while closing) with batches waiting for their sync; `pipeline` waits for them when
-    // nothing new was drained.
-    did + local + sent + delivered
+/// The shard's side of a logged pass, borrowed for one [`Wal::pass`].
+struct Side<'a, T> {
+    shared: &'a Shared<T>,
+    inputs: &'a mut Inputs<T>,
+    names: &'a mut Names,
+    actors: &'a mut Actors<T>,
+    closing: bool,
 }
 
-/// After a pass of a persistent shard whose log just failed: stops accepting (later
-/// publishes get `Closed` with their message back).
-pub(super) fn close_if_poisoned<T>(
-    wal: &mut Wal<T>,
-    inputs: &mut Inputs<T>,
-    inbox: &crate::inbox::Inbox<T>,
-) {
-    if std::mem::take(&mut wal.just_poisoned) {
-        inputs.ring.close(&inbox.ring);
-        for lane in &mut inputs.lanes {
-            lane.close();
-        }
+impl<T: Send + 'static> WalShard<T> for Side<'_, T> {
+    fn drain(&mut self, wal: &mut Wal<T>) -> usize {
+        let (did, local) = drain_logged(
+            self.shared,
+            self.inputs,
+            self.names,
+            self.actors,
+            self.closing,
+            wal,
+        );
+        did + local
+    }
+
+    fn names(&self) -> &[TopicKey] {
+        &self.names.keys
+    }
+
+    fn ring_head(&self) -> u64 {
+        self.inputs.ring.head()
+    }
+
+    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>) {
+        self.actors.deliver(self.names, env, fate);
+    }
+
+    fn confirm_all(&mut self) {
+        confirm_durable(self.inputs, &self.shared.inboxes[self.actors.id.0]);
+    }
+
+    fn confirm_synced(&mut self, wal: &mut Wal<T>) {
+        confirm_pipelined(self.inputs, &self.shared.inboxes[self.actors.id.0], wal);
+    }
+
+    fn note_onward(&self, wal: &mut Wal<T>) {
+        note_onward(wal, &self.actors.out);
+    }
+
+    fn close_intake(&mut self) {
+        let ring = &self.shared.inboxes[self.actors.id.0].ring;
+        self.inputs.close_external(ring);
     }
 }
 
@@ -162,7 +150,7 @@ pub(super) fn close_if_poisoned<T>(
 /// pipelined-commit ticket of the batch each input was last popped into (used by
 /// `confirm_pipelined`; harmless otherwise). Returns the items moved from the inputs and
 /// the local messages taken.
-pub(super) fn drain_logged<T: Send + 'static>(
+fn drain_logged<T: Send + 'static>(
     shared: &Shared<T>,
     inputs: &mut Inputs<T>,
     names: &mut Names,
@@ -178,7 +166,7 @@ pub(super) fn drain_logged<T: Send + 'static>(
         .pop_batch(&inbox.ring, LOG_BATCH, |item| match item {
             Item::Msg(env) => {
                 names.learn(env.topic, topics);
-                wal.batch.push(env);
+                wal.stage(env);
             }
             Item::Control(c) => {
                 // Keep the ring's order: what came before the control is handled first
@@ -201,7 +189,7 @@ pub(super) fn drain_logged<T: Send + 'static>(
     while i < inputs.lanes.len() {
         let n = inputs.lanes[i].pop_batch(LOG_BATCH, |env| {
             names.learn(env.topic, topics);
-            wal.batch.push(env);
+            wal.stage(env);
         });
         did += n;
         if n > 0 {
@@ -218,7 +206,7 @@ pub(super) fn drain_logged<T: Send + 'static>(
     for (peer, t) in inputs.peers.iter_mut().zip(inputs.peer_tickets.iter_mut()) {
         let n = peer.pop_batch(LOG_BATCH, |env| {
             names.learn(env.topic, topics);
-            wal.batch.push(env);
+            wal.stage(env);
         });
         did += n;
         if n > 0 {
@@ -229,7 +217,7 @@ pub(super) fn drain_logged<T: Send + 'static>(
     let local = actors.out.local.len().min(LOG_BATCH);
     for env in actors.out.local.drain(..local) {
         names.learn(env.topic, topics);
-        wal.batch.push(env);
+        wal.stage(env);
     }
     wal.add_local(local as u64);
     (did, local)
@@ -237,11 +225,7 @@ pub(super) fn drain_logged<T: Send + 'static>(
 
 /// Pipelined commit: declares durable, for `publish_durable` waiters, the shared ring up
 /// to the last synced batch and every lane whose popped values are all in synced batches.
-pub(super) fn confirm_pipelined<T>(
-    inputs: &mut Inputs<T>,
-    inbox: &crate::inbox::Inbox<T>,
-    wal: &mut Wal<T>,
-) {
+fn confirm_pipelined<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>, wal: &mut Wal<T>) {
     // Nothing waiting for a sync: everything popped so far is synced (or dead-lettered
     // by a poisoned log, which confirms nothing: `wal.done_ticket` stopped).
     let synced = wal.take_ring_synced();

@@ -1,0 +1,243 @@
+//! Unit tests of the write-ahead bookkeeping beside it: safe points, batch tickets and
+//! the order of a logged pass.
+
+use std::io;
+
+use super::*;
+use crate::log::{LogConfig, SimStorage};
+use crate::route::Router;
+use crate::sync::plain::Arc;
+
+fn wal(fsync: FsyncPolicy) -> (Wal<String>, SimStorage) {
+    let sim = SimStorage::new();
+    let config = LogConfig {
+        fsync,
+        ..LogConfig::default()
+    };
+    let (log, _) = ShardLog::open(Arc::new(sim.clone()), "/shard-000", config).unwrap();
+    let config = WalConfig {
+        checkpoint_records: u64::MAX,
+        checkpoint_interval: Duration::from_secs(3600),
+        retention: RetentionLimit::default(),
+    };
+    (Wal::new(log, CodecFns::of(), config), sim)
+}
+
+/// One step of a safe-point scenario.
+enum Step {
+    /// Every record up to this one is handled.
+    Handled(u64),
+    /// A candidate safe point: the outgoing lanes' tails, and the local messages queued.
+    Point(&'static [u64], u64),
+    /// This many more local messages are logged.
+    Logged(u64),
+    /// The receiving shards have made each lane durable up to these positions; `safe`
+    /// must then be this.
+    Advance(&'static [u64], Option<u64>),
+}
+
+#[test]
+fn safe_points_advance_only_when_lanes_and_local_messages_are_durable() {
+    use Step::*;
+    let cases: &[(&str, &[Step])] = &[
+        (
+            "a point waits for its lanes",
+            &[
+                Handled(4),
+                Point(&[0, 10], 0),
+                Advance(&[0, 9], None),
+                Advance(&[0, 10], Some(4)),
+            ],
+        ),
+        (
+            "a point waits for the local messages queued before it",
+            &[
+                Handled(4),
+                Point(&[0, 0], 3),
+                Advance(&[0, 0], None),
+                Logged(2),
+                Advance(&[0, 0], None),
+                Logged(1),
+                Advance(&[0, 0], Some(4)),
+            ],
+        ),
+        (
+            "points advance in order, each once its lanes are durable",
+            &[
+                Handled(1),
+                Point(&[0, 5], 0),
+                Handled(2),
+                Point(&[0, 8], 0),
+                Advance(&[0, 6], Some(1)),
+                Advance(&[0, 8], Some(2)),
+            ],
+        ),
+        (
+            "no second point until more is handled",
+            &[
+                Handled(3),
+                Point(&[0, 5], 0),
+                Point(&[0, 9], 0),
+                Advance(&[0, 5], Some(3)),
+            ],
+        ),
+        (
+            "nothing handled, no point",
+            &[Point(&[0, 1], 0), Advance(&[0, 1], None)],
+        ),
+    ];
+    for (name, steps) in cases {
+        let (mut wal, _sim) = wal(FsyncPolicy::Never);
+        for step in steps.iter() {
+            match step {
+                Handled(seq) => wal.replayed(Seq(*seq)),
+                Point(tails, local) => wal.note_safe_point(tails.iter().copied(), *local),
+                Logged(n) => wal.add_local(*n),
+                Advance(durable, want) => {
+                    wal.advance_safe(durable.len(), |lane, pos| pos <= durable[lane]);
+                    assert_eq!(wal.safe, want.map(Seq), "{name}");
+                }
+            }
+        }
+        assert!(wal.points.is_empty(), "{name}: every point was used");
+        assert!(wal.point_tails.is_empty(), "{name}");
+    }
+}
+
+/// A shard side that records what a pass asks of it, in order.
+struct Recorder {
+    names: Vec<TopicKey>,
+    /// Messages the next `drain` stages, all to topic 0.
+    next: Vec<String>,
+    calls: Vec<String>,
+    head: u64,
+}
+
+impl Recorder {
+    fn new(next: &[&str]) -> Self {
+        Self {
+            names: vec![Router::new(1).key("t").unwrap()],
+            next: next.iter().map(|s| s.to_string()).collect(),
+            calls: Vec::new(),
+            head: 0,
+        }
+    }
+}
+
+impl WalShard<String> for Recorder {
+    fn drain(&mut self, wal: &mut Wal<String>) -> usize {
+        let n = self.next.len();
+        for msg in self.next.drain(..) {
+            wal.stage(Envelope { topic: 0, msg });
+        }
+        self.head += n as u64;
+        self.calls.push(format!("drain {n}"));
+        n
+    }
+    fn names(&self) -> &[TopicKey] {
+        &self.names
+    }
+    fn ring_head(&self) -> u64 {
+        self.head
+    }
+    fn deliver(&mut self, env: Envelope<String>, fate: Fate<'_>) {
+        let fate = match fate {
+            Fate::Logged => "logged",
+            Fate::NotLogged(_) => "not logged",
+        };
+        self.calls.push(format!("deliver {} {fate}", env.msg));
+    }
+    fn confirm_all(&mut self) {
+        self.calls.push("confirm".into());
+    }
+    fn confirm_synced(&mut self, wal: &mut Wal<String>) {
+        let ring = wal.take_ring_synced();
+        self.calls.push(format!(
+            "confirm synced {ring:?} ticket {}",
+            wal.done_ticket()
+        ));
+    }
+    fn note_onward(&self, _wal: &mut Wal<String>) {}
+    fn close_intake(&mut self) {
+        self.calls.push("close intake".into());
+    }
+}
+
+#[test]
+fn a_pass_confirms_before_the_handlers_run_and_closes_the_intake_once_on_failure() {
+    let (mut wal, sim) = wal(FsyncPolicy::Always);
+    let status = LogStatus::new();
+    let mut shard = Recorder::new(&["a", "b"]);
+    assert_eq!(wal.pass(&status, &mut shard), 2);
+    assert_eq!(
+        shard.calls,
+        [
+            "drain 2",
+            "confirm",
+            "deliver a logged",
+            "deliver b logged",
+            "confirm"
+        ]
+    );
+    assert_eq!(wal.handled, Some(Seq(1)));
+
+    // The next append fails: the batch is dead-lettered, the intake closed, once.
+    sim.fail_next_append(io::Error::from_raw_os_error(5), 0);
+    shard.calls.clear();
+    shard.next = vec!["c".into()];
+    assert_eq!(wal.pass(&status, &mut shard), 1);
+    assert_eq!(
+        shard.calls,
+        ["drain 1", "deliver c not logged", "close intake"]
+    );
+    assert_eq!(status.state(), crate::inbox::LogState::Poisoned);
+    shard.calls.clear();
+    shard.next = vec!["d".into()];
+    wal.pass(&status, &mut shard);
+    assert_eq!(shard.calls, ["drain 1", "deliver d not logged"]);
+    assert_eq!(
+        wal.handled,
+        Some(Seq(1)),
+        "nothing after the failure is handled"
+    );
+}
+
+#[test]
+fn pipelined_tickets_count_batches_and_confirm_the_ring_after_their_sync() {
+    let (mut wal, _sim) = wal(FsyncPolicy::Batch);
+    assert!(
+        wal.pipelined,
+        "SimStorage clones file handles: the sync thread runs"
+    );
+    let status = LogStatus::new();
+    let mut shard = Recorder::new(&["a", "b"]);
+    assert_eq!(wal.next_ticket(), 1);
+    let did = wal.pass(&status, &mut shard);
+    // The batch is in flight (ticket 1) or already synced and delivered.
+    assert_eq!(wal.next_ticket(), 2);
+    let mut delivered = did - 2;
+    // A pass that drains nothing waits for the oldest batch and delivers it.
+    while delivered < 2 {
+        delivered += wal.pass(&status, &mut shard);
+    }
+    assert_eq!(delivered, 2);
+    assert_eq!(wal.done_ticket(), 1);
+    assert!(wal.all_synced());
+    assert!(shard.calls.contains(&"deliver a logged".to_string()));
+    let confirmed: Vec<_> = shard
+        .calls
+        .iter()
+        .filter(|c| c.starts_with("confirm synced Some"))
+        .collect();
+    assert_eq!(confirmed, ["confirm synced Some(2) ticket 1"]);
+    assert_eq!(wal.handled, Some(Seq(1)));
+
+    // A second batch gets the next ticket.
+    shard.next = vec!["c".into()];
+    wal.pass(&status, &mut shard);
+    assert_eq!(wal.next_ticket(), 3);
+    let flushed = wal.flush_pipeline(&status, |_, _| {});
+    assert!(flushed <= 1);
+    assert_eq!(wal.done_ticket(), 2);
+    assert_eq!(wal.handled, Some(Seq(2)));
+}
