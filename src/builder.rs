@@ -16,6 +16,7 @@ use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
 use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::Shared;
+use crate::shutdown::flags::ShutdownFlags;
 use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
 use crate::sync::{plain, thread, Arc, AtomicBool, Parker};
@@ -44,6 +45,13 @@ struct PreSub<T> {
     actor: Box<dyn Handler<T>>,
     factory: Option<Factory<T>>,
     policy: Supervision,
+}
+
+impl<T: Send + 'static> Bus<T> {
+    /// A builder with the defaults (see [`Builder`]).
+    pub fn builder() -> Builder<T> {
+        Builder::default()
+    }
 }
 
 impl<T: Send + 'static> Default for Builder<T> {
@@ -278,6 +286,9 @@ impl<T: Send + 'static> Builder<T> {
         let shared = Arc::new(Shared {
             topics,
             closing: AtomicBool::new(false),
+            flags: (0..shards)
+                .map(|_| CachePadded::new(ShutdownFlags::new()))
+                .collect(),
             inboxes,
             counters,
             peer_rings: peer_rings.into_boxed_slice(),

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::builder::Builder;
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::handler::{Context, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
@@ -15,6 +14,8 @@ use crate::stats::Stats;
 use crate::supervise::{Factory, Subscriber};
 use crate::sync::{thread::JoinHandle, Arc, AtomicU64, Ordering};
 use crate::topic::{ToTopic, Topic};
+#[cfg(doc)]
+use crate::Builder;
 
 /// A running set of shards: route, publish, subscribe, shut down.
 ///
@@ -45,11 +46,6 @@ pub struct ShutdownReport {
 }
 
 impl<T: Send + 'static> Bus<T> {
-    /// A builder with the defaults (see [`Builder`]).
-    pub fn builder() -> Builder<T> {
-        Builder::default()
-    }
-
     pub(crate) fn from_parts(
         shared: Arc<Shared<T>>,
         threads: Vec<JoinHandle<()>>,

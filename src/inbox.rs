@@ -6,7 +6,6 @@ use crossbeam_utils::CachePadded;
 
 use crate::handler::SubscriptionId;
 use crate::ring::{mpsc, spsc};
-use crate::shutdown::ShutdownFlags;
 use crate::supervise::Subscriber;
 use crate::sync::{
     dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
@@ -152,7 +151,6 @@ pub(crate) struct Inbox<T> {
     /// creation, see `sync::asym`).
     asym: bool,
     unparker: Unparker,
-    pub(crate) flags: CachePadded<ShutdownFlags>,
     /// Persistent buses only: the ring position up to which popped messages are in the
     /// shard's log as durably as its fsync policy makes them. Written by the shard
     /// (Release, after the commit), read by `Bus::publish_durable` (Acquire). Untouched on
@@ -169,7 +167,6 @@ impl<T> Inbox<T> {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym: crate::sync::asym::mode(),
             unparker,
-            flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
             log: LogStatus::new(),
         }

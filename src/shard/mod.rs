@@ -196,7 +196,7 @@ impl<T: Send + 'static> Shard<T> {
     }
 
     fn flags(&self) -> &crate::shutdown::ShutdownFlags {
-        &self.shared.inboxes[self.id.0].flags
+        &self.shared.flags[self.id.0]
     }
 
     fn pin(&mut self) {

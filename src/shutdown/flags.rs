@@ -1,0 +1,136 @@
+//! The words one shard and the shutdown coordinator share ([`ShutdownFlags`]), each
+//! change a method named for it (tokio's `idle.rs` style). The protocol they carry is in
+//! the parent module's docs.
+
+use crate::sync::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// What the coordinator tells a shard, in the order it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Command {
+    /// Serve everything.
+    Run = 0,
+    /// Close the external intake, keep serving shard-to-shard.
+    Close = 1,
+    /// Stop now, drop and count what is left (nothing: the drain finished).
+    Stop = 2,
+    /// [`Command::Stop`] after a deadline: the drain did not finish.
+    StopForced = 3,
+}
+
+impl Command {
+    fn from_word(word: usize) -> Self {
+        match word {
+            0 => Command::Run,
+            1 => Command::Close,
+            2 => Command::Stop,
+            _ => Command::StopForced,
+        }
+    }
+}
+
+/// Shutdown progress of one shard, between the coordinator (`Bus::shutdown`) and the
+/// shard thread. See the module docs for the protocol. Each state change is a method
+/// named for it, holding its store and its fences; nothing outside this file touches the
+/// words.
+pub(crate) struct ShutdownFlags {
+    /// Written by the coordinator: a [`Command`], only ever raised. One word, so the
+    /// shard reads one atomic per pass.
+    command: AtomicUsize,
+    /// Written by the shard while closing: the shared ring and every publisher lane are
+    /// closed and drained, and what was drained has been handled.
+    external_drained: AtomicBool,
+    /// Written by the shard while closing: it found nothing to do. Cleared before it
+    /// takes any work.
+    idle: AtomicBool,
+    /// Written by the shard while closing: bumped after every pass that did work.
+    activity: AtomicU64,
+    /// Written by the shard as its thread ends.
+    exited: AtomicBool,
+}
+
+impl ShutdownFlags {
+    pub(crate) fn new() -> Self {
+        Self {
+            command: AtomicUsize::new(Command::Run as usize),
+            external_drained: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            activity: AtomicU64::new(0),
+            exited: AtomicBool::new(false),
+        }
+    }
+
+    // The coordinator's side: the command, and the quiescence reads (all SeqCst: the
+    // argument in the module docs needs one total order of these reads and the shards'
+    // writes).
+
+    /// Raises the command. SeqCst: ordered before the quiescence reads (and the unpark
+    /// that follows).
+    pub(super) fn command(&self, command: Command) {
+        self.command.store(command as usize, Ordering::SeqCst);
+    }
+
+    /// How many passes with work the shard has reported while closing.
+    pub(super) fn activity(&self) -> u64 {
+        self.activity.load(Ordering::SeqCst)
+    }
+
+    /// Whether the shard has drained its closed external intake.
+    pub(super) fn is_external_drained(&self) -> bool {
+        self.external_drained.load(Ordering::SeqCst)
+    }
+
+    /// Whether the shard last reported itself idle.
+    pub(super) fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::SeqCst)
+    }
+
+    // The shard's side.
+
+    /// The coordinator's command. Acquire: pairs with the coordinator's SeqCst store;
+    /// what the shard then does is re-checked by the protocol itself.
+    pub(crate) fn shard_reads_command(&self) -> Command {
+        Command::from_word(self.command.load(Ordering::Acquire))
+    }
+
+    /// After a pass that did work while closing. SeqCst: bumped after the work (and any
+    /// publishes it made), so the coordinator's second read of `activity` sees a change.
+    /// Single writer: the Relaxed load reads our own last store.
+    pub(crate) fn shard_did_work(&self) {
+        fence(Ordering::SeqCst);
+        let a = self.activity.load(Ordering::Relaxed);
+        self.activity.store(a + 1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The shared ring and every publisher lane are closed and drained. SeqCst: read by
+    /// the coordinator in its total order of checks.
+    pub(crate) fn shard_external_drained(&self) {
+        self.external_drained.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The shard found nothing to do. SeqCst store between fences: see the module docs.
+    pub(crate) fn shard_went_idle(&self) {
+        fence(Ordering::SeqCst);
+        self.idle.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The shard is about to take work after reporting itself idle. SeqCst store and
+    /// fence: published before it takes any work.
+    pub(crate) fn shard_takes_work(&self) {
+        self.idle.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The thread ends. Release: the final counters happen before a reader that sees
+    /// it (the Acquire load in [`has_exited`](Self::has_exited)).
+    pub(crate) fn shard_exited(&self) {
+        self.exited.store(true, Ordering::Release);
+    }
+
+    /// Whether the shard's thread has ended; Acquire: pairs with `shard_exited`.
+    pub(super) fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::Acquire)
+    }
+}
