@@ -1,0 +1,360 @@
+//! A persistent shard's write-ahead state: the batch it drained, its encoding, the log and
+//! the checkpoint bookkeeping. [`Wal::pass`] owns the order of a logged pass: drain, write
+//! (one append and one commit per batch: group commit), confirm durable publishers, run
+//! the handlers, checkpoint. A handler never sees a message that is not in the log, and
+//! nothing here allocates in steady state (the batch, payload and span buffers keep their
+//! capacity).
+//!
+//! - `pipeline.rs`: the pipelined commit under `FsyncPolicy::Batch`, where the log's sync
+//!   thread syncs one batch while the shard drains and appends the next.
+//! - `checkpoint.rs`: safe points, checkpoints (written on the sync thread) and retention.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::codec::CodecFns;
+use crate::inbox::{Envelope, LogStatus};
+use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
+use crate::route::TopicKey;
+
+mod checkpoint;
+mod pipeline;
+
+use pipeline::{Buffers, Pending};
+
+/// Bytes of a record besides its topic and payload (frame header and fixed fields).
+const RECORD_OVERHEAD: usize = crate::log::MIN_RECORD_LEN;
+/// A span marking a message whose record would exceed the maximum record size.
+const TOO_LARGE: (usize, usize) = (usize::MAX, usize::MAX);
+
+/// How a drained message fared in [`Wal::write`].
+pub(crate) enum Fate<'a> {
+    /// In the log: hand it to the handlers.
+    Logged,
+    /// Not in the log, and never will be: dead-letter it with this reason.
+    NotLogged(&'a str),
+}
+
+pub(crate) struct Wal<T> {
+    log: ShardLog,
+    codec: CodecFns<T>,
+    /// Messages drained and not yet written ([`Wal::stage`]).
+    batch: Vec<Envelope<T>>,
+    /// The encoded payloads of `batch`, back to back.
+    payloads: Vec<u8>,
+    /// `payloads[a..b]` of each message of `batch`, or [`TOO_LARGE`].
+    spans: Vec<(usize, usize)>,
+    /// Why the log failed, once it has.
+    poisoned: Option<String>,
+    /// Set when the log fails; [`Wal::take_poisoned`] clears it (the shard then closes
+    /// its intake).
+    just_poisoned: bool,
+    /// Every record up to and including this one has been handled.
+    handled: Option<Seq>,
+    /// Every record up to and including this one has been handled, and everything its
+    /// handlers published to other shards is durable there: what a checkpoint may cover.
+    /// (A message published onward lives only in memory until its shard logs it.)
+    safe: Option<Seq>,
+    /// Candidate safe points, oldest first: a handled sequence number and, in
+    /// `point_tails`, the position of every outgoing lane just after it (`lanes` values
+    /// per point; a shard's own slot holds 0).
+    /// Each candidate also needs the shard's own local messages queued before it (its
+    /// `local_mark`, counted by `Outbox::local_pushed`) to be logged: `local_logged`.
+    points: VecDeque<(Seq, u64)>,
+    point_tails: VecDeque<u64>,
+    /// Local messages (a shard's publishes to its own topics) logged so far.
+    local_logged: u64,
+    /// Whether `batch` has been appended and committed but not yet delivered.
+    committed: bool,
+    /// The last checkpoint written.
+    checkpointed: Option<Seq>,
+    last_checkpoint: Instant,
+    checkpoint_records: u64,
+    checkpoint_interval: Duration,
+    retention: RetentionLimit,
+    /// The checkpoint retention last ran for.
+    retained_at: Option<Seq>,
+    /// Pipelined commit (`Batch` with a sync thread): batches waiting for their sync.
+    pipelined: bool,
+    pending: VecDeque<Pending<T>>,
+    /// Emptied batch and span vectors, kept for their capacity.
+    spare: Vec<Buffers<T>>,
+    /// The last batch ticket handed out, and the last whose batch is synced and delivered.
+    tickets: u64,
+    done: u64,
+    /// Pipelined: local messages in `batch`, counted as logged once it is synced.
+    batch_local: u64,
+    /// Pipelined: the ring position of the last delivered batch, for the shard to confirm.
+    ring_synced: Option<u64>,
+}
+
+/// The shard's side of a logged pass ([`Wal::pass`]): its inputs, its handlers and its
+/// outgoing lanes, which the log does not own. Implemented by the shard loop.
+pub(crate) trait WalShard<T> {
+    /// Drains every input into the batch ([`Wal::stage`]). Returns the items taken.
+    fn drain(&mut self, wal: &mut Wal<T>) -> usize;
+    /// The name of every topic index drained so far.
+    fn names(&self) -> &[TopicKey];
+    /// The shared ring's consumer position now.
+    fn ring_head(&self) -> u64;
+    /// Hands a drained message to the handlers if it is in the log, else to the
+    /// dead-letter handler.
+    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>);
+    /// Declares everything popped from the inputs so far durable, for durable publishers.
+    fn confirm_all(&mut self);
+    /// Pipelined commit: declares durable what the finished syncs cover
+    /// ([`Wal::take_ring_synced`], [`Wal::done_ticket`]).
+    fn confirm_synced(&mut self, wal: &mut Wal<T>);
+    /// Checkpoint bookkeeping for what handlers published onward
+    /// ([`Wal::note_safe_point`], [`Wal::advance_safe`]).
+    fn note_onward(&self, wal: &mut Wal<T>);
+    /// The log just failed: stop accepting (later publishes get `Closed`).
+    fn close_intake(&mut self);
+}
+
+/// What the builder gives each persistent shard.
+pub(crate) struct WalConfig {
+    pub(crate) checkpoint_records: u64,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) retention: RetentionLimit,
+}
+
+impl<T> Wal<T> {
+    pub(crate) fn new(mut log: ShardLog, codec: CodecFns<T>, config: WalConfig) -> Self {
+        let checkpointed = log.last_checkpoint();
+        let syncer = log.start_syncer();
+        let pipelined = syncer && log.config().fsync == FsyncPolicy::Batch;
+        Self {
+            log,
+            codec,
+            batch: Vec::new(),
+            payloads: Vec::new(),
+            spans: Vec::new(),
+            poisoned: None,
+            just_poisoned: false,
+            handled: checkpointed,
+            safe: checkpointed,
+            points: VecDeque::new(),
+            point_tails: VecDeque::new(),
+            local_logged: 0,
+            committed: false,
+            checkpointed,
+            last_checkpoint: Instant::now(),
+            checkpoint_records: config.checkpoint_records,
+            checkpoint_interval: config.checkpoint_interval,
+            retention: config.retention,
+            retained_at: checkpointed,
+            pipelined,
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+            tickets: 0,
+            done: 0,
+            batch_local: 0,
+            ring_synced: None,
+        }
+    }
+
+    /// One pass of a persistent shard, in the write-ahead order:
+    ///
+    /// 1. Drain every input into the batch.
+    /// 2. Write the batch to the log: append and commit it (one write and, under
+    ///    `Batch`, one sync: group commit); or, pipelined, append it and ask the sync
+    ///    thread for its sync, then take every earlier batch whose sync has finished.
+    /// 3. Confirm durable publishers as soon as their messages are committed, before the
+    ///    handlers run: a slow handler must not hold back acknowledgements.
+    /// 4. Run the handlers of what is in the log (dead-letter what never will be).
+    /// 5. Note safe points for what the handlers published onward.
+    /// 6. Sync under `Interval` when due, checkpoint and apply retention when due, and
+    ///    confirm what that sync made durable.
+    /// 7. If the log failed in this pass, close the shard's intake.
+    ///
+    /// Returns the items moved: drained, plus delivered under the pipelined commit (the
+    /// shard never idles with batches waiting for their sync).
+    pub(crate) fn pass(&mut self, status: &LogStatus, shard: &mut impl WalShard<T>) -> usize {
+        let drained = shard.drain(self);
+        let mut did = drained;
+        if self.pipelined {
+            let appended = self.pipeline_append(status, shard.ring_head(), shard.names());
+            did += self.pipeline_deliver(status, appended, |env, fate| shard.deliver(env, fate));
+            shard.confirm_synced(self);
+        } else {
+            self.commit_batch(status, shard.names());
+            if self.confirmable() {
+                shard.confirm_all();
+            }
+            self.deliver_batch(|env, fate| shard.deliver(env, fate));
+        }
+        shard.note_onward(self);
+        self.tick(status);
+        if !self.pipelined && self.confirmable() {
+            shard.confirm_all();
+        }
+        if self.take_poisoned() {
+            shard.close_intake();
+        }
+        did
+    }
+
+    /// Adds a drained message to the batch.
+    #[inline]
+    pub(crate) fn stage(&mut self, env: Envelope<T>) {
+        self.batch.push(env);
+    }
+
+    /// Whether the log failed since the last call (the shard then closes its intake).
+    pub(crate) fn take_poisoned(&mut self) -> bool {
+        std::mem::take(&mut self.just_poisoned)
+    }
+
+    pub(crate) fn codec(&self) -> CodecFns<T> {
+        self.codec
+    }
+
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.log.dir()
+    }
+
+    /// Encodes, appends and commits `batch`, then calls `f` with every message, in order,
+    /// and what became of it. Leaves `batch` empty. `names` holds the name of every topic
+    /// index in the batch.
+    pub(crate) fn write(
+        &mut self,
+        status: &LogStatus,
+        names: &[TopicKey],
+        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+    ) {
+        if self.pipelined {
+            // Keep the order: what is waiting for its sync is delivered first.
+            self.flush_pipeline(status, &mut f);
+        }
+        self.commit_batch(status, names);
+        self.deliver_batch(f);
+    }
+
+    /// The second half of [`Wal::write`], after [`Wal::commit_batch`]: calls `f` with
+    /// every message of the committed batch, in order, and what became of it.
+    fn deliver_batch(&mut self, mut f: impl FnMut(Envelope<T>, Fate<'_>)) {
+        self.committed = false;
+        if self.pipelined && self.poisoned.is_none() {
+            // Synced here, with everything before it: every ticket so far is done.
+            self.local_logged += std::mem::take(&mut self.batch_local);
+            self.done = self.tickets;
+        }
+        let Self {
+            batch,
+            spans,
+            poisoned,
+            ..
+        } = self;
+        match poisoned {
+            Some(error) => batch
+                .drain(..)
+                .for_each(|env| f(env, Fate::NotLogged(error))),
+            None => {
+                for (env, span) in batch.drain(..).zip(spans.iter()) {
+                    if *span == TOO_LARGE {
+                        f(
+                            env,
+                            Fate::NotLogged("record exceeds the maximum record size"),
+                        );
+                    } else {
+                        f(env, Fate::Logged);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends and commits `batch` without delivering it yet, so that durable
+    /// publishers can be confirmed before the handlers run (`write` then delivers).
+    pub(crate) fn commit_batch(&mut self, status: &LogStatus, names: &[TopicKey]) {
+        if self.committed || self.batch.is_empty() {
+            return;
+        }
+        self.committed = true;
+        if self.poisoned.is_none() {
+            if let Err(e) = self.append_and_commit(names) {
+                self.poison(status, &e);
+            }
+        }
+    }
+
+    fn append_and_commit(&mut self, names: &[TopicKey]) -> Result<(), LogError> {
+        let last = self.append_batch(names)?;
+        self.log.commit()?;
+        if last.is_some() {
+            // Handled as soon as `f` returns for the whole batch: the shard dispatches
+            // right after this call, before anything else.
+            self.handled = last;
+        }
+        Ok(())
+    }
+
+    /// Encodes `batch` and appends it to the log (no commit); returns its last record.
+    fn append_batch(&mut self, names: &[TopicKey]) -> Result<Option<Seq>, LogError> {
+        let Self {
+            log,
+            codec,
+            batch,
+            payloads,
+            spans,
+            ..
+        } = self;
+        payloads.clear();
+        spans.clear();
+        let max = log.config().max_record_size as usize;
+        for env in batch.iter() {
+            let start = payloads.len();
+            (codec.encode)(&env.msg, payloads);
+            let topic = names[env.topic as usize].as_str();
+            let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
+            if size > max {
+                payloads.truncate(start);
+                spans.push(TOO_LARGE);
+            } else {
+                spans.push((start, payloads.len()));
+            }
+        }
+        // One clock read per batch, not per message.
+        let timestamp_nanos = crate::log::now_nanos();
+        let payloads = &payloads[..];
+        let records = batch
+            .iter()
+            .zip(spans.iter())
+            .filter(|(_, span)| **span != TOO_LARGE)
+            .map(|(env, &(a, b))| RecordRef {
+                timestamp_nanos,
+                topic: names[env.topic as usize].as_str(),
+                payload: &payloads[a..b],
+            });
+        let range = log.append_iter(records)?;
+        Ok((range.end > range.start).then(|| Seq(range.end.get() - 1)))
+    }
+
+    /// Whether what was appended may be confirmed to durable publishers now: synced, or,
+    /// under `Never`, handed to the OS.
+    pub(crate) fn confirmable(&self) -> bool {
+        self.poisoned.is_none()
+            && (self.log.is_synced() || self.log.config().fsync == FsyncPolicy::Never)
+    }
+
+    /// The shard stops: durable waiters still waiting get `Unconfirmed`.
+    pub(crate) fn mark_closed(&self, status: &LogStatus) {
+        if self.poisoned.is_none() {
+            // After the last watermark store, so a waiter that sees it sees them.
+            status.closed();
+        }
+    }
+
+    fn poison(&mut self, status: &LogStatus, error: &LogError) {
+        let text = error.to_string();
+        tracing::error!(dir = %self.log.dir().display(), error = %text, "shard log failed; the shard stops accepting messages");
+        // After the last watermark store, so a waiter that sees it sees them.
+        status.poisoned(text.clone());
+        self.poisoned = Some(text);
+        self.just_poisoned = true;
+    }
+}
+
+#[cfg(test)]
+mod tests;
