@@ -1,0 +1,161 @@
+//! The consuming end of the SPSC ring: batch pop, readiness, the close and the durable mark.
+
+use super::*;
+
+impl<T> Consumer<T> {
+    /// Values ready to pop, refreshing the cached `tail` when the cache shows fewer
+    /// than `want` (one load of the producer's cache line per batch, not per value).
+    #[inline]
+    fn ready_up_to(&mut self, want: u64) -> u64 {
+        let n = self.cached_tail.wrapping_sub(self.head) / STEP;
+        if n >= want {
+            return n;
+        }
+        // Acquire: pairs with the producer's Release store of `tail`, so the slot writes
+        // before it are visible.
+        let tail = self.ring.tail.load(Ordering::Acquire);
+        self.cached_tail = match self.limit {
+            // After a close, `tail` may briefly count a push that is being undone.
+            Some(limit) => limit,
+            None => tail,
+        };
+        self.cached_tail.wrapping_sub(self.head) / STEP
+    }
+
+    /// Values ready to pop.
+    pub fn ready(&mut self) -> u64 {
+        self.ready_up_to(1)
+    }
+
+    /// Whether a value is ready, for the sleep re-check (after the shard's store of its
+    /// sleep flag and its heavy fence: the other side of the pair is the producer's
+    /// store of `tail`, light fence, sleep-flag load). `SeqCst` also puts the load in
+    /// the shutdown coordinator's total order.
+    pub fn has_ready_seqcst(&self) -> bool {
+        if self.cached_tail != self.head {
+            return true;
+        }
+        let tail = self.ring.tail.load(Ordering::SeqCst);
+        match self.limit {
+            Some(limit) => limit != self.head && tail != self.head,
+            None => tail != self.head,
+        }
+    }
+
+    /// Pops up to `max` values into `f`, publishing `head` once at the end (or as far
+    /// as it got, if `f` unwinds). Returns how many were popped.
+    #[inline]
+    pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+        let n = self.ready_up_to(max as u64).min(max as u64) as usize;
+        if n == 0 {
+            return 0;
+        }
+        let mut guard = HeadGuard {
+            consumer: self,
+            popped: 0,
+        };
+        while guard.popped < n {
+            let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
+            let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
+            // SAFETY: this consumer owns the slot: `pos` is in `[head, cached_tail)`, so the
+            // producer published it with its store of `tail` (Acquire-loaded in `ready`) and
+            // will not write it again until our Release store of `head` passes it. The value
+            // is moved out exactly once; `HeadGuard` advances `head` past it even on unwind.
+            let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+            guard.popped += 1;
+            f(value);
+        }
+        n
+    }
+
+    /// Closes the ring: later pushes fail with `Closed`, and the consumer reads only the
+    /// values pushed before this call. Idempotent.
+    pub fn close(&mut self) {
+        if self.limit.is_some() {
+            return;
+        }
+        // The store, then the heavy fence: the consumer's side of the pair with
+        // `Producer::commit` (see the module docs). Release: publishes our last store
+        // of `head` to a producer that sees `closing` (`settle_close`).
+        self.ring.close.closing.store(true, Ordering::Release);
+        asym::heavy(self.ring.asym);
+        // Acquire: pairs with the producer's Release store; the values before `tail`
+        // are visible.
+        let tail = self.ring.tail.load(Ordering::Acquire);
+        // Agree on the limit with a producer that saw `closing` (`settle_close`): it
+        // may have set its own position (at most `tail`) first. AcqRel/Acquire: as there.
+        let limit = match self.ring.close.limit.compare_exchange(
+            NO_LIMIT,
+            tail,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => tail,
+            Err(agreed) => agreed,
+        };
+        self.limit = Some(limit);
+        self.cached_tail = limit;
+    }
+
+    /// Whether the producer has gone and everything it pushed has been popped: the lane
+    /// can be retired.
+    pub fn is_finished(&mut self) -> bool {
+        // Acquire: pairs with the producer's Release store in its drop; the `ready`
+        // below then sees its last push.
+        self.ring.producer_gone.load(Ordering::Acquire) && self.ready() == 0
+    }
+
+    /// Whether `close` has been called and everything before the close is popped.
+    pub fn is_closed_and_drained(&mut self) -> bool {
+        self.limit.is_some() && self.ready() == 0
+    }
+
+    /// Declares every value popped so far durable (persistent buses, after a commit).
+    pub fn publish_durable(&mut self) {
+        if self.durable != self.head {
+            self.durable = self.head;
+            // Release: the commit that made these values durable happens before a
+            // producer's Acquire load that sees this position.
+            self.ring.durable.store(self.head, Ordering::Release);
+        }
+    }
+
+    pub fn ring(&self) -> &Arc<Ring<T>> {
+        &self.ring
+    }
+
+    /// Values queued, for statistics (`head` is ours; `tail` may be a little stale).
+    pub fn depth(&self) -> u64 {
+        // Relaxed: a statistic; no memory is read on the strength of it.
+        let tail = self.ring.tail.load(Ordering::Relaxed);
+        let tail = match self.limit {
+            Some(limit) => limit,
+            None => tail,
+        };
+        tail.wrapping_sub(self.head) / STEP
+    }
+}
+
+struct HeadGuard<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    popped: usize,
+}
+
+impl<T> Drop for HeadGuard<'_, T> {
+    fn drop(&mut self) {
+        let c = &mut *self.consumer;
+        c.head = c.head.wrapping_add(self.popped as u64 * STEP);
+        // Release: the values are moved out; pairs with the producer's Acquire load in
+        // `refresh_head` before it reuses these slots.
+        c.ring.head.store(c.head, Ordering::Release);
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // A consumer that goes away closes the ring, so the producer gets `Closed`
+        // instead of filling a ring no one reads. Values left in it are dropped with
+        // the ring.
+        self.close();
+    }
+}

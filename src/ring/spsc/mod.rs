@@ -1,0 +1,176 @@
+//! A bounded single-producer single-consumer ring that the consumer can close.
+//!
+//! Each side keeps its own index and a cached copy of the other's (the disruptor's and
+//! Rigtorp's cached-index scheme), so it touches the other's cache line only when the ring
+//! looks full (producer) or empty (consumer); the consumer publishes `head` once per batch.
+//!
+//! Push (`producer.rs`):
+//! 1. Write the slot.
+//! 2. Store `tail` (Release, no read-modify-write: publishes the slot write).
+//! 3. The light side of an asymmetric fence (`sync::asym`).
+//! 4. Load `closing`. If set, agree on the drain limit by one compare-and-swap on `limit`
+//!    (offering the position before this push); keep the push only if the agreed limit
+//!    counts it, else take the value back.
+//!
+//! Close (`consumer.rs`):
+//! 1. Store `closing`.
+//! 2. The heavy side of the fence.
+//! 3. Load `tail`.
+//! 4. Agree on it as the limit by the same compare-and-swap; drain to the agreed limit.
+//!
+//! The fence pair makes steps 2–4 of the two sides a store-buffering pair: the close sees
+//! the push, or the push sees `closing`, and the compare-and-swap settles the case where
+//! both do. Neither side waits for the other. The push's light fence also orders it before
+//! the publisher's load of the shard's sleep flag (`inbox::Inbox::wake`), paired with the
+//! shard's heavy fence before it parks.
+
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use super::{reached, slot_index, PushError, STEP};
+use crate::sync::{asym, Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+
+/// [`CloseState::limit`] before it is agreed (positions are even).
+const NO_LIMIT: u64 = u64::MAX;
+
+/// Written by the consumer once, when it closes; read by the producer on every push
+/// (a line that stays shared in the producer's cache until the close).
+struct CloseState {
+    /// Set first (before the heavy fence).
+    closing: AtomicBool,
+    /// The position the consumer drains to ([`NO_LIMIT`] until agreed): set once, by a
+    /// compare-and-swap from the consumer's `close` or from a push that saw `closing`.
+    limit: AtomicU64,
+}
+
+pub struct Ring<T> {
+    /// Written by the consumer (`Release` after it has moved values out), read by the
+    /// producer when the ring looks full.
+    head: CachePadded<AtomicU64>,
+    /// Written only by the producer (`Release` after the slot writes; set back by a push
+    /// that a close refused); read by the consumer.
+    tail: CachePadded<AtomicU64>,
+    close: CachePadded<CloseState>,
+    /// Whether this ring's fences are the membarrier pair (fixed at creation).
+    asym: bool,
+    /// Set by the producer's drop; read by the consumer to retire an empty lane.
+    producer_gone: AtomicBool,
+    /// Persistent buses only: the consumer's position up to which popped values are in
+    /// the shard's log as durably as its fsync policy makes them. Written by the consumer
+    /// (Release, after the commit); read by a producer waiting in `publish_durable`
+    /// (Acquire). Untouched on a memory-only bus.
+    durable: CachePadded<AtomicU64>,
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    mask: u64,
+}
+
+// SAFETY: the ring hands each `T` from the producer thread to the consumer thread, so
+// `T: Send` is required and sufficient; slot access is partitioned by the head/tail
+// protocol (the producer writes only slots in `[tail, head + cap)`, the consumer reads
+// only slots in `[head, tail)`).
+unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: shared references reach only the atomics; slots are owned by the single
+// `Producer` or the single `Consumer` in turn, per the head/tail protocol above.
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+/// The producing end. `Send`, not `Clone`: exactly one exists per ring.
+pub struct Producer<T> {
+    ring: Arc<Ring<T>>,
+    /// The producer's own copy of `tail`.
+    tail: u64,
+    /// A lower bound of the consumer's `head`, refreshed when the ring looks full.
+    cached_head: u64,
+    closed: bool,
+}
+
+/// The consuming end. `Send`, not `Clone`: exactly one exists per ring.
+pub struct Consumer<T> {
+    ring: Arc<Ring<T>>,
+    /// The consumer's own copy of `head`.
+    head: u64,
+    /// A lower bound of the producer's `tail`.
+    cached_tail: u64,
+    /// Set by `close`: the consumer never reads at or past this position.
+    limit: Option<u64>,
+    /// The last value stored into `ring.durable` (only this consumer writes it).
+    durable: u64,
+}
+
+/// Makes a ring with `capacity` slots (a power of two) starting at position `start`
+/// (a multiple of [`STEP`]; tests start near `u64::MAX` to cross the wrap).
+pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
+    channel_in_mode(capacity, start, asym::mode())
+}
+
+/// [`channel`] with the fence mode given (`true` only once `asym::enable` chose it).
+fn channel_in_mode<T>(capacity: usize, start: u64, asym: bool) -> (Producer<T>, Consumer<T>) {
+    debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
+    let slots = (0..capacity)
+        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+        .collect();
+    let ring = Arc::new(Ring {
+        head: CachePadded::new(AtomicU64::new(start)),
+        tail: CachePadded::new(AtomicU64::new(start)),
+        close: CachePadded::new(CloseState {
+            closing: AtomicBool::new(false),
+            limit: AtomicU64::new(NO_LIMIT),
+        }),
+        asym,
+        producer_gone: AtomicBool::new(false),
+        durable: CachePadded::new(AtomicU64::new(start)),
+        slots,
+        mask: capacity as u64 - 1,
+    });
+    let producer = Producer {
+        ring: ring.clone(),
+        tail: start,
+        cached_head: start,
+        closed: false,
+    };
+    let consumer = Consumer {
+        ring,
+        head: start,
+        cached_tail: start,
+        limit: None,
+        durable: start,
+    };
+    (producer, consumer)
+}
+
+impl<T> Ring<T> {
+    fn span(&self) -> u64 {
+        (self.mask + 1) * STEP
+    }
+
+    /// Whether the ring holds nothing, as seen by a third thread (the shutdown
+    /// coordinator). `SeqCst`: these loads take part in the quiescence check's total
+    /// order with the shards' `idle`/`activity` stores (see `shutdown`).
+    pub fn is_empty_seqcst(&self) -> bool {
+        let tail = self.tail.load(Ordering::SeqCst);
+        self.head.load(Ordering::SeqCst) == tail
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self` means both ends are gone; `Arc`'s drop synchronised them.
+        let head = self.head.load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
+        let mut pos = head;
+        while pos != tail {
+            let slot = &self.slots[slot_index(pos, self.mask)];
+            // SAFETY: the ring's drop owns every slot (both ends are gone): positions in
+            // `[head, tail)` hold values pushed and never popped (undone pushes were
+            // subtracted from `tail`), each dropped here once.
+            slot.with_mut(|p| unsafe { (*p).assume_init_drop() });
+            pos = pos.wrapping_add(STEP);
+        }
+    }
+}
+
+mod consumer;
+mod producer;
+
+#[cfg(all(test, not(shardbus_loom)))]
+mod tests;

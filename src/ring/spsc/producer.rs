@@ -1,0 +1,196 @@
+//! The producing end of the SPSC ring: push, batch push, and the push's half of the close
+//! handshake.
+
+use super::*;
+
+impl<T> Producer<T> {
+    /// Pushes one value; never blocks.
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if self.closed {
+            return Err(PushError::Closed(value));
+        }
+        if self.free() == 0 {
+            self.refresh_head();
+            if self.is_closed_now() {
+                return Err(PushError::Closed(value));
+            }
+            if self.free() == 0 {
+                return Err(PushError::Full(value));
+            }
+        }
+        self.write(self.tail, value);
+        if self.commit(1) {
+            Ok(())
+        } else {
+            Err(PushError::Closed(
+                self.take_back(1).pop().unwrap_or_else(|| unreachable!()),
+            ))
+        }
+    }
+
+    /// Publishes the `n` values written from `self.tail` on. `false` if a close came
+    /// first: the values are still in their slots, for [`take_back`](Self::take_back).
+    #[inline]
+    fn commit(&mut self, n: u64) -> bool {
+        let next = self.tail.wrapping_add(n * STEP);
+        // Release: publishes the slot writes; pairs with the consumer's Acquire load of
+        // `tail` (`ready_up_to`, `close`).
+        self.ring.tail.store(next, Ordering::Release);
+        // The light side of the pair with `Consumer::close` (and with the shard's park,
+        // for the caller's load of the sleep flag): see the module docs.
+        asym::light(self.ring.asym);
+        // Ordered after the store above by the fence pair. Acquire: pairs with the
+        // Release store in `Consumer::close`, so `settle_close` sees the consumer's
+        // `head` as of the close.
+        if self.ring.close.closing.load(Ordering::Acquire) {
+            return self.settle_close(next);
+        }
+        self.tail = next;
+        true
+    }
+
+    /// A push that met a close: kept only if the agreed limit counts it.
+    #[cold]
+    fn settle_close(&mut self, next: u64) -> bool {
+        self.closed = true;
+        // Every earlier push saw `closing` unset, so the close's load of `tail` sees it
+        // (the fence pair): our position before this push is a limit both sides can
+        // agree on, unless the consumer popped into this push before it closed (it
+        // stops popping from the close until the limit is agreed, and its `head` as of
+        // the close is visible to us through `closing`). Acquire: pairs with the
+        // consumer's Release store of `head`.
+        let head = self.ring.head.load(Ordering::Acquire);
+        let mine = if reached(head, self.tail.wrapping_add(STEP)) {
+            next
+        } else {
+            self.tail
+        };
+        // If the consumer agreed first, its limit is our position or `next` (it loaded
+        // `tail` once, before or after our store). AcqRel/Acquire: the agreement is the
+        // only thing exchanged; nothing is read on the strength of it but the values
+        // the producer itself wrote.
+        let limit = match self.ring.close.limit.compare_exchange(
+            NO_LIMIT,
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => mine,
+            Err(agreed) => agreed,
+        };
+        if reached(limit, next) {
+            self.tail = next;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The position the next push takes: after a push, the position just past it.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Whether the consumer has declared everything before `target` durable (see
+    /// `Ring::durable`).
+    pub fn is_durable(&self, target: u64) -> bool {
+        // Acquire: pairs with the consumer's Release store in `publish_durable`, after
+        // its commit; what the caller does next happens after that commit.
+        reached(self.ring.durable.load(Ordering::Acquire), target)
+    }
+
+    /// Free slots, refreshing the cached `head` when the cache shows none.
+    /// `Err(())` once the ring is closed.
+    pub fn free_slots(&mut self) -> Result<usize, ()> {
+        if self.closed {
+            return Err(());
+        }
+        if self.free() == 0 {
+            self.refresh_head();
+            if self.is_closed_now() {
+                return Err(());
+            }
+        }
+        Ok(self.free() as usize)
+    }
+
+    /// Pushes exactly `n` values from `values` (`n` at most `free_slots()`, and
+    /// `values` yields at least `n`) with one atomic read-modify-write for all of them.
+    /// If the ring turns out to be closed the values are given back, in order.
+    pub fn push_n(&mut self, n: usize, values: impl Iterator<Item = T>) -> Result<(), Vec<T>> {
+        debug_assert!(n as u64 <= self.free());
+        let mut written = 0;
+        for value in values.take(n) {
+            self.write(self.tail.wrapping_add(written as u64 * STEP), value);
+            written += 1;
+        }
+        // As in `push`, one store and one fence for the whole batch.
+        if self.commit(written as u64) {
+            Ok(())
+        } else {
+            Err(self.take_back(written))
+        }
+    }
+
+    /// Free slots as far as this producer knows.
+    #[inline]
+    fn free(&self) -> u64 {
+        (self.ring.span() - self.tail.wrapping_sub(self.cached_head)) / STEP
+    }
+
+    fn refresh_head(&mut self) {
+        // Acquire: pairs with the consumer's Release store of `head`, so the consumer
+        // has finished moving values out of the slots we are about to reuse.
+        self.cached_head = self.ring.head.load(Ordering::Acquire);
+    }
+
+    fn is_closed_now(&mut self) -> bool {
+        // Relaxed is enough: a stale `false` only reports `Full` for a ring that is
+        // closing; a push decides for certain (`commit`).
+        if self.ring.close.closing.load(Ordering::Relaxed) {
+            self.closed = true;
+        }
+        self.closed
+    }
+
+    #[inline]
+    fn write(&mut self, pos: u64, value: T) {
+        let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
+        // SAFETY: this producer owns the slot: `pos` is in `[tail, cached_head + cap)`, so
+        // the consumer has released it (its Release store of `head` past it was
+        // Acquire-loaded into `cached_head`) and will not read it until our store of
+        // `tail` publishes it, and this producer is the ring's only writer.
+        slot.with_mut(|p| unsafe { (*p).write(value) });
+    }
+
+    /// Undoes the `n` writes of a push that a close refused. The consumer's limit is
+    /// `self.tail` and it never reads at or past it, so these slots are still ours.
+    #[cold]
+    fn take_back(&mut self, n: usize) -> Vec<T> {
+        self.closed = true;
+        let values = (0..n)
+            .map(|i| {
+                let slot = &self.ring.slots
+                    [slot_index(self.tail.wrapping_add(i as u64 * STEP), self.ring.mask)];
+                // SAFETY: this producer owns the slot: it wrote it in this push and the
+                // consumer's limit is at or before it (see above), so the value is
+                // initialised and no one else can reach it.
+                slot.with(|p| unsafe { (*p).assume_init_read() })
+            })
+            .collect();
+        // Restore `tail` to the positions that hold values, so `Ring::drop` drops
+        // exactly those. Relaxed: after closing the consumer reads values only up to its
+        // limit, and the final drop synchronises through `Arc`.
+        self.ring.tail.store(self.tail, Ordering::Relaxed);
+        values
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Release: the consumer's Acquire load of `producer_gone` followed by a load of
+        // `tail` then sees every push of this producer.
+        self.ring.producer_gone.store(true, Ordering::Release);
+    }
+}
