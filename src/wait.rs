@@ -21,10 +21,10 @@ pub enum WaitStrategy {
 /// (shards do not signal freed space, so a publisher polls; the sleep bounds its CPU).
 ///
 /// After the back-off completes it keeps yielding for [`YIELDS_BEFORE_SLEEP`] more polls
-/// before it sleeps: a shard frees a batch of slots every few microseconds, and a publisher
-/// that slept (20 µs asked, 60–80 µs taken with Linux's timer slack) let the shard drain the
-/// lane dry and park, so every lane-full turned into a park/unpark cycle. A publisher facing
-/// a stuck shard still falls back to sleeping after about a millisecond of yields.
+/// before it sleeps: a shard frees a batch of slots far sooner than a sleep returns (timer
+/// slack stretches it), and a publisher that slept let the shard drain the lane dry and
+/// park, so every lane-full turned into a park/unpark cycle. A publisher facing a stuck
+/// shard still falls back to sleeping after about a millisecond of yields.
 pub(crate) fn publisher_pause(backoff: &Backoff) {
     if backoff.is_completed() {
         #[cfg(not(shardbus_loom))]

@@ -228,9 +228,9 @@ impl SegmentWriter {
 
     /// Reserves the segment's disk space up to `len` bytes (see
     /// [`StorageFile::preallocate`]). Without it each append into a new segment makes the
-    /// filesystem reserve blocks page by page, on the shard thread (docs/benchmarks.md: ~71
-    /// against ~54 ns per 312-byte record). A failure costs only
-    /// that speed, so it is logged and otherwise ignored.
+    /// filesystem reserve blocks page by page, on the shard thread (docs/benchmarks.md, "The
+    /// append floor"). A failure costs only that speed, so it is logged and otherwise
+    /// ignored.
     pub(crate) fn preallocate(&mut self, len: u64) {
         if let Err(e) = self.file.preallocate(len) {
             tracing::debug!(

@@ -1,7 +1,7 @@
 //! Opt-in persistence: the public configuration ([`Persistence`],
 //! [`OnShardCountChange`]), opening a bus directory at `build()` (`open.rs`: its layout
 //! file, recovery of every shard's log, resharding) and a persistent shard's write-ahead
-//! state (`wal.rs`).
+//! state (`wal/`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -30,11 +30,10 @@ use inputs::Inputs;
 const BATCH: usize = 256;
 
 /// [`BATCH`] for a persistent shard. Each of its passes writes what it drained to the log in
-/// one `write`, and the kernel's cost per record falls as that write grows (312-byte records
-/// into a fresh file on the ext4 of docs/benchmarks.md, `cli/examples/append_cost.rs`: ~98 ns
-/// at 256 per write, ~71 ns at 1,024), so it takes more per input and pass. Still bounded,
-/// so no input waits long behind another. The bench's raw baseline (`SHARD_BATCH` in the CLI)
-/// uses the same number.
+/// one `write`, and the kernel's cost per record falls as that write grows (measured in
+/// docs/benchmarks.md, "The append floor"), so it takes more per input and pass. Still
+/// bounded, so no input waits long behind another. The bench's raw baseline
+/// (`SHARD_BATCH` in the bench crate) uses the same number.
 const LOG_BATCH: usize = 1024;
 
 /// [`Shard::slip`]: a pass that moved fewer items than this, with more already waiting...
