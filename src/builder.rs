@@ -47,6 +47,23 @@ struct PreSub<T> {
     policy: Supervision,
 }
 
+impl<T> std::fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("shards", &self.shards)
+            .field("capacity", &self.capacity)
+            .field("lane_capacity", &self.lane_capacity)
+            .field("pin", &self.pin)
+            .field("wait", &self.wait)
+            .field("thread_name", &self.thread_name)
+            .field("dead_letter", &self.dead_letter.is_some())
+            .field("drop_timeout", &self.drop_timeout)
+            .field("subscriptions", &self.subs.len())
+            .field("persist", &self.persist.as_ref().map(|(p, _)| p))
+            .finish()
+    }
+}
+
 impl<T: Send + 'static> Bus<T> {
     /// A builder with the defaults (see [`Builder`]).
     pub fn builder() -> Builder<T> {

@@ -89,6 +89,7 @@ pub enum Error {
 /// The error of a blocking publish: the bus is closed, or the topic is invalid. The
 /// message is given back.
 #[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum PublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
@@ -98,6 +99,7 @@ pub enum PublishError<T> {
 
 /// The error of a non-blocking publish. The message is given back.
 #[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum TryPublishError<T> {
     /// The target inbox is full right now.
     Full(T),
@@ -111,6 +113,7 @@ pub enum TryPublishError<T> {
 /// [`Publisher::publish_durable`](crate::Publisher::publish_durable). Every variant but
 /// `Unconfirmed` gives the message back: it was not accepted.
 #[derive(PartialEq, Eq, Clone, Copy)]
+#[non_exhaustive]
 pub enum DurableError<T> {
     /// The bus is shutting down or has shut down, or the target shard's log has failed
     /// (see [`Bus::log_error`](crate::Bus::log_error)) and its intake is closed.
@@ -128,11 +131,43 @@ pub enum DurableError<T> {
 
 impl<T> DurableError<T> {
     /// Takes the message back, if it was not accepted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = shardbus::Bus::<String>::builder().shards(1).build()?; // memory-only
+    /// let err = bus.publish_durable("orders", "o-1".to_string()).unwrap_err();
+    /// assert!(err.is_not_persistent());
+    /// assert_eq!(err.into_inner().as_deref(), Some("o-1"));
+    /// # Ok(()) }
+    /// ```
     pub fn into_inner(self) -> Option<T> {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::NotPersistent(t) => Some(t),
             Self::Unconfirmed => None,
         }
+    }
+
+    /// Whether the bus was closed (or the shard's log had failed) and the message was not
+    /// accepted.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed(_))
+    }
+
+    /// Whether the topic name was invalid.
+    pub fn is_invalid_topic(&self) -> bool {
+        matches!(self, Self::InvalidTopic(_))
+    }
+
+    /// Whether the bus has no persistence.
+    pub fn is_not_persistent(&self) -> bool {
+        matches!(self, Self::NotPersistent(_))
+    }
+
+    /// Whether the message was accepted but never confirmed durable.
+    pub fn is_unconfirmed(&self) -> bool {
+        matches!(self, Self::Unconfirmed)
     }
 }
 
@@ -164,15 +199,47 @@ impl<T> std::error::Error for DurableError<T> {}
 
 impl<T> PublishError<T> {
     /// Takes the message back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = shardbus::Bus::<String>::builder().shards(1).build()?;
+    /// let err = bus.publish("", "o-1".to_string()).unwrap_err(); // an empty topic name
+    /// assert!(err.is_invalid_topic());
+    /// assert_eq!(err.into_inner(), "o-1");
+    /// # Ok(()) }
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) => t,
         }
     }
+
+    /// Whether the bus was closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed(_))
+    }
+
+    /// Whether the topic name was invalid.
+    pub fn is_invalid_topic(&self) -> bool {
+        matches!(self, Self::InvalidTopic(_))
+    }
 }
 
 impl<T> TryPublishError<T> {
     /// Takes the message back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = shardbus::Bus::<u32>::builder().shards(1).build()?;
+    /// let err = bus.try_publish("", 7).unwrap_err(); // an empty topic name
+    /// assert!(err.is_invalid_topic() && !err.is_full());
+    /// assert_eq!(err.into_inner(), 7);
+    /// # Ok(()) }
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             Self::Full(t) | Self::Closed(t) | Self::InvalidTopic(t) => t,
@@ -187,6 +254,11 @@ impl<T> TryPublishError<T> {
     /// Whether the bus was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))
+    }
+
+    /// Whether the topic name was invalid.
+    pub fn is_invalid_topic(&self) -> bool {
+        matches!(self, Self::InvalidTopic(_))
     }
 }
 

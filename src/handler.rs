@@ -61,6 +61,7 @@ where
 /// In every case the panic is caught and counted, and the message goes with the panic
 /// text to the dead-letter handler; the shard and the topic's other actors go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Supervision {
     /// Keep the actor as it is and go on with the next message. The default of
     /// [`Bus::subscribe`](crate::Bus::subscribe) and
@@ -81,6 +82,17 @@ pub struct Context<'a, T> {
     pub(crate) subscription: SubscriptionId,
     pub(crate) out: &'a mut Outbox<T>,
     pub(crate) replay: bool,
+}
+
+impl<T> std::fmt::Debug for Context<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("topic", &self.topic.as_str())
+            .field("shard", &self.out.shard())
+            .field("subscription", &self.subscription)
+            .field("replay", &self.replay)
+            .finish()
+    }
 }
 
 impl<T> Context<'_, T> {

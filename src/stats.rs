@@ -162,6 +162,7 @@ impl ShardCounters {
 /// One handler call in 64 is timed (the time of all of a message's subscribers);
 /// percentiles are bucket upper bounds with 12.5% resolution, capped at the true maximum.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandlerTime {
     /// Timed calls.
     pub samples: u64,
@@ -210,6 +211,7 @@ pub struct ShardStats {
 
 /// A snapshot of every shard's counters. See [`Bus::stats`](crate::Bus::stats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// One entry per shard, in shard order.
     pub shards: Vec<ShardStats>,

@@ -4,6 +4,7 @@ use crate::sync::Backoff;
 
 /// What a shard thread does when it finds no work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum WaitStrategy {
     /// Spin on the inbox. Lowest latency; the shard's core stays at 100%.
     BusySpin,

@@ -25,6 +25,7 @@ pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
 /// Under every policy the log also syncs before starting a new segment and before writing a
 /// checkpoint, so a durable checkpoint never points past the durable end of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FsyncPolicy {
     /// Never sync for durability: only at segment roll and before a checkpoint. Power loss may
     /// lose every record appended since the last of those (the OS writes dirty pages back on

@@ -166,6 +166,7 @@ impl Iterator for Reader {
 
 /// What [`inspect`] found in one segment file.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct SegmentInfo {
     /// The segment file.
     pub path: PathBuf,

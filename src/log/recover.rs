@@ -42,6 +42,7 @@ impl Default for RecoveryOptions {
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Segments kept.
     pub segments: usize,
@@ -60,6 +61,7 @@ pub struct RecoveryReport {
 
 /// What [`RecoveryOptions::truncate_on_corruption`] cut away.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Truncation {
     /// The segment holding the first damaged record.
     pub path: PathBuf,

@@ -16,6 +16,7 @@ pub(crate) use open::open;
 
 /// What `build()` does when the bus directory was written with another shard count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OnShardCountChange {
     /// Re-route every unfinished record into a new layout with the current shard count
     /// (crash-safe; see [`Persistence`]). The default.
