@@ -4,15 +4,15 @@
 //! was handled, dead-lettered, given back or left undrained by a deadline), and the
 //! `ShutdownReport` of a deadline shutdown.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{name_on_shard, PATIENCE};
 use shardbus::{Bus, Context, PublishError, Publisher, Topic, TryPublishError};
-
-/// Bounds every wait on another thread: a bug shows as a failure, not a hang.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------
 // A message that accounts for its own destruction
@@ -123,14 +123,6 @@ fn subscribe_counting(bus: &Bus<Tracked>, topic: &str, ledger: &Arc<Ledger>) {
         ledger.handle(m);
     })
     .unwrap();
-}
-
-/// The first name `prefix-i` routed to `shard`.
-fn name_on_shard<T: Send + 'static>(bus: &Bus<T>, prefix: &str, shard: usize) -> String {
-    (0..100_000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|n| bus.shard_of(n).unwrap().index() == shard)
-        .unwrap_or_else(|| panic!("no topic on shard {shard}"))
 }
 
 // ---------------------------------------------------------------------------------

@@ -7,85 +7,19 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{assert_quiescent_stats, bus, name_on_shard, names, Log, PATIENCE};
 use shardbus::{
     Bus, Context, DeadLetterReason, Error, Handler, PublishError, ShardId, Stats, SubscriptionId,
     Supervision, Topic, TryPublishError, WaitStrategy,
 };
-
-/// Bounds every wait on another thread: a bug shows as a failure, not a hang.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------
-// Shared helpers
-// ---------------------------------------------------------------------------------
-
-/// A log other threads can wait on.
-struct Log<T> {
-    items: Mutex<Vec<T>>,
-    grew: Condvar,
-}
-
-impl<T: Clone> Log<T> {
-    fn new() -> Arc<Self> {
-        Arc::new(Self {
-            items: Mutex::new(Vec::new()),
-            grew: Condvar::new(),
-        })
-    }
-
-    fn push(&self, item: T) {
-        self.items.lock().unwrap().push(item);
-        self.grew.notify_all();
-    }
-
-    fn snapshot(&self) -> Vec<T> {
-        self.items.lock().unwrap().clone()
-    }
-
-    /// Waits until the log holds at least `n` items.
-    fn wait_len(&self, n: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        let mut items = self.items.lock().unwrap();
-        while items.len() < n {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("waited for {n} items, have {}", items.len()));
-            items = self.grew.wait_timeout(items, left).unwrap().0;
-        }
-    }
-}
-
-/// `count` topic names `prefix-0`, `prefix-1`, ...
-fn names(prefix: &str, count: usize) -> Vec<String> {
-    (0..count).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-/// The first name `prefix-i` routed to `shard`.
-fn name_on_shard<T: Send + 'static>(bus: &Bus<T>, prefix: &str, shard: usize) -> String {
-    (0..100_000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|n| bus.shard_of(n).unwrap().index() == shard)
-        .unwrap_or_else(|| panic!("no topic on shard {shard}"))
-}
-
-fn assert_quiescent_stats(stats: &Stats) {
-    for s in &stats.shards {
-        assert_eq!(
-            s.received,
-            s.handled + s.unrouted,
-            "shard {}: received = handled + unrouted",
-            s.shard
-        );
-        assert_eq!(s.dropped, 0, "shard {}: nothing dropped", s.shard);
-        assert_eq!(s.queue_depth, 0, "shard {}: nothing queued", s.shard);
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Exactly once, in order, under load
@@ -903,11 +837,7 @@ fn msgs(range: std::ops::Range<u32>) -> Vec<Ev> {
 
 #[test]
 fn handler_lifecycle_runs_start_messages_stop_once_each_in_order() {
-    let bus = Bus::<u32>::builder()
-        .shards(2)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let bus = bus(2);
     let (actor, log) = lifecycle_actor(&bus, "life");
     let seen_id = actor.id.clone();
     let id = bus.subscribe_actor("life", actor).unwrap();
@@ -929,11 +859,7 @@ fn handler_lifecycle_runs_start_messages_stop_once_each_in_order() {
 
 #[test]
 fn unsubscribe_stops_delivery_runs_on_stop_and_is_not_repeatable() {
-    let bus = Bus::<u32>::builder()
-        .shards(2)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let bus = bus(2);
     let (actor, a_log) = lifecycle_actor(&bus, "u");
     let a = bus.subscribe_actor("u", actor).unwrap();
     let b_log = Log::new();
@@ -1008,16 +934,8 @@ fn unsubscribe_stops_delivery_runs_on_stop_and_is_not_repeatable() {
 /// out": an id from another bus must not end a subscription of this one.
 #[test]
 fn a_subscription_id_from_another_bus_is_unknown() {
-    let first = Bus::<u32>::builder()
-        .shards(2)
-        .pin_threads(false)
-        .build()
-        .unwrap();
-    let second = Bus::<u32>::builder()
-        .shards(2)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let first = bus(2);
+    let second = bus(2);
     let foreign = first
         .subscribe("t", |_: &mut Context<'_, u32>, _: &u32| {})
         .unwrap();
@@ -1042,16 +960,8 @@ fn a_subscription_id_from_another_bus_is_unknown() {
 
 #[test]
 fn a_subscription_id_for_a_shard_this_bus_lacks_is_unknown() {
-    let wide = Bus::<u32>::builder()
-        .shards(8)
-        .pin_threads(false)
-        .build()
-        .unwrap();
-    let narrow = Bus::<u32>::builder()
-        .shards(2)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let wide = bus(8);
+    let narrow = bus(2);
     let topic = name_on_shard(&wide, "far", 7);
     let id = wide
         .subscribe(topic.as_str(), |_: &mut Context<'_, u32>, _: &u32| {})
@@ -1174,11 +1084,7 @@ fn try_publish_on_a_full_inbox_gives_the_very_message_back() {
 
 #[test]
 fn names_strings_and_topic_handles_route_alike() {
-    let bus = Bus::<u32>::builder()
-        .shards(4)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let bus = bus(4);
     let log = Log::new();
     let sink = log.clone();
     bus.subscribe("orders", move |ctx: &mut Context<'_, u32>, m: &u32| {
@@ -1206,16 +1112,8 @@ fn names_strings_and_topic_handles_route_alike() {
 
 #[test]
 fn routing_is_the_same_for_buses_with_the_same_shard_count() {
-    let a = Bus::<u32>::builder()
-        .shards(5)
-        .pin_threads(false)
-        .build()
-        .unwrap();
-    let b = Bus::<u32>::builder()
-        .shards(5)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let a = bus(5);
+    let b = bus(5);
     let mut used = [false; 5];
     for name in names("route", 500) {
         let s = a.shard_of(&name).unwrap();
@@ -1229,16 +1127,8 @@ fn routing_is_the_same_for_buses_with_the_same_shard_count() {
 
 #[test]
 fn topic_handles_from_a_bus_with_another_shard_count_are_rerouted() {
-    let wide = Bus::<u32>::builder()
-        .shards(8)
-        .pin_threads(false)
-        .build()
-        .unwrap();
-    let narrow = Bus::<u32>::builder()
-        .shards(3)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let wide = bus(8);
+    let narrow = bus(3);
     // Topics whose shard on the wide bus does not exist on the narrow one.
     let foreign: Vec<Topic> = (0..)
         .map(|i| wide.topic(&format!("re-{i}")).unwrap())
@@ -1280,16 +1170,8 @@ fn topic_handles_from_a_bus_with_another_shard_count_are_rerouted() {
 /// own subscribers: a stale per-thread cache from the other bus would misdeliver.
 #[test]
 fn one_thread_publishing_by_name_to_two_buses_reaches_each_bus() {
-    let a = Bus::<u32>::builder()
-        .shards(2)
-        .pin_threads(false)
-        .build()
-        .unwrap();
-    let b = Bus::<u32>::builder()
-        .shards(3)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let a = bus(2);
+    let b = bus(3);
     let topics = names("both", 20);
     let (log_a, log_b) = (Log::new(), Log::new());
     // Subscribe in opposite orders, so the two buses number their topics differently.
@@ -1410,11 +1292,7 @@ fn topics_first_seen_concurrently_are_interned_once() {
 #[test]
 fn statistics_add_up_at_quiescence() {
     const SHARDS: usize = 3;
-    let bus = Bus::<u32>::builder()
-        .shards(SHARDS)
-        .pin_threads(false)
-        .build()
-        .unwrap();
+    let bus = bus(SHARDS);
     let subscribed = names("sub", 12);
     let unsubscribed = names("none", 6);
     for (i, name) in subscribed.iter().enumerate() {
