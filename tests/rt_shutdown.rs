@@ -7,123 +7,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{name_on_shard, PATIENCE};
+use common::{name_on_shard, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE};
 use shardbus::{Bus, Context, PublishError, Publisher, Topic, TryPublishError};
-
-// ---------------------------------------------------------------------------------
-// A message that accounts for its own destruction
-// ---------------------------------------------------------------------------------
-
-/// Every `Tracked` message made, handled and dropped, by id.
-struct Ledger {
-    created: AtomicU32,
-    handled: Vec<AtomicU32>,
-    drops: Vec<AtomicU32>,
-    dropped_total: Mutex<u64>,
-    dropped_more: Condvar,
-}
-
-struct Tracked {
-    id: u32,
-    ledger: Arc<Ledger>,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.ledger.drops[self.id as usize].fetch_add(1, Relaxed);
-        *self.ledger.dropped_total.lock().unwrap() += 1;
-        self.ledger.dropped_more.notify_all();
-    }
-}
-
-impl Ledger {
-    fn new(capacity: u32) -> Arc<Self> {
-        Arc::new(Self {
-            created: AtomicU32::new(0),
-            handled: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            drops: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            dropped_total: Mutex::new(0),
-            dropped_more: Condvar::new(),
-        })
-    }
-
-    fn make(self: &Arc<Self>) -> Tracked {
-        let id = self.created.fetch_add(1, Relaxed);
-        assert!((id as usize) < self.drops.len(), "ledger too small");
-        Tracked {
-            id,
-            ledger: self.clone(),
-        }
-    }
-
-    /// Called by handlers.
-    fn handle(&self, m: &Tracked) {
-        self.handled[m.id as usize].fetch_add(1, Relaxed);
-    }
-
-    fn created(&self) -> u32 {
-        self.created.load(Relaxed)
-    }
-
-    fn handled(&self, id: u32) -> u32 {
-        self.handled[id as usize].load(Relaxed)
-    }
-
-    fn handled_total(&self) -> u64 {
-        self.handled
-            .iter()
-            .map(|h| u64::from(h.load(Relaxed)))
-            .sum()
-    }
-
-    /// Every message created was dropped exactly once (and nothing else was).
-    fn assert_dropped_once(&self) {
-        let created = self.created() as usize;
-        let bad: Vec<(usize, u32)> = self
-            .drops
-            .iter()
-            .map(|d| d.load(Relaxed))
-            .enumerate()
-            .filter(|&(id, n)| n != u32::from(id < created))
-            .take(10)
-            .collect();
-        assert!(
-            bad.is_empty(),
-            "{created} created; ids dropped other than once (id, drops): {bad:?}"
-        );
-    }
-
-    /// Waits until every message created has been dropped (by a detached shard).
-    fn wait_all_dropped(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        let mut total = self.dropped_total.lock().unwrap();
-        while *total < u64::from(self.created()) {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("{} of {} dropped", *total, self.created()));
-            total = self.dropped_more.wait_timeout(total, left).unwrap().0;
-        }
-    }
-}
-
-fn tracked_bus(shards: usize) -> shardbus::Builder<Tracked> {
-    Bus::<Tracked>::builder()
-        .shards(shards)
-        .pin_threads(false)
-        .drop_timeout(PATIENCE)
-}
-
-fn subscribe_counting(bus: &Bus<Tracked>, topic: &str, ledger: &Arc<Ledger>) {
-    let ledger = ledger.clone();
-    bus.subscribe(topic, move |_: &mut Context<'_, Tracked>, m: &Tracked| {
-        ledger.handle(m);
-    })
-    .unwrap();
-}
 
 // ---------------------------------------------------------------------------------
 // Graceful drain

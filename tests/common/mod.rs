@@ -3,12 +3,14 @@
 //!
 //! - `rt`: buses for the `rt_*` tests (`bus`, `PATIENCE`, `names`, `name_on_shard`,
 //!   `assert_quiescent_stats`);
+//! - `ledger`: `Tracked` messages that account for their own destruction;
 //! - `recorder`: `Log<T>`, what handlers saw, for the test thread to wait on;
 //! - `shard_log`: records to append to a `ShardLog` and read back (the `log_*` tests);
 //! - `dir`: `TestDir`, a temporary directory on the real filesystem.
 #![allow(dead_code)] // each test binary uses a different subset
 
 mod dir;
+mod ledger;
 mod recorder;
 mod rt;
 mod shard_log;
@@ -17,6 +19,7 @@ mod shard_log;
 #[allow(unused_imports)]
 pub use self::{
     dir::TestDir,
+    ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
     recorder::Log,
     rt::{assert_quiescent_stats, bus, name_on_shard, names, PATIENCE},
     shard_log::{config, expected, read_all, refs, sim_open, Msg},
