@@ -9,101 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::persist::{
+    builder, crash, expected_per_topic, first_shard, meta, per_topic, persistence, publish, seen,
+    topic, wait_seen, Seen, DIR, TOPICS,
+};
 use shardbus::log::{
-    read_meta, CorruptReason, FsyncPolicy, LogError, Reader, RetentionLimit, Seq, SimStorage,
-    Storage,
+    CorruptReason, FsyncPolicy, LogError, Reader, RetentionLimit, Seq, SimStorage, Storage,
 };
 use shardbus::{
-    Builder, Bus, Context, DeadLetterReason, DurableError, Error, OnShardCountChange, Persistence,
-    PublishError, ShardId,
+    Bus, Context, DeadLetterReason, DurableError, Error, OnShardCountChange, Persistence,
+    PublishError,
 };
-
-const DIR: &str = "/bus";
-const TOPICS: usize = 20;
-
-fn topic(i: usize) -> String {
-    format!("t{:02}", i % TOPICS)
-}
-
-/// (topic, message, replay?) as the handlers saw them, in order per shard.
-type Seen = Arc<Mutex<Vec<(String, String, bool)>>>;
-
-/// No checkpoint during the test: only a clean shutdown writes one.
-fn persistence(sim: &SimStorage) -> Persistence {
-    Persistence::new(DIR)
-        .storage(Arc::new(sim.clone()))
-        .checkpoint_every(u64::MAX, Duration::from_secs(3600))
-}
-
-fn builder(shards: usize, p: Persistence, seen: &Seen) -> Builder<String> {
-    let mut b = Bus::<String>::builder()
-        .shards(shards)
-        .pin_threads(false)
-        .persist(p);
-    for t in 0..TOPICS {
-        let seen = seen.clone();
-        b = b.subscribe(
-            topic(t),
-            move |ctx: &mut Context<'_, String>, m: &String| {
-                seen.lock()
-                    .unwrap()
-                    .push((ctx.topic().to_owned(), m.clone(), ctx.is_replay()));
-            },
-        );
-    }
-    b
-}
-
-fn seen() -> Seen {
-    Arc::new(Mutex::new(Vec::new()))
-}
-
-/// Publishes `n` numbered messages from `from` round-robin over the topics, durably.
-fn publish(bus: &Bus<String>, from: usize, n: usize) {
-    let mut p = bus.publisher();
-    for i in from..from + n {
-        p.publish(topic(i), i.to_string()).unwrap();
-    }
-    p.wait_durable().unwrap();
-}
-
-/// Waits until the handlers have seen `n` messages.
-fn wait_seen(seen: &Seen, n: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while seen.lock().unwrap().len() < n {
-        assert!(std::time::Instant::now() < deadline, "handlers stalled");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// A crash of the process: the bus's threads are abandoned (never shut down, no final
-/// checkpoint), and `crash` (power loss or not) kills their file handles.
-fn crash(bus: Bus<String>, sim: &SimStorage, tear: Option<usize>) {
-    std::mem::forget(bus);
-    sim.crash(tear);
-}
-
-/// Every message number the handlers saw, per topic, in order; and whether all were
-/// replays.
-fn per_topic(seen: &Seen) -> (Vec<Vec<usize>>, bool) {
-    let mut by = vec![Vec::new(); TOPICS];
-    let mut all_replay = true;
-    for (t, m, r) in seen.lock().unwrap().iter() {
-        let n: usize = m.parse().unwrap();
-        assert_eq!(*t, topic(n));
-        by[n % TOPICS].push(n);
-        all_replay &= *r;
-    }
-    (by, all_replay)
-}
-
-fn expected_per_topic(range: std::ops::Range<usize>) -> Vec<Vec<usize>> {
-    let mut by = vec![Vec::new(); TOPICS];
-    for n in range {
-        by[n % TOPICS].push(n);
-    }
-    by
-}
 
 #[test]
 fn replay_runs_at_build_before_new_messages_and_a_clean_shutdown_checkpoints() {
@@ -247,10 +163,6 @@ fn power_loss_keeps_every_confirmed_message() {
         }
         bus.shutdown();
     }
-}
-
-fn meta(sim: &SimStorage) -> shardbus::log::BusMeta {
-    read_meta(sim, Path::new(DIR)).unwrap().unwrap()
 }
 
 /// Writes 40 handled-and-checkpointed messages, then 200 unfinished ones, with 4 shards.
@@ -643,15 +555,6 @@ fn retention_deletes_handled_segments_and_the_reader_reads_from_a_seq() {
         .collect();
     let want: Vec<(u64, String)> = (95..100).map(|i| (i, i.to_string())).collect();
     assert_eq!(got, want);
-}
-
-fn first_shard() -> ShardId {
-    Bus::<String>::builder()
-        .shards(1)
-        .build()
-        .unwrap()
-        .shard_of("any")
-        .unwrap()
 }
 
 /// A message an actor publishes onward to another shard lives in memory until that

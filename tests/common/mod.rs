@@ -4,6 +4,8 @@
 //! - `rt`: buses for the `rt_*` tests (`bus`, `PATIENCE`, `names`, `name_on_shard`,
 //!   `assert_quiescent_stats`);
 //! - `ledger`: `Tracked` messages that account for their own destruction;
+//! - `persist`: a persistent bus on `SimStorage` for the `persist_*` tests (not
+//!   re-exported: its names are short and generic, `persist::builder`, `persist::seen`);
 //! - `recorder`: `Log<T>`, what handlers saw, for the test thread to wait on;
 //! - `shard_log`: records to append to a `ShardLog` and read back (the `log_*` tests);
 //! - `dir`: `TestDir`, a temporary directory on the real filesystem.
@@ -11,6 +13,7 @@
 
 mod dir;
 mod ledger;
+pub mod persist;
 mod recorder;
 mod rt;
 mod shard_log;
