@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 
-use common::{assert_quiescent_stats, name_on_shard, Log, PATIENCE};
+use common::{assert_quiescent_stats, name_on_shard, not_exactly_once, Log, PATIENCE};
 use shardbus::{Bus, Context, Handler, PublishError, ShardId, Topic, TryPublishError};
 
 /// One side of a ping-pong: checks its context, forwards `n + 1` until `last`.
@@ -167,14 +167,7 @@ impl HopRing {
             0,
             "misrouted hop or failed publish"
         );
-        let bad: Vec<(usize, u32)> = self
-            .deliveries
-            .iter()
-            .map(|d| d.load(Relaxed))
-            .enumerate()
-            .filter(|&(_, n)| n != 1)
-            .take(10)
-            .collect();
+        let bad = not_exactly_once(&self.deliveries);
         assert!(bad.is_empty(), "hops seen other than once: {bad:?}");
         let logs = self.logs.lock().unwrap();
         assert_eq!(logs.len(), self.topics.len(), "on_stop once per actor");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use common::{assert_quiescent_stats, names, Log};
+use common::{assert_quiescent_stats, names, not_exactly_once, Log};
 use shardbus::{Bus, Context, Handler, ShardId, Stats, Topic, TryPublishError, WaitStrategy};
 
 // ---------------------------------------------------------------------------------
@@ -100,14 +100,7 @@ impl Load {
     fn verify(&self, stats: &Stats, shards: &[ShardId]) {
         assert_eq!(self.misroutes.load(Relaxed), 0, "misrouted messages");
         assert_eq!(self.double_stops.load(Relaxed), 0, "on_stop ran twice");
-        let bad: Vec<(usize, u32)> = self
-            .deliveries
-            .iter()
-            .map(|d| d.load(Relaxed))
-            .enumerate()
-            .filter(|&(_, n)| n != 1)
-            .take(10)
-            .collect();
+        let bad = not_exactly_once(&self.deliveries);
         assert!(
             bad.is_empty(),
             "message ids delivered other than once (id, times): {bad:?}"

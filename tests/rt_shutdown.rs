@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
-use common::{name_on_shard, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE};
+use common::{
+    name_on_shard, not_exactly_once, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE,
+};
 use shardbus::{Bus, Context, PublishError, Publisher, Topic, TryPublishError};
 
 // ---------------------------------------------------------------------------------
@@ -284,13 +286,7 @@ fn shutdown_follows_what_actors_publish_onward() {
         }
         let stats = bus.shutdown();
         assert_eq!(faults.load(Relaxed), 0, "round {round}");
-        let bad: Vec<(usize, u32)> = deliveries
-            .iter()
-            .map(|d| d.load(Relaxed))
-            .enumerate()
-            .filter(|&(_, n)| n != 1)
-            .take(10)
-            .collect();
+        let bad = not_exactly_once(&deliveries);
         assert!(
             bad.is_empty(),
             "round {round}: (token*hops+hop, times) {bad:?}"

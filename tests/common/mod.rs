@@ -2,7 +2,7 @@
 //! includes this module (`mod common;`) and uses a different subset of it.
 //!
 //! - `rt`: buses for the `rt_*` tests (`bus`, `PATIENCE`, `names`, `name_on_shard`,
-//!   `assert_quiescent_stats`);
+//!   `assert_quiescent_stats`, `not_exactly_once`);
 //! - `ledger`: `Tracked` messages that account for their own destruction;
 //! - `persist`: a persistent bus on `SimStorage` for the `persist_*` tests (not
 //!   re-exported: its names are short and generic, `persist::builder`, `persist::seen`);
@@ -24,6 +24,6 @@ pub use self::{
     dir::TestDir,
     ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
     recorder::Log,
-    rt::{assert_quiescent_stats, bus, name_on_shard, names, PATIENCE},
+    rt::{assert_quiescent_stats, bus, name_on_shard, names, not_exactly_once, PATIENCE},
     shard_log::{config, expected, read_all, refs, sim_open, Msg},
 };

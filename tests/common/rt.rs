@@ -1,6 +1,7 @@
 //! Buses for the `rt_*` tests: how to build one, how long to wait on it, which topic
 //! names land where, and what its statistics must say once it is quiet.
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
 use shardbus::{Bus, Stats};
@@ -44,4 +45,16 @@ pub fn assert_quiescent_stats(stats: &Stats) {
         assert_eq!(s.dropped, 0, "shard {}: nothing dropped", s.shard);
         assert_eq!(s.queue_depth, 0, "shard {}: nothing queued", s.shard);
     }
+}
+
+/// The exactly-once check of a counter per message id: the first ten `(id, count)`
+/// pairs whose count is not 1, empty when every id was counted exactly once.
+pub fn not_exactly_once(counters: &[AtomicU32]) -> Vec<(usize, u32)> {
+    counters
+        .iter()
+        .map(|d| d.load(Relaxed))
+        .enumerate()
+        .filter(|&(_, n)| n != 1)
+        .take(10)
+        .collect()
 }
