@@ -25,5 +25,5 @@ pub use self::{
     ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
     recorder::Log,
     rt::{assert_quiescent_stats, bus, name_on_shard, names, not_exactly_once, PATIENCE},
-    shard_log::{config, expected, read_all, refs, sim_open, Msg},
+    shard_log::{config, expected, read_all, refs, seq_of, sim_open, Msg},
 };

@@ -81,3 +81,14 @@ pub fn read_all(storage: Arc<dyn Storage>, dir: &Path) -> Vec<Record> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// The first sequence number of a segment, from its file name (`00000000000000000030.log`).
+pub fn seq_of(path: &Path) -> u64 {
+    path.file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(".log")
+        .parse()
+        .unwrap()
+}
