@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests, each written once. Every test binary
-//! includes this module (`mod common;`) and uses a different subset of it.
+//! includes this module (`mod common;`, or `#[path = "../common/mod.rs"] mod common;` in
+//! a family's `main.rs`) and uses a different subset of it.
 //!
-//! - `rt`: buses for the `rt_*` tests (`bus`, `PATIENCE`, `names`, `name_on_shard`,
-//!   `assert_quiescent_stats`, `not_exactly_once`);
+//! - `rt`: buses for the runtime tests, `tests/rt/` (`bus`, `PATIENCE`, `names`,
+//!   `name_on_shard`, `assert_quiescent_stats`, `not_exactly_once`);
 //! - `ledger`: `Tracked` messages that account for their own destruction;
-//! - `persist`: a persistent bus on `SimStorage` for the `persist_*` tests (not
-//!   re-exported: its names are short and generic, `persist::builder`, `persist::seen`);
+//! - `persist`: a persistent bus on `SimStorage` for `tests/persist/` (not re-exported:
+//!   its names are short and generic, `persist::builder`, `persist::seen`);
 //! - `recorder`: `Log<T>`, what handlers saw, for the test thread to wait on;
 //! - `shard_log`: records to append to a `ShardLog` and read back (the `log_*` tests);
 //! - `dir`: `TestDir`, a temporary directory on the real filesystem.

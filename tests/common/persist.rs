@@ -1,4 +1,4 @@
-//! A persistent bus on `SimStorage` for the `persist_*` tests: `TOPICS` topics whose
+//! A persistent bus on `SimStorage` for the persistence tests: `TOPICS` topics whose
 //! handlers record what they saw (`Seen`), durable publishing, a simulated crash, and
 //! the per-topic view of what was seen against what was published.
 

@@ -1,4 +1,4 @@
-//! Buses for the `rt_*` tests: how to build one, how long to wait on it, which topic
+//! Buses for the runtime tests: how to build one, how long to wait on it, which topic
 //! names land where, and what its statistics must say once it is quiet.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};

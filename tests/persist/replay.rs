@@ -4,12 +4,10 @@
 //! dead-lettered with the replay flag; a message an actor publishes onward is not lost
 //! to the sending shard's checkpoint.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::persist::{
+use crate::common::persist::{
     builder, crash, expected_per_topic, per_topic, persistence, publish, seen, topic, wait_seen,
     Seen, DIR,
 };

@@ -6,12 +6,10 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use common::{Log, PATIENCE};
+use crate::common::{Log, PATIENCE};
 use shardbus::{Bus, Context, TryPublishError};
 
 /// A handler that blocks on the first message until released; logs every message.

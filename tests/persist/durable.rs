@@ -3,13 +3,11 @@
 //! every confirmed message, and the pipelined commit never hands a handler a record that
 //! is not yet logged.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::persist::{
+use crate::common::persist::{
     builder, crash, expected_per_topic, meta, per_topic, persistence, publish, seen, topic,
     wait_seen, DIR, TOPICS,
 };

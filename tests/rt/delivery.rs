@@ -6,14 +6,12 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use common::{assert_quiescent_stats, names, not_exactly_once, Log};
+use crate::common::{assert_quiescent_stats, names, not_exactly_once, Log};
 use shardbus::{Bus, Context, Handler, ShardId, Stats, Topic, TryPublishError, WaitStrategy};
 
 // ---------------------------------------------------------------------------------

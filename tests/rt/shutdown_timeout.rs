@@ -3,14 +3,12 @@
 //! `ShutdownReport`, a shard whose handler never returns is detached and reported, and a
 //! drained bus reports nothing left.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{name_on_shard, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE};
+use crate::common::{name_on_shard, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE};
 use shardbus::{Context, TryPublishError};
 
 /// A handler on shard 0 stalls with a backlog behind it (in the shared inbox and in a

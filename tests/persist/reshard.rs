@@ -2,13 +2,11 @@
 //! per-topic order from a new generation laid out for the new count, or `build()`
 //! refuses (`OnShardCountChange::Error`); a reshard that fails half-way is redone.
 
-mod common;
-
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::persist::{
+use crate::common::persist::{
     builder, crash, expected_per_topic, meta, per_topic, persistence, publish, seen, wait_seen, DIR,
 };
 use shardbus::log::{Reader, Seq, SimStorage, Storage};

@@ -5,9 +5,7 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
-use common::{assert_quiescent_stats, bus, names};
+use crate::common::{assert_quiescent_stats, bus, names};
 use shardbus::{Context, Supervision};
 
 #[test]

@@ -6,11 +6,9 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
-use common::{bus, name_on_shard, Log};
+use crate::common::{bus, name_on_shard, Log};
 use shardbus::{Bus, Context, Error, Handler, ShardId, SubscriptionId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

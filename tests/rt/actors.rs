@@ -5,13 +5,11 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex};
 
-use common::{assert_quiescent_stats, name_on_shard, not_exactly_once, Log, PATIENCE};
+use crate::common::{assert_quiescent_stats, name_on_shard, not_exactly_once, Log, PATIENCE};
 use shardbus::{Bus, Context, Handler, PublishError, ShardId, Topic, TryPublishError};
 
 /// One side of a ping-pong: checks its context, forwards `n + 1` until `last`.

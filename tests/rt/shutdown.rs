@@ -2,15 +2,13 @@
 //! onward publishes included), `Closed` after shutdown with the message given back, and
 //! destructor accounting (every message created is dropped exactly once, whether it
 //! was handled, dead-lettered or given back). The deadline shutdown is in
-//! `rt_shutdown_timeout.rs`.
-
-mod common;
+//! `shutdown_timeout.rs`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
-use common::{
+use crate::common::{
     name_on_shard, not_exactly_once, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE,
 };
 use shardbus::{Bus, Context, PublishError, Publisher, Topic, TryPublishError};

@@ -2,13 +2,11 @@
 //! that met the failure is dead-lettered (`NotLogged`), later publishes are refused with
 //! their message back, and every handled message survives power loss.
 
-mod common;
-
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::persist::{builder, first_shard, persistence, seen, topic};
+use crate::common::persist::{builder, first_shard, persistence, seen, topic};
 use shardbus::log::{FsyncPolicy, SimStorage};
 use shardbus::{Bus, Context, DeadLetterReason, DurableError, PublishError};
 

@@ -3,12 +3,10 @@
 //! `truncate_on_corruption`), a payload that does not decode stops the build, and an
 //! oversized record is dead-lettered, not written.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use common::persist::{
+use crate::common::persist::{
     builder, crash, expected_per_topic, first_shard, meta, per_topic, persistence, publish, seen,
     topic, wait_seen, DIR, TOPICS,
 };
@@ -168,7 +166,7 @@ fn bad_bus_directories_are_typed_errors() {
         }
     ));
     // A directory that cannot be created (a file is in the way), on the real filesystem.
-    let tmp = common::TestDir::new("baddir");
+    let tmp = crate::common::TestDir::new("baddir");
     let file = tmp.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     let p = Persistence::new(file.join("bus"));

@@ -6,13 +6,11 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common::{bus, names, Log};
+use crate::common::{bus, names, Log};
 use shardbus::{Bus, Context, DeadLetterReason, Topic};
 
 #[test]

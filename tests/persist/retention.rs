@@ -1,13 +1,11 @@
 //! Retention and the log reader: handled segments beyond the size limit are deleted,
 //! and the `Reader` reads the rest back in order from any sequence number still there.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::persist::{builder, meta, persistence, seen, topic, DIR};
+use crate::common::persist::{builder, meta, persistence, seen, topic, DIR};
 use shardbus::log::{LogError, Reader, RetentionLimit, Seq, SimStorage, Storage};
 
 #[test]

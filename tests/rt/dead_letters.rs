@@ -5,13 +5,11 @@
 //! correctness: tests wait on channels or condition variables; timeouts only bound a
 //! test that would otherwise hang on a bug.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use common::{assert_quiescent_stats, names};
+use crate::common::{assert_quiescent_stats, names};
 use shardbus::{Bus, Context, DeadLetterReason, ShardId};
 
 type Letters = Arc<Mutex<Vec<(String, ShardId, u32)>>>;
