@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{config, expected, refs, Msg};
+use common::{config, expected, refs, seq_of, Msg};
 use shardbus::log::{inspect, FsyncPolicy, LogConfig, Reader, Seq, ShardLog, SimStorage, Storage};
 use shardbus::log::{CorruptReason, LogError};
 
@@ -43,17 +43,11 @@ impl Fixture {
 
     /// (first seq, offsets of each record) of segment `i`.
     fn layout(&self, i: usize) -> (u64, Vec<u64>) {
-        let name = self.paths[i].file_name().unwrap().to_str().unwrap();
-        let first: u64 = name.trim_end_matches(".log").parse().unwrap();
-        let next: u64 = self.paths.get(i + 1).map_or(self.msgs.len() as u64, |p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .trim_end_matches(".log")
-                .parse()
-                .unwrap()
-        });
+        let first = seq_of(&self.paths[i]);
+        let next = self
+            .paths
+            .get(i + 1)
+            .map_or(self.msgs.len() as u64, |p| seq_of(p));
         let mut at = 16;
         let offsets = (first..next)
             .map(|s| {

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{config, expected, refs, Msg};
+use common::{config, expected, refs, seq_of, Msg};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use shardbus::log::{
@@ -64,16 +64,6 @@ fn write(sim: &SimStorage, msgs: &[Msg], segment_size: u64) -> Layout {
         next = end;
     }
     Layout { paths, segs }
-}
-
-fn seq_of(path: &Path) -> u64 {
-    path.file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches(".log")
-        .parse()
-        .unwrap()
 }
 
 fn read(storage: &Arc<dyn Storage>) -> (Vec<Record>, Option<LogError>) {

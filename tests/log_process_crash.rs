@@ -5,7 +5,7 @@
 //!
 //! A killed process leaves its writes in the page cache, so this tests *process* crash, not
 //! power loss: the unsynced tail survives here. Power loss is covered by `SimStorage` in
-//! `power_loss.rs`.
+//! `log_power_loss.rs`.
 
 mod common;
 

@@ -1,112 +1,30 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests, each written once. Every test binary
+//! includes this module (`mod common;`, or `#[path = "../common/mod.rs"] mod common;` in
+//! a family's `main.rs`) and uses a different subset of it.
+//!
+//! - `rt`: buses for the runtime tests, `tests/rt/` (`bus`, `PATIENCE`, `names`,
+//!   `name_on_shard`, `assert_quiescent_stats`, `not_exactly_once`);
+//! - `ledger`: `Tracked` messages that account for their own destruction;
+//! - `persist`: a persistent bus on `SimStorage` for `tests/persist/` (not re-exported:
+//!   its names are short and generic, `persist::builder`, `persist::seen`);
+//! - `recorder`: `Log<T>`, what handlers saw, for the test thread to wait on;
+//! - `shard_log`: records to append to a `ShardLog` and read back (the `log_*` tests);
+//! - `dir`: `TestDir`, a temporary directory on the real filesystem.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod dir;
+mod ledger;
+pub mod persist;
+mod recorder;
+mod rt;
+mod shard_log;
 
-use shardbus::log::{
-    FsyncPolicy, LogConfig, Record, RecordRef, Seq, ShardLog, SimStorage, Storage,
+// Flat, as a crate's `lib.rs` re-exports; each binary uses a different subset.
+#[allow(unused_imports)]
+pub use self::{
+    dir::TestDir,
+    ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
+    recorder::Log,
+    rt::{assert_quiescent_stats, bus, name_on_shard, names, not_exactly_once, PATIENCE},
+    shard_log::{config, expected, read_all, refs, seq_of, sim_open, Msg},
 };
-
-/// A unique directory under `std::env::temp_dir()`, removed on drop.
-pub struct TestDir(PathBuf);
-
-impl TestDir {
-    pub fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "shardbus-test-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TestDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An owned record to append, so tests can compare what they wrote with what they read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Msg {
-    pub timestamp_nanos: u64,
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
-
-impl Msg {
-    pub fn new(i: u64, payload_len: usize) -> Self {
-        Msg {
-            timestamp_nanos: 1_000 + i,
-            topic: format!("topic-{}", i % 3),
-            payload: (0..payload_len)
-                .map(|b| (b as u64 * 31 + i) as u8)
-                .collect(),
-        }
-    }
-
-    pub fn rec(&self) -> RecordRef<'_> {
-        RecordRef {
-            timestamp_nanos: self.timestamp_nanos,
-            topic: &self.topic,
-            payload: &self.payload,
-        }
-    }
-
-    pub fn encoded_len(&self) -> u64 {
-        self.rec().encoded_len()
-    }
-
-    pub fn with_seq(&self, seq: u64) -> Record {
-        Record {
-            seq: Seq(seq),
-            timestamp_nanos: self.timestamp_nanos,
-            topic: self.topic.clone(),
-            payload: self.payload.clone(),
-        }
-    }
-}
-
-/// `msgs` as the records the log must return, numbered from `first`.
-pub fn expected(msgs: &[Msg], first: u64) -> Vec<Record> {
-    msgs.iter()
-        .zip(first..)
-        .map(|(m, seq)| m.with_seq(seq))
-        .collect()
-}
-
-pub fn refs(msgs: &[Msg]) -> Vec<RecordRef<'_>> {
-    msgs.iter().map(Msg::rec).collect()
-}
-
-pub fn config(segment_size: u64, fsync: FsyncPolicy) -> LogConfig {
-    LogConfig {
-        segment_size,
-        fsync,
-        ..LogConfig::default()
-    }
-}
-
-pub fn sim_open(sim: &SimStorage, dir: &str, config: LogConfig) -> ShardLog {
-    ShardLog::open(Arc::new(sim.clone()), dir, config)
-        .unwrap()
-        .0
-}
-
-/// Every record of the log in `dir`, read through a fresh `Reader`; panics on an error.
-pub fn read_all(storage: Arc<dyn Storage>, dir: &Path) -> Vec<Record> {
-    shardbus::log::Reader::open(storage, dir, Seq(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}

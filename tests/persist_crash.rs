@@ -20,7 +20,7 @@
 //! a **process crash, not power loss**: it shows that the runtime's own protocol (append,
 //! commit, confirm, handle, checkpoint, replay) loses nothing it acknowledged. Power loss
 //! (unsynced bytes gone, the last write torn) is modelled with `SimStorage` in
-//! `tests/persist.rs`.
+//! `tests/persist/durable.rs` and `tests/persist/poison.rs`.
 //!
 //! `SHARDBUS_CRASH_CYCLES` sets the number of kill/restart cycles (default 50).
 

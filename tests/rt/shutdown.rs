@@ -1,137 +1,17 @@
 //! Shutdown through the public API: the graceful drain (everything accepted is handled,
-//! onward publishes included), `Closed` after shutdown with the message given back,
+//! onward publishes included), `Closed` after shutdown with the message given back, and
 //! destructor accounting (every message created is dropped exactly once, whether it
-//! was handled, dead-lettered, given back or left undrained by a deadline), and the
-//! `ShutdownReport` of a deadline shutdown.
+//! was handled, dead-lettered or given back). The deadline shutdown is in
+//! `shutdown_timeout.rs`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::{Duration, Instant};
 
+use crate::common::{
+    name_on_shard, not_exactly_once, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE,
+};
 use shardbus::{Bus, Context, PublishError, Publisher, Topic, TryPublishError};
-
-/// Bounds every wait on another thread: a bug shows as a failure, not a hang.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-// ---------------------------------------------------------------------------------
-// A message that accounts for its own destruction
-// ---------------------------------------------------------------------------------
-
-/// Every `Tracked` message made, handled and dropped, by id.
-struct Ledger {
-    created: AtomicU32,
-    handled: Vec<AtomicU32>,
-    drops: Vec<AtomicU32>,
-    dropped_total: Mutex<u64>,
-    dropped_more: Condvar,
-}
-
-struct Tracked {
-    id: u32,
-    ledger: Arc<Ledger>,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.ledger.drops[self.id as usize].fetch_add(1, Relaxed);
-        *self.ledger.dropped_total.lock().unwrap() += 1;
-        self.ledger.dropped_more.notify_all();
-    }
-}
-
-impl Ledger {
-    fn new(capacity: u32) -> Arc<Self> {
-        Arc::new(Self {
-            created: AtomicU32::new(0),
-            handled: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            drops: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
-            dropped_total: Mutex::new(0),
-            dropped_more: Condvar::new(),
-        })
-    }
-
-    fn make(self: &Arc<Self>) -> Tracked {
-        let id = self.created.fetch_add(1, Relaxed);
-        assert!((id as usize) < self.drops.len(), "ledger too small");
-        Tracked {
-            id,
-            ledger: self.clone(),
-        }
-    }
-
-    /// Called by handlers.
-    fn handle(&self, m: &Tracked) {
-        self.handled[m.id as usize].fetch_add(1, Relaxed);
-    }
-
-    fn created(&self) -> u32 {
-        self.created.load(Relaxed)
-    }
-
-    fn handled(&self, id: u32) -> u32 {
-        self.handled[id as usize].load(Relaxed)
-    }
-
-    fn handled_total(&self) -> u64 {
-        self.handled
-            .iter()
-            .map(|h| u64::from(h.load(Relaxed)))
-            .sum()
-    }
-
-    /// Every message created was dropped exactly once (and nothing else was).
-    fn assert_dropped_once(&self) {
-        let created = self.created() as usize;
-        let bad: Vec<(usize, u32)> = self
-            .drops
-            .iter()
-            .map(|d| d.load(Relaxed))
-            .enumerate()
-            .filter(|&(id, n)| n != u32::from(id < created))
-            .take(10)
-            .collect();
-        assert!(
-            bad.is_empty(),
-            "{created} created; ids dropped other than once (id, drops): {bad:?}"
-        );
-    }
-
-    /// Waits until every message created has been dropped (by a detached shard).
-    fn wait_all_dropped(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        let mut total = self.dropped_total.lock().unwrap();
-        while *total < u64::from(self.created()) {
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("{} of {} dropped", *total, self.created()));
-            total = self.dropped_more.wait_timeout(total, left).unwrap().0;
-        }
-    }
-}
-
-fn tracked_bus(shards: usize) -> shardbus::Builder<Tracked> {
-    Bus::<Tracked>::builder()
-        .shards(shards)
-        .pin_threads(false)
-        .drop_timeout(PATIENCE)
-}
-
-fn subscribe_counting(bus: &Bus<Tracked>, topic: &str, ledger: &Arc<Ledger>) {
-    let ledger = ledger.clone();
-    bus.subscribe(topic, move |_: &mut Context<'_, Tracked>, m: &Tracked| {
-        ledger.handle(m);
-    })
-    .unwrap();
-}
-
-/// The first name `prefix-i` routed to `shard`.
-fn name_on_shard<T: Send + 'static>(bus: &Bus<T>, prefix: &str, shard: usize) -> String {
-    (0..100_000)
-        .map(|i| format!("{prefix}-{i}"))
-        .find(|n| bus.shard_of(n).unwrap().index() == shard)
-        .unwrap_or_else(|| panic!("no topic on shard {shard}"))
-}
 
 // ---------------------------------------------------------------------------------
 // Graceful drain
@@ -404,13 +284,7 @@ fn shutdown_follows_what_actors_publish_onward() {
         }
         let stats = bus.shutdown();
         assert_eq!(faults.load(Relaxed), 0, "round {round}");
-        let bad: Vec<(usize, u32)> = deliveries
-            .iter()
-            .map(|d| d.load(Relaxed))
-            .enumerate()
-            .filter(|&(_, n)| n != 1)
-            .take(10)
-            .collect();
+        let bad = not_exactly_once(&deliveries);
         assert!(
             bad.is_empty(),
             "round {round}: (token*hops+hop, times) {bad:?}"
@@ -548,126 +422,5 @@ fn every_message_is_dropped_exactly_once_after_dropping_the_bus() {
         handled,
         "dropping the bus drains it"
     );
-    ledger.assert_dropped_once();
-}
-
-/// A handler on shard 0 stalls with a backlog behind it (in the shared inbox and in a
-/// publisher's lane). The stall ends deterministically once the deadline has passed:
-/// the handler polls `try_publish` to a topic on shard 1, which answers `Closed` only
-/// after the coordinator has told the shards to stop, and that happens only at the
-/// deadline. Then shard 0 stops and drops what is left.
-#[test]
-fn shutdown_timeout_drops_what_is_left_exactly_once_and_reports_it() {
-    let ledger = Ledger::new(10_000);
-    let bus = tracked_bus(2).build().unwrap();
-    let stall = name_on_shard(&bus, "stall", 0);
-    let probe = bus.topic(&name_on_shard(&bus, "probe", 1)).unwrap();
-    subscribe_counting(&bus, probe.name(), &ledger);
-    let (entered_tx, entered) = mpsc::channel();
-    let probes_accepted = Arc::new(AtomicU64::new(0));
-    let (counter, accepted_probes) = (ledger.clone(), probes_accepted.clone());
-    let mut first = true;
-    bus.subscribe(
-        stall.as_str(),
-        move |ctx: &mut Context<'_, Tracked>, m: &Tracked| {
-            counter.handle(m);
-            if !std::mem::take(&mut first) {
-                return;
-            }
-            entered_tx.send(()).unwrap();
-            let give_up = Instant::now() + PATIENCE;
-            while Instant::now() < give_up {
-                match ctx.try_publish(probe, counter.make()) {
-                    Ok(()) => {
-                        accepted_probes.fetch_add(1, Relaxed);
-                    }
-                    Err(TryPublishError::Closed(_)) => return,
-                    Err(_) => {}
-                }
-                // A polling interval, not synchronisation: it bounds the probe count.
-                thread::sleep(Duration::from_millis(1));
-            }
-        },
-    )
-    .unwrap();
-
-    // The first message stalls shard 0; 600 more queue in its shared inbox (more
-    // than one pass of the shard takes), then a new publisher registers its lane
-    // (behind them in the inbox) and queues 100 messages in it.
-    bus.publish(stall.as_str(), ledger.make()).unwrap();
-    entered.recv_timeout(PATIENCE).unwrap();
-    for _ in 0..600 {
-        bus.publish(stall.as_str(), ledger.make()).unwrap();
-    }
-    let mut late = bus.publisher();
-    for _ in 0..100 {
-        late.publish(stall.as_str(), ledger.make()).unwrap();
-    }
-    let report = bus.shutdown_timeout(Duration::from_millis(300));
-    drop(late);
-
-    let accepted = 701 + probes_accepted.load(Relaxed);
-    let handled = ledger.handled_total();
-    assert_eq!(
-        report.unjoined, 0,
-        "the stall ended within the grace period"
-    );
-    assert!(handled < accepted, "the deadline left messages undrained");
-    assert_eq!(
-        report.undrained,
-        accepted - handled,
-        "undrained = accepted - handled ({accepted} accepted, {handled} handled)"
-    );
-    assert_eq!(report.stats.dropped(), report.undrained);
-    assert_eq!(report.stats.received(), handled);
-    assert!((0..ledger.created()).all(|id| ledger.handled(id) <= 1));
-    ledger.assert_dropped_once();
-}
-
-#[test]
-fn shutdown_timeout_detaches_a_shard_whose_handler_never_returns() {
-    let ledger = Ledger::new(100);
-    let bus = tracked_bus(2).build().unwrap();
-    let stuck = name_on_shard(&bus, "stuck", 1);
-    let (entered_tx, entered) = mpsc::channel();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let counter = ledger.clone();
-    let mut first = true;
-    bus.subscribe(
-        stuck.as_str(),
-        move |_: &mut Context<'_, Tracked>, m: &Tracked| {
-            counter.handle(m);
-            if std::mem::take(&mut first) {
-                entered_tx.send(()).unwrap();
-                let _ = release_rx.recv_timeout(PATIENCE);
-            }
-        },
-    )
-    .unwrap();
-    for _ in 0..10 {
-        bus.publish(stuck.as_str(), ledger.make()).unwrap();
-    }
-    entered.recv_timeout(PATIENCE).unwrap();
-    let report = bus.shutdown_timeout(Duration::from_millis(50));
-    assert_eq!(report.unjoined, 1, "shard 1 is still in its handler");
-    // Released, the detached shard finishes its pass, stops, and drops the rest.
-    release.send(()).unwrap();
-    ledger.wait_all_dropped();
-    ledger.assert_dropped_once();
-    assert!(ledger.handled_total() >= 1);
-}
-
-#[test]
-fn shutdown_timeout_on_a_drained_bus_reports_nothing_left() {
-    let ledger = Ledger::new(1_000);
-    let bus = tracked_bus(2).build().unwrap();
-    subscribe_counting(&bus, "t", &ledger);
-    for _ in 0..1_000 {
-        bus.publish("t", ledger.make()).unwrap();
-    }
-    let report = bus.shutdown_timeout(PATIENCE);
-    assert_eq!((report.undrained, report.unjoined), (0, 0));
-    assert_eq!(report.stats.handled(), 1_000);
-    assert_eq!(ledger.handled_total(), 1_000);
     ledger.assert_dropped_once();
 }

@@ -1,0 +1,23 @@
+//! The runtime through its public API: one test binary for the family, one module per
+//! concern, named for it (`cargo test --test rt routing::` runs one concern).
+//!
+//! One binary rather than a file each because every test binary links the crate and its
+//! dependencies again, and on a 2-core CI the links add up. Two runtime tests keep
+//! binaries of their own, beside this folder: `rt_alloc.rs` (its counting global
+//! allocator must see no other test's allocations) and `rt_stress.rs` (a seeded soak of
+//! about 20 seconds, tuned by environment variables).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod actors;
+mod backpressure;
+mod builder;
+mod dead_letters;
+mod delivery;
+mod routing;
+mod shutdown;
+mod shutdown_timeout;
+mod stats;
+mod subscriptions;
+mod supervision;

@@ -1,0 +1,133 @@
+//! The deadline shutdown through the public API (`Bus::shutdown_timeout`): what the
+//! deadline leaves undrained is dropped exactly once and counted in the
+//! `ShutdownReport`, a shard whose handler never returns is detached and reported, and a
+//! drained bus reports nothing left.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{name_on_shard, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE};
+use shardbus::{Context, TryPublishError};
+
+/// A handler on shard 0 stalls with a backlog behind it (in the shared inbox and in a
+/// publisher's lane). The stall ends deterministically once the deadline has passed:
+/// the handler polls `try_publish` to a topic on shard 1, which answers `Closed` only
+/// after the coordinator has told the shards to stop, and that happens only at the
+/// deadline. Then shard 0 stops and drops what is left.
+#[test]
+fn shutdown_timeout_drops_what_is_left_exactly_once_and_reports_it() {
+    let ledger = Ledger::new(10_000);
+    let bus = tracked_bus(2).build().unwrap();
+    let stall = name_on_shard(&bus, "stall", 0);
+    let probe = bus.topic(&name_on_shard(&bus, "probe", 1)).unwrap();
+    subscribe_counting(&bus, probe.name(), &ledger);
+    let (entered_tx, entered) = mpsc::channel();
+    let probes_accepted = Arc::new(AtomicU64::new(0));
+    let (counter, accepted_probes) = (ledger.clone(), probes_accepted.clone());
+    let mut first = true;
+    bus.subscribe(
+        stall.as_str(),
+        move |ctx: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            if !std::mem::take(&mut first) {
+                return;
+            }
+            entered_tx.send(()).unwrap();
+            let give_up = Instant::now() + PATIENCE;
+            while Instant::now() < give_up {
+                match ctx.try_publish(probe, counter.make()) {
+                    Ok(()) => {
+                        accepted_probes.fetch_add(1, Relaxed);
+                    }
+                    Err(TryPublishError::Closed(_)) => return,
+                    Err(_) => {}
+                }
+                // A polling interval, not synchronisation: it bounds the probe count.
+                thread::sleep(Duration::from_millis(1));
+            }
+        },
+    )
+    .unwrap();
+
+    // The first message stalls shard 0; 600 more queue in its shared inbox (more
+    // than one pass of the shard takes), then a new publisher registers its lane
+    // (behind them in the inbox) and queues 100 messages in it.
+    bus.publish(stall.as_str(), ledger.make()).unwrap();
+    entered.recv_timeout(PATIENCE).unwrap();
+    for _ in 0..600 {
+        bus.publish(stall.as_str(), ledger.make()).unwrap();
+    }
+    let mut late = bus.publisher();
+    for _ in 0..100 {
+        late.publish(stall.as_str(), ledger.make()).unwrap();
+    }
+    let report = bus.shutdown_timeout(Duration::from_millis(300));
+    drop(late);
+
+    let accepted = 701 + probes_accepted.load(Relaxed);
+    let handled = ledger.handled_total();
+    assert_eq!(
+        report.unjoined, 0,
+        "the stall ended within the grace period"
+    );
+    assert!(handled < accepted, "the deadline left messages undrained");
+    assert_eq!(
+        report.undrained,
+        accepted - handled,
+        "undrained = accepted - handled ({accepted} accepted, {handled} handled)"
+    );
+    assert_eq!(report.stats.dropped(), report.undrained);
+    assert_eq!(report.stats.received(), handled);
+    assert!((0..ledger.created()).all(|id| ledger.handled(id) <= 1));
+    ledger.assert_dropped_once();
+}
+
+#[test]
+fn shutdown_timeout_detaches_a_shard_whose_handler_never_returns() {
+    let ledger = Ledger::new(100);
+    let bus = tracked_bus(2).build().unwrap();
+    let stuck = name_on_shard(&bus, "stuck", 1);
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let counter = ledger.clone();
+    let mut first = true;
+    bus.subscribe(
+        stuck.as_str(),
+        move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            if std::mem::take(&mut first) {
+                entered_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(PATIENCE);
+            }
+        },
+    )
+    .unwrap();
+    for _ in 0..10 {
+        bus.publish(stuck.as_str(), ledger.make()).unwrap();
+    }
+    entered.recv_timeout(PATIENCE).unwrap();
+    let report = bus.shutdown_timeout(Duration::from_millis(50));
+    assert_eq!(report.unjoined, 1, "shard 1 is still in its handler");
+    // Released, the detached shard finishes its pass, stops, and drops the rest.
+    release.send(()).unwrap();
+    ledger.wait_all_dropped();
+    ledger.assert_dropped_once();
+    assert!(ledger.handled_total() >= 1);
+}
+
+#[test]
+fn shutdown_timeout_on_a_drained_bus_reports_nothing_left() {
+    let ledger = Ledger::new(1_000);
+    let bus = tracked_bus(2).build().unwrap();
+    subscribe_counting(&bus, "t", &ledger);
+    for _ in 0..1_000 {
+        bus.publish("t", ledger.make()).unwrap();
+    }
+    let report = bus.shutdown_timeout(PATIENCE);
+    assert_eq!((report.undrained, report.unjoined), (0, 0));
+    assert_eq!(report.stats.handled(), 1_000);
+    assert_eq!(ledger.handled_total(), 1_000);
+    ledger.assert_dropped_once();
+}
