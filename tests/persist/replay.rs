@@ -5,12 +5,13 @@
 //! to the sending shard's checkpoint.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::persist::{
     builder, crash, expected_per_topic, per_topic, persistence, publish, seen, topic, wait_seen,
     Seen, DIR,
 };
+use crate::common::PATIENCE;
 use shardbus::log::SimStorage;
 use shardbus::{Bus, Context, DeadLetterReason, Persistence};
 
@@ -130,7 +131,9 @@ fn onward_messages_are_not_lost_to_a_checkpoint() {
                 block.clone(),
                 move |_: &mut Context<'_, String>, _: &String| {
                     blocked.store(true, Ordering::SeqCst);
-                    while hold && !gate.load(Ordering::SeqCst) {
+                    // Bounded, so a failing test cannot leave this shard held forever.
+                    let deadline = Instant::now() + PATIENCE;
+                    while hold && !gate.load(Ordering::SeqCst) && Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                 },
@@ -143,15 +146,11 @@ fn onward_messages_are_not_lost_to_a_checkpoint() {
     let bus = make(&seen_b, true);
     // Hold the receiving shard inside a handler, so it neither drains nor logs its lanes.
     bus.publish(block.as_str(), "hold".into()).unwrap();
-    while !blocked.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for(&blocked, "the receiving shard entering the holding handler");
     let mut p = bus.publisher();
     p.publish(a.as_str(), "1".into()).unwrap();
     p.wait_durable().unwrap();
-    while !forwarded.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for(&forwarded, "the sender publishing onward");
     // Give the sender every chance to checkpoint (it may after each record); only
     // widens the window, the outcome does not depend on it.
     std::thread::sleep(Duration::from_millis(50));
@@ -174,4 +173,16 @@ fn onward_messages_are_not_lost_to_a_checkpoint() {
         seen_b.lock().unwrap().is_empty(),
         "the receiver was held before it could handle"
     );
+}
+
+/// Waits until `flag` is set; fails the test after [`PATIENCE`] instead of hanging.
+fn wait_for(flag: &AtomicBool, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !flag.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
