@@ -10,12 +10,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use shardbus::log::FsyncPolicy;
 use shardbus::WaitStrategy;
-use shardbus_cli::persist::{self, PersistOpts, RawResult};
-use shardbus_cli::suite::{self, WorkloadDesc};
-use shardbus_cli::summary::{median, Machine, RunSummary, Series};
-use shardbus_cli::{
-    chart, crossbeam_router, seed, shardbus_runner, Distribution, Error, RunOpts, RunResult,
-    Workload,
+use shardbus_bench::persist::{self, PersistOpts, RawResult};
+use shardbus_bench::report::{self, median, Machine, RunSummary, Series};
+use shardbus_bench::suite::{self, WorkloadDesc};
+use shardbus_bench::{
+    crossbeam_router, seed, shardbus_runner, Distribution, Error, RunOpts, RunResult, Workload,
 };
 
 /// Topic popularity.
@@ -91,7 +90,7 @@ pub struct PersistArgs {
     pub always_messages: u64,
     /// Records per `sync_data` of the raw append+sync baseline: the most a shard writes per
     /// group commit.
-    #[arg(long, default_value_t = shardbus_cli::persist::SHARD_BATCH, requires = "persist")]
+    #[arg(long, default_value_t = shardbus_bench::persist::SHARD_BATCH, requires = "persist")]
     pub raw_batch: usize,
     /// After the table, write a log of this many GiB (256 B payloads, fsync never) and time
     /// the `build()` that replays it (records replayed per second); 0 = skip.
@@ -225,7 +224,7 @@ struct RecoveryReport {
 /// Runs `shardbus bench`.
 pub fn run(args: Args) -> ExitCode {
     if let Some(path) = &args.charts {
-        return match chart::write_from_suite(path, &args.out) {
+        return match report::write_from_suite(path, &args.out) {
             Ok(files) => {
                 for f in files {
                     println!("wrote {}", f.display());

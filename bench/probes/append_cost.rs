@@ -17,7 +17,7 @@
 //! log's checkpoints do under `fsync never` (one per 10,000 records, about every 2 ms here).
 //!
 //! ```text
-//! cargo run --release -p shardbus-cli --example append_cost -- falloc /work/benchdata
+//! cargo run --release -p shardbus-bench --example append_cost -- falloc /work/benchdata
 //! ```
 
 use std::fs::{self, File, OpenOptions};

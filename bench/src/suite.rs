@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::floor::PingPong;
+use crate::report::{median, Machine, Percentiles, RunSummary, Series};
 use crate::shardbus_runner::{self, BusPingPong, ClosedLoop};
-use crate::summary::{median, Machine, Percentiles, RunSummary, Series};
 use crate::{
     crossbeam_router, disruptor, floor, seed, Distribution, Error, RunOpts, RunResult, Workload,
 };

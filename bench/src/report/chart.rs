@@ -50,7 +50,7 @@ fn group_median(v: &Value, key: &str, name: &str) -> Option<f64> {
         .iter()
         .filter_map(|r| r["msgs_per_sec"].as_f64())
         .collect();
-    crate::summary::median(&rates)
+    super::median(&rates)
 }
 
 fn scaling_median(v: &Value, shards: u64, work: u64) -> Option<f64> {
@@ -63,7 +63,7 @@ fn scaling_median(v: &Value, shards: u64, work: u64) -> Option<f64> {
         .iter()
         .filter_map(Value::as_f64)
         .collect();
-    crate::summary::median(&rates)
+    super::median(&rates)
 }
 
 fn header(out: &mut String, title: &str, machine: &str) {
@@ -186,7 +186,7 @@ fn throughput_chart(v: &Value, machine: &str) -> Result<String, String> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default();
-    if let Some(m) = crate::summary::median(&cpu) {
+    if let Some(m) = super::median(&cpu) {
         let _ = writeln!(
             out,
             r##"<text x="{}" y="{}" font-size="11" fill="#555">host compute scaling,</text><text x="{}" y="{}" font-size="11" fill="#555">2 threads / 1 thread: {m:.2}x</text>"##,

@@ -11,7 +11,7 @@
 //!    (exactly-once, per-(producer, topic) order, sampled latency) inside the [`RunResult`].
 //!
 //! ```
-//! use shardbus_cli::{crossbeam_router, seed, shardbus_runner, Distribution, RunOpts, Workload};
+//! use shardbus_bench::{crossbeam_router, seed, shardbus_runner, Distribution, RunOpts, Workload};
 //!
 //! let w = Workload {
 //!     producers: 2,
@@ -26,7 +26,7 @@
 //!     assert!(r.verdict.is_exact(w.messages));
 //!     println!("{:.1} M msgs/s", r.msgs_per_sec() / 1e6);
 //! }
-//! # Ok::<(), shardbus_cli::Error>(())
+//! # Ok::<(), shardbus_bench::Error>(())
 //! ```
 //!
 //! The peers: [`seed`] (the original Go design, ported literally), [`crossbeam_router`] (shards
@@ -36,11 +36,10 @@
 //! a shardbus [`Bus`](shardbus::Bus), memory-only or, with [`RunOpts::persist`], persistent;
 //! [`persist`] holds the message codec, the raw append+sync baseline and the recovery timing.
 
-pub mod chart;
 mod peers;
 pub mod persist;
+pub mod report;
 pub mod suite;
-pub mod summary;
 mod verify;
 mod workload;
 
