@@ -13,7 +13,7 @@ use common::{group, quick};
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardbus::WaitStrategy;
 use shardbus_bench::report::Percentiles;
-use shardbus_bench::shardbus_runner::ping_pong;
+use shardbus_bench::runner::ping_pong;
 use shardbus_bench::{floor, RunOpts};
 
 const WAITS: [(&str, WaitStrategy); 3] = [

@@ -15,10 +15,10 @@ use common::{group, quick, throughput, Runner};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardbus::log::FsyncPolicy;
 use shardbus_bench::persist::{self, PersistOpts, SHARD_BATCH};
-use shardbus_bench::{shardbus_runner, Distribution, RunOpts, Workload};
+use shardbus_bench::{runner, Distribution, RunOpts, Workload};
 
 fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_bench::RunResult, shardbus_bench::Error> {
-    shardbus_runner::run(w, o)
+    runner::run(w, o)
 }
 
 fn dir() -> PathBuf {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{group, quick, throughput, Runner};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardbus_bench::shardbus_runner::{closed_loop, ClosedLoop};
-use shardbus_bench::{crossbeam_router, shardbus_runner, Distribution, RunOpts, Workload};
+use shardbus_bench::runner::{closed_loop, ClosedLoop};
+use shardbus_bench::{crossbeam_router, runner, Distribution, RunOpts, Workload};
 
 fn config(shards: usize, work: u32) -> ClosedLoop {
     ClosedLoop {
@@ -26,7 +26,7 @@ fn config(shards: usize, work: u32) -> ClosedLoop {
 }
 
 fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_bench::RunResult, shardbus_bench::Error> {
-    shardbus_runner::run(w, o)
+    runner::run(w, o)
 }
 
 fn benches(c: &mut Criterion) {

@@ -13,11 +13,11 @@ mod common;
 use common::{quick, throughput, Runner};
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardbus_bench::{
-    crossbeam_router, disruptor, floor, seed, shardbus_runner, Distribution, RunOpts, Workload,
+    crossbeam_router, disruptor, floor, runner, seed, Distribution, RunOpts, Workload,
 };
 
 fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_bench::RunResult, shardbus_bench::Error> {
-    shardbus_runner::run(w, o)
+    runner::run(w, o)
 }
 
 fn benches(c: &mut Criterion) {

@@ -2,7 +2,7 @@
 //! `cargo run --release -p shardbus-bench --example closed_loop -- [park|spin|yield] [work] [reps]`.
 
 use shardbus::WaitStrategy;
-use shardbus_bench::shardbus_runner::{closed_loop, ClosedLoop};
+use shardbus_bench::runner::{closed_loop, ClosedLoop};
 use shardbus_bench::RunOpts;
 
 fn main() {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shardbus::WaitStrategy;
-use shardbus_bench::shardbus_runner::ping_pong;
+use shardbus_bench::runner::ping_pong;
 use shardbus_bench::RunOpts;
 
 fn main() {

@@ -1,5 +1,5 @@
 //! The persistent-log benchmarks: the [`Codec`] of [`BenchMsg`], the options that make
-//! [`shardbus_runner`](crate::shardbus_runner) build a persistent bus, the physical limit
+//! [`runner`](crate::runner) build a persistent bus, the physical limit
 //! ([`raw_append`]: the same record bytes appended in the same batch sizes with one
 //! `sync_data` per batch) and recovery speed ([`recovery`]: replay of a large log at `build()`).
 //!
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use shardbus::log::{FsyncPolicy, RetentionLimit};
 use shardbus::{Bus, Codec, Context, DecodeError, Persistence};
 
-use crate::peers::Error;
+use crate::harness::Error;
 use crate::workload::{topic_name, BenchMsg};
 
 /// Bytes of a log record besides its topic and payload: the 8-byte frame (length, CRC32C) and
@@ -73,7 +73,7 @@ pub fn record_len(topic: &str, payload: usize) -> usize {
     RECORD_OVERHEAD + topic.len() + encoded_len(payload)
 }
 
-/// Makes [`shardbus_runner`](crate::shardbus_runner) build a persistent bus.
+/// Makes [`runner`](crate::runner) build a persistent bus.
 #[derive(Clone, Debug)]
 pub struct PersistOpts {
     /// Each run's bus directory is a fresh directory under this one, removed after the run.

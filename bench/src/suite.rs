@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::floor::PingPong;
 use crate::report::{median, Machine, Percentiles, RunSummary, Series};
-use crate::shardbus_runner::{self, BusPingPong, ClosedLoop};
+use crate::runner::{self, BusPingPong, ClosedLoop};
 use crate::{
     crossbeam_router, disruptor, floor, seed, Distribution, Error, RunOpts, RunResult, Workload,
 };
@@ -127,7 +127,7 @@ impl SuiteReport {
 }
 
 fn shardbus_run(w: &Workload, o: &RunOpts) -> Result<RunResult, Error> {
-    shardbus_runner::run(w, o)
+    runner::run(w, o)
 }
 
 /// Runs `runners` on `w`, `reps` times, interleaved.
@@ -303,7 +303,7 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
             };
             for _ in 0..reps {
                 progress(&format!("closed loop: {shards} shard(s), work {work}"));
-                match shardbus_runner::closed_loop(&cfg, &base) {
+                match runner::closed_loop(&cfg, &base) {
                     Ok(r) => {
                         point.msgs_per_sec.push(r.msgs_per_sec());
                         point.exact &= r.exact;
@@ -351,7 +351,7 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         let mut runs: Vec<BusPingPong> = Vec::new();
         for _ in 0..reps {
             progress(&format!("latency: {name}"));
-            if let Ok(p) = shardbus_runner::ping_pong(r, interval, &o) {
+            if let Ok(p) = runner::ping_pong(r, interval, &o) {
                 runs.push(p);
             }
         }

@@ -14,7 +14,7 @@ use shardbus_bench::persist::{self, PersistOpts, RawResult};
 use shardbus_bench::report::{self, median, Machine, RunSummary, Series};
 use shardbus_bench::suite::{self, WorkloadDesc};
 use shardbus_bench::{
-    crossbeam_router, seed, shardbus_runner, Distribution, Error, RunOpts, RunResult, Workload,
+    crossbeam_router, runner, seed, Distribution, Error, RunOpts, RunResult, Workload,
 };
 
 /// Topic popularity.
@@ -549,7 +549,7 @@ fn progress_bar(len: u64) -> ProgressBar {
 }
 
 fn shardbus_run(w: &Workload, o: &RunOpts) -> Result<RunResult, Error> {
-    shardbus_runner::run(w, o)
+    runner::run(w, o)
 }
 
 fn verdict(all_exact: bool) -> ExitCode {
