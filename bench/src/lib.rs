@@ -41,6 +41,7 @@ mod peers;
 pub mod persist;
 pub mod report;
 pub mod runner;
+pub mod session;
 pub mod suite;
 mod verify;
 mod workload;

@@ -29,3 +29,20 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
     }
 }
+
+/// The command line, as the tables head it.
+fn command() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+/// Prints `message` to stderr; the exit status `code`.
+fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("{message}");
+    ExitCode::from(code)
+}
+
+/// `Ok(v)` for `Ok(v)`; for `Err(e)`, prints `shardbus {context}: {e}` and returns the exit
+/// status `code` as the error.
+fn check<T, E: std::fmt::Display>(r: Result<T, E>, context: &str, code: u8) -> Result<T, ExitCode> {
+    r.map_err(|e| fail(format_args!("shardbus {context}: {e}"), code))
+}

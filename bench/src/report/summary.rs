@@ -146,6 +146,18 @@ impl Series {
     }
 }
 
+/// The first series' median rate over each other series' median rate, by name: shardbus beside
+/// its peers. Series without a run are left out.
+pub fn ratios(series: &[Series]) -> Vec<(String, f64)> {
+    let Some(ours) = series.first().and_then(Series::median) else {
+        return Vec::new();
+    };
+    series[1..]
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), ours.msgs_per_sec / s.median()?.msgs_per_sec)))
+        .collect()
+}
+
 /// The median of `xs` (upper median for an even count); `None` if empty.
 pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v = xs.to_vec();
