@@ -52,9 +52,10 @@ pub enum Fsync {
 /// all interleaved; `--recovery-gib` adds the recovery-speed run.
 #[derive(clap::Args, Debug)]
 pub struct PersistArgs {
-    /// Also run persistent buses, each in a fresh directory under DIR (removed after each run).
-    /// Use a directory on the disk you mean to measure (not a tmpfs).
-    #[arg(long, value_name = "DIR")]
+    /// Also run persistent buses, each in a fresh directory under DIR (removed after each run);
+    /// DIR defaults to target/bench-data, relative to the working directory. Use a directory on
+    /// the disk you mean to measure (not a tmpfs).
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "target/bench-data")]
     pub persist: Option<PathBuf>,
     /// Fsync policies to run with --persist, comma-separated (default: batch).
     #[arg(long, value_enum, value_delimiter = ',', requires = "persist")]
