@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn raw_append_writes_every_record() {
-        let parent = std::env::temp_dir().join("shardbus-cli-test-raw");
+        let parent = std::env::temp_dir().join("shardbus-bench-test-raw");
         let r = raw_append(&parent, 72, 10, 95).unwrap();
         assert_eq!((r.records, r.bytes, r.syncs), (95, 95 * 72, 10));
         assert_eq!(fs::read_dir(&parent).unwrap().count(), 0, "scratch removed");
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn recovery_replays_every_record() {
-        let parent = std::env::temp_dir().join("shardbus-cli-test-recovery");
+        let parent = std::env::temp_dir().join("shardbus-bench-test-recovery");
         let r = recovery(&parent, 1 << 20, 2, 8).unwrap();
         assert!(r.records > 3000, "{r:?}");
         assert_eq!(r.replayed, r.records);

@@ -468,7 +468,7 @@ impl Session {
                 let r = never / memory;
                 let _ = writeln!(
                     out,
-                    "target ({} B; the issue sets it at 256 B): fsync never >= 50% of memory-only: {:.1}% {}",
+                    "target ({} B; set for 256 B): fsync never >= 50% of memory-only: {:.1}% {}",
                     t.workload.payload,
                     100.0 * r,
                     if r >= 0.5 { "MET" } else { "MISSED" }

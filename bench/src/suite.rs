@@ -1,7 +1,8 @@
-//! The reference suite behind `docs/benchmarks.md`: every issue-4 target's configuration,
-//! shardbus beside its peers in the same process, each runner repeated and the repetitions
-//! interleaved (all runners once, then all again) so that a noisy phase of the host hits them
-//! alike. `shardbus bench --suite --json PATH` runs it; `shardbus bench --charts PATH` draws it.
+//! The reference suite behind `docs/benchmarks.md`: the configuration of every performance
+//! target (hand-off, routing, oversubscription, core scaling, latency), shardbus beside its
+//! peers in the same process, each runner repeated and the repetitions interleaved (all runners
+//! once, then all again) so that a noisy phase of the host hits them alike.
+//! `shardbus bench --suite --json PATH` runs it; `shardbus bench --charts PATH` draws it.
 
 use std::time::Duration;
 

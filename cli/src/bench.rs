@@ -120,8 +120,8 @@ pub struct Args {
     /// Write everything measured as JSON to PATH.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
-    /// Run the reference suite of docs/benchmarks.md instead (every issue-4 target beside the
-    /// peers; several minutes); use with --json.
+    /// Run the reference suite of docs/benchmarks.md instead (every performance target's
+    /// configuration beside the peers; several minutes); use with --json.
     #[arg(long, conflicts_with = "charts")]
     pub suite: bool,
     /// Scale the suite's message and round counts (1.0 = the documented run).

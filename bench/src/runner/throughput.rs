@@ -184,7 +184,7 @@ mod tests {
     fn persistent_bus_delivers_exactly_once_in_order() {
         use crate::persist::PersistOpts;
         use shardbus::log::FsyncPolicy;
-        let dir = std::env::temp_dir().join("shardbus-cli-test-persist-runner");
+        let dir = std::env::temp_dir().join("shardbus-bench-test-persist-runner");
         for fsync in [FsyncPolicy::Never, FsyncPolicy::Batch] {
             let w = small(2, Distribution::Uniform, 256);
             let o = RunOpts {
