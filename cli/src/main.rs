@@ -2,6 +2,7 @@
 //!
 //! - `shardbus bench`: throughput and latency of shardbus beside its peers.
 //! - `shardbus inspect DIR`: the persistent log of a bus, shard by shard.
+//! - `shardbus report suite|criterion`: the markdown tables of `docs/benchmarks.md`.
 
 use std::process::ExitCode;
 
@@ -9,6 +10,7 @@ use clap::Parser;
 
 mod bench;
 mod inspect;
+mod report;
 
 #[derive(Parser)]
 #[command(
@@ -21,12 +23,15 @@ enum Command {
     Bench(Box<bench::Args>),
     /// Show (and verify) a persistent log directory.
     Inspect(inspect::Args),
+    /// Print the markdown tables of docs/benchmarks.md from a suite JSON or criterion's output.
+    Report(report::Args),
 }
 
 fn main() -> ExitCode {
     match Command::parse() {
         Command::Bench(args) => bench::run(*args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -1,8 +1,10 @@
 //! What the runs become: serializable summaries of runs and their medians, the plain-text
-//! tables `shardbus bench` prints, and the two SVG charts of `docs/benchmarks.md`.
+//! tables `shardbus bench` prints, and, from the JSON read back, the two SVG charts and the
+//! markdown tables of `docs/benchmarks.md`.
 
 mod chart;
 mod summary;
+mod tables;
 mod text;
 
 use std::io;
@@ -12,6 +14,10 @@ use serde::Serialize;
 
 pub use chart::write_from_suite;
 pub use summary::{median, ratios, Machine, Percentiles, RunSummary, Series};
+pub use tables::{
+    criterion_table, replace_section, suite_section, write_suite_section, MissingHeading,
+    SUITE_HEADING,
+};
 pub use text::{series_table, suite_text};
 
 /// Writes `value` to `path` as pretty-printed JSON with a final newline.
@@ -38,6 +44,14 @@ pub enum ReportError {
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+    },
+    /// A document has no section to replace.
+    #[error("{}: {source}", path.display())]
+    Section {
+        /// The document.
+        path: PathBuf,
+        /// What is missing.
+        source: MissingHeading,
     },
     /// A JSON file is not what its writer writes.
     #[error("{}: not the expected JSON: {source}", path.display())]
