@@ -25,6 +25,11 @@ fn committed_suite_renders_its_rows() {
     let section = suite_section(&committed_suite());
     let lines: Vec<&str> = section.lines().collect();
     assert_eq!(lines[0], SUITE_HEADING);
+    assert_eq!(
+        lines[2],
+        "Written by `shardbus report suite --write docs/benchmarks.md` from \
+         `docs/bench-suite.json` (the run the targets above quote)."
+    );
     for row in [
         "### Hand-off: 1 producer -> 1 shard, 1 topic, 16 B",
         "`shardbus bench --suite --reps 5 --json docs/bench-suite.json` · 2026-11-26T22:12:08Z · \

@@ -4,7 +4,7 @@
 //!
 //! `shardbus report suite [FILE] [--write DOC]` and `shardbus report criterion [DIR]` print
 //! them. The numbers are formatted as Python's `format` does (`{:.2f}`, `{:,}`): the tables
-//! were first written by a Python script and are reproduced byte for byte.
+//! were first written by Python scripts, and this port reproduced their output byte for byte.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -33,8 +33,8 @@ pub fn suite_section(suite: &SuiteReport) -> String {
     let mut lines: Vec<String> = vec![
         SUITE_HEADING.into(),
         String::new(),
-        "Written by `scripts/suite_tables.py` from `docs/bench-suite.json` (the run the targets \
-         above quote)."
+        "Written by `shardbus report suite --write docs/benchmarks.md` from `docs/bench-suite.json` \
+         (the run the targets above quote)."
             .into(),
         String::new(),
     ];
