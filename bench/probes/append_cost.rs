@@ -113,6 +113,8 @@ fn main() -> std::io::Result<()> {
         thread::spawn(move || -> std::io::Result<u64> {
             let mut syncs = 0;
             let mut mine: Option<Box<dyn StorageFile>> = None;
+            // Relaxed: a stop request only; nothing is read on its strength (the count comes
+            // back through `join`, which orders it).
             while !stop.load(Ordering::Relaxed) {
                 thread::sleep(period);
                 // The writer posts each new segment's handle; the lock is never held across a
@@ -166,20 +168,23 @@ fn main() -> std::io::Result<()> {
                 let t = Instant::now();
                 for i in 0..n {
                     let at = i * batch.len();
-                    // SAFETY: `map` is a writable shared mapping of SEGMENT bytes, and
-                    // `at + batch.len() <= n * batch.len() <= SEGMENT`; nothing else writes it.
+                    // SAFETY: this thread owns the mapping `map` (made by `mapped`, unmapped
+                    // below, never shared), writable for SEGMENT bytes, and
+                    // `at + batch.len() <= n * batch.len() <= SEGMENT`.
                     unsafe {
                         std::ptr::copy_nonoverlapping(batch.as_ptr(), map.add(at), batch.len())
                     };
                 }
                 copy += t.elapsed();
-                // SAFETY: unmaps exactly the mapping `mapped` made; `map` is not used after.
+                // SAFETY: this thread owns the mapping `mapped` made and unmaps exactly it;
+                // `map` is not used after.
                 unsafe { libc::munmap(map.cast(), SEGMENT) };
             }
         }
         written += n * args.batch.max(1);
     }
     let elapsed = start.elapsed();
+    // Relaxed: see the sync thread's load.
     stop.store(true, Ordering::Relaxed);
     let syncs = syncer.map(|t| t.join().expect("sync thread")).transpose()?;
     let per = |d: Duration| d.as_nanos() as f64 / written as f64;
@@ -214,8 +219,9 @@ fn mapped(path: &Path) -> std::io::Result<(File, *mut u8)> {
         .truncate(true)
         .open(path)?;
     file.set_len(SEGMENT as u64)?;
-    // SAFETY: a fresh shared mapping of a file we own, at an address the kernel picks; no
-    // Rust reference aliases it, and it is only written through raw pointers.
+    // SAFETY: this function owns the new mapping (then its caller does): a fresh shared mapping
+    // of a file it opened, at an address the kernel picks; no Rust reference aliases it, and it
+    // is only written through raw pointers.
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -229,7 +235,7 @@ fn mapped(path: &Path) -> std::io::Result<(File, *mut u8)> {
     if map == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the range is exactly the mapping just made.
+    // SAFETY: this function owns the mapping just made, and the range is exactly that mapping.
     if unsafe { libc::madvise(map, SEGMENT, libc::MADV_POPULATE_WRITE) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
