@@ -35,6 +35,11 @@
 //! `sync_channel` and crossbeam `bounded`). [`runner`] runs the same workloads through
 //! a shardbus [`Bus`](shardbus::Bus), memory-only or, with [`RunOpts::persist`], persistent;
 //! [`persist`] holds the message codec, the raw append+sync baseline and the recovery timing.
+//!
+//! Above them: [`session`] is one `shardbus bench` run (tables of runners, repetitions
+//! interleaved), [`suite`] the reference suite behind `docs/benchmarks.md`, and [`report`]
+//! what the runs become: the text tables, the JSON read back, the charts and the markdown
+//! tables of `docs/benchmarks.md`.
 
 mod harness;
 mod peers;
