@@ -12,9 +12,9 @@ use std::time::Duration;
 use common::{group, quick};
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardbus::WaitStrategy;
-use shardbus_cli::shardbus_runner::ping_pong;
-use shardbus_cli::summary::Percentiles;
-use shardbus_cli::{floor, RunOpts};
+use shardbus_bench::report::Percentiles;
+use shardbus_bench::runner::ping_pong;
+use shardbus_bench::{floor, RunOpts};
 
 const WAITS: [(&str, WaitStrategy); 3] = [
     ("spin", WaitStrategy::BusySpin),

@@ -2,7 +2,7 @@
 //! groups `persist/p1-s1-t64-uniform-{16,256}B` (memory-only, `never`, `batch`,
 //! `interval-10ms`), `persist-always/…` (one `fdatasync` per message, so far fewer messages)
 //! and `persist-raw/…` (the same record bytes appended `SHARD_BATCH` (1,024) per `sync_data`:
-//! `shardbus_cli::persist::raw_append`). Each run writes into a fresh directory under
+//! `shardbus_bench::persist::raw_append`). Each run writes into a fresh directory under
 //! `SHARDBUS_BENCH_PERSIST_DIR` (default `target/bench-persist` of this crate; put it on the
 //! disk you mean to measure, never on a tmpfs), removed after the run.
 
@@ -14,11 +14,11 @@ use std::time::Duration;
 use common::{group, quick, throughput, Runner};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardbus::log::FsyncPolicy;
-use shardbus_cli::persist::{self, PersistOpts, SHARD_BATCH};
-use shardbus_cli::{shardbus_runner, Distribution, RunOpts, Workload};
+use shardbus_bench::persist::{self, PersistOpts, SHARD_BATCH};
+use shardbus_bench::{runner, Distribution, RunOpts, Workload};
 
-fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_cli::RunResult, shardbus_cli::Error> {
-    shardbus_runner::run(w, o)
+fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_bench::RunResult, shardbus_bench::Error> {
+    runner::run(w, o)
 }
 
 fn dir() -> PathBuf {

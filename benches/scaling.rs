@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{group, quick, throughput, Runner};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardbus_cli::shardbus_runner::{closed_loop, ClosedLoop};
-use shardbus_cli::{crossbeam_router, shardbus_runner, Distribution, RunOpts, Workload};
+use shardbus_bench::runner::{closed_loop, ClosedLoop};
+use shardbus_bench::{crossbeam_router, runner, Distribution, RunOpts, Workload};
 
 fn config(shards: usize, work: u32) -> ClosedLoop {
     ClosedLoop {
@@ -25,8 +25,8 @@ fn config(shards: usize, work: u32) -> ClosedLoop {
     }
 }
 
-fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_cli::RunResult, shardbus_cli::Error> {
-    shardbus_runner::run(w, o)
+fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_bench::RunResult, shardbus_bench::Error> {
+    runner::run(w, o)
 }
 
 fn benches(c: &mut Criterion) {

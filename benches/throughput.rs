@@ -12,12 +12,12 @@ mod common;
 
 use common::{quick, throughput, Runner};
 use criterion::{criterion_group, criterion_main, Criterion};
-use shardbus_cli::{
-    crossbeam_router, disruptor, floor, seed, shardbus_runner, Distribution, RunOpts, Workload,
+use shardbus_bench::{
+    crossbeam_router, disruptor, floor, runner, seed, Distribution, RunOpts, Workload,
 };
 
-fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_cli::RunResult, shardbus_cli::Error> {
-    shardbus_runner::run(w, o)
+fn shardbus(w: &Workload, o: &RunOpts) -> Result<shardbus_bench::RunResult, shardbus_bench::Error> {
+    runner::run(w, o)
 }
 
 fn benches(c: &mut Criterion) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
-use shardbus_cli::{Error, RunOpts, RunResult, Workload};
+use shardbus_bench::{Error, RunOpts, RunResult, Workload};
 
 /// A throughput runner: the shardbus runner or a peer.
 pub type Runner = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;

@@ -1,13 +1,13 @@
 //! The light-load latency probe of the suite (publisher → actor ping-pong, one message
 //! every 10 µs, parking shards), for quick checks of park latency and shard CPU:
-//! `cargo run --release -p shardbus-cli --example light_load -- [rounds] [reps]`.
+//! `cargo run --release -p shardbus-bench --example light_load -- [rounds] [reps]`.
 //! Set `SHARDBUS_NO_MEMBARRIER=1` to compare the fence-on-both-sides mode.
 
 use std::time::Duration;
 
 use shardbus::WaitStrategy;
-use shardbus_cli::shardbus_runner::ping_pong;
-use shardbus_cli::RunOpts;
+use shardbus_bench::runner::ping_pong;
+use shardbus_bench::RunOpts;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -20,7 +20,7 @@ use std::thread;
 use ahash::RandomState;
 use crossbeam_channel::Receiver;
 
-use super::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
+use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::verify::Checker;
 use crate::workload::{BenchMsg, Plan, Sampling, Workload};
 
@@ -140,7 +140,7 @@ fn shard<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::testing::{assert_exact, opts, small, DISTRIBUTIONS};
+    use crate::harness::testing::{assert_exact, opts, small, DISTRIBUTIONS};
 
     #[test]
     fn delivers_exactly_once_in_order() {

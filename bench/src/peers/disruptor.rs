@@ -20,7 +20,7 @@ use ::disruptor::{
     build_multi_producer, build_single_producer, BusySpin, ProcessorSettings, Producer, Sequence,
 };
 
-use super::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
+use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::verify::Checker;
 use crate::workload::{BenchMsg, Plan, Publisher, Sampling, Workload};
 
@@ -140,7 +140,9 @@ impl Drop for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::testing::{assert_exact, one_spinner_at_a_time, opts, small, DISTRIBUTIONS};
+    use crate::harness::testing::{
+        assert_exact, one_spinner_at_a_time, opts, small, DISTRIBUTIONS,
+    };
 
     #[test]
     fn delivers_exactly_once_in_order() {

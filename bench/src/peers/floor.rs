@@ -24,7 +24,7 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
-use super::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
+use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::verify::{latency_histogram, record_latency, Checker};
 use crate::workload::{BenchMsg, Plan, Sampling, Workload};
 
@@ -368,7 +368,9 @@ impl<T> Drop for LaneSender<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::testing::{assert_exact, one_spinner_at_a_time, opts, small, DISTRIBUTIONS};
+    use crate::harness::testing::{
+        assert_exact, one_spinner_at_a_time, opts, small, DISTRIBUTIONS,
+    };
 
     type Floor = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
     const THROUGHPUT: [(&str, Floor); 4] = [

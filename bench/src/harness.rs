@@ -1,15 +1,9 @@
-//! The peers shardbus is compared against, and what they share: options, results, errors, the
-//! start gate and core pinning.
+//! What every runner shares, the peers and the shardbus runner alike: options, results, errors,
+//! the start gate and core pinning.
 //!
-//! Every peer runs a [`Workload`](crate::Workload) the same way: generate the plan, allocate the
+//! Every runner runs a [`Workload`](crate::Workload) the same way: generate the plan, allocate the
 //! checkers, spawn and pin threads, line them up at a [`Gate`], then time from the gate opening to
 //! the moment the last handler has handled its last planned message (thread teardown is not timed).
-
-pub mod crossbeam_router;
-pub mod disruptor;
-pub mod floor;
-pub mod seed;
-pub mod shardbus_runner;
 
 use std::fmt;
 use std::io;
@@ -50,14 +44,14 @@ pub struct RunOpts {
     pub shards: usize,
     /// `seed` refuses workloads needing more threads (topics + producers). Default 16,384.
     pub max_threads: usize,
-    /// How idle shardbus shards wait ([`shardbus_runner`] only). Default: shardbus's default,
+    /// How idle shardbus shards wait ([`runner`](crate::runner) only). Default: shardbus's default,
     /// [`WaitStrategy::Park`](shardbus::WaitStrategy::Park).
     pub wait: shardbus::WaitStrategy,
-    /// [`shardbus_runner`] only: 0 publishes message by message (`Publisher::publish`); `n > 0`
+    /// [`runner`](crate::runner) only: 0 publishes message by message (`Publisher::publish`); `n > 0`
     /// gathers up to `n` messages per topic and hands them over with `Publisher::publish_batch`.
     /// Default 0.
     pub batch: usize,
-    /// [`shardbus_runner::run`] only: build a persistent bus (a fresh log directory per run).
+    /// [`runner::run`](crate::runner::run) only: build a persistent bus (a fresh log directory per run).
     /// Default `None`: memory-only.
     pub persist: Option<crate::persist::PersistOpts>,
 }
@@ -171,8 +165,14 @@ impl From<WorkloadError> for Error {
     }
 }
 
+impl From<shardbus::Error> for Error {
+    fn from(e: shardbus::Error) -> Self {
+        Self::Bus(e.to_string())
+    }
+}
+
 impl RunOpts {
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.capacity == 0 {
             return Err(Error::Opts("capacity must be at least 1"));
         }

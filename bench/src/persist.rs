@@ -1,5 +1,5 @@
 //! The persistent-log benchmarks: the [`Codec`] of [`BenchMsg`], the options that make
-//! [`shardbus_runner`](crate::shardbus_runner) build a persistent bus, the physical limit
+//! [`runner`](crate::runner) build a persistent bus, the physical limit
 //! ([`raw_append`]: the same record bytes appended in the same batch sizes with one
 //! `sync_data` per batch) and recovery speed ([`recovery`]: replay of a large log at `build()`).
 //!
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use shardbus::log::{FsyncPolicy, RetentionLimit};
 use shardbus::{Bus, Codec, Context, DecodeError, Persistence};
 
-use crate::peers::Error;
+use crate::harness::Error;
 use crate::workload::{topic_name, BenchMsg};
 
 /// Bytes of a log record besides its topic and payload: the 8-byte frame (length, CRC32C) and
@@ -73,7 +73,7 @@ pub fn record_len(topic: &str, payload: usize) -> usize {
     RECORD_OVERHEAD + topic.len() + encoded_len(payload)
 }
 
-/// Makes [`shardbus_runner`](crate::shardbus_runner) build a persistent bus.
+/// Makes [`runner`](crate::runner) build a persistent bus.
 #[derive(Clone, Debug)]
 pub struct PersistOpts {
     /// Each run's bus directory is a fresh directory under this one, removed after the run.
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn raw_append_writes_every_record() {
-        let parent = std::env::temp_dir().join("shardbus-cli-test-raw");
+        let parent = std::env::temp_dir().join("shardbus-bench-test-raw");
         let r = raw_append(&parent, 72, 10, 95).unwrap();
         assert_eq!((r.records, r.bytes, r.syncs), (95, 95 * 72, 10));
         assert_eq!(fs::read_dir(&parent).unwrap().count(), 0, "scratch removed");
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn recovery_replays_every_record() {
-        let parent = std::env::temp_dir().join("shardbus-cli-test-recovery");
+        let parent = std::env::temp_dir().join("shardbus-bench-test-recovery");
         let r = recovery(&parent, 1 << 20, 2, 8).unwrap();
         assert!(r.records > 3000, "{r:?}");
         assert_eq!(r.replayed, r.records);

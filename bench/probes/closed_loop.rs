@@ -1,9 +1,9 @@
 //! The closed-loop core-scaling workload at 1 and 2 shards, for quick probes:
-//! `cargo run --release -p shardbus-cli --example closed_loop -- [park|spin|yield] [work] [reps]`.
+//! `cargo run --release -p shardbus-bench --example closed_loop -- [park|spin|yield] [work] [reps]`.
 
 use shardbus::WaitStrategy;
-use shardbus_cli::shardbus_runner::{closed_loop, ClosedLoop};
-use shardbus_cli::RunOpts;
+use shardbus_bench::runner::{closed_loop, ClosedLoop};
+use shardbus_bench::RunOpts;
 
 fn main() {
     let mut args = std::env::args().skip(1);

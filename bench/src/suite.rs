@@ -1,15 +1,17 @@
-//! The reference suite behind `docs/benchmarks.md`: every issue-4 target's configuration,
-//! shardbus beside its peers in the same process, each runner repeated and the repetitions
-//! interleaved (all runners once, then all again) so that a noisy phase of the host hits them
-//! alike. `shardbus bench --suite --json PATH` runs it; `shardbus bench --charts PATH` draws it.
+//! The reference suite behind `docs/benchmarks.md`: the configuration of every performance
+//! target (hand-off, routing, oversubscription, core scaling, latency), shardbus beside its
+//! peers in the same process, each runner repeated and the repetitions interleaved (all runners
+//! once, then all again) so that a noisy phase of the host hits them alike.
+//! `shardbus bench --suite --json PATH` runs it; `shardbus bench --charts PATH` draws it.
 
+use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::floor::PingPong;
-use crate::shardbus_runner::{self, BusPingPong, ClosedLoop};
-use crate::summary::{median, Machine, Percentiles, RunSummary, Series};
+use crate::report::{median, Machine, Percentiles, ReportError, RunSummary, Series};
+use crate::runner::{self, BusPingPong, ClosedLoop};
 use crate::{
     crossbeam_router, disruptor, floor, seed, Distribution, Error, RunOpts, RunResult, Workload,
 };
@@ -18,7 +20,7 @@ use shardbus::WaitStrategy;
 type Runner = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
 
 /// A workload as the report shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadDesc {
     /// Producer threads.
     pub producers: usize,
@@ -49,7 +51,7 @@ impl WorkloadDesc {
 }
 
 /// One workload, every runner that applies.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Group {
     /// Short key (`handoff`, `routing-64`, …).
     pub key: String,
@@ -64,7 +66,7 @@ pub struct Group {
 }
 
 /// The closed-loop scaling run at one shard count.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScalingPoint {
     /// Shards.
     pub shards: usize,
@@ -79,26 +81,28 @@ pub struct ScalingPoint {
 }
 
 /// One latency configuration.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LatencyRow {
     /// Runner and configuration.
     pub name: String,
     /// `None`: back to back; `Some(us)`: one message every `us` µs.
     pub interval_us: Option<u64>,
     /// Shards of the bus (0 for the floors).
+    #[serde(default)]
     pub shards: usize,
     /// RTT/2 of the median repetition (by p50).
     pub rtt_half: Percentiles,
     /// Publish → handler entry of the median repetition (shardbus only).
     pub one_way: Option<Percentiles>,
     /// CPU share of each shard thread during the median repetition (shardbus, Linux).
+    #[serde(default)]
     pub shard_cpu: Vec<f64>,
     /// p50 of every repetition.
     pub p50s: Vec<u64>,
 }
 
 /// Everything the suite measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SuiteReport {
     /// Where and when.
     pub machine: Machine,
@@ -110,12 +114,25 @@ pub struct SuiteReport {
     pub scaling: Vec<ScalingPoint>,
     /// The host's own compute scaling, 2 threads over 1 ([`floor::cpu_scaling`]), per
     /// repetition: the ceiling of the closed-loop figure on this machine.
+    #[serde(default)]
     pub cpu_scaling: Vec<f64>,
     /// Ping-pong latency.
     pub latency: Vec<LatencyRow>,
 }
 
 impl SuiteReport {
+    /// Reads a report back from the JSON `shardbus bench --suite --json PATH` wrote.
+    pub fn read(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ReportError::Json {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
     /// Whether every run of every runner verified.
     pub fn all_exact(&self) -> bool {
         self.groups
@@ -127,7 +144,7 @@ impl SuiteReport {
 }
 
 fn shardbus_run(w: &Workload, o: &RunOpts) -> Result<RunResult, Error> {
-    shardbus_runner::run(w, o)
+    runner::run(w, o)
 }
 
 /// Runs `runners` on `w`, `reps` times, interleaved.
@@ -303,7 +320,7 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
             };
             for _ in 0..reps {
                 progress(&format!("closed loop: {shards} shard(s), work {work}"));
-                match shardbus_runner::closed_loop(&cfg, &base) {
+                match runner::closed_loop(&cfg, &base) {
                     Ok(r) => {
                         point.msgs_per_sec.push(r.msgs_per_sec());
                         point.exact &= r.exact;
@@ -351,7 +368,7 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         let mut runs: Vec<BusPingPong> = Vec::new();
         for _ in 0..reps {
             progress(&format!("latency: {name}"));
-            if let Ok(p) = shardbus_runner::ping_pong(r, interval, &o) {
+            if let Ok(p) = runner::ping_pong(r, interval, &o) {
                 runs.push(p);
             }
         }

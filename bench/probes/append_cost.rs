@@ -17,8 +17,13 @@
 //! log's checkpoints do under `fsync never` (one per 10,000 records, about every 2 ms here).
 //!
 //! ```text
-//! cargo run --release -p shardbus-cli --example append_cost -- falloc /work/benchdata
+//! cargo run --release -p shardbus-bench --example append_cost -- MODE [DIR] [--records N]
+//!     [--batch N] [--sync-every-ms N]
+//! cargo run --release -p shardbus-bench --example append_cost -- falloc target/bench-data
 //! ```
+//!
+//! `DIR` defaults to `target/bench-data` (relative to the working directory); put it on the
+//! disk you mean to measure, never on a tmpfs.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::io::AsRawFd;
@@ -30,35 +35,71 @@ use std::time::{Duration, Instant};
 
 use shardbus::log::{FsStorage, Storage, StorageFile};
 
-use clap::{Parser, ValueEnum};
-
 const SEGMENT: usize = 64 << 20;
 const RECORD: usize = 312;
+const USAGE: &str = "usage: append_cost write|falloc|mmap [DIR] [--records N] [--batch N] \
+                     [--sync-every-ms N]";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Write,
     Falloc,
     Mmap,
 }
 
-#[derive(Parser, Debug)]
+#[derive(Debug)]
 struct Args {
     mode: Mode,
     /// A directory on the disk to measure; a fresh subdirectory is made and removed.
     dir: PathBuf,
-    #[arg(long, default_value_t = 2_000_000)]
     records: usize,
     /// Records per write (the shard's drained batch: 1,024 since `LOG_BATCH`).
-    #[arg(long, default_value_t = 1024)]
     batch: usize,
     /// `fdatasync` the current segment from another thread this often; 0 = never.
-    #[arg(long, default_value_t = 0)]
     sync_every_ms: u64,
 }
 
+impl Args {
+    /// `MODE [DIR] [--records N] [--batch N] [--sync-every-ms N]`; `DIR` defaults to
+    /// `target/bench-data`.
+    fn parse() -> Result<Self, String> {
+        let mut args = std::env::args().skip(1);
+        let mode = match args.next().as_deref() {
+            Some("write") => Mode::Write,
+            Some("falloc") => Mode::Falloc,
+            Some("mmap") => Mode::Mmap,
+            other => return Err(format!("unknown mode {:?}", other.unwrap_or(""))),
+        };
+        let mut parsed = Self {
+            mode,
+            dir: PathBuf::from("target/bench-data"),
+            records: 2_000_000,
+            batch: 1024,
+            sync_every_ms: 0,
+        };
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or(format!("{name} needs a number"))
+            };
+            match arg.as_str() {
+                "--records" => parsed.records = value("--records")? as usize,
+                "--batch" => parsed.batch = value("--batch")? as usize,
+                "--sync-every-ms" => parsed.sync_every_ms = value("--sync-every-ms")?,
+                flag if flag.starts_with('-') => return Err(format!("unknown flag {flag}")),
+                dir => parsed.dir = PathBuf::from(dir),
+            }
+        }
+        Ok(parsed)
+    }
+}
+
 fn main() -> std::io::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse().unwrap_or_else(|e| {
+        eprintln!("append_cost: {e}\n{USAGE}");
+        std::process::exit(2)
+    });
     let dir = args.dir.join(format!("append-cost-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let batch = vec![0xA5u8; RECORD * args.batch.max(1)];
@@ -72,6 +113,8 @@ fn main() -> std::io::Result<()> {
         thread::spawn(move || -> std::io::Result<u64> {
             let mut syncs = 0;
             let mut mine: Option<Box<dyn StorageFile>> = None;
+            // Relaxed: a stop request only; nothing is read on its strength (the count comes
+            // back through `join`, which orders it).
             while !stop.load(Ordering::Relaxed) {
                 thread::sleep(period);
                 // The writer posts each new segment's handle; the lock is never held across a
@@ -125,20 +168,23 @@ fn main() -> std::io::Result<()> {
                 let t = Instant::now();
                 for i in 0..n {
                     let at = i * batch.len();
-                    // SAFETY: `map` is a writable shared mapping of SEGMENT bytes, and
-                    // `at + batch.len() <= n * batch.len() <= SEGMENT`; nothing else writes it.
+                    // SAFETY: this thread owns the mapping `map` (made by `mapped`, unmapped
+                    // below, never shared), writable for SEGMENT bytes, and
+                    // `at + batch.len() <= n * batch.len() <= SEGMENT`.
                     unsafe {
                         std::ptr::copy_nonoverlapping(batch.as_ptr(), map.add(at), batch.len())
                     };
                 }
                 copy += t.elapsed();
-                // SAFETY: unmaps exactly the mapping `mapped` made; `map` is not used after.
+                // SAFETY: this thread owns the mapping `mapped` made and unmaps exactly it;
+                // `map` is not used after.
                 unsafe { libc::munmap(map.cast(), SEGMENT) };
             }
         }
         written += n * args.batch.max(1);
     }
     let elapsed = start.elapsed();
+    // Relaxed: see the sync thread's load.
     stop.store(true, Ordering::Relaxed);
     let syncs = syncer.map(|t| t.join().expect("sync thread")).transpose()?;
     let per = |d: Duration| d.as_nanos() as f64 / written as f64;
@@ -173,8 +219,9 @@ fn mapped(path: &Path) -> std::io::Result<(File, *mut u8)> {
         .truncate(true)
         .open(path)?;
     file.set_len(SEGMENT as u64)?;
-    // SAFETY: a fresh shared mapping of a file we own, at an address the kernel picks; no
-    // Rust reference aliases it, and it is only written through raw pointers.
+    // SAFETY: this function owns the new mapping (then its caller does): a fresh shared mapping
+    // of a file it opened, at an address the kernel picks; no Rust reference aliases it, and it
+    // is only written through raw pointers.
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -188,7 +235,7 @@ fn mapped(path: &Path) -> std::io::Result<(File, *mut u8)> {
     if map == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the range is exactly the mapping just made.
+    // SAFETY: this function owns the mapping just made, and the range is exactly that mapping.
     if unsafe { libc::madvise(map, SEGMENT, libc::MADV_POPULATE_WRITE) } != 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -11,7 +11,7 @@
 //!    (exactly-once, per-(producer, topic) order, sampled latency) inside the [`RunResult`].
 //!
 //! ```
-//! use shardbus_cli::{crossbeam_router, seed, shardbus_runner, Distribution, RunOpts, Workload};
+//! use shardbus_bench::{crossbeam_router, runner, seed, Distribution, RunOpts, Workload};
 //!
 //! let w = Workload {
 //!     producers: 2,
@@ -21,32 +21,38 @@
 //!     distribution: Distribution::Zipf(1.0),
 //!     seed: 1,
 //! };
-//! for run in [seed::run, crossbeam_router::run, shardbus_runner::run] {
+//! for run in [seed::run, crossbeam_router::run, runner::run] {
 //!     let r = run(&w, &RunOpts::default())?;
 //!     assert!(r.verdict.is_exact(w.messages));
 //!     println!("{:.1} M msgs/s", r.msgs_per_sec() / 1e6);
 //! }
-//! # Ok::<(), shardbus_cli::Error>(())
+//! # Ok::<(), shardbus_bench::Error>(())
 //! ```
 //!
 //! The peers: [`seed`] (the original Go design, ported literally), [`crossbeam_router`] (shards
 //! with crossbeam inboxes), [`disruptor`] (the `disruptor` crate), and [`floor`] (bare hand-offs:
 //! atomic and `ArrayQueue` ping-pong latency, SPSC throughput of a bare ring, `ArrayQueue`,
-//! `sync_channel` and crossbeam `bounded`). [`shardbus_runner`] runs the same workloads through
+//! `sync_channel` and crossbeam `bounded`). [`runner`] runs the same workloads through
 //! a shardbus [`Bus`](shardbus::Bus), memory-only or, with [`RunOpts::persist`], persistent;
 //! [`persist`] holds the message codec, the raw append+sync baseline and the recovery timing.
+//!
+//! Above them: [`session`] is one `shardbus bench` run (tables of runners, repetitions
+//! interleaved), [`suite`] the reference suite behind `docs/benchmarks.md`, and [`report`]
+//! what the runs become: the text tables, the JSON read back, the charts and the markdown
+//! tables of `docs/benchmarks.md`.
 
-pub mod chart;
+mod harness;
 mod peers;
 pub mod persist;
+pub mod report;
+pub mod runner;
+pub mod session;
 pub mod suite;
-pub mod summary;
 mod verify;
 mod workload;
 
-pub use peers::{
-    crossbeam_router, disruptor, floor, seed, shardbus_runner, Error, RunOpts, RunResult,
-};
+pub use harness::{Error, RunOpts, RunResult};
+pub use peers::{crossbeam_router, disruptor, floor, seed};
 pub use verify::{Checker, Verdict};
 pub use workload::{
     topic_name, BenchMsg, Distribution, Expected, Plan, Publisher, Sampling, Workload,

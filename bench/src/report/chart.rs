@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use super::{median, ReportError};
+use crate::suite::{scaling_median, SuiteReport};
 
 const W: f64 = 760.0;
 const H: f64 = 440.0;
@@ -20,50 +21,42 @@ const COLORS: [&str; 8] = [
 
 /// Reads `suite_json` and writes `throughput-by-shards.svg` and `latency-percentiles.svg` into
 /// `out`; returns their paths.
-pub fn write_from_suite(suite_json: &Path, out: &Path) -> Result<Vec<PathBuf>, String> {
-    let text = std::fs::read_to_string(suite_json)
-        .map_err(|e| format!("cannot read {}: {e}", suite_json.display()))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("not a suite report: {e}"))?;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let machine = format!(
-        "{}, {} cores, {}",
-        v["machine"]["cpu"].as_str().unwrap_or("?"),
-        v["machine"]["cores"],
-        v["machine"]["date"].as_str().unwrap_or("?")
-    );
+pub fn write_from_suite(suite_json: &Path, out: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let suite = SuiteReport::read(suite_json)?;
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).map_err(|source| ReportError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(out).map_err(|source| ReportError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    let m = &suite.machine;
+    let machine = format!("{}, {} cores, {}", m.cpu, m.cores, m.date);
     let a = out.join("throughput-by-shards.svg");
-    std::fs::write(&a, throughput_chart(&v, &machine)?).map_err(|e| e.to_string())?;
+    write(&a, throughput_chart(&suite, &machine))?;
     let b = out.join("latency-percentiles.svg");
-    std::fs::write(&b, latency_chart(&v, &machine)?).map_err(|e| e.to_string())?;
+    write(&b, latency_chart(&suite, &machine))?;
     Ok(vec![a, b])
 }
 
 /// Median rate of the series `name` in group `key`.
-fn group_median(v: &Value, key: &str, name: &str) -> Option<f64> {
-    let group = v["groups"].as_array()?.iter().find(|g| g["key"] == key)?;
-    let series = group["series"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)?;
-    let rates: Vec<f64> = series["runs"]
-        .as_array()?
-        .iter()
-        .filter_map(|r| r["msgs_per_sec"].as_f64())
-        .collect();
-    crate::summary::median(&rates)
+fn group_median(suite: &SuiteReport, key: &str, name: &str) -> Option<f64> {
+    let group = suite.groups.iter().find(|g| g.key == key)?;
+    let series = group.series.iter().find(|s| s.name == name)?;
+    let rates: Vec<f64> = series.runs.iter().map(|r| r.msgs_per_sec).collect();
+    median(&rates)
 }
 
-fn scaling_median(v: &Value, shards: u64, work: u64) -> Option<f64> {
-    let p = v["scaling"]
-        .as_array()?
+/// Median rate of the closed loop at `shards` shards and `work` rounds.
+fn closed_loop_median(suite: &SuiteReport, shards: usize, work: u32) -> Option<f64> {
+    let p = suite
+        .scaling
         .iter()
-        .find(|p| p["shards"] == shards && p["work"] == work)?;
-    let rates: Vec<f64> = p["msgs_per_sec"]
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_f64)
-        .collect();
-    crate::summary::median(&rates)
+        .find(|p| p.shards == shards && p.work == work)?;
+    Some(scaling_median(p))
 }
 
 fn header(out: &mut String, title: &str, machine: &str) {
@@ -101,7 +94,7 @@ fn escape(s: &str) -> String {
 }
 
 /// Grouped bars: x = shard count, one bar per runner, M msgs/s.
-fn throughput_chart(v: &Value, machine: &str) -> Result<String, String> {
+fn throughput_chart(suite: &SuiteReport, machine: &str) -> String {
     let names: Vec<String> = [
         "shardbus closed loop (work 0)",
         "shardbus closed loop (work 200)",
@@ -112,17 +105,17 @@ fn throughput_chart(v: &Value, machine: &str) -> Result<String, String> {
     .map(String::from)
     .to_vec();
     let mut values = vec![[0.0f64; 2]; names.len()];
-    for (i, shards) in [1u64, 2].into_iter().enumerate() {
+    for (i, shards) in [1, 2].into_iter().enumerate() {
         let key = if shards == 1 {
             "oversub-1shard"
         } else {
             "oversub-uniform"
         };
-        values[0][i] = scaling_median(v, shards, 0).unwrap_or(0.0);
-        values[1][i] = scaling_median(v, shards, 200).unwrap_or(0.0);
-        values[2][i] = group_median(v, key, "shardbus").unwrap_or(0.0);
-        values[3][i] = group_median(v, key, "crossbeam_router").unwrap_or(0.0);
-        values[4][i] = group_median(v, key, "seed").unwrap_or(0.0);
+        values[0][i] = closed_loop_median(suite, shards, 0).unwrap_or(0.0);
+        values[1][i] = closed_loop_median(suite, shards, 200).unwrap_or(0.0);
+        values[2][i] = group_median(suite, key, "shardbus").unwrap_or(0.0);
+        values[3][i] = group_median(suite, key, "crossbeam_router").unwrap_or(0.0);
+        values[4][i] = group_median(suite, key, "seed").unwrap_or(0.0);
     }
     let max = values
         .iter()
@@ -182,11 +175,7 @@ fn throughput_chart(v: &Value, machine: &str) -> Result<String, String> {
         (y0 + y1) / 2.0
     );
     legend(&mut out, &names);
-    let cpu: Vec<f64> = v["cpu_scaling"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default();
-    if let Some(m) = crate::summary::median(&cpu) {
+    if let Some(m) = median(&suite.cpu_scaling) {
         let _ = writeln!(
             out,
             r##"<text x="{}" y="{}" font-size="11" fill="#555">host compute scaling,</text><text x="{}" y="{}" font-size="11" fill="#555">2 threads / 1 thread: {m:.2}x</text>"##,
@@ -197,25 +186,23 @@ fn throughput_chart(v: &Value, machine: &str) -> Result<String, String> {
         );
     }
     out.push_str("</svg>\n");
-    Ok(out)
+    out
 }
 
 /// Lines on a log-ns axis: x = percentile (50, 90, 99, 99.9, 99.99, max).
-fn latency_chart(v: &Value, machine: &str) -> Result<String, String> {
-    let rows = v["latency"]
-        .as_array()
-        .ok_or("the report has no latency rows")?;
-    let rows: Vec<&Value> = rows.iter().filter(|r| r["interval_us"].is_null()).collect();
-    let keys = ["p50", "p90", "p99", "p999", "p9999", "max"];
+fn latency_chart(suite: &SuiteReport, machine: &str) -> String {
     let labels = ["p50", "p90", "p99", "p99.9", "p99.99", "max"];
-    let series: Vec<(String, Vec<f64>)> = rows
+    let series: Vec<(String, Vec<f64>)> = suite
+        .latency
         .iter()
+        .filter(|r| r.interval_us.is_none())
         .map(|r| {
-            let pts = keys
+            let p = &r.rtt_half;
+            let pts = [p.p50, p.p90, p.p99, p.p999, p.p9999, p.max]
                 .iter()
-                .map(|k| r["rtt_half"][*k].as_f64().unwrap_or(1.0).max(1.0))
+                .map(|&ns| (ns as f64).max(1.0))
                 .collect();
-            (r["name"].as_str().unwrap_or("?").to_owned(), pts)
+            (r.name.clone(), pts)
         })
         .collect();
     let max = series
@@ -232,7 +219,7 @@ fn latency_chart(v: &Value, machine: &str) -> Result<String, String> {
     );
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP + 10.0);
     let y_of = |ns: f64| y0 - (ns.log10() - lo) / (hi - lo) * (y0 - y1);
-    let x_of = |i: usize| x0 + 20.0 + i as f64 * (x1 - x0 - 40.0) / (keys.len() - 1) as f64;
+    let x_of = |i: usize| x0 + 20.0 + i as f64 * (x1 - x0 - 40.0) / (labels.len() - 1) as f64;
     let mut decade = lo as i32;
     while f64::from(decade) <= hi {
         let ns = 10f64.powi(decade);
@@ -286,7 +273,7 @@ fn latency_chart(v: &Value, machine: &str) -> Result<String, String> {
     let names: Vec<String> = series.iter().map(|(n, _)| n.clone()).collect();
     legend(&mut out, &names);
     out.push_str("</svg>\n");
-    Ok(out)
+    out
 }
 
 /// 1, 2 or 5 times a power of ten, at least `x`.
@@ -302,19 +289,78 @@ fn nice_ceiling(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::{Machine, Percentiles, RunSummary, Series};
+    use crate::suite::{Group, LatencyRow, ScalingPoint, WorkloadDesc};
 
     #[test]
     fn charts_render_from_a_minimal_report() {
-        let v: Value = serde_json::from_str(
-            r#"{"machine":{"cpu":"x","cores":2,"date":"d"},
-                "groups":[{"key":"oversub-uniform","series":[{"name":"shardbus","runs":[{"msgs_per_sec":2e6}]}]}],
-                "scaling":[{"shards":1,"work":0,"msgs_per_sec":[1e6]}],
-                "latency":[{"name":"a","interval_us":null,"rtt_half":{"p50":100,"p90":120,"p99":300,"p999":900,"p9999":5000,"max":90000}}]}"#,
-        )
-        .unwrap();
-        let a = throughput_chart(&v, "m").unwrap();
+        let run = RunSummary {
+            msgs_per_sec: 2e6,
+            payload_mb_per_sec: 0.0,
+            elapsed_s: 0.0,
+            handled: 0,
+            exact: true,
+            duplicates: 0,
+            missing: 0,
+            order_violations: 0,
+            unexpected: 0,
+            latency: Percentiles::default(),
+            per_thread_handled: vec![],
+        };
+        let suite = SuiteReport {
+            machine: Machine {
+                cpu: "x".into(),
+                cores: 2,
+                date: "d".into(),
+                fences: "f".into(),
+            },
+            reps: 1,
+            groups: vec![Group {
+                key: "oversub-uniform".into(),
+                title: "t".into(),
+                workload: WorkloadDesc {
+                    producers: 2,
+                    topics: 64,
+                    messages: 1,
+                    payload: 16,
+                    distribution: "uniform".into(),
+                },
+                shards: 2,
+                series: vec![Series {
+                    name: "shardbus".into(),
+                    runs: vec![run],
+                    error: None,
+                }],
+            }],
+            scaling: vec![ScalingPoint {
+                shards: 1,
+                work: 0,
+                msgs_per_sec: vec![1e6],
+                per_shard_handled: vec![],
+                exact: true,
+            }],
+            cpu_scaling: vec![],
+            latency: vec![LatencyRow {
+                name: "a".into(),
+                interval_us: None,
+                shards: 1,
+                rtt_half: Percentiles {
+                    samples: 1,
+                    p50: 100,
+                    p90: 120,
+                    p99: 300,
+                    p999: 900,
+                    p9999: 5000,
+                    max: 90000,
+                },
+                one_way: None,
+                shard_cpu: vec![],
+                p50s: vec![],
+            }],
+        };
+        let a = throughput_chart(&suite, "m");
         assert!(a.contains("<rect") && a.ends_with("</svg>\n"));
-        let b = latency_chart(&v, "m").unwrap();
+        let b = latency_chart(&suite, "m");
         assert!(b.contains("<polyline"));
         assert_eq!(nice_ceiling(3.2), 5.0);
     }

@@ -19,7 +19,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
-use super::{by_payload, finish, join, spawn, Error, Gate, RunOpts, RunResult};
+use crate::harness::{by_payload, finish, join, spawn, Error, Gate, RunOpts, RunResult};
 use crate::verify::Checker;
 use crate::workload::{BenchMsg, Plan, Sampling, Workload};
 
@@ -112,7 +112,7 @@ fn lock<const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peers::testing::{assert_exact, opts, small, DISTRIBUTIONS};
+    use crate::harness::testing::{assert_exact, opts, small, DISTRIBUTIONS};
 
     #[test]
     fn delivers_exactly_once_in_order() {

@@ -1,13 +1,14 @@
 //! Serializable summaries of runs, and the medians of repeated runs: what `shardbus bench`
-//! prints and writes with `--json`, and what the charts are drawn from.
+//! prints and writes with `--json`, and what the charts and tables are drawn from when that
+//! JSON is read back.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{RunResult, Workload};
 
 /// Latency percentiles in ns.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Number of samples.
     pub samples: u64,
@@ -57,7 +58,7 @@ impl Percentiles {
 }
 
 /// One throughput run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     /// Handled messages per second.
     pub msgs_per_sec: f64,
@@ -105,7 +106,7 @@ impl RunSummary {
 }
 
 /// The repetitions of one runner on one workload, with the median run picked out.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Series {
     /// Runner name (`shardbus`, `seed`, `crossbeam_router`, `floor/…`).
     pub name: String,
@@ -146,6 +147,18 @@ impl Series {
     }
 }
 
+/// The first series' median rate over each other series' median rate, by name: shardbus beside
+/// its peers. Series without a run are left out.
+pub fn ratios(series: &[Series]) -> Vec<(String, f64)> {
+    let Some(ours) = series.first().and_then(Series::median) else {
+        return Vec::new();
+    };
+    series[1..]
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), ours.msgs_per_sec / s.median()?.msgs_per_sec)))
+        .collect()
+}
+
 /// The median of `xs` (upper median for an even count); `None` if empty.
 pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v = xs.to_vec();
@@ -154,7 +167,7 @@ pub fn median(xs: &[f64]) -> Option<f64> {
 }
 
 /// The machine, for every table: CPU model and the cores this process may use.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     /// `model name` from `/proc/cpuinfo` ("unknown" elsewhere).
     pub cpu: String,

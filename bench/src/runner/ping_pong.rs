@@ -1,0 +1,241 @@
+//! Latency ([`ping_pong`]): a publisher thread publishes one message, the actor (on another core)
+//! records publish → handler entry and answers through one cache-padded atomic; the publisher times
+//! the round trip. Optionally paced (one message every `interval`: light load).
+
+use std::hint;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+use shardbus::{Bus, Context, Handler};
+
+use crate::harness::{join, spawn, Cores, Error, RunOpts};
+
+/// What [`ping_pong`] measured.
+#[derive(Clone, Debug)]
+pub struct BusPingPong {
+    /// Publish → handler entry per recorded round, in ns (publisher and actor read one clock).
+    pub one_way: Histogram<u64>,
+    /// Round trip / 2 per recorded round, in ns; the return leg is one atomic store.
+    pub rtt_half: Histogram<u64>,
+    /// Recorded rounds.
+    pub rounds: u64,
+    /// Wall time of the recorded rounds.
+    pub elapsed: Duration,
+    /// CPU time / wall time of each shard thread over the recorded rounds (Linux only; empty
+    /// elsewhere). Shard 0 runs the actor; the others are idle.
+    pub shard_cpu: Vec<f64>,
+}
+
+/// A ping of the latency run.
+#[derive(Clone, Copy, Debug)]
+struct Ping {
+    seq: u64,
+    sent_at: u64,
+}
+
+/// The replying actor: records publish → entry, then answers with the sequence number.
+struct Ponger {
+    base: Instant,
+    warmup: u64,
+    one_way: Option<Histogram<u64>>,
+    reply: Arc<CachePadded<AtomicU64>>,
+    back: mpsc::Sender<Histogram<u64>>,
+}
+
+impl Handler<Ping> for Ponger {
+    fn handle(&mut self, _ctx: &mut Context<'_, Ping>, ping: &Ping) {
+        let now = self.base.elapsed().as_nanos() as u64;
+        if ping.seq >= self.warmup {
+            if let Some(h) = &mut self.one_way {
+                h.saturating_record(now.saturating_sub(ping.sent_at));
+            }
+        }
+        // Release: the publisher's Acquire load of the reply pairs with it (nothing else is
+        // published, but it is the honest ordering of a reply).
+        self.reply.store(ping.seq + 1, Ordering::Release);
+    }
+
+    fn on_stop(&mut self, _ctx: &mut Context<'_, Ping>) {
+        if let Some(h) = self.one_way.take() {
+            let _ = self.back.send(h);
+        }
+    }
+}
+
+/// A histogram from 1 ns to 100 s that never resizes (recording in a handler allocates nothing).
+fn fixed_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .expect("1 ns ..= 100 s at 3 significant figures is a valid histogram")
+}
+
+/// Thread name prefix of the latency bus, short enough for Linux's 15-byte `comm`.
+const PING_THREADS: &str = "sbpp";
+
+/// Publisher ↔ replying actor: `rounds` recorded rounds after `rounds / 10` of warm-up, one
+/// message in flight; with `interval`, one message every `interval` (light load). A bus of
+/// `opts.shards` shards with `opts.wait`; the actor's topic is on shard 0 (core 0), the publisher
+/// is pinned to the last core.
+pub fn ping_pong(
+    rounds: u64,
+    interval: Option<Duration>,
+    opts: &RunOpts,
+) -> Result<BusPingPong, Error> {
+    opts.validate()?;
+    let cores = Cores::detect(opts.pin);
+    cores.require(2)?;
+    let bus = Bus::<Ping>::builder()
+        .shards(opts.shards)
+        .capacity(opts.capacity.next_power_of_two().max(2))
+        .pin_threads(opts.pin)
+        .wait_strategy(opts.wait)
+        .thread_name(PING_THREADS)
+        .build()?;
+    let topic = (0..)
+        .map(|i| bus.topic(&format!("ping-{i}")))
+        .find(|t| t.as_ref().map_or(true, |t| t.shard().index() == 0))
+        .unwrap_or_else(|| unreachable!("the range is endless"))?;
+    let reply = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let (back, back_rx) = mpsc::channel();
+    let base = Instant::now();
+    let warmup = rounds / 10;
+    bus.subscribe_actor(
+        topic,
+        Ponger {
+            base,
+            warmup,
+            one_way: Some(fixed_histogram()),
+            reply: reply.clone(),
+            back,
+        },
+    )?;
+    let mut publisher = bus.publisher();
+    let last_core = cores.available() - 1;
+    let cores = &cores;
+    let (rtt_half, elapsed, shard_cpu) = thread::scope(|s| {
+        let pinger = spawn(s, "shardbus-pinger".into(), None, move || {
+            cores.pin(last_core);
+            let mut rtt_half = fixed_histogram();
+            let mut cpu_start = Vec::new();
+            let mut start = Instant::now();
+            let mut next = Instant::now();
+            for seq in 0..warmup + rounds {
+                if seq == warmup {
+                    cpu_start = shard_cpu_ns(opts.shards);
+                    start = Instant::now();
+                }
+                if let Some(every) = interval {
+                    while Instant::now() < next {
+                        hint::spin_loop();
+                    }
+                    next += every;
+                }
+                let t0 = Instant::now();
+                let ping = Ping {
+                    seq,
+                    sent_at: base.elapsed().as_nanos() as u64,
+                };
+                if publisher.publish(topic, ping).is_err() {
+                    break;
+                }
+                // Acquire: pairs with the actor's Release store.
+                while reply.load(Ordering::Acquire) != seq + 1 {
+                    hint::spin_loop();
+                }
+                if seq >= warmup {
+                    rtt_half.saturating_record(t0.elapsed().as_nanos() as u64 / 2);
+                }
+            }
+            let elapsed = start.elapsed();
+            let cpu_end = shard_cpu_ns(opts.shards);
+            let cpu = cpu_start
+                .iter()
+                .zip(&cpu_end)
+                .map(|(a, b)| b.saturating_sub(*a) as f64 / elapsed.as_nanos() as f64)
+                .collect::<Vec<_>>();
+            (rtt_half, elapsed, cpu)
+        })?;
+        Ok::<_, Error>(join(pinger))
+    })?;
+    bus.shutdown();
+    let one_way = back_rx
+        .recv()
+        .map_err(|_| Error::Opts("the latency actor did not report"))?;
+    cores.check()?;
+    Ok(BusPingPong {
+        one_way,
+        rtt_half,
+        rounds,
+        elapsed,
+        shard_cpu,
+    })
+}
+
+/// CPU time (user + system, ns) of the latency bus's shard threads `sbpp-0..shards`, read from
+/// `/proc/self/task/*/stat`; empty where that is unavailable.
+fn shard_cpu_ns(shards: usize) -> Vec<u64> {
+    let mut cpu = vec![0u64; shards];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    // Clock ticks are 100 Hz on every Linux configuration that matters here (USER_HZ).
+    const NS_PER_TICK: u64 = 10_000_000;
+    let mut found = 0;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let Some(index) = comm
+            .trim()
+            .strip_prefix(PING_THREADS)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(u), Some(s), Some(slot)) = (ticks(11), ticks(12), cpu.get_mut(index)) {
+            *slot = (u + s) * NS_PER_TICK;
+            found += 1;
+        }
+    }
+    if found == shards {
+        cpu
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::testing::{one_spinner_at_a_time, opts};
+
+    #[test]
+    fn ping_pong_records_every_round() {
+        let _spinning = one_spinner_at_a_time();
+        let r = ping_pong(
+            2_000,
+            None,
+            &RunOpts {
+                shards: 1,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(r.one_way.len(), 2_000);
+        assert_eq!(r.rtt_half.len(), 2_000);
+    }
+}
