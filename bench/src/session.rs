@@ -209,12 +209,14 @@ impl SessionReport {
     }
 }
 
-/// How `shardbus bench` names a wait strategy.
+/// How `shardbus bench` names a wait strategy (a strategy added later reads as its
+/// `Debug` form would not be `'static`, so it is "other").
 fn wait_name(wait: WaitStrategy) -> &'static str {
     match wait {
         WaitStrategy::BusySpin => "Spin",
         WaitStrategy::Yield => "Yield",
         WaitStrategy::Park => "Park",
+        _ => "other",
     }
 }
 

@@ -176,9 +176,9 @@ fn onward_messages_are_not_lost_to_a_checkpoint() {
 }
 
 /// Waits until `flag` is set; fails the test after [`PATIENCE`] instead of hanging.
-fn wait_for(flag: &AtomicBool, what: &str) {
+fn wait_for(flag: &std::sync::atomic::AtomicBool, what: &str) {
     let deadline = Instant::now() + PATIENCE;
-    while !flag.load(Ordering::SeqCst) {
+    while !flag.load(std::sync::atomic::Ordering::SeqCst) {
         assert!(
             Instant::now() < deadline,
             "{what} did not happen within {PATIENCE:?}"
