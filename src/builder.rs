@@ -16,7 +16,6 @@ use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
 use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::Shared;
-use crate::shutdown::flags::ShutdownFlags;
 use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
 use crate::sync::{plain, thread, Arc, AtomicBool, Parker};
@@ -303,9 +302,6 @@ impl<T: Send + 'static> Builder<T> {
         let shared = Arc::new(Shared {
             topics,
             closing: AtomicBool::new(false),
-            flags: (0..shards)
-                .map(|_| CachePadded::new(ShutdownFlags::new()))
-                .collect(),
             inboxes,
             counters,
             peer_rings: peer_rings.into_boxed_slice(),

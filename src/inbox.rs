@@ -6,6 +6,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::handler::SubscriptionId;
 use crate::ring::{mpsc, spsc};
+use crate::shutdown::flags::ShutdownFlags;
 use crate::supervise::Subscriber;
 use crate::sync::{
     dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
@@ -151,6 +152,8 @@ pub(crate) struct Inbox<T> {
     /// creation, see `sync::asym`).
     asym: bool,
     unparker: Unparker,
+    /// The shard's shutdown progress, between the coordinator and the shard thread.
+    pub(crate) flags: CachePadded<ShutdownFlags>,
     /// Persistent buses only: the ring position up to which popped messages are in the
     /// shard's log as durably as its fsync policy makes them. Written by the shard
     /// (Release, after the commit), read by `Bus::publish_durable` (Acquire). Untouched on
@@ -167,6 +170,7 @@ impl<T> Inbox<T> {
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym: crate::sync::asym::mode(),
             unparker,
+            flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
             log: LogStatus::new(),
         }

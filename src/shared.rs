@@ -1,5 +1,5 @@
 //! What the bus, its publishers and its shards share: the topic registry, one
-//! [`Inbox`] per shard, each shard's shutdown flags, the statistics, the shard-to-shard rings (for shutdown) and the
+//! [`Inbox`] per shard (with its shutdown flags), the statistics, the shard-to-shard rings (for shutdown) and the
 //! bus-wide settings.
 
 use crossbeam_utils::CachePadded;
@@ -8,7 +8,6 @@ use crate::handler::DeadLetterFn;
 use crate::inbox::{Envelope, Inbox, LogStatus};
 use crate::intern::Topics;
 use crate::ring::spsc;
-use crate::shutdown::flags::ShutdownFlags;
 use crate::stats::ShardCounters;
 use crate::sync::{Arc, AtomicBool, Ordering};
 
@@ -24,8 +23,6 @@ pub(crate) struct Shared<T> {
     /// (the per-ring close bits then settle the publishes already under way).
     pub(crate) closing: AtomicBool,
     pub(crate) inboxes: Box<[Inbox<T>]>,
-    /// Each shard's shutdown progress, between the coordinator and the shard thread.
-    pub(crate) flags: Box<[CachePadded<ShutdownFlags>]>,
     pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
     /// Shard-to-shard rings, `[from * shards + to]` (`None` on the diagonal), for the
     /// shutdown coordinator's quiescence check.

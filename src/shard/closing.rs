@@ -12,7 +12,7 @@ impl<T: Send + 'static> Shard<T> {
     }
 
     pub(super) fn closing_bookkeeping(&mut self, did: usize) {
-        let flags = &self.shared.flags[self.id.0];
+        let flags = &self.shared.inboxes[self.id.0].flags;
         if did > 0 {
             flags.shard_did_work();
             return;
@@ -87,6 +87,6 @@ impl<T: Send + 'static> Shard<T> {
         actors.stop_all(names);
         actors.counters.depth = 0;
         shared.counters[actors.id.0].publish(&actors.counters);
-        shared.flags[actors.id.0].shard_exited();
+        shared.inboxes[actors.id.0].flags.shard_exited();
     }
 }

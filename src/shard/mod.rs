@@ -195,7 +195,7 @@ impl<T: Send + 'static> Shard<T> {
     }
 
     fn flags(&self) -> &crate::shutdown::ShutdownFlags {
-        &self.shared.flags[self.id.0]
+        &self.shared.inboxes[self.id.0].flags
     }
 
     fn pin(&mut self) {

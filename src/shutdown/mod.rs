@@ -31,8 +31,8 @@ pub(crate) fn begin<T>(shared: &Shared<T>) {
     // SeqCst: ordered before every shard's close (which it happens-before through the
     // `closing` flags below anyway).
     shared.closing.store(true, Ordering::SeqCst);
-    for (inbox, flags) in shared.inboxes.iter().zip(shared.flags.iter()) {
-        flags.command(Command::Close);
+    for inbox in shared.inboxes.iter() {
+        inbox.flags.command(Command::Close);
         inbox.kick();
     }
 }
@@ -61,7 +61,7 @@ fn expired(deadline: Option<Instant>) -> bool {
 }
 
 fn is_quiescent<T>(shared: &Shared<T>) -> bool {
-    let flags = || shared.flags.iter();
+    let flags = || shared.inboxes.iter().map(|i| &i.flags);
     // SeqCst fences between the groups of reads (here and after every write of the
     // shards' side): the argument needs one total order of these reads and the shards'
     // writes, and fences are how both the memory model and loom give it.
@@ -92,8 +92,8 @@ pub(crate) fn stop<T>(shared: &Shared<T>, drained: bool) {
     } else {
         Command::StopForced
     };
-    for (inbox, flags) in shared.inboxes.iter().zip(shared.flags.iter()) {
-        flags.command(command);
+    for inbox in shared.inboxes.iter() {
+        inbox.flags.command(command);
         inbox.kick();
     }
 }
@@ -104,7 +104,11 @@ pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> u
     let backoff = Backoff::new();
     loop {
         // `has_exited` is an Acquire load: the shard's final counters are then visible.
-        let running = shared.flags.iter().filter(|f| !f.has_exited()).count();
+        let running = shared
+            .inboxes
+            .iter()
+            .filter(|i| !i.flags.has_exited())
+            .count();
         // Under loom a stuck shard cannot exist; wait for every one (see `expired`).
         if running == 0 || (!cfg!(shardbus_loom) && expired(deadline)) {
             return running;
