@@ -18,6 +18,7 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    #[inline]
     fn from_word(word: usize) -> Self {
         match word {
             0 => Command::Run,
@@ -88,6 +89,7 @@ impl ShutdownFlags {
 
     /// The coordinator's command. Acquire: pairs with the coordinator's SeqCst store;
     /// what the shard then does is re-checked by the protocol itself.
+    #[inline]
     pub(crate) fn shard_reads_command(&self) -> Command {
         Command::from_word(self.command.load(Ordering::Acquire))
     }
