@@ -1,6 +1,6 @@
-//! What the bus, its publishers and its shards share: the topic registry, one
-//! [`Inbox`] per shard (with its shutdown flags), the statistics, the shard-to-shard rings (for shutdown) and the
-//! bus-wide settings.
+//! What the bus, its publishers and its shards share: the topic registry, one [`Inbox`]
+//! per shard (with its shutdown flags), the statistics, the shard-to-shard rings (for
+//! shutdown) and the bus-wide settings.
 
 use crossbeam_utils::CachePadded;
 

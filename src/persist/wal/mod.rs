@@ -165,7 +165,7 @@ impl<T> Wal<T> {
     /// 4. Run the handlers of what is in the log (dead-letter what never will be).
     /// 5. Note safe points for what the handlers published onward.
     /// 6. Sync under `Interval` when due, checkpoint and apply retention when due, and
-    ///    confirm what that sync made durable.
+    ///    (without the pipelined commit) confirm what that sync made durable.
     /// 7. If the log failed in this pass, close the shard's intake.
     ///
     /// Returns the items moved: drained, plus delivered under the pipelined commit (the

@@ -29,7 +29,7 @@ pub(super) struct Pending<T> {
 }
 
 impl<T> Wal<T> {
-    /// The ticket the next batch handed to [`Wal::pipeline`] gets. The shard notes it for
+    /// The ticket the next batch appended by the pipelined commit gets. The shard notes it for
     /// each input it pops from, and confirms an input's durable publishers once
     /// [`Wal::done_ticket`] reaches the last ticket it popped into.
     pub(crate) fn next_ticket(&self) -> u64 {

@@ -173,9 +173,9 @@ impl<T> Producer<T> {
             .map(|i| {
                 let slot = &self.ring.slots
                     [slot_index(self.tail.wrapping_add(i as u64 * STEP), self.ring.mask)];
-                // SAFETY: this producer owns the slot: it wrote it in this push and the
-                // consumer's limit is at or before it (see above), so the value is
-                // initialised and no one else can reach it.
+                // SAFETY: this producer owns the slot: it wrote it in this push, and the
+                // consumer's limit is `self.tail`, at or before it, so the consumer never
+                // reads it; the value is initialised and no one else can reach it.
                 slot.with(|p| unsafe { (*p).assume_init_read() })
             })
             .collect();
