@@ -118,8 +118,10 @@ impl Checker {
         Self::new(expected, 0..expected.topics() as u32, sampling)
     }
 
-    /// Records one handled message; call it first thing in the handler.
-    #[inline]
+    /// Records one handled message; call it first thing in the handler. Always inlined, so
+    /// every runner's handler pays the same for it whatever the compiler's unit layout (left
+    /// to `#[inline]`, it was inlined or called depending on how the crate was split).
+    #[inline(always)]
     pub fn record<const N: usize>(&mut self, msg: &BenchMsg<N>) {
         if msg.sent_at != 0 {
             let now = self.sampling.now_ns();
