@@ -54,6 +54,19 @@ pub enum Error {
     /// an unusable directory.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The bus directory is in use: another bus, in this process or another, holds its
+    /// lock ([`Storage::lock_dir`](crate::log::Storage::lock_dir); on the real filesystem
+    /// a `flock` on the file `lock` in it). A persistent bus holds it from `build()` until
+    /// its shards have stopped; nothing was read or written. Build again once that bus is
+    /// shut down or its process has exited.
+    #[error(
+        "the bus directory {} is in use by another bus (its lock is held)",
+        path.display()
+    )]
+    DirectoryLocked {
+        /// The bus directory ([`Persistence::dir`](crate::Persistence::dir)).
+        path: PathBuf,
+    },
     /// The bus directory was written with another shard count and the bus was built with
     /// [`OnShardCountChange::Error`](crate::OnShardCountChange::Error).
     #[error("the log directory holds {found} shards but the bus was built with {expected}")]

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use crate::codec::CodecFns;
 use crate::inbox::{Envelope, LogStatus};
-use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
+use crate::log::{DirLock, FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
 use crate::route::TopicKey;
+use crate::sync::plain::Arc;
 
 mod checkpoint;
 mod pipeline;
@@ -86,6 +87,12 @@ pub(crate) struct Wal<T> {
     batch_local: u64,
     /// Pipelined: the ring position of the last delivered batch, for the shard to confirm.
     ring_synced: Option<u64>,
+    /// The bus directory's lock, shared by every shard of the bus (`persist::open`). Last
+    /// field, so dropped last: after `log`, whose drop joins the log's sync thread. The
+    /// lock is released when the last shard's `Wal` goes, that is when no thread of the
+    /// bus can write to its logs any more (a shard that outlived `shutdown_timeout`
+    /// keeps it until it exits).
+    _dir_lock: Arc<DirLock>,
 }
 
 /// The shard's side of a logged pass ([`Wal::pass`]): its inputs, its handlers and its
@@ -120,7 +127,12 @@ pub(crate) struct WalConfig {
 }
 
 impl<T> Wal<T> {
-    pub(crate) fn new(mut log: ShardLog, codec: CodecFns<T>, config: WalConfig) -> Self {
+    pub(crate) fn new(
+        mut log: ShardLog,
+        codec: CodecFns<T>,
+        config: WalConfig,
+        dir_lock: Arc<DirLock>,
+    ) -> Self {
         let checkpointed = log.last_checkpoint();
         let syncer = log.start_syncer();
         let pipelined = syncer && log.config().fsync == FsyncPolicy::Batch;
@@ -151,6 +163,7 @@ impl<T> Wal<T> {
             done: 0,
             batch_local: 0,
             ring_synced: None,
+            _dir_lock: dir_lock,
         }
     }
 

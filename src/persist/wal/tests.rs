@@ -20,7 +20,15 @@ fn wal(fsync: FsyncPolicy) -> (Wal<String>, SimStorage) {
         checkpoint_interval: Duration::from_secs(3600),
         retention: RetentionLimit::default(),
     };
-    (Wal::new(log, CodecFns::of(), config), sim)
+    (
+        Wal::new(
+            log,
+            CodecFns::of(),
+            config,
+            crate::sync::plain::Arc::new(crate::log::DirLock::unlocked()),
+        ),
+        sim,
+    )
 }
 
 /// One step of a safe-point scenario.
