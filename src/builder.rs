@@ -312,6 +312,7 @@ impl<T: Send + 'static> Builder<T> {
             dead_letter: self.dead_letter,
             wait: self.wait,
             persistent,
+            codec: self.persist.as_ref().map(|(_, codec)| *codec),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())

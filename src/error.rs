@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::codec::EncodeError;
 use crate::log::{LogError, Seq};
 
 /// An error from building the bus or from a control operation (subscribe, unsubscribe).
@@ -99,19 +100,27 @@ pub enum Error {
     },
 }
 
-/// The error of a blocking publish: the bus is closed, or the topic is invalid. The
-/// message is given back.
-#[derive(PartialEq, Eq, Clone, Copy)]
+/// The error of a blocking publish: the bus is closed, the topic is invalid, or the
+/// message does not encode. The message is given back.
+#[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum PublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
     InvalidTopic(T),
+    /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it, so it could
+    /// never be logged; it was not accepted (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
 }
 
 /// The error of a non-blocking publish. The message is given back.
-#[derive(PartialEq, Eq, Clone, Copy)]
+#[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum TryPublishError<T> {
     /// The target inbox is full right now.
@@ -120,12 +129,20 @@ pub enum TryPublishError<T> {
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
     InvalidTopic(T),
+    /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
+    /// accepted. See [`PublishError::Encode`].
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
 }
 
 /// The error of [`Bus::publish_durable`](crate::Bus::publish_durable) and
 /// [`Publisher::publish_durable`](crate::Publisher::publish_durable). Every variant but
 /// `Unconfirmed` gives the message back: it was not accepted.
-#[derive(PartialEq, Eq, Clone, Copy)]
+#[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum DurableError<T> {
     /// The bus is shutting down or has shut down, or the target shard's log has failed
@@ -135,6 +152,14 @@ pub enum DurableError<T> {
     InvalidTopic(T),
     /// The bus was built without [`Builder::persist`](crate::Builder::persist).
     NotPersistent(T),
+    /// The message's [`Codec`](crate::Codec) cannot encode it, so it could never be
+    /// logged.
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
     /// The message was accepted, but the shard stopped before confirming its record
     /// durable: its log failed (an fsync error poisons it), or a deadline shutdown
     /// dropped it. The record may or may not be in the log; if it is, it is replayed at
@@ -158,6 +183,7 @@ impl<T> DurableError<T> {
     pub fn into_inner(self) -> Option<T> {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::NotPersistent(t) => Some(t),
+            Self::Encode { msg, .. } => Some(msg),
             Self::Unconfirmed => None,
         }
     }
@@ -182,6 +208,14 @@ impl<T> DurableError<T> {
     pub fn is_unconfirmed(&self) -> bool {
         matches!(self, Self::Unconfirmed)
     }
+
+    /// Whether the message did not encode, and what its codec said.
+    pub fn encode_error(&self) -> Option<&EncodeError> {
+        match self {
+            Self::Encode { error, .. } => Some(error),
+            _ => None,
+        }
+    }
 }
 
 impl<T> fmt::Debug for DurableError<T> {
@@ -190,6 +224,7 @@ impl<T> fmt::Debug for DurableError<T> {
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::NotPersistent(_) => f.write_str("NotPersistent(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
             Self::Unconfirmed => f.write_str("Unconfirmed"),
         }
     }
@@ -201,6 +236,7 @@ impl<T> fmt::Display for DurableError<T> {
             Self::Closed(_) => f.write_str("publishing on a closed bus or a failed shard log"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
             Self::NotPersistent(_) => f.write_str("durable publish on a memory-only bus"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
             Self::Unconfirmed => {
                 f.write_str("the shard stopped before confirming the record durable")
             }
@@ -225,7 +261,7 @@ impl<T> PublishError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            Self::Closed(t) | Self::InvalidTopic(t) => t,
+            Self::Closed(t) | Self::InvalidTopic(t) | Self::Encode { msg: t, .. } => t,
         }
     }
 
@@ -237,6 +273,14 @@ impl<T> PublishError<T> {
     /// Whether the topic name was invalid.
     pub fn is_invalid_topic(&self) -> bool {
         matches!(self, Self::InvalidTopic(_))
+    }
+
+    /// Whether the message did not encode, and what its codec said.
+    pub fn encode_error(&self) -> Option<&EncodeError> {
+        match self {
+            Self::Encode { error, .. } => Some(error),
+            _ => None,
+        }
     }
 }
 
@@ -256,6 +300,7 @@ impl<T> TryPublishError<T> {
     pub fn into_inner(self) -> T {
         match self {
             Self::Full(t) | Self::Closed(t) | Self::InvalidTopic(t) => t,
+            Self::Encode { msg, .. } => msg,
         }
     }
 
@@ -273,6 +318,14 @@ impl<T> TryPublishError<T> {
     pub fn is_invalid_topic(&self) -> bool {
         matches!(self, Self::InvalidTopic(_))
     }
+
+    /// Whether the message did not encode, and what its codec said.
+    pub fn encode_error(&self) -> Option<&EncodeError> {
+        match self {
+            Self::Encode { error, .. } => Some(error),
+            _ => None,
+        }
+    }
 }
 
 impl<T> From<PublishError<T>> for TryPublishError<T> {
@@ -280,8 +333,16 @@ impl<T> From<PublishError<T>> for TryPublishError<T> {
         match e {
             PublishError::Closed(t) => Self::Closed(t),
             PublishError::InvalidTopic(t) => Self::InvalidTopic(t),
+            PublishError::Encode { msg, error } => Self::Encode { msg, error },
         }
     }
+}
+
+/// `Debug` of an `Encode { msg, error }` variant without `T: Debug`.
+fn debug_encode(f: &mut fmt::Formatter<'_>, error: &EncodeError) -> fmt::Result {
+    f.debug_struct("Encode")
+        .field("error", error)
+        .finish_non_exhaustive()
 }
 
 impl<T> fmt::Debug for PublishError<T> {
@@ -289,6 +350,7 @@ impl<T> fmt::Debug for PublishError<T> {
         match self {
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
         }
     }
 }
@@ -299,6 +361,7 @@ impl<T> fmt::Debug for TryPublishError<T> {
             Self::Full(_) => f.write_str("Full(..)"),
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
         }
     }
 }
@@ -308,6 +371,7 @@ impl<T> fmt::Display for PublishError<T> {
         match self {
             Self::Closed(_) => f.write_str("publishing on a closed bus"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
         }
     }
 }
@@ -318,6 +382,7 @@ impl<T> fmt::Display for TryPublishError<T> {
             Self::Full(_) => f.write_str("publishing into a full inbox"),
             Self::Closed(_) => f.write_str("publishing on a closed bus"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
         }
     }
 }

@@ -121,7 +121,8 @@ impl<T> Context<'_, T> {
     /// a shard must not wait on another shard, or two shards publishing to each other
     /// could deadlock. If the target's lane is full the message waits in this shard's
     /// overflow queue (in order) and is forwarded as space frees up.
-    /// Returns `Closed` with the message once the target shard has stopped.
+    /// Returns `Closed` with the message once the target shard has stopped, `Encode`
+    /// with it on a persistent bus whose codec cannot encode it.
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         self.out.publish(topic, msg)
     }
@@ -153,6 +154,15 @@ pub enum DeadLetterReason<'a> {
     NotLogged {
         /// Why.
         error: &'a str,
+    },
+    /// Persistent bus: the message's [`Codec`](crate::Codec) refused it on the shard
+    /// thread, so it is not in the log and no handler saw it. A publish whose codec can
+    /// fail is checked on the publishing thread first and refused there with the message;
+    /// this happens only if `encode` is not deterministic (it encoded there and fails
+    /// here), or a codec with `CAN_FAIL = false` fails.
+    EncodeFailed {
+        /// What the codec said.
+        error: &'a crate::EncodeError,
     },
 }
 

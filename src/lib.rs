@@ -91,7 +91,7 @@ pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
 #[cfg(feature = "serde")]
 pub use codec::SerdeCodec;
-pub use codec::{Codec, DecodeError};
+pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};

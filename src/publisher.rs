@@ -66,6 +66,9 @@ pub(crate) fn push_shared<T>(
     if shared.is_closing() {
         return Err(TryPublishError::Closed(msg));
     }
+    let msg = shared
+        .check_encode(msg)
+        .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
     let inbox = &shared.inboxes[topic.shard.0];
     let item = Item::Msg(Envelope {
         topic: topic.index,
@@ -92,7 +95,10 @@ fn check_durable<T>(
     if shared.is_closing() || shared.log_status(topic.shard.0).state() != LogState::Ok {
         return Err(DurableError::Closed(msg));
     }
-    Ok((topic, msg))
+    match shared.check_encode(msg) {
+        Ok(msg) => Ok((topic, msg)),
+        Err((msg, error)) => Err(DurableError::Encode { msg, error }),
+    }
 }
 
 /// Waits until `is_durable` says so, or the shard's log can confirm nothing more.
@@ -187,7 +193,8 @@ impl<T: Send + 'static> Publisher<T> {
     }
 
     /// Publishes, waiting while the target lane is full. Returns `Closed` with the
-    /// message once the bus is shutting down.
+    /// message once the bus is shutting down, `Encode` with it on a persistent bus whose
+    /// codec cannot encode it (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
@@ -195,6 +202,10 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(PublishError::Closed(msg));
         }
+        let msg = self
+            .shared
+            .check_encode(msg)
+            .map_err(|(msg, error)| PublishError::Encode { msg, error })?;
         self.push_waiting(topic, msg).map_err(PublishError::Closed)
     }
 
@@ -242,7 +253,8 @@ impl<T: Send + 'static> Publisher<T> {
     /// `Always`: survives power loss), or handed to the OS (`Never`: survives a process
     /// crash only). See `docs/persistence.md`.
     ///
-    /// Errors give the message back if it was not accepted; `Unconfirmed` means it was
+    /// Errors give the message back if it was not accepted (`Encode` if its codec cannot
+    /// encode it); `Unconfirmed` means it was
     /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
     /// Never call it from a handler: the shard would wait for itself.
     pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
@@ -290,6 +302,10 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(TryPublishError::Closed(msg));
         }
+        let msg = self
+            .shared
+            .check_encode(msg)
+            .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
         let shard = topic.shard.0;
         match self.lane(shard, false) {
             Ok(_) => {}
@@ -314,6 +330,10 @@ impl<T: Send + 'static> Publisher<T> {
     /// the vector; one atomic add per run of messages that fits the lane. Waits while
     /// the lane is full. On `Closed`, the messages not accepted are left in `batch`
     /// (in order) and every message removed from it was accepted.
+    ///
+    /// On a persistent bus whose codec can fail, every message is encoded on this thread
+    /// first: if one does not encode, the messages before it are published, and `Encode`
+    /// leaves that message first in `batch`, followed by the rest (none of them accepted).
     pub fn publish_batch(
         &mut self,
         topic: impl ToTopic,
@@ -325,9 +345,18 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(PublishError::Closed(()));
         }
+        // The first message that does not encode, if the codec can fail.
+        let mut refused = None;
+        if let Some(codec) = self.shared.codec.as_ref().filter(|c| c.can_fail) {
+            refused = batch
+                .iter()
+                .enumerate()
+                .find_map(|(i, msg)| codec.encoded_len(msg).err().map(|e| (i, e)));
+        }
+        let mut accept = refused.as_ref().map_or(batch.len(), |(i, _)| *i);
         let shard = topic.shard.0;
         let backoff = Backoff::new();
-        while !batch.is_empty() {
+        while accept > 0 {
             let lane = self
                 .lane(shard, true)
                 .map_err(|_| PublishError::Closed(()))?;
@@ -337,7 +366,7 @@ impl<T: Send + 'static> Publisher<T> {
                 continue;
             }
             backoff.reset();
-            let n = free.min(batch.len());
+            let n = free.min(accept);
             let index = topic.index;
             if let Err(back) = lane.push_n(
                 n,
@@ -346,9 +375,13 @@ impl<T: Send + 'static> Publisher<T> {
                 batch.splice(0..0, back.into_iter().map(|env| env.msg));
                 return Err(PublishError::Closed(()));
             }
+            accept -= n;
             self.shared.inboxes[shard].wake();
         }
-        Ok(())
+        match refused {
+            Some((_, error)) => Err(PublishError::Encode { msg: (), error }),
+            None => Ok(()),
+        }
     }
 
     /// This publisher's lane into `shard`, registering it with the shard on first use.

@@ -4,6 +4,7 @@
 
 use crossbeam_utils::CachePadded;
 
+use crate::codec::{CodecFns, EncodeError};
 use crate::handler::DeadLetterFn;
 use crate::inbox::{Envelope, Inbox, LogStatus};
 use crate::intern::Topics;
@@ -32,6 +33,10 @@ pub(crate) struct Shared<T> {
     pub(crate) wait: crate::wait::WaitStrategy,
     /// Whether the bus was built with persistence.
     pub(crate) persistent: bool,
+    /// Persistent buses: the codec, for the checks a publishing thread makes before it
+    /// pushes ([`Shared::check_encode`]). Set at `build()`,
+    /// never changed.
+    pub(crate) codec: Option<CodecFns<T>>,
 }
 
 impl<T> Shared<T> {
@@ -40,10 +45,33 @@ impl<T> Shared<T> {
         &self.inboxes[shard].log
     }
 
+    /// Every publish (`publish`, `try_publish`, `publish_batch`, `publish_durable`,
+    /// `Context::publish`): on a persistent bus whose codec can fail ([`Codec::CAN_FAIL`](crate::Codec)),
+    /// encodes `msg` once on the publishing thread ([`CodecFns::encoded_len`]), so that a
+    /// message the shard could not log is refused here with the message back, not lost
+    /// after the publish returned. Otherwise one branch and nothing else.
+    #[inline]
+    pub(crate) fn check_encode(&self, msg: T) -> Result<T, (T, EncodeError)> {
+        match &self.codec {
+            Some(codec) if codec.can_fail => encode_check(codec, msg),
+            _ => Ok(msg),
+        }
+    }
+
     /// Whether shutdown has begun. Relaxed is enough: this is only a fast path; the
     /// close bit on each ring, set by an RMW, is what decides a racing publish.
     #[inline]
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// [`Shared::check_encode`]'s encoding, out of line: the publish paths inline only the
+/// branch that skips it.
+#[inline(never)]
+fn encode_check<T>(codec: &CodecFns<T>, msg: T) -> Result<T, (T, EncodeError)> {
+    match codec.encoded_len(&msg) {
+        Ok(_) => Ok(msg),
+        Err(e) => Err((msg, e)),
     }
 }
