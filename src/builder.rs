@@ -313,6 +313,10 @@ impl<T: Send + 'static> Builder<T> {
             wait: self.wait,
             persistent,
             codec: self.persist.as_ref().map(|(_, codec)| *codec),
+            max_record_size: self
+                .persist
+                .as_ref()
+                .map_or(0, |(p, _)| p.log.max_record_size),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())

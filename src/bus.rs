@@ -220,6 +220,12 @@ impl<T: Send + 'static> Bus<T> {
     /// `Encode` on a persistent bus whose codec cannot encode the message (checked on
     /// this thread when the codec can fail: [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
     ///
+    /// On a persistent bus, a message whose record would exceed the maximum record size
+    /// is accepted and then dead-lettered by its shard
+    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)): only
+    /// [`publish_durable`](Self::publish_durable) encodes every message on the publishing
+    /// thread and refuses it instead.
+    ///
     /// Messages one thread publishes through the bus to one topic are handled in
     /// order. This path is shared by all threads (a CAS per message); a
     /// [`Publisher`] is faster.
@@ -240,7 +246,9 @@ impl<T: Send + 'static> Bus<T> {
     ///
     /// Errors give the message back if it was not accepted (`Closed` also when the
     /// shard's log has failed, `NotPersistent` on a memory-only bus, `Encode` if its
-    /// codec cannot encode it); `Unconfirmed` means it was
+    /// codec cannot encode it, `TooLarge` if its record would exceed
+    /// [`max_record_size`](crate::Persistence::max_record_size): the message is encoded
+    /// once on this thread to know, into a reused buffer); `Unconfirmed` means it was
     /// accepted but the log failed (or a deadline shutdown dropped it) first.
     /// Never call it from a handler: the shard would wait for itself.
     pub fn publish_durable(&self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {

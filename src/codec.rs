@@ -7,7 +7,8 @@
 //! A message is encoded on its shard thread, into the batch's buffer, when it is logged.
 //! Before that, the publishing thread may encode it once into a scratch buffer of its own
 //! ([`CodecFns::encoded_len`]) to refuse what the log could not take while the message
-//! can still be given back: any publish whose codec can fail ([`Codec::CAN_FAIL`]).
+//! can still be given back: a durable publish always (its record must fit
+//! `max_record_size`), any publish whose codec can fail ([`Codec::CAN_FAIL`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -58,8 +59,9 @@ pub trait Codec: Sized {
     /// persistent bus encodes every message once on the publishing thread before it
     /// accepts it, so that a refusal gives the message back instead of losing it after
     /// the publish returned. A codec that never fails sets it to `false` and spares
-    /// publishes that work. The built-in byte and string codecs set it to `false`;
-    /// `SerdeCodec` types keep `true`.
+    /// plain publishes that work (durable publishes encode on the publishing thread
+    /// anyway, to check the record size). The built-in byte and string codecs set it to
+    /// `false`; `SerdeCodec` types keep `true`.
     const CAN_FAIL: bool = true;
 
     /// Appends the encoding of `self` to `out`, or says why it cannot. On an error the

@@ -160,6 +160,19 @@ pub enum DurableError<T> {
         /// What the codec said.
         error: EncodeError,
     },
+    /// The message's record would be larger than the bus's
+    /// [`max_record_size`](crate::Persistence::max_record_size), so it could never be
+    /// logged (a plain `publish` of it is dead-lettered instead, with
+    /// [`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)).
+    TooLarge {
+        /// The message.
+        msg: T,
+        /// The size its record would have: 26 bytes of framing, the topic, the encoded
+        /// payload (see [`MIN_RECORD_LEN`](crate::log::MIN_RECORD_LEN)).
+        size: u64,
+        /// The largest record the log takes.
+        max: u32,
+    },
     /// The message was accepted, but the shard stopped before confirming its record
     /// durable: its log failed (an fsync error poisons it), or a deadline shutdown
     /// dropped it. The record may or may not be in the log; if it is, it is replayed at
@@ -183,7 +196,7 @@ impl<T> DurableError<T> {
     pub fn into_inner(self) -> Option<T> {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::NotPersistent(t) => Some(t),
-            Self::Encode { msg, .. } => Some(msg),
+            Self::Encode { msg, .. } | Self::TooLarge { msg, .. } => Some(msg),
             Self::Unconfirmed => None,
         }
     }
@@ -216,6 +229,11 @@ impl<T> DurableError<T> {
             _ => None,
         }
     }
+
+    /// Whether the message's record would exceed the maximum record size.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::TooLarge { .. })
+    }
 }
 
 impl<T> fmt::Debug for DurableError<T> {
@@ -225,6 +243,11 @@ impl<T> fmt::Debug for DurableError<T> {
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::NotPersistent(_) => f.write_str("NotPersistent(..)"),
             Self::Encode { error, .. } => debug_encode(f, error),
+            Self::TooLarge { size, max, .. } => f
+                .debug_struct("TooLarge")
+                .field("size", size)
+                .field("max", max)
+                .finish_non_exhaustive(),
             Self::Unconfirmed => f.write_str("Unconfirmed"),
         }
     }
@@ -237,6 +260,10 @@ impl<T> fmt::Display for DurableError<T> {
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
             Self::NotPersistent(_) => f.write_str("durable publish on a memory-only bus"),
             Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
+            Self::TooLarge { size, max, .. } => write!(
+                f,
+                "the message's record of {size} bytes exceeds the maximum record size of {max} bytes"
+            ),
             Self::Unconfirmed => {
                 f.write_str("the shard stopped before confirming the record durable")
             }

@@ -150,7 +150,8 @@ pub enum DeadLetterReason<'a> {
     /// Persistent bus: the message could not be written to the shard's log, so no handler
     /// saw it (write-ahead). Either the log has failed (an I/O or fsync error poisoned it;
     /// see [`Bus::log_error`](crate::Bus::log_error)) or the encoded record exceeds the
-    /// maximum record size.
+    /// maximum record size (a plain publish; a durable one is refused with
+    /// [`DurableError::TooLarge`](crate::DurableError::TooLarge) instead).
     NotLogged {
         /// Why.
         error: &'a str,

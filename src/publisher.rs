@@ -8,7 +8,7 @@ use crate::error::{DurableError, PublishError, TryPublishError};
 use crate::inbox::{Control, Envelope, Inbox, Item, LogState, LogStatus};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
-use crate::shared::Shared;
+use crate::shared::{Shared, Unloggable};
 use crate::sync::{Arc, Backoff, Ordering};
 use crate::topic::ToTopic;
 use crate::wait::publisher_pause;
@@ -80,10 +80,14 @@ pub(crate) fn push_shared<T>(
     })
 }
 
-/// Checks before a durable publish; the message comes back if it cannot be accepted.
+/// Checks before a durable publish to a topic of `topic_len` bytes; the message comes
+/// back if it cannot be accepted. Last, the message is encoded on this thread
+/// ([`Shared::check_record`]): one the log could never take is refused here, since it
+/// could never be confirmed.
 fn check_durable<T>(
     shared: &Shared<T>,
     topic: Option<TopicId>,
+    topic_len: usize,
     msg: T,
 ) -> Result<(TopicId, T), DurableError<T>> {
     let Some(topic) = topic else {
@@ -95,9 +99,14 @@ fn check_durable<T>(
     if shared.is_closing() || shared.log_status(topic.shard.0).state() != LogState::Ok {
         return Err(DurableError::Closed(msg));
     }
-    match shared.check_encode(msg) {
-        Ok(msg) => Ok((topic, msg)),
-        Err((msg, error)) => Err(DurableError::Encode { msg, error }),
+    match shared.check_record(topic_len, &msg) {
+        Ok(()) => Ok((topic, msg)),
+        Err(Unloggable::Encode(error)) => Err(DurableError::Encode { msg, error }),
+        Err(Unloggable::TooLarge(size)) => Err(DurableError::TooLarge {
+            msg,
+            size,
+            max: shared.max_record_size,
+        }),
     }
 }
 
@@ -124,7 +133,8 @@ pub(crate) fn push_shared_durable<T>(
     topic: impl ToTopic,
     msg: T,
 ) -> Result<(), DurableError<T>> {
-    let (topic, msg) = check_durable(shared, resolve(shared, topic), msg)?;
+    let topic_len = topic.name_len();
+    let (topic, msg) = check_durable(shared, resolve(shared, topic), topic_len, msg)?;
     let inbox = &shared.inboxes[topic.shard.0];
     let item = Item::Msg(Envelope {
         topic: topic.index,
@@ -254,12 +264,14 @@ impl<T: Send + 'static> Publisher<T> {
     /// crash only). See `docs/persistence.md`.
     ///
     /// Errors give the message back if it was not accepted (`Encode` if its codec cannot
-    /// encode it); `Unconfirmed` means it was
+    /// encode it, `TooLarge` if its record would exceed the maximum record size: the
+    /// message is encoded once on this thread to know); `Unconfirmed` means it was
     /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
     /// Never call it from a handler: the shard would wait for itself.
     pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
+        let topic_len = topic.name_len();
         let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
-        let (topic, msg) = check_durable(&self.shared, topic, msg)?;
+        let (topic, msg) = check_durable(&self.shared, topic, topic_len, msg)?;
         let shard = topic.shard.0;
         self.push_waiting(topic, msg)
             .map_err(DurableError::Closed)?;

@@ -103,10 +103,13 @@ impl Persistence {
         self
     }
 
-    /// The largest encoded record (26 bytes of framing plus topic plus payload). A message
-    /// whose record would be larger goes to the dead-letter handler
-    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)). Default
-    /// 16 MiB. Never lower it below what an existing log was written with.
+    /// The largest encoded record (26 bytes of framing plus topic plus payload). A durable
+    /// publish of a message whose record would be larger is refused with the message
+    /// ([`DurableError::TooLarge`](crate::DurableError::TooLarge); the message is encoded
+    /// on the publishing thread to know); a plain publish of it is accepted and the
+    /// message then goes to the dead-letter handler
+    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)), never to the
+    /// log. Default 16 MiB. Never lower it below what an existing log was written with.
     pub fn max_record_size(mut self, bytes: u32) -> Self {
         self.log.max_record_size = bytes;
         self
