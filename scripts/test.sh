@@ -19,9 +19,14 @@ cargo fmt --all -- --check
 
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The `serde` feature (`SerdeCodec`) is off by default: lint and test it too.
+cargo clippy -p shardbus --all-targets --all-features --locked -- -D warnings
 
 echo "== unit, integration and doc tests"
 cargo test --workspace --locked
+
+echo "== the same for the library with every feature (serde)"
+cargo test -p shardbus --all-features --locked
 
 if [[ "${SKIP_LOOM:-0}" != "1" ]]; then
     echo "== loom models"

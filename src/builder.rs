@@ -284,14 +284,17 @@ impl<T: Send + 'static> Builder<T> {
         let persistent = self.persist.is_some();
         let mut replies = Vec::new();
         if let Some((p, codec)) = &self.persist {
-            let logs = persist::open(p, shards, &topics.router)?;
+            // The directory's lock goes to the shards (each `Wal` holds it): released when
+            // the last of them is done with its log, or here, if `build()` fails first.
+            let (lock, logs) = persist::open(p, shards, &topics.router)?;
+            let lock = plain::Arc::new(lock);
             for (i, (log, recovered)) in logs.into_iter().enumerate() {
                 let config = WalConfig {
                     checkpoint_records: p.checkpoint_records,
                     checkpoint_interval: p.checkpoint_interval,
                     retention: p.retention,
                 };
-                startups[i].wal = Some(Wal::new(log, *codec, config));
+                startups[i].wal = Some(Wal::new(log, *codec, config, lock.clone()));
                 let (ack, done) = ack_pair();
                 let slot: ReplayError = plain::Arc::new(plain::Mutex::new(None));
                 startups[i].replay = Some((recovered, ack, slot.clone()));
@@ -309,6 +312,11 @@ impl<T: Send + 'static> Builder<T> {
             dead_letter: self.dead_letter,
             wait: self.wait,
             persistent,
+            codec: self.persist.as_ref().map(|(_, codec)| *codec),
+            max_record_size: self
+                .persist
+                .as_ref()
+                .map_or(0, |(p, _)| p.log.max_record_size),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())

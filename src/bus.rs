@@ -216,7 +216,15 @@ impl<T: Send + 'static> Bus<T> {
 
     /// Publishes a message, waiting while the target shard's inbox is full. Returns
     /// `Closed` with the message once the bus is shutting down, `InvalidTopic` for a
-    /// name that is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// name that is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN),
+    /// `Encode` on a persistent bus whose codec cannot encode the message (checked on
+    /// this thread when the codec can fail: [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
+    ///
+    /// On a persistent bus, a message whose record would exceed the maximum record size
+    /// is accepted and then dead-lettered by its shard
+    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)): only
+    /// [`publish_durable`](Self::publish_durable) encodes every message on the publishing
+    /// thread and refuses it instead.
     ///
     /// Messages one thread publishes through the bus to one topic are handled in
     /// order. This path is shared by all threads (a CAS per message); a
@@ -225,6 +233,7 @@ impl<T: Send + 'static> Bus<T> {
         push_shared(&self.shared, topic, msg, true).map_err(|e| match e {
             TryPublishError::Closed(m) | TryPublishError::Full(m) => PublishError::Closed(m),
             TryPublishError::InvalidTopic(m) => PublishError::InvalidTopic(m),
+            TryPublishError::Encode { msg, error } => PublishError::Encode { msg, error },
         })
     }
 
@@ -236,8 +245,11 @@ impl<T: Send + 'static> Bus<T> {
     /// after a crash at the next `build()` (at least once). See `docs/persistence.md`.
     ///
     /// Errors give the message back if it was not accepted (`Closed` also when the
-    /// shard's log has failed, `NotPersistent` on a memory-only bus); `Unconfirmed` means
-    /// it was accepted but the log failed (or a deadline shutdown dropped it) first.
+    /// shard's log has failed, `NotPersistent` on a memory-only bus, `Encode` if its
+    /// codec cannot encode it, `TooLarge` if its record would exceed
+    /// [`max_record_size`](crate::Persistence::max_record_size): the message is encoded
+    /// once on this thread to know, into a reused buffer); `Unconfirmed` means it was
+    /// accepted but the log failed (or a deadline shutdown dropped it) first.
     /// Never call it from a handler: the shard would wait for itself.
     pub fn publish_durable(&self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
         push_shared_durable(&self.shared, topic, msg)

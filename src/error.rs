@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::codec::EncodeError;
 use crate::log::{LogError, Seq};
 
 /// An error from building the bus or from a control operation (subscribe, unsubscribe).
@@ -54,6 +55,19 @@ pub enum Error {
     /// an unusable directory.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The bus directory is in use: another bus, in this process or another, holds its
+    /// lock ([`Storage::lock_dir`](crate::log::Storage::lock_dir); on the real filesystem
+    /// a `flock` on the file `lock` in it). A persistent bus holds it from `build()` until
+    /// its shards have stopped; nothing was read or written. Build again once that bus is
+    /// shut down or its process has exited.
+    #[error(
+        "the bus directory {} is in use by another bus (its lock is held)",
+        path.display()
+    )]
+    DirectoryLocked {
+        /// The bus directory ([`Persistence::dir`](crate::Persistence::dir)).
+        path: PathBuf,
+    },
     /// The bus directory was written with another shard count and the bus was built with
     /// [`OnShardCountChange::Error`](crate::OnShardCountChange::Error).
     #[error("the log directory holds {found} shards but the bus was built with {expected}")]
@@ -86,19 +100,27 @@ pub enum Error {
     },
 }
 
-/// The error of a blocking publish: the bus is closed, or the topic is invalid. The
-/// message is given back.
-#[derive(PartialEq, Eq, Clone, Copy)]
+/// The error of a blocking publish: the bus is closed, the topic is invalid, or the
+/// message does not encode. The message is given back.
+#[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum PublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
     InvalidTopic(T),
+    /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it, so it could
+    /// never be logged; it was not accepted (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
 }
 
 /// The error of a non-blocking publish. The message is given back.
-#[derive(PartialEq, Eq, Clone, Copy)]
+#[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum TryPublishError<T> {
     /// The target inbox is full right now.
@@ -107,12 +129,20 @@ pub enum TryPublishError<T> {
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
     InvalidTopic(T),
+    /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
+    /// accepted. See [`PublishError::Encode`].
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
 }
 
 /// The error of [`Bus::publish_durable`](crate::Bus::publish_durable) and
 /// [`Publisher::publish_durable`](crate::Publisher::publish_durable). Every variant but
 /// `Unconfirmed` gives the message back: it was not accepted.
-#[derive(PartialEq, Eq, Clone, Copy)]
+#[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum DurableError<T> {
     /// The bus is shutting down or has shut down, or the target shard's log has failed
@@ -122,6 +152,27 @@ pub enum DurableError<T> {
     InvalidTopic(T),
     /// The bus was built without [`Builder::persist`](crate::Builder::persist).
     NotPersistent(T),
+    /// The message's [`Codec`](crate::Codec) cannot encode it, so it could never be
+    /// logged.
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
+    /// The message's record would be larger than the bus's
+    /// [`max_record_size`](crate::Persistence::max_record_size), so it could never be
+    /// logged (a plain `publish` of it is dead-lettered instead, with
+    /// [`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)).
+    TooLarge {
+        /// The message.
+        msg: T,
+        /// The size its record would have: 26 bytes of framing, the topic, the encoded
+        /// payload (see [`MIN_RECORD_LEN`](crate::log::MIN_RECORD_LEN)).
+        size: u64,
+        /// The largest record the log takes.
+        max: u32,
+    },
     /// The message was accepted, but the shard stopped before confirming its record
     /// durable: its log failed (an fsync error poisons it), or a deadline shutdown
     /// dropped it. The record may or may not be in the log; if it is, it is replayed at
@@ -145,6 +196,7 @@ impl<T> DurableError<T> {
     pub fn into_inner(self) -> Option<T> {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::NotPersistent(t) => Some(t),
+            Self::Encode { msg, .. } | Self::TooLarge { msg, .. } => Some(msg),
             Self::Unconfirmed => None,
         }
     }
@@ -169,6 +221,19 @@ impl<T> DurableError<T> {
     pub fn is_unconfirmed(&self) -> bool {
         matches!(self, Self::Unconfirmed)
     }
+
+    /// Whether the message did not encode, and what its codec said.
+    pub fn encode_error(&self) -> Option<&EncodeError> {
+        match self {
+            Self::Encode { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// Whether the message's record would exceed the maximum record size.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::TooLarge { .. })
+    }
 }
 
 impl<T> fmt::Debug for DurableError<T> {
@@ -177,6 +242,12 @@ impl<T> fmt::Debug for DurableError<T> {
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::NotPersistent(_) => f.write_str("NotPersistent(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
+            Self::TooLarge { size, max, .. } => f
+                .debug_struct("TooLarge")
+                .field("size", size)
+                .field("max", max)
+                .finish_non_exhaustive(),
             Self::Unconfirmed => f.write_str("Unconfirmed"),
         }
     }
@@ -188,6 +259,11 @@ impl<T> fmt::Display for DurableError<T> {
             Self::Closed(_) => f.write_str("publishing on a closed bus or a failed shard log"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
             Self::NotPersistent(_) => f.write_str("durable publish on a memory-only bus"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
+            Self::TooLarge { size, max, .. } => write!(
+                f,
+                "the message's record of {size} bytes exceeds the maximum record size of {max} bytes"
+            ),
             Self::Unconfirmed => {
                 f.write_str("the shard stopped before confirming the record durable")
             }
@@ -212,7 +288,7 @@ impl<T> PublishError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            Self::Closed(t) | Self::InvalidTopic(t) => t,
+            Self::Closed(t) | Self::InvalidTopic(t) | Self::Encode { msg: t, .. } => t,
         }
     }
 
@@ -224,6 +300,14 @@ impl<T> PublishError<T> {
     /// Whether the topic name was invalid.
     pub fn is_invalid_topic(&self) -> bool {
         matches!(self, Self::InvalidTopic(_))
+    }
+
+    /// Whether the message did not encode, and what its codec said.
+    pub fn encode_error(&self) -> Option<&EncodeError> {
+        match self {
+            Self::Encode { error, .. } => Some(error),
+            _ => None,
+        }
     }
 }
 
@@ -243,6 +327,7 @@ impl<T> TryPublishError<T> {
     pub fn into_inner(self) -> T {
         match self {
             Self::Full(t) | Self::Closed(t) | Self::InvalidTopic(t) => t,
+            Self::Encode { msg, .. } => msg,
         }
     }
 
@@ -260,6 +345,14 @@ impl<T> TryPublishError<T> {
     pub fn is_invalid_topic(&self) -> bool {
         matches!(self, Self::InvalidTopic(_))
     }
+
+    /// Whether the message did not encode, and what its codec said.
+    pub fn encode_error(&self) -> Option<&EncodeError> {
+        match self {
+            Self::Encode { error, .. } => Some(error),
+            _ => None,
+        }
+    }
 }
 
 impl<T> From<PublishError<T>> for TryPublishError<T> {
@@ -267,8 +360,16 @@ impl<T> From<PublishError<T>> for TryPublishError<T> {
         match e {
             PublishError::Closed(t) => Self::Closed(t),
             PublishError::InvalidTopic(t) => Self::InvalidTopic(t),
+            PublishError::Encode { msg, error } => Self::Encode { msg, error },
         }
     }
+}
+
+/// `Debug` of an `Encode { msg, error }` variant without `T: Debug`.
+fn debug_encode(f: &mut fmt::Formatter<'_>, error: &EncodeError) -> fmt::Result {
+    f.debug_struct("Encode")
+        .field("error", error)
+        .finish_non_exhaustive()
 }
 
 impl<T> fmt::Debug for PublishError<T> {
@@ -276,6 +377,7 @@ impl<T> fmt::Debug for PublishError<T> {
         match self {
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
         }
     }
 }
@@ -286,6 +388,7 @@ impl<T> fmt::Debug for TryPublishError<T> {
             Self::Full(_) => f.write_str("Full(..)"),
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
         }
     }
 }
@@ -295,6 +398,7 @@ impl<T> fmt::Display for PublishError<T> {
         match self {
             Self::Closed(_) => f.write_str("publishing on a closed bus"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
         }
     }
 }
@@ -305,6 +409,7 @@ impl<T> fmt::Display for TryPublishError<T> {
             Self::Full(_) => f.write_str("publishing into a full inbox"),
             Self::Closed(_) => f.write_str("publishing on a closed bus"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
         }
     }
 }

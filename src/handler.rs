@@ -121,7 +121,8 @@ impl<T> Context<'_, T> {
     /// a shard must not wait on another shard, or two shards publishing to each other
     /// could deadlock. If the target's lane is full the message waits in this shard's
     /// overflow queue (in order) and is forwarded as space frees up.
-    /// Returns `Closed` with the message once the target shard has stopped.
+    /// Returns `Closed` with the message once the target shard has stopped, `Encode`
+    /// with it on a persistent bus whose codec cannot encode it.
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         self.out.publish(topic, msg)
     }
@@ -149,10 +150,20 @@ pub enum DeadLetterReason<'a> {
     /// Persistent bus: the message could not be written to the shard's log, so no handler
     /// saw it (write-ahead). Either the log has failed (an I/O or fsync error poisoned it;
     /// see [`Bus::log_error`](crate::Bus::log_error)) or the encoded record exceeds the
-    /// maximum record size.
+    /// maximum record size (a plain publish; a durable one is refused with
+    /// [`DurableError::TooLarge`](crate::DurableError::TooLarge) instead).
     NotLogged {
         /// Why.
         error: &'a str,
+    },
+    /// Persistent bus: the message's [`Codec`](crate::Codec) refused it on the shard
+    /// thread, so it is not in the log and no handler saw it. A publish whose codec can
+    /// fail is checked on the publishing thread first and refused there with the message;
+    /// this happens only if `encode` is not deterministic (it encoded there and fails
+    /// here), or a codec with `CAN_FAIL = false` fails.
+    EncodeFailed {
+        /// What the codec said.
+        error: &'a crate::EncodeError,
     },
 }
 

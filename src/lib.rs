@@ -57,6 +57,12 @@
 //! finished to the builder's subscriptions ([`Builder::subscribe`]) before any new
 //! message, with [`Context::is_replay`] set. See [`Persistence`] and
 //! `docs/persistence.md` for the format and what each fsync policy promises.
+//!
+//! A publish that the log could not take is refused with the message back: one that its
+//! [`Codec`] cannot encode ([`PublishError::Encode`]; see [`Codec::CAN_FAIL`]), and a
+//! durable one whose record would exceed the maximum record size
+//! ([`DurableError::TooLarge`]). A directory holds one bus at a time: a second bus on it
+//! fails to build with [`Error::DirectoryLocked`].
 
 #![warn(missing_docs)]
 // The rings become public (undocumented, hidden) only for the loom models.
@@ -91,7 +97,7 @@ pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
 #[cfg(feature = "serde")]
 pub use codec::SerdeCodec;
-pub use codec::{Codec, DecodeError};
+pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};

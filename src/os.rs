@@ -28,3 +28,28 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
 pub(crate) fn preallocate(_file: &File, _len: u64) -> io::Result<()> {
     Ok(())
 }
+
+/// Takes an exclusive, non-blocking `flock(2)` on `file` (`LOCK_EX | LOCK_NB`). The lock
+/// belongs to the open file description: it is released when the last descriptor of it is
+/// closed (dropping `file`, or the process exiting, however it exits), and a second open of
+/// the same file, in this process or another, cannot take it meanwhile. A lock held
+/// elsewhere is `io::ErrorKind::WouldBlock`.
+///
+/// `std::fs::File::lock` does the same from Rust 1.89 on; the crate still builds with 1.80.
+#[cfg(unix)]
+pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: `file` owns the descriptor and keeps it open throughout; `flock` takes it
+        // and an integer and touches no memory of ours.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // A signal before the call completed: try again (it does not block).
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

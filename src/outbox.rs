@@ -107,6 +107,11 @@ impl<T> Outbox<T> {
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(PublishError::InvalidTopic)?;
+        // A message the receiving shard could not log is refused here, with the message.
+        let msg = self
+            .shared
+            .check_encode(msg)
+            .map_err(|(msg, error)| PublishError::Encode { msg, error })?;
         match self.route(topic, msg) {
             Route::Sent => Ok(()),
             Route::Full(env) => {
@@ -127,6 +132,10 @@ impl<T> Outbox<T> {
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(TryPublishError::InvalidTopic)?;
+        let msg = self
+            .shared
+            .check_encode(msg)
+            .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
         match self.route(topic, msg) {
             Route::Sent => Ok(()),
             Route::Full(env) => Err(TryPublishError::Full(env.msg)),

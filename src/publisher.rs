@@ -8,7 +8,7 @@ use crate::error::{DurableError, PublishError, TryPublishError};
 use crate::inbox::{Control, Envelope, Inbox, Item, LogState, LogStatus};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
-use crate::shared::Shared;
+use crate::shared::{Shared, Unloggable};
 use crate::sync::{Arc, Backoff, Ordering};
 use crate::topic::ToTopic;
 use crate::wait::publisher_pause;
@@ -66,6 +66,9 @@ pub(crate) fn push_shared<T>(
     if shared.is_closing() {
         return Err(TryPublishError::Closed(msg));
     }
+    let msg = shared
+        .check_encode(msg)
+        .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
     let inbox = &shared.inboxes[topic.shard.0];
     let item = Item::Msg(Envelope {
         topic: topic.index,
@@ -77,10 +80,14 @@ pub(crate) fn push_shared<T>(
     })
 }
 
-/// Checks before a durable publish; the message comes back if it cannot be accepted.
+/// Checks before a durable publish to a topic of `topic_len` bytes; the message comes
+/// back if it cannot be accepted. Last, the message is encoded on this thread
+/// ([`Shared::check_record`]): one the log could never take is refused here, since it
+/// could never be confirmed.
 fn check_durable<T>(
     shared: &Shared<T>,
     topic: Option<TopicId>,
+    topic_len: usize,
     msg: T,
 ) -> Result<(TopicId, T), DurableError<T>> {
     let Some(topic) = topic else {
@@ -92,7 +99,15 @@ fn check_durable<T>(
     if shared.is_closing() || shared.log_status(topic.shard.0).state() != LogState::Ok {
         return Err(DurableError::Closed(msg));
     }
-    Ok((topic, msg))
+    match shared.check_record(topic_len, &msg) {
+        Ok(()) => Ok((topic, msg)),
+        Err(Unloggable::Encode(error)) => Err(DurableError::Encode { msg, error }),
+        Err(Unloggable::TooLarge(size)) => Err(DurableError::TooLarge {
+            msg,
+            size,
+            max: shared.max_record_size,
+        }),
+    }
 }
 
 /// Waits until `is_durable` says so, or the shard's log can confirm nothing more.
@@ -118,7 +133,8 @@ pub(crate) fn push_shared_durable<T>(
     topic: impl ToTopic,
     msg: T,
 ) -> Result<(), DurableError<T>> {
-    let (topic, msg) = check_durable(shared, resolve(shared, topic), msg)?;
+    let topic_len = topic.name_len();
+    let (topic, msg) = check_durable(shared, resolve(shared, topic), topic_len, msg)?;
     let inbox = &shared.inboxes[topic.shard.0];
     let item = Item::Msg(Envelope {
         topic: topic.index,
@@ -187,7 +203,8 @@ impl<T: Send + 'static> Publisher<T> {
     }
 
     /// Publishes, waiting while the target lane is full. Returns `Closed` with the
-    /// message once the bus is shutting down.
+    /// message once the bus is shutting down, `Encode` with it on a persistent bus whose
+    /// codec cannot encode it (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
@@ -195,6 +212,10 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(PublishError::Closed(msg));
         }
+        let msg = self
+            .shared
+            .check_encode(msg)
+            .map_err(|(msg, error)| PublishError::Encode { msg, error })?;
         self.push_waiting(topic, msg).map_err(PublishError::Closed)
     }
 
@@ -242,12 +263,15 @@ impl<T: Send + 'static> Publisher<T> {
     /// `Always`: survives power loss), or handed to the OS (`Never`: survives a process
     /// crash only). See `docs/persistence.md`.
     ///
-    /// Errors give the message back if it was not accepted; `Unconfirmed` means it was
+    /// Errors give the message back if it was not accepted (`Encode` if its codec cannot
+    /// encode it, `TooLarge` if its record would exceed the maximum record size: the
+    /// message is encoded once on this thread to know); `Unconfirmed` means it was
     /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
     /// Never call it from a handler: the shard would wait for itself.
     pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
+        let topic_len = topic.name_len();
         let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
-        let (topic, msg) = check_durable(&self.shared, topic, msg)?;
+        let (topic, msg) = check_durable(&self.shared, topic, topic_len, msg)?;
         let shard = topic.shard.0;
         self.push_waiting(topic, msg)
             .map_err(DurableError::Closed)?;
@@ -290,6 +314,10 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(TryPublishError::Closed(msg));
         }
+        let msg = self
+            .shared
+            .check_encode(msg)
+            .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
         let shard = topic.shard.0;
         match self.lane(shard, false) {
             Ok(_) => {}
@@ -314,6 +342,10 @@ impl<T: Send + 'static> Publisher<T> {
     /// the vector; one atomic add per run of messages that fits the lane. Waits while
     /// the lane is full. On `Closed`, the messages not accepted are left in `batch`
     /// (in order) and every message removed from it was accepted.
+    ///
+    /// On a persistent bus whose codec can fail, every message is encoded on this thread
+    /// first: if one does not encode, the messages before it are published, and `Encode`
+    /// leaves that message first in `batch`, followed by the rest (none of them accepted).
     pub fn publish_batch(
         &mut self,
         topic: impl ToTopic,
@@ -325,9 +357,18 @@ impl<T: Send + 'static> Publisher<T> {
         if self.shared.is_closing() {
             return Err(PublishError::Closed(()));
         }
+        // The first message that does not encode, if the codec can fail.
+        let mut refused = None;
+        if let Some(codec) = self.shared.codec.as_ref().filter(|c| c.can_fail) {
+            refused = batch
+                .iter()
+                .enumerate()
+                .find_map(|(i, msg)| codec.encoded_len(msg).err().map(|e| (i, e)));
+        }
+        let mut accept = refused.as_ref().map_or(batch.len(), |(i, _)| *i);
         let shard = topic.shard.0;
         let backoff = Backoff::new();
-        while !batch.is_empty() {
+        while accept > 0 {
             let lane = self
                 .lane(shard, true)
                 .map_err(|_| PublishError::Closed(()))?;
@@ -337,7 +378,7 @@ impl<T: Send + 'static> Publisher<T> {
                 continue;
             }
             backoff.reset();
-            let n = free.min(batch.len());
+            let n = free.min(accept);
             let index = topic.index;
             if let Err(back) = lane.push_n(
                 n,
@@ -346,9 +387,13 @@ impl<T: Send + 'static> Publisher<T> {
                 batch.splice(0..0, back.into_iter().map(|env| env.msg));
                 return Err(PublishError::Closed(()));
             }
+            accept -= n;
             self.shared.inboxes[shard].wake();
         }
-        Ok(())
+        match refused {
+            Some((_, error)) => Err(PublishError::Encode { msg: (), error }),
+            None => Ok(()),
+        }
     }
 
     /// This publisher's lane into `shard`, registering it with the shard on first use.

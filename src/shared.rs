@@ -4,9 +4,11 @@
 
 use crossbeam_utils::CachePadded;
 
+use crate::codec::{CodecFns, EncodeError};
 use crate::handler::DeadLetterFn;
 use crate::inbox::{Envelope, Inbox, LogStatus};
 use crate::intern::Topics;
+use crate::log::MIN_RECORD_LEN;
 use crate::ring::spsc;
 use crate::stats::ShardCounters;
 use crate::sync::{Arc, AtomicBool, Ordering};
@@ -32,6 +34,20 @@ pub(crate) struct Shared<T> {
     pub(crate) wait: crate::wait::WaitStrategy,
     /// Whether the bus was built with persistence.
     pub(crate) persistent: bool,
+    /// Persistent buses: the codec, for the checks a publishing thread makes before it
+    /// pushes ([`Shared::check_encode`], [`Shared::check_record`]). Set at `build()`,
+    /// never changed.
+    pub(crate) codec: Option<CodecFns<T>>,
+    /// Persistent buses: the largest record the logs take (`Persistence::max_record_size`).
+    pub(crate) max_record_size: u32,
+}
+
+/// Why the publishing thread refuses a message for the log (see [`Shared::check_record`]).
+pub(crate) enum Unloggable {
+    /// The codec refused it.
+    Encode(EncodeError),
+    /// Its record would be this many bytes, over the maximum.
+    TooLarge(u64),
 }
 
 impl<T> Shared<T> {
@@ -40,10 +56,49 @@ impl<T> Shared<T> {
         &self.inboxes[shard].log
     }
 
+    /// Plain publishes (`publish`, `try_publish`, `publish_batch`, `Context::publish`):
+    /// on a persistent bus whose codec can fail ([`Codec::CAN_FAIL`](crate::Codec)),
+    /// encodes `msg` once on the publishing thread ([`CodecFns::encoded_len`]), so that a
+    /// message the shard could not log is refused here with the message back, not lost
+    /// after the publish returned. Otherwise one branch and nothing else.
+    #[inline]
+    pub(crate) fn check_encode(&self, msg: T) -> Result<T, (T, EncodeError)> {
+        match &self.codec {
+            Some(codec) if codec.can_fail => encode_check(codec, msg),
+            _ => Ok(msg),
+        }
+    }
+
+    /// Durable publishes of a persistent bus: encodes `msg` on the publishing thread
+    /// whatever the codec, and checks that its record (topic of `topic_len` bytes) fits
+    /// the maximum record size: a durable publish is confirmed only once its record is
+    /// logged, so one that never can be is refused here.
+    pub(crate) fn check_record(&self, topic_len: usize, msg: &T) -> Result<(), Unloggable> {
+        let Some(codec) = &self.codec else {
+            return Ok(());
+        };
+        let payload = codec.encoded_len(msg).map_err(Unloggable::Encode)?;
+        let size = (MIN_RECORD_LEN + topic_len) as u64 + payload as u64;
+        if size > u64::from(self.max_record_size) {
+            return Err(Unloggable::TooLarge(size));
+        }
+        Ok(())
+    }
+
     /// Whether shutdown has begun. Relaxed is enough: this is only a fast path; the
     /// close bit on each ring, set by an RMW, is what decides a racing publish.
     #[inline]
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
+    }
+}
+
+/// [`Shared::check_encode`]'s encoding, out of line: the publish paths inline only the
+/// branch that skips it.
+#[inline(never)]
+fn encode_check<T>(codec: &CodecFns<T>, msg: T) -> Result<T, (T, EncodeError)> {
+    match codec.encoded_len(&msg) {
+        Ok(_) => Ok(msg),
+        Err(e) => Err((msg, e)),
     }
 }

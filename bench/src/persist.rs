@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardbus::log::{FsyncPolicy, RetentionLimit};
-use shardbus::{Bus, Codec, Context, DecodeError, Persistence};
+use shardbus::{Bus, Codec, Context, DecodeError, EncodeError, Persistence};
 
 use crate::harness::Error;
 use crate::workload::{topic_name, BenchMsg};
@@ -31,14 +31,18 @@ pub const SHARD_BATCH: usize = 1024;
 /// Fixed fields of an encoded [`BenchMsg`]: producer (2), topic (4), seq (8), sent_at (8).
 const FIXED: usize = 22;
 
-/// Little-endian, fixed size: `FIXED + N` bytes; `encode` only appends to the shard's buffer.
+/// Little-endian, fixed size: `FIXED + N` bytes; `encode` only appends to the shard's buffer
+/// and never fails (`CAN_FAIL = false`: no encoding on the publishing thread).
 impl<const N: usize> Codec for BenchMsg<N> {
-    fn encode(&self, out: &mut Vec<u8>) {
+    const CAN_FAIL: bool = false;
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.extend_from_slice(&self.producer.to_le_bytes());
         out.extend_from_slice(&self.topic.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.sent_at.to_le_bytes());
         out.extend_from_slice(&self.payload);
+        Ok(())
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
@@ -344,7 +348,7 @@ mod tests {
             payload: [7; 16],
         };
         let mut out = Vec::new();
-        msg.encode(&mut out);
+        msg.encode(&mut out).unwrap();
         assert_eq!(out.len(), encoded_len(16));
         assert_eq!(BenchMsg::<16>::decode(&out), Ok(msg));
         assert!(BenchMsg::<16>::decode(&out[1..]).is_err());

@@ -164,6 +164,8 @@ pub enum IoOp {
     Truncate,
     /// Reading a file's length.
     Len,
+    /// Taking a directory's lock ([`Storage::lock_dir`](crate::log::Storage::lock_dir)).
+    Lock,
 }
 
 impl fmt::Display for IoOp {
@@ -181,6 +183,7 @@ impl fmt::Display for IoOp {
             IoOp::Remove => "remove",
             IoOp::Truncate => "truncate",
             IoOp::Len => "stat",
+            IoOp::Lock => "lock",
         })
     }
 }

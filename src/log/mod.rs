@@ -88,4 +88,4 @@ pub(crate) use record::now_nanos;
 pub use record::{Record, RecordRef, Seq, MIN_RECORD_LEN};
 pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
 pub use shard_log::ShardLog;
-pub use storage::{FsStorage, SimStorage, Storage, StorageFile};
+pub use storage::{DirLock, FsStorage, SimStorage, Storage, StorageFile, LOCK_FILE};

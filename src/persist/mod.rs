@@ -28,6 +28,22 @@ pub enum OnShardCountChange {
 
 /// Configuration of a persistent bus: see [`Builder::persist`](crate::Builder::persist).
 ///
+/// # One bus per directory
+///
+/// A bus directory belongs to one bus at a time. `build()` locks it before reading
+/// anything in it, and a second bus on a directory in use, in this process or another,
+/// fails to build with [`Error::DirectoryLocked`](crate::Error::DirectoryLocked) (two
+/// writers would give the log two histories under the same sequence numbers). On the real
+/// filesystem the lock is a `flock(2)` on the file `DIR/lock` (Unix; created empty and
+/// left in place, its existence means nothing); the [`storage`](Self::storage) decides
+/// ([`Storage::lock_dir`]). The bus holds it until its shard threads have closed their
+/// logs: through [`Bus::shutdown`](crate::Bus::shutdown) or drop of the bus, and at once
+/// when `build()` fails. A shard thread still running after
+/// [`Bus::shutdown_timeout`](crate::Bus::shutdown_timeout) (a handler that never returns)
+/// keeps it until it exits. The kernel drops it with a process that dies, however it
+/// dies, so a crash leaves no stale lock. Readers ([`Reader`](crate::log::Reader),
+/// `shardbus inspect`) take no lock and may read a directory in use.
+///
 /// ```
 /// use shardbus::log::FsyncPolicy;
 /// use shardbus::Persistence;
@@ -87,10 +103,13 @@ impl Persistence {
         self
     }
 
-    /// The largest encoded record (26 bytes of framing plus topic plus payload). A message
-    /// whose record would be larger goes to the dead-letter handler
-    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)). Default
-    /// 16 MiB. Never lower it below what an existing log was written with.
+    /// The largest encoded record (26 bytes of framing plus topic plus payload). A durable
+    /// publish of a message whose record would be larger is refused with the message
+    /// ([`DurableError::TooLarge`](crate::DurableError::TooLarge); the message is encoded
+    /// on the publishing thread to know); a plain publish of it is accepted and the
+    /// message then goes to the dead-letter handler
+    /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)), never to the
+    /// log. Default 16 MiB. Never lower it below what an existing log was written with.
     pub fn max_record_size(mut self, bytes: u32) -> Self {
         self.log.max_record_size = bytes;
         self
@@ -134,7 +153,8 @@ impl Persistence {
 
     /// The storage the log goes through. Default [`FsStorage`](crate::log::FsStorage), the
     /// real filesystem; tests pass a [`SimStorage`](crate::log::SimStorage) to simulate
-    /// power loss and inject faults.
+    /// power loss and inject faults. The storage also locks the directory
+    /// ([`Storage::lock_dir`]; see [One bus per directory](Self#one-bus-per-directory)).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self

@@ -4,6 +4,11 @@
 //! A persistent bus keeps `DIR/meta` (shard count and generation, see `log::meta`) and
 //! one log per shard in `DIR/gen-G/shard-NNN/`. At `build()`:
 //!
+//! 0. The directory is locked (`Storage::lock_dir`; `flock` of `DIR/lock` on the real
+//!    filesystem), or `build()` fails with [`Error::DirectoryLocked`] before reading
+//!    anything. Each shard's `Wal` holds the lock (shared) and drops it when the shard
+//!    thread ends, after its log is closed; so the lock lives exactly as long as some
+//!    shard of the bus can still write.
 //! 1. `meta` is read (or written, for a new directory); generations other than the
 //!    current one are leftovers of an interrupted reshard and are removed.
 //! 2. If the recorded shard count differs from the bus's, or a record after a shard's
@@ -26,28 +31,49 @@
 //! before each checkpoint is not carried over: a [`Reader`](crate::log::Reader) of the new
 //! generation starts at its first unfinished record.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{OnShardCountChange, Persistence};
 use crate::error::Error;
 use crate::log::{
-    self, parse_generation_name, read_meta, recover, write_meta, BusMeta, CorruptReason,
+    self, parse_generation_name, read_meta, recover, write_meta, BusMeta, CorruptReason, DirLock,
     FsyncPolicy, IoOp, LogConfig, LogError, Recovered, ShardLog, Storage,
 };
 use crate::route::Router;
 
-/// Opens the bus directory for `shards` shards: each shard's log and what recovery found.
+/// Opens the bus directory for `shards` shards: its lock, then each shard's log and what
+/// recovery found. The lock is taken before anything in the directory is read, and is
+/// released when the returned [`DirLock`] is dropped (on any error here, at once).
 pub(crate) fn open(
     p: &Persistence,
     shards: usize,
     router: &Router,
-) -> Result<Vec<(ShardLog, Recovered)>, Error> {
+) -> Result<(DirLock, Vec<(ShardLog, Recovered)>), Error> {
     p.log.validate()?;
     let storage = &*p.storage;
     let dir = &p.dir;
     storage
         .create_dir_all(dir)
         .map_err(|e| LogError::io(IoOp::CreateDir, dir, e))?;
+    let lock = storage.lock_dir(dir).map_err(|e| {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            Error::DirectoryLocked { path: dir.clone() }
+        } else {
+            LogError::io(IoOp::Lock, dir.join(log::LOCK_FILE), e).into()
+        }
+    })?;
+    Ok((lock, open_locked(p, shards, router)?))
+}
+
+/// [`open`] once the directory is locked.
+fn open_locked(
+    p: &Persistence,
+    shards: usize,
+    router: &Router,
+) -> Result<Vec<(ShardLog, Recovered)>, Error> {
+    let storage = &*p.storage;
+    let dir = &p.dir;
     let generations = list_generations(storage, dir)?;
     let meta = match read_meta(storage, dir)? {
         Some(meta) => meta,

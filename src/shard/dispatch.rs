@@ -120,13 +120,20 @@ impl<T: Send + 'static> Actors<T> {
         match fate {
             Fate::Logged => self.dispatch(names, env, false),
             Fate::NotLogged(error) => {
-                self.counters.received += 1;
-                self.counters.dead_letters += 1;
-                let reason = DeadLetterReason::NotLogged { error };
-                let topic = names.key(env.topic);
-                dead_letter(&self.shared, self.id, topic, &env, reason, false);
+                self.not_logged(names, env, DeadLetterReason::NotLogged { error })
+            }
+            Fate::NotEncoded(error) => {
+                self.not_logged(names, env, DeadLetterReason::EncodeFailed { error });
             }
         }
+    }
+
+    /// A drained message that is not in the log: counted and dead-lettered, not handled.
+    fn not_logged(&mut self, names: &Names, env: Envelope<T>, reason: DeadLetterReason<'_>) {
+        self.counters.received += 1;
+        self.counters.dead_letters += 1;
+        let topic = names.key(env.topic);
+        dead_letter(&self.shared, self.id, topic, &env, reason, false);
     }
 
     /// Installs a subscription: runs the actor's `on_start` (supervised like a panic in

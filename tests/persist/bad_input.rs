@@ -13,6 +13,9 @@ use crate::common::persist::{
 use shardbus::log::{CorruptReason, LogError, Seq, SimStorage, Storage};
 use shardbus::{Bus, DeadLetterReason, Error, Persistence};
 
+/// A plain publish is not encoded on the publishing thread (the `String` codec cannot
+/// fail): an oversized record is accepted, then dead-lettered by its shard, never written.
+/// (A durable publish refuses it instead: `durable::an_oversized_durable_publish_...`.)
 #[test]
 fn an_oversized_record_is_dead_lettered_not_written() {
     let sim = SimStorage::new();
@@ -22,16 +25,33 @@ fn an_oversized_record_is_dead_lettered_not_written() {
     let bus = builder(1, persistence(&sim).max_record_size(100), &s)
         .dead_letter(move |d| {
             if let DeadLetterReason::NotLogged { error } = d.reason {
-                l.lock().unwrap().push(error.to_owned());
+                l.lock()
+                    .unwrap()
+                    .push((d.message.clone(), error.to_owned()));
             }
         })
         .build()
         .unwrap();
-    bus.publish_durable(topic(0), "x".repeat(200)).unwrap();
+    bus.publish(topic(0), "x".repeat(200)).unwrap();
+    bus.publisher().publish(topic(1), "z".repeat(200)).unwrap();
     bus.publish_durable(topic(0), "small".to_owned()).unwrap();
     wait_seen(&s, 1);
-    assert_eq!(letters.lock().unwrap().len(), 1);
+    let want = "record exceeds the maximum record size".to_owned();
+    let mut letters = std::mem::take(&mut *letters.lock().unwrap());
+    letters.sort();
+    assert_eq!(
+        letters,
+        [("x".repeat(200), want.clone()), ("z".repeat(200), want)]
+    );
     assert!(bus.log_error(first_shard()).is_none());
+    crash(bus, &sim, None);
+    // Only the small record was written.
+    let again = seen();
+    let bus = builder(1, persistence(&sim), &again).build().unwrap();
+    assert_eq!(
+        *again.lock().unwrap(),
+        [(topic(0), "small".to_owned(), true)]
+    );
     bus.shutdown();
 }
 

@@ -4,13 +4,18 @@
 //!
 //! One binary rather than a file each because every test binary links the crate and its
 //! dependencies again, and on a 2-core CI the links add up. The process-crash test on the real filesystem keeps a binary of
-//! its own, `persist_crash.rs`: it re-executes that binary and kills it.
+//! its own, `persist_crash.rs`: it re-executes that binary and kills it. `lock` (one bus per
+//! directory) works on the real filesystem too, since `flock` is what it tests, and
+//! re-executes this binary as a child that holds a directory. `encode` tests a
+//! `SerdeCodec` type too with the `serde` feature.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod bad_input;
 mod durable;
+mod encode;
+mod lock;
 mod poison;
 mod replay;
 mod reshard;

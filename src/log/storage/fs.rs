@@ -1,5 +1,7 @@
 //! [`FsStorage`]: the log's [`Storage`] on the real filesystem.
 
+#[cfg(unix)]
+use super::{DirLock, LOCK_FILE};
 use super::{Storage, StorageFile};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -111,6 +113,24 @@ impl Storage for FsStorage {
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
         fs::remove_dir_all(dir)
     }
+
+    /// `flock(LOCK_EX | LOCK_NB)` on `dir/lock` (created if missing, never truncated or
+    /// removed), held by the open file inside the returned [`DirLock`]. The kernel releases
+    /// it when that file is closed or the process dies, however it dies: a crash leaves no
+    /// stale lock. Two opens in one process exclude each other too (the lock belongs to the
+    /// open file, not to the process, unlike `fcntl` locks). On a system without `flock`
+    /// (not Unix) this method is not overridden: no lock is taken.
+    #[cfg(unix)]
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        // No `truncate`: the file's contents mean nothing, and it is never rewritten.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))?;
+        crate::os::lock_exclusive(&file)?;
+        Ok(DirLock::new(file))
+    }
 }
 
 #[cfg(test)]
@@ -119,9 +139,11 @@ mod tests {
     use crate::log::storage::names;
     use std::sync::atomic::{AtomicU64, Ordering};
 
+    /// Makes temporary directory names unique within the process.
+    static N: AtomicU64 = AtomicU64::new(0);
+
     #[test]
     fn fs_storage_round_trip() {
-        static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "shardbus-log-storage-{}-{}",
             std::process::id(),
@@ -149,5 +171,28 @@ mod tests {
         fs.remove_file(&b).unwrap();
         assert!(names(&fs, &dir).is_empty());
         fs::remove_dir(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn fs_directory_lock_excludes_a_second_open_until_dropped() {
+        let dir = std::env::temp_dir().join(format!(
+            "shardbus-log-lock-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let fs = FsStorage;
+        fs.create_dir_all(&dir).unwrap();
+        let held = fs.lock_dir(&dir).unwrap();
+        assert!(held.is_locked());
+        // Another open file of `dir/lock` in the same process cannot take it (flock, not
+        // fcntl, whose locks belong to the process).
+        let e = fs.lock_dir(&dir).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        drop(held);
+        let again = fs.lock_dir(&dir).unwrap();
+        assert_eq!(names(&fs, &dir), [LOCK_FILE]);
+        drop(again);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -47,6 +47,62 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Removes the directory `dir` and everything in it. Durable after
     /// [`Storage::sync_dir`] of its parent.
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on the existing directory `dir`, held until the returned
+    /// [`DirLock`] is dropped, or fails at once with [`io::ErrorKind::WouldBlock`] if
+    /// someone else holds it. A persistent bus holds its directory's lock for its lifetime,
+    /// so that no second bus, in this process or another, writes into the same logs.
+    ///
+    /// [`FsStorage`] locks the file `dir/lock` with `flock(2)` (Unix); [`SimStorage`] keeps
+    /// the locks in its shared state (clones of one `SimStorage` see each other's locks,
+    /// and [`SimStorage::crash`] releases them all, as the death of the process would).
+    /// The default takes no lock and always succeeds: a storage that more than one bus
+    /// can reach (a shared filesystem, a shared store) must implement it.
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        let _ = dir;
+        Ok(DirLock::unlocked())
+    }
+}
+
+/// The name of the lock file [`FsStorage`] keeps in a locked directory
+/// ([`Storage::lock_dir`]). Created empty at the first lock and never removed: its `flock`,
+/// not its existence, is what says the directory is in use.
+pub const LOCK_FILE: &str = "lock";
+
+/// A lock taken by [`Storage::lock_dir`]: held while this value lives, released when it is
+/// dropped.
+pub struct DirLock {
+    /// Whatever keeps the lock held (an open file, a registration); dropping it releases
+    /// the lock. `None` for a storage that takes no lock.
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl DirLock {
+    /// A lock that `guard` holds: dropping the `DirLock` drops `guard`, which must then
+    /// release the lock. For implementations of [`Storage::lock_dir`].
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        Self {
+            _guard: Some(Box::new(guard)),
+        }
+    }
+
+    /// No lock at all: what a storage that cannot lock returns (see
+    /// [`Storage::lock_dir`]).
+    pub fn unlocked() -> Self {
+        Self { _guard: None }
+    }
+
+    /// Whether a lock is held (`false` for [`DirLock::unlocked`]).
+    pub fn is_locked(&self) -> bool {
+        self._guard.is_some()
+    }
+}
+
+impl fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirLock")
+            .field("locked", &self.is_locked())
+            .finish()
+    }
 }
 
 /// A file opened for appending.

@@ -1,6 +1,6 @@
 //! [`SimStorage`]: an in-memory [`Storage`] that models power loss and injects faults.
 
-use super::{Storage, StorageFile};
+use super::{DirLock, Storage, StorageFile};
 use crate::sync::plain::{sleep, Arc, Mutex, MutexGuard, PoisonError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -36,6 +36,9 @@ struct SimState {
     /// How long each file `sync_data` takes (slept before it syncs, outside the lock).
     sync_delay: std::time::Duration,
     fail_append: Option<(io::Error, usize)>,
+    /// Locked directories ([`Storage::lock_dir`]), each with the token of its holder.
+    locks: HashMap<PathBuf, u64>,
+    next_lock: u64,
 }
 
 #[derive(Default)]
@@ -149,6 +152,8 @@ impl SimStorage {
         s.epoch += 1;
         s.fail_sync = None;
         s.fail_append = None;
+        // The process that held them is gone.
+        s.locks.clear();
     }
 
     /// Makes the next `sync_data` or `sync_dir` fail with `err` (say
@@ -221,6 +226,23 @@ impl fmt::Debug for SimStorage {
 /// here, so a poisoned mutex is used as is (the state is plain data).
 fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Holds a [`SimStorage`] directory lock; dropping it releases the lock, unless a crash
+/// already did (and someone may have locked the directory since: the token tells).
+struct SimLock {
+    state: Arc<Mutex<SimState>>,
+    dir: PathBuf,
+    token: u64,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut s = lock(&self.state);
+        if s.locks.get(&self.dir) == Some(&self.token) {
+            s.locks.remove(&self.dir);
+        }
+    }
 }
 
 impl SimFile {
@@ -430,6 +452,30 @@ impl Storage for SimStorage {
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name().map(OsString::from))
             .collect())
+    }
+
+    /// An exclusive lock on `dir` in this storage's shared state: a second `lock_dir` of
+    /// the same directory (through any clone) is `WouldBlock` until the first `DirLock` is
+    /// dropped or [`SimStorage::crash`] releases every lock.
+    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
+        let mut s = self.lock();
+        if !s.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        if s.locks.contains_key(dir) {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("{}: locked", dir.display()),
+            ));
+        }
+        s.next_lock += 1;
+        let token = s.next_lock;
+        s.locks.insert(dir.to_path_buf(), token);
+        Ok(DirLock::new(SimLock {
+            state: Arc::clone(&self.state),
+            dir: dir.to_path_buf(),
+            token,
+        }))
     }
 
     /// Directory removal is modelled as durable at once (like creation): the files under

@@ -86,3 +86,35 @@ fn sim_rejects_files_as_directories() {
     );
     assert!(sim.create(Path::new("/nope/x")).is_err());
 }
+
+#[test]
+fn sim_directory_locks_exclude_until_dropped_or_crashed() {
+    let sim = SimStorage::new();
+    let (a, b) = (Path::new("/a"), Path::new("/b"));
+    assert_eq!(sim.lock_dir(a).unwrap_err().kind(), io::ErrorKind::NotFound);
+    sim.create_dir_all(a).unwrap();
+    sim.create_dir_all(b).unwrap();
+    let held = sim.lock_dir(a).unwrap();
+    assert!(held.is_locked());
+    // Through a clone too: they share the state, as two buses on one disk do.
+    let other = sim.clone();
+    assert_eq!(
+        other.lock_dir(a).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+    let held_b = other.lock_dir(b).unwrap(); // another directory is free
+    drop(held);
+    let again = other.lock_dir(a).unwrap();
+    // A crash releases every lock; the holders from before it release nothing later.
+    sim.crash(None);
+    let after = sim.lock_dir(a).unwrap();
+    drop(again);
+    drop(held_b);
+    assert_eq!(
+        sim.lock_dir(a).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+    drop(after);
+    drop(sim.lock_dir(a).unwrap());
+    drop(sim.lock_dir(b).unwrap());
+}

@@ -12,10 +12,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::codec::CodecFns;
+use crate::codec::{CodecFns, EncodeError};
 use crate::inbox::{Envelope, LogStatus};
-use crate::log::{FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
+use crate::log::{DirLock, FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
 use crate::route::TopicKey;
+use crate::sync::plain::Arc;
 
 mod checkpoint;
 mod pipeline;
@@ -26,6 +27,10 @@ use pipeline::{Buffers, Pending};
 const RECORD_OVERHEAD: usize = crate::log::MIN_RECORD_LEN;
 /// A span marking a message whose record would exceed the maximum record size.
 const TOO_LARGE: (usize, usize) = (usize::MAX, usize::MAX);
+/// A span marking a message that its codec refused on the shard thread (its error is the
+/// batch's next in `encode_errors`). The publishing thread checks a codec that can fail
+/// first, so only a codec that is not deterministic gets here.
+const NOT_ENCODED: (usize, usize) = (usize::MAX, 0);
 
 /// How a drained message fared in [`Wal::write`].
 pub(crate) enum Fate<'a> {
@@ -33,6 +38,27 @@ pub(crate) enum Fate<'a> {
     Logged,
     /// Not in the log, and never will be: dead-letter it with this reason.
     NotLogged(&'a str),
+    /// Not in the log: its codec refused it on the shard thread. Dead-letter it.
+    NotEncoded(&'a EncodeError),
+}
+
+/// What became of the message whose payload is `span` in a written batch; `errors` yields
+/// the batch's encode errors in order.
+fn fate<'a>(span: (usize, usize), errors: &mut std::slice::Iter<'a, EncodeError>) -> Fate<'a> {
+    match span {
+        TOO_LARGE => Fate::NotLogged("record exceeds the maximum record size"),
+        // One error per `NOT_ENCODED` span, pushed together by `append_batch`.
+        NOT_ENCODED => errors.next().map_or(
+            Fate::NotLogged("the message did not encode"),
+            Fate::NotEncoded,
+        ),
+        _ => Fate::Logged,
+    }
+}
+
+/// Whether a span is a payload in the log (not a marker).
+fn is_logged(span: (usize, usize)) -> bool {
+    span.0 != usize::MAX
 }
 
 pub(crate) struct Wal<T> {
@@ -42,8 +68,11 @@ pub(crate) struct Wal<T> {
     batch: Vec<Envelope<T>>,
     /// The encoded payloads of `batch`, back to back.
     payloads: Vec<u8>,
-    /// `payloads[a..b]` of each message of `batch`, or [`TOO_LARGE`].
+    /// `payloads[a..b]` of each message of `batch`, or [`TOO_LARGE`] or [`NOT_ENCODED`].
     spans: Vec<(usize, usize)>,
+    /// The encode error of each [`NOT_ENCODED`] span of `batch`, in order (empty, with no
+    /// capacity, unless a codec failed on the shard thread).
+    encode_errors: Vec<EncodeError>,
     /// Why the log failed, once it has.
     poisoned: Option<String>,
     /// Set when the log fails; [`Wal::take_poisoned`] clears it (the shard then closes
@@ -86,6 +115,12 @@ pub(crate) struct Wal<T> {
     batch_local: u64,
     /// Pipelined: the ring position of the last delivered batch, for the shard to confirm.
     ring_synced: Option<u64>,
+    /// The bus directory's lock, shared by every shard of the bus (`persist::open`). Last
+    /// field, so dropped last: after `log`, whose drop joins the log's sync thread. The
+    /// lock is released when the last shard's `Wal` goes, that is when no thread of the
+    /// bus can write to its logs any more (a shard that outlived `shutdown_timeout`
+    /// keeps it until it exits).
+    _dir_lock: Arc<DirLock>,
 }
 
 /// The shard's side of a logged pass ([`Wal::pass`]): its inputs, its handlers and its
@@ -120,7 +155,12 @@ pub(crate) struct WalConfig {
 }
 
 impl<T> Wal<T> {
-    pub(crate) fn new(mut log: ShardLog, codec: CodecFns<T>, config: WalConfig) -> Self {
+    pub(crate) fn new(
+        mut log: ShardLog,
+        codec: CodecFns<T>,
+        config: WalConfig,
+        dir_lock: Arc<DirLock>,
+    ) -> Self {
         let checkpointed = log.last_checkpoint();
         let syncer = log.start_syncer();
         let pipelined = syncer && log.config().fsync == FsyncPolicy::Batch;
@@ -130,6 +170,7 @@ impl<T> Wal<T> {
             batch: Vec::new(),
             payloads: Vec::new(),
             spans: Vec::new(),
+            encode_errors: Vec::new(),
             poisoned: None,
             just_poisoned: false,
             handled: checkpointed,
@@ -151,6 +192,7 @@ impl<T> Wal<T> {
             done: 0,
             batch_local: 0,
             ring_synced: None,
+            _dir_lock: dir_lock,
         }
     }
 
@@ -243,6 +285,7 @@ impl<T> Wal<T> {
         let Self {
             batch,
             spans,
+            encode_errors,
             poisoned,
             ..
         } = self;
@@ -251,18 +294,13 @@ impl<T> Wal<T> {
                 .drain(..)
                 .for_each(|env| f(env, Fate::NotLogged(error))),
             None => {
+                let mut errors = encode_errors.iter();
                 for (env, span) in batch.drain(..).zip(spans.iter()) {
-                    if *span == TOO_LARGE {
-                        f(
-                            env,
-                            Fate::NotLogged("record exceeds the maximum record size"),
-                        );
-                    } else {
-                        f(env, Fate::Logged);
-                    }
+                    f(env, fate(*span, &mut errors));
                 }
             }
         }
+        encode_errors.clear();
     }
 
     /// Appends and commits `batch` without delivering it yet, so that durable
@@ -298,14 +336,24 @@ impl<T> Wal<T> {
             batch,
             payloads,
             spans,
+            encode_errors,
             ..
         } = self;
         payloads.clear();
         spans.clear();
+        encode_errors.clear();
         let max = log.config().max_record_size as usize;
         for env in batch.iter() {
             let start = payloads.len();
-            (codec.encode)(&env.msg, payloads);
+            if let Err(e) = (codec.encode)(&env.msg, payloads) {
+                // It encoded on the publishing thread (a codec that can fail is checked
+                // there), or this codec said it cannot fail: not deterministic. Never
+                // logged; dead-lettered with the error.
+                payloads.truncate(start);
+                spans.push(NOT_ENCODED);
+                encode_errors.push(e);
+                continue;
+            }
             let topic = names[env.topic as usize].as_str();
             let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
             if size > max {
@@ -321,7 +369,7 @@ impl<T> Wal<T> {
         let records = batch
             .iter()
             .zip(spans.iter())
-            .filter(|(_, span)| **span != TOO_LARGE)
+            .filter(|(_, span)| is_logged(**span))
             .map(|(env, &(a, b))| RecordRef {
                 timestamp_nanos,
                 topic: names[env.topic as usize].as_str(),

@@ -20,6 +20,8 @@ pub(super) struct Pending<T> {
     pub(super) sync: Option<u64>,
     pub(super) batch: Vec<Envelope<T>>,
     pub(super) spans: Vec<(usize, usize)>,
+    /// The encode errors of the batch's `NOT_ENCODED` spans, in order (usually empty).
+    pub(super) encode_errors: Vec<EncodeError>,
     /// The batch's last record.
     pub(super) last: Option<Seq>,
     /// The shared ring's consumer position right after the batch was drained.
@@ -101,6 +103,7 @@ impl<T> Wal<T> {
                         sync,
                         batch: std::mem::replace(&mut self.batch, batch),
                         spans: std::mem::replace(&mut self.spans, spans),
+                        encode_errors: std::mem::take(&mut self.encode_errors),
                         last,
                         ring_head,
                         local: std::mem::take(&mut self.batch_local),
@@ -184,15 +187,9 @@ impl<T> Wal<T> {
         f: &mut impl FnMut(Envelope<T>, Fate<'_>),
     ) -> usize {
         let n = p.batch.len();
+        let mut errors = p.encode_errors.iter();
         for (env, span) in p.batch.drain(..).zip(p.spans.iter()) {
-            if *span == TOO_LARGE {
-                f(
-                    env,
-                    Fate::NotLogged("record exceeds the maximum record size"),
-                );
-            } else {
-                f(env, Fate::Logged);
-            }
+            f(env, fate(*span, &mut errors));
         }
         if p.last.is_some() {
             // Handled: `f` has returned for the whole batch.

@@ -9,6 +9,10 @@ use crate::route::Router;
 use crate::sync::plain::Arc;
 
 fn wal(fsync: FsyncPolicy) -> (Wal<String>, SimStorage) {
+    wal_with(fsync, CodecFns::of())
+}
+
+fn wal_with(fsync: FsyncPolicy, codec: CodecFns<String>) -> (Wal<String>, SimStorage) {
     let sim = SimStorage::new();
     let config = LogConfig {
         fsync,
@@ -20,7 +24,15 @@ fn wal(fsync: FsyncPolicy) -> (Wal<String>, SimStorage) {
         checkpoint_interval: Duration::from_secs(3600),
         retention: RetentionLimit::default(),
     };
-    (Wal::new(log, CodecFns::of(), config), sim)
+    (
+        Wal::new(
+            log,
+            codec,
+            config,
+            Arc::new(crate::log::DirLock::unlocked()),
+        ),
+        sim,
+    )
 }
 
 /// One step of a safe-point scenario.
@@ -142,8 +154,9 @@ impl WalShard<String> for Recorder {
     }
     fn deliver(&mut self, env: Envelope<String>, fate: Fate<'_>) {
         let fate = match fate {
-            Fate::Logged => "logged",
-            Fate::NotLogged(_) => "not logged",
+            Fate::Logged => "logged".to_owned(),
+            Fate::NotLogged(_) => "not logged".to_owned(),
+            Fate::NotEncoded(e) => format!("not encoded: {e}"),
         };
         self.calls.push(format!("deliver {} {fate}", env.msg));
     }
@@ -240,4 +253,73 @@ fn pipelined_tickets_count_batches_and_confirm_the_ring_after_their_sync() {
     assert!(flushed <= 1);
     assert_eq!(wal.done_ticket(), 2);
     assert_eq!(wal.handled, Some(Seq(2)));
+}
+
+/// A codec that refuses every message starting with "bad", as a codec that is not
+/// deterministic would on the shard thread after the publishing thread's check passed.
+fn refusing() -> CodecFns<String> {
+    CodecFns {
+        encode: |msg: &String, out: &mut Vec<u8>| {
+            out.extend_from_slice(b"junk"); // the shard discards it
+            if msg.starts_with("bad") {
+                return Err(crate::codec::EncodeError::new(format_args!(
+                    "refused {msg}"
+                )));
+            }
+            out.truncate(out.len() - 4);
+            out.extend_from_slice(msg.as_bytes());
+            Ok(())
+        },
+        ..CodecFns::of()
+    }
+}
+
+#[test]
+fn a_message_that_fails_to_encode_on_the_shard_is_dead_lettered_and_never_logged() {
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Batch] {
+        let (mut wal, sim) = wal_with(fsync, refusing());
+        let status = LogStatus::new();
+        let mut shard = Recorder::new(&["a", "bad 1", "b", "bad 2"]);
+        let deliveries = |shard: &Recorder| -> Vec<String> {
+            let calls = shard.calls.iter();
+            calls
+                .filter(|c| c.starts_with("deliver"))
+                .cloned()
+                .collect()
+        };
+        wal.pass(&status, &mut shard);
+        // Pipelined, a pass that drains nothing waits for the oldest batch's sync.
+        for _ in 0..3 {
+            if deliveries(&shard).len() < 4 {
+                wal.pass(&status, &mut shard);
+            }
+        }
+        let delivered = deliveries(&shard);
+        assert_eq!(
+            delivered,
+            [
+                "deliver a logged",
+                "deliver bad 1 not encoded: refused bad 1",
+                "deliver b logged",
+                "deliver bad 2 not encoded: refused bad 2"
+            ],
+            "{fsync:?}"
+        );
+        // Two records, with exactly the good payloads; the sequence numbers stay
+        // contiguous.
+        assert_eq!(wal.handled, Some(Seq(1)), "{fsync:?}");
+        drop(wal);
+        let r = crate::log::recover(
+            Arc::new(sim.clone()),
+            "/shard-000",
+            crate::log::RecoveryOptions::default(),
+        )
+        .unwrap();
+        let payloads: Vec<Vec<u8>> = r
+            .replay()
+            .unwrap()
+            .map(|rec| rec.unwrap().payload)
+            .collect();
+        assert_eq!(payloads, [b"a".to_vec(), b"b".to_vec()], "{fsync:?}");
+    }
 }
