@@ -15,10 +15,10 @@ use crate::persist::{self, Persistence};
 use crate::ring::{spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
 use crate::shard::{ReplayError, Shard, Startup};
-use crate::shared::Shared;
+use crate::shared::{Shared, CHECK_ENCODE};
 use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
-use crate::sync::{plain, thread, Arc, AtomicBool, Parker};
+use crate::sync::{plain, thread, Arc, AtomicUsize, Parker};
 use crate::wait::WaitStrategy;
 
 /// The largest shard count a bus accepts.
@@ -304,7 +304,10 @@ impl<T: Send + 'static> Builder<T> {
 
         let shared = Arc::new(Shared {
             topics,
-            closing: AtomicBool::new(false),
+            gate: AtomicUsize::new(match &self.persist {
+                Some((_, codec)) if codec.can_fail => CHECK_ENCODE,
+                _ => 0,
+            }),
             inboxes,
             counters,
             peer_rings: peer_rings.into_boxed_slice(),

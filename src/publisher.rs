@@ -63,12 +63,7 @@ pub(crate) fn push_shared<T>(
     let Some(topic) = resolve(shared, topic) else {
         return Err(TryPublishError::InvalidTopic(msg));
     };
-    if shared.is_closing() {
-        return Err(TryPublishError::Closed(msg));
-    }
-    let msg = shared
-        .check_encode(msg)
-        .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
+    let msg = shared.admit(msg)?;
     let inbox = &shared.inboxes[topic.shard.0];
     let item = Item::Msg(Envelope {
         topic: topic.index,
@@ -209,13 +204,7 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
         };
-        if self.shared.is_closing() {
-            return Err(PublishError::Closed(msg));
-        }
-        let msg = self
-            .shared
-            .check_encode(msg)
-            .map_err(|(msg, error)| PublishError::Encode { msg, error })?;
+        let msg = self.shared.admit(msg)?;
         self.push_waiting(topic, msg).map_err(PublishError::Closed)
     }
 
@@ -311,13 +300,7 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(TryPublishError::InvalidTopic(msg));
         };
-        if self.shared.is_closing() {
-            return Err(TryPublishError::Closed(msg));
-        }
-        let msg = self
-            .shared
-            .check_encode(msg)
-            .map_err(|(msg, error)| TryPublishError::Encode { msg, error })?;
+        let msg = self.shared.admit(msg)?;
         let shard = topic.shard.0;
         match self.lane(shard, false) {
             Ok(_) => {}

@@ -5,13 +5,14 @@
 use crossbeam_utils::CachePadded;
 
 use crate::codec::{CodecFns, EncodeError};
+use crate::error::{PublishError, TryPublishError};
 use crate::handler::DeadLetterFn;
 use crate::inbox::{Envelope, Inbox, LogStatus};
 use crate::intern::Topics;
 use crate::log::MIN_RECORD_LEN;
 use crate::ring::spsc;
 use crate::stats::ShardCounters;
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicUsize, Ordering};
 
 /// A shard-to-shard ring, as the shutdown coordinator sees it.
 pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
@@ -20,10 +21,13 @@ pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
 pub(crate) struct Shared<T> {
     /// The router and the topic registry.
     pub(crate) topics: Topics,
-    /// Set once when shutdown begins, before any shard closes its intake, so that a
-    /// publish that starts after `shutdown` was called is refused on every shard alike
-    /// (the per-ring close bits then settle the publishes already under way).
-    pub(crate) closing: AtomicBool,
+    /// What a publish must check before it pushes, as bits, so that the common case (none)
+    /// is one load and one branch: [`CLOSING`], set once when shutdown begins, before any
+    /// shard closes its intake, so that a publish that starts after `shutdown` was called
+    /// is refused on every shard alike (the per-ring close bits then settle the publishes
+    /// already under way); [`CHECK_ENCODE`], set at `build()` on a persistent bus whose
+    /// codec can fail.
+    pub(crate) gate: AtomicUsize,
     pub(crate) inboxes: Box<[Inbox<T>]>,
     pub(crate) counters: Box<[CachePadded<ShardCounters>]>,
     /// Shard-to-shard rings, `[from * shards + to]` (`None` on the diagonal), for the
@@ -40,6 +44,37 @@ pub(crate) struct Shared<T> {
     pub(crate) codec: Option<CodecFns<T>>,
     /// Persistent buses: the largest record the logs take (`Persistence::max_record_size`).
     pub(crate) max_record_size: u32,
+}
+
+/// [`Shared::gate`]: shutdown has begun.
+pub(crate) const CLOSING: usize = 1;
+/// [`Shared::gate`]: plain publishes encode the message first ([`Shared::check_encode`]).
+pub(crate) const CHECK_ENCODE: usize = 2;
+
+/// Why [`Shared::admit`] refuses a message; it comes back in either case.
+pub(crate) enum Refused<T> {
+    /// Shutdown has begun.
+    Closed(T),
+    /// The codec cannot encode it.
+    Encode(T, EncodeError),
+}
+
+impl<T> From<Refused<T>> for PublishError<T> {
+    fn from(r: Refused<T>) -> Self {
+        match r {
+            Refused::Closed(msg) => PublishError::Closed(msg),
+            Refused::Encode(msg, error) => PublishError::Encode { msg, error },
+        }
+    }
+}
+
+impl<T> From<Refused<T>> for TryPublishError<T> {
+    fn from(r: Refused<T>) -> Self {
+        match r {
+            Refused::Closed(msg) => TryPublishError::Closed(msg),
+            Refused::Encode(msg, error) => TryPublishError::Encode { msg, error },
+        }
+    }
 }
 
 /// Why the publishing thread refuses a message for the log (see [`Shared::check_record`]).
@@ -63,10 +98,44 @@ impl<T> Shared<T> {
     /// after the publish returned. Otherwise one branch and nothing else.
     #[inline]
     pub(crate) fn check_encode(&self, msg: T) -> Result<T, (T, EncodeError)> {
-        match &self.codec {
-            Some(codec) if codec.can_fail => encode_check(codec, msg),
-            _ => Ok(msg),
+        // Relaxed: the bit is set before the bus is shared and never changes.
+        if self.gate.load(Ordering::Relaxed) & CHECK_ENCODE == 0 {
+            return Ok(msg);
         }
+        match &self.codec {
+            Some(codec) => encode_check(codec, msg),
+            None => Ok(msg),
+        }
+    }
+
+    /// The publish path's one check before a push from outside the bus: refused if
+    /// shutdown has begun, or if the message must be encoded first and does not encode.
+    /// When neither applies (the common case): one load and one branch.
+    #[inline]
+    pub(crate) fn admit(&self, msg: T) -> Result<T, Refused<T>> {
+        // Relaxed: as in `is_closing`.
+        let gate = self.gate.load(Ordering::Relaxed);
+        if gate == 0 {
+            Ok(msg)
+        } else {
+            self.admit_slow(gate, msg)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(&self, gate: usize, msg: T) -> Result<T, Refused<T>> {
+        if gate & CLOSING != 0 {
+            return Err(Refused::Closed(msg));
+        }
+        self.check_encode(msg)
+            .map_err(|(msg, error)| Refused::Encode(msg, error))
+    }
+
+    /// Shutdown begins: every later publish is refused. SeqCst: ordered before every
+    /// shard's close (which it happens-before through the shutdown flags anyway).
+    pub(crate) fn begin_closing(&self) {
+        self.gate.fetch_or(CLOSING, Ordering::SeqCst);
     }
 
     /// Durable publishes of a persistent bus: encodes `msg` on the publishing thread
@@ -89,7 +158,7 @@ impl<T> Shared<T> {
     /// close bit on each ring, set by an RMW, is what decides a racing publish.
     #[inline]
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+        self.gate.load(Ordering::Relaxed) & CLOSING != 0
     }
 }
 

@@ -28,9 +28,7 @@ use crate::wait::publisher_pause;
 
 /// Signals phase 1 to every shard.
 pub(crate) fn begin<T>(shared: &Shared<T>) {
-    // SeqCst: ordered before every shard's close (which it happens-before through the
-    // `closing` flags below anyway).
-    shared.closing.store(true, Ordering::SeqCst);
+    shared.begin_closing();
     for inbox in shared.inboxes.iter() {
         inbox.flags.command(Command::Close);
         inbox.kick();
