@@ -204,7 +204,20 @@ impl<T: Send + 'static> Publisher<T> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
         };
-        let msg = self.shared.admit(msg)?;
+        if !self.shared.gate_is_clear() {
+            return self.publish_gated(topic, msg);
+        }
+        // The common case: the message goes straight to the lane, never through a
+        // `Result` of the checks (moving it there and back costs on every publish).
+        self.push_waiting(topic, msg).map_err(PublishError::Closed)
+    }
+
+    /// [`publish`](Self::publish) when the gate is not clear: shutdown has begun, or the
+    /// message must be encoded first.
+    #[cold]
+    #[inline(never)]
+    fn publish_gated(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
+        let msg = self.shared.admit_slow(msg)?;
         self.push_waiting(topic, msg).map_err(PublishError::Closed)
     }
 

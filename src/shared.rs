@@ -113,19 +113,26 @@ impl<T> Shared<T> {
     /// When neither applies (the common case): one load and one branch.
     #[inline]
     pub(crate) fn admit(&self, msg: T) -> Result<T, Refused<T>> {
-        // Relaxed: as in `is_closing`.
-        let gate = self.gate.load(Ordering::Relaxed);
-        if gate == 0 {
+        if self.gate_is_clear() {
             Ok(msg)
         } else {
-            self.admit_slow(gate, msg)
+            self.admit_slow(msg)
         }
     }
 
+    /// Whether a publish needs no check at all (the common case): the first half of
+    /// [`admit`](Self::admit), for paths that keep the message out of a `Result` until
+    /// they know. Relaxed: as in `is_closing`.
+    #[inline]
+    pub(crate) fn gate_is_clear(&self) -> bool {
+        self.gate.load(Ordering::Relaxed) == 0
+    }
+
+    /// The second half of [`admit`](Self::admit), when the gate is not clear.
     #[cold]
     #[inline(never)]
-    fn admit_slow(&self, gate: usize, msg: T) -> Result<T, Refused<T>> {
-        if gate & CLOSING != 0 {
+    pub(crate) fn admit_slow(&self, msg: T) -> Result<T, Refused<T>> {
+        if self.is_closing() {
             return Err(Refused::Closed(msg));
         }
         self.check_encode(msg)
