@@ -140,7 +140,13 @@ impl<T> Shared<T> {
     /// Shutdown begins: every later publish is refused. SeqCst: ordered before every
     /// shard's close (which it happens-before through the shutdown flags anyway).
     pub(crate) fn begin_closing(&self) {
-        self.gate.fetch_or(CLOSING, Ordering::SeqCst);
+        // A plain store, as the old closing flag's: the other bit is fixed at build, so
+        // no read-modify-write is needed (and the loom models see the same operation).
+        let check = match &self.codec {
+            Some(codec) if codec.can_fail => CHECK_ENCODE,
+            _ => 0,
+        };
+        self.gate.store(CLOSING | check, Ordering::SeqCst);
     }
 
     /// Durable publishes of a persistent bus: encodes `msg` on the publishing thread
