@@ -13,8 +13,9 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
     let len =
         libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `file` owns the descriptor and keeps it open throughout; `fallocate` takes
+    // `file` owns the descriptor and keeps it open throughout; `fallocate` takes
     // it and three integers and touches no memory of ours.
+    // SAFETY: by the ownership stated in the lines just above.
     let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
     if r == 0 {
         Ok(())
@@ -40,8 +41,9 @@ pub(crate) fn preallocate(_file: &File, _len: u64) -> io::Result<()> {
 pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
     use std::os::unix::io::AsRawFd;
     loop {
-        // SAFETY: `file` owns the descriptor and keeps it open throughout; `flock` takes it
+        // `file` owns the descriptor and keeps it open throughout; `flock` takes it
         // and an integer and touches no memory of ours.
+        // SAFETY: by the ownership stated in the lines just above.
         let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if r == 0 {
             return Ok(());

@@ -98,10 +98,11 @@ impl<T> Ring<T> {
                     Ordering::Relaxed,
                 ) {
                     Ok(_) => {
-                        // SAFETY: this producer owns the slot: it won position `tail`,
+                        // This producer owns the slot: it won position `tail`,
                         // whose stamp says the slot is free; no other producer can win it
                         // until the consumer frees it again, and the consumer will not
                         // read it until the stamp below.
+                        // SAFETY: by the ownership stated in the lines just above.
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         // Release: publishes the value; pairs with the consumer's
                         // Acquire load of the stamp.
@@ -160,9 +161,10 @@ impl Consumer {
             if slot.stamp.load(Ordering::Acquire) != self.head.wrapping_add(1) {
                 break;
             }
-            // SAFETY: the consumer owns the slot: the stamp says it holds the value pushed
+            // The consumer owns the slot: the stamp says it holds the value pushed
             // at `head`, only this consumer reads slots, and the value is moved out once
             // before the slot is freed.
+            // SAFETY: by the ownership stated in the lines just above.
             let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
             let pos = self.head;
             self.head = pos.wrapping_add(STEP);
@@ -235,9 +237,10 @@ impl<T> Drop for Ring<T> {
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
             if slot.stamp.load(Ordering::Relaxed) == pos.wrapping_add(1) {
-                // SAFETY: the ring's drop owns every slot (every producer and the
+                // The ring's drop owns every slot (every producer and the
                 // consumer are done), and the stamp says this one holds an unpopped
                 // value, dropped here once.
+                // SAFETY: by the ownership stated in the lines just above.
                 slot.value.with_mut(|p| unsafe { (*p).assume_init_drop() });
             }
             pos = pos.wrapping_add(STEP);

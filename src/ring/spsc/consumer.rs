@@ -57,10 +57,11 @@ impl<T> Consumer<T> {
         while guard.popped < n {
             let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
             let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
-            // SAFETY: this consumer owns the slot: `pos` is in `[head, cached_tail)`, so the
+            // This consumer owns the slot: `pos` is in `[head, cached_tail)`, so the
             // producer published it with its store of `tail` (Acquire-loaded in `ready`) and
             // will not write it again until our Release store of `head` passes it. The value
             // is moved out exactly once; `HeadGuard` advances `head` past it even on unwind.
+            // SAFETY: by the ownership stated in the lines just above.
             let value = slot.with(|p| unsafe { (*p).assume_init_read() });
             guard.popped += 1;
             f(value);

@@ -160,9 +160,10 @@ impl<T> Drop for Ring<T> {
         let mut pos = head;
         while pos != tail {
             let slot = &self.slots[slot_index(pos, self.mask)];
-            // SAFETY: the ring's drop owns every slot (both ends are gone): positions in
+            // The ring's drop owns every slot (both ends are gone): positions in
             // `[head, tail)` hold values pushed and never popped (undone pushes were
             // subtracted from `tail`), each dropped here once.
+            // SAFETY: by the ownership stated in the lines just above.
             slot.with_mut(|p| unsafe { (*p).assume_init_drop() });
             pos = pos.wrapping_add(STEP);
         }

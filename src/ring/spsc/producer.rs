@@ -157,10 +157,11 @@ impl<T> Producer<T> {
     #[inline]
     fn write(&mut self, pos: u64, value: T) {
         let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
-        // SAFETY: this producer owns the slot: `pos` is in `[tail, cached_head + cap)`, so
+        // This producer owns the slot: `pos` is in `[tail, cached_head + cap)`, so
         // the consumer has released it (its Release store of `head` past it was
         // Acquire-loaded into `cached_head`) and will not read it until our store of
         // `tail` publishes it, and this producer is the ring's only writer.
+        // SAFETY: by the ownership stated in the lines just above.
         slot.with_mut(|p| unsafe { (*p).write(value) });
     }
 
@@ -173,9 +174,10 @@ impl<T> Producer<T> {
             .map(|i| {
                 let slot = &self.ring.slots
                     [slot_index(self.tail.wrapping_add(i as u64 * STEP), self.ring.mask)];
-                // SAFETY: this producer owns the slot: it wrote it in this push, and the
+                // This producer owns the slot: it wrote it in this push, and the
                 // consumer's limit is `self.tail`, at or before it, so the consumer never
                 // reads it; the value is initialised and no one else can reach it.
+                // SAFETY: by the ownership stated in the lines just above.
                 slot.with(|p| unsafe { (*p).assume_init_read() })
             })
             .collect();
