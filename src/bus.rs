@@ -150,6 +150,14 @@ impl<T: Send + 'static> Bus<T> {
     /// [`Supervision::Resume`]. Returns once the subscription is installed on its
     /// shard: every message published after that reaches it.
     ///
+    /// A message whose publish returned before this call (on this thread, or on one this
+    /// thread has synchronized with) does not reach it, whichever way it was published:
+    /// through [`publish`](Self::publish), which queues it ahead of the request in the
+    /// shard's shared ring, or through a [`Publisher`], whose lane the shard drains up to
+    /// the request before installing the subscriber. Such a message goes to the topic's
+    /// existing subscribers, or to the dead-letter handler if there are none. A message
+    /// published concurrently with the call may or may not reach it.
+    ///
     /// Must not be called from a handler running on the topic's own shard (it would
     /// wait for itself).
     pub fn subscribe<F>(&self, topic: impl ToTopic, handler: F) -> Result<SubscriptionId, Error>
@@ -233,7 +241,9 @@ impl<T: Send + 'static> Bus<T> {
     }
 
     /// Ends a subscription; its actor's `on_stop` runs on its shard. Returns once
-    /// done: no message published after that reaches it.
+    /// done: no message published after that reaches it. Every message whose publish
+    /// returned before the call reaches it first, through the bus or a [`Publisher`]
+    /// alike (see [`subscribe`](Self::subscribe)).
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
         if id.bus != self.id {
             return Err(Error::UnknownSubscription(id));
