@@ -440,6 +440,9 @@ fn shutdown_background_returns_without_waiting_for_the_drain() {
     let bus = Bus::<u32>::builder()
         .shards(2)
         .pin_threads(false)
+        // Far beyond the watchdog: a call that waited for the drain (as a drop does,
+        // bounded by this) would fail the test instead of returning.
+        .drop_timeout(Duration::from_secs(3600))
         // Held by the bus's shared state: dropped once every shard thread has ended and
         // the background thread has joined them and dropped the bus.
         .dead_letter(move |_| {
@@ -465,7 +468,9 @@ fn shutdown_background_returns_without_waiting_for_the_drain() {
     let mut publisher = bus.publisher();
     bus.publish("slow", 1).unwrap();
     assert_eq!(entered.recv_timeout(PATIENCE), Ok(1));
-    publisher.publish("slow", 2).unwrap();
+    // Queued behind the blocked one, in the shared ring: a stop that did not drain
+    // would drop it.
+    bus.publish("slow", 2).unwrap();
 
     within("shutdown_background", move || bus.shutdown_background());
     // It returned with the handler still blocked on the channel only this test feeds.
