@@ -17,7 +17,9 @@ fn flush_within_patience(bus: &Arc<Bus<String>>) {
     let (tx, rx) = mpsc::channel();
     let bus = bus.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(bus.flush());
+        let flushed = bus.flush();
+        drop(bus); // before answering: the test unwraps its `Arc` next
+        let _ = tx.send(flushed);
     });
     rx.recv_timeout(PATIENCE)
         .expect("flush finishes")
