@@ -37,8 +37,8 @@ use crate::Builder;
 ///
 /// # Drop
 ///
-/// Dropping a bus that none of the above ended (`close` and `shutdown_background`
-/// count) shuts it down on the dropping thread as
+/// Dropping a bus that was not ended by `shutdown`, `close` or `shutdown_background`
+/// shuts it down on the dropping thread as
 /// [`shutdown_timeout`](Self::shutdown_timeout)`(drop_timeout)` does: intake closes,
 /// the shards drain for up to [`Builder::drop_timeout`] (default 5 s), what is left
 /// then is dropped and counted, and the shard threads get up to `drop_timeout` more to
