@@ -1,7 +1,7 @@
 //! `Bus::flush` on a persistent bus: the shard drains its publishers' lanes into the
 //! write-ahead batch before it answers, so every message published before the call has
 //! been logged and handled when `flush` returns, under every fsync policy (`Batch` is
-//! the pipelined commit).
+//! the pipelined commit); and on a shard whose log has failed it reports `Closed`.
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::common::persist::{builder, persistence, seen, topic};
 use crate::common::PATIENCE;
 use shardbus::log::{FsyncPolicy, SimStorage};
-use shardbus::Bus;
+use shardbus::{Bus, DurableError, Error};
 
 /// `bus.flush()` on a thread of its own: a flush that hangs fails the test.
 fn flush_within_patience(bus: &Arc<Bus<String>>) {
@@ -80,4 +80,30 @@ fn flush_returns_once_everything_published_before_it_is_logged_and_handled() {
         let stats = bus.shutdown();
         assert_eq!(stats.handled(), 1000, "{policy:?}");
     }
+}
+
+/// A shard whose log has failed has closed its intake: `flush` says so with
+/// `Error::Closed` (it neither hangs nor claims a flush it cannot make).
+#[test]
+fn flush_on_a_poisoned_shard_is_closed() {
+    let sim = SimStorage::new();
+    let s = seen();
+    let bus = Arc::new(builder(1, persistence(&sim), &s).build().unwrap());
+    bus.publish_durable(topic(0), "a".to_owned()).unwrap();
+    sim.fail_next_sync(std::io::Error::from_raw_os_error(5)); // EIO
+    assert!(matches!(
+        bus.publish_durable(topic(0), "b".to_owned()),
+        Err(DurableError::Unconfirmed)
+    ));
+    let (tx, rx) = mpsc::channel();
+    let b = bus.clone();
+    std::thread::spawn(move || {
+        let flushed = b.flush();
+        drop(b);
+        let _ = tx.send(flushed);
+    });
+    let flushed = rx.recv_timeout(PATIENCE).expect("flush finishes");
+    assert!(matches!(flushed, Err(Error::Closed)), "{flushed:?}");
+    let bus = Arc::try_unwrap(bus).expect("the flush thread is gone");
+    bus.shutdown();
 }
