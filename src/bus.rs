@@ -43,8 +43,9 @@ use crate::Builder;
 /// the shards drain for up to [`Builder::drop_timeout`] (default 5 s), what is left
 /// then is dropped and counted, and the shard threads get up to `drop_timeout` more to
 /// run `on_stop` and exit (threads still running after that are detached, not joined).
-/// So a drop blocks for at most twice `drop_timeout` (10 s by default), and for no
-/// longer than the drain takes when it finishes first. After `close` or
+/// So a drop blocks for at most twice `drop_timeout` (10 s by default); it returns as
+/// soon as the shard threads have exited, which after a drain that finishes is as long
+/// as the drain and the `on_stop` calls take. After `close` or
 /// `shutdown_background` a drop does not wait for the drain: it only joins threads that
 /// have exited (`close`), or nothing (`shutdown_background`).
 ///
