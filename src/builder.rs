@@ -140,7 +140,10 @@ impl<T: Send + 'static> Builder<T> {
     }
 
     /// How long dropping a bus that was not shut down may wait for the drain before it
-    /// drops what is left (counted) and returns. Default 5 s.
+    /// drops what is left (counted); the shard threads then get as long again to run
+    /// `on_stop` and exit (any still running are detached). A drop therefore blocks for
+    /// at most twice this. Default 5 s. A bus ended by [`Bus::close`] or
+    /// [`Bus::shutdown_background`] does not wait on drop; see [`Bus`], "Drop".
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
         self

@@ -12,7 +12,7 @@ use crate::shared::Shared;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::supervise::{Factory, Subscriber};
-use crate::sync::{thread::JoinHandle, Arc, AtomicU64, Ordering};
+use crate::sync::{fence, thread, thread::JoinHandle, Arc, AtomicBool, AtomicU64, Ordering};
 use crate::topic::{ToTopic, Topic};
 #[cfg(doc)]
 use crate::Builder;
@@ -21,6 +21,40 @@ use crate::Builder;
 ///
 /// `Bus<T>` is `Send + Sync`: share it by reference or `Arc` and publish from any
 /// thread. For the fastest path give each producer thread its own [`Publisher`].
+///
+/// # Ending a bus
+///
+/// - [`shutdown`](Self::shutdown) (or [`shutdown_timeout`](Self::shutdown_timeout))
+///   takes the bus by value: it closes intake, drains, runs every `on_stop`, joins the
+///   shard threads and returns the final statistics.
+/// - [`close`](Self::close) does the same through `&self`, for a bus shared in an
+///   `Arc`: it returns once every accepted message is handled and the shard threads have
+///   exited; the last handle's drop joins them (at once).
+/// - [`shutdown_background`](Self::shutdown_background) closes intake and returns at
+///   once; a background thread drains, stops and joins.
+/// - [`flush`](Self::flush) shuts nothing down: it waits until every message published
+///   before the call has been handled.
+///
+/// # Drop
+///
+/// Dropping a bus that was not ended by `shutdown`, `close` or `shutdown_background`
+/// shuts it down on the dropping thread as
+/// [`shutdown_timeout`](Self::shutdown_timeout)`(drop_timeout)` does: intake closes,
+/// the shards drain for up to [`Builder::drop_timeout`] (default 5 s), what is left
+/// then is dropped and counted, and the shard threads get up to `drop_timeout` more to
+/// run `on_stop` and exit (threads still running after that are detached, not joined).
+/// So a drop blocks for at most twice `drop_timeout` (10 s by default); it returns as
+/// soon as the shard threads have exited, which after a drain that finishes is as long
+/// as the drain and the `on_stop` calls take. After `close` or
+/// `shutdown_background` a drop does not wait for the drain: it only joins threads that
+/// have exited (`close`), or nothing (`shutdown_background`).
+///
+/// A drop blocks, rather than returning at once, so that a bus that simply goes out of
+/// scope at the end of `main` still handles what it accepted and runs every `on_stop`
+/// before the process exits; the bound keeps a handler that never returns from hanging
+/// the dropping thread. Where a thread must not block (an async runtime's worker, where
+/// the last `Arc<Bus>` may die), call [`shutdown_background`](Self::shutdown_background)
+/// instead, or set a short `drop_timeout`.
 pub struct Bus<T: Send + 'static> {
     shared: Arc<Shared<T>>,
     threads: Vec<JoinHandle<()>>,
@@ -29,6 +63,9 @@ pub struct Bus<T: Send + 'static> {
     next_serial: AtomicU64,
     drop_timeout: Duration,
     shut_down: bool,
+    /// Set by the first [`Bus::close`]: the shards have been (or are being) drained and
+    /// stopped by that call, and a later stop only joins them.
+    closed: AtomicBool,
     initial: Vec<SubscriptionId>,
 }
 
@@ -61,6 +98,7 @@ impl<T: Send + 'static> Bus<T> {
             next_serial: AtomicU64::new(initial.len() as u64),
             drop_timeout,
             shut_down: false,
+            closed: AtomicBool::new(false),
             initial,
         }
     }
@@ -112,6 +150,14 @@ impl<T: Send + 'static> Bus<T> {
     /// Subscribes a closure to a topic. The closure is an actor with supervision
     /// [`Supervision::Resume`]. Returns once the subscription is installed on its
     /// shard: every message published after that reaches it.
+    ///
+    /// A message whose publish returned before this call (on this thread, or on one this
+    /// thread has synchronized with) does not reach it, whichever way it was published:
+    /// through [`publish`](Self::publish), which queues it ahead of the request in the
+    /// shard's shared ring, or through a [`Publisher`], whose lane the shard drains up to
+    /// the request before installing the subscriber. Such a message goes to the topic's
+    /// existing subscribers, or to the dead-letter handler if there are none. A message
+    /// published concurrently with the call may or may not reach it.
     ///
     /// Must not be called from a handler running on the topic's own shard (it would
     /// wait for itself).
@@ -196,7 +242,9 @@ impl<T: Send + 'static> Bus<T> {
     }
 
     /// Ends a subscription; its actor's `on_stop` runs on its shard. Returns once
-    /// done: no message published after that reaches it.
+    /// done: no message published after that reaches it. Every message whose publish
+    /// returned before the call reaches it first, through the bus or a [`Publisher`]
+    /// alike (see [`subscribe`](Self::subscribe)).
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
         if id.bus != self.id {
             return Err(Error::UnknownSubscription(id));
@@ -298,8 +346,132 @@ impl<T: Send + 'static> Bus<T> {
         self.stop(Some(timeout))
     }
 
+    /// Closes intake and waits until every accepted message is handled, including what
+    /// handlers publish onward while draining; then every actor's `on_stop` runs and the
+    /// shard threads exit. Returns the final statistics, as
+    /// [`shutdown`](Self::shutdown) does, but through `&self`: for a bus shared in an
+    /// `Arc`, which `shutdown` would need to unwrap.
+    ///
+    /// Later publishes (through the bus or any [`Publisher`]) get `Closed` with their
+    /// message back, and subscribes get [`Error::Closed`]. The shard threads are joined
+    /// by whichever comes last of the bus's drop or `shutdown` (they have exited by then,
+    /// so neither waits). A second `close`, also on another thread at the same time,
+    /// waits for the same end and returns the same statistics.
+    ///
+    /// Waits as long as the drain takes, as `shutdown` does. Must not be called from a
+    /// handler (it would wait for its own shard).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// let bus = Arc::new(shardbus::Bus::<u64>::builder().shards(2).build()?);
+    /// bus.subscribe("ticks", |_: &mut shardbus::Context<'_, u64>, _: &u64| {})?;
+    /// let producer = {
+    ///     let bus = bus.clone();
+    ///     std::thread::spawn(move || bus.publish("ticks", 1).unwrap())
+    /// };
+    /// producer.join().unwrap();
+    /// let stats = bus.close()?;
+    /// assert_eq!(stats.handled(), 1);
+    /// assert!(bus.publish("ticks", 2).is_err()); // Closed(2)
+    /// # Ok(()) }
+    /// ```
+    pub fn close(&self) -> Result<Stats, Error> {
+        // AcqRel: one caller wins and runs the protocol; the others wait for its end
+        // below (the shards' exit flags carry the happens-before from there).
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            shutdown::begin(&self.shared);
+            shutdown::wait_quiescent(&self.shared, None);
+            shutdown::stop(&self.shared, true);
+        }
+        // `has_exited` is an Acquire load: the final counters are visible after it.
+        shutdown::wait_exited(&self.shared, None);
+        Ok(self.stats())
+    }
+
+    /// Waits until every message published before this call has been handled: passed
+    /// to every subscriber of its topic (or to the dead-letter handler), on every shard.
+    /// Shuts nothing down; publishing goes on meanwhile on other threads.
+    ///
+    /// "Published before" means: published through [`publish`](Self::publish),
+    /// [`try_publish`](Self::try_publish), [`publish_durable`](Self::publish_durable) or
+    /// any [`Publisher`], by a publish call that returned `Ok` before `flush` was called
+    /// (on this thread, or on another thread that this one has synchronized with, as a
+    /// joined thread or a received channel message gives). Messages published later,
+    /// even while `flush` waits, may or may not be handled when it returns. Messages
+    /// that handlers publish onward ([`Context::publish`]) are not waited for, nor
+    /// those handlers publish in reply to flushed messages.
+    ///
+    /// How: a marker goes through each shard's shared ring (behind every message pushed
+    /// there before it); on taking it, the shard first handles everything in its
+    /// publishers' lanes up to their current ends, which includes every message pushed
+    /// before the marker, then answers. `flush` returns when every shard has answered.
+    ///
+    /// On a bus that is closing (see [`close`](Self::close)), waits for the drain
+    /// instead, which handles everything accepted. [`Error::Closed`] if a shard's log
+    /// has failed (see [`log_error`](Self::log_error)): its intake is closed. Must not be
+    /// called from a handler (it would wait for its own shard).
+    pub fn flush(&self) -> Result<(), Error> {
+        let mut answers = Vec::with_capacity(self.shared.inboxes.len());
+        let mut refused = false;
+        for inbox in self.shared.inboxes.iter() {
+            let (ack, done) = ack_pair();
+            match push_control(inbox, Control::Flush { ack }) {
+                Ok(()) => answers.push(done),
+                Err(()) => refused = true,
+            }
+        }
+        // Each answer is a Release store that the Acquire load in `wait` reads: what the
+        // handlers did before the shard answered is visible to the caller.
+        for done in answers {
+            refused |= done.wait().is_err();
+        }
+        if !refused {
+            return Ok(());
+        }
+        if self.shared.is_closing() {
+            // The drain handles everything accepted; quiescence says it has.
+            shutdown::wait_quiescent(&self.shared, None);
+            // Acquire: pairs with the SeqCst fences the shards make before reporting
+            // idle, so their handlers' effects are visible here.
+            fence(Ordering::Acquire);
+            return Ok(());
+        }
+        Err(Error::Closed)
+    }
+
+    /// Closes intake and returns at once, without waiting for the drain: a background
+    /// thread (named `sb-shutdown`) drains every accepted message as
+    /// [`shutdown`](Self::shutdown) does, runs every `on_stop`, joins the shard threads
+    /// and ends. The calling thread waits for none of it: for use where blocking is not
+    /// allowed (an async runtime's worker), after tokio's `Runtime::shutdown_background`.
+    ///
+    /// When it returns, later publishes (through [`Publisher`]s made before) get
+    /// `Closed` with their message back. Nothing here waits for the drain: if the process
+    /// exits first, what was not yet handled is lost, and a workload that never quiesces
+    /// keeps the background thread and the shards running. If the system refuses a new
+    /// thread, the drain runs on the calling thread as a drop does (see the type's docs:
+    /// bounded by twice `drop_timeout`) and a warning is logged.
+    pub fn shutdown_background(self) {
+        shutdown::begin(&self.shared);
+        let spawned = thread::spawn_named("sb-shutdown".to_string(), move || {
+            let bus = self;
+            let _ = bus.shutdown();
+        });
+        if let Err(error) = spawned {
+            // The closure, with the bus, was dropped inside the failed spawn: `Drop` has
+            // already shut it down on this thread.
+            tracing::warn!(%error, "no thread for the background shutdown; drained on drop");
+        }
+    }
+
     fn stop(&mut self, timeout: Option<Duration>) -> ShutdownReport {
         self.shut_down = true;
+        // Relaxed: `&mut self`, so any `close` has returned, and its effects happened
+        // before this borrow began.
+        if self.closed.load(Ordering::Relaxed) {
+            return self.join_closed();
+        }
         let start = Instant::now();
         let dropped_before = self.stats().dropped();
         shutdown::begin(&self.shared);
@@ -328,8 +500,26 @@ impl<T: Send + 'static> Bus<T> {
     }
 }
 
+impl<T: Send + 'static> Bus<T> {
+    /// [`stop`](Self::stop) after [`close`](Self::close): the drain and the stop are
+    /// done and every shard thread has exited; only the joins are left.
+    fn join_closed(&mut self) -> ShutdownReport {
+        let unjoined = shutdown::wait_exited(&self.shared, None);
+        for t in std::mem::take(&mut self.threads) {
+            // As in `stop`: `join` fails only on a bug in shardbus itself.
+            let _ = t.join();
+        }
+        ShutdownReport {
+            stats: self.stats(),
+            undrained: 0,
+            unjoined,
+        }
+    }
+}
+
 impl<T: Send + 'static> Drop for Bus<T> {
-    /// Shuts down with the builder's `drop_timeout` if `shutdown` was not called.
+    /// Shuts down with the builder's `drop_timeout` if `shutdown` was not called (see
+    /// the type's docs, "Drop").
     fn drop(&mut self) {
         if !self.shut_down {
             self.stop(Some(self.drop_timeout));

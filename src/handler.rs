@@ -41,7 +41,9 @@ pub trait Handler<T>: Send + 'static {
     fn handle(&mut self, ctx: &mut Context<'_, T>, msg: &T);
 
     /// Called on the shard thread when the subscription ends: at `unsubscribe`, when
-    /// the supervision policy stops the actor, or at shutdown after the last message.
+    /// the supervision policy stops the actor, or at shutdown after the last message;
+    /// and under [`Supervision::Restart`], on the actor being replaced, before the new
+    /// one's `on_start`. Each actor gets it at most once.
     fn on_stop(&mut self, ctx: &mut Context<'_, T>) {
         let _ = ctx;
     }
@@ -68,8 +70,9 @@ pub enum Supervision {
     /// [`Bus::subscribe_actor`](crate::Bus::subscribe_actor), which have no factory.
     #[default]
     Resume,
-    /// Drop the actor and make a fresh one from the subscription's factory
-    /// (`on_start` runs again).
+    /// Stop the actor (its `on_stop` runs), drop it and make a fresh one from the
+    /// subscription's factory (whose `on_start` runs). A panic in the old actor's
+    /// `on_stop` is caught and counted; the restart goes on.
     Restart,
     /// End the subscription (`on_stop` runs).
     Stop,

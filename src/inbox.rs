@@ -39,6 +39,22 @@ pub(crate) enum Control<T> {
         ack: AckSender,
     },
     AddLane(spsc::Consumer<Envelope<T>>),
+    /// `Bus::flush`: answered once every message published before it is handled.
+    Flush {
+        ack: AckSender,
+    },
+}
+
+impl<T> Control<T> {
+    /// Whether the shard first handles every message already in its publishers' lanes
+    /// (up to each lane's tail as the shard reads it on popping this control). A
+    /// message a `Publisher` pushed before the caller pushed this control is then
+    /// handled before it takes effect, as a `Bus::publish` message ahead of it in the
+    /// shared ring is: (un)subscribe and flush order the two publish paths alike.
+    #[inline]
+    pub(crate) fn is_lane_barrier(&self) -> bool {
+        !matches!(self, Control::AddLane(_))
+    }
 }
 
 /// The outcome a shard reports back to the thread waiting for a control operation.

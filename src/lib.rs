@@ -47,6 +47,20 @@
 //!   shutdown) dropped and counted; each is dropped exactly once. A publish that is not
 //!   accepted gives the message back in its error.
 //! - [`Bus::subscribe`] returns after the subscription is live.
+//! - A message whose publish returned before [`Bus::subscribe`] was called does not reach
+//!   that subscriber, and one whose publish returned before [`Bus::unsubscribe`] does,
+//!   through [`Bus::publish`] and a [`Publisher`] alike.
+//!
+//! # Ending a bus
+//!
+//! [`Bus::shutdown`] takes the bus by value. A bus shared in an `Arc` is ended through
+//! `&self` with [`Bus::close`] (drains, stops, returns the final statistics; later
+//! publishes get `Closed` with their message back). [`Bus::flush`] waits, without
+//! shutting down, until every message published before the call is handled (for tests
+//! and benchmarks). [`Bus::shutdown_background`] closes intake and returns at once,
+//! leaving the drain to a background thread: for threads that must not block. A bus that
+//! is just dropped drains on the dropping thread for a bounded time (see [`Bus`],
+//! "Drop").
 
 //!
 //! # Persistence

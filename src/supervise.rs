@@ -49,11 +49,21 @@ impl<T: 'static> Subscriber<T> {
     }
 
     /// Applies the supervision policy after a panic. Panics caught on the way (the
-    /// factory, the new actor's `on_start`, `on_stop`) are added to `panics`.
+    /// replaced actor's `on_stop`, the factory, the new actor's `on_start`, `on_stop`)
+    /// are added to `panics`.
     pub(crate) fn after_panic(&mut self, ctx: &mut Context<'_, T>, panics: &mut u64) -> Verdict {
         match (self.policy, self.factory.as_mut()) {
             (Supervision::Resume, _) | (Supervision::Restart, None) => Verdict::Keep,
-            (Supervision::Restart, Some(factory)) => {
+            (Supervision::Restart, Some(_)) => {
+                // The replaced actor is stopped as the `Stop` policy stops one: its
+                // `on_stop` runs (once) before the factory makes the new one, so the two
+                // never overlap. A panic there is counted; the restart goes on.
+                if self.call(ctx, |a, ctx| a.on_stop(ctx)).is_err() {
+                    *panics += 1;
+                }
+                let Some(factory) = self.factory.as_mut() else {
+                    return Verdict::Keep;
+                };
                 match catch_unwind(AssertUnwindSafe(&mut *factory)) {
                     Ok(actor) => {
                         self.actor = actor;

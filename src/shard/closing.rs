@@ -75,7 +75,7 @@ impl<T: Send + 'static> Shard<T> {
                 lane.close();
                 while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
             }
-            // (Un)subscribe requests: dropping the ack answers `Closed`.
+            // (Un)subscribe and flush requests: dropping the ack answers `Closed`.
             Item::Control(_) => {}
         });
         for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {

@@ -206,6 +206,13 @@ impl<T: Send + 'static> Actors<T> {
                 None
             }
             Control::AddLane(lane) => Some(lane),
+            // The lanes were drained up to the control before it was applied (see
+            // `Control::is_lane_barrier`), and the shared ring is in order: everything
+            // published before the flush has been handled.
+            Control::Flush { ack } => {
+                ack.send(Ack::Ok);
+                None
+            }
         }
     }
 

@@ -169,6 +169,16 @@ fn drain_logged<T: Send + 'static>(
                 wal.stage(env);
             }
             Item::Control(c) => {
+                if c.is_lane_barrier() {
+                    // The lanes up to their tails as read now, into the same batch (see
+                    // `Control::is_lane_barrier`); `write` below handles them first.
+                    for lane in inputs.lanes.iter_mut() {
+                        lane.pop_batch(usize::MAX, |env| {
+                            names.learn(env.topic, topics);
+                            wal.stage(env);
+                        });
+                    }
+                }
                 // Keep the ring's order: what came before the control is handled first
                 // (`write` waits for the pipeline and syncs the batch here).
                 wal.write(status, &names.keys, |env, fate| {

@@ -232,6 +232,15 @@ impl<T: Send + 'static> Shard<T> {
         let mut did = inputs.ring.pop_batch(ring, BATCH, |item| match item {
             Item::Msg(env) => actors.learn_and_dispatch(names, env, false),
             Item::Control(c) => {
+                if c.is_lane_barrier() {
+                    // Up to each lane's tail as read now (one Acquire load per lane, in
+                    // `pop_batch`): bounded by the lane's capacity.
+                    for lane in inputs.lanes.iter_mut() {
+                        lane.pop_batch(usize::MAX, |env| {
+                            actors.learn_and_dispatch(names, env, false)
+                        });
+                    }
+                }
                 if let Some(mut lane) = actors.control(names, c) {
                     if closing {
                         lane.close();

@@ -246,12 +246,13 @@ fn restart_replaces_the_actor_with_a_fresh_one_from_the_factory() {
     let o = run(Supervision::Restart, POISON, 10);
     let mut expected = vec![Ev::Start(0)];
     expected.extend(handled(0, 0..4, 1));
-    // A fresh actor: `on_start` again, the count starts over.
-    expected.push(Ev::Start(1));
+    // The replaced actor is stopped (once) before the fresh one starts; the fresh
+    // one's count starts over.
+    expected.extend([Ev::Stop(0), Ev::Start(1)]);
     expected.extend(handled(1, 4..8, 1));
-    expected.push(Ev::Start(2));
+    expected.extend([Ev::Stop(1), Ev::Start(2)]);
     expected.extend(handled(2, 8..10, 1));
-    // Only the subscription's end stops an actor; a restart drops the old one.
+    // The last one is stopped when the subscription ends.
     expected.push(Ev::Stop(2));
     assert_eq!(o.events, expected);
     assert_eq!(
@@ -399,7 +400,8 @@ fn an_actor_that_cannot_start_is_restarted() {
         bad_stop: false,
     };
     let o = run(Supervision::Restart, faults, 3);
-    let mut expected = vec![Ev::Start(0), Ev::Start(1)];
+    // The actor that could not start is replaced, and stopped first like any other.
+    let mut expected = vec![Ev::Start(0), Ev::Stop(0), Ev::Start(1)];
     expected.extend(handled(1, 0..3, 1));
     expected.push(Ev::Stop(1));
     assert_eq!(o.events, expected);
@@ -476,7 +478,7 @@ fn a_panic_in_on_start_after_a_restart_is_counted() {
     let o = run(Supervision::Restart, faults, 3);
     let mut expected = vec![Ev::Start(0)];
     expected.extend(handled(0, 0..2, 1));
-    expected.push(Ev::Start(1));
+    expected.extend([Ev::Stop(0), Ev::Start(1)]);
     assert_eq!(o.events, expected, "the replacement failed to start");
     assert_eq!(
         o.letters,
@@ -487,5 +489,62 @@ fn a_panic_in_on_start_after_a_restart_is_counted() {
     assert_eq!(
         s.panics, 2,
         "caught: the panic in handle(1) and the one in the new actor's on_start"
+    );
+}
+
+/// Under `Restart`, each replaced actor's `on_stop` runs exactly once, before its
+/// replacement's `on_start` and before it is dropped; a panic in that `on_stop` is
+/// counted and the restart goes on.
+#[test]
+fn restart_stops_each_replaced_actor_once_before_the_next_starts() {
+    let faults = Faults {
+        poison: &[1, 2],
+        bad_start: &[],
+        bad_stop: true,
+    };
+    let (bus, _letters) = bus_with_letters(1);
+    let events: Events = Arc::new(Mutex::new(Vec::new()));
+    let instances = Arc::new(AtomicU32::new(0));
+    let (log, made) = (events.clone(), instances.clone());
+    bus.subscribe_supervised(TOPIC, Supervision::Restart, move || Counter {
+        instance: made.fetch_add(1, Relaxed),
+        count: 0,
+        faults,
+        events: log.clone(),
+    })
+    .unwrap();
+    let mut publisher = bus.publisher();
+    for m in 0..4 {
+        publisher.publish(TOPIC, m).unwrap();
+    }
+    let stats = bus.shutdown();
+    let handled_by = |instance, msg, count| Ev::Handled {
+        instance,
+        msg,
+        count,
+    };
+    // Each restart: the old actor's on_stop, its drop, then the new one's on_start.
+    let expected = vec![
+        Ev::Start(0),
+        handled_by(0, 0, 1),
+        handled_by(0, 1, 2),
+        Ev::Stop(0),
+        Ev::Dropped(0),
+        Ev::Start(1),
+        handled_by(1, 2, 1),
+        Ev::Stop(1),
+        Ev::Dropped(1),
+        Ev::Start(2),
+        handled_by(2, 3, 1),
+        Ev::Stop(2),
+        Ev::Dropped(2),
+    ];
+    assert_eq!(*events.lock().unwrap(), expected);
+    assert_eq!(instances.load(Relaxed), 3);
+    assert_eq!(stats.shards[0].restarts, 2);
+    assert_eq!(
+        stats.panics(),
+        5,
+        "two in handle, three in on_stop (two restarts, one shutdown)"
     );
 }
