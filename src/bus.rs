@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
-use crate::handler::{Context, Handler, SubscriptionId, Supervision};
+use crate::handler::{Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
@@ -109,27 +109,23 @@ impl<T: Send + 'static> Bus<T> {
         })
     }
 
-    /// Subscribes a closure to a topic. The closure is an actor with supervision
-    /// [`Supervision::Resume`]. Returns once the subscription is installed on its
-    /// shard: every message published after that reaches it.
+    /// Subscribes an actor to a topic, with supervision [`Supervision::Resume`]. Returns
+    /// once the subscription is installed on its shard: every message published after
+    /// that reaches it.
+    ///
+    /// The actor is any [`Handler`]: a type of yours that owns its state, or a closure
+    /// `FnMut(&mut Context<'_, T>, &T)`. A closure passed here needs its parameter types
+    /// written out (`|ctx: &mut Context<'_, T>, msg: &T| ...`), as with any method generic
+    /// over a trait that closures implement.
     ///
     /// Must not be called from a handler running on the topic's own shard (it would
     /// wait for itself).
-    pub fn subscribe<F>(&self, topic: impl ToTopic, handler: F) -> Result<SubscriptionId, Error>
-    where
-        F: FnMut(&mut Context<'_, T>, &T) + Send + 'static,
-    {
-        self.install(topic, Box::new(handler), None, Supervision::Resume)
-    }
-
-    /// Subscribes a [`Handler`] implementation, with supervision
-    /// [`Supervision::Resume`]. Returns once installed, like [`subscribe`](Self::subscribe).
-    pub fn subscribe_actor<H: Handler<T>>(
+    pub fn subscribe<H: Handler<T>>(
         &self,
         topic: impl ToTopic,
-        actor: H,
+        handler: H,
     ) -> Result<SubscriptionId, Error> {
-        self.install(topic, Box::new(actor), None, Supervision::Resume)
+        self.install(topic, Box::new(handler), None, Supervision::Resume)
     }
 
     /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
