@@ -20,8 +20,9 @@ use crate::Builder;
 /// A running set of shards: route, publish, subscribe, shut down.
 ///
 /// `Bus<T>` is `Send + Sync`: share it by reference or `Arc` and publish from any
-/// thread. For the fastest path give each producer thread its own [`Publisher`].
-pub struct Bus<T: Send + 'static> {
+/// thread. A bus is built for `T: Send + 'static` ([`Bus::builder`]); the struct itself
+/// carries no bounds, so types that hold a `Bus<T>` need not repeat them. For the fastest path give each producer thread its own [`Publisher`].
+pub struct Bus<T> {
     shared: Arc<Shared<T>>,
     threads: Vec<JoinHandle<()>>,
     /// Process-unique, so that ids from another bus never match this one's.
@@ -45,7 +46,7 @@ pub struct ShutdownReport {
     pub unjoined: usize,
 }
 
-impl<T: Send + 'static> Bus<T> {
+impl<T> Bus<T> {
     pub(crate) fn from_parts(
         shared: Arc<Shared<T>>,
         threads: Vec<JoinHandle<()>>,
@@ -324,7 +325,7 @@ impl<T: Send + 'static> Bus<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Bus<T> {
+impl<T> Drop for Bus<T> {
     /// Shuts down with the builder's `drop_timeout` if `shutdown` was not called.
     fn drop(&mut self) {
         if !self.shut_down {
@@ -333,7 +334,7 @@ impl<T: Send + 'static> Drop for Bus<T> {
     }
 }
 
-impl<T: Send + 'static> std::fmt::Debug for Bus<T> {
+impl<T> std::fmt::Debug for Bus<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("shards", &self.shards())

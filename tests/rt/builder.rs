@@ -352,7 +352,7 @@ fn builder_subscribe_takes_every_topic_form() {
         .subscribe("by-str", record(&seen))
         .subscribe(owned.clone(), record(&seen))
         .subscribe(&owned, record(&seen))
-        .subscribe(&handle, record(&seen))
+        .subscribe(handle, record(&seen))
         .build()
         .unwrap();
     for topic in ["by-str", "by-string", "by-handle"] {
