@@ -133,9 +133,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    bus.subscribe_actor(parse, Parser { next: price })?;
-    bus.subscribe_actor(price, Pricer { next: audit })?;
-    bus.subscribe_actor(audit, Auditor::default())?;
+    bus.subscribe(parse, Parser { next: price })?;
+    bus.subscribe(price, Pricer { next: audit })?;
+    bus.subscribe(audit, Auditor::default())?;
 
     let mut publisher = bus.publisher();
     for (i, line) in ["1, widget, 4", "2, gadget, 1", "3, bolt, 30"]

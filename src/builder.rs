@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 use crate::bus::Bus;
 use crate::codec::{Codec, CodecFns};
 use crate::error::Error;
-use crate::handler::{Context, DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
+use crate::handler::{DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Inbox};
 use crate::intern::Topics;
 use crate::persist::wal::{Wal, WalConfig};
@@ -19,6 +19,7 @@ use crate::shared::{Shared, CHECK_ENCODE};
 use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
 use crate::sync::{plain, thread, Arc, AtomicUsize, Parker};
+use crate::topic::ToTopic;
 use crate::wait::WaitStrategy;
 
 /// The largest shard count a bus accepts.
@@ -149,8 +150,9 @@ impl<T: Send + 'static> Builder<T> {
         self
     }
 
-    /// Subscribes a closure to a topic before the bus starts, with supervision
-    /// [`Supervision::Resume`]; mirrors [`Bus::subscribe`].
+    /// Subscribes an actor (a [`Handler`] or a closure) to a topic before the bus
+    /// starts, with supervision [`Supervision::Resume`]; takes what [`Bus::subscribe`]
+    /// takes. A [`Topic`](crate::Topic) handle of another bus is taken by its name.
     ///
     /// Builder subscriptions are installed on each shard before its thread takes any
     /// message. On a persistent bus they are the handlers that the log's replay meets:
@@ -161,24 +163,16 @@ impl<T: Send + 'static> Builder<T> {
     /// silently. An invalid topic name makes `build()` fail with
     /// [`Error::InvalidTopic`]. Their ids, in the order made, are
     /// [`Bus::initial_subscriptions`].
-    pub fn subscribe<F>(self, topic: impl Into<String>, handler: F) -> Self
-    where
-        F: FnMut(&mut Context<'_, T>, &T) + Send + 'static,
-    {
-        self.pre_subscribe(topic.into(), Box::new(handler), None, Supervision::Resume)
-    }
-
-    /// [`subscribe`](Self::subscribe) for a [`Handler`] implementation; mirrors
-    /// [`Bus::subscribe_actor`].
-    pub fn subscribe_actor<H: Handler<T>>(self, topic: impl Into<String>, actor: H) -> Self {
-        self.pre_subscribe(topic.into(), Box::new(actor), None, Supervision::Resume)
+    pub fn subscribe<H: Handler<T>>(self, topic: impl ToTopic, handler: H) -> Self {
+        let topic = topic.name().to_owned();
+        self.pre_subscribe(topic, Box::new(handler), None, Supervision::Resume)
     }
 
     /// [`subscribe`](Self::subscribe) for an actor made by `factory` and supervised by
     /// `policy`; mirrors [`Bus::subscribe_supervised`].
     pub fn subscribe_supervised<H, F>(
         self,
-        topic: impl Into<String>,
+        topic: impl ToTopic,
         policy: Supervision,
         mut factory: F,
     ) -> Self
@@ -188,7 +182,7 @@ impl<T: Send + 'static> Builder<T> {
     {
         let actor = Box::new(factory());
         let factory: Factory<T> = Box::new(move || Box::new(factory()));
-        self.pre_subscribe(topic.into(), actor, Some(factory), policy)
+        self.pre_subscribe(topic.name().to_owned(), actor, Some(factory), policy)
     }
 
     fn pre_subscribe(

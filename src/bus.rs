@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
-use crate::handler::{Context, Handler, SubscriptionId, Supervision};
+use crate::handler::{Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
@@ -20,7 +20,9 @@ use crate::Builder;
 /// A running set of shards: route, publish, subscribe, shut down.
 ///
 /// `Bus<T>` is `Send + Sync`: share it by reference or `Arc` and publish from any
-/// thread. For the fastest path give each producer thread its own [`Publisher`].
+/// thread. For the fastest path give each producer thread its own [`Publisher`]. A bus
+/// is built for `T: Send + 'static` ([`Bus::builder`]); the struct itself carries no
+/// bounds, so types that hold a `Bus<T>` need not repeat them.
 ///
 /// # Ending a bus
 ///
@@ -55,7 +57,7 @@ use crate::Builder;
 /// the dropping thread. Where a thread must not block (an async runtime's worker, where
 /// the last `Arc<Bus>` may die), call [`shutdown_background`](Self::shutdown_background)
 /// instead, or set a short `drop_timeout`.
-pub struct Bus<T: Send + 'static> {
+pub struct Bus<T> {
     shared: Arc<Shared<T>>,
     threads: Vec<JoinHandle<()>>,
     /// Process-unique, so that ids from another bus never match this one's.
@@ -82,7 +84,7 @@ pub struct ShutdownReport {
     pub unjoined: usize,
 }
 
-impl<T: Send + 'static> Bus<T> {
+impl<T> Bus<T> {
     pub(crate) fn from_parts(
         shared: Arc<Shared<T>>,
         threads: Vec<JoinHandle<()>>,
@@ -147,9 +149,14 @@ impl<T: Send + 'static> Bus<T> {
         })
     }
 
-    /// Subscribes a closure to a topic. The closure is an actor with supervision
-    /// [`Supervision::Resume`]. Returns once the subscription is installed on its
-    /// shard: every message published after that reaches it.
+    /// Subscribes an actor to a topic, with supervision [`Supervision::Resume`]. Returns
+    /// once the subscription is installed on its shard: every message published after
+    /// that reaches it.
+    ///
+    /// The actor is any [`Handler`]: a type of yours that owns its state, or a closure
+    /// `FnMut(&mut Context<'_, T>, &T)`. A closure passed here needs its parameter types
+    /// written out (`|ctx: &mut Context<'_, T>, msg: &T| ...`), as with any method generic
+    /// over a trait that closures implement.
     ///
     /// A message whose publish returned before this call (on this thread, or on one this
     /// thread has synchronized with) does not reach it, whichever way it was published:
@@ -161,21 +168,12 @@ impl<T: Send + 'static> Bus<T> {
     ///
     /// Must not be called from a handler running on the topic's own shard (it would
     /// wait for itself).
-    pub fn subscribe<F>(&self, topic: impl ToTopic, handler: F) -> Result<SubscriptionId, Error>
-    where
-        F: FnMut(&mut Context<'_, T>, &T) + Send + 'static,
-    {
-        self.install(topic, Box::new(handler), None, Supervision::Resume)
-    }
-
-    /// Subscribes a [`Handler`] implementation, with supervision
-    /// [`Supervision::Resume`]. Returns once installed, like [`subscribe`](Self::subscribe).
-    pub fn subscribe_actor<H: Handler<T>>(
+    pub fn subscribe<H: Handler<T>>(
         &self,
         topic: impl ToTopic,
-        actor: H,
+        handler: H,
     ) -> Result<SubscriptionId, Error> {
-        self.install(topic, Box::new(actor), None, Supervision::Resume)
+        self.install(topic, Box::new(handler), None, Supervision::Resume)
     }
 
     /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
@@ -452,7 +450,10 @@ impl<T: Send + 'static> Bus<T> {
     /// keeps the background thread and the shards running. If the system refuses a new
     /// thread, the drain runs on the calling thread as a drop does (see the type's docs:
     /// bounded by twice `drop_timeout`) and a warning is logged.
-    pub fn shutdown_background(self) {
+    pub fn shutdown_background(self)
+    where
+        T: Send + 'static,
+    {
         shutdown::begin(&self.shared);
         let spawned = thread::spawn_named("sb-shutdown".to_string(), move || {
             let bus = self;
@@ -500,7 +501,7 @@ impl<T: Send + 'static> Bus<T> {
     }
 }
 
-impl<T: Send + 'static> Bus<T> {
+impl<T> Bus<T> {
     /// [`stop`](Self::stop) after [`close`](Self::close): the drain and the stop are
     /// done and every shard thread has exited; only the joins are left.
     fn join_closed(&mut self) -> ShutdownReport {
@@ -517,7 +518,7 @@ impl<T: Send + 'static> Bus<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Bus<T> {
+impl<T> Drop for Bus<T> {
     /// Shuts down with the builder's `drop_timeout` if `shutdown` was not called (see
     /// the type's docs, "Drop").
     fn drop(&mut self) {
@@ -527,7 +528,7 @@ impl<T: Send + 'static> Drop for Bus<T> {
     }
 }
 
-impl<T: Send + 'static> std::fmt::Debug for Bus<T> {
+impl<T> std::fmt::Debug for Bus<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("shards", &self.shards())

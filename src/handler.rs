@@ -66,8 +66,7 @@ where
 #[non_exhaustive]
 pub enum Supervision {
     /// Keep the actor as it is and go on with the next message. The default of
-    /// [`Bus::subscribe`](crate::Bus::subscribe) and
-    /// [`Bus::subscribe_actor`](crate::Bus::subscribe_actor), which have no factory.
+    /// [`Bus::subscribe`](crate::Bus::subscribe), which has no factory.
     #[default]
     Resume,
     /// Stop the actor (its `on_stop` runs), drop it and make a fresh one from the

@@ -186,7 +186,7 @@ enum LaneError {
     Closed,
 }
 
-impl<T: Send + 'static> Publisher<T> {
+impl<T> Publisher<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>) -> Self {
         let lanes = (0..shared.inboxes.len()).map(|_| None).collect();
         Self {
@@ -424,7 +424,7 @@ impl<T: Send + 'static> Publisher<T> {
     }
 }
 
-impl<T: Send + 'static> Clone for Publisher<T> {
+impl<T> Clone for Publisher<T> {
     /// A new handle with new lanes: its messages are ordered among themselves, not
     /// with the original's.
     fn clone(&self) -> Self {

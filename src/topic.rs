@@ -57,13 +57,18 @@ pub(crate) mod sealed {
         /// thread's cache) the first time; `None` for an invalid name.
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId>;
 
+        /// The topic's name, as given (not yet validated).
+        fn name(&self) -> &str;
+
         /// The name's length in bytes, for [`Error::InvalidTopic`](crate::Error::InvalidTopic).
-        fn name_len(&self) -> usize;
+        fn name_len(&self) -> usize {
+            self.name().len()
+        }
     }
 
     impl ToTopicPriv for str {
-        fn name_len(&self) -> usize {
-            self.len()
+        fn name(&self) -> &str {
+            self
         }
 
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
@@ -73,8 +78,8 @@ pub(crate) mod sealed {
     }
 
     impl ToTopicPriv for String {
-        fn name_len(&self) -> usize {
-            self.len()
+        fn name(&self) -> &str {
+            self
         }
 
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
@@ -83,8 +88,8 @@ pub(crate) mod sealed {
     }
 
     impl ToTopicPriv for Topic {
-        fn name_len(&self) -> usize {
-            self.name().len()
+        fn name(&self) -> &str {
+            Topic::name(self)
         }
 
         #[inline]
@@ -100,8 +105,8 @@ pub(crate) mod sealed {
     }
 
     impl<U: ToTopicPriv + ?Sized> ToTopicPriv for &U {
-        fn name_len(&self) -> usize {
-            (**self).name_len()
+        fn name(&self) -> &str {
+            (**self).name()
         }
 
         #[inline]

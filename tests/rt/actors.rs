@@ -61,7 +61,7 @@ fn actors_on_different_shards_play_ping_pong() {
             faults: faults.clone(),
             done: done.clone(),
         };
-        bus.subscribe_actor(me.as_str(), player).unwrap();
+        bus.subscribe(me.as_str(), player).unwrap();
     }
     bus.publish(ping.as_str(), 0).unwrap();
     assert_eq!(finished.recv_timeout(PATIENCE), Ok(LAST));
@@ -155,7 +155,7 @@ impl HopRing {
                 ring: self.clone(),
                 seen: Vec::new(),
             };
-            bus.subscribe_actor(*topic, hopper).unwrap();
+            bus.subscribe(*topic, hopper).unwrap();
         }
     }
 

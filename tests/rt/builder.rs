@@ -298,7 +298,7 @@ fn subscribing_to_an_empty_topic_is_rejected() {
         .subscribe("", |_: &mut Context<'_, String>, _: &String| {})
         .unwrap_err();
     assert!(is_invalid_topic(&e, 0), "{e:?}");
-    let e = bus.subscribe_actor("", Nop).unwrap_err();
+    let e = bus.subscribe("", Nop).unwrap_err();
     assert!(is_invalid_topic(&e, 0), "{e:?}");
     let e = bus
         .subscribe_supervised("", Supervision::Restart, || Nop)
@@ -320,8 +320,8 @@ fn subscribing_to_a_too_long_topic_reports_its_length() {
         .subscribe(long.as_str(), |_: &mut Context<'_, String>, _: &String| {})
         .unwrap_err();
     assert!(is_invalid_topic(&e, long.len()), "subscribe: {e:?}");
-    let e = bus.subscribe_actor(long.as_str(), Nop).unwrap_err();
-    assert!(is_invalid_topic(&e, long.len()), "subscribe_actor: {e:?}");
+    let e = bus.subscribe(long.as_str(), Nop).unwrap_err();
+    assert!(is_invalid_topic(&e, long.len()), "subscribe: {e:?}");
     let e = bus
         .subscribe_supervised(long.as_str(), Supervision::Stop, || Nop)
         .unwrap_err();
@@ -330,4 +330,39 @@ fn subscribing_to_a_too_long_topic_reports_its_length() {
         "subscribe_supervised: {e:?}"
     );
     bus.shutdown();
+}
+
+/// `Builder::subscribe` takes what `Bus::subscribe` takes: a name as `&str`, `String` or
+/// `&String`, or a `Topic` handle (here one of another bus, with another shard count,
+/// which the new bus resolves again by its name).
+#[test]
+fn builder_subscribe_takes_every_topic_form() {
+    let other = builder().shards(3).build().unwrap();
+    let handle = other.topic("by-handle").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = |seen: &Arc<Mutex<Vec<String>>>| {
+        let seen = Arc::clone(seen);
+        move |ctx: &mut Context<'_, String>, m: &String| {
+            seen.lock().unwrap().push(format!("{}={m}", ctx.topic()));
+        }
+    };
+    let owned = String::from("by-string");
+    let bus = builder()
+        .shards(1)
+        .subscribe("by-str", record(&seen))
+        .subscribe(owned.clone(), record(&seen))
+        .subscribe(&owned, record(&seen))
+        .subscribe(handle, record(&seen))
+        .build()
+        .unwrap();
+    for topic in ["by-str", "by-string", "by-handle"] {
+        bus.publish(topic, "m".to_string()).unwrap();
+    }
+    bus.shutdown();
+    other.shutdown();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        ["by-str=m", "by-string=m", "by-string=m", "by-handle=m"]
+    );
 }

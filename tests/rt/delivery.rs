@@ -87,7 +87,7 @@ impl Load {
                     log: Vec::new(),
                     load: self.clone(),
                 };
-                let id = bus.subscribe_actor(name.as_str(), recorder).unwrap();
+                let id = bus.subscribe(name.as_str(), recorder).unwrap();
                 assert_eq!(id.shard(), bus.shard_of(name).unwrap());
                 id.shard()
             })

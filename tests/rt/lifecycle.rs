@@ -455,7 +455,7 @@ fn shutdown_background_returns_without_waiting_for_the_drain() {
     let done = Arc::new(Mutex::new(Vec::new()));
     let stopped = Arc::new(AtomicBool::new(false));
     let (handled, stop_flag) = (done.clone(), stopped.clone());
-    bus.subscribe_actor(
+    bus.subscribe(
         "slow",
         Slow {
             entered: entered_tx,

@@ -77,7 +77,7 @@ fn handler_lifecycle_runs_start_messages_stop_once_each_in_order() {
     let bus = bus(2);
     let (actor, log) = lifecycle_actor(&bus, "life");
     let seen_id = actor.id.clone();
-    let id = bus.subscribe_actor("life", actor).unwrap();
+    let id = bus.subscribe("life", actor).unwrap();
     // `subscribe` returns once installed: `on_start` has run.
     assert_eq!(log.snapshot(), [Ev::Start]);
     assert_eq!(*seen_id.lock().unwrap(), Some(id));
@@ -98,7 +98,7 @@ fn handler_lifecycle_runs_start_messages_stop_once_each_in_order() {
 fn unsubscribe_stops_delivery_runs_on_stop_and_is_not_repeatable() {
     let bus = bus(2);
     let (actor, a_log) = lifecycle_actor(&bus, "u");
-    let a = bus.subscribe_actor("u", actor).unwrap();
+    let a = bus.subscribe("u", actor).unwrap();
     let b_log = Log::new();
     let b_sink = b_log.clone();
     let b = bus

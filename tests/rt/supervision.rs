@@ -430,7 +430,7 @@ fn panics_in_on_stop_are_counted_at_unsubscribe_and_at_shutdown() {
             faults,
             events: log,
         };
-        ids.push(bus.subscribe_actor(TOPIC, actor).unwrap());
+        ids.push(bus.subscribe(TOPIC, actor).unwrap());
     }
     bus.unsubscribe(ids[0]).unwrap();
     let stats = bus.shutdown();

@@ -125,7 +125,7 @@ pub fn closed_loop(cfg: &ClosedLoop, opts: &RunOpts) -> Result<ClosedLoopResult,
     let done = Arc::new(CachePadded::new(AtomicU64::new(0)));
     let (back, back_rx) = mpsc::channel();
     for topic in topics.iter() {
-        bus.subscribe_actor(
+        bus.subscribe(
             topic,
             Hopper {
                 topics: topics.clone(),

@@ -102,7 +102,7 @@ pub fn ping_pong(
     let (back, back_rx) = mpsc::channel();
     let base = Instant::now();
     let warmup = rounds / 10;
-    bus.subscribe_actor(
+    bus.subscribe(
         topic,
         Ponger {
             base,

@@ -83,7 +83,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
     for (t, topic) in topics.iter().enumerate() {
         // Cannot truncate: validate() bounds topics by u32::MAX.
         let checker = Checker::new(&expected, [t as u32], sampling);
-        bus.subscribe_actor(
+        bus.subscribe(
             topic,
             Sink {
                 checker: Some(checker),
