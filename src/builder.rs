@@ -18,7 +18,7 @@ use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::{Shared, CHECK_ENCODE};
 use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
-use crate::sync::{plain, thread, Arc, AtomicUsize, Parker};
+use crate::sync::{plain, thread, Arc, AtomicU64, AtomicUsize, Parker};
 use crate::wait::WaitStrategy;
 
 /// The largest shard count a bus accepts.
@@ -320,6 +320,7 @@ impl<T: Send + 'static> Builder<T> {
                 .persist
                 .as_ref()
                 .map_or(0, |(p, _)| p.log.max_record_size),
+            next_serial: AtomicU64::new(initial.len() as u64),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())

@@ -7,12 +7,14 @@ use crate::handler::{Context, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
+use crate::ring::PushError;
 use crate::route::ShardId;
+use crate::shard::current;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::supervise::{Factory, Subscriber};
-use crate::sync::{thread::JoinHandle, Arc, AtomicU64, Ordering};
+use crate::sync::{thread::JoinHandle, Arc};
 use crate::topic::{ToTopic, Topic};
 #[cfg(doc)]
 use crate::Builder;
@@ -26,7 +28,6 @@ pub struct Bus<T: Send + 'static> {
     threads: Vec<JoinHandle<()>>,
     /// Process-unique, so that ids from another bus never match this one's.
     id: u64,
-    next_serial: AtomicU64,
     drop_timeout: Duration,
     shut_down: bool,
     initial: Vec<SubscriptionId>,
@@ -57,8 +58,6 @@ impl<T: Send + 'static> Bus<T> {
             shared,
             threads,
             id,
-            // Serials of the builder's subscriptions come first.
-            next_serial: AtomicU64::new(initial.len() as u64),
             drop_timeout,
             shut_down: false,
             initial,
@@ -113,8 +112,10 @@ impl<T: Send + 'static> Bus<T> {
     /// [`Supervision::Resume`]. Returns once the subscription is installed on its
     /// shard: every message published after that reaches it.
     ///
-    /// Must not be called from a handler running on the topic's own shard (it would
-    /// wait for itself).
+    /// From a handler on one of this bus's shard threads it would wait for shards that
+    /// cannot go on while it waits: it returns [`Error::WouldDeadlock`] and does nothing;
+    /// a handler uses [`Context::subscribe`] (which does not wait) instead. Handlers of
+    /// another bus may call it.
     pub fn subscribe<F>(&self, topic: impl ToTopic, handler: F) -> Result<SubscriptionId, Error>
     where
         F: FnMut(&mut Context<'_, T>, &T) + Send + 'static,
@@ -123,7 +124,9 @@ impl<T: Send + 'static> Bus<T> {
     }
 
     /// Subscribes a [`Handler`] implementation, with supervision
-    /// [`Supervision::Resume`]. Returns once installed, like [`subscribe`](Self::subscribe).
+    /// [`Supervision::Resume`]. Returns once installed, like [`subscribe`](Self::subscribe);
+    /// from a handler of this bus, [`Error::WouldDeadlock`] (see
+    /// [`Context::subscribe_actor`]).
     pub fn subscribe_actor<H: Handler<T>>(
         &self,
         topic: impl ToTopic,
@@ -135,7 +138,8 @@ impl<T: Send + 'static> Bus<T> {
     /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
     /// actor is kept ([`Resume`](Supervision::Resume)), replaced by a fresh one from
     /// the factory ([`Restart`](Supervision::Restart)) or removed
-    /// ([`Stop`](Supervision::Stop)). Returns once installed.
+    /// ([`Stop`](Supervision::Stop)). Returns once installed; from a handler of this bus,
+    /// [`Error::WouldDeadlock`] (see [`Context::subscribe_supervised`]).
     pub fn subscribe_supervised<H, F>(
         &self,
         topic: impl ToTopic,
@@ -159,8 +163,10 @@ impl<T: Send + 'static> Bus<T> {
         policy: Supervision,
     ) -> Result<SubscriptionId, Error> {
         let topic = self.resolve_for_control(topic)?;
-        // Relaxed: only uniqueness matters, which the RMW gives.
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        if current::is_shard_of(self.id) {
+            return Err(Error::WouldDeadlock);
+        }
+        let serial = self.shared.next_serial();
         let id = SubscriptionId {
             bus: self.id,
             shard: topic.shard.0 as u32,
@@ -175,6 +181,7 @@ impl<T: Send + 'static> Bus<T> {
         let (ack, done) = ack_pair();
         let inbox = &self.shared.inboxes[topic.shard.0];
         push_control(
+            self.id,
             inbox,
             Control::Subscribe {
                 topic: topic.index,
@@ -182,7 +189,7 @@ impl<T: Send + 'static> Bus<T> {
                 ack,
             },
         )
-        .map_err(|()| Error::Closed)?;
+        .map_err(control_error)?;
         done.wait().map(|()| id).map_err(|_| Error::Closed)
     }
 
@@ -197,6 +204,10 @@ impl<T: Send + 'static> Bus<T> {
 
     /// Ends a subscription; its actor's `on_stop` runs on its shard. Returns once
     /// done: no message published after that reaches it.
+    ///
+    /// From a handler on one of this bus's shard threads it returns
+    /// [`Error::WouldDeadlock`] and does nothing (it would wait for the shards); a handler
+    /// uses [`Context::unsubscribe`] instead.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
         if id.bus != self.id {
             return Err(Error::UnknownSubscription(id));
@@ -206,8 +217,11 @@ impl<T: Send + 'static> Bus<T> {
             .inboxes
             .get(id.shard as usize)
             .ok_or(Error::UnknownSubscription(id))?;
+        if current::is_shard_of(self.id) {
+            return Err(Error::WouldDeadlock);
+        }
         let (ack, done) = ack_pair();
-        push_control(inbox, Control::Unsubscribe { id, ack }).map_err(|()| Error::Closed)?;
+        push_control(self.id, inbox, Control::Unsubscribe { id, ack }).map_err(control_error)?;
         done.wait().map_err(|e| match e {
             AckError::NotFound => Error::UnknownSubscription(id),
             AckError::Closed => Error::Closed,
@@ -229,9 +243,17 @@ impl<T: Send + 'static> Bus<T> {
     /// Messages one thread publishes through the bus to one topic are handled in
     /// order. This path is shared by all threads (a CAS per message); a
     /// [`Publisher`] is faster.
+    ///
+    /// From a handler on one of this bus's shard threads it publishes while there is
+    /// room, but does not wait for room: waiting there could deadlock (two shards
+    /// publishing into each other's full inboxes), so a full inbox gives
+    /// [`PublishError::WouldDeadlock`] with the message back. A handler publishes with
+    /// [`Context::publish`], which never waits and queues what does not fit.
     pub fn publish(&self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         push_shared(&self.shared, topic, msg, true).map_err(|e| match e {
-            TryPublishError::Closed(m) | TryPublishError::Full(m) => PublishError::Closed(m),
+            TryPublishError::Closed(m) => PublishError::Closed(m),
+            // A blocking push comes back full only instead of waiting on a shard thread.
+            TryPublishError::Full(m) => PublishError::WouldDeadlock(m),
             TryPublishError::InvalidTopic(m) => PublishError::InvalidTopic(m),
             TryPublishError::Encode { msg, error } => PublishError::Encode { msg, error },
         })
@@ -250,7 +272,12 @@ impl<T: Send + 'static> Bus<T> {
     /// [`max_record_size`](crate::Persistence::max_record_size): the message is encoded
     /// once on this thread to know, into a reused buffer); `Unconfirmed` means it was
     /// accepted but the log failed (or a deadline shutdown dropped it) first.
-    /// Never call it from a handler: the shard would wait for itself.
+    ///
+    /// From a handler on one of this bus's shard threads it returns
+    /// [`DurableError::WouldDeadlock`] with the message (the shards confirm records
+    /// between handlers, so it would wait for itself); a handler publishes with
+    /// [`Context::publish`]: on a persistent bus the record is written before any handler
+    /// sees the message.
     pub fn publish_durable(&self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
         push_shared_durable(&self.shared, topic, msg)
     }
@@ -342,5 +369,14 @@ impl<T: Send + 'static> std::fmt::Debug for Bus<T> {
         f.debug_struct("Bus")
             .field("shards", &self.shards())
             .finish()
+    }
+}
+
+/// A control push's error as a control call reports it.
+fn control_error(e: PushError<()>) -> Error {
+    match e {
+        // Only instead of waiting on one of the bus's own shard threads.
+        PushError::Full(()) => Error::WouldDeadlock,
+        PushError::Closed(()) => Error::Closed,
     }
 }
