@@ -231,6 +231,12 @@ impl<T: Send + 'static> Publisher<T> {
     /// Publishes, waiting while the target lane is full. Returns `Closed` with the
     /// message once the bus is shutting down, `Encode` with it on a persistent bus whose
     /// codec cannot encode it (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
+    ///
+    /// Used from a handler on one of the bus's own shard threads, it publishes while the
+    /// lane has room but does not wait for room (that could deadlock): `WouldDeadlock`
+    /// with the message instead. The same holds for
+    /// [`publish_batch`](Self::publish_batch) (`WouldDeadlock(())`, the rest left in the
+    /// batch).
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
@@ -309,7 +315,9 @@ impl<T: Send + 'static> Publisher<T> {
     /// encode it, `TooLarge` if its record would exceed the maximum record size: the
     /// message is encoded once on this thread to know); `Unconfirmed` means it was
     /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
-    /// Never call it from a handler: the shard would wait for itself.
+    /// From a handler on one of the bus's own shard threads it returns `WouldDeadlock`
+    /// with the message (the shard would wait for itself), as does
+    /// [`wait_durable`](Self::wait_durable) there.
     pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
         let topic_len = topic.name_len();
         let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
