@@ -11,6 +11,9 @@ use std::cell::Cell;
 
 crate::sync::thread_local! {
     /// `(bus id, shard index)` on a shard thread; `None` on every other thread.
+    // Not a `const { .. }` initializer: loom's `thread_local!` does not take one, and both
+    // builds share this line.
+    #[allow(clippy::missing_const_for_thread_local)]
     static CURRENT: Cell<Option<(u64, usize)>> = Cell::new(None);
 }
 

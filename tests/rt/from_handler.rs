@@ -402,3 +402,46 @@ fn context_subscribe_and_unsubscribe_reject_bad_input() {
     );
     shutdown(bus);
 }
+
+#[test]
+fn a_publisher_owned_by_a_handler_publishes_while_its_lane_has_room_then_is_refused() {
+    // Lanes of 2 slots into the handler's own shard, which cannot drain them while the
+    // handler runs: 2 fit, then `publish` and `publish_batch` give the message(s) back.
+    let bus = Arc::new(
+        Bus::<u32>::builder()
+            .shards(1)
+            .capacity(64)
+            .lane_capacity(2)
+            .pin_threads(false)
+            .drop_timeout(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    );
+    let seen = Arc::new(AtomicU32::new(0));
+    bus.subscribe("data", counting(&seen)).unwrap();
+    let publisher = std::sync::Mutex::new(bus.publisher());
+    let (tx, rx) = mpsc::channel();
+    bus.subscribe("ctl", move |_: &mut Context<'_, u32>, _: &u32| {
+        let mut publisher = publisher.lock().unwrap();
+        let single: Vec<_> = (0..3).map(|n| publisher.publish("data", n)).collect();
+        let mut batch = vec![10, 11];
+        let batched = publisher.publish_batch("data", &mut batch);
+        tx.send((single, batched, batch)).unwrap();
+    })
+    .unwrap();
+    bus.publish("ctl", 0).unwrap();
+    let (single, batched, left) = report(&rx, "Publisher::publish into a full lane");
+    assert!(single[0].is_ok() && single[1].is_ok(), "{single:?}");
+    assert!(
+        matches!(single[2], Err(PublishError::WouldDeadlock(2))),
+        "{:?}",
+        single[2]
+    );
+    assert!(
+        matches!(batched, Err(PublishError::WouldDeadlock(()))),
+        "{batched:?}"
+    );
+    assert_eq!(left, [10, 11], "the batch keeps what was not accepted");
+    shutdown(bus);
+    assert_eq!(seen.load(Relaxed), 2);
+}
