@@ -141,12 +141,13 @@ impl<T> Context<'_, T> {
 /// at once; when the request takes effect:
 ///
 /// - **A topic of this shard** (see [`Bus::shard_of`](crate::Bus::shard_of)): the shard
-///   applies the request after the calling handler has returned, once it has handled the
-///   messages it had already taken from its inputs in its current round (at most 256 from
-///   each input, 1024 on a persistent bus), and before it takes any more. Those messages
-///   still go to the subscriptions as they were; a message this handler publishes after
-///   the call with [`Context::publish`] to a topic of this shard is handled after the
-///   change.
+///   applies the request after the calling handler has returned, at the end of its current
+///   round over its inputs and before the next round. A round takes at most 256 messages
+///   from each input (the shared intake ring, each publisher's lane, each other shard's
+///   lane; 1,024 on a persistent bus), so up to that many more messages of the round may
+///   still go to the subscriptions as they were (an actor that unsubscribes itself may see
+///   a few more). A message this handler publishes after the call with
+///   [`Context::publish`] to a topic of this shard is handled after the change.
 /// - **A topic of another shard**: the request goes into that shard's intake ring, as
 ///   a [`Bus::subscribe`](crate::Bus::subscribe)'s does (or waits, in order, in this
 ///   shard while that ring is full), and the other shard applies it when it takes it from
