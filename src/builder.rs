@@ -18,12 +18,19 @@ use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::{Shared, CHECK_ENCODE};
 use crate::stats::ShardCounters;
 use crate::supervise::{Factory, Subscriber};
-use crate::sync::{plain, thread, Arc, AtomicUsize, Parker};
+use crate::sync::{plain, thread, Arc, AtomicU64, AtomicUsize, Parker};
 use crate::topic::ToTopic;
 use crate::wait::WaitStrategy;
 
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;
+
+/// The default prefix of shard thread names: shard 3 is `sb-shard-3`.
+const DEFAULT_THREAD_NAME: &str = "sb-shard";
+
+/// The longest thread name Linux keeps (16 bytes with the terminating NUL); a longer one
+/// is cut, so shards would no longer tell apart in `top -H` or a debugger.
+const MAX_THREAD_NAME: usize = 15;
 
 /// Configures a [`Bus`]; made by [`Bus::builder`].
 pub struct Builder<T> {
@@ -79,7 +86,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             lane_capacity: None,
             pin: true,
             wait: WaitStrategy::default(),
-            thread_name: "shardbus-shard".to_owned(),
+            thread_name: DEFAULT_THREAD_NAME.to_owned(),
             dead_letter: None,
             drop_timeout: Duration::from_secs(5),
             subs: Vec::new(),
@@ -126,7 +133,12 @@ impl<T: Send + 'static> Builder<T> {
     }
 
     /// The prefix of shard thread names; shard `i` is `"{prefix}-{i}"`. Default
-    /// `"shardbus-shard"`.
+    /// `"sb-shard"` (`sb-shard-0`, `sb-shard-1`, ...). A persistent shard's I/O thread is
+    /// `sb-io-{i}` whatever the prefix.
+    ///
+    /// Linux keeps at most 15 bytes of a thread's name, so `build()` checks that the last
+    /// shard's name, `"{prefix}-{shards - 1}"`, fits in 15 bytes and that the prefix has
+    /// no NUL byte; otherwise it fails with [`Error::InvalidThreadName`].
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name = prefix.into();
         self
@@ -218,6 +230,7 @@ impl<T: Send + 'static> Builder<T> {
                 max: MAX_SHARDS,
             });
         }
+        check_thread_name(&self.thread_name, shards)?;
         check_capacity("inbox", self.capacity)?;
         let lane_capacity = self.lane_capacity.unwrap_or(self.capacity);
         check_capacity("lane", lane_capacity)?;
@@ -291,7 +304,7 @@ impl<T: Send + 'static> Builder<T> {
                     checkpoint_interval: p.checkpoint_interval,
                     retention: p.retention,
                 };
-                startups[i].wal = Some(Wal::new(log, *codec, config, lock.clone()));
+                startups[i].wal = Some(Wal::new(log, *codec, config, lock.clone(), i));
                 let (ack, done) = ack_pair();
                 let slot: ReplayError = plain::Arc::new(plain::Mutex::new(None));
                 startups[i].replay = Some((recovered, ack, slot.clone()));
@@ -317,6 +330,7 @@ impl<T: Send + 'static> Builder<T> {
                 .persist
                 .as_ref()
                 .map_or(0, |(p, _)| p.log.max_record_size),
+            next_serial: AtomicU64::new(initial.len() as u64),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())
@@ -375,6 +389,18 @@ impl<T: Codec + Send + 'static> Builder<T> {
         self.persist = Some((persistence, CodecFns::of()));
         self
     }
+}
+
+/// The last shard's thread name must fit Linux's 15 bytes, and a name has no NUL.
+fn check_thread_name(prefix: &str, shards: usize) -> Result<(), Error> {
+    let longest = format!("{prefix}-{}", shards - 1);
+    if longest.len() > MAX_THREAD_NAME || prefix.contains('\0') {
+        return Err(Error::InvalidThreadName {
+            name: longest,
+            max: MAX_THREAD_NAME,
+        });
+    }
+    Ok(())
 }
 
 fn check_capacity(what: &'static str, capacity: usize) -> Result<(), Error> {

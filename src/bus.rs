@@ -7,12 +7,14 @@ use crate::handler::{Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
+use crate::ring::PushError;
 use crate::route::ShardId;
+use crate::shard::current;
 use crate::shared::Shared;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::supervise::{Factory, Subscriber};
-use crate::sync::{fence, thread, thread::JoinHandle, Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{fence, thread, thread::JoinHandle, Arc, AtomicBool, Ordering};
 use crate::topic::{ToTopic, Topic};
 #[cfg(doc)]
 use crate::Builder;
@@ -62,14 +64,21 @@ pub struct Bus<T> {
     threads: Vec<JoinHandle<()>>,
     /// Process-unique, so that ids from another bus never match this one's.
     id: u64,
-    next_serial: AtomicU64,
     drop_timeout: Duration,
     shut_down: bool,
     /// Set by the first [`Bus::close`]: the shards have been (or are being) drained and
     /// stopped by that call, and a later stop only joins them.
     closed: AtomicBool,
     initial: Vec<SubscriptionId>,
+    /// Finishes a stop begun on one of this bus's own shard threads (see
+    /// [`stop`](Self::stop)) on a thread of its own. Made by `from_parts`, where `T: Send`
+    /// is known, so that `Drop` (which carries no bounds) can hand the bus's state over.
+    finish_elsewhere: FinishElsewhere,
 }
+
+/// See `Bus::finish_elsewhere`: takes the deadline and the shard threads' handles.
+type FinishElsewhere =
+    Box<dyn Fn(Option<Duration>, Vec<JoinHandle<()>>) -> std::io::Result<()> + Send + Sync>;
 
 /// What [`Bus::shutdown_timeout`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,13 +100,34 @@ impl<T> Bus<T> {
         drop_timeout: Duration,
         id: u64,
         initial: Vec<SubscriptionId>,
-    ) -> Self {
+    ) -> Self
+    where
+        T: Send + 'static,
+    {
+        let finish_elsewhere: FinishElsewhere = {
+            let shared = Arc::clone(&shared);
+            Box::new(move |timeout, threads| {
+                let shared = Arc::clone(&shared);
+                thread::spawn_named("sb-shutdown".to_string(), move || {
+                    let deadline = timeout.map(|t| Instant::now() + t);
+                    let drained = shutdown::wait_quiescent(&shared, deadline);
+                    shutdown::stop(&shared, drained);
+                    let exit_by = deadline.map(|d| d + timeout.unwrap_or_default());
+                    if shutdown::wait_exited(&shared, exit_by) == 0 {
+                        for t in threads {
+                            // As in `stop`: fails only on a bug in shardbus itself.
+                            let _ = t.join();
+                        }
+                    }
+                })
+                .map(drop)
+            })
+        };
         Self {
+            finish_elsewhere,
             shared,
             threads,
             id,
-            // Serials of the builder's subscriptions come first.
-            next_serial: AtomicU64::new(initial.len() as u64),
             drop_timeout,
             shut_down: false,
             closed: AtomicBool::new(false),
@@ -166,8 +196,10 @@ impl<T> Bus<T> {
     /// existing subscribers, or to the dead-letter handler if there are none. A message
     /// published concurrently with the call may or may not reach it.
     ///
-    /// Must not be called from a handler running on the topic's own shard (it would
-    /// wait for itself).
+    /// From a handler on one of this bus's shard threads it would wait for shards that
+    /// cannot go on while it waits: it returns [`Error::WouldDeadlock`] and does nothing;
+    /// a handler uses [`Context::subscribe`] (which does not wait) instead. Handlers of
+    /// another bus may call it.
     pub fn subscribe<H: Handler<T>>(
         &self,
         topic: impl ToTopic,
@@ -179,7 +211,8 @@ impl<T> Bus<T> {
     /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
     /// actor is kept ([`Resume`](Supervision::Resume)), replaced by a fresh one from
     /// the factory ([`Restart`](Supervision::Restart)) or removed
-    /// ([`Stop`](Supervision::Stop)). Returns once installed.
+    /// ([`Stop`](Supervision::Stop)). Returns once installed; from a handler of this bus,
+    /// [`Error::WouldDeadlock`] (see [`Context::subscribe_supervised`]).
     pub fn subscribe_supervised<H, F>(
         &self,
         topic: impl ToTopic,
@@ -203,8 +236,10 @@ impl<T> Bus<T> {
         policy: Supervision,
     ) -> Result<SubscriptionId, Error> {
         let topic = self.resolve_for_control(topic)?;
-        // Relaxed: only uniqueness matters, which the RMW gives.
-        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        if current::is_shard_of(self.id) {
+            return Err(Error::WouldDeadlock);
+        }
+        let serial = self.shared.next_serial();
         let id = SubscriptionId {
             bus: self.id,
             shard: topic.shard.0 as u32,
@@ -219,6 +254,7 @@ impl<T> Bus<T> {
         let (ack, done) = ack_pair();
         let inbox = &self.shared.inboxes[topic.shard.0];
         push_control(
+            self.id,
             inbox,
             Control::Subscribe {
                 topic: topic.index,
@@ -226,7 +262,7 @@ impl<T> Bus<T> {
                 ack,
             },
         )
-        .map_err(|()| Error::Closed)?;
+        .map_err(control_error)?;
         done.wait().map(|()| id).map_err(|_| Error::Closed)
     }
 
@@ -243,6 +279,10 @@ impl<T> Bus<T> {
     /// done: no message published after that reaches it. Every message whose publish
     /// returned before the call reaches it first, through the bus or a [`Publisher`]
     /// alike (see [`subscribe`](Self::subscribe)).
+    ///
+    /// From a handler on one of this bus's shard threads it returns
+    /// [`Error::WouldDeadlock`] and does nothing (it would wait for the shards); a handler
+    /// uses [`Context::unsubscribe`] instead.
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
         if id.bus != self.id {
             return Err(Error::UnknownSubscription(id));
@@ -252,8 +292,11 @@ impl<T> Bus<T> {
             .inboxes
             .get(id.shard as usize)
             .ok_or(Error::UnknownSubscription(id))?;
+        if current::is_shard_of(self.id) {
+            return Err(Error::WouldDeadlock);
+        }
         let (ack, done) = ack_pair();
-        push_control(inbox, Control::Unsubscribe { id, ack }).map_err(|()| Error::Closed)?;
+        push_control(self.id, inbox, Control::Unsubscribe { id, ack }).map_err(control_error)?;
         done.wait().map_err(|e| match e {
             AckError::NotFound => Error::UnknownSubscription(id),
             AckError::Closed => Error::Closed,
@@ -275,9 +318,17 @@ impl<T> Bus<T> {
     /// Messages one thread publishes through the bus to one topic are handled in
     /// order. This path is shared by all threads (a CAS per message); a
     /// [`Publisher`] is faster.
+    ///
+    /// From a handler on one of this bus's shard threads it publishes while there is
+    /// room, but does not wait for room: waiting there could deadlock (two shards
+    /// publishing into each other's full inboxes), so a full inbox gives
+    /// [`PublishError::WouldDeadlock`] with the message back. A handler publishes with
+    /// [`Context::publish`], which never waits and queues what does not fit.
     pub fn publish(&self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         push_shared(&self.shared, topic, msg, true).map_err(|e| match e {
-            TryPublishError::Closed(m) | TryPublishError::Full(m) => PublishError::Closed(m),
+            TryPublishError::Closed(m) => PublishError::Closed(m),
+            // A blocking push comes back full only instead of waiting on a shard thread.
+            TryPublishError::Full(m) => PublishError::WouldDeadlock(m),
             TryPublishError::InvalidTopic(m) => PublishError::InvalidTopic(m),
             TryPublishError::Encode { msg, error } => PublishError::Encode { msg, error },
         })
@@ -296,7 +347,12 @@ impl<T> Bus<T> {
     /// [`max_record_size`](crate::Persistence::max_record_size): the message is encoded
     /// once on this thread to know, into a reused buffer); `Unconfirmed` means it was
     /// accepted but the log failed (or a deadline shutdown dropped it) first.
-    /// Never call it from a handler: the shard would wait for itself.
+    ///
+    /// From a handler on one of this bus's shard threads it returns
+    /// [`DurableError::WouldDeadlock`] with the message (the shards confirm records
+    /// between handlers, so it would wait for itself); a handler publishes with
+    /// [`Context::publish`]: on a persistent bus the record is written before any handler
+    /// sees the message.
     pub fn publish_durable(&self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
         push_shared_durable(&self.shared, topic, msg)
     }
@@ -332,6 +388,13 @@ impl<T> Bus<T> {
     ///
     /// Waits as long as the drain takes; a workload that never quiesces (actors that
     /// publish to each other forever) needs [`shutdown_timeout`](Self::shutdown_timeout).
+    ///
+    /// Called (or the last handle dropped) in a handler on one of this bus's own shard
+    /// threads, it cannot wait for the drain, which needs that very thread: it closes
+    /// intake and leaves the drain, the `on_stop` calls and the joins to a thread of its
+    /// own, as [`shutdown_background`](Self::shutdown_background) does, and returns the
+    /// statistics as of the call (`shutdown_timeout`'s report counts every shard
+    /// unjoined).
     pub fn shutdown(mut self) -> Stats {
         self.stop(None).stats
     }
@@ -356,8 +419,9 @@ impl<T> Bus<T> {
     /// so neither waits). A second `close`, also on another thread at the same time,
     /// waits for the same end and returns the same statistics.
     ///
-    /// Waits as long as the drain takes, as `shutdown` does. Must not be called from a
-    /// handler (it would wait for its own shard).
+    /// Waits as long as the drain takes, as `shutdown` does. From a handler on one of
+    /// this bus's shard threads it would wait for its own shard: it returns
+    /// [`Error::WouldDeadlock`] and does nothing.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -375,6 +439,9 @@ impl<T> Bus<T> {
     /// # Ok(()) }
     /// ```
     pub fn close(&self) -> Result<Stats, Error> {
+        if current::is_shard_of(self.id) {
+            return Err(Error::WouldDeadlock);
+        }
         // AcqRel: one caller wins and runs the protocol; the others wait for its end
         // below (the shards' exit flags carry the happens-before from there).
         if !self.closed.swap(true, Ordering::AcqRel) {
@@ -407,16 +474,20 @@ impl<T> Bus<T> {
     ///
     /// On a bus that is closing (see [`close`](Self::close)), waits for the drain
     /// instead, which handles everything accepted. [`Error::Closed`] if a shard's log
-    /// has failed (see [`log_error`](Self::log_error)): its intake is closed. Must not be
-    /// called from a handler (it would wait for its own shard).
+    /// has failed (see [`log_error`](Self::log_error)): its intake is closed. From a
+    /// handler on one of this bus's shard threads, [`Error::WouldDeadlock`] (it would wait
+    /// for its own shard).
     pub fn flush(&self) -> Result<(), Error> {
+        if current::is_shard_of(self.id) {
+            return Err(Error::WouldDeadlock);
+        }
         let mut answers = Vec::with_capacity(self.shared.inboxes.len());
         let mut refused = false;
         for inbox in self.shared.inboxes.iter() {
             let (ack, done) = ack_pair();
-            match push_control(inbox, Control::Flush { ack }) {
+            match push_control(self.id, inbox, Control::Flush { ack }) {
                 Ok(()) => answers.push(done),
-                Err(()) => refused = true,
+                Err(_) => refused = true,
             }
         }
         // Each answer is a Release store that the Acquire load in `wait` reads: what the
@@ -473,6 +544,9 @@ impl<T> Bus<T> {
         if self.closed.load(Ordering::Relaxed) {
             return self.join_closed();
         }
+        if current::is_shard_of(self.id) {
+            return self.stop_elsewhere(timeout);
+        }
         let start = Instant::now();
         let dropped_before = self.stats().dropped();
         shutdown::begin(&self.shared);
@@ -502,6 +576,28 @@ impl<T> Bus<T> {
 }
 
 impl<T> Bus<T> {
+    /// [`stop`](Self::stop) on one of this bus's own shard threads (the last handle
+    /// dropped, or `shutdown` called, in a handler): waiting here for the drain would wait
+    /// for this very thread. So intake closes here and a thread of its own (`sb-shutdown`)
+    /// drains, stops and joins, as [`shutdown_background`](Self::shutdown_background)
+    /// does; the report holds the statistics as of now, with every shard unjoined.
+    fn stop_elsewhere(&mut self, timeout: Option<Duration>) -> ShutdownReport {
+        shutdown::begin(&self.shared);
+        let threads = std::mem::take(&mut self.threads);
+        let unjoined = threads.len();
+        if let Err(error) = (self.finish_elsewhere)(timeout, threads) {
+            // No thread to wait on: stop the shards now (what is left is dropped and
+            // counted); they exit on their own once this handler returns.
+            tracing::warn!(%error, "no thread for a shutdown begun on a shard thread");
+            shutdown::stop(&self.shared, false);
+        }
+        ShutdownReport {
+            stats: self.stats(),
+            undrained: 0,
+            unjoined,
+        }
+    }
+
     /// [`stop`](Self::stop) after [`close`](Self::close): the drain and the stop are
     /// done and every shard thread has exited; only the joins are left.
     fn join_closed(&mut self) -> ShutdownReport {
@@ -533,5 +629,14 @@ impl<T> std::fmt::Debug for Bus<T> {
         f.debug_struct("Bus")
             .field("shards", &self.shards())
             .finish()
+    }
+}
+
+/// A control push's error as a control call reports it.
+fn control_error(e: PushError<()>) -> Error {
+    match e {
+        // Only instead of waiting on one of the bus's own shard threads.
+        PushError::Full(()) => Error::WouldDeadlock,
+        PushError::Closed(()) => Error::Closed,
     }
 }

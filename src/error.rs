@@ -98,6 +98,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A blocking call ([`Bus::subscribe`](crate::Bus::subscribe) and its kin,
+    /// [`Bus::unsubscribe`](crate::Bus::unsubscribe)) made on a shard thread of the same
+    /// bus, from a handler: it would wait for shards, its own among them, that cannot go
+    /// on while it waits. Nothing was done. A handler uses the non-blocking forms on its
+    /// [`Context`](crate::Context) ([`Context::subscribe`](crate::Context::subscribe),
+    /// [`Context::unsubscribe`](crate::Context::unsubscribe)) instead.
+    #[error(
+        "a blocking bus call from a handler on one of the bus's own shard threads would deadlock"
+    )]
+    WouldDeadlock,
+    /// The shard thread name prefix of [`Builder::thread_name`](crate::Builder::thread_name)
+    /// does not fit: the longest name, `"{prefix}-{index}"` for the last shard, must be at
+    /// most 15 bytes (Linux's limit; a longer one is cut or refused by the OS), and the
+    /// prefix must not contain a NUL byte.
+    #[error("shard thread name {name:?} is invalid: at most {max} bytes and no NUL byte")]
+    InvalidThreadName {
+        /// The longest name the prefix would give (the last shard's).
+        name: String,
+        /// The longest name accepted, in bytes.
+        max: usize,
+    },
 }
 
 /// The error of a blocking publish: the bus is closed, the topic is invalid, or the
@@ -117,6 +138,11 @@ pub enum PublishError<T> {
         /// What the codec said.
         error: EncodeError,
     },
+    /// The target's inbox (or lane) is full and the call was made on a shard thread of the
+    /// same bus, from a handler: waiting for room would wait for shards, its own among
+    /// them, that cannot drain while it waits. The message was not accepted. A handler
+    /// publishes with [`Context::publish`](crate::Context::publish), which never waits.
+    WouldDeadlock(T),
 }
 
 /// The error of a non-blocking publish. The message is given back.
@@ -178,6 +204,10 @@ pub enum DurableError<T> {
     /// dropped it. The record may or may not be in the log; if it is, it is replayed at
     /// the next start. It was not handled in this process.
     Unconfirmed,
+    /// The call was made on a shard thread of the same bus, from a handler: the shards
+    /// confirm a record only between handlers, so it would wait for itself (or for a shard
+    /// waiting for it). The message was not accepted.
+    WouldDeadlock(T),
 }
 
 impl<T> DurableError<T> {
@@ -195,7 +225,10 @@ impl<T> DurableError<T> {
     /// ```
     pub fn into_inner(self) -> Option<T> {
         match self {
-            Self::Closed(t) | Self::InvalidTopic(t) | Self::NotPersistent(t) => Some(t),
+            Self::Closed(t)
+            | Self::InvalidTopic(t)
+            | Self::NotPersistent(t)
+            | Self::WouldDeadlock(t) => Some(t),
             Self::Encode { msg, .. } | Self::TooLarge { msg, .. } => Some(msg),
             Self::Unconfirmed => None,
         }
@@ -234,6 +267,12 @@ impl<T> DurableError<T> {
     pub fn is_too_large(&self) -> bool {
         matches!(self, Self::TooLarge { .. })
     }
+
+    /// Whether the call was refused because it was made from a handler on one of the
+    /// bus's own shard threads.
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock(_))
+    }
 }
 
 impl<T> fmt::Debug for DurableError<T> {
@@ -249,6 +288,7 @@ impl<T> fmt::Debug for DurableError<T> {
                 .field("max", max)
                 .finish_non_exhaustive(),
             Self::Unconfirmed => f.write_str("Unconfirmed"),
+            Self::WouldDeadlock(_) => f.write_str("WouldDeadlock(..)"),
         }
     }
 }
@@ -267,6 +307,9 @@ impl<T> fmt::Display for DurableError<T> {
             Self::Unconfirmed => {
                 f.write_str("the shard stopped before confirming the record durable")
             }
+            Self::WouldDeadlock(_) => f.write_str(
+                "a durable publish from a handler on one of the bus's own shards would deadlock",
+            ),
         }
     }
 }
@@ -289,7 +332,14 @@ impl<T> PublishError<T> {
     pub fn into_inner(self) -> T {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::Encode { msg: t, .. } => t,
+            Self::WouldDeadlock(t) => t,
         }
+    }
+
+    /// Whether the publish was refused because it would have waited for room on one of
+    /// the bus's own shard threads.
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock(_))
     }
 
     /// Whether the bus was closed.
@@ -361,6 +411,8 @@ impl<T> From<PublishError<T>> for TryPublishError<T> {
             PublishError::Closed(t) => Self::Closed(t),
             PublishError::InvalidTopic(t) => Self::InvalidTopic(t),
             PublishError::Encode { msg, error } => Self::Encode { msg, error },
+            // It was refused because the target had no room.
+            PublishError::WouldDeadlock(t) => Self::Full(t),
         }
     }
 }
@@ -378,6 +430,7 @@ impl<T> fmt::Debug for PublishError<T> {
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::Encode { error, .. } => debug_encode(f, error),
+            Self::WouldDeadlock(_) => f.write_str("WouldDeadlock(..)"),
         }
     }
 }
@@ -399,6 +452,9 @@ impl<T> fmt::Display for PublishError<T> {
             Self::Closed(_) => f.write_str("publishing on a closed bus"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
             Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
+            Self::WouldDeadlock(_) => f.write_str(
+                "publishing from a handler into a full inbox of the same bus would deadlock",
+            ),
         }
     }
 }

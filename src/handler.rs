@@ -1,8 +1,9 @@
 //! Handler actors and the context they run in.
 
-use crate::error::{PublishError, TryPublishError};
+use crate::error::{Error, PublishError, TryPublishError};
 use crate::outbox::Outbox;
 use crate::route::{ShardId, TopicKey};
+use crate::supervise::Factory;
 use crate::topic::ToTopic;
 
 /// Identifies one subscription; returned by the `subscribe` methods and taken by
@@ -133,6 +134,111 @@ impl<T> Context<'_, T> {
     /// in the overflow.
     pub fn try_publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
         self.out.try_publish(topic, msg)
+    }
+}
+
+/// Subscribing and unsubscribing from a handler: the forms of
+/// [`Bus::subscribe`](crate::Bus::subscribe) and its kin that do not wait (the bus's
+/// return [`Error::WouldDeadlock`] on a shard thread). Each sends its request and returns
+/// at once; when the request takes effect:
+///
+/// - **A topic of this shard** (see [`Bus::shard_of`](crate::Bus::shard_of)): the shard
+///   applies the request after the calling handler has returned, at the end of its current
+///   round over its inputs and before the next round. A round takes at most 256 messages
+///   from each input (the shared intake ring, each publisher's lane, each other shard's
+///   lane; 1,024 on a persistent bus), so up to that many more messages of the round may
+///   still go to the subscriptions as they were (an actor that unsubscribes itself may see
+///   a few more). A message this handler publishes after the call with
+///   [`Context::publish`] to a topic of this shard is handled after the change.
+/// - **A topic of another shard**: the request goes into that shard's intake ring, as
+///   a [`Bus::subscribe`](crate::Bus::subscribe)'s does (or waits, in order, in this
+///   shard while that ring is full), and the other shard applies it when it takes it from
+///   there. It is not ordered with what this handler publishes through its `Context`.
+///
+/// A new actor's `on_start` runs when its subscription is installed: from then on every
+/// message of its topic that its shard takes reaches it. An actor's `on_stop` runs when its
+/// subscription ends: no message after that reaches it.
+///
+/// They return `InvalidTopic` for a bad topic name, `Closed` once shutdown has begun
+/// (nothing is sent), and [`Context::unsubscribe`] returns `UnknownSubscription` for an
+/// id of another bus. Unsubscribing an id that has already ended does nothing.
+impl<T: Send + 'static> Context<'_, T> {
+    /// Subscribes an actor (a [`Handler`] or a closure, as
+    /// [`Bus::subscribe`](crate::Bus::subscribe) takes) to a topic, with supervision
+    /// [`Supervision::Resume`], without waiting: returns the new subscription's id at once
+    /// (see above for when it takes effect).
+    ///
+    /// ```
+    /// use shardbus::{Bus, Context, Handler};
+    /// use std::sync::mpsc;
+    ///
+    /// /// Counts its messages; says when it is live and, at the end, how many it saw.
+    /// struct Worker {
+    ///     seen: u32,
+    ///     report: mpsc::Sender<&'static str>,
+    /// }
+    ///
+    /// impl Handler<u32> for Worker {
+    ///     fn on_start(&mut self, _: &mut Context<'_, u32>) {
+    ///         self.report.send("live").unwrap();
+    ///     }
+    ///     fn handle(&mut self, _: &mut Context<'_, u32>, _: &u32) {
+    ///         self.seen += 1;
+    ///     }
+    ///     fn on_stop(&mut self, _: &mut Context<'_, u32>) {
+    ///         assert_eq!(self.seen, 3);
+    ///         self.report.send("stopped").unwrap();
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::<u32>::builder().shards(2).build()?;
+    /// let (report, reports) = mpsc::channel();
+    /// bus.subscribe("spawn", move |ctx: &mut Context<'_, u32>, _: &u32| {
+    ///     let worker = Worker { seen: 0, report: report.clone() };
+    ///     ctx.subscribe("work", worker).unwrap(); // returns at once
+    /// })?;
+    /// bus.publish("spawn", 0)?;
+    /// assert_eq!(reports.recv()?, "live"); // its `on_start` ran: it is installed
+    /// for n in 0..3 {
+    ///     bus.publish("work", n)?;
+    /// }
+    /// bus.shutdown();
+    /// assert_eq!(reports.recv()?, "stopped");
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe<H: Handler<T>>(
+        &mut self,
+        topic: impl ToTopic,
+        handler: H,
+    ) -> Result<SubscriptionId, Error> {
+        self.out
+            .subscribe(topic, Box::new(handler), None, Supervision::Resume)
+    }
+
+    /// Subscribes an actor made by `factory`, supervised by `policy` (as
+    /// [`Bus::subscribe_supervised`](crate::Bus::subscribe_supervised)), without waiting;
+    /// like [`subscribe`](Self::subscribe). The first actor is made here, on this thread.
+    pub fn subscribe_supervised<H, F>(
+        &mut self,
+        topic: impl ToTopic,
+        policy: Supervision,
+        mut factory: F,
+    ) -> Result<SubscriptionId, Error>
+    where
+        H: Handler<T>,
+        F: FnMut() -> H + Send + 'static,
+    {
+        let actor = Box::new(factory());
+        let factory: Factory<T> = Box::new(move || Box::new(factory()));
+        self.out.subscribe(topic, actor, Some(factory), policy)
+    }
+
+    /// Ends a subscription (this actor's own, [`subscription`](Self::subscription), or
+    /// another) without waiting; see above for when it takes effect. Its actor's `on_stop`
+    /// runs on its shard then.
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), Error> {
+        self.out.unsubscribe(id)
     }
 }
 

@@ -121,6 +121,12 @@ pub(crate) fn ack_pair() -> (AckSender, AckReceiver) {
 }
 
 impl AckSender {
+    /// No one waits for the answer: a control sent by a handler
+    /// (`Context::subscribe`, `Context::unsubscribe`), which must not wait.
+    pub(crate) fn none() -> Self {
+        AckSender(None)
+    }
+
     /// Answers the waiting caller.
     pub(crate) fn send(mut self, outcome: Ack) {
         if let Some(inner) = self.0.take() {

@@ -61,6 +61,21 @@
 //! leaving the drain to a background thread: for threads that must not block. A bus that
 //! is just dropped drains on the dropping thread for a bounded time (see [`Bus`],
 //! "Drop").
+//!
+//! # Calling the bus from a handler
+//!
+//! A handler runs on its shard's thread, and a shard does nothing else while it runs. So a
+//! handler uses the forms on its [`Context`] that never wait: [`Context::publish`] (what
+//! does not fit waits in the shard's overflow queue), and [`Context::subscribe`],
+//! [`Context::subscribe_supervised`] and
+//! [`Context::unsubscribe`], which send the change and return the id at once (the
+//! [`Context`] docs say when it takes effect). A blocking [`Bus`] call made on a shard
+//! thread of the same bus that would wait for the shards is refused instead of hanging:
+//! [`Bus::subscribe`] and its kin and [`Bus::unsubscribe`] return
+//! [`Error::WouldDeadlock`]; [`Bus::publish`] (and [`Publisher::publish`]) publishes while
+//! there is room and returns [`PublishError::WouldDeadlock`] with the message rather than
+//! wait for room; [`Bus::publish_durable`] returns [`DurableError::WouldDeadlock`] with the
+//! message. A handler may call into another bus: those calls block as usual.
 
 //!
 //! # Persistence

@@ -5,15 +5,22 @@
 //! and one overflow queue per target for messages that met a full lane. A shard never
 //! blocks on another shard: two shards publishing to each other through full lanes
 //! would otherwise deadlock.
+//!
+//! Subscription changes a handler asks for (`Context::subscribe`, `Context::unsubscribe`)
+//! leave through here too, without waiting: for this shard's topics they are kept for the
+//! shard to apply once the handler has returned; for another shard's they go into its
+//! intake ring, or wait here, in order, while that ring is full.
 
 use std::collections::VecDeque;
 
-use crate::error::{PublishError, TryPublishError};
-use crate::inbox::Envelope;
+use crate::error::{Error, PublishError, TryPublishError};
+use crate::handler::{Handler, SubscriptionId, Supervision};
+use crate::inbox::{AckSender, Control, Envelope, Item};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{spsc, PushError};
 use crate::route::ShardId;
 use crate::shared::Shared;
+use crate::supervise::{Factory, Subscriber};
 use crate::sync::Arc;
 use crate::topic::ToTopic;
 
@@ -32,6 +39,12 @@ pub(crate) struct Outbox<T> {
     /// How many messages were ever queued in `local` (for the persistent log's
     /// checkpoint bookkeeping).
     pub(crate) local_pushed: u64,
+    /// Subscription changes handlers asked for on this shard's topics, in order; the shard
+    /// applies them once the handler has returned (`Actors::apply_controls`).
+    pub(crate) own_controls: Vec<Control<T>>,
+    /// Subscription changes for other shards (`(shard, control)`), in order, waiting for
+    /// room in that shard's intake ring.
+    remote_controls: VecDeque<(usize, Control<T>)>,
 }
 
 /// Where [`Outbox::route`] put a message.
@@ -60,6 +73,8 @@ impl<T> Outbox<T> {
             overflow_len: 0,
             local: VecDeque::new(),
             local_pushed: 0,
+            own_controls: Vec::new(),
+            remote_controls: VecDeque::new(),
         }
     }
 
@@ -143,6 +158,97 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// `Context::subscribe` and its kin: a new subscription of `actor` to `topic`, sent
+    /// without waiting (see [`send_control`](Self::send_control)). Returns its id.
+    pub(crate) fn subscribe(
+        &mut self,
+        topic: impl ToTopic,
+        actor: Box<dyn Handler<T>>,
+        factory: Option<Factory<T>>,
+        policy: Supervision,
+    ) -> Result<SubscriptionId, Error>
+    where
+        T: Send + 'static,
+    {
+        let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
+            return Err(Error::InvalidTopic {
+                len: topic.name_len(),
+                max: crate::MAX_TOPIC_LEN,
+            });
+        };
+        if self.shared.is_closing() {
+            return Err(Error::Closed);
+        }
+        let id = SubscriptionId {
+            bus: self.shared.topics.bus,
+            shard: topic.shard.0 as u32,
+            serial: self.shared.next_serial(),
+        };
+        let sub = Subscriber {
+            id,
+            actor,
+            factory,
+            policy,
+        };
+        let control = Control::Subscribe {
+            topic: topic.index,
+            sub,
+            ack: AckSender::none(),
+        };
+        self.send_control(topic.shard.0, control);
+        Ok(id)
+    }
+
+    /// `Context::unsubscribe`: ends subscription `id`, without waiting.
+    pub(crate) fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), Error> {
+        let shard = id.shard as usize;
+        if id.bus != self.shared.topics.bus || shard >= self.lanes.len() {
+            return Err(Error::UnknownSubscription(id));
+        }
+        if self.shared.is_closing() {
+            return Err(Error::Closed);
+        }
+        let ack = AckSender::none();
+        self.send_control(shard, Control::Unsubscribe { id, ack });
+        Ok(())
+    }
+
+    /// Sends a control without waiting: this shard's are kept in `own_controls`; another
+    /// shard's go into its intake ring now, or, while that ring is full (or earlier ones
+    /// still wait), into `remote_controls`, sent in order by later passes.
+    fn send_control(&mut self, to: usize, control: Control<T>) {
+        if to == self.shard.0 {
+            self.own_controls.push(control);
+            return;
+        }
+        self.remote_controls.push_back((to, control));
+        self.send_controls();
+    }
+
+    /// Sends waiting controls to other shards, in order, until one meets a full ring. A
+    /// control for a shard that has closed its intake is dropped: that shard is stopping.
+    fn send_controls(&mut self) {
+        while let Some((to, control)) = self.remote_controls.pop_front() {
+            let inbox = &self.shared.inboxes[to];
+            match inbox.ring.push(Item::Control(control)) {
+                Ok(()) => inbox.wake(),
+                Err(PushError::Full(Item::Control(back))) => {
+                    self.remote_controls.push_front((to, back));
+                    return;
+                }
+                // Closed: dropped (a subscriber dropped unstarted; no one waits).
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Whether anything waits to leave this shard: overflowed messages or controls for
+    /// other shards. A shard with something pending does not park (no one would wake it
+    /// when room frees up) and is not idle.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.overflow_len > 0 || !self.remote_controls.is_empty()
+    }
+
     /// The number of outgoing lane slots (one per shard, this one's empty).
     pub(crate) fn lane_count(&self) -> usize {
         self.lanes.len()
@@ -171,6 +277,9 @@ impl<T> Outbox<T> {
     /// stopped are dropped and counted in the return value's second field.
     /// Returns (forwarded, dropped).
     pub(crate) fn flush_overflow(&mut self) -> (usize, usize) {
+        if !self.remote_controls.is_empty() {
+            self.send_controls();
+        }
         if self.overflow_len == 0 {
             return (0, 0);
         }
@@ -200,8 +309,11 @@ impl<T> Outbox<T> {
         (sent, dropped)
     }
 
-    /// Drops everything still waiting to be sent; returns the count.
+    /// Drops everything still waiting to be sent; returns the count of messages (controls
+    /// are dropped uncounted: the bus is stopping).
     pub(crate) fn discard(&mut self) -> u64 {
+        self.own_controls.clear();
+        self.remote_controls.clear();
         let n = self.overflow_len + self.local.len();
         self.overflow.iter_mut().for_each(VecDeque::clear);
         self.local.clear();

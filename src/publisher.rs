@@ -8,6 +8,7 @@ use crate::error::{DurableError, PublishError, TryPublishError};
 use crate::inbox::{Control, Envelope, Inbox, Item, LogState, LogStatus};
 use crate::intern::{TopicCache, TopicId};
 use crate::ring::{reached, spsc, PushError, STEP};
+use crate::shard::current;
 use crate::shared::{Shared, Unloggable};
 use crate::sync::{Arc, Backoff, Ordering};
 use crate::topic::ToTopic;
@@ -28,26 +29,34 @@ fn into_msg<T>(item: Item<T>) -> T {
 
 /// The push-and-wait loop of every publish: tries `push` until the ring or lane has room
 /// (pausing between tries, see `publisher_pause`), then wakes the shard. With
-/// `block == false` a full ring or lane comes back as `Full` at once. `Closed` gives the
-/// value back.
+/// `wait == None` a full ring or lane comes back as `Full` at once. With `Some(bus)` it
+/// waits, unless the calling thread is a shard thread of `bus` (a handler): waiting there
+/// could deadlock, so `Full` comes back, which a blocking caller reports as
+/// `WouldDeadlock`. `Closed` gives the value back.
 #[inline]
 fn push_and_wake<T, V, R>(
     inbox: &Inbox<T>,
     mut value: V,
-    block: bool,
+    wait: Option<u64>,
     mut push: impl FnMut(V) -> Result<R, PushError<V>>,
 ) -> Result<R, PushError<V>> {
     let backoff = Backoff::new();
+    let mut checked = false;
     loop {
         match push(value) {
             Ok(r) => {
                 inbox.wake();
                 return Ok(r);
             }
-            Err(PushError::Full(back)) if block => {
-                value = back;
-                publisher_pause(&backoff);
-            }
+            Err(PushError::Full(back)) => match wait {
+                // Asked once, on the first wait: the answer does not change on this thread.
+                Some(bus) if checked || !current::is_shard_of(bus) => {
+                    checked = true;
+                    value = back;
+                    publisher_pause(&backoff);
+                }
+                _ => return Err(PushError::Full(back)),
+            },
             Err(e) => return Err(e),
         }
     }
@@ -69,7 +78,8 @@ pub(crate) fn push_shared<T>(
         topic: topic.index,
         msg,
     });
-    push_and_wake(inbox, item, block, |item| inbox.ring.push(item)).map_err(|e| match e {
+    let wait = block.then_some(shared.topics.bus);
+    push_and_wake(inbox, item, wait, |item| inbox.ring.push(item)).map_err(|e| match e {
         PushError::Full(back) => TryPublishError::Full(into_msg(back)),
         PushError::Closed(back) => TryPublishError::Closed(into_msg(back)),
     })
@@ -90,6 +100,9 @@ fn check_durable<T>(
     };
     if !shared.persistent {
         return Err(DurableError::NotPersistent(msg));
+    }
+    if current::is_shard_of(shared.topics.bus) {
+        return Err(DurableError::WouldDeadlock(msg));
     }
     if shared.is_closing() || shared.log_status(topic.shard.0).state() != LogState::Ok {
         return Err(DurableError::Closed(msg));
@@ -135,7 +148,8 @@ pub(crate) fn push_shared_durable<T>(
         topic: topic.index,
         msg,
     });
-    let pos = push_and_wake(inbox, item, true, |item| inbox.ring.push_at(item))
+    let wait = Some(shared.topics.bus);
+    let pos = push_and_wake(inbox, item, wait, |item| inbox.ring.push_at(item))
         .map_err(|e| DurableError::Closed(into_msg(e.into_inner())))?;
     let target = pos.wrapping_add(STEP);
     // Acquire: pairs with the shard's Release store after the commit (`confirm_durable`).
@@ -145,10 +159,27 @@ pub(crate) fn push_shared_durable<T>(
     .map_err(|()| DurableError::Unconfirmed)
 }
 
-/// Pushes a control message, waiting while the ring is full. `Err` if closed.
-pub(crate) fn push_control<T>(inbox: &Inbox<T>, control: Control<T>) -> Result<(), ()> {
+/// Pushes a control message into a shard of bus `bus`, waiting while the ring is full.
+/// `Closed` if closed; `Full` if it would have to wait on a shard thread of `bus`.
+pub(crate) fn push_control<T>(
+    bus: u64,
+    inbox: &Inbox<T>,
+    control: Control<T>,
+) -> Result<(), PushError<()>> {
     let item = Item::Control(control);
-    push_and_wake(inbox, item, true, |item| inbox.ring.push(item)).map_err(drop)
+    push_and_wake(inbox, item, Some(bus), |item| inbox.ring.push(item)).map_err(|e| match e {
+        PushError::Full(_) => PushError::Full(()),
+        PushError::Closed(_) => PushError::Closed(()),
+    })
+}
+
+/// A blocking publish's error from its push's: `Full` means it would have waited on one
+/// of the bus's own shard threads (see `push_and_wake`).
+fn blocking_error<T>(e: PushError<T>) -> PublishError<T> {
+    match e {
+        PushError::Full(msg) => PublishError::WouldDeadlock(msg),
+        PushError::Closed(msg) => PublishError::Closed(msg),
+    }
 }
 
 /// A publishing handle with its own lane into each shard.
@@ -200,6 +231,12 @@ impl<T> Publisher<T> {
     /// Publishes, waiting while the target lane is full. Returns `Closed` with the
     /// message once the bus is shutting down, `Encode` with it on a persistent bus whose
     /// codec cannot encode it (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
+    ///
+    /// Used from a handler on one of the bus's own shard threads, it publishes while the
+    /// lane has room but does not wait for room (that could deadlock): `WouldDeadlock`
+    /// with the message instead. The same holds for
+    /// [`publish_batch`](Self::publish_batch) (`WouldDeadlock(())`, the rest left in the
+    /// batch).
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));
@@ -209,7 +246,7 @@ impl<T> Publisher<T> {
         }
         // The common case: the message goes straight to the lane, never through a
         // `Result` of the checks (moving it there and back costs on every publish).
-        self.push_waiting(topic, msg).map_err(PublishError::Closed)
+        self.push_waiting(topic, msg).map_err(blocking_error)
     }
 
     /// [`publish`](Self::publish) when the gate is not clear: shutdown has begun, or the
@@ -218,14 +255,16 @@ impl<T> Publisher<T> {
     #[inline(never)]
     fn publish_gated(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
         let msg = self.shared.admit_slow(msg)?;
-        self.push_waiting(topic, msg).map_err(PublishError::Closed)
+        self.push_waiting(topic, msg).map_err(blocking_error)
     }
 
     /// Pushes into this publisher's lane to `topic`'s shard, waiting while it is full;
-    /// gives the message back once the bus is closed. The common case (the lane exists and
-    /// has room) is one push and a wake check; everything else is in [`Self::push_slow`].
+    /// gives the message back once the bus is closed (`Closed`), or if it would have to
+    /// wait on one of the bus's own shard threads (`Full`). The common case (the lane
+    /// exists and has room) is one push and a wake check; everything else is in
+    /// [`Self::push_slow`].
     #[inline]
-    fn push_waiting(&mut self, topic: TopicId, msg: T) -> Result<(), T> {
+    fn push_waiting(&mut self, topic: TopicId, msg: T) -> Result<(), PushError<T>> {
         let shard = topic.shard.0;
         let env = Envelope {
             topic: topic.index,
@@ -240,7 +279,7 @@ impl<T> Publisher<T> {
                 Ok(())
             }
             Err(PushError::Full(back)) => self.push_slow(shard, back),
-            Err(PushError::Closed(back)) => Err(back.msg),
+            Err(PushError::Closed(back)) => Err(PushError::Closed(back.msg)),
         }
     }
 
@@ -248,15 +287,22 @@ impl<T> Publisher<T> {
     /// it, then pushes, pausing while it stays full.
     #[cold]
     #[inline(never)]
-    fn push_slow(&mut self, shard: usize, env: Envelope<T>) -> Result<(), T> {
-        if self.lane(shard, true).is_err() {
-            return Err(env.msg);
+    fn push_slow(&mut self, shard: usize, env: Envelope<T>) -> Result<(), PushError<T>> {
+        match self.lane(shard, true) {
+            Ok(_) => {}
+            Err(LaneError::Full) => return Err(PushError::Full(env.msg)),
+            Err(LaneError::Closed) => return Err(PushError::Closed(env.msg)),
         }
         let Some(lane) = self.lanes[shard].as_mut() else {
-            return Err(env.msg);
+            return Err(PushError::Closed(env.msg));
         };
-        push_and_wake(&self.shared.inboxes[shard], env, true, |env| lane.push(env))
-            .map_err(|e| e.into_inner().msg)
+        let wait = Some(self.shared.topics.bus);
+        push_and_wake(&self.shared.inboxes[shard], env, wait, |env| lane.push(env)).map_err(|e| {
+            match e {
+                PushError::Full(env) => PushError::Full(env.msg),
+                PushError::Closed(env) => PushError::Closed(env.msg),
+            }
+        })
     }
 
     /// Persistent buses: publishes like [`publish`](Self::publish), then waits until the
@@ -269,14 +315,17 @@ impl<T> Publisher<T> {
     /// encode it, `TooLarge` if its record would exceed the maximum record size: the
     /// message is encoded once on this thread to know); `Unconfirmed` means it was
     /// accepted but the shard's log failed (or a deadline shutdown dropped it) first.
-    /// Never call it from a handler: the shard would wait for itself.
+    /// From a handler on one of the bus's own shard threads it returns `WouldDeadlock`
+    /// with the message (the shard would wait for itself), as does
+    /// [`wait_durable`](Self::wait_durable) there.
     pub fn publish_durable(&mut self, topic: impl ToTopic, msg: T) -> Result<(), DurableError<T>> {
         let topic_len = topic.name_len();
         let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
         let (topic, msg) = check_durable(&self.shared, topic, topic_len, msg)?;
         let shard = topic.shard.0;
+        // Not on a shard thread (`check_durable`), so `push_waiting` waits for room.
         self.push_waiting(topic, msg)
-            .map_err(DurableError::Closed)?;
+            .map_err(|e| DurableError::Closed(e.into_inner()))?;
         self.wait_lane_durable(shard)
             .map_err(|()| DurableError::Unconfirmed)
     }
@@ -290,6 +339,9 @@ impl<T> Publisher<T> {
     pub fn wait_durable(&mut self) -> Result<(), DurableError<()>> {
         if !self.shared.persistent {
             return Err(DurableError::NotPersistent(()));
+        }
+        if current::is_shard_of(self.shared.topics.bus) {
+            return Err(DurableError::WouldDeadlock(()));
         }
         for shard in 0..self.lanes.len() {
             if self.lanes[shard].is_some() {
@@ -328,7 +380,7 @@ impl<T> Publisher<T> {
             msg,
         };
         let inbox = &self.shared.inboxes[shard];
-        push_and_wake(inbox, env, false, |env| lane.push(env)).map_err(|e| match e {
+        push_and_wake(inbox, env, None, |env| lane.push(env)).map_err(|e| match e {
             PushError::Full(back) => TryPublishError::Full(back.msg),
             PushError::Closed(back) => TryPublishError::Closed(back.msg),
         })
@@ -364,12 +416,17 @@ impl<T> Publisher<T> {
         let mut accept = refused.as_ref().map_or(batch.len(), |(i, _)| *i);
         let shard = topic.shard.0;
         let backoff = Backoff::new();
+        let bus = self.shared.topics.bus;
         while accept > 0 {
-            let lane = self
-                .lane(shard, true)
-                .map_err(|_| PublishError::Closed(()))?;
+            let lane = self.lane(shard, true).map_err(|e| match e {
+                LaneError::Full => PublishError::WouldDeadlock(()),
+                LaneError::Closed => PublishError::Closed(()),
+            })?;
             let free = lane.free_slots().map_err(|()| PublishError::Closed(()))?;
             if free == 0 {
+                if current::is_shard_of(bus) {
+                    return Err(PublishError::WouldDeadlock(()));
+                }
                 publisher_pause(&backoff);
                 continue;
             }
@@ -411,7 +468,11 @@ impl<T> Publisher<T> {
         let (producer, consumer) = spsc::channel(self.shared.lane_capacity, 0);
         let inbox = &self.shared.inboxes[shard];
         if block {
-            push_control(inbox, Control::AddLane(consumer)).map_err(|()| LaneError::Closed)?;
+            let bus = self.shared.topics.bus;
+            push_control(bus, inbox, Control::AddLane(consumer)).map_err(|e| match e {
+                PushError::Full(()) => LaneError::Full,
+                PushError::Closed(()) => LaneError::Closed,
+            })?;
         } else {
             match inbox.ring.push(Item::Control(Control::AddLane(consumer))) {
                 Ok(()) => inbox.wake(),

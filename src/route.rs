@@ -6,6 +6,11 @@
 //! in every process of the same build (ahash's output may differ between ahash versions
 //! and CPU feature sets, so it is not promised across builds; persisted records carry
 //! their topic name and are re-routed on recovery).
+//!
+//! A unit test pins the routing of a fixed table of topic names for 2, 3, 8 and 64
+//! shards, so that a change of routing (an ahash upgrade, a build with other CPU
+//! features) is noticed; what it means for a persistent bus is in `docs/persistence.md`,
+//! "Routing changes".
 
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -117,6 +122,16 @@ impl Router {
         }
     }
 
+    /// A router with other keys: a stand-in for another build's routing (another ahash
+    /// version or CPU feature set), for tests of what a routing change does.
+    #[cfg(test)]
+    pub(crate) fn with_seeds(shards: usize, [k0, k1, k2, k3]: [u64; 4]) -> Self {
+        Self {
+            hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
+            shards,
+        }
+    }
+
     pub(crate) fn shards(&self) -> usize {
         self.shards
     }
@@ -195,6 +210,49 @@ mod tests {
             r.key_or_error(&too_long),
             Err(Error::InvalidTopic { len: 56, .. })
         ));
+    }
+
+    /// The routing of this build, pinned: names and their shards for 2, 3, 8 and 64 shards,
+    /// computed once and pasted. If this fails, topic → shard routing changed (an ahash
+    /// upgrade, other CPU features such as AES, a change to the seeds or the reduction):
+    /// in-process behaviour is unaffected, but a persistent bus reopened by the new build
+    /// re-routes its records on replay (see "Routing changes" in `docs/persistence.md`).
+    /// Update the table only on purpose, and say so in the changelog.
+    #[test]
+    fn routing_is_pinned_for_a_fixed_table_of_topics() {
+        const TABLE: [(&str, [usize; 4]); 16] = [
+            ("a", [0, 1, 3, 30]),
+            ("orders", [0, 0, 1, 8]),
+            ("payments", [1, 1, 4, 34]),
+            ("user.created", [0, 0, 0, 6]),
+            ("user.deleted", [1, 1, 4, 34]),
+            ("metrics/cpu", [0, 1, 3, 31]),
+            ("metrics/mem", [1, 2, 7, 60]),
+            ("topic-0", [0, 0, 0, 2]),
+            ("topic-1", [0, 0, 0, 3]),
+            ("topic-15", [1, 2, 5, 47]),
+            ("ticks", [0, 0, 0, 0]),
+            ("é-topic", [1, 2, 5, 47]),
+            ("日本語", [1, 1, 4, 37]),
+            ("x", [1, 1, 4, 39]),
+            ("Orders", [0, 0, 0, 4]),
+            (
+                "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                [1, 1, 5, 41],
+            ),
+        ];
+        let routers = [2, 3, 8, 64].map(Router::new);
+        let mut changed = Vec::new();
+        for (name, expected) in TABLE {
+            let got = routers.clone().map(|r| shard(&r, name).0);
+            if got != expected {
+                changed.push((name, expected, got));
+            }
+        }
+        assert!(
+            changed.is_empty(),
+            "routing changed for (name, pinned shards for 2/3/8/64, now): {changed:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::intern::Topics;
 use crate::log::MIN_RECORD_LEN;
 use crate::ring::spsc;
 use crate::stats::ShardCounters;
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Ordering};
 
 /// A shard-to-shard ring, as the shutdown coordinator sees it.
 pub(crate) type PeerRing<T> = Arc<spsc::Ring<Envelope<T>>>;
@@ -44,6 +44,10 @@ pub(crate) struct Shared<T> {
     pub(crate) codec: Option<CodecFns<T>>,
     /// Persistent buses: the largest record the logs take (`Persistence::max_record_size`).
     pub(crate) max_record_size: u32,
+    /// The next subscription serial of the bus, taken by `Bus::subscribe` and its kin on
+    /// any thread and by `Context::subscribe` on the shards. Starts after the builder's
+    /// subscriptions, whose serials come first.
+    pub(crate) next_serial: AtomicU64,
 }
 
 /// [`Shared::gate`]: shutdown has begun.
@@ -86,6 +90,12 @@ pub(crate) enum Unloggable {
 }
 
 impl<T> Shared<T> {
+    /// A subscription serial no other subscription of the bus has.
+    pub(crate) fn next_serial(&self) -> u64 {
+        // Relaxed: only uniqueness matters, which the RMW gives.
+        self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The state of shard `shard`'s log.
     pub(crate) fn log_status(&self, shard: usize) -> &LogStatus {
         &self.inboxes[shard].log

@@ -198,7 +198,8 @@ impl ShardLog {
     /// [`ShardLog::request_sync`] and [`ShardLog::checkpoint_async`] hand their work to it.
     /// Returns `false` (and changes nothing) if the storage cannot clone a file handle or
     /// the thread cannot be started; the log then works on the caller's thread as before.
-    pub(crate) fn start_syncer(&mut self) -> bool {
+    /// The thread is named `thread_name` (at most 15 bytes on Linux).
+    pub(crate) fn start_syncer(&mut self, thread_name: String) -> bool {
         if self.syncer.is_some() {
             return true;
         }
@@ -210,6 +211,7 @@ impl ShardLog {
             self.dir.clone(),
             file,
             self.active.meta.path.clone(),
+            thread_name,
         ) {
             Ok(syncer) => {
                 self.syncer = Some(syncer);

@@ -247,7 +247,7 @@ fn checkpoint_syncs_the_log_first_and_is_range_checked() {
 fn the_sync_thread_syncs_before_it_checkpoints_and_covers_what_came_before() {
     let sim = SimStorage::new();
     let (mut log, _) = open(&sim, FsyncPolicy::Never);
-    assert!(log.start_syncer());
+    assert!(log.start_syncer("sb-io-test".to_owned()));
     let seg = log.segment_paths().pop().unwrap();
     log.append(&[rec(b"a"), rec(b"b")]).unwrap();
     sim.set_sync_delay(Duration::from_millis(5));
@@ -272,7 +272,7 @@ fn the_sync_thread_syncs_before_it_checkpoints_and_covers_what_came_before() {
 fn a_failed_sync_on_the_sync_thread_poisons_the_log() {
     let sim = SimStorage::new();
     let (mut log, _) = open(&sim, FsyncPolicy::Batch);
-    assert!(log.start_syncer());
+    assert!(log.start_syncer("sb-io-test".to_owned()));
     log.append(&[rec(b"a")]).unwrap();
     sim.fail_next_sync(io::Error::from_raw_os_error(5));
     let ticket = log.request_sync().unwrap().unwrap();

@@ -105,6 +105,7 @@ impl Syncer {
         dir: PathBuf,
         file: Box<dyn StorageFile>,
         path: PathBuf,
+        thread_name: String,
     ) -> Result<Self, LogError> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -122,7 +123,7 @@ impl Syncer {
         });
         let thread_shared = Arc::clone(&shared);
         let thread_dir = dir.clone();
-        let thread = spawn_named("shardbus-io".to_owned(), move || {
+        let thread = spawn_named(thread_name, move || {
             run(&thread_shared, &*storage, &thread_dir);
         })
         .map_err(|e| LogError::io(IoOp::Open, &dir, e))?;

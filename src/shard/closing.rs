@@ -33,7 +33,7 @@ impl<T: Send + 'static> Shard<T> {
             }
         }
         if self.external_drained
-            && !self.actors.out.has_overflow()
+            && !self.actors.out.has_pending()
             && self.actors.out.local.is_empty()
         {
             flags.shard_went_idle();

@@ -216,6 +216,25 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
+    /// Applies the subscription changes handlers asked for on this shard's topics
+    /// (`Context::subscribe`, `Context::unsubscribe`), in order. Those that the applied
+    /// ones' `on_start`/`on_stop` ask for wait for the next call. One branch when there are
+    /// none.
+    #[inline]
+    pub(super) fn apply_controls(&mut self, names: &mut Names) {
+        if !self.out.own_controls.is_empty() {
+            self.apply_controls_now(names);
+        }
+    }
+
+    #[cold]
+    fn apply_controls_now(&mut self, names: &mut Names) {
+        for control in std::mem::take(&mut self.out.own_controls) {
+            // Only subscribe and unsubscribe come from handlers: no lane to add.
+            let _ = self.control(names, control);
+        }
+    }
+
     /// Runs every actor's `on_stop`.
     pub(super) fn stop_all(&mut self, names: &Names) {
         for (index, subs) in self.subs.iter_mut().enumerate() {

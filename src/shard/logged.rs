@@ -86,6 +86,9 @@ impl<T: Send + 'static> Shard<T> {
             closing: *phase == Phase::Closing,
         };
         let did = wal.pass(status, &mut side);
+        // What the handlers asked for on this shard's topics: before the next drain stages
+        // what they published after asking.
+        actors.apply_controls(names);
         let (sent, dropped) = actors.out.flush_overflow();
         actors.counters.dropped += dropped as u64;
         did + sent
@@ -184,6 +187,9 @@ fn drain_logged<T: Send + 'static>(
                 wal.write(status, &names.keys, |env, fate| {
                     actors.deliver(names, env, fate);
                 });
+                // The handlers just run may have asked for changes (and published after
+                // asking: the local drain below stages that in this pass).
+                actors.apply_controls(names);
                 if let Some(mut lane) = actors.control(names, c) {
                     if closing {
                         lane.close();

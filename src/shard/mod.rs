@@ -19,6 +19,7 @@ use crate::sync::{thread, Arc, Backoff, Ordering, Parker};
 use crate::wait::WaitStrategy;
 
 mod closing;
+pub(crate) mod current;
 mod dispatch;
 mod inputs;
 mod logged;
@@ -131,6 +132,8 @@ impl<T: Send + 'static> Shard<T> {
 
     /// The thread's body.
     pub(crate) fn run(mut self) {
+        // Blocking bus calls from this thread's handlers see it and refuse to wait.
+        let _marker = current::enter(self.shared.topics.bus, self.id.0);
         self.pin();
         self.start();
         let backoff = Backoff::new();
@@ -181,8 +184,12 @@ impl<T: Send + 'static> Shard<T> {
         for (topic, sub) in startup.subs {
             self.actors.install(&mut self.names, topic, sub);
         }
+        // Subscriptions the builder's actors asked for in `on_start`.
+        self.actors.apply_controls(&mut self.names);
         if let Some((recovered, ack, slot)) = startup.replay {
-            match self.replay(&recovered) {
+            let replayed = self.replay(&recovered);
+            self.actors.apply_controls(&mut self.names);
+            match replayed {
                 Ok(()) => ack.send(Ack::Ok),
                 Err(e) => {
                     *slot
@@ -263,6 +270,9 @@ impl<T: Send + 'static> Shard<T> {
         for peer in &mut inputs.peers {
             did += peer.pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
         }
+        // What the handlers asked for on this shard's topics, before the local messages
+        // (which they may have published after asking).
+        actors.apply_controls(names);
         // Only what is queued now: handlers may queue more for the next pass.
         let local = actors.out.local.len().min(BATCH);
         for _ in 0..local {
@@ -270,6 +280,7 @@ impl<T: Send + 'static> Shard<T> {
                 actors.learn_and_dispatch(names, env, false);
             }
         }
+        actors.apply_controls(names);
         let (sent, dropped) = actors.out.flush_overflow();
         actors.counters.dropped += dropped as u64;
         did + local + sent
@@ -350,8 +361,9 @@ impl<T: Send + 'static> Shard<T> {
                 }
             }
             WaitStrategy::Park => {
-                if !backoff.is_completed() || self.actors.out.has_overflow() {
-                    // With overflow pending, no one will unpark us when lanes free up.
+                if !backoff.is_completed() || self.actors.out.has_pending() {
+                    // With overflow (or controls for a full ring) pending, no one will
+                    // unpark us when room frees up.
                     backoff.snooze();
                     return;
                 }

@@ -6,6 +6,9 @@ pub(crate) use loom::cell::UnsafeCell;
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use loom::sync::Arc;
 
+/// Thread-local storage: loom's `thread_local!`, so that each model thread has its own.
+pub(crate) use loom::thread_local;
+
 /// The Dekker completion of the std half (see there). loom models SeqCst *accesses* as
 /// AcqRel (its README, "Unsupported features") and only SeqCst *fences* fully, so here it
 /// is the equivalent `fence(SeqCst)`.

@@ -4,6 +4,10 @@
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use std::sync::Arc;
 
+/// Thread-local storage: std's `thread_local!` (loom's half has loom's, whose values
+/// belong to the model's threads).
+pub(crate) use std::thread_local;
+
 /// Completes a SeqCst read-modify-write on the hot path as one side of a Dekker
 /// handshake (the push, then a load of the shard's sleep flag).
 ///

@@ -16,6 +16,7 @@ mod bad_input;
 mod durable;
 mod encode;
 mod flush;
+mod from_handler;
 mod lock;
 mod poison;
 mod replay;

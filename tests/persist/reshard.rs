@@ -92,3 +92,28 @@ fn shard_count_change_can_be_an_error_and_a_failed_reshard_is_redone() {
     assert_eq!((meta(&sim).shards, meta(&sim).generation), (2, 1));
     bus.shutdown();
 }
+
+#[test]
+fn growing_the_shard_count_replays_every_topic_in_its_original_order() {
+    // The other direction of the test above, and from one shard (every topic in one log)
+    // to many: each topic's records, spread over new shards by the current routing, are
+    // replayed exactly once each and in publish order (`per_topic` keeps the order seen).
+    for (from, to) in [(1, 4), (2, 5), (3, 8)] {
+        let sim = SimStorage::new();
+        let s = seen();
+        let bus = builder(from, persistence(&sim), &s).build().unwrap();
+        publish(&bus, 0, 300);
+        wait_seen(&s, 300);
+        crash(bus, &sim, Some(usize::MAX));
+        let s = seen();
+        let bus = builder(to, persistence(&sim), &s).build().unwrap();
+        assert_eq!(
+            per_topic(&s),
+            (expected_per_topic(0..300), true),
+            "{from} -> {to} shards"
+        );
+        assert_eq!(meta(&sim).shards as usize, to);
+        let stats = bus.shutdown();
+        assert_eq!(stats.handled(), 300, "{from} -> {to} shards");
+    }
+}

@@ -15,6 +15,7 @@ mod backpressure;
 mod builder;
 mod dead_letters;
 mod delivery;
+mod from_handler;
 mod lifecycle;
 mod routing;
 mod shutdown;

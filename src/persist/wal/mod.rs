@@ -160,9 +160,11 @@ impl<T> Wal<T> {
         codec: CodecFns<T>,
         config: WalConfig,
         dir_lock: Arc<DirLock>,
+        shard: usize,
     ) -> Self {
         let checkpointed = log.last_checkpoint();
-        let syncer = log.start_syncer();
+        // `sb-io-{shard}`: beside its shard's `sb-shard-{shard}` (default prefix) in `top -H`.
+        let syncer = log.start_syncer(format!("sb-io-{shard}"));
         let pipelined = syncer && log.config().fsync == FsyncPolicy::Batch;
         Self {
             log,

@@ -30,6 +30,7 @@ fn wal_with(fsync: FsyncPolicy, codec: CodecFns<String>) -> (Wal<String>, SimSto
             codec,
             config,
             Arc::new(crate::log::DirLock::unlocked()),
+            0,
         ),
         sim,
     )
