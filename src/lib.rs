@@ -72,8 +72,10 @@
 mod builder;
 mod bus;
 mod codec;
+mod cores;
 mod crc;
 mod error;
+mod fences;
 mod handler;
 mod inbox;
 mod intern;
@@ -99,6 +101,7 @@ pub use bus::{Bus, ShutdownReport};
 pub use codec::SerdeCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{DurableError, Error, PublishError, TryPublishError};
+pub use fences::{FenceMode, Fences};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
@@ -108,6 +111,8 @@ pub use stats::{HandlerTime, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
+#[doc(hidden)]
+pub use cores::{__cores_in_use, __plan_cores};
 #[doc(hidden)]
 pub use sync::__fence_mode;
 

@@ -44,6 +44,9 @@ pub(crate) struct Shared<T> {
     pub(crate) codec: Option<CodecFns<T>>,
     /// Persistent buses: the largest record the logs take (`Persistence::max_record_size`).
     pub(crate) max_record_size: u32,
+    /// The fences chosen at `build()` (`Builder::fences`), which every ring and inbox of
+    /// the bus was made with; never changed.
+    pub(crate) fences: crate::fences::FenceMode,
 }
 
 /// [`Shared::gate`]: shutdown has begun.
@@ -86,6 +89,12 @@ pub(crate) enum Unloggable {
 }
 
 impl<T> Shared<T> {
+    /// Whether this bus's rings use the membarrier pair of fences (`sync::asym`), for a
+    /// ring made after `build()` (a publisher's lane).
+    pub(crate) fn asym(&self) -> bool {
+        self.fences == crate::fences::FenceMode::Membarrier
+    }
+
     /// The state of shard `shard`'s log.
     pub(crate) fn log_status(&self, shard: usize) -> &LogStatus {
         &self.inboxes[shard].log

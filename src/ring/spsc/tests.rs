@@ -85,8 +85,9 @@ fn drops_each_value_once() {
 /// `spsc_close_races_push`; this runs the real fences.)
 #[test]
 fn close_races_a_pushing_thread() {
-    crate::sync::asym::enable();
-    for asym in [false, crate::sync::asym::mode()] {
+    let membarrier = crate::sync::asym::decide(crate::Fences::Auto)
+        .is_ok_and(|m| m == crate::FenceMode::Membarrier);
+    for asym in [false, membarrier] {
         for round in 0..300u64 {
             let (mut p, mut c) = channel_in_mode::<u64>(8, u64::MAX - 7, asym);
             let producer = std::thread::spawn(move || {
