@@ -214,6 +214,8 @@ impl<T: Send + 'static> Builder<T> {
     /// must be in the process's CPU affinity mask (on Linux that of its main thread, as
     /// `taskset -p` shows it) and listed once, or `build()` fails with
     /// [`Error::CoreNotAllowed`] or [`Error::DuplicateCore`]. An empty set pins nothing.
+    /// Where the mask cannot be read, the set is taken as given, and a shard whose
+    /// pinning fails runs unpinned with a `tracing` warning.
     ///
     /// Default: chosen per bus, in ascending CPU order from the affinity mask, skipping
     /// the cores that the live buses of this process hold (so two buses do not share

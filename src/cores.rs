@@ -262,7 +262,10 @@ mod tests {
     #[test]
     fn smt_pairs_numbered_apart() {
         // Intel-style numbering: 0/4, 1/5, 2/6, 3/7 share a core.
-        let t = topo(&[0, 1, 2, 3, 4, 5, 6, 7], &[&[0, 4], &[1, 5], &[2, 6], &[3, 7]]);
+        let t = topo(
+            &[0, 1, 2, 3, 4, 5, 6, 7],
+            &[&[0, 4], &[1, 5], &[2, 6], &[3, 7]],
+        );
         assert_eq!(plan(&t, &[], 4), [Some(0), Some(1), Some(2), Some(3)]);
         assert_eq!(
             plan(&t, &[], 6),
@@ -339,7 +342,17 @@ mod tests {
         assert_eq!(parse_cpu_list("0,4"), Some(vec![0, 4]));
         assert_eq!(parse_cpu_list("8-9,0-1,1"), Some(vec![0, 1, 8, 9]));
         assert_eq!(parse_cpu_list("5"), Some(vec![5]));
-        for bad in ["", "\n", "a", "1-", "-1", "3-1", "1,,2", "0-4294967295", "1 2"] {
+        for bad in [
+            "",
+            "\n",
+            "a",
+            "1-",
+            "-1",
+            "3-1",
+            "1,,2",
+            "0-4294967295",
+            "1 2",
+        ] {
             assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
         }
     }

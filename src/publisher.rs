@@ -408,7 +408,8 @@ impl<T: Send + 'static> Publisher<T> {
     /// Creates the lane into `shard` and hands its consumer to the shard.
     #[cold]
     fn register(&mut self, shard: usize, block: bool) -> Result<(), LaneError> {
-        let (producer, consumer) = spsc::channel_in_mode(self.shared.lane_capacity, 0, self.shared.asym());
+        let (producer, consumer) =
+            spsc::channel_in_mode(self.shared.lane_capacity, 0, self.shared.asym());
         let inbox = &self.shared.inboxes[shard];
         if block {
             push_control(inbox, Control::AddLane(consumer)).map_err(|()| LaneError::Closed)?;

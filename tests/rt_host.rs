@@ -52,7 +52,10 @@ fn thread_affinity(name: &str) -> Vec<usize> {
         let Ok(status) = std::fs::read_to_string(path) else {
             continue; // a thread that ended meanwhile
         };
-        if status.lines().any(|l| l.strip_prefix("Name:").map(str::trim) == Some(name)) {
+        if status
+            .lines()
+            .any(|l| l.strip_prefix("Name:").map(str::trim) == Some(name))
+        {
             found.push(allowed_in(&status));
         }
     }
@@ -113,7 +116,11 @@ fn two_buses_do_not_share_cores() {
 
     // The plan itself: one core each, none shared, the surplus unpinned.
     let mut all: Vec<usize> = plan_a.iter().chain(&plan_b).flatten().copied().collect();
-    assert_eq!(all.len(), process_mask().len(), "every allowed core used once");
+    assert_eq!(
+        all.len(),
+        process_mask().len(),
+        "every allowed core used once"
+    );
     all.sort_unstable();
     assert_eq!(all, process_mask());
     assert_eq!(plan_b.last(), Some(&None));

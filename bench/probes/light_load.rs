@@ -45,7 +45,10 @@ fn parse_fences(list: &str) -> Vec<Fences> {
 
 fn parse_interval(text: &str) -> Duration {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = number
         .parse()
         .unwrap_or_else(|_| usage(&format!("bad interval {text:?}")));

@@ -363,7 +363,11 @@ impl<T: Send + 'static> Shard<T> {
                     let timeout = match (deadline, fenced) {
                         (Some(at), _) => {
                             let left = at.saturating_duration_since(std::time::Instant::now());
-                            Some(if fenced { left } else { left.min(DEGRADED_PARK) })
+                            Some(if fenced {
+                                left
+                            } else {
+                                left.min(DEGRADED_PARK)
+                            })
                         }
                         (None, false) => Some(DEGRADED_PARK),
                         (None, true) => None,

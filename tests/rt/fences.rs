@@ -94,7 +94,10 @@ fn delivers_exactly_once(fences: Fences, want: FenceMode) {
         let want = u64::from(2 * topics.len() as u32 * (burst + 1) * PER_BURST);
         let start = std::time::Instant::now();
         while bus.stats().handled() < want {
-            assert!(start.elapsed() < crate::common::PATIENCE, "burst {burst} stuck");
+            assert!(
+                start.elapsed() < crate::common::PATIENCE,
+                "burst {burst} stuck"
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
@@ -140,7 +143,11 @@ fn auto_falls_back_to_what_the_kernel_offers() {
 #[test]
 fn default_is_auto_and_buses_differ() {
     let want = membarrier_here().unwrap_or(FenceMode::SeqCst);
-    let auto = Bus::<u32>::builder().shards(1).pin_threads(false).build().unwrap();
+    let auto = Bus::<u32>::builder()
+        .shards(1)
+        .pin_threads(false)
+        .build()
+        .unwrap();
     let seqcst = Bus::<u32>::builder()
         .shards(1)
         .pin_threads(false)
