@@ -324,6 +324,95 @@ mod tests {
         1
     }
 
+    /// Set in the child process of [`degraded_heavy_fences_lose_nothing`].
+    const DEGRADED_CHILD: &str = "SHARDBUS_TEST_DEGRADED_CHILD";
+
+    /// When no membarrier command works any more (forced here; a seccomp filter installed
+    /// after `build()` would do it), a membarrier bus neither aborts nor loses a message:
+    /// the close race keeps every accepted push, and parked shards still get every
+    /// message. Runs in a child process (this test binary, re-executed), since the step
+    /// down is for the whole process. Where membarrier is unavailable there is nothing
+    /// to step down from, and the test checks only that `Membarrier` is refused.
+    #[test]
+    fn degraded_heavy_fences_lose_nothing() {
+        if std::env::var_os(ENV_OVERRIDE).is_some() || decide(Fences::Membarrier).is_err() {
+            assert!(decide(Fences::SeqCst).is_ok());
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sync::asym::tests::degraded_child", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(DEGRADED_CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child: {:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a child process by degraded_heavy_fences_lose_nothing"]
+    fn degraded_child() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        use crate::{Bus, Context};
+
+        assert!(
+            std::env::var_os(DEGRADED_CHILD).is_some(),
+            "run through degraded_heavy_fences_lose_nothing"
+        );
+        HEAVY.step.store(STEP_NONE, Ordering::Relaxed);
+        assert!(!heavy(true), "no membarrier command left");
+        assert!(heavy(false), "SeqCst fences are unaffected");
+
+        crate::ring::spsc::tests::close_race_rounds(true, 100);
+
+        let bus = Bus::<u32>::builder()
+            .shards(2)
+            .pin_threads(false)
+            .fences(Fences::Membarrier)
+            .build()
+            .unwrap();
+        assert_eq!(bus.fence_mode(), FenceMode::Membarrier);
+        let (tx, rx) = mpsc::channel();
+        let topics: Vec<String> = (0..2)
+            .map(|shard| {
+                (0..)
+                    .map(|i| format!("d{i}"))
+                    .find(|t| bus.shard_of(t).unwrap().index() == shard)
+                    .unwrap()
+            })
+            .collect();
+        for topic in &topics {
+            let tx = tx.clone();
+            bus.subscribe(topic.as_str(), move |_: &mut Context<'_, u32>, m: &u32| {
+                tx.send(*m).unwrap();
+            })
+            .unwrap();
+        }
+        // One message at a time, each after its shard has had time to go idle and park.
+        let mut publisher = bus.publisher();
+        for i in 0..100u32 {
+            let topic = topics[i as usize % 2].as_str();
+            if i % 2 == 0 {
+                publisher.publish(topic, i).unwrap();
+            } else {
+                bus.publish(topic, i).unwrap();
+            }
+            assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(i));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // The shutdown closes the publisher's lanes (each close waits its grace period).
+        let stats = bus.shutdown();
+        assert_eq!(stats.handled(), 100);
+        drop(publisher);
+    }
+
     /// `SeqCst` never registers and never fails; `Auto` gives what `Membarrier` gives, or
     /// SeqCst where `Membarrier` is refused.
     #[test]

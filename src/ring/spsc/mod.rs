@@ -181,4 +181,4 @@ mod consumer;
 mod producer;
 
 #[cfg(all(test, not(shardbus_loom)))]
-mod tests;
+pub(crate) mod tests;
