@@ -206,6 +206,9 @@ impl Drop for Lease {
 /// [`Topology`] and the cores live buses hold) and holds them until the leases drop.
 pub(crate) fn place(shards: usize, user: Option<&[usize]>) -> Result<Vec<Lease>, CoreError> {
     let topo = Topology::read();
+    if topo.allowed.is_empty() && user.is_none() && !cfg!(shardbus_loom) {
+        tracing::warn!("cannot read the CPU affinity mask; shard threads run unpinned");
+    }
     let mut in_use = IN_USE.lock().unwrap_or_else(|e| e.into_inner());
     let plan = assign(&topo, &in_use, shards, user)?;
     in_use.extend(plan.iter().flatten());
