@@ -6,7 +6,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::bus::Bus;
 use crate::codec::{Codec, CodecFns};
+use crate::cores;
 use crate::error::Error;
+use crate::fences::{FenceMode, Fences};
 use crate::handler::{DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, Inbox};
 use crate::intern::Topics;
@@ -44,6 +46,16 @@ pub struct Builder<T> {
     drop_timeout: Duration,
     subs: Vec<PreSub<T>>,
     persist: Option<(Persistence, CodecFns<T>)>,
+    /// Placement and fences (`cores`, `fences`).
+    host: HostOptions,
+}
+
+/// The builder's options about the host process: where shard threads run and how the bus
+/// fences (`Builder::cores`, `Builder::fences`).
+#[derive(Debug, Default)]
+struct HostOptions {
+    cores: Option<Vec<usize>>,
+    fences: Fences,
 }
 
 /// A subscription made on the builder, installed on its shard before the thread starts.
@@ -67,6 +79,8 @@ impl<T> std::fmt::Debug for Builder<T> {
             .field("drop_timeout", &self.drop_timeout)
             .field("subscriptions", &self.subs.len())
             .field("persist", &self.persist.as_ref().map(|(p, _)| p))
+            .field("cores", &self.host.cores)
+            .field("fences", &self.host.fences)
             .finish()
     }
 }
@@ -91,6 +105,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             drop_timeout: Duration::from_secs(5),
             subs: Vec::new(),
             persist: None,
+            host: HostOptions::default(),
         }
     }
 }
@@ -117,16 +132,22 @@ impl<T: Send + 'static> Builder<T> {
         self
     }
 
-    /// Whether to pin shard `i` to the `i`-th core of the process's affinity mask
-    /// (wrapping when there are more shards than cores). Default on. Where pinning is
-    /// unavailable or fails, the shard runs unpinned and a `tracing` warning says so;
-    /// [`ShardStats::core`](crate::ShardStats::core) shows the outcome.
+    /// Whether to pin shard threads to cores. Default on: each shard gets a core of its
+    /// own that no other live bus of the process holds, chosen as
+    /// [`cores`](Self::cores) describes; `false` pins none (and ignores `cores`). Where
+    /// pinning is unavailable or fails, the shard runs unpinned and a `tracing` warning
+    /// says so; [`ShardStats::core`](crate::ShardStats::core) shows the outcome.
     pub fn pin_threads(mut self, pin: bool) -> Self {
         self.pin = pin;
         self
     }
 
-    /// How an idle shard waits. Default [`WaitStrategy::Park`].
+    /// How an idle shard waits. Default [`WaitStrategy::Park`]. With
+    /// [`BusySpin`](WaitStrategy::BusySpin) or [`Yield`](WaitStrategy::Yield) an idle
+    /// shard keeps its CPU busy: use no more shards than the cores you can give the bus
+    /// (the default placement pins at most one shard per core and leaves the rest
+    /// unpinned, but unpinned spinning shards still share the cores with everything
+    /// else).
     pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
         self.wait = wait;
         self
@@ -197,6 +218,37 @@ impl<T: Send + 'static> Builder<T> {
         self.pre_subscribe(topic.name().to_owned(), actor, Some(factory), policy)
     }
 
+    /// The cores to pin shard threads to: shard `i` to the `i`-th core given, shards
+    /// beyond the set unpinned (they run where the building thread may run). Every core
+    /// must be in the process's CPU affinity mask (on Linux that of its main thread, as
+    /// `taskset -p` shows it) and listed once, or `build()` fails with
+    /// [`Error::CoreNotAllowed`] or [`Error::DuplicateCore`]. An empty set pins nothing.
+    /// Where the mask cannot be read, the set is taken as given, and a shard whose
+    /// pinning fails runs unpinned with a `tracing` warning.
+    ///
+    /// Default: chosen per bus, in ascending CPU order from the affinity mask, skipping
+    /// the cores that the live buses of this process hold (so two buses do not share
+    /// cores; a core is released when the shard thread on it ends) and, while whole
+    /// physical cores are left, the SMT siblings of held cores (Linux: sysfs
+    /// `thread_siblings_list`; without it every CPU counts as a core). Each shard gets a
+    /// core of its own; when none is left, the remaining shards run unpinned rather than
+    /// two on one core. Where the mask cannot be read, nothing is pinned. Ignored when
+    /// [`pin_threads(false)`](Self::pin_threads).
+    pub fn cores(mut self, cores: impl IntoIterator<Item = usize>) -> Self {
+        self.host.cores = Some(cores.into_iter().collect());
+        self
+    }
+
+    /// How this bus orders a publisher's push with a shard going to sleep and with a
+    /// lane being closed. Default [`Fences::Auto`]: membarrier where the kernel offers
+    /// it (which registers the process and makes each of the bus's rare heavy fences
+    /// interrupt every CPU running a thread of the process), SeqCst fences elsewhere.
+    /// See [`Fences`] for the costs; [`Bus::fence_mode`] says what the bus got.
+    pub fn fences(mut self, fences: Fences) -> Self {
+        self.host.fences = fences;
+        self
+    }
+
     fn pre_subscribe(
         mut self,
         topic: String,
@@ -235,12 +287,27 @@ impl<T: Send + 'static> Builder<T> {
         let lane_capacity = self.lane_capacity.unwrap_or(self.capacity);
         check_capacity("lane", lane_capacity)?;
 
-        let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
+        // Where the shards run, and the fences, before anything is made: a refused core
+        // set or fence mode costs nothing. The leases hold the cores until each shard
+        // thread ends (or until `build()` returns an error).
+        let leases = match (self.pin, &self.host.cores) {
+            (false, _) => (0..shards).map(|_| cores::Lease::none()).collect(),
+            (true, user) => cores::place(shards, user.as_deref()).map_err(|e| match e {
+                cores::CoreError::NotAllowed { core, allowed } => {
+                    Error::CoreNotAllowed { core, allowed }
+                }
+                cores::CoreError::Duplicate { core } => Error::DuplicateCore { core },
+            })?,
+        };
         // Fix the fence mode before any ring or inbox of this bus exists.
-        crate::sync::asym::enable();
+        let fences = crate::sync::asym::decide(self.host.fences)
+            .map_err(|source| Error::MembarrierUnavailable { source })?;
+        let asym = fences == FenceMode::Membarrier;
+
+        let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
         let inboxes = parkers
             .iter()
-            .map(|p| Inbox::new(self.capacity, p.unparker().clone()))
+            .map(|p| Inbox::new(self.capacity, p.unparker().clone(), asym))
             .collect();
         let counters = (0..shards)
             .map(|_| CachePadded::new(ShardCounters::new()))
@@ -258,7 +325,7 @@ impl<T: Send + 'static> Builder<T> {
                     peer_rings.push(None);
                     continue;
                 }
-                let (p, c) = spsc::channel(lane_capacity, 0);
+                let (p, c) = spsc::channel_in_mode(lane_capacity, 0, asym);
                 peer_rings.push(Some(c.ring().clone()));
                 *out = Some(p);
                 in_lanes[to].push(c);
@@ -331,21 +398,22 @@ impl<T: Send + 'static> Builder<T> {
                 .as_ref()
                 .map_or(0, |(p, _)| p.log.max_record_size),
             next_serial: AtomicU64::new(initial.len() as u64),
+            fences,
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())
         };
 
-        let cores = if self.pin { core_ids() } else { Vec::new() };
         let mut threads = Vec::with_capacity(shards);
         let each = parkers
             .into_iter()
             .zip(in_lanes)
             .zip(out_lanes)
             .zip(startups)
+            .zip(leases)
             .enumerate();
-        for (i, (((parker, peers), outs), startup)) in each {
-            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        for (i, ((((parker, peers), outs), startup), lease)) in each {
+            let core = lease.core().map(|id| core_affinity::CoreId { id });
             let shard = Shard::new(
                 ShardId(i),
                 shared.clone(),
@@ -355,7 +423,12 @@ impl<T: Send + 'static> Builder<T> {
                 core,
                 startup,
             );
-            match thread::spawn_named(format!("{}-{i}", self.thread_name), move || shard.run()) {
+            // The thread holds its core's lease until it ends.
+            let body = move || {
+                let _lease = lease;
+                shard.run();
+            };
+            match thread::spawn_named(format!("{}-{i}", self.thread_name), body) {
                 Ok(handle) => threads.push(handle),
                 Err(source) => {
                     // Stop the shards already running before reporting.
@@ -424,20 +497,4 @@ fn default_shards() -> usize {
 #[cfg(shardbus_loom)]
 fn default_shards() -> usize {
     1
-}
-
-#[cfg(not(shardbus_loom))]
-fn core_ids() -> Vec<core_affinity::CoreId> {
-    match core_affinity::get_core_ids() {
-        Some(ids) if !ids.is_empty() => ids,
-        _ => {
-            tracing::warn!("cannot read the CPU affinity mask; shard threads run unpinned");
-            Vec::new()
-        }
-    }
-}
-
-#[cfg(shardbus_loom)]
-fn core_ids() -> Vec<core_affinity::CoreId> {
-    Vec::new()
 }

@@ -154,6 +154,13 @@ impl<T> Bus<T> {
         self.shared.inboxes.get(shard.0).and_then(|i| i.log.error())
     }
 
+    /// The fences this bus was built with: what [`Builder::fences`](crate::Builder::fences)
+    /// asked for, after the fallback of [`Fences::Auto`](crate::Fences::Auto) and the
+    /// `SHARDBUS_NO_MEMBARRIER` override.
+    pub fn fence_mode(&self) -> crate::FenceMode {
+        self.shared.fences
+    }
+
     /// The number of shards.
     pub fn shards(&self) -> usize {
         self.shared.inboxes.len()

@@ -89,6 +89,31 @@ pub enum Error {
         #[source]
         source: crate::DecodeError,
     },
+    /// A core given to [`Builder::cores`](crate::Builder::cores) is not in the process's
+    /// CPU affinity mask, so no thread of the process may run on it.
+    #[error("core {core} is not in this process's CPU affinity mask {allowed:?}")]
+    CoreNotAllowed {
+        /// The core refused.
+        core: usize,
+        /// The cores the process may run on.
+        allowed: Vec<usize>,
+    },
+    /// A core is listed twice in [`Builder::cores`](crate::Builder::cores).
+    #[error("core {core} is listed twice in the builder's core set")]
+    DuplicateCore {
+        /// The core listed twice.
+        core: usize,
+    },
+    /// The bus was built with [`Fences::Membarrier`](crate::Fences::Membarrier) and this
+    /// process cannot use `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`: another OS, a
+    /// kernel before 4.14, or a seccomp filter that refuses the call. Build with
+    /// [`Fences::Auto`](crate::Fences::Auto) to fall back to SeqCst fences instead.
+    #[error("membarrier is unavailable: {source}")]
+    MembarrierUnavailable {
+        /// What the kernel said (or `Unsupported` off Linux).
+        #[source]
+        source: std::io::Error,
+    },
     /// A shard thread could not be spawned.
     #[error("could not spawn shard thread {shard}: {source}")]
     Spawn {

@@ -186,11 +186,12 @@ pub(crate) struct Inbox<T> {
 }
 
 impl<T> Inbox<T> {
-    pub(crate) fn new(capacity: usize, unparker: Unparker) -> Self {
+    /// `asym`: the bus's fences are the membarrier pair (`sync::asym`).
+    pub(crate) fn new(capacity: usize, unparker: Unparker, asym: bool) -> Self {
         Self {
             ring: mpsc::Ring::new(capacity, 0),
             sleeping: CachePadded::new(AtomicBool::new(false)),
-            asym: crate::sync::asym::mode(),
+            asym,
             unparker,
             flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
@@ -221,13 +222,16 @@ impl<T> Inbox<T> {
         self.unparker.unpark();
     }
 
-    /// Shard side: announces it is about to park. Followed by the re-check.
-    pub(crate) fn set_sleeping(&self) {
+    /// Shard side: announces it is about to park. Followed by the re-check. `false` if
+    /// the heavy fence could not be made (`sync::asym`, "When the heavy fence fails"):
+    /// then a publisher's wake-up may be missed, and the shard must park with a timeout.
+    #[must_use]
+    pub(crate) fn set_sleeping(&self) -> bool {
         // SeqCst store and the heavy fence: the shard's side of the Dekker pair in
         // `wake`, before the re-check's loads. Its cost (a `membarrier` syscall) is paid
         // only on the way to parking.
         self.sleeping.store(true, Ordering::SeqCst);
-        crate::sync::asym::heavy(self.asym);
+        crate::sync::asym::heavy(self.asym)
     }
 
     /// Shard side: no longer parking.

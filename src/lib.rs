@@ -76,6 +76,32 @@
 //! there is room and returns [`PublishError::WouldDeadlock`] with the message rather than
 //! wait for room; [`Bus::publish_durable`] returns [`DurableError::WouldDeadlock`] with the
 //! message. A handler may call into another bus: those calls block as usual.
+//!
+//! # In the host process
+//!
+//! A bus shares its process with the application, and two of its defaults reach beyond
+//! its own threads.
+//!
+//! **Pinning.** Each shard thread is pinned to a core of its own: by default the free
+//! cores of the process's affinity mask in ascending order, skipping cores that another
+//! live bus of the process holds and, while whole physical cores remain, the SMT siblings
+//! of held cores; shards beyond the free cores run unpinned, never two on one core. A
+//! core is free again when the shard thread on it ends. [`Builder::cores`] gives the set
+//! instead (validated against the mask), [`Builder::pin_threads`]`(false)` pins nothing;
+//! [`ShardStats::core`] shows where each shard ended up. With a spinning
+//! [`WaitStrategy`], give the bus no more shards than cores it may keep busy.
+//!
+//! **Fences.** By default ([`Fences::Auto`]) a bus on Linux registers the process for
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (once; it cannot be undone), so that a
+//! publish pays only a compiler fence. The price is paid by the whole process: each time
+//! a shard of such a bus is about to park, and each time one of its lanes closes, every
+//! CPU running a thread of the process at that moment (the application's threads too)
+//! takes an inter-processor interrupt, a few microseconds each (more in a virtual
+//! machine). [`Fences::SeqCst`] avoids that at a `fence(SeqCst)` per publish;
+//! [`Bus::fence_mode`] says what a bus got, and the environment variable
+//! `SHARDBUS_NO_MEMBARRIER`, set at `build()`, forces SeqCst fences as an operator's
+//! override. Where membarrier is unavailable, `Auto` falls back to SeqCst fences; a heavy
+//! fence that fails at run time falls back too, and never aborts the process.
 
 //!
 //! # Persistence
@@ -101,8 +127,10 @@
 mod builder;
 mod bus;
 mod codec;
+mod cores;
 mod crc;
 mod error;
+mod fences;
 mod handler;
 mod inbox;
 mod intern;
@@ -128,6 +156,7 @@ pub use bus::{Bus, ShutdownReport};
 pub use codec::SerdeCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{DurableError, Error, PublishError, TryPublishError};
+pub use fences::{FenceMode, Fences};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
@@ -137,6 +166,8 @@ pub use stats::{HandlerTime, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
+#[doc(hidden)]
+pub use cores::{__cores_in_use, __plan_cores};
 #[doc(hidden)]
 pub use sync::__fence_mode;
 

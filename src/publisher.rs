@@ -465,7 +465,8 @@ impl<T> Publisher<T> {
     /// Creates the lane into `shard` and hands its consumer to the shard.
     #[cold]
     fn register(&mut self, shard: usize, block: bool) -> Result<(), LaneError> {
-        let (producer, consumer) = spsc::channel(self.shared.lane_capacity, 0);
+        let (producer, consumer) =
+            spsc::channel_in_mode(self.shared.lane_capacity, 0, self.shared.asym());
         let inbox = &self.shared.inboxes[shard];
         if block {
             let bus = self.shared.topics.bus;

@@ -48,6 +48,9 @@ pub(crate) struct Shared<T> {
     /// any thread and by `Context::subscribe` on the shards. Starts after the builder's
     /// subscriptions, whose serials come first.
     pub(crate) next_serial: AtomicU64,
+    /// The fences chosen at `build()` (`Builder::fences`), which every ring and inbox of
+    /// the bus was made with; never changed.
+    pub(crate) fences: crate::fences::FenceMode,
 }
 
 /// [`Shared::gate`]: shutdown has begun.
@@ -94,6 +97,12 @@ impl<T> Shared<T> {
     pub(crate) fn next_serial(&self) -> u64 {
         // Relaxed: only uniqueness matters, which the RMW gives.
         self.next_serial.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether this bus's rings use the membarrier pair of fences (`sync::asym`), for a
+    /// ring made after `build()` (a publisher's lane).
+    pub(crate) fn asym(&self) -> bool {
+        self.fences == crate::fences::FenceMode::Membarrier
     }
 
     /// The state of shard `shard`'s log.

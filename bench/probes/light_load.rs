@@ -1,37 +1,211 @@
-//! The light-load latency probe of the suite (publisher → actor ping-pong, one message
-//! every 10 µs, parking shards), for quick checks of park latency and shard CPU:
-//! `cargo run --release -p shardbus-bench --example light_load -- [rounds] [reps]`.
-//! Set `SHARDBUS_NO_MEMBARRIER=1` to compare the fence-on-both-sides mode.
+//! The light-load probe: publisher → actor ping-pong, one message every interval, parking
+//! shards (two; the actor's is shard 0, the other idles), in each fence mode side by side.
+//! Prints one table: per fence mode and interval, the median over the repetitions of the
+//! round trip / 2 (p50, p99, p99.9) and of the serving shard's CPU (CPU time / wall time),
+//! with the idle shard's CPU.
+//!
+//! `cargo run --release -p shardbus-bench --example light_load -- [--fences auto,membarrier,seqcst]
+//! [--intervals 10us,100us,1ms] [--seconds 2] [--reps 3]`
+//!
+//! Each run lasts about `--seconds` (after a tenth more of warm-up); the repetitions
+//! interleave the modes and intervals, so that a drift of the machine spreads over all of
+//! them. Run it on a quiet machine: it measures time.
 
 use std::time::Duration;
 
-use shardbus::WaitStrategy;
+use shardbus::{Fences, WaitStrategy};
 use shardbus_bench::runner::ping_pong;
 use shardbus_bench::RunOpts;
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let rounds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
-    let reps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
-    let opts = RunOpts {
-        wait: WaitStrategy::Park,
-        shards: 2,
-        ..RunOpts::default()
+struct Args {
+    fences: Vec<Fences>,
+    intervals: Vec<Duration>,
+    seconds: f64,
+    reps: usize,
+}
+
+fn usage(why: &str) -> ! {
+    eprintln!(
+        "light_load: {why}\nusage: light_load [--fences auto,membarrier,seqcst] \
+         [--intervals 10us,100us,1ms] [--seconds 2] [--reps 3]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_fences(list: &str) -> Vec<Fences> {
+    list.split(',')
+        .map(|f| match f.trim() {
+            "auto" => Fences::Auto,
+            "membarrier" => Fences::Membarrier,
+            "seqcst" => Fences::SeqCst,
+            other => usage(&format!("unknown fence mode {other:?}")),
+        })
+        .collect()
+}
+
+fn parse_interval(text: &str) -> Duration {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .unwrap_or_else(|_| usage(&format!("bad interval {text:?}")));
+    match unit {
+        "ns" => Duration::from_nanos(n),
+        "us" | "µs" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        _ => usage(&format!("bad interval unit in {text:?} (ns, us, ms)")),
+    }
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        fences: vec![Fences::Auto, Fences::Membarrier, Fences::SeqCst],
+        intervals: vec![
+            Duration::from_micros(10),
+            Duration::from_micros(100),
+            Duration::from_millis(1),
+        ],
+        seconds: 2.0,
+        reps: 3,
     };
-    println!("fences: {}", shardbus::__fence_mode());
-    for _ in 0..reps {
-        match ping_pong(rounds, Some(Duration::from_micros(10)), &opts) {
-            Ok(p) => println!(
-                "RTT/2 p50 {} ns, p99 {} ns, p99.9 {} ns; shard CPU {:?}",
-                p.rtt_half.value_at_quantile(0.5),
-                p.rtt_half.value_at_quantile(0.99),
-                p.rtt_half.value_at_quantile(0.999),
-                p.shard_cpu
-                    .iter()
-                    .map(|c| format!("{:.1}%", c * 100.0))
-                    .collect::<Vec<_>>()
-            ),
-            Err(e) => println!("error: {e}"),
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        match flag.as_str() {
+            "--fences" => args.fences = parse_fences(&value),
+            "--intervals" => args.intervals = value.split(',').map(parse_interval).collect(),
+            "--seconds" => {
+                args.seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0)
+                    .unwrap_or_else(|| usage("--seconds takes a positive number"))
+            }
+            "--reps" => {
+                args.reps = value
+                    .parse()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .unwrap_or_else(|| usage("--reps takes a positive integer"))
+            }
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    if args.intervals.iter().any(Duration::is_zero) {
+        usage("intervals must be positive");
+    }
+    args
+}
+
+/// One cell's repetitions.
+#[derive(Default)]
+struct Cell {
+    got: Option<&'static str>,
+    p50: Vec<u64>,
+    p99: Vec<u64>,
+    p999: Vec<u64>,
+    serving_cpu: Vec<f64>,
+    idle_cpu: Vec<f64>,
+    error: Option<String>,
+}
+
+fn median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied()
+}
+
+fn name(f: Fences) -> &'static str {
+    match f {
+        Fences::Auto => "auto",
+        Fences::Membarrier => "membarrier",
+        Fences::SeqCst => "seqcst",
+        _ => "?",
+    }
+}
+
+fn main() {
+    let args = args();
+    let mut cells: Vec<Vec<Cell>> = args
+        .fences
+        .iter()
+        .map(|_| args.intervals.iter().map(|_| Cell::default()).collect())
+        .collect();
+    for rep in 0..args.reps {
+        for (j, interval) in args.intervals.iter().enumerate() {
+            for (i, &fences) in args.fences.iter().enumerate() {
+                let rounds = ((args.seconds / interval.as_secs_f64()) as u64).max(1_000);
+                let opts = RunOpts {
+                    wait: WaitStrategy::Park,
+                    shards: 2,
+                    fences,
+                    ..RunOpts::default()
+                };
+                eprintln!(
+                    "rep {}/{}: {} every {interval:?}, {rounds} rounds",
+                    rep + 1,
+                    args.reps,
+                    name(fences)
+                );
+                let cell = &mut cells[i][j];
+                match ping_pong(rounds, Some(*interval), &opts) {
+                    Ok(p) => {
+                        cell.got = Some(p.fence_mode.as_str());
+                        cell.p50.push(p.rtt_half.value_at_quantile(0.5));
+                        cell.p99.push(p.rtt_half.value_at_quantile(0.99));
+                        cell.p999.push(p.rtt_half.value_at_quantile(0.999));
+                        if let [serving, idle, ..] = p.shard_cpu[..] {
+                            cell.serving_cpu.push(serving * 100.0);
+                            cell.idle_cpu.push(idle * 100.0);
+                        }
+                    }
+                    Err(e) => cell.error = Some(e.to_string()),
+                }
+            }
+        }
+    }
+    println!(
+        "light load: ping-pong, 2 parking shards, median of {} runs of ~{} s; RTT/2 in ns, CPU = CPU time / wall time",
+        args.reps, args.seconds
+    );
+    println!(
+        "| fences asked | got | interval | RTT/2 p50 | p99 | p99.9 | serving shard CPU (min–max) | idle shard CPU |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    for (i, &fences) in args.fences.iter().enumerate() {
+        for (j, interval) in args.intervals.iter().enumerate() {
+            let c = &cells[i][j];
+            if let Some(e) = &c.error {
+                println!("| {} | error | {interval:?} | {e} | | | | |", name(fences));
+                continue;
+            }
+            let ns = |v: &[u64]| median(v).map_or("-".into(), |x| x.to_string());
+            let pct = |v: &[f64]| median(v).map_or("-".into(), |x| format!("{x:.1} %"));
+            let range = |v: &[f64]| {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if v.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({lo:.1}–{hi:.1})")
+                }
+            };
+            println!(
+                "| {} | {} | {interval:?} | {} | {} | {} | {}{} | {} |",
+                name(fences),
+                c.got.unwrap_or("-"),
+                ns(&c.p50),
+                ns(&c.p99),
+                ns(&c.p999),
+                pct(&c.serving_cpu),
+                range(&c.serving_cpu),
+                pct(&c.idle_cpu),
+            );
         }
     }
 }

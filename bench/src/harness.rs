@@ -54,6 +54,9 @@ pub struct RunOpts {
     /// [`runner::run`](crate::runner::run) only: build a persistent bus (a fresh log directory per run).
     /// Default `None`: memory-only.
     pub persist: Option<crate::persist::PersistOpts>,
+    /// [`runner`](crate::runner) only: the shardbus bus's fences. Default: shardbus's default,
+    /// [`Fences::Auto`](shardbus::Fences::Auto).
+    pub fences: shardbus::Fences,
 }
 
 impl Default for RunOpts {
@@ -67,6 +70,7 @@ impl Default for RunOpts {
             wait: shardbus::WaitStrategy::default(),
             batch: 0,
             persist: None,
+            fences: shardbus::Fences::default(),
         }
     }
 }

@@ -44,6 +44,10 @@ const SLIP_BELOW: usize = 32;
 #[cfg(not(shardbus_loom))]
 const SLIP_SPINS: u32 = 128;
 
+/// The longest a shard parks when its heavy fence could not be made (`sync::asym`, "When
+/// the heavy fence fails"): the most a missed wake-up can delay a message.
+const DEGRADED_PARK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Where the shard is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -368,17 +372,29 @@ impl<T: Send + 'static> Shard<T> {
                     return;
                 }
                 let inbox = &self.shared.inboxes[self.id.0];
-                inbox.set_sleeping();
+                let fenced = inbox.set_sleeping();
                 // The re-check after announcing sleep: see `Inbox::wake`. The control
                 // flags need no re-check: the coordinator unparks unconditionally after
                 // setting them, and an unpark before the park leaves a token.
                 if !self.has_ready_seqcst() {
                     // A persistent shard also wakes for an `Interval` sync or a timed
-                    // checkpoint.
-                    match self.wal.as_ref().and_then(Wal::deadline) {
-                        Some(at) => self
-                            .parker
-                            .park_timeout(at.saturating_duration_since(std::time::Instant::now())),
+                    // checkpoint; any shard whose heavy fence failed (`sync::asym`) wakes
+                    // to re-check, since a publisher's wake-up may have been missed.
+                    let deadline = self.wal.as_ref().and_then(Wal::deadline);
+                    let timeout = match (deadline, fenced) {
+                        (Some(at), _) => {
+                            let left = at.saturating_duration_since(std::time::Instant::now());
+                            Some(if fenced {
+                                left
+                            } else {
+                                left.min(DEGRADED_PARK)
+                            })
+                        }
+                        (None, false) => Some(DEGRADED_PARK),
+                        (None, true) => None,
+                    };
+                    match timeout {
+                        Some(t) => self.parker.park_timeout(t),
                         None => self.parker.park(),
                     }
                 }

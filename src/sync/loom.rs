@@ -32,17 +32,16 @@ pub(crate) mod thread {
 }
 
 /// The asymmetric fences (`sync/asym.rs`) under loom: both sides are `fence(SeqCst)`,
-/// which is what the models check; membarrier is never enabled.
+/// which is what the models check; membarrier is never chosen.
 pub(crate) mod asym {
     use loom::sync::atomic::{fence, Ordering};
 
-    /// Nothing to decide under loom.
-    pub(crate) fn enable() {}
+    use crate::fences::{FenceMode, Fences};
 
-    /// Never the membarrier mode under loom.
-    #[inline]
-    pub(crate) fn mode() -> bool {
-        false
+    /// SeqCst fences for every bus under loom, whatever was asked for.
+    pub(crate) fn decide(requested: Fences) -> Result<FenceMode, std::io::Error> {
+        let _ = requested;
+        Ok(FenceMode::SeqCst)
     }
 
     /// The hot path's side: a SeqCst fence.
@@ -52,11 +51,16 @@ pub(crate) mod asym {
         fence(Ordering::SeqCst);
     }
 
-    /// The rare path's side: a SeqCst fence.
-    pub(crate) fn heavy(asym: bool) {
+    /// The rare path's side: a SeqCst fence, which always holds.
+    #[must_use]
+    pub(crate) fn heavy(asym: bool) -> bool {
         let _ = asym;
         fence(Ordering::SeqCst);
+        true
     }
+
+    /// Never reached under loom ([`heavy`] always holds).
+    pub(crate) fn grace() {}
 }
 
 /// Exponential back-off for wait loops. Every step yields to the model scheduler, or

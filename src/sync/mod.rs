@@ -62,16 +62,13 @@ pub(crate) fn next_bus_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// How this process orders a publisher's push with a shard's park and close:
-/// `"membarrier"` (a compiler fence per push, `membarrier(2)` on the rare side) or
-/// `"seqcst-fence"` (a `fence(SeqCst)` on both sides). Fixed by the first call or the
-/// first bus built. For benchmark reports.
+/// The fences a bus built now with the default [`Fences::Auto`](crate::Fences) gets:
+/// `"membarrier"` or `"seqcst-fence"` (registers the process for membarrier if it can,
+/// as building such a bus would). For benchmark reports; a bus's own is
+/// [`Bus::fence_mode`](crate::Bus::fence_mode).
 #[doc(hidden)]
 pub fn __fence_mode() -> &'static str {
-    asym::enable();
-    if asym::mode() {
-        "membarrier"
-    } else {
-        "seqcst-fence"
-    }
+    asym::decide(crate::Fences::Auto)
+        .unwrap_or(crate::FenceMode::SeqCst)
+        .as_str()
 }

@@ -2,10 +2,11 @@
 //! concern, named for it (`cargo test --test rt routing::` runs one concern).
 //!
 //! One binary rather than a file each because every test binary links the crate and its
-//! dependencies again, and on a 2-core CI the links add up. Two runtime tests keep
+//! dependencies again, and on a 2-core CI the links add up. Three runtime tests keep
 //! binaries of their own, beside this folder: `rt_alloc.rs` (its counting global
-//! allocator must see no other test's allocations) and `rt_stress.rs` (a seeded soak of
-//! about 20 seconds, tuned by environment variables).
+//! allocator must see no other test's allocations), `rt_stress.rs` (a seeded soak of
+//! about 20 seconds, tuned by environment variables) and `rt_host.rs` (the cores a bus
+//! takes depend on the other buses of the process, and it sets an environment variable).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,6 +16,7 @@ mod backpressure;
 mod builder;
 mod dead_letters;
 mod delivery;
+mod fences;
 mod from_handler;
 mod lifecycle;
 mod routing;

@@ -24,5 +24,6 @@ pub(crate) fn build<T: Send + 'static>(opts: &RunOpts, shards: usize) -> Result<
         .capacity(opts.capacity.next_power_of_two().max(2))
         .pin_threads(opts.pin)
         .wait_strategy(opts.wait)
+        .fences(opts.fences)
         .build()?)
 }

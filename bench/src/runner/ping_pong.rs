@@ -28,6 +28,8 @@ pub struct BusPingPong {
     /// CPU time / wall time of each shard thread over the recorded rounds (Linux only; empty
     /// elsewhere). Shard 0 runs the actor; the others are idle.
     pub shard_cpu: Vec<f64>,
+    /// The fences the bus got (`RunOpts::fences` after shardbus's fallback).
+    pub fence_mode: shardbus::FenceMode,
 }
 
 /// A ping of the latency run.
@@ -93,7 +95,9 @@ pub fn ping_pong(
         .pin_threads(opts.pin)
         .wait_strategy(opts.wait)
         .thread_name(PING_THREADS)
+        .fences(opts.fences)
         .build()?;
+    let fence_mode = bus.fence_mode();
     let topic = (0..)
         .map(|i| bus.topic(&format!("ping-{i}")))
         .find(|t| t.as_ref().map_or(true, |t| t.shard().index() == 0))
@@ -171,6 +175,7 @@ pub fn ping_pong(
         rounds,
         elapsed,
         shard_cpu,
+        fence_mode,
     })
 }
 

@@ -67,7 +67,8 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
         .shards(opts.shards)
         .capacity(opts.capacity.next_power_of_two().max(2))
         .pin_threads(opts.pin)
-        .wait_strategy(opts.wait);
+        .wait_strategy(opts.wait)
+        .fences(opts.fences);
     let bus = match (&opts.persist, &scratch) {
         (Some(p), Some(dir)) => builder
             .persist(Persistence::new(dir.path()).fsync(p.fsync))

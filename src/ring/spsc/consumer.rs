@@ -79,7 +79,12 @@ impl<T> Consumer<T> {
         // `Producer::commit` (see the module docs). Release: publishes our last store
         // of `head` to a producer that sees `closing` (`settle_close`).
         self.ring.close.closing.store(true, Ordering::Release);
-        asym::heavy(self.ring.asym);
+        if !asym::heavy(self.ring.asym) {
+            // No barrier on the producer's CPU could be forced (`sync::asym`, "When the
+            // heavy fence fails"): give a push that missed `closing` time for its `tail`
+            // store to become visible before the load below.
+            asym::grace();
+        }
         // Acquire: pairs with the producer's Release store; the values before `tail`
         // are visible.
         let tail = self.ring.tail.load(Ordering::Acquire);

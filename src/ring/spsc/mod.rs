@@ -99,12 +99,19 @@ pub struct Consumer<T> {
 
 /// Makes a ring with `capacity` slots (a power of two) starting at position `start`
 /// (a multiple of [`STEP`]; tests start near `u64::MAX` to cross the wrap).
+/// Its fences are SeqCst on both sides (the loom models and tests use it).
+#[cfg(any(test, shardbus_loom))]
 pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
-    channel_in_mode(capacity, start, asym::mode())
+    channel_in_mode(capacity, start, false)
 }
 
-/// [`channel`] with the fence mode given (`true` only once `asym::enable` chose it).
-fn channel_in_mode<T>(capacity: usize, start: u64, asym: bool) -> (Producer<T>, Consumer<T>) {
+/// [`channel`] with the bus's fence mode (`true`: the membarrier pair, which only a bus
+/// whose `asym::decide` chose it may ask for).
+pub(crate) fn channel_in_mode<T>(
+    capacity: usize,
+    start: u64,
+    asym: bool,
+) -> (Producer<T>, Consumer<T>) {
     debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
@@ -174,4 +181,4 @@ mod consumer;
 mod producer;
 
 #[cfg(all(test, not(shardbus_loom)))]
-mod tests;
+pub(crate) mod tests;

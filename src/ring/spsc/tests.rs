@@ -85,39 +85,46 @@ fn drops_each_value_once() {
 /// `spsc_close_races_push`; this runs the real fences.)
 #[test]
 fn close_races_a_pushing_thread() {
-    crate::sync::asym::enable();
-    for asym in [false, crate::sync::asym::mode()] {
-        for round in 0..300u64 {
-            let (mut p, mut c) = channel_in_mode::<u64>(8, u64::MAX - 7, asym);
-            let producer = std::thread::spawn(move || {
-                let mut accepted = 0u64;
-                loop {
-                    match p.push(accepted) {
-                        Ok(()) => accepted += 1,
-                        Err(PushError::Full(v)) => {
-                            assert_eq!(v, accepted);
-                            std::hint::spin_loop();
-                        }
-                        Err(PushError::Closed(v)) => {
-                            assert_eq!(v, accepted);
-                            assert_eq!(p.push(u64::MAX), Err(PushError::Closed(u64::MAX)));
-                            return accepted;
-                        }
+    let membarrier = crate::sync::asym::decide(crate::Fences::Auto)
+        .is_ok_and(|m| m == crate::FenceMode::Membarrier);
+    for asym in [false, membarrier] {
+        close_race_rounds(asym, 300);
+    }
+}
+
+/// [`close_races_a_pushing_thread`] in one fence mode (also run with failing heavy fences
+/// by `sync::asym`'s tests).
+pub(crate) fn close_race_rounds(asym: bool, rounds: u64) {
+    for round in 0..rounds {
+        let (mut p, mut c) = channel_in_mode::<u64>(8, u64::MAX - 7, asym);
+        let producer = std::thread::spawn(move || {
+            let mut accepted = 0u64;
+            loop {
+                match p.push(accepted) {
+                    Ok(()) => accepted += 1,
+                    Err(PushError::Full(v)) => {
+                        assert_eq!(v, accepted);
+                        std::hint::spin_loop();
+                    }
+                    Err(PushError::Closed(v)) => {
+                        assert_eq!(v, accepted);
+                        assert_eq!(p.push(u64::MAX), Err(PushError::Closed(u64::MAX)));
+                        return accepted;
                     }
                 }
-            });
-            let mut got = Vec::new();
-            // Pop a varying amount before closing, so the close lands anywhere.
-            while (got.len() as u64) < round % 40 {
-                c.pop_batch(3, |v| got.push(v));
             }
-            c.close();
-            while c.pop_batch(8, |v| got.push(v)) > 0 {}
-            assert!(c.is_closed_and_drained());
-            let accepted = producer.join().unwrap();
-            let want: Vec<u64> = (0..accepted).collect();
-            assert_eq!(got, want, "asym {asym}, round {round}");
+        });
+        let mut got = Vec::new();
+        // Pop a varying amount before closing, so the close lands anywhere.
+        while (got.len() as u64) < round % 40 {
+            c.pop_batch(3, |v| got.push(v));
         }
+        c.close();
+        while c.pop_batch(8, |v| got.push(v)) > 0 {}
+        assert!(c.is_closed_and_drained());
+        let accepted = producer.join().unwrap();
+        let want: Vec<u64> = (0..accepted).collect();
+        assert_eq!(got, want, "asym {asym}, round {round}");
     }
 }
 
