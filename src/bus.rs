@@ -80,7 +80,12 @@ impl<T: Send + 'static> Bus<T> {
     /// with their message back), dead-letters what it had drained
     /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)), confirms no
     /// more durable publishes, and never retries the fsync. Rebuild the bus to recover.
-    pub fn log_error(&self, shard: ShardId) -> Option<String> {
+    ///
+    /// The error is the one that poisoned the log, shared with the dead letters'
+    /// reasons; for an I/O failure its [`source`](std::error::Error::source) is the
+    /// `io::Error` the operating system (or the [`Storage`](crate::log::Storage)) returned.
+    /// `None` for a shard out of range or a log that works.
+    pub fn log_error(&self, shard: ShardId) -> Option<std::sync::Arc<crate::LogError>> {
         self.shared.inboxes.get(shard.0).and_then(|i| i.log.error())
     }
 

@@ -38,7 +38,7 @@ pub struct ShardLog {
     /// When the oldest unsynced bytes of the active segment were written.
     dirty_since: Option<Instant>,
     /// Why the log is poisoned.
-    poisoned: Option<String>,
+    poisoned: Option<Arc<LogError>>,
     /// Every record before this one is known to be durable.
     durable_end: Seq,
     /// The background sync thread, once started ([`ShardLog::start_syncer`]).
@@ -486,12 +486,22 @@ impl ShardLog {
         }
     }
 
-    /// Poisons the log if `result` is an error.
+    /// Poisons the log if `result` is an error: the log keeps the error (the cause of its
+    /// later `Poisoned` errors) and the caller gets a copy.
     fn guard<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
-        if let Err(e) = &result {
-            self.poisoned.get_or_insert_with(|| e.to_string());
+        match result {
+            Err(e) if self.poisoned.is_none() => {
+                let copy = e.duplicate();
+                self.poisoned = Some(Arc::new(e));
+                Err(copy)
+            }
+            result => result,
         }
-        result
+    }
+
+    /// The error that poisoned the log, if one has.
+    pub(crate) fn poison_cause(&self) -> Option<&Arc<LogError>> {
+        self.poisoned.as_ref()
     }
 }
 

@@ -122,6 +122,10 @@ impl<T: Send + 'static> Actors<T> {
             Fate::NotLogged(error) => {
                 self.not_logged(names, env, DeadLetterReason::NotLogged { error })
             }
+            Fate::TooLarge(error) => {
+                let reason = DeadLetterReason::NotLogged { error: &error };
+                self.not_logged(names, env, reason);
+            }
             Fate::NotEncoded(error) => {
                 self.not_logged(names, env, DeadLetterReason::EncodeFailed { error });
             }
