@@ -122,7 +122,9 @@ impl<T: Send + 'static> Actors<T> {
             Fate::NotLogged(error) => {
                 self.not_logged(names, env, DeadLetterReason::NotLogged { error })
             }
-            Fate::TooLarge(error) => {
+            Fate::TooLarge { size, max } => {
+                // No allocation: the variant holds two numbers.
+                let error = crate::log::LogError::RecordTooLarge { size, max };
                 let reason = DeadLetterReason::NotLogged { error: &error };
                 self.not_logged(names, env, reason);
             }

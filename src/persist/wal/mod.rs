@@ -41,8 +41,14 @@ pub(crate) enum Fate<'a> {
     Logged,
     /// Not in the log, and never will be: dead-letter it with this reason.
     NotLogged(&'a LogError),
-    /// Not in the log: its record would exceed the maximum record size. Dead-letter it.
-    TooLarge(LogError),
+    /// Not in the log: its record of `size` bytes would exceed the maximum record size
+    /// `max`. Dead-letter it (with a [`LogError::RecordTooLarge`]).
+    TooLarge {
+        /// The record's size.
+        size: u64,
+        /// The maximum record size.
+        max: u32,
+    },
     /// Not in the log: its codec refused it on the shard thread. Dead-letter it.
     NotEncoded(&'a EncodeError),
 }
@@ -57,11 +63,10 @@ fn fate<'a>(
     /// Only if `append_batch` broke its rule of one error per `NOT_ENCODED` span.
     static MISSING: EncodeError = EncodeError::fixed("the message did not encode");
     match span {
-        // No allocation: the variant holds two numbers.
-        (usize::MAX, size) if size != 0 => Fate::TooLarge(LogError::RecordTooLarge {
+        (usize::MAX, size) if size != 0 => Fate::TooLarge {
             size: size as u64,
             max,
-        }),
+        },
         // One error per `NOT_ENCODED` span, pushed together by `append_batch`.
         NOT_ENCODED => Fate::NotEncoded(errors.next().unwrap_or(&MISSING)),
         _ => Fate::Logged,
