@@ -33,6 +33,7 @@ pub struct Bus<T: Send + 'static> {
 }
 
 /// What [`Bus::shutdown_timeout`] reports.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {

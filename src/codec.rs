@@ -19,7 +19,7 @@ use crate::sync::plain::Arc;
 /// Encodes a message into the payload of a log record and decodes it back.
 ///
 /// Implemented for `Vec<u8>`, `Box<[u8]>` and `String` (stored as their raw bytes), and,
-/// with the `serde` feature, for every type that opts in with `SerdeCodec` (stored in the
+/// with the `postcard` feature, for every type that opts in with `PostcardCodec` (stored in the
 /// [postcard](https://docs.rs/postcard) format).
 ///
 /// `encode` appends to `out` (the shard reuses one buffer for a whole batch); `decode`
@@ -64,7 +64,7 @@ pub trait Codec: Sized {
     /// the publish returned. A codec that never fails sets it to `false` and spares
     /// plain publishes that work (durable publishes encode on the publishing thread
     /// anyway, to check the record size). The built-in byte and string codecs set it to
-    /// `false`; `SerdeCodec` types keep `true`.
+    /// `false`; `PostcardCodec` types keep `true`.
     const CAN_FAIL: bool = true;
 
     /// Appends the encoding of `self` to `out`, or says why it cannot. On an error the
@@ -242,7 +242,7 @@ impl Codec for String {
 }
 
 /// Opts a serde type into [`Codec`] through [postcard](https://docs.rs/postcard):
-/// `impl shardbus::SerdeCodec for MyMessage {}`.
+/// `impl shardbus::PostcardCodec for MyMessage {}`.
 ///
 /// Why postcard: a compact binary format (varint integers, no field names, no padding)
 /// with a wire format specified and kept stable since its 1.0 release, maintained, `serde`
@@ -252,11 +252,11 @@ impl Codec for String {
 ///
 /// Why an opt-in and not every serde type: a blanket impl would collide with the byte and
 /// string impls above, which store raw bytes.
-#[cfg(feature = "serde")]
-pub trait SerdeCodec: serde::Serialize + serde::de::DeserializeOwned {}
+#[cfg(feature = "postcard")]
+pub trait PostcardCodec: serde::Serialize + serde::de::DeserializeOwned {}
 
-#[cfg(feature = "serde")]
-impl<T: SerdeCodec> Codec for T {
+#[cfg(feature = "postcard")]
+impl<T: PostcardCodec> Codec for T {
     /// postcard refuses what its format cannot represent (a sequence or map of unknown
     /// length, a `Serialize` impl that returns an error): such a publish is refused.
     const CAN_FAIL: bool = true;
@@ -276,10 +276,10 @@ impl<T: SerdeCodec> Codec for T {
 
 /// A postcard output that appends to a `Vec` it borrows, leaving the bytes before alone
 /// (`postcard::to_extend` takes the `Vec` by value, and loses it on an error).
-#[cfg(feature = "serde")]
+#[cfg(feature = "postcard")]
 struct AppendTo<'a>(&'a mut Vec<u8>);
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "postcard")]
 impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     type Output = ();
 
@@ -451,15 +451,15 @@ mod tests {
         });
     }
 
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "postcard")]
     #[test]
-    fn serde_codec_round_trips_through_postcard() {
+    fn postcard_codec_round_trips() {
         #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
         struct Order {
             id: u64,
             items: Vec<String>,
         }
-        impl SerdeCodec for Order {}
+        impl PostcardCodec for Order {}
         round_trip(Order {
             id: 7,
             items: vec!["a".into(), "b".into()],
@@ -474,9 +474,9 @@ mod tests {
 
     /// postcard refuses a sequence of unknown length (a `Serialize` that streams an
     /// iterator without an exact size); the bytes already in the buffer stay as they were.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "postcard")]
     #[test]
-    fn serde_codec_refuses_what_postcard_cannot_encode_and_keeps_the_buffer() {
+    fn postcard_codec_refuses_what_postcard_cannot_encode_and_keeps_the_buffer() {
         #[derive(serde::Deserialize, PartialEq, Debug)]
         struct Evens(Vec<u32>);
         impl serde::Serialize for Evens {
@@ -484,7 +484,7 @@ mod tests {
                 s.collect_seq(self.0.iter().filter(|n| *n % 2 == 0))
             }
         }
-        impl SerdeCodec for Evens {}
+        impl PostcardCodec for Evens {}
         assert!(CodecFns::<Evens>::of().can_fail);
         let mut buf = b"earlier records".to_vec();
         let e = Evens(vec![1, 2, 3, 4]).encode(&mut buf).unwrap_err();

@@ -60,6 +60,7 @@ where
 ///
 /// In every case the panic is caught and counted, and the message goes with the panic
 /// text to the dead-letter handler; the shard and the topic's other actors go on.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Supervision {

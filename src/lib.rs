@@ -95,8 +95,8 @@ mod wait;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
-#[cfg(feature = "serde")]
-pub use codec::SerdeCodec;
+#[cfg(feature = "postcard")]
+pub use codec::PostcardCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};

@@ -24,6 +24,7 @@ pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
 /// bytes (a segment is synced before the next is started), and recovery cuts a torn tail.
 /// Under every policy the log also syncs before starting a new segment and before writing a
 /// checkpoint, so a durable checkpoint never points past the durable end of the log.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
@@ -99,6 +100,7 @@ impl LogConfig {
 }
 
 /// When [`ShardLog::retain`] deletes old segments. `None` means no limit of that kind.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionLimit {
     /// Delete while the log's total size is above this many bytes.

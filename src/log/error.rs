@@ -209,6 +209,7 @@ impl LogError {
 }
 
 /// The operation an [`LogError::Io`] failed in.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IoOp {
@@ -261,6 +262,7 @@ impl fmt::Display for IoOp {
 }
 
 /// Why bytes were judged corrupt (the `reason` of [`LogError::Corrupt`]).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CorruptReason {

@@ -29,6 +29,7 @@ pub const MIN_RECORD_LEN: usize = FRAME_HEADER_LEN + BODY_FIXED_LEN;
 /// Sequence numbers start at 0 and are contiguous: the record appended after `Seq(n)` is
 /// `Seq(n + 1)`, across segment boundaries and restarts. A newtype so it never mixes with the
 /// byte offsets that sit next to it everywhere in this module.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seq(pub u64);
 

@@ -41,6 +41,7 @@ impl Default for RecoveryOptions {
 }
 
 /// What recovery found and did.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
@@ -60,6 +61,7 @@ pub struct RecoveryReport {
 }
 
 /// What [`RecoveryOptions::truncate_on_corruption`] cut away.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Truncation {

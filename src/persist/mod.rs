@@ -15,6 +15,7 @@ pub(crate) mod wal;
 pub(crate) use open::open;
 
 /// What `build()` does when the bus directory was written with another shard count.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnShardCountChange {
