@@ -56,7 +56,7 @@ impl<U: sealed::ToTopicPriv + ?Sized> ToTopic for U {}
 // crate; its methods take and return crate-private types (`Topics`, `TopicCache`, `TopicId`),
 // so code outside can neither implement it nor call `id_in` (it has no `Topics` to pass).
 // Those types stay `pub(crate)`, no hidden `pub` type reachable: hence the allow.
-#[allow(private_interfaces)]
+#[allow(private_interfaces, unnameable_types)]
 pub(crate) mod sealed {
     use super::Topic;
     use crate::intern::{TopicCache, TopicId, Topics};

@@ -153,8 +153,8 @@ impl Persistence {
     }
 
     /// The storage the log goes through. Default [`FsStorage`](crate::log::FsStorage), the
-    /// real filesystem; tests pass a [`SimStorage`](crate::log::SimStorage) to simulate
-    /// power loss and inject faults. The storage also locks the directory
+    /// real filesystem; tests pass a `SimStorage` (with the `test-util` feature) to
+    /// simulate power loss and inject faults. The storage also locks the directory
     /// ([`Storage::lock_dir`]; see [One bus per directory](Self#one-bus-per-directory)).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;

@@ -15,6 +15,7 @@ mod common;
 mod bad_input;
 mod durable;
 mod encode;
+mod inspect;
 mod lock;
 mod poison;
 mod replay;

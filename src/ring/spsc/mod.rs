@@ -105,7 +105,7 @@ pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
 
 /// [`channel`] with the fence mode given (`true` only once `asym::enable` chose it).
 fn channel_in_mode<T>(capacity: usize, start: u64, asym: bool) -> (Producer<T>, Consumer<T>) {
-    debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
+    debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
