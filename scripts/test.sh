@@ -51,6 +51,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy -p shardbus --all-targets --all-features --locked -- -D warnings
 # `serde` alone, without the codec.
 cargo clippy -p shardbus --lib --features serde --locked -- -D warnings
+# The CLI and the benchmark engine use only the public API: built on their own (no test
+# targets, so the root crate's dev-dependency does not turn `test-util` on), and the docs
+# without `test-util` link nothing that only that feature makes public.
+cargo check -p shardbus-cli -p shardbus-bench --locked
+RUSTDOCFLAGS="-D warnings" cargo doc -p shardbus --no-deps --locked
 
 echo "== unit, integration and doc tests"
 cargo test --workspace --locked

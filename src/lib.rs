@@ -63,6 +63,19 @@
 //! durable one whose record would exceed the maximum record size
 //! ([`DurableError::TooLarge`]). A directory holds one bus at a time: a second bus on it
 //! fails to build with [`Error::DirectoryLocked`].
+//!
+//! # Features
+//!
+//! None is on by default.
+//!
+//! - `serde`: `Serialize`/`Deserialize` on the public plain-data types: [`Stats`],
+//!   [`ShardStats`], [`HandlerTime`], [`ShutdownReport`], [`Supervision`],
+//!   [`WaitStrategy`], [`FsyncPolicy`], [`RetentionLimit`], [`OnShardCountChange`],
+//!   [`log::Seq`], [`log::IoOp`], [`log::CorruptReason`].
+//! - `postcard` (implies `serde`): `PostcardCodec`, a [`Codec`] for serde message types in
+//!   the [postcard](https://docs.rs/postcard) format.
+//! - `test-util`: the log's engine and the `SimStorage` test double (simulated power loss,
+//!   injected faults) for tests, benchmarks and fuzzing. Not a stable API.
 
 #![warn(missing_docs)]
 // The rings become public (undocumented, hidden) only for the loom models.
