@@ -54,7 +54,9 @@ fn inspect_reports_and_verifies() {
 
     // Flip a byte inside the first record of shard 0: a CRC failure, not a torn tail
     // (more records follow).
-    let bus = inspect_bus(&FsStorage, &dir).unwrap().expect("a bus directory");
+    let bus = inspect_bus(&FsStorage, &dir)
+        .unwrap()
+        .expect("a bus directory");
     let seg = bus.logs[0].dir.join("00000000000000000000.log");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[30] ^= 0xff;

@@ -80,8 +80,8 @@ mod syncer;
 
 pub use config::{FsyncPolicy, RetentionLimit, DEFAULT_MAX_RECORD_SIZE, DEFAULT_SEGMENT_SIZE};
 pub use error::{CorruptReason, IoOp, LogError};
-pub(crate) use meta::{parse_generation_name, write_meta};
 pub use meta::META_FILE;
+pub(crate) use meta::{parse_generation_name, write_meta};
 pub use reader::{inspect, inspect_bus, BusReport, Reader, SegmentInfo, ShardReport};
 pub(crate) use record::now_nanos;
 pub use record::{Record, Seq, MIN_RECORD_LEN};
@@ -89,16 +89,8 @@ pub use storage::{DirLock, FsStorage, Storage, StorageFile, LOCK_FILE};
 
 // The log's engine: public with `test-util` (tests, benchmarks, fuzzing), crate-private
 // without it. Not a stable API.
-#[cfg(feature = "test-util")]
-pub use {
-    checkpoint::load_checkpoint,
-    config::LogConfig,
-    meta::{read_meta, BusMeta},
-    record::RecordRef,
-    recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation},
-    shard_log::ShardLog,
-    storage::SimStorage,
-};
+#[cfg(all(test, not(feature = "test-util")))]
+pub(crate) use storage::SimStorage;
 #[cfg(not(feature = "test-util"))]
 #[allow(unused_imports)]
 pub(crate) use {
@@ -109,5 +101,13 @@ pub(crate) use {
     recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation},
     shard_log::ShardLog,
 };
-#[cfg(all(test, not(feature = "test-util")))]
-pub(crate) use storage::SimStorage;
+#[cfg(feature = "test-util")]
+pub use {
+    checkpoint::load_checkpoint,
+    config::LogConfig,
+    meta::{read_meta, BusMeta},
+    record::RecordRef,
+    recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation},
+    shard_log::ShardLog,
+    storage::SimStorage,
+};

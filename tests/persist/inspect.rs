@@ -31,7 +31,9 @@ fn inspect_bus_reports_every_shard_log_of_the_current_generation() {
     assert_eq!(records, 40);
     for (i, log) in report.logs.iter().enumerate() {
         let gen = format!("gen-{}", report.generation);
-        assert!(log.dir.ends_with(Path::new(&gen).join(format!("shard-{i:03}"))));
+        assert!(log
+            .dir
+            .ends_with(Path::new(&gen).join(format!("shard-{i:03}"))));
         // A `Reader` on the reported directory reads the same number of records.
         let storage: Arc<dyn Storage> = Arc::new(sim.clone());
         let read = Reader::open(storage, &log.dir, Seq(0)).unwrap().count() as u64;
@@ -45,6 +47,8 @@ fn inspect_bus_reports_every_shard_log_of_the_current_generation() {
     drop(f);
     assert!(matches!(
         inspect_bus(&sim, dir),
-        Err(LogError::BadMagic { .. } | LogError::Corrupt { .. } | LogError::TruncatedHeader { .. })
+        Err(LogError::BadMagic { .. }
+            | LogError::Corrupt { .. }
+            | LogError::TruncatedHeader { .. })
     ));
 }
