@@ -14,18 +14,53 @@ for component in rustfmt clippy; do
     fi
 done
 
+echo "== toolchain against the declared rust-version"
+# The workspace declares as its rust-version the toolchain this suite builds and tests with.
+# Older than declared: fail. Newer: say loudly that the declared version was not built by
+# this run (no older toolchain is installed here to build it).
+declared=$(sed -n 's/^rust-version = "\([0-9.]*\)"/\1/p' Cargo.toml | head -n 1 | cut -d. -f1,2)
+actual=$(rustc --version | sed -n 's/^rustc \([0-9]*\.[0-9]*\).*/\1/p')
+if [[ -z "$declared" || -z "$actual" ]]; then
+    echo "cannot read the declared rust-version ($declared) or rustc's version ($actual)" >&2
+    exit 1
+fi
+for manifest in cli/Cargo.toml bench/Cargo.toml loom-tests/Cargo.toml; do
+    if ! grep -q '^rust-version.workspace = true' "$manifest"; then
+        echo "$manifest does not inherit the workspace rust-version" >&2
+        exit 1
+    fi
+done
+if [[ "$actual" == "$declared" ]]; then
+    echo "rustc $actual: the declared rust-version $declared is the toolchain built here"
+elif [[ "$(printf '%s\n%s\n' "$declared" "$actual" | sort -V | head -n 1)" == "$declared" ]]; then
+    echo "WARNING: built with rustc $actual, newer than the declared rust-version $declared;" \
+        "this run does not show that $declared builds" >&2
+else
+    echo "rustc $actual is older than the declared rust-version $declared" >&2
+    exit 1
+fi
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The `serde` feature (`SerdeCodec`) is off by default: lint and test it too.
+# The features are off by default: lint and test them too. `serde` (the derives on the
+# public plain-data types), `postcard` (`PostcardCodec`, implies `serde`) and `test-util`
+# (the test doubles, which the crate's own tests enable through its dev-dependency).
 cargo clippy -p shardbus --all-targets --all-features --locked -- -D warnings
+# `serde` alone, without the codec.
+cargo clippy -p shardbus --lib --features serde --locked -- -D warnings
+# The CLI and the benchmark engine use only the public API: built on their own (no test
+# targets, so the root crate's dev-dependency does not turn `test-util` on), and the docs
+# without `test-util` link nothing that only that feature makes public.
+cargo check -p shardbus-cli -p shardbus-bench --locked
+RUSTDOCFLAGS="-D warnings" cargo doc -p shardbus --no-deps --locked
 
 echo "== unit, integration and doc tests"
 cargo test --workspace --locked
 
-echo "== the same for the library with every feature (serde)"
+echo "== the same for the library with every feature (serde, postcard, test-util)"
 cargo test -p shardbus --all-features --locked
 
 if [[ "${SKIP_LOOM:-0}" != "1" ]]; then

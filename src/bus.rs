@@ -81,6 +81,7 @@ type FinishElsewhere =
     Box<dyn Fn(Option<Duration>, Vec<JoinHandle<()>>) -> std::io::Result<()> + Send + Sync>;
 
 /// What [`Bus::shutdown_timeout`] reports.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
@@ -150,7 +151,12 @@ impl<T> Bus<T> {
     /// with their message back), dead-letters what it had drained
     /// ([`DeadLetterReason::NotLogged`](crate::DeadLetterReason::NotLogged)), confirms no
     /// more durable publishes, and never retries the fsync. Rebuild the bus to recover.
-    pub fn log_error(&self, shard: ShardId) -> Option<String> {
+    ///
+    /// The error is the one that poisoned the log, shared with the dead letters'
+    /// reasons; for an I/O failure its [`source`](std::error::Error::source) is the
+    /// `io::Error` the operating system (or the [`Storage`](crate::log::Storage)) returned.
+    /// `None` for a shard out of range or a log that works.
+    pub fn log_error(&self, shard: ShardId) -> Option<std::sync::Arc<crate::LogError>> {
         self.shared.inboxes.get(shard.0).and_then(|i| i.log.error())
     }
 

@@ -10,13 +10,16 @@
 //! can still be given back: a durable publish always (its record must fit
 //! `max_record_size`), any publish whose codec can fail ([`Codec::CAN_FAIL`]).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
+
+use crate::sync::plain::Arc;
 
 /// Encodes a message into the payload of a log record and decodes it back.
 ///
 /// Implemented for `Vec<u8>`, `Box<[u8]>` and `String` (stored as their raw bytes), and,
-/// with the `serde` feature, for every type that opts in with `SerdeCodec` (stored in the
+/// with the `postcard` feature, for every type that opts in with `PostcardCodec` (stored in the
 /// [postcard](https://docs.rs/postcard) format).
 ///
 /// `encode` appends to `out` (the shard reuses one buffer for a whole batch); `decode`
@@ -61,7 +64,7 @@ pub trait Codec: Sized {
     /// the publish returned. A codec that never fails sets it to `false` and spares
     /// plain publishes that work (durable publishes encode on the publishing thread
     /// anyway, to check the record size). The built-in byte and string codecs set it to
-    /// `false`; `SerdeCodec` types keep `true`.
+    /// `false`; `PostcardCodec` types keep `true`.
     const CAN_FAIL: bool = true;
 
     /// Appends the encoding of `self` to `out`, or says why it cannot. On an error the
@@ -72,46 +75,136 @@ pub trait Codec: Sized {
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
 }
 
+/// The error a codec error keeps as its cause, shared so that the error stays `Clone`.
+type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A message that its [`Codec`] cannot encode (a serde type that postcard cannot
 /// represent, say). A publish refuses it with the message back
 /// ([`PublishError::Encode`](crate::PublishError::Encode) and its siblings); it never
 /// reaches the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodeError(String);
+///
+/// It keeps the codec's own error, if it was given one
+/// ([`with_source`](Self::with_source)), as its [`source`](std::error::Error::source).
+#[derive(Debug, Clone)]
+pub struct EncodeError {
+    reason: Cow<'static, str>,
+    source: Option<Cause>,
+}
 
 impl EncodeError {
-    /// An error with the given explanation.
+    /// An error with the given explanation and no underlying cause.
     pub fn new(reason: impl fmt::Display) -> Self {
-        Self(reason.to_string())
+        Self {
+            reason: Cow::Owned(reason.to_string()),
+            source: None,
+        }
+    }
+
+    /// An error with the given explanation, caused by `source` (the serializer's own
+    /// error, say), which [`source`](std::error::Error::source) returns.
+    pub fn with_source(
+        reason: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            reason: Cow::Owned(reason.to_string()),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// An error with a fixed explanation, built without allocating.
+    pub(crate) const fn fixed(reason: &'static str) -> Self {
+        Self {
+            reason: Cow::Borrowed(reason),
+            source: None,
+        }
     }
 }
 
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.reason)
     }
 }
 
-impl std::error::Error for EncodeError {}
+impl std::error::Error for EncodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+/// Equal when the explanations are equal and so are the causes' messages (a cause has no
+/// equality of its own).
+impl PartialEq for EncodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason && same_cause(&self.source, &other.source)
+    }
+}
+
+impl Eq for EncodeError {}
 
 /// A payload that does not decode as the bus's message type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(String);
+///
+/// It keeps the codec's own error, if it was given one
+/// ([`with_source`](Self::with_source)), as its [`source`](std::error::Error::source):
+/// with the `postcard` feature, a `postcard::Error`.
+#[derive(Debug, Clone)]
+pub struct DecodeError {
+    reason: Cow<'static, str>,
+    source: Option<Cause>,
+}
 
 impl DecodeError {
-    /// An error with the given explanation.
+    /// An error with the given explanation and no underlying cause.
     pub fn new(reason: impl fmt::Display) -> Self {
-        Self(reason.to_string())
+        Self {
+            reason: Cow::Owned(reason.to_string()),
+            source: None,
+        }
+    }
+
+    /// An error with the given explanation, caused by `source` (the deserializer's own
+    /// error, say), which [`source`](std::error::Error::source) returns.
+    pub fn with_source(
+        reason: impl fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            reason: Cow::Owned(reason.to_string()),
+            source: Some(Arc::new(source)),
+        }
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.reason)
     }
 }
 
-impl std::error::Error for DecodeError {}
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+/// Equal when the explanations are equal and so are the causes' messages (a cause has no
+/// equality of its own).
+impl PartialEq for DecodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.reason == other.reason && same_cause(&self.source, &other.source)
+    }
+}
+
+impl Eq for DecodeError {}
+
+fn same_cause(a: &Option<Cause>, b: &Option<Cause>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    }
+}
 
 impl Codec for Vec<u8> {
     const CAN_FAIL: bool = false;
@@ -144,12 +237,12 @@ impl Codec for String {
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         std::str::from_utf8(bytes)
             .map(str::to_owned)
-            .map_err(DecodeError::new)
+            .map_err(|e| DecodeError::with_source("the payload is not UTF-8", e))
     }
 }
 
 /// Opts a serde type into [`Codec`] through [postcard](https://docs.rs/postcard):
-/// `impl shardbus::SerdeCodec for MyMessage {}`.
+/// `impl shardbus::PostcardCodec for MyMessage {}`.
 ///
 /// Why postcard: a compact binary format (varint integers, no field names, no padding)
 /// with a wire format specified and kept stable since its 1.0 release, maintained, `serde`
@@ -159,11 +252,11 @@ impl Codec for String {
 ///
 /// Why an opt-in and not every serde type: a blanket impl would collide with the byte and
 /// string impls above, which store raw bytes.
-#[cfg(feature = "serde")]
-pub trait SerdeCodec: serde::Serialize + serde::de::DeserializeOwned {}
+#[cfg(feature = "postcard")]
+pub trait PostcardCodec: serde::Serialize + serde::de::DeserializeOwned {}
 
-#[cfg(feature = "serde")]
-impl<T: SerdeCodec> Codec for T {
+#[cfg(feature = "postcard")]
+impl<T: PostcardCodec> Codec for T {
     /// postcard refuses what its format cannot represent (a sequence or map of unknown
     /// length, a `Serialize` impl that returns an error): such a publish is refused.
     const CAN_FAIL: bool = true;
@@ -172,20 +265,21 @@ impl<T: SerdeCodec> Codec for T {
         let start = out.len();
         postcard::serialize_with_flavor::<T, _, ()>(self, AppendTo(&mut *out)).map_err(|e| {
             out.truncate(start);
-            EncodeError::new(format_args!("postcard: {e}"))
+            EncodeError::with_source("postcard cannot encode the message", e)
         })
     }
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        postcard::from_bytes(bytes).map_err(DecodeError::new)
+        postcard::from_bytes(bytes)
+            .map_err(|e| DecodeError::with_source("postcard cannot decode the payload", e))
     }
 }
 
 /// A postcard output that appends to a `Vec` it borrows, leaving the bytes before alone
 /// (`postcard::to_extend` takes the `Vec` by value, and loses it on an error).
-#[cfg(feature = "serde")]
+#[cfg(feature = "postcard")]
 struct AppendTo<'a>(&'a mut Vec<u8>);
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "postcard")]
 impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     type Output = ();
 
@@ -283,7 +377,12 @@ mod tests {
         round_trip(b"bytes\0\xff".to_vec());
         round_trip(Box::<[u8]>::from(&b"boxed"[..]));
         round_trip("grüße".to_string());
-        assert!(String::decode(&[0xff, 0xfe]).is_err());
+        // The UTF-8 error is kept as the source.
+        let e = String::decode(&[b'a', 0xff, 0xfe]).unwrap_err();
+        let utf8 = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::str::Utf8Error>())
+            .expect("the source is the Utf8Error");
+        assert_eq!(utf8.valid_up_to(), 1);
         // Infallible: plain publishes skip the encoding on the publishing thread.
         assert!(!CodecFns::<Vec<u8>>::of().can_fail);
         assert!(!CodecFns::<Box<[u8]>>::of().can_fail);
@@ -311,6 +410,24 @@ mod tests {
     }
 
     #[test]
+    fn codec_errors_keep_their_source_and_compare_by_message() {
+        use std::error::Error as _;
+        let io = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad byte");
+        let e = EncodeError::with_source("cannot encode", io());
+        assert_eq!(e.to_string(), "cannot encode");
+        let src = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(src.map(|s| s.kind()), Some(std::io::ErrorKind::InvalidData));
+        assert_eq!(e.clone(), e);
+        assert_ne!(e, EncodeError::new("cannot encode"));
+        assert!(EncodeError::new("x").source().is_none());
+        let d = DecodeError::with_source("cannot decode", io());
+        assert_eq!(d.to_string(), "cannot decode");
+        assert!(d.source().is_some_and(|s| s.is::<std::io::Error>()));
+        assert_eq!(d.clone(), d);
+        assert_ne!(d, DecodeError::new("cannot decode"));
+    }
+
+    #[test]
     fn encoded_len_reports_the_codec_error_and_reuses_its_buffer() {
         let fns = CodecFns::<Even>::of();
         assert!(fns.can_fail);
@@ -334,27 +451,32 @@ mod tests {
         });
     }
 
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "postcard")]
     #[test]
-    fn serde_codec_round_trips_through_postcard() {
+    fn postcard_codec_round_trips() {
         #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
         struct Order {
             id: u64,
             items: Vec<String>,
         }
-        impl SerdeCodec for Order {}
+        impl PostcardCodec for Order {}
         round_trip(Order {
             id: 7,
             items: vec!["a".into(), "b".into()],
         });
-        assert!(Order::decode(&[0xff]).is_err());
+        // A decode failure keeps postcard's own error as its source.
+        let e = Order::decode(&[0xff]).unwrap_err();
+        let cause = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<postcard::Error>())
+            .expect("the source is the postcard error");
+        assert_eq!(*cause, postcard::Error::DeserializeUnexpectedEnd);
     }
 
     /// postcard refuses a sequence of unknown length (a `Serialize` that streams an
     /// iterator without an exact size); the bytes already in the buffer stay as they were.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "postcard")]
     #[test]
-    fn serde_codec_refuses_what_postcard_cannot_encode_and_keeps_the_buffer() {
+    fn postcard_codec_refuses_what_postcard_cannot_encode_and_keeps_the_buffer() {
         #[derive(serde::Deserialize, PartialEq, Debug)]
         struct Evens(Vec<u32>);
         impl serde::Serialize for Evens {
@@ -362,12 +484,15 @@ mod tests {
                 s.collect_seq(self.0.iter().filter(|n| *n % 2 == 0))
             }
         }
-        impl SerdeCodec for Evens {}
+        impl PostcardCodec for Evens {}
         assert!(CodecFns::<Evens>::of().can_fail);
         let mut buf = b"earlier records".to_vec();
         let e = Evens(vec![1, 2, 3, 4]).encode(&mut buf).unwrap_err();
         assert_eq!(buf, b"earlier records");
-        assert!(e.to_string().starts_with("postcard: "), "{e}");
+        let cause = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<postcard::Error>())
+            .expect("the source is the postcard error");
+        assert_eq!(*cause, postcard::Error::SerializeSeqLengthUnknown);
         assert!(CodecFns::<Evens>::of()
             .encoded_len(&Evens(vec![2]))
             .is_err());

@@ -63,6 +63,7 @@ where
 ///
 /// In every case the panic is caught and counted, and the message goes with the panic
 /// text to the dead-letter handler; the shard and the topic's other actors go on.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Supervision {
@@ -243,7 +244,10 @@ impl<T: Send + 'static> Context<'_, T> {
 }
 
 /// Why a message went to the dead-letter handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Not `PartialEq`: [`NotLogged`](Self::NotLogged) carries a [`LogError`](crate::LogError),
+/// which keeps an `io::Error`; test a reason with `matches!`.
+#[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum DeadLetterReason<'a> {
     /// The topic had no subscriber.
@@ -261,8 +265,11 @@ pub enum DeadLetterReason<'a> {
     /// maximum record size (a plain publish; a durable one is refused with
     /// [`DurableError::TooLarge`](crate::DurableError::TooLarge) instead).
     NotLogged {
-        /// Why.
-        error: &'a str,
+        /// Why: the error that poisoned the log (the same value
+        /// [`Bus::log_error`](crate::Bus::log_error) returns, its
+        /// [`source`](std::error::Error::source) chain ending in the I/O error), or
+        /// [`LogError::RecordTooLarge`](crate::LogError::RecordTooLarge).
+        error: &'a crate::LogError,
     },
     /// Persistent bus: the message's [`Codec`](crate::Codec) refused it on the shard
     /// thread, so it is not in the log and no handler saw it. A publish whose codec can

@@ -263,13 +263,17 @@ impl LogState {
     }
 }
 
+/// The error that poisoned a shard's log, shared (a std `Arc` also under loom: it is
+/// handed to users).
+type LogCause = crate::sync::plain::Arc<crate::log::LogError>;
+
 /// One shard's log as publishers and the bus see it.
 pub(crate) struct LogStatus {
     /// Written by the shard: a [`LogState`] (Release, after its last durable watermark
     /// store); read by durable publishers (Acquire) to stop waiting.
     state: AtomicUsize,
     /// Written once by the shard when the log is poisoned; read by `Bus::log_error`.
-    error: crate::sync::plain::Mutex<Option<String>>,
+    error: crate::sync::plain::Mutex<Option<LogCause>>,
 }
 
 impl LogStatus {
@@ -288,7 +292,7 @@ impl LogStatus {
 
     /// Shard side: the log failed with `error`. Release: after the last watermark store,
     /// so a waiter that sees it also sees them.
-    pub(crate) fn poisoned(&self, error: String) {
+    pub(crate) fn poisoned(&self, error: LogCause) {
         *self
             .error
             .lock()
@@ -303,7 +307,7 @@ impl LogStatus {
             .store(LogState::Closed as usize, Ordering::Release);
     }
 
-    pub(crate) fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<LogCause> {
         self.error
             .lock()
             .unwrap_or_else(crate::sync::plain::PoisonError::into_inner)

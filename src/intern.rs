@@ -23,16 +23,14 @@ use crate::sync::plain::{Mutex, PoisonError};
 
 /// Where a topic lives: its shard and its index in that shard's topic table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[doc(hidden)]
-pub struct TopicId {
+pub(crate) struct TopicId {
     pub(crate) shard: ShardId,
     pub(crate) index: u32,
 }
 
 /// The bus-wide topic registry, with the router and the bus's identity: everything a
 /// name needs to become a [`TopicId`].
-#[doc(hidden)]
-pub struct Topics {
+pub(crate) struct Topics {
     pub(crate) router: Router,
     /// The process-unique id of the bus, to tell its [`Topic`](crate::Topic) handles
     /// from another bus's.
@@ -117,8 +115,7 @@ impl Topics {
 /// A resolver's private memory of the topics it has interned: publishing by name to a
 /// known topic costs one hash-map probe and no lock.
 #[derive(Default)]
-#[doc(hidden)]
-pub struct TopicCache {
+pub(crate) struct TopicCache {
     ids: TopicMap<TopicId>,
 }
 

@@ -118,11 +118,27 @@
 //! durable one whose record would exceed the maximum record size
 //! ([`DurableError::TooLarge`]). A directory holds one bus at a time: a second bus on it
 //! fails to build with [`Error::DirectoryLocked`].
+//!
+//! # Features
+//!
+//! None is on by default.
+//!
+//! - `serde`: `Serialize`/`Deserialize` on the public plain-data types: [`Stats`],
+//!   [`ShardStats`], [`HandlerTime`], [`ShutdownReport`], [`Supervision`],
+//!   [`WaitStrategy`], [`FsyncPolicy`], [`RetentionLimit`], [`OnShardCountChange`],
+//!   [`log::Seq`], [`log::IoOp`], [`log::CorruptReason`].
+//! - `postcard` (implies `serde`): `PostcardCodec`, a [`Codec`] for serde message types in
+//!   the [postcard](https://docs.rs/postcard) format.
+//! - `test-util`: the log's engine and the `SimStorage` test double (simulated power loss,
+//!   injected faults) for tests, benchmarks and fuzzing. Not a stable API.
 
 #![warn(missing_docs)]
 // The rings become public (undocumented, hidden) only for the loom models.
-#![cfg_attr(shardbus_loom, allow(missing_docs))]
+#![cfg_attr(shardbus_loom, allow(missing_docs, unnameable_types))]
 #![deny(clippy::undocumented_unsafe_blocks)]
+// No type outside the documented API is reachable from it (a `pub` type in a private module
+// handed out by a public item); the one exception, the sealed `ToTopic`'s supertrait, says so.
+#![warn(unnameable_types)]
 
 mod builder;
 mod bus;
@@ -152,8 +168,8 @@ mod wait;
 
 pub use builder::{Builder, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
-#[cfg(feature = "serde")]
-pub use codec::SerdeCodec;
+#[cfg(feature = "postcard")]
+pub use codec::PostcardCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
 pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use fences::{FenceMode, Fences};

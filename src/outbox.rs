@@ -265,7 +265,7 @@ impl<T> Outbox<T> {
     pub(crate) fn lane_durable(&self, to: usize, position: u64) -> bool {
         self.lanes[to]
             .as_ref()
-            .map_or(true, |l| l.is_durable(position))
+            .is_none_or(|l| l.is_durable(position))
     }
 
     /// Whether messages wait in the overflow queues.

@@ -107,8 +107,7 @@ pub(crate) type TopicMap<V> =
 
 /// The topic → shard function of one bus.
 #[derive(Clone)]
-#[doc(hidden)]
-pub struct Router {
+pub(crate) struct Router {
     hasher: ahash::RandomState,
     shards: usize,
 }

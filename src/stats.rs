@@ -161,6 +161,7 @@ impl ShardCounters {
 ///
 /// One handler call in 64 is timed (the time of all of a message's subscribers);
 /// percentiles are bucket upper bounds with 12.5% resolution, capped at the true maximum.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HandlerTime {
@@ -177,6 +178,7 @@ pub struct HandlerTime {
 }
 
 /// A snapshot of one shard's counters.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShardStats {
@@ -210,6 +212,7 @@ pub struct ShardStats {
 }
 
 /// A snapshot of every shard's counters. See [`Bus::stats`](crate::Bus::stats).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -43,10 +43,20 @@ impl std::fmt::Debug for Topic {
 ///
 /// Sealed: the resolution machinery lives on a private supertrait, so the trait cannot be
 /// implemented outside this crate and shows nothing but what it accepts.
+///
+/// ```compile_fail
+/// struct MyTopic;
+/// impl shardbus::ToTopic for MyTopic {} // the private supertrait is not implemented
+/// ```
 pub trait ToTopic: sealed::ToTopicPriv {}
 
 impl<U: sealed::ToTopicPriv + ?Sized> ToTopic for U {}
 
+// The supertrait is public (a bound of the public `ToTopic`) but cannot be named outside the
+// crate; its methods take and return crate-private types (`Topics`, `TopicCache`, `TopicId`),
+// so code outside can neither implement it nor call `id_in` (it has no `Topics` to pass).
+// Those types stay `pub(crate)`, no hidden `pub` type reachable: hence the allow.
+#[allow(private_interfaces, unnameable_types)]
 pub(crate) mod sealed {
     use super::Topic;
     use crate::intern::{TopicCache, TopicId, Topics};

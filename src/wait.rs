@@ -3,6 +3,7 @@
 use crate::sync::Backoff;
 
 /// What a shard thread does when it finds no work.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WaitStrategy {

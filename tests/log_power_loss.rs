@@ -146,7 +146,8 @@ fn a_failed_fsync_poisons_and_power_loss_keeps_what_was_synced() {
         log.sync().unwrap_err(),
     ] {
         assert!(
-            matches!(&err, LogError::Poisoned { path, cause } if path == Path::new(DIR) && cause.contains("sync_data")),
+            matches!(&err, LogError::Poisoned { path, cause } if path == Path::new(DIR)
+                && matches!(&**cause, LogError::Io { op: IoOp::SyncData, source, .. } if source.raw_os_error() == Some(28))),
             "{err}"
         );
     }

@@ -200,7 +200,7 @@ fn killed_bus_loses_no_acknowledged_message() {
         rng ^= rng << 17;
         // A random instant: one kill in four lands in the first 25 ms (start-up,
         // recovery, replay of the previous child's log), the rest up to 300 ms in.
-        let delay = if rng % 4 == 0 {
+        let delay = if rng.is_multiple_of(4) {
             rng % 25
         } else {
             25 + rng % 275

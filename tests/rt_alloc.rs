@@ -100,7 +100,7 @@ fn wait_for(counter: &AtomicU64, n: u64) {
     while counter.load(Ordering::Acquire) < n {
         hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % (1 << 16) == 0 {
+        if spins.is_multiple_of(1 << 16) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the handlers stalled at {} of {n}",
@@ -208,7 +208,7 @@ fn publisher_publish_batch(wait: WaitStrategy) -> u64 {
         batch.push(msg(seq));
         pending += 1;
         // `measure` waits after every 1,000 messages: flush by then (1,000 = 15 × 64 + 40).
-        if batch.len() == 64 || pending % ROUND == 0 {
+        if batch.len() == 64 || pending.is_multiple_of(ROUND) {
             let topic = &topics[((seq / 64) % 2) as usize];
             publisher.publish_batch(topic, &mut batch).unwrap();
         }

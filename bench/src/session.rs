@@ -188,8 +188,7 @@ pub struct SessionReport {
 impl SessionReport {
     /// Whether every run verified (and, given a recovery, it replayed every record).
     pub fn all_exact(&self, recovery: Option<&RecoveryReport>) -> bool {
-        self.tables.iter().all(|r| r.all_exact)
-            && recovery.map_or(true, |r| r.replayed == r.records)
+        self.tables.iter().all(|r| r.all_exact) && recovery.is_none_or(|r| r.replayed == r.records)
     }
 
     /// Writes the JSON: the table itself for one table and no recovery, else

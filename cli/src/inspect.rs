@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use shardbus::log::{inspect, read_meta, FsStorage, LogError, ShardReport};
+use shardbus::log::{inspect, inspect_bus, FsStorage, LogError, ShardReport};
 
 /// Arguments of `shardbus inspect`.
 #[derive(clap::Args)]
@@ -104,31 +104,15 @@ fn shard_json(r: &ShardReport) -> ShardJson {
 }
 
 fn collect(dir: &Path) -> Result<BusJson, LogError> {
-    let storage = FsStorage;
-    let meta = read_meta(&storage, dir)?;
-    let dirs = match meta {
-        Some(m) => m.shard_dirs(dir),
-        None => vec![dir.to_path_buf()],
+    let (layout, reports) = match inspect_bus(&FsStorage, dir)? {
+        Some(bus) => (Some((bus.shards, bus.generation)), bus.logs),
+        None => (None, vec![inspect(&FsStorage, dir)?]),
     };
-    let mut logs = Vec::with_capacity(dirs.len());
-    for d in &dirs {
-        let report = match inspect(&storage, d) {
-            Ok(r) => r,
-            // A shard whose directory was never created has an empty log.
-            Err(LogError::DirNotFound { .. }) if meta.is_some() => ShardReport {
-                dir: d.clone(),
-                segments: Vec::new(),
-                checkpoint: None,
-                problems: Vec::new(),
-            },
-            Err(e) => return Err(e),
-        };
-        logs.push(shard_json(&report));
-    }
+    let logs: Vec<ShardJson> = reports.iter().map(shard_json).collect();
     Ok(BusJson {
         dir: dir.display().to_string(),
-        shards: meta.map(|m| m.shards),
-        generation: meta.map(|m| m.generation),
+        shards: layout.map(|(shards, _)| shards),
+        generation: layout.map(|(_, generation)| generation),
         clean: logs.iter().all(|l| !l.corrupt),
         logs,
     })

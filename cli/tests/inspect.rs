@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use shardbus::log::{read_meta, FsStorage};
+use shardbus::log::{inspect_bus, FsStorage};
 use shardbus::{Bus, Persistence};
 
 fn inspect(dir: &Path, extra: &[&str]) -> (i32, String) {
@@ -54,8 +54,10 @@ fn inspect_reports_and_verifies() {
 
     // Flip a byte inside the first record of shard 0: a CRC failure, not a torn tail
     // (more records follow).
-    let meta = read_meta(&FsStorage, &dir).unwrap().unwrap();
-    let seg = meta.shard_dir(&dir, 0).join("00000000000000000000.log");
+    let bus = inspect_bus(&FsStorage, &dir)
+        .unwrap()
+        .expect("a bus directory");
+    let seg = bus.logs[0].dir.join("00000000000000000000.log");
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[30] ^= 0xff;
     std::fs::write(&seg, bytes).unwrap();

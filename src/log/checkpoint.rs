@@ -45,6 +45,8 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Seq, LogError> {
 /// A damaged file is an error ([`LogError::Corrupt`], [`LogError::BadMagic`],
 /// [`LogError::UnsupportedVersion`]), never silently `None`: replaying from the start instead
 /// would run every handler twice.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 pub fn load_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Seq>, LogError> {
     let path = dir.join(CHECKPOINT_FILE);
     small_file::read(storage, &path, |bytes| decode(&path, bytes))

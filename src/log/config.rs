@@ -1,5 +1,5 @@
-//! The log's configuration: [`LogConfig`], its [`FsyncPolicy`], and the
-//! [`RetentionLimit`] that [`ShardLog::retain`](super::ShardLog::retain) applies.
+//! The log's configuration: `LogConfig`, its [`FsyncPolicy`], and the [`RetentionLimit`]
+//! that the log applies after a checkpoint.
 
 use std::time::Duration;
 
@@ -10,20 +10,24 @@ use super::segment::HEADER_LEN;
 #[cfg(doc)]
 use super::ShardLog;
 
-/// Default [`LogConfig::segment_size`]: 64 MiB.
+/// Default segment size ([`Persistence::segment_size`](crate::Persistence::segment_size)):
+/// 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
-/// Default [`LogConfig::max_record_size`]: 16 MiB.
+/// Default maximum record size
+/// ([`Persistence::max_record_size`](crate::Persistence::max_record_size)): 16 MiB.
 pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
 
 /// When the log calls `sync_data`, and so what survives a crash.
 ///
 /// A *process crash* (panic, kill, OOM) never loses an appended record under any policy:
-/// [`ShardLog::append`] hands its bytes to the operating system before it returns, and the page
+/// the log's append (one per drained batch) hands its bytes to the operating system before it
+/// returns, and the page
 /// cache outlives the process. *Power loss* (or a kernel crash) loses whatever was not synced.
 /// What is lost is always a suffix of the log: the last segment is the only one with unsynced
 /// bytes (a segment is synced before the next is started), and recovery cuts a torn tail.
 /// Under every policy the log also syncs before starting a new segment and before writing a
 /// checkpoint, so a durable checkpoint never points past the durable end of the log.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FsyncPolicy {
@@ -31,23 +35,26 @@ pub enum FsyncPolicy {
     /// lose every record appended since the last of those (the OS writes dirty pages back on
     /// its own schedule, which promises nothing).
     Never,
-    /// [`ShardLog::commit`] syncs everything appended so far. After `commit` returns `Ok`,
+    /// The log's commit (after each appended batch) syncs everything appended so far. After
+    /// the commit returns,
     /// every record appended before it survives power loss; records appended after the last
-    /// successful `commit` may be lost. Group commit: one sync per batch.
+    /// successful commit may be lost. Group commit: one sync per batch.
     #[default]
     Batch,
-    /// [`ShardLog::commit`] syncs only once the oldest unsynced record was appended at least
-    /// this long ago. Power loss may lose the records appended since the last sync: at most
-    /// this duration's worth plus the time between two `commit` calls (there is no background
-    /// thread: with no `commit`, nothing is synced).
+    /// The log's commit syncs only once the oldest unsynced record was appended at least this
+    /// long ago. Power loss may lose the records appended since the last sync: at most this
+    /// duration's worth plus the time between two commits (there is no background thread:
+    /// with no commit, nothing is synced).
     Interval(Duration),
-    /// [`ShardLog::append`] writes and syncs each record before the next one, and returns once
-    /// the last is durable: nothing `append` returned `Ok` for is lost to power loss; of a batch
-    /// cut short by it, a prefix survives. One write and one `fdatasync` per record.
+    /// The log's append writes and syncs each record before the next one, and returns once
+    /// the last is durable: nothing an append returned `Ok` for is lost to power loss; of a
+    /// batch cut short by it, a prefix survives. One write and one `fdatasync` per record.
     Always,
 }
 
 /// Configuration of a [`ShardLog`].
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     /// A new segment is started before a record that would make the current one larger than
@@ -98,7 +105,9 @@ impl LogConfig {
     }
 }
 
-/// When [`ShardLog::retain`] deletes old segments. `None` means no limit of that kind.
+/// When the log deletes old segments (wholly below the checkpoint, after a checkpoint).
+/// `None` means no limit of that kind.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionLimit {
     /// Delete while the log's total size is above this many bytes.

@@ -6,6 +6,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::sync::plain::Arc;
+
 use super::record::Seq;
 
 /// Every error the persistence log can return.
@@ -120,8 +122,10 @@ pub enum LogError {
     Poisoned {
         /// The shard directory.
         path: PathBuf,
-        /// The message of the error that poisoned the log.
-        cause: String,
+        /// The error that poisoned the log (also its [`source`](std::error::Error::source)),
+        /// shared by every later `Poisoned` error of this log.
+        #[source]
+        cause: Arc<LogError>,
     },
 }
 
@@ -134,9 +138,78 @@ impl LogError {
             source,
         }
     }
+
+    /// A copy of this error, for returning it while the original is kept (a log keeps the
+    /// error that poisoned it). An I/O error is copied with its kind and its OS error
+    /// code, or with its kind and message when it has no code.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            LogError::Io { op, path, source } => LogError::Io {
+                op: *op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            LogError::DirNotFound { path } => LogError::DirNotFound { path: path.clone() },
+            LogError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => LogError::Corrupt {
+                path: path.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
+            LogError::BadMagic { path, found } => LogError::BadMagic {
+                path: path.clone(),
+                found: *found,
+            },
+            LogError::UnsupportedVersion { path, version } => LogError::UnsupportedVersion {
+                path: path.clone(),
+                version: *version,
+            },
+            LogError::TruncatedHeader { path, len } => LogError::TruncatedHeader {
+                path: path.clone(),
+                len: *len,
+            },
+            LogError::RecordTooLarge { size, max } => LogError::RecordTooLarge {
+                size: *size,
+                max: *max,
+            },
+            LogError::TopicTooLong { len } => LogError::TopicTooLong { len: *len },
+            LogError::CheckpointOutOfRange {
+                path,
+                checkpoint,
+                first_seq,
+                next_seq,
+            } => LogError::CheckpointOutOfRange {
+                path: path.clone(),
+                checkpoint: *checkpoint,
+                first_seq: *first_seq,
+                next_seq: *next_seq,
+            },
+            LogError::SeqUnavailable {
+                path,
+                requested,
+                first_seq,
+            } => LogError::SeqUnavailable {
+                path: path.clone(),
+                requested: *requested,
+                first_seq: *first_seq,
+            },
+            LogError::InvalidConfig { reason } => LogError::InvalidConfig { reason },
+            LogError::Poisoned { path, cause } => LogError::Poisoned {
+                path: path.clone(),
+                cause: cause.clone(),
+            },
+        }
+    }
 }
 
 /// The operation an [`LogError::Io`] failed in.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IoOp {
@@ -189,6 +262,7 @@ impl fmt::Display for IoOp {
 }
 
 /// Why bytes were judged corrupt (the `reason` of [`LogError::Corrupt`]).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CorruptReason {

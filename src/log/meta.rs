@@ -38,6 +38,8 @@ const KIND: small_file::Kind = small_file::Kind {
 };
 
 /// The layout of a persistent bus directory, as its `meta` file records it.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BusMeta {
     /// The number of shard logs in the current generation.
@@ -105,6 +107,8 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<BusMeta, LogError> {
 
 /// Reads the `meta` file of the bus directory `dir`: `None` if there is none (a new bus).
 /// A damaged file is an error, never `None`.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 pub fn read_meta(storage: &dyn Storage, dir: &Path) -> Result<Option<BusMeta>, LogError> {
     let path = dir.join(META_FILE);
     small_file::read(storage, &path, |bytes| decode(&path, bytes))

@@ -1,40 +1,42 @@
-//! The per-shard persistence log.
+//! The persistence log: its on-disk format, its errors, and a read-only view of it.
 //!
-//! Each shard owns one [`ShardLog`] in its own directory (`DIR/gen-G/shard-NNN/`). The shard loop:
+//! A persistent bus ([`Builder::persist`](crate::Builder::persist)) writes each shard's
+//! messages to that shard's log in its own directory (`DIR/gen-G/shard-NNN/`). This module is
+//! what a program outside the bus needs to look at those logs, without writing:
 //!
-//! 1. **open**: [`ShardLog::open`] creates the directory if needed, recovers the log (validates
-//!    every record, cuts a torn tail) and returns a [`Recovered`];
-//! 2. **replay**: [`Recovered::replay`] streams the records after the checkpoint to the handlers;
-//! 3. **append + commit**: each drained batch is [`ShardLog::append`]ed (one write), then
-//!    [`ShardLog::commit`] syncs it as the [`FsyncPolicy`] says, before the handlers run;
-//! 4. **checkpoint**: now and then, [`ShardLog::checkpoint`] records how far every handler got,
-//!    and [`ShardLog::retain`] deletes old segments wholly below it;
-//! 5. **close**: [`ShardLog::close`] syncs what is left.
+//! - [`Reader`] streams the records of a shard log from a sequence number on, validating
+//!   every one ([`Record`], [`Seq`]);
+//! - [`inspect`] reports on every segment and the checkpoint of a shard log, and
+//!   [`inspect_bus`] on every shard log of a bus directory ([`ShardReport`],
+//!   [`SegmentInfo`], [`BusReport`]); damage is reported, never repaired;
+//! - [`LogError`] (with [`IoOp`] and [`CorruptReason`]) is every error the log returns;
+//! - [`Storage`] is the file access the log goes through ([`FsStorage`], the real
+//!   filesystem, by default), and [`FsyncPolicy`] and [`RetentionLimit`] configure the
+//!   log through [`Persistence`](crate::Persistence).
 //!
-//! ```
-//! use std::sync::Arc;
-//! use shardbus::log::{FsyncPolicy, LogConfig, RecordRef, Seq, ShardLog, SimStorage};
+//! A reader may run while the bus writes (it reads what is there and stops at a torn tail).
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use shardbus::log::{inspect_bus, FsStorage, Reader, Seq};
 //!
 //! # fn main() -> Result<(), shardbus::log::LogError> {
-//! let storage = Arc::new(SimStorage::new()); // `FsStorage` in production
-//! let config = LogConfig { fsync: FsyncPolicy::Batch, ..LogConfig::default() };
-//!
-//! let (mut log, recovered) = ShardLog::open(storage.clone(), "/data/shard-000", config.clone())?;
-//! assert_eq!(recovered.replay()?.count(), 0); // a new log: nothing to replay
-//!
-//! let seqs = log.append(&[RecordRef::new("orders", b"one"), RecordRef::new("orders", b"two")])?;
-//! assert_eq!(seqs, Seq(0)..Seq(2));
-//! log.commit()?; // durable from here on
-//! log.checkpoint(Seq(0))?; // the handlers are done with record 0
-//! drop(log); // a crash
-//!
-//! let (log, recovered) = ShardLog::open(storage, "/data/shard-000", config)?;
-//! let replay: Vec<_> = recovered.replay()?.collect::<Result<_, _>>()?;
-//! assert_eq!((replay.len(), replay[0].seq, &replay[0].payload[..]), (1, Seq(1), &b"two"[..]));
-//! assert_eq!(log.next_seq(), Seq(2));
-//! log.close()?;
+//! let dir = Path::new("/var/lib/app/bus"); // the `Persistence` directory
+//! if let Some(bus) = inspect_bus(&FsStorage, dir)? {
+//!     println!("{} shards, generation {}, clean: {}", bus.shards, bus.generation, bus.is_clean());
+//!     for log in &bus.logs {
+//!         for record in Reader::open(std::sync::Arc::new(FsStorage), &log.dir, Seq(0))? {
+//!             let record = record?;
+//!             println!("{} {} {} bytes", record.seq, record.topic, record.payload.len());
+//!         }
+//!     }
+//! }
 //! # Ok(()) }
 //! ```
+//!
+//! The log's engine itself (the shard's `ShardLog`, `recover`, `read_meta`, the simulated
+//! `SimStorage`) is public only with the `test-util` feature, for tests, benchmarks and
+//! fuzzing; it is not a stable API.
 //!
 //! # On disk
 //!
@@ -57,8 +59,8 @@
 //!
 //! # Storage
 //!
-//! All file access goes through the [`Storage`] trait: [`FsStorage`] for the real filesystem,
-//! [`SimStorage`] to simulate power loss and inject faults in tests.
+//! All file access goes through the [`Storage`] trait: [`FsStorage`] for the real filesystem;
+//! with the `test-util` feature, `SimStorage` simulates power loss and injects faults.
 
 #![forbid(unsafe_code)]
 
@@ -76,16 +78,36 @@ mod small_file;
 mod storage;
 mod syncer;
 
-pub use checkpoint::load_checkpoint;
-pub use config::{
-    FsyncPolicy, LogConfig, RetentionLimit, DEFAULT_MAX_RECORD_SIZE, DEFAULT_SEGMENT_SIZE,
-};
+pub use config::{FsyncPolicy, RetentionLimit, DEFAULT_MAX_RECORD_SIZE, DEFAULT_SEGMENT_SIZE};
 pub use error::{CorruptReason, IoOp, LogError};
+pub use meta::META_FILE;
 pub(crate) use meta::{parse_generation_name, write_meta};
-pub use meta::{read_meta, BusMeta, META_FILE};
-pub use reader::{inspect, Reader, SegmentInfo, ShardReport};
+pub use reader::{inspect, inspect_bus, BusReport, Reader, SegmentInfo, ShardReport};
 pub(crate) use record::now_nanos;
-pub use record::{Record, RecordRef, Seq, MIN_RECORD_LEN};
-pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
-pub use shard_log::ShardLog;
-pub use storage::{DirLock, FsStorage, SimStorage, Storage, StorageFile, LOCK_FILE};
+pub use record::{Record, Seq, MIN_RECORD_LEN};
+pub use storage::{DirLock, FsStorage, Storage, StorageFile, LOCK_FILE};
+
+// The log's engine: public with `test-util` (tests, benchmarks, fuzzing), crate-private
+// without it. Not a stable API.
+#[cfg(all(test, not(feature = "test-util")))]
+pub(crate) use storage::SimStorage;
+#[cfg(not(feature = "test-util"))]
+#[allow(unused_imports)]
+pub(crate) use {
+    checkpoint::load_checkpoint,
+    config::LogConfig,
+    meta::{read_meta, BusMeta},
+    record::RecordRef,
+    recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation},
+    shard_log::ShardLog,
+};
+#[cfg(feature = "test-util")]
+pub use {
+    checkpoint::load_checkpoint,
+    config::LogConfig,
+    meta::{read_meta, BusMeta},
+    record::RecordRef,
+    recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation},
+    shard_log::ShardLog,
+    storage::SimStorage,
+};

@@ -1,7 +1,8 @@
-//! Reading a shard's history: the [`Reader`] iterator and the [`inspect`] report.
+//! Reading a shard's history: the [`Reader`] iterator and the [`inspect`] report (and
+//! [`inspect_bus`], the report on every shard of a bus directory).
 //!
-//! Both open the directory read-only and validate exactly as recovery does (same scanner), so
-//! they can run next to a live [`super::ShardLog`] or on a copy of a damaged log.
+//! They open the directories read-only and validate exactly as recovery does (same
+//! scanner), so they can run next to a live shard log or on a copy of a damaged log.
 
 use crate::sync::plain::Arc;
 use std::collections::VecDeque;
@@ -209,6 +210,62 @@ impl ShardReport {
                 .iter()
                 .all(|s| s.problems.is_empty() && s.torn_tail_bytes == 0)
     }
+}
+
+/// What [`inspect_bus`] found in a persistent bus directory: its layout, as its `meta` file
+/// records it, and a report on each shard log of the current generation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BusReport {
+    /// The bus directory.
+    pub dir: PathBuf,
+    /// The number of shard logs in the current generation.
+    pub shards: u32,
+    /// The current generation: its logs are in `dir/gen-{generation}/`.
+    pub generation: u64,
+    /// One report per shard log, in shard order (`logs[i]` is shard `i`'s). A shard whose
+    /// directory was never created (it never received a message) has an empty log.
+    pub logs: Vec<ShardReport>,
+}
+
+impl BusReport {
+    /// Whether recovery would find every shard log intact.
+    pub fn is_clean(&self) -> bool {
+        self.logs.iter().all(ShardReport::is_clean)
+    }
+}
+
+/// Reports on the persistent bus directory `dir` (the [`Persistence`](crate::Persistence)
+/// directory) without changing anything: reads its `meta` file and [`inspect`]s each shard
+/// log of the current generation.
+///
+/// `Ok(None)` if `dir` has no `meta` file: no bus was built there yet, or `dir` is a single
+/// shard log (use [`inspect`]). A damaged `meta` file is an error ([`LogError::Corrupt`],
+/// [`LogError::BadMagic`], ...), never `None`; damage inside the shard logs is reported in
+/// their [`ShardReport`]s, not returned.
+pub fn inspect_bus(storage: &dyn Storage, dir: &Path) -> Result<Option<BusReport>, LogError> {
+    let Some(meta) = super::meta::read_meta(storage, dir)? else {
+        return Ok(None);
+    };
+    let logs = meta
+        .shard_dirs(dir)
+        .into_iter()
+        .map(|shard_dir| match inspect(storage, &shard_dir) {
+            Err(LogError::DirNotFound { .. }) => Ok(ShardReport {
+                dir: shard_dir,
+                segments: Vec::new(),
+                checkpoint: None,
+                problems: Vec::new(),
+            }),
+            report => report,
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(BusReport {
+        dir: dir.to_path_buf(),
+        shards: meta.shards,
+        generation: meta.generation,
+        logs,
+    }))
 }
 
 /// Reports on every segment and the checkpoint of the shard log in `dir` without changing

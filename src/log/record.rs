@@ -29,6 +29,7 @@ pub const MIN_RECORD_LEN: usize = FRAME_HEADER_LEN + BODY_FIXED_LEN;
 /// Sequence numbers start at 0 and are contiguous: the record appended after `Seq(n)` is
 /// `Seq(n + 1)`, across segment boundaries and restarts. A newtype so it never mixes with the
 /// byte offsets that sit next to it everywhere in this module.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Seq(pub u64);
 
@@ -61,6 +62,8 @@ impl fmt::Display for Seq {
 }
 
 /// A record to append: borrowed, without a sequence number (the log assigns it).
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     /// Wall-clock time of the message in nanoseconds since the UNIX epoch. Stored as given;
@@ -74,6 +77,7 @@ pub struct RecordRef<'a> {
 
 impl<'a> RecordRef<'a> {
     /// A record stamped with the current wall-clock time.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn new(topic: &'a str, payload: &'a [u8]) -> Self {
         RecordRef {
             timestamp_nanos: now_nanos(),
@@ -103,7 +107,20 @@ pub struct Record {
 
 impl Record {
     /// Borrows this record as a [`RecordRef`] (to re-append it elsewhere, for example).
+    ///
+    /// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
+    #[cfg(feature = "test-util")]
     pub fn as_record_ref(&self) -> RecordRef<'_> {
+        self.record_ref()
+    }
+
+    /// Borrows this record as a [`RecordRef`] (resharding re-appends it elsewhere).
+    #[cfg(not(feature = "test-util"))]
+    pub(crate) fn as_record_ref(&self) -> RecordRef<'_> {
+        self.record_ref()
+    }
+
+    fn record_ref(&self) -> RecordRef<'_> {
         RecordRef {
             timestamp_nanos: self.timestamp_nanos,
             topic: &self.topic,

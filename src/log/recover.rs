@@ -18,6 +18,8 @@ use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
 
 /// How recovery treats corruption that is not a torn tail.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecoveryOptions {
     /// `false` (the default): corruption before the end of the log is an error and nothing is
@@ -41,6 +43,9 @@ impl Default for RecoveryOptions {
 }
 
 /// What recovery found and did.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
@@ -60,6 +65,9 @@ pub struct RecoveryReport {
 }
 
 /// What [`RecoveryOptions::truncate_on_corruption`] cut away.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Truncation {
@@ -79,6 +87,8 @@ pub struct Truncation {
 }
 
 /// A recovered shard log: where it starts and ends, its checkpoint, and replay.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Debug)]
 pub struct Recovered {
     storage: Arc<dyn Storage>,
@@ -122,6 +132,7 @@ impl Recovered {
 
     /// Calls `f` with every record whose sequence number is greater than `after` (every record
     /// if `None`), up to the recovered end, in order; returns how many there were.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn for_each_after(
         &self,
         after: Option<Seq>,
@@ -158,6 +169,8 @@ impl Recovered {
 /// checkpoint is at or past the end of the log, or before its first record. On a `Corrupt` error
 /// no segment was changed: the records before the damage are still there for a [`Reader`] or
 /// [`super::inspect`].
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 pub fn recover(
     storage: Arc<dyn Storage>,
     dir: impl Into<PathBuf>,

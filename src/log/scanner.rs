@@ -327,7 +327,7 @@ fn contains_intact_record(bytes: &[u8], min_seq: Seq, max_record_size: u32) -> b
         let Some(body) = bytes.get(body_start..body_start + len as usize) else {
             return false;
         };
-        if !record::body_seq(body).is_some_and(|s| s >= min_seq) {
+        if record::body_seq(body).is_none_or(|s| s < min_seq) {
             return false;
         }
         let Some(left) = budget.checked_sub(body.len()) else {

@@ -20,6 +20,44 @@ use super::{
 /// [`LogError::Poisoned`]. A failed `fsync` must not be retried: the kernel may have dropped the
 /// dirty pages and cleared the error, so a retry that "succeeds" proves nothing. Reopen the log
 /// (recovery decides what survived) or stop the shard.
+///
+/// Each shard owns one `ShardLog` in its own directory (`DIR/gen-G/shard-NNN/`). The shard loop:
+///
+/// 1. **open**: [`ShardLog::open`] creates the directory if needed, recovers the log (validates
+///    every record, cuts a torn tail) and returns a [`Recovered`];
+/// 2. **replay**: [`Recovered::replay`] streams the records after the checkpoint to the handlers;
+/// 3. **append + commit**: each drained batch is [`ShardLog::append`]ed (one write), then
+///    [`ShardLog::commit`] syncs it as the [`FsyncPolicy`] says, before the handlers run;
+/// 4. **checkpoint**: now and then, [`ShardLog::checkpoint`] records how far every handler got,
+///    and [`ShardLog::retain`] deletes old segments wholly below it;
+/// 5. **close**: [`ShardLog::close`] syncs what is left.
+///
+/// ```
+/// use std::sync::Arc;
+/// use shardbus::log::{FsyncPolicy, LogConfig, RecordRef, Seq, ShardLog, SimStorage};
+///
+/// # fn main() -> Result<(), shardbus::log::LogError> {
+/// let storage = Arc::new(SimStorage::new()); // `FsStorage` in production
+/// let config = LogConfig { fsync: FsyncPolicy::Batch, ..LogConfig::default() };
+///
+/// let (mut log, recovered) = ShardLog::open(storage.clone(), "/data/shard-000", config.clone())?;
+/// assert_eq!(recovered.replay()?.count(), 0); // a new log: nothing to replay
+///
+/// let seqs = log.append(&[RecordRef::new("orders", b"one"), RecordRef::new("orders", b"two")])?;
+/// assert_eq!(seqs, Seq(0)..Seq(2));
+/// log.commit()?; // durable from here on
+/// log.checkpoint(Seq(0))?; // the handlers are done with record 0
+/// drop(log); // a crash
+///
+/// let (log, recovered) = ShardLog::open(storage, "/data/shard-000", config)?;
+/// let replay: Vec<_> = recovered.replay()?.collect::<Result<_, _>>()?;
+/// assert_eq!((replay.len(), replay[0].seq, &replay[0].payload[..]), (1, Seq(1), &b"two"[..]));
+/// assert_eq!(log.next_seq(), Seq(2));
+/// log.close()?;
+/// # Ok(()) }
+/// ```
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Debug)]
 pub struct ShardLog {
     storage: Arc<dyn Storage>,
@@ -38,7 +76,7 @@ pub struct ShardLog {
     /// When the oldest unsynced bytes of the active segment were written.
     dirty_since: Option<Instant>,
     /// Why the log is poisoned.
-    poisoned: Option<String>,
+    poisoned: Option<Arc<LogError>>,
     /// Every record before this one is known to be durable.
     durable_end: Seq,
     /// The background sync thread, once started ([`ShardLog::start_syncer`]).
@@ -362,6 +400,7 @@ impl ShardLog {
     }
 
     /// A [`Reader`] over this log from `from` on (it sees records appended so far).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn reader(&self, from: Seq) -> Result<Reader, LogError> {
         Ok(
             Reader::open(Arc::clone(&self.storage), self.dir.clone(), from)?
@@ -370,6 +409,7 @@ impl ShardLog {
     }
 
     /// The sequence number the next appended record gets.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn next_seq(&self) -> Seq {
         self.next_seq
     }
@@ -392,6 +432,7 @@ impl ShardLog {
     }
 
     /// Paths of all segment files, oldest first; the last is being appended to.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn segment_paths(&self) -> Vec<PathBuf> {
         self.closed
             .iter()
@@ -411,6 +452,7 @@ impl ShardLog {
     }
 
     /// Whether an earlier failure poisoned the log.
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
     }
@@ -488,12 +530,22 @@ impl ShardLog {
         }
     }
 
-    /// Poisons the log if `result` is an error.
+    /// Poisons the log if `result` is an error: the log keeps the error (the cause of its
+    /// later `Poisoned` errors) and the caller gets a copy.
     fn guard<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
-        if let Err(e) = &result {
-            self.poisoned.get_or_insert_with(|| e.to_string());
+        match result {
+            Err(e) if self.poisoned.is_none() => {
+                let copy = e.duplicate();
+                self.poisoned = Some(Arc::new(e));
+                Err(copy)
+            }
+            result => result,
         }
-        result
+    }
+
+    /// The error that poisoned the log, if one has.
+    pub(crate) fn poison_cause(&self) -> Option<&Arc<LogError>> {
+        self.poisoned.as_ref()
     }
 }
 

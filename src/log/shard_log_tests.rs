@@ -185,9 +185,28 @@ fn a_failed_sync_poisons_every_later_call() {
         log.retain(Seq(0), RetentionLimit::default()),
         Err(LogError::Poisoned { .. })
     ));
+    // Every `Poisoned` error shares the error that poisoned the log, and its source chain
+    // reaches the storage's `io::Error`.
+    let Err(LogError::Poisoned { cause, .. }) = log.commit() else {
+        panic!("not poisoned");
+    };
+    let Err(closed) = log.close() else {
+        panic!("close after a failed sync succeeded");
+    };
+    let LogError::Poisoned { cause: again, .. } = &closed else {
+        panic!("{closed:?}");
+    };
+    assert!(Arc::ptr_eq(&cause, again));
     assert!(
-        matches!(log.close(), Err(LogError::Poisoned { cause, .. }) if cause.contains("sync_data"))
+        matches!(&*cause, LogError::Io { op: IoOp::SyncData, source, .. } if source.raw_os_error() == Some(28))
     );
+    let first = std::error::Error::source(&closed).expect("the cause is the source");
+    let io = first
+        .source()
+        .and_then(|e| e.downcast_ref::<io::Error>())
+        .expect("then the io::Error");
+    assert_eq!(io.kind(), io::ErrorKind::StorageFull);
+    assert!(std::error::Error::source(io).is_none());
 }
 
 #[test]

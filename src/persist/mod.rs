@@ -15,6 +15,7 @@ pub(crate) mod wal;
 pub(crate) use open::open;
 
 /// What `build()` does when the bus directory was written with another shard count.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OnShardCountChange {
@@ -152,8 +153,8 @@ impl Persistence {
     }
 
     /// The storage the log goes through. Default [`FsStorage`](crate::log::FsStorage), the
-    /// real filesystem; tests pass a [`SimStorage`](crate::log::SimStorage) to simulate
-    /// power loss and inject faults. The storage also locks the directory
+    /// real filesystem; tests pass a `SimStorage` (with the `test-util` feature) to
+    /// simulate power loss and inject faults. The storage also locks the directory
     /// ([`Storage::lock_dir`]; see [One bus per directory](Self#one-bus-per-directory)).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;

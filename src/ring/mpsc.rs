@@ -42,7 +42,7 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 impl<T> Ring<T> {
     /// A ring of `capacity` slots (a power of two) starting at position `start` (even).
     pub fn new(capacity: usize, start: u64) -> Self {
-        debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
+        debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
         let cap = capacity as u64;
         let mask = cap - 1;
         // Slot `j` is first used by the position `start + i * STEP` with

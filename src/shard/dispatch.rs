@@ -122,6 +122,12 @@ impl<T: Send + 'static> Actors<T> {
             Fate::NotLogged(error) => {
                 self.not_logged(names, env, DeadLetterReason::NotLogged { error })
             }
+            Fate::TooLarge { size, max } => {
+                // No allocation: the variant holds two numbers.
+                let error = crate::log::LogError::RecordTooLarge { size, max };
+                let reason = DeadLetterReason::NotLogged { error: &error };
+                self.not_logged(names, env, reason);
+            }
             Fate::NotEncoded(error) => {
                 self.not_logged(names, env, DeadLetterReason::EncodeFailed { error });
             }

@@ -44,7 +44,10 @@ pub(crate) mod stat {
 /// that waits on a std `Condvar` and only ever does storage calls.
 pub(crate) mod plain {
     pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-    pub(crate) use std::thread::{sleep, JoinHandle};
+    /// For `SimStorage`'s simulated sync delay.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) use std::thread::sleep;
+    pub(crate) use std::thread::JoinHandle;
 
     /// Spawns a named std thread (also under loom: storage threads are not modelled).
     pub(crate) fn spawn_named<F>(name: String, f: F) -> std::io::Result<JoinHandle<()>>

@@ -25,9 +25,10 @@ fn an_oversized_record_is_dead_lettered_not_written() {
     let bus = builder(1, persistence(&sim).max_record_size(100), &s)
         .dead_letter(move |d| {
             if let DeadLetterReason::NotLogged { error } = d.reason {
-                l.lock()
-                    .unwrap()
-                    .push((d.message.clone(), error.to_owned()));
+                let LogError::RecordTooLarge { size, max } = error else {
+                    panic!("{error:?}");
+                };
+                l.lock().unwrap().push((d.message.clone(), *size, *max));
             }
         })
         .build()
@@ -36,12 +37,17 @@ fn an_oversized_record_is_dead_lettered_not_written() {
     bus.publisher().publish(topic(1), "z".repeat(200)).unwrap();
     bus.publish_durable(topic(0), "small".to_owned()).unwrap();
     wait_seen(&s, 1);
-    let want = "record exceeds the maximum record size".to_owned();
+    // A record is its topic and payload and `MIN_RECORD_LEN` bytes of frame.
+    let size = |payload: usize| (shardbus::log::MIN_RECORD_LEN + topic(0).len() + payload) as u64;
+    assert_eq!(topic(0).len(), topic(1).len());
     let mut letters = std::mem::take(&mut *letters.lock().unwrap());
     letters.sort();
     assert_eq!(
         letters,
-        [("x".repeat(200), want.clone()), ("z".repeat(200), want)]
+        [
+            ("x".repeat(200), size(200), 100),
+            ("z".repeat(200), size(200), 100)
+        ]
     );
     assert!(bus.log_error(first_shard()).is_none());
     crash(bus, &sim, None);
@@ -217,7 +223,16 @@ fn a_payload_that_does_not_decode_stops_the_build() {
     bus.publish_durable("t", vec![0xff, 0xfe]).unwrap();
     crash_bytes(bus, &sim);
     match builder(1, persistence(&sim), &seen()).build() {
-        Err(Error::Decode { seq: Seq(0), .. }) => {}
+        Err(e @ Error::Decode { seq: Seq(0), .. }) => {
+            // The chain keeps the codec's error: the `String` codec's UTF-8 error.
+            let decode = std::error::Error::source(&e).expect("the DecodeError");
+            assert!(decode.is::<shardbus::DecodeError>(), "{decode:?}");
+            let utf8 = decode
+                .source()
+                .and_then(|s| s.downcast_ref::<std::str::Utf8Error>())
+                .expect("the Utf8Error");
+            assert_eq!(utf8.valid_up_to(), 0);
+        }
         other => panic!("{other:?}"),
     }
 }

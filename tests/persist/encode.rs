@@ -2,7 +2,7 @@
 //! publish path, a handler's included), nothing of it reaches the log, and the next
 //! `build()` replays exactly the messages that were accepted. A codec that fails only on
 //! the shard thread (not deterministic) has its message dead-lettered, never logged. With
-//! the `serde` feature, the same for a `SerdeCodec` type that postcard refuses.
+//! the `postcard` feature, the same for a `PostcardCodec` type that postcard refuses.
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
@@ -292,14 +292,14 @@ fn a_message_that_fails_only_on_the_shard_is_dead_lettered_never_logged() {
     flaky_is_dead_lettered_never_logged::<false>();
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "postcard")]
 mod serde_codec {
     use serde::ser::{Error as _, SerializeStruct, Serializer};
     use serde::{Deserialize, Serialize};
 
     use super::*;
 
-    /// An order through `SerdeCodec`; a poisoned one does not serialize (its `Serialize`
+    /// An order through `PostcardCodec`; a poisoned one does not serialize (its `Serialize`
     /// fails, as one with a field postcard cannot represent does).
     #[derive(Debug, Clone, PartialEq, Deserialize)]
     struct SerdeOrder {
@@ -319,7 +319,7 @@ mod serde_codec {
         }
     }
 
-    impl shardbus::SerdeCodec for SerdeOrder {}
+    impl shardbus::PostcardCodec for SerdeOrder {}
 
     fn order(n: u64) -> SerdeOrder {
         SerdeOrder {

@@ -7,7 +7,7 @@
 //! its own, `persist_crash.rs`: it re-executes that binary and kills it. `lock` (one bus per
 //! directory) works on the real filesystem too, since `flock` is what it tests, and
 //! re-executes this binary as a child that holds a directory. `encode` tests a
-//! `SerdeCodec` type too with the `serde` feature.
+//! `PostcardCodec` type too with the `postcard` feature.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -17,6 +17,7 @@ mod durable;
 mod encode;
 mod flush;
 mod from_handler;
+mod inspect;
 mod lock;
 mod poison;
 mod replay;

@@ -7,17 +7,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::persist::{builder, first_shard, persistence, seen, topic};
-use shardbus::log::{FsyncPolicy, SimStorage};
-use shardbus::{Bus, Context, DeadLetterReason, DurableError, PublishError};
+use shardbus::log::{FsyncPolicy, IoOp, SimStorage};
+use shardbus::{Bus, Context, DeadLetterReason, DurableError, LogError, PublishError};
+
+/// A dead letter's message, and the address of its `NotLogged` error (to tell that it is
+/// the very error `Bus::log_error` returns).
+type Letters = Arc<Mutex<Vec<(String, usize)>>>;
 
 /// One shard, so that the next sync is that shard's commit.
-fn one_shard(sim: &SimStorage) -> (Bus<String>, Arc<Mutex<Vec<String>>>) {
-    let letters = Arc::new(Mutex::new(Vec::new()));
+fn one_shard(sim: &SimStorage) -> (Bus<String>, Letters) {
+    let letters = Letters::default();
     let l = letters.clone();
     let bus = builder(1, persistence(sim), &seen())
         .dead_letter(move |d| {
             if let DeadLetterReason::NotLogged { error } = d.reason {
-                l.lock().unwrap().push(format!("{} {error}", d.message));
+                let addr = error as *const LogError as usize;
+                l.lock().unwrap().push((d.message.clone(), addr));
             }
         })
         .build()
@@ -25,12 +30,37 @@ fn one_shard(sim: &SimStorage) -> (Bus<String>, Arc<Mutex<Vec<String>>>) {
     (bus, letters)
 }
 
-fn check_poisoned(bus: &Bus<String>, letters: &Mutex<Vec<String>>, op: &str) {
+/// The last error of `error`'s `source` chain.
+fn root_cause<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut e = error;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e
+}
+
+/// The log failed in `op` with the OS error `code`: `Bus::log_error` is that I/O error,
+/// typed, with the `io::Error` at the end of its source chain, and the dead letter of
+/// the message that met the failure carries the same error.
+fn check_poisoned(bus: &Bus<String>, letters: &Mutex<Vec<(String, usize)>>, op: IoOp, code: i32) {
     let error = bus.log_error(first_shard()).unwrap();
-    assert!(error.contains(op), "{error}");
-    // The message that met the failure was not handled: it is dead-lettered.
+    match &*error {
+        LogError::Io { op: failed, .. } => assert_eq!(*failed, op, "{error}"),
+        other => panic!("not an I/O error: {other:?}"),
+    }
+    let io = root_cause(&*error)
+        .downcast_ref::<io::Error>()
+        .expect("the chain ends in the io::Error");
+    assert_eq!(io.raw_os_error(), Some(code));
+    assert_eq!(io.kind(), io::Error::from_raw_os_error(code).kind());
+    // The message that met the failure was not handled: it is dead-lettered, with the
+    // error that poisoned the log.
     let letters = letters.lock().unwrap();
-    assert!(letters.iter().any(|l| l.starts_with("b ")), "{letters:?}");
+    let addr = Arc::as_ptr(&error) as usize;
+    assert!(letters.contains(&("b".to_owned(), addr)), "{letters:?}");
+    assert!(letters.iter().all(|(_, a)| *a == addr), "{letters:?}");
     drop(letters);
     // Later publishes are refused with their message back.
     match bus.publish_durable(topic(0), "c".to_owned()) {
@@ -58,7 +88,7 @@ fn an_fsync_error_poisons_the_shard_log() {
         bus.publish_durable(topic(0), "b".to_owned()),
         Err(DurableError::Unconfirmed)
     ));
-    check_poisoned(&bus, &letters, "sync_data");
+    check_poisoned(&bus, &letters, IoOp::SyncData, 5);
     bus.shutdown();
 }
 
@@ -72,7 +102,7 @@ fn a_full_disk_poisons_the_shard_log() {
         bus.publish_durable(topic(0), "b".to_owned()),
         Err(DurableError::Unconfirmed)
     ));
-    check_poisoned(&bus, &letters, "append");
+    check_poisoned(&bus, &letters, IoOp::Append, 28);
     bus.shutdown();
     // The partial write is a torn tail at the next start; "a" is intact.
     let s = seen();
@@ -120,7 +150,10 @@ fn a_sync_error_in_the_pipelined_commit_poisons_and_dead_letters() {
         "the failed sync is not confirmed"
     );
     let error = bus.log_error(first_shard()).expect("the log is poisoned");
-    assert!(error.contains("sync_data"), "{error}");
+    assert!(
+        matches!(&*error, LogError::Io { op: IoOp::SyncData, source, .. } if source.raw_os_error() == Some(5)),
+        "{error:?}"
+    );
     // Stop the shard (it has dead-lettered or handled everything it drained).
     bus.shutdown();
     let handled = handled.lock().unwrap().clone();

@@ -116,7 +116,7 @@ impl Load {
                 assert_eq!(m.topic as usize, topic);
                 let prev = &mut last[m.publisher as usize];
                 assert!(
-                    prev.map_or(true, |p| p < m.seq),
+                    prev.is_none_or(|p| p < m.seq),
                     "topic {topic}, publisher {}: seq {} after {prev:?}",
                     m.publisher,
                     m.seq

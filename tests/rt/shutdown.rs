@@ -360,7 +360,7 @@ fn publish_everywhere(bus: &Bus<Tracked>, ledger: &Arc<Ledger>, n: u32) -> (u64,
     let counter = ledger.clone();
     bus.subscribe("boom", move |_: &mut Context<'_, Tracked>, m: &Tracked| {
         counter.handle(m);
-        if m.id % 2 == 0 {
+        if m.id.is_multiple_of(2) {
             panic!("boom {}", m.id);
         }
     })

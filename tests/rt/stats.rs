@@ -23,7 +23,7 @@ fn statistics_add_up_at_quiescence() {
     }
     bus.subscribe_supervised("panicky", Supervision::Resume, || {
         |_: &mut Context<'_, u32>, m: &u32| {
-            if (m / 5) % 10 == 0 {
+            if (m / 5).is_multiple_of(10) {
                 panic!("stats test: message {m}");
             }
         }

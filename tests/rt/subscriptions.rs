@@ -31,7 +31,7 @@ struct Lifecycle {
 impl Lifecycle {
     fn check(&self, ctx: &Context<'_, u32>, at: &'static str) {
         let id = *self.id.lock().unwrap();
-        let id_ok = id.map_or(true, |id| id == ctx.subscription());
+        let id_ok = id.is_none_or(|id| id == ctx.subscription());
         if ctx.topic() != self.topic || ctx.shard() != self.shard || !id_ok || ctx.is_replay() {
             self.log.push(Ev::BadContext(at));
         }

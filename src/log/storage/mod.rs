@@ -7,8 +7,8 @@
 //! segment, not per record.
 //!
 //! Neither implementation syncs a directory by itself: the log calls [`Storage::sync_dir`]
-//! exactly where a created, renamed or removed name must survive power loss. [`SimStorage`]
-//! forgets names that were not synced that way, so a missing call shows up in tests.
+//! exactly where a created, renamed or removed name must survive power loss. `SimStorage`
+//! (the `test-util` feature's simulated storage) forgets names that were not synced that way, so a missing call shows up in tests.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -52,9 +52,10 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// someone else holds it. A persistent bus holds its directory's lock for its lifetime,
     /// so that no second bus, in this process or another, writes into the same logs.
     ///
-    /// [`FsStorage`] locks the file `dir/lock` with `flock(2)` (Unix); [`SimStorage`] keeps
-    /// the locks in its shared state (clones of one `SimStorage` see each other's locks,
-    /// and [`SimStorage::crash`] releases them all, as the death of the process would).
+    /// [`FsStorage`] locks the file `dir/lock` with `flock(2)` (Unix); `SimStorage` (with
+    /// the `test-util` feature) keeps the locks in its shared state (clones of one
+    /// `SimStorage` see each other's locks, and `SimStorage::crash` releases them all, as
+    /// the death of the process would).
     /// The default takes no lock and always succeeds: a storage that more than one bus
     /// can reach (a shared filesystem, a shared store) must implement it.
     fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
@@ -133,9 +134,11 @@ pub trait StorageFile: Send + fmt::Debug {
 }
 
 mod fs;
+#[cfg(any(test, feature = "test-util"))]
 mod sim;
 
 pub use fs::FsStorage;
+#[cfg(any(test, feature = "test-util"))]
 pub use sim::SimStorage;
 
 /// Test helper: the sorted names of the regular files in `dir`.

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 /// Directories themselves are durable as soon as they are created.
 ///
 /// Clones share the same state, so a test can keep one to crash or corrupt what a log wrote.
+///
+/// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
 #[derive(Clone, Default)]
 pub struct SimStorage {
     state: Arc<Mutex<SimState>>,

@@ -25,8 +25,11 @@ use pipeline::{Buffers, Pending};
 
 /// Bytes of a record besides its topic and payload (frame header and fixed fields).
 const RECORD_OVERHEAD: usize = crate::log::MIN_RECORD_LEN;
-/// A span marking a message whose record would exceed the maximum record size.
-const TOO_LARGE: (usize, usize) = (usize::MAX, usize::MAX);
+/// A span marking a message whose record of `size` bytes would exceed the maximum record
+/// size (`size` is never 0).
+const fn too_large(size: usize) -> (usize, usize) {
+    (usize::MAX, size)
+}
 /// A span marking a message that its codec refused on the shard thread (its error is the
 /// batch's next in `encode_errors`). The publishing thread checks a codec that can fail
 /// first, so only a codec that is not deterministic gets here.
@@ -37,21 +40,35 @@ pub(crate) enum Fate<'a> {
     /// In the log: hand it to the handlers.
     Logged,
     /// Not in the log, and never will be: dead-letter it with this reason.
-    NotLogged(&'a str),
+    NotLogged(&'a LogError),
+    /// Not in the log: its record of `size` bytes would exceed the maximum record size
+    /// `max`. Dead-letter it (with a [`LogError::RecordTooLarge`]).
+    TooLarge {
+        /// The record's size.
+        size: u64,
+        /// The maximum record size.
+        max: u32,
+    },
     /// Not in the log: its codec refused it on the shard thread. Dead-letter it.
     NotEncoded(&'a EncodeError),
 }
 
 /// What became of the message whose payload is `span` in a written batch; `errors` yields
 /// the batch's encode errors in order.
-fn fate<'a>(span: (usize, usize), errors: &mut std::slice::Iter<'a, EncodeError>) -> Fate<'a> {
+fn fate<'a>(
+    span: (usize, usize),
+    errors: &mut std::slice::Iter<'a, EncodeError>,
+    max: u32,
+) -> Fate<'a> {
+    /// Only if `append_batch` broke its rule of one error per `NOT_ENCODED` span.
+    static MISSING: EncodeError = EncodeError::fixed("the message did not encode");
     match span {
-        TOO_LARGE => Fate::NotLogged("record exceeds the maximum record size"),
+        (usize::MAX, size) if size != 0 => Fate::TooLarge {
+            size: size as u64,
+            max,
+        },
         // One error per `NOT_ENCODED` span, pushed together by `append_batch`.
-        NOT_ENCODED => errors.next().map_or(
-            Fate::NotLogged("the message did not encode"),
-            Fate::NotEncoded,
-        ),
+        NOT_ENCODED => Fate::NotEncoded(errors.next().unwrap_or(&MISSING)),
         _ => Fate::Logged,
     }
 }
@@ -68,13 +85,13 @@ pub(crate) struct Wal<T> {
     batch: Vec<Envelope<T>>,
     /// The encoded payloads of `batch`, back to back.
     payloads: Vec<u8>,
-    /// `payloads[a..b]` of each message of `batch`, or [`TOO_LARGE`] or [`NOT_ENCODED`].
+    /// `payloads[a..b]` of each message of `batch`, or [`too_large`] or [`NOT_ENCODED`].
     spans: Vec<(usize, usize)>,
     /// The encode error of each [`NOT_ENCODED`] span of `batch`, in order (empty, with no
     /// capacity, unless a codec failed on the shard thread).
     encode_errors: Vec<EncodeError>,
     /// Why the log failed, once it has.
-    poisoned: Option<String>,
+    poisoned: Option<Arc<LogError>>,
     /// Set when the log fails; [`Wal::take_poisoned`] clears it (the shard then closes
     /// its intake).
     just_poisoned: bool,
@@ -284,6 +301,7 @@ impl<T> Wal<T> {
             self.local_logged += std::mem::take(&mut self.batch_local);
             self.done = self.tickets;
         }
+        let max = self.log.config().max_record_size;
         let Self {
             batch,
             spans,
@@ -298,7 +316,7 @@ impl<T> Wal<T> {
             None => {
                 let mut errors = encode_errors.iter();
                 for (env, span) in batch.drain(..).zip(spans.iter()) {
-                    f(env, fate(*span, &mut errors));
+                    f(env, fate(*span, &mut errors, max));
                 }
             }
         }
@@ -360,7 +378,7 @@ impl<T> Wal<T> {
             let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
             if size > max {
                 payloads.truncate(start);
-                spans.push(TOO_LARGE);
+                spans.push(too_large(size));
             } else {
                 spans.push((start, payloads.len()));
             }
@@ -396,12 +414,18 @@ impl<T> Wal<T> {
         }
     }
 
+    /// The log failed with `error`: keeps the error that poisoned it (the log's own copy
+    /// when it has one, so that every report of the failure shares one value).
     fn poison(&mut self, status: &LogStatus, error: &LogError) {
-        let text = error.to_string();
-        tracing::error!(dir = %self.log.dir().display(), error = %text, "shard log failed; the shard stops accepting messages");
+        let cause = match (self.log.poison_cause(), error) {
+            (Some(cause), _) => cause.clone(),
+            (None, LogError::Poisoned { cause, .. }) => cause.clone(),
+            (None, e) => Arc::new(e.duplicate()),
+        };
+        tracing::error!(dir = %self.log.dir().display(), error = %cause, "shard log failed; the shard stops accepting messages");
         // After the last watermark store, so a waiter that sees it sees them.
-        status.poisoned(text.clone());
-        self.poisoned = Some(text);
+        status.poisoned(cause.clone());
+        self.poisoned = Some(cause);
         self.just_poisoned = true;
     }
 }

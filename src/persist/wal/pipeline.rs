@@ -188,8 +188,9 @@ impl<T> Wal<T> {
     ) -> usize {
         let n = p.batch.len();
         let mut errors = p.encode_errors.iter();
+        let max = self.log.config().max_record_size;
         for (env, span) in p.batch.drain(..).zip(p.spans.iter()) {
-            f(env, fate(*span, &mut errors));
+            f(env, fate(*span, &mut errors, max));
         }
         if p.last.is_some() {
             // Handled: `f` has returned for the whole batch.

@@ -156,7 +156,7 @@ impl WalShard<String> for Recorder {
     fn deliver(&mut self, env: Envelope<String>, fate: Fate<'_>) {
         let fate = match fate {
             Fate::Logged => "logged".to_owned(),
-            Fate::NotLogged(_) => "not logged".to_owned(),
+            Fate::NotLogged(_) | Fate::TooLarge { .. } => "not logged".to_owned(),
             Fate::NotEncoded(e) => format!("not encoded: {e}"),
         };
         self.calls.push(format!("deliver {} {fate}", env.msg));

@@ -112,7 +112,7 @@ pub(crate) fn channel_in_mode<T>(
     start: u64,
     asym: bool,
 ) -> (Producer<T>, Consumer<T>) {
-    debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
+    debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect();
