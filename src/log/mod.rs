@@ -89,3 +89,5 @@ pub use record::{Record, RecordRef, Seq, MIN_RECORD_LEN};
 pub use recover::{recover, Recovered, RecoveryOptions, RecoveryReport, Truncation};
 pub use shard_log::ShardLog;
 pub use storage::{DirLock, FsStorage, SimStorage, Storage, StorageFile, LOCK_FILE};
+#[cfg_attr(not(feature = "metrics"), allow(unused_imports))]
+pub(crate) use syncer::SyncObserver;
