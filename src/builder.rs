@@ -36,6 +36,7 @@ pub struct Builder<T> {
     drop_timeout: Duration,
     subs: Vec<PreSub<T>>,
     persist: Option<(Persistence, CodecFns<T>)>,
+    metrics_label: String,
 }
 
 /// A subscription made on the builder, installed on its shard before the thread starts.
@@ -59,6 +60,7 @@ impl<T> std::fmt::Debug for Builder<T> {
             .field("drop_timeout", &self.drop_timeout)
             .field("subscriptions", &self.subs.len())
             .field("persist", &self.persist.as_ref().map(|(p, _)| p))
+            .field("metrics_label", &self.metrics_label)
             .finish()
     }
 }
@@ -83,6 +85,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             drop_timeout: Duration::from_secs(5),
             subs: Vec::new(),
             persist: None,
+            metrics_label: "default".to_owned(),
         }
     }
 }
@@ -143,6 +146,19 @@ impl<T: Send + 'static> Builder<T> {
     /// drops what is left (counted) and returns. Default 5 s.
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
+        self
+    }
+
+    /// The value of the `bus` label on every series this bus exports with the `metrics`
+    /// feature (the `shard` label is the shard's index), so that several buses in one
+    /// process can be told apart. Default `"default"`. Without the feature it is kept and
+    /// unused.
+    ///
+    /// With the feature, each shard registers its series with the recorder installed
+    /// when `build()` runs: install the recorder (exporter) first. See the crate docs,
+    /// "Metrics and traces".
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.metrics_label = label.into();
         self
     }
 
@@ -320,6 +336,7 @@ impl<T: Send + 'static> Builder<T> {
                 .persist
                 .as_ref()
                 .map_or(0, |(p, _)| p.log.max_record_size),
+            metrics: crate::metrics::BusMetrics::new(&self.metrics_label),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())

@@ -78,6 +78,7 @@ mod handler;
 mod inbox;
 mod intern;
 pub mod log;
+mod metrics;
 mod os;
 mod outbox;
 mod persist;

@@ -44,6 +44,8 @@ pub(crate) struct Shared<T> {
     pub(crate) codec: Option<CodecFns<T>>,
     /// Persistent buses: the largest record the logs take (`Persistence::max_record_size`).
     pub(crate) max_record_size: u32,
+    /// The `metrics` feature's bus-wide setting (its `bus` label); empty without it.
+    pub(crate) metrics: crate::metrics::BusMetrics,
 }
 
 /// [`Shared::gate`]: shutdown has begun.

@@ -87,6 +87,8 @@ impl<T: Send + 'static> Shard<T> {
         actors.stop_all(names);
         actors.counters.depth = 0;
         shared.counters[actors.id.0].publish(&actors.counters);
+        self.metrics
+            .flush(&actors.counters, wal.as_ref().map(Wal::log));
         shared.inboxes[actors.id.0].flags.shard_exited();
     }
 }

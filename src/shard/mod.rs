@@ -7,6 +7,7 @@ use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
 use crate::inbox::{Ack, AckSender, Control, Envelope, Item};
 use crate::intern::Topics;
 use crate::log::Recovered;
+use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::persist::wal::{Fate, Wal};
 use crate::ring::{mpsc, spsc};
@@ -81,6 +82,8 @@ pub(crate) struct Shard<T> {
     /// Persistent buses: the write-ahead log state.
     wal: Option<Wal<T>>,
     startup: Option<Startup<T>>,
+    /// The `metrics` feature's handles (nothing without it).
+    metrics: ShardMetrics,
 }
 
 impl<T: Send + 'static> Shard<T> {
@@ -93,7 +96,8 @@ impl<T: Send + 'static> Shard<T> {
         core: Option<core_affinity::CoreId>,
         mut startup: Startup<T>,
     ) -> Self {
-        let wal = startup.wal.take();
+        let mut wal = startup.wal.take();
+        let metrics = ShardMetrics::new(&shared.metrics, id.0, wal.as_mut().map(Wal::log_mut));
         let ring = mpsc::Consumer::new(&shared.inboxes[id.0].ring);
         let actors = Actors {
             id,
@@ -126,6 +130,7 @@ impl<T: Send + 'static> Shard<T> {
             core,
             wal,
             startup: Some(startup),
+            metrics,
         }
     }
 
@@ -160,6 +165,8 @@ impl<T: Send + 'static> Shard<T> {
             if did > 0 {
                 self.publish_counters();
             }
+            let log = self.wal.as_ref().map(Wal::log);
+            self.metrics.after_pass(did, &self.actors.counters, log);
             if self.phase == Phase::Closing {
                 self.closing_bookkeeping(did);
             }
