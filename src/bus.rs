@@ -300,6 +300,12 @@ impl<T: Send + 'static> Bus<T> {
 
     fn stop(&mut self, timeout: Option<Duration>) -> ShutdownReport {
         self.shut_down = true;
+        let _span = tracing::info_span!(
+            "shardbus_shutdown",
+            shards = self.shared.inboxes.len(),
+            timeout = ?timeout
+        )
+        .entered();
         let start = Instant::now();
         let dropped_before = self.stats().dropped();
         shutdown::begin(&self.shared);
@@ -320,6 +326,18 @@ impl<T: Send + 'static> Bus<T> {
             }
         }
         let stats = self.stats();
+        if unjoined > 0 {
+            tracing::warn!(
+                unjoined,
+                "shard threads still running at the deadline were detached"
+            );
+        }
+        tracing::info!(
+            drained,
+            handled = stats.handled(),
+            undrained = stats.dropped() - dropped_before,
+            "bus shut down"
+        );
         ShutdownReport {
             undrained: stats.dropped() - dropped_before,
             stats,

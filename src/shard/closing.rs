@@ -84,6 +84,12 @@ impl<T: Send + 'static> Shard<T> {
         }
         left += actors.out.discard();
         actors.counters.dropped += left;
+        if left > 0 {
+            tracing::warn!(
+                dropped = left,
+                "shard stopped before its drain finished; undelivered messages dropped and counted"
+            );
+        }
         actors.stop_all(names);
         actors.counters.depth = 0;
         shared.counters[actors.id.0].publish(&actors.counters);

@@ -136,6 +136,9 @@ impl<T: Send + 'static> Shard<T> {
 
     /// The thread's body.
     pub(crate) fn run(mut self) {
+        // Every event of this thread (replay, supervision, a failed log, the stop) carries
+        // the shard's index.
+        let _span = tracing::info_span!("shardbus_shard", shard = self.id.0).entered();
         self.pin();
         self.start();
         let backoff = Backoff::new();
