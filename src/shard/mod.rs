@@ -135,10 +135,17 @@ impl<T: Send + 'static> Shard<T> {
     }
 
     /// The thread's body.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(self) {
         // Every event of this thread (replay, supervision, a failed log, the stop) carries
         // the shard's index.
         let _span = tracing::info_span!("shardbus_shard", shard = self.id.0).entered();
+        self.serve();
+    }
+
+    /// The shard's life inside its span: start, the loop, the stop. Out of line, so that
+    /// the span's code stays out of the loop's function.
+    #[inline(never)]
+    fn serve(mut self) {
         self.pin();
         self.start();
         let backoff = Backoff::new();
