@@ -21,20 +21,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .shards(2)
         .metrics_label("orders")
         .build()?;
-    bus.subscribe("orders.placed", |_ctx: &mut Context<'_, u64>, _id: &u64| {})?;
-    bus.subscribe("orders.audited", |_ctx: &mut Context<'_, u64>, id: &u64| {
+    let regions = ["eu", "us", "asia", "africa"];
+    for region in regions {
+        bus.subscribe(
+            format!("orders.{region}"),
+            |_: &mut Context<'_, u64>, _: &u64| {},
+        )?;
+    }
+    bus.subscribe("audit", |_ctx: &mut Context<'_, u64>, id: &u64| {
         if *id == 13 {
             panic!("unlucky order"); // caught, counted, dead-lettered
         }
     })?;
     let mut publisher = bus.publisher();
     for id in 0..1000u64 {
-        publisher.publish("orders.placed", id)?;
+        publisher.publish(format!("orders.{}", regions[id as usize % 4]), id)?;
         if id % 100 == 13 {
-            publisher.publish("orders.audited", id % 100)?;
+            publisher.publish("audit", 13)?;
         }
     }
-    publisher.publish("orders.lost", 0)?; // no subscriber: a dead letter
+    publisher.publish("orders.antarctica", 0)?; // no subscriber: a dead letter
     drop(publisher);
     let stats = bus.shutdown(); // the last export happens before this returns
 
