@@ -121,7 +121,7 @@ mod on {
         Exported {
             name: "shardbus_dropped_total",
             kind: Kind::Counter,
-            help: "Accepted messages dropped undelivered (deadline shutdown, overflow).",
+            help: "Accepted messages dropped undelivered (a deadline shutdown).",
             read: |c| c.dropped,
         },
         Exported {

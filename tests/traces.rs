@@ -14,13 +14,16 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
+/// A span's name and its fields (as text).
+type SpanInfo = (String, HashMap<String, String>);
+
 /// One event: its message, its other fields (as text), and the innermost span entered on
-/// its thread with that span's fields.
+/// its thread.
 #[derive(Debug, Clone)]
 struct Seen {
     message: String,
     fields: HashMap<String, String>,
-    span: Option<(String, HashMap<String, String>)>,
+    span: Option<SpanInfo>,
 }
 
 #[derive(Default)]
@@ -39,7 +42,7 @@ impl Visit for Fields {
 #[derive(Default)]
 struct Recorder {
     next_id: AtomicU64,
-    spans: Mutex<HashMap<u64, (String, HashMap<String, String>)>>,
+    spans: Mutex<HashMap<u64, SpanInfo>>,
     events: Mutex<Vec<Seen>>,
 }
 
