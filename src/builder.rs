@@ -48,6 +48,7 @@ pub struct Builder<T> {
     persist: Option<(Persistence, CodecFns<T>)>,
     /// Placement and fences (`cores`, `fences`).
     host: HostOptions,
+    metrics_label: String,
 }
 
 /// The builder's options about the host process: where shard threads run and how the bus
@@ -81,6 +82,7 @@ impl<T> std::fmt::Debug for Builder<T> {
             .field("persist", &self.persist.as_ref().map(|(p, _)| p))
             .field("cores", &self.host.cores)
             .field("fences", &self.host.fences)
+            .field("metrics_label", &self.metrics_label)
             .finish()
     }
 }
@@ -106,6 +108,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             subs: Vec::new(),
             persist: None,
             host: HostOptions::default(),
+            metrics_label: "default".to_owned(),
         }
     }
 }
@@ -180,6 +183,19 @@ impl<T: Send + 'static> Builder<T> {
     /// [`Bus::shutdown_background`] does not wait on drop; see [`Bus`], "Drop".
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
+        self
+    }
+
+    /// The value of the `bus` label on every series this bus exports with the `metrics`
+    /// feature (the `shard` label is the shard's index), so that several buses in one
+    /// process can be told apart. Default `"default"`. Without the feature it is kept and
+    /// unused.
+    ///
+    /// With the feature, each shard registers its series with the recorder installed
+    /// when `build()` runs: install the recorder (exporter) first. See the crate docs,
+    /// "Metrics and traces".
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.metrics_label = label.into();
         self
     }
 
@@ -399,6 +415,7 @@ impl<T: Send + 'static> Builder<T> {
                 .map_or(0, |(p, _)| p.log.max_record_size),
             next_serial: AtomicU64::new(initial.len() as u64),
             fences,
+            metrics: crate::metrics::BusMetrics::new(&self.metrics_label),
         });
         let parts = |shared, threads, timeout| {
             Bus::from_parts(shared, threads, timeout, bus_id, initial.clone())

@@ -17,7 +17,7 @@ use crate::supervise::{Factory, Subscriber};
 use crate::sync::{fence, thread, thread::JoinHandle, Arc, AtomicBool, Ordering};
 use crate::topic::{ToTopic, Topic};
 #[cfg(doc)]
-use crate::Builder;
+use crate::{Builder, Context};
 
 /// A running set of shards: route, publish, subscribe, shut down.
 ///
@@ -552,6 +552,12 @@ impl<T> Bus<T> {
 
     fn stop(&mut self, timeout: Option<Duration>) -> ShutdownReport {
         self.shut_down = true;
+        let _span = tracing::info_span!(
+            "shardbus_shutdown",
+            shards = self.shared.inboxes.len(),
+            timeout = ?timeout
+        )
+        .entered();
         // Relaxed: `&mut self`, so any `close` has returned, and its effects happened
         // before this borrow began.
         if self.closed.load(Ordering::Relaxed) {
@@ -580,6 +586,18 @@ impl<T> Bus<T> {
             }
         }
         let stats = self.stats();
+        if unjoined > 0 {
+            tracing::warn!(
+                unjoined,
+                "shard threads still running at the deadline were detached"
+            );
+        }
+        tracing::info!(
+            drained,
+            handled = stats.handled(),
+            undrained = stats.dropped() - dropped_before,
+            "bus shut down"
+        );
         ShutdownReport {
             undrained: stats.dropped() - dropped_before,
             stats,

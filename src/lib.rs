@@ -131,6 +131,26 @@
 //!   the [postcard](https://docs.rs/postcard) format.
 //! - `test-util`: the log's engine and the `SimStorage` test double (simulated power loss,
 //!   injected faults) for tests, benchmarks and fuzzing. Not a stable API.
+//! - `metrics`: each shard's counters, gauges and log timings through the `metrics`
+//!   facade (below).
+//!
+//! # Metrics and traces
+//!
+//! With the `metrics` cargo feature, every shard exports its counters and gauges (the
+//! values of [`ShardStats`]: received, handled, unrouted, dead letters, panics, restarts,
+//! stopped subscriptions, dropped, queue depth and high water) and, on a persistent bus,
+//! the bytes appended to its log, the log's size and a histogram of its `fdatasync` times,
+//! through the [`metrics`](https://docs.rs/metrics) facade, labelled `bus`
+//! ([`Builder::metrics_label`]) and `shard`. The shard sends what changed once per 64 busy
+//! passes, when it goes idle and when it stops, never per message; once `shutdown` has
+//! returned the exported counters equal the final [`Stats`]. Install the recorder of your
+//! exporter before building the bus: the shards register their series at `build()`.
+//!
+//! Rare events are reported through [`tracing`](https://docs.rs/tracing), never per
+//! message: spans around each shard thread, recovery, resharding, replay and shutdown, and
+//! events for supervision restarts and stops, a failed log, messages dropped by a deadline
+//! shutdown, and the shutdown's outcome. `docs/operations.md` lists every series, span and
+//! event, and what the export costs.
 
 #![warn(missing_docs)]
 // The rings become public (undocumented, hidden) only for the loom models.
@@ -151,6 +171,7 @@ mod handler;
 mod inbox;
 mod intern;
 pub mod log;
+mod metrics;
 mod os;
 mod outbox;
 mod persist;

@@ -51,6 +51,8 @@ pub(crate) struct Shared<T> {
     /// The fences chosen at `build()` (`Builder::fences`), which every ring and inbox of
     /// the bus was made with; never changed.
     pub(crate) fences: crate::fences::FenceMode,
+    /// The `metrics` feature's bus-wide setting (its `bus` label); empty without it.
+    pub(crate) metrics: crate::metrics::BusMetrics,
 }
 
 /// [`Shared::gate`]: shutdown has begun.

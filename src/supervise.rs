@@ -88,3 +88,30 @@ impl<T: 'static> Subscriber<T> {
         }
     }
 }
+
+/// Says in a `tracing` event what supervision did after a panic (a restart or a stop; a
+/// resumed actor is only counted), and hands the verdict on. Rare: never per message
+/// unless an actor panics on every message, and then the panic hook speaks too.
+pub(crate) fn traced(
+    shard: crate::route::ShardId,
+    topic: &crate::route::TopicKey,
+    subscription: SubscriptionId,
+    verdict: Verdict,
+) -> Verdict {
+    match verdict {
+        Verdict::Keep => {}
+        Verdict::Restarted => tracing::info!(
+            shard = shard.0,
+            topic = topic.as_str(),
+            subscription = ?subscription,
+            "actor restarted after a panic (Supervision::Restart)"
+        ),
+        Verdict::Remove => tracing::warn!(
+            shard = shard.0,
+            topic = topic.as_str(),
+            subscription = ?subscription,
+            "subscription stopped after a panic"
+        ),
+    }
+    verdict
+}

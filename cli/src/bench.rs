@@ -135,13 +135,31 @@ pub struct Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub persist: PersistArgs,
+    /// Install a Prometheus recorder (no HTTP listener) before the runs, so that every bus's
+    /// shards export to it, and print its text format to stderr at the end.
+    #[cfg(feature = "metrics")]
+    #[arg(long)]
+    pub prometheus: bool,
 }
 
 /// Runs `shardbus bench`.
 pub fn run(args: Args) -> ExitCode {
-    match try_run(&args) {
+    #[cfg(feature = "metrics")]
+    let prometheus = match args.prometheus {
+        true => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => return fail(format_args!("shardbus bench --prometheus: {e}"), 1),
+        },
+        false => None,
+    };
+    let code = match try_run(&args) {
         Ok(code) | Err(code) => code,
+    };
+    #[cfg(feature = "metrics")]
+    if let Some(handle) = prometheus {
+        eprintln!("{}", handle.render());
     }
+    code
 }
 
 fn try_run(args: &Args) -> Result<ExitCode, ExitCode> {

@@ -91,6 +91,8 @@ pub use storage::{DirLock, FsStorage, Storage, StorageFile, LOCK_FILE};
 // without it. Not a stable API.
 #[cfg(all(test, not(feature = "test-util")))]
 pub(crate) use storage::SimStorage;
+#[cfg_attr(not(feature = "metrics"), allow(unused_imports))]
+pub(crate) use syncer::SyncObserver;
 #[cfg(not(feature = "test-util"))]
 #[allow(unused_imports)]
 pub(crate) use {

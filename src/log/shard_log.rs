@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::segment::{SegmentMeta, SegmentWriter};
-use super::syncer::Syncer;
+use super::syncer::{timed, SyncObserver, Syncer};
 
 use super::{
     checkpoint, record, recover, syncer, FsyncPolicy, IoOp, LogConfig, LogError, Reader, RecordRef,
@@ -83,6 +83,11 @@ pub struct ShardLog {
     syncer: Option<Syncer>,
     /// Sync tickets handed out and not yet seen finished, with `next_seq` at the request.
     sync_ends: VecDeque<(u64, Seq)>,
+    /// Bytes written to the segments since the log was opened (for metrics).
+    appended: u64,
+    /// Told the time of every `sync_data` of the active segment, on whichever thread ran
+    /// it (for metrics; see [`ShardLog::observe_fsync`]).
+    fsync_observer: Option<SyncObserver>,
 }
 
 impl ShardLog {
@@ -125,6 +130,8 @@ impl ShardLog {
             durable_end: recovered.next_seq(),
             syncer: None,
             sync_ends: VecDeque::new(),
+            appended: 0,
+            fsync_observer: None,
             config,
         };
         Ok((log, recovered))
@@ -250,6 +257,7 @@ impl ShardLog {
             file,
             self.active.meta.path.clone(),
             thread_name,
+            self.fsync_observer.clone(),
         ) {
             Ok(syncer) => {
                 self.syncer = Some(syncer);
@@ -431,6 +439,23 @@ impl ShardLog {
         self.closed.iter().map(|s| s.bytes).sum::<u64>() + self.active.meta.bytes
     }
 
+    /// Bytes written to the segments since the log was opened.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn appended_bytes(&self) -> u64 {
+        self.appended
+    }
+
+    /// From now on `observer` is told the time of every `sync_data` of the active segment,
+    /// on the thread that ran it (this one or the log's sync thread). Not directory syncs
+    /// or checkpoint writes.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn observe_fsync(&mut self, observer: SyncObserver) {
+        if let Some(syncer) = self.syncer.as_mut() {
+            syncer.set_observer(observer.clone());
+        }
+        self.fsync_observer = Some(observer);
+    }
+
     /// Paths of all segment files, oldest first; the last is being appended to.
     #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // test-util API
     pub fn segment_paths(&self) -> Vec<PathBuf> {
@@ -491,6 +516,7 @@ impl ShardLog {
         record::seal(&mut self.buf, &self.unsealed);
         self.unsealed.clear();
         self.active.append(&self.buf)?;
+        self.appended += self.buf.len() as u64;
         self.buf.clear();
         self.dirty_since.get_or_insert_with(Instant::now);
         Ok(())
@@ -498,7 +524,8 @@ impl ShardLog {
 
     fn sync_active(&mut self) -> Result<(), LogError> {
         if self.dirty_since.is_some() {
-            self.active.sync()?;
+            let active = &mut self.active;
+            timed(self.fsync_observer.as_ref(), || active.sync())?;
             self.dirty_since = None;
             self.durable_end = self.next_seq;
         }

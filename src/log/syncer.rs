@@ -20,12 +20,35 @@
 //! thread a handle of the new one ([`Syncer::set_file`]).
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::checkpoint::store_checkpoint;
 use super::error::{IoOp, LogError};
 use super::record::Seq;
 use super::storage::{Storage, StorageFile};
 use crate::sync::plain::{spawn_named, Arc, Condvar, JoinHandle, Mutex, MutexGuard, PoisonError};
+
+/// Told the time of each `sync_data` of the active segment (see
+/// [`ShardLog::observe_fsync`](super::ShardLog)); called on the thread that synced.
+#[derive(Clone)]
+pub(crate) struct SyncObserver(pub(crate) Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
+}
+
+/// Runs `sync`, timing it for `observer` if there is one.
+pub(crate) fn timed<R>(observer: Option<&SyncObserver>, sync: impl FnOnce() -> R) -> R {
+    let Some(observer) = observer else {
+        return sync();
+    };
+    let start = Instant::now();
+    let result = sync();
+    (observer.0)(start.elapsed());
+    result
+}
 
 /// What the thread has finished, as seen by a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +91,8 @@ struct State {
     busy: bool,
     error: Option<LogError>,
     stop: bool,
+    /// Told the time of each sync (written by the shard, read by the thread).
+    observer: Option<SyncObserver>,
 }
 
 impl State {
@@ -106,6 +131,7 @@ impl Syncer {
         file: Box<dyn StorageFile>,
         path: PathBuf,
         thread_name: String,
+        observer: Option<SyncObserver>,
     ) -> Result<Self, LogError> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -118,6 +144,7 @@ impl Syncer {
                 busy: false,
                 error: None,
                 stop: false,
+                observer,
             }),
             changed: Condvar::new(),
         });
@@ -139,6 +166,11 @@ impl Syncer {
         let mut s = self.shared.lock();
         s.file = Some(file);
         s.file_path = path;
+    }
+
+    /// From now on `observer` is told the time of each sync.
+    pub(crate) fn set_observer(&mut self, observer: SyncObserver) {
+        self.shared.lock().observer = Some(observer);
     }
 
     /// Asks for everything appended so far to be synced; returns its ticket.
@@ -221,8 +253,11 @@ fn run(shared: &Shared, storage: &dyn Storage, dir: &std::path::Path) {
             let target = s.requested;
             let mut file = s.file.take();
             let path = s.file_path.clone();
+            let observer = s.observer.clone();
             drop(s);
-            let result = file.as_mut().map_or(Ok(()), |f| f.sync_data());
+            let result = file
+                .as_mut()
+                .map_or(Ok(()), |f| timed(observer.as_ref(), || f.sync_data()));
             s = shared.lock();
             if s.file.is_none() {
                 s.file = file;

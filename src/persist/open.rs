@@ -50,6 +50,7 @@ pub(crate) fn open(
     shards: usize,
     router: &Router,
 ) -> Result<(DirLock, Vec<(ShardLog, Recovered)>), Error> {
+    let _span = tracing::info_span!("shardbus_recover", dir = %p.dir.display(), shards).entered();
     p.log.validate()?;
     let storage = &*p.storage;
     let dir = &p.dir;
@@ -169,6 +170,12 @@ fn misrouted(logs: &[(ShardLog, Recovered)], router: &Router) -> Result<bool, Er
 }
 
 fn report_recovery(r: &Recovered, shard: usize) {
+    tracing::info!(
+        shard,
+        replay_from = r.replay_from().get(),
+        next_seq = r.next_seq().get(),
+        "recovered the shard's log"
+    );
     let report = r.report();
     if report.torn_bytes > 0 {
         tracing::warn!(
@@ -218,6 +225,12 @@ fn reshard(
     shards: usize,
     router: &Router,
 ) -> Result<BusMeta, Error> {
+    let _span = tracing::info_span!(
+        "shardbus_reshard",
+        from_shards = old.shards,
+        to_shards = shards
+    )
+    .entered();
     let storage = &*p.storage;
     let dir = &p.dir;
     let new = BusMeta {

@@ -84,9 +84,25 @@ impl<T: Send + 'static> Shard<T> {
         }
         left += actors.out.discard();
         actors.counters.dropped += left;
+        if left > 0 {
+            report_dropped(left);
+        }
         actors.stop_all(names);
         actors.counters.depth = 0;
         shared.counters[actors.id.0].publish(&actors.counters);
+        self.metrics
+            .flush(&actors.counters, wal.as_ref().map(Wal::log));
         shared.inboxes[actors.id.0].flags.shard_exited();
     }
+}
+
+/// The `tracing` event of a stop that dropped accepted messages; out of line, off the
+/// shard loop's code.
+#[cold]
+#[inline(never)]
+fn report_dropped(left: u64) {
+    tracing::warn!(
+        dropped = left,
+        "shard stopped before its drain finished; undelivered messages dropped and counted"
+    );
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::supervise::traced;
 
 /// The names of the shard's topics, by index (see `intern`): learned from the bus's
 /// registry the first time an index beyond the table reaches the shard.
@@ -160,7 +161,8 @@ impl<T: Send + 'static> Actors<T> {
         if sub.call(&mut ctx, |a, ctx| a.on_start(ctx)).is_err() {
             // An actor that cannot start is supervised like a panic in `handle`.
             self.counters.panics += 1;
-            match sub.after_panic(&mut ctx, &mut self.counters.panics) {
+            let verdict = sub.after_panic(&mut ctx, &mut self.counters.panics);
+            match traced(self.id, ctx.topic, sub.id, verdict) {
                 Verdict::Remove => {
                     self.counters.stopped += 1;
                     return false;
@@ -280,7 +282,12 @@ fn supervise_panic<T: 'static>(
         panic: panic_text(payload),
     };
     dead_letter(shared, shard, ctx.topic, env, reason, ctx.replay);
-    let verdict = sub.after_panic(ctx, &mut c.panics);
+    let verdict = traced(
+        shard,
+        ctx.topic,
+        sub.id,
+        sub.after_panic(ctx, &mut c.panics),
+    );
     match verdict {
         Verdict::Keep => {}
         Verdict::Restarted => c.restarts += 1,

@@ -19,6 +19,8 @@ impl<T: Send + 'static> Shard<T> {
         let Some(wal) = wal.as_mut() else {
             return Ok(());
         };
+        let _span =
+            tracing::info_span!("shardbus_replay", from = recovered.replay_from().get()).entered();
         let codec = wal.codec();
         let mut replayed = 0u64;
         for rec in recovered.replay()? {

@@ -7,6 +7,7 @@ use crate::handler::{Context, DeadLetter, DeadLetterReason, SubscriptionId};
 use crate::inbox::{Ack, AckSender, Control, Envelope, Item};
 use crate::intern::Topics;
 use crate::log::Recovered;
+use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
 use crate::persist::wal::{Fate, Wal};
 use crate::ring::{mpsc, spsc};
@@ -86,6 +87,8 @@ pub(crate) struct Shard<T> {
     /// Persistent buses: the write-ahead log state.
     wal: Option<Wal<T>>,
     startup: Option<Startup<T>>,
+    /// The `metrics` feature's handles (nothing without it).
+    metrics: ShardMetrics,
 }
 
 impl<T: Send + 'static> Shard<T> {
@@ -98,7 +101,8 @@ impl<T: Send + 'static> Shard<T> {
         core: Option<core_affinity::CoreId>,
         mut startup: Startup<T>,
     ) -> Self {
-        let wal = startup.wal.take();
+        let mut wal = startup.wal.take();
+        let metrics = ShardMetrics::new(&shared.metrics, id.0, wal.as_mut().map(Wal::log_mut));
         let ring = mpsc::Consumer::new(&shared.inboxes[id.0].ring);
         let actors = Actors {
             id,
@@ -131,11 +135,22 @@ impl<T: Send + 'static> Shard<T> {
             core,
             wal,
             startup: Some(startup),
+            metrics,
         }
     }
 
     /// The thread's body.
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(self) {
+        // Every event of this thread (replay, supervision, a failed log, the stop) carries
+        // the shard's index.
+        let _span = tracing::info_span!("shardbus_shard", shard = self.id.0).entered();
+        self.serve();
+    }
+
+    /// The shard's life inside its span: start, the loop, the stop. Out of line, so that
+    /// the span's code stays out of the loop's function.
+    #[inline(never)]
+    fn serve(mut self) {
         // Blocking bus calls from this thread's handlers see it and refuse to wait.
         let _marker = current::enter(self.shared.topics.bus, self.id.0);
         self.pin();
@@ -167,6 +182,8 @@ impl<T: Send + 'static> Shard<T> {
             if did > 0 {
                 self.publish_counters();
             }
+            let log = self.wal.as_ref().map(Wal::log);
+            self.metrics.after_pass(did, &self.actors.counters, log);
             if self.phase == Phase::Closing {
                 self.closing_bookkeeping(did);
             }

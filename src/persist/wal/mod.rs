@@ -275,6 +275,16 @@ impl<T> Wal<T> {
         self.log.dir()
     }
 
+    /// The shard's log, for its metrics (appended bytes, size).
+    pub(crate) fn log(&self) -> &ShardLog {
+        &self.log
+    }
+
+    /// The shard's log, to attach its metrics' fsync histogram.
+    pub(crate) fn log_mut(&mut self) -> &mut ShardLog {
+        &mut self.log
+    }
+
     /// Encodes, appends and commits `batch`, then calls `f` with every message, in order,
     /// and what became of it. Leaves `batch` empty. `names` holds the name of every topic
     /// index in the batch.
