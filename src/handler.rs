@@ -165,6 +165,14 @@ pub enum DeadLetterReason<'a> {
         /// What the codec said.
         error: &'a crate::EncodeError,
     },
+    /// Persistent bus: the message's [`Codec::encode`](crate::Codec::encode) panicked on
+    /// the shard thread, writing the log. The panic was caught and counted
+    /// ([`PanicSites::encode`](crate::PanicSites::encode)); the message is not in the
+    /// log and no handler saw it. The shard and its other messages go on.
+    EncodePanicked {
+        /// The panic's message (`"<non-string panic payload>"` if it was not a string).
+        panic: &'a str,
+    },
 }
 
 /// A message that could not be handled, given to the dead-letter handler.

@@ -104,7 +104,7 @@ pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, MAX_TOPIC_LEN};
-pub use stats::{HandlerTime, ShardStats, Stats};
+pub use stats::{HandlerTime, PanicSites, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
