@@ -16,6 +16,7 @@ mod bad_input;
 mod durable;
 mod encode;
 mod lock;
+mod panics;
 mod poison;
 mod replay;
 mod reshard;
