@@ -89,6 +89,16 @@ pub enum Error {
         #[source]
         source: crate::DecodeError,
     },
+    /// The rings the configuration asks for need more memory than the machine has (RAM
+    /// plus swap, where the OS tells), or their allocation failed: `bytes` is what they
+    /// would take, shards × (inbox capacity × inbox slot + (shards − 1) × lane capacity
+    /// × lane slot); see [`Builder::capacity`](crate::Builder::capacity). Nothing was
+    /// started.
+    #[error("the bus's rings need {bytes} bytes, more than this machine can give")]
+    OutOfMemory {
+        /// The bytes the rings would take.
+        bytes: u64,
+    },
     /// A shard thread could not be spawned.
     #[error("could not spawn shard thread {shard}: {source}")]
     Spawn {

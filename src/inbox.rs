@@ -164,16 +164,20 @@ pub(crate) struct Inbox<T> {
 }
 
 impl<T> Inbox<T> {
-    pub(crate) fn new(capacity: usize, unparker: Unparker) -> Self {
-        Self {
-            ring: mpsc::Ring::new(capacity, 0),
+    /// An inbox whose ring has `capacity` slots; `Err` if they cannot be allocated.
+    pub(crate) fn try_new(
+        capacity: usize,
+        unparker: Unparker,
+    ) -> Result<Self, crate::ring::AllocError> {
+        Ok(Self {
+            ring: mpsc::Ring::try_new(capacity, 0)?,
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym: crate::sync::asym::mode(),
             unparker,
             flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
             log: LogStatus::new(),
-        }
+        })
     }
 
     /// Called by a publisher after a successful push: wakes the shard if it is parked

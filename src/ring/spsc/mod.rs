@@ -99,16 +99,44 @@ pub struct Consumer<T> {
 
 /// Makes a ring with `capacity` slots (a power of two) starting at position `start`
 /// (a multiple of [`STEP`]; tests start near `u64::MAX` to cross the wrap).
+/// Aborts, as any allocation, if memory runs out ([`try_channel`] does not).
 pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
-    channel_in_mode(capacity, start, asym::mode())
+    match try_channel(capacity, start) {
+        Ok(pair) => pair,
+        Err(e) => std::alloc::handle_alloc_error(
+            std::alloc::Layout::from_size_align(e.bytes, 8)
+                .unwrap_or(std::alloc::Layout::new::<u64>()),
+        ),
+    }
+}
+
+/// [`channel`], with a failed allocation returned as an error.
+pub fn try_channel<T>(
+    capacity: usize,
+    start: u64,
+) -> Result<(Producer<T>, Consumer<T>), super::AllocError> {
+    try_channel_in_mode(capacity, start, asym::mode())
+}
+
+/// Bytes of one slot of a lane of `T`: what each unit of capacity costs.
+pub fn slot_size<T>() -> usize {
+    std::mem::size_of::<UnsafeCell<MaybeUninit<T>>>()
 }
 
 /// [`channel`] with the fence mode given (`true` only once `asym::enable` chose it).
+#[cfg(test)]
 fn channel_in_mode<T>(capacity: usize, start: u64, asym: bool) -> (Producer<T>, Consumer<T>) {
+    try_channel_in_mode(capacity, start, asym).expect("a test ring fits in memory")
+}
+
+/// [`try_channel`] with the fence mode given.
+fn try_channel_in_mode<T>(
+    capacity: usize,
+    start: u64,
+    asym: bool,
+) -> Result<(Producer<T>, Consumer<T>), super::AllocError> {
     debug_assert!(capacity.is_power_of_two() && start % STEP == 0);
-    let slots = (0..capacity)
-        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-        .collect();
+    let slots = super::try_slots(capacity, |_| UnsafeCell::new(MaybeUninit::uninit()))?;
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicU64::new(start)),
         tail: CachePadded::new(AtomicU64::new(start)),
@@ -135,7 +163,7 @@ fn channel_in_mode<T>(capacity: usize, start: u64, asym: bool) -> (Producer<T>, 
         limit: None,
         durable: start,
     };
-    (producer, consumer)
+    Ok((producer, consumer))
 }
 
 impl<T> Ring<T> {
