@@ -31,6 +31,13 @@ impl SubscriptionId {
 /// keep or forward a message clones it.
 ///
 /// Closures `FnMut(&mut Context<'_, T>, &T)` are handlers too.
+///
+/// A panic in any of the methods, or in the actor's `Drop`, is caught on the shard thread
+/// and counted ([`ShardStats::panic_sites`](crate::ShardStats::panic_sites)): one in
+/// `handle` dead-letters its message and applies the subscription's [`Supervision`]
+/// policy; one in `on_start` is supervised the same way (an actor kept by `Resume` then
+/// handles messages); one in `on_stop` or `Drop` is counted and the subscription ends as
+/// it would have.
 pub trait Handler<T>: Send + 'static {
     /// Called on the shard thread before the first message (and after a restart).
     fn on_start(&mut self, ctx: &mut Context<'_, T>) {

@@ -39,6 +39,15 @@
 //! a handler is caught, counted, sent to the dead-letter handler and handled by the
 //! subscription's [`Supervision`] policy.
 //!
+//! Every other piece of user code a shard thread runs is contained the same way: a panic
+//! in `on_start`, `on_stop`, a supervision factory, the dead-letter handler, the `Drop` of
+//! a message or an actor, or (persistent buses) the codec's `encode` or `decode` is
+//! caught, counted by where it happened ([`ShardStats::panic_sites`]), reported where
+//! there is a message to report (a message whose `encode` panicked is dead-lettered with
+//! [`DeadLetterReason::EncodePanicked`]), and the shard goes on; a panic in `decode` at
+//! replay fails `build()` with [`Error::Decode`]. Nothing of it panics a caller's thread,
+//! and `shutdown()` still returns.
+//!
 //! # Guarantees
 //!
 //! - Messages from one [`Publisher`] (or one thread using [`Bus::publish`], or one
