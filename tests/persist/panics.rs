@@ -8,7 +8,7 @@
 //! The panics are deliberate (their text goes to the captured stderr of the test).
 //! Every wait is bounded: `within` turns a hang into a failure.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::common::persist::persistence;
 use crate::common::{within, Log};

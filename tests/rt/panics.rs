@@ -391,3 +391,78 @@ fn a_dead_letter_handler_that_panics_is_counted_and_called_again() {
     assert_eq!(s.panics, 2);
     assert_eq!(s.panic_sites, sites(|p| p.dead_letter = 2));
 }
+
+/// What a deadline shutdown leaves is dropped by its shard, each `Drop` guarded: a
+/// handler on shard 0 stalls (until the coordinator tells the shards to stop, which
+/// `try_publish` to shard 1 sees as `Closed`; the deadline is what ends it, not a timing
+/// assertion) with bombs queued behind it in the shared inbox and in a publisher's lane.
+#[test]
+fn what_a_deadline_shutdown_leaves_is_dropped_with_each_drop_guarded() {
+    let bus = Bus::<Bomb>::builder()
+        .shards(2)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let drops: Drops = Arc::default();
+    let stall = crate::common::name_on_shard(&bus, "stall", 0);
+    let probe = bus
+        .topic(&crate::common::name_on_shard(&bus, "probe", 1))
+        .unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let probes = drops.clone();
+    bus.subscribe(
+        stall.as_str(),
+        move |ctx: &mut Context<'_, Bomb>, m: &Bomb| {
+            if m.id != 0 {
+                return;
+            }
+            entered_tx.send(()).unwrap();
+            let give_up = std::time::Instant::now() + crate::common::PATIENCE;
+            while std::time::Instant::now() < give_up {
+                let msg = bomb(&probes, 1000, false);
+                if let Err(shardbus::TryPublishError::Closed(_)) = ctx.try_publish(probe, msg) {
+                    return;
+                }
+                // A polling interval, not synchronisation.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        },
+    )
+    .unwrap();
+    assert!(bus.publish(stall.as_str(), bomb(&drops, 0, false)).is_ok());
+    entered
+        .recv_timeout(crate::common::PATIENCE)
+        .expect("the handler stalls");
+    // More than one pass takes from an input (256) waits behind the stall, the last two
+    // of each input exploding when dropped: 1..=300 in the shared inbox, then a new
+    // publisher's lane (registered behind them) with 301..=400.
+    let mut late = bus.publisher();
+    for id in 1..=400 {
+        let msg = bomb(&drops, id, matches!(id, 299 | 300 | 399 | 400));
+        let sent = if id <= 300 {
+            bus.publish(stall.as_str(), msg)
+        } else {
+            late.publish(stall.as_str(), msg)
+        };
+        assert!(sent.is_ok());
+    }
+    let report = within("shutdown_timeout", move || {
+        bus.shutdown_timeout(std::time::Duration::from_secs(2))
+    });
+    drop(late);
+    let mut left: Vec<u32> = drops
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|&id| id < 1000)
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..=400).collect::<Vec<_>>(), "each dropped exactly once");
+    let s = &report.stats.shards[0];
+    // What the deadline left (at least the tails of both inputs) was dropped, not
+    // handled; the four bombs among it were caught.
+    assert_eq!(s.handled + s.dropped, 401);
+    assert!(s.dropped >= 145, "{s:?}");
+    assert_eq!((s.panics, s.panic_sites), (4, sites(|p| p.drop = 4)));
+}
