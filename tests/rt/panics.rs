@@ -458,7 +458,11 @@ fn what_a_deadline_shutdown_leaves_is_dropped_with_each_drop_guarded() {
         .filter(|&id| id < 1000)
         .collect();
     left.sort_unstable();
-    assert_eq!(left, (0..=400).collect::<Vec<_>>(), "each dropped exactly once");
+    assert_eq!(
+        left,
+        (0..=400).collect::<Vec<_>>(),
+        "each dropped exactly once"
+    );
     let s = &report.stats.shards[0];
     // What the deadline left (at least the tails of both inputs) was dropped, not
     // handled; the four bombs among it were caught.
