@@ -135,7 +135,10 @@ impl<T: Send + 'static> Bus<T> {
     /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
     /// actor is kept ([`Resume`](Supervision::Resume)), replaced by a fresh one from
     /// the factory ([`Restart`](Supervision::Restart)) or removed
-    /// ([`Stop`](Supervision::Stop)). Returns once installed.
+    /// ([`Stop`](Supervision::Stop)). Returns once installed. A panic in the actor's
+    /// `on_start` is supervised the same way; if the policy ends the subscription there
+    /// (`Stop`, or `Restart` whose fresh actor does not start either), this returns
+    /// [`Error::NotStarted`].
     pub fn subscribe_supervised<H, F>(
         &self,
         topic: impl ToTopic,
@@ -183,7 +186,10 @@ impl<T: Send + 'static> Bus<T> {
             },
         )
         .map_err(|()| Error::Closed)?;
-        done.wait().map(|()| id).map_err(|_| Error::Closed)
+        done.wait().map(|()| id).map_err(|e| match e {
+            AckError::NotStarted => Error::NotStarted(id),
+            _ => Error::Closed,
+        })
     }
 
     fn resolve_for_control(&self, topic: impl ToTopic) -> Result<TopicId, Error> {
@@ -210,7 +216,8 @@ impl<T: Send + 'static> Bus<T> {
         push_control(inbox, Control::Unsubscribe { id, ack }).map_err(|()| Error::Closed)?;
         done.wait().map_err(|e| match e {
             AckError::NotFound => Error::UnknownSubscription(id),
-            AckError::Closed => Error::Closed,
+            // Only a subscribe is answered `NotStarted`.
+            AckError::Closed | AckError::NotStarted => Error::Closed,
         })
     }
 

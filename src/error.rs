@@ -89,6 +89,13 @@ pub enum Error {
         #[source]
         source: crate::DecodeError,
     },
+    /// A subscription ended before its first message: its actor's `on_start` panicked
+    /// (caught and counted in [`PanicSites::on_start`](crate::PanicSites::on_start)) and its
+    /// [`Supervision`](crate::Supervision) policy ended it (`Stop`, or `Restart` whose
+    /// fresh actor failed to start too). Under `Resume` the actor is kept and subscribing
+    /// succeeds.
+    #[error("subscription {0:?} ended before its first message: its actor did not start")]
+    NotStarted(crate::SubscriptionId),
     /// The rings the configuration asks for need more memory than the machine has (RAM
     /// plus swap, where the OS tells), or their allocation failed: `bytes` is what they
     /// would take, shards × (inbox capacity × inbox slot + (shards − 1) × lane capacity

@@ -50,6 +50,9 @@ pub(crate) enum Ack {
     NotFound,
     /// The shard stopped (or its replay failed) before doing it.
     Closed,
+    /// Subscribe: the actor's `on_start` panicked and its supervision policy ended the
+    /// subscription at once.
+    NotStarted,
 }
 
 /// Why a control operation did not happen: [`Ack`] without its `Ok`.
@@ -59,6 +62,8 @@ pub(crate) enum AckError {
     NotFound,
     /// See [`Ack::Closed`].
     Closed,
+    /// See [`Ack::NotStarted`].
+    NotStarted,
 }
 
 /// The acknowledgement's word: `PENDING`, then one [`Ack`] encoded. Only this file
@@ -71,6 +76,7 @@ impl Ack {
             Ack::Ok => 1,
             Ack::NotFound => 2,
             Ack::Closed => 3,
+            Ack::NotStarted => 4,
         }
     }
 
@@ -78,6 +84,7 @@ impl Ack {
         match word {
             1 => Ok(()),
             2 => Err(AckError::NotFound),
+            4 => Err(AckError::NotStarted),
             _ => Err(AckError::Closed),
         }
     }

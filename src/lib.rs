@@ -56,6 +56,8 @@
 //!   shutdown) dropped and counted; each is dropped exactly once. A publish that is not
 //!   accepted gives the message back in its error.
 //! - [`Bus::subscribe`] returns after the subscription is live.
+//!   ([`Bus::subscribe_supervised`] returns [`Error::NotStarted`] instead if the actor's
+//!   `on_start` panicked and its policy ended the subscription there.)
 
 //!
 //! # Persistence

@@ -215,8 +215,9 @@ impl<T: Send + 'static> Actors<T> {
     ) -> Option<spsc::Consumer<Envelope<T>>> {
         match control {
             Control::Subscribe { topic, sub, ack } => {
-                self.install(names, topic, sub);
-                ack.send(Ack::Ok);
+                // The caller waits: it learns whether the actor started.
+                let started = self.install(names, topic, sub);
+                ack.send(if started { Ack::Ok } else { Ack::NotStarted });
                 None
             }
             Control::Unsubscribe { id, ack } => {

@@ -470,3 +470,60 @@ fn what_a_deadline_shutdown_leaves_is_dropped_with_each_drop_guarded() {
     assert!(s.dropped >= 145, "{s:?}");
     assert_eq!((s.panics, s.panic_sites), (4, sites(|p| p.drop = 4)));
 }
+
+#[test]
+fn a_subscription_whose_actor_cannot_start_is_refused_with_not_started() {
+    let bus = one_shard();
+    let seen = Log::new();
+    // Stop: `on_start` panics, the subscription ends there, the caller is told.
+    let s = seen.clone();
+    let refused = bus.subscribe_supervised("stopped", Supervision::Stop, move || {
+        let mut a = Fragile::new("s", &s);
+        a.bad_start = true;
+        a
+    });
+    let Err(shardbus::Error::NotStarted(id)) = refused else {
+        panic!("{refused:?}");
+    };
+    assert!(matches!(
+        bus.unsubscribe(id),
+        Err(shardbus::Error::UnknownSubscription(_))
+    ));
+    // Restart whose fresh actor cannot start either: the same.
+    let s = seen.clone();
+    let refused = bus.subscribe_supervised("restarted", Supervision::Restart, move || {
+        let mut a = Fragile::new("r", &s);
+        a.bad_start = true;
+        a
+    });
+    assert!(matches!(refused, Err(shardbus::Error::NotStarted(_))));
+    // Resume (the default of `subscribe_actor`): kept, subscribed, and it handles.
+    let mut kept = Fragile::new("k", &seen);
+    kept.bad_start = true;
+    bus.subscribe_actor("kept", kept).unwrap();
+    bus.publish("stopped", 1).unwrap();
+    bus.publish("kept", 2).unwrap();
+    seen.wait_len(8);
+    let stats = within("shutdown", move || bus.shutdown());
+    assert_eq!(
+        seen.snapshot(),
+        [
+            "s start",
+            "s stop",
+            "s dropped",
+            "r start",
+            "r dropped",
+            "r start",
+            "r dropped",
+            "k start",
+            "k 2",
+            "k stop",
+            "k dropped",
+        ]
+    );
+    let s = &stats.shards[0];
+    assert_eq!((s.received, s.handled, s.unrouted), (2, 1, 1));
+    assert_eq!((s.stopped_subscriptions, s.restarts), (2, 0));
+    assert_eq!(s.panics, 4);
+    assert_eq!(s.panic_sites, sites(|p| p.on_start = 4));
+}
