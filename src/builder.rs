@@ -10,11 +10,11 @@ use crate::cores;
 use crate::error::Error;
 use crate::fences::{FenceMode, Fences};
 use crate::handler::{DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
-use crate::inbox::{ack_pair, Inbox};
+use crate::inbox::{ack_pair, Envelope, Inbox, Item};
 use crate::intern::Topics;
 use crate::persist::wal::{Wal, WalConfig};
 use crate::persist::{self, Persistence};
-use crate::ring::{spsc, MAX_CAPACITY};
+use crate::ring::{mpsc, spsc, MAX_CAPACITY};
 use crate::route::{Router, ShardId};
 use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::{Shared, CHECK_ENCODE};
@@ -123,13 +123,30 @@ impl<T: Send + 'static> Builder<T> {
 
     /// Slots of each shard's shared inbox ring (used by [`Bus::publish`] and control
     /// messages). A power of two; default 1024.
+    ///
+    /// # Memory
+    ///
+    /// The rings are allocated at [`build()`](Self::build), whole. Each shard's inbox has
+    /// `capacity` slots; a slot holds a message with its topic index, or a control
+    /// message, plus an 8-byte stamp: 88 bytes on 64-bit targets for a message of up to
+    /// 64 bytes, about the message's size plus 16 above that. Each ordered pair of shards
+    /// has a lane of [`lane_capacity`](Self::lane_capacity) slots of the message's size
+    /// plus its topic index (8 bytes for a `u32`, 32 for a `String`). In all,
+    /// `shards × (capacity × inbox slot + (shards − 1) × lane_capacity × lane slot)`
+    /// (the default 1024 slots: 88 KiB per shard for small messages), and every
+    /// [`Publisher`](crate::Publisher) adds a lane per shard it publishes to.
+    /// The largest accepted value, 2^30, is an upper bound of the ring's arithmetic, not a
+    /// promise of memory: `build()` refuses rings that need more than the machine has
+    /// (RAM plus swap, read on Linux) and reports a failed allocation the same way, with
+    /// [`Error::OutOfMemory`], instead of aborting the process.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
     }
 
     /// Slots of each private lane (one per [`Publisher`](crate::Publisher) per shard,
-    /// and one per pair of shards). A power of two; default: the inbox capacity.
+    /// and one per pair of shards). A power of two; default: the inbox capacity. What
+    /// that costs in memory, and what `build()` refuses: see [`capacity`](Self::capacity).
     pub fn lane_capacity(mut self, capacity: usize) -> Self {
         self.lane_capacity = Some(capacity);
         self
@@ -302,6 +319,11 @@ impl<T: Send + 'static> Builder<T> {
         check_capacity("inbox", self.capacity)?;
         let lane_capacity = self.lane_capacity.unwrap_or(self.capacity);
         check_capacity("lane", lane_capacity)?;
+        // What the rings below allocate, checked before any of it is: refused if it is
+        // more than the machine has; a failed allocation is the same error.
+        let ring_bytes = ring_bytes::<T>(shards, self.capacity, lane_capacity);
+        check_memory(ring_bytes)?;
+        let out_of_memory = |_| Error::OutOfMemory { bytes: ring_bytes };
 
         // Where the shards run, and the fences, before anything is made: a refused core
         // set or fence mode costs nothing. The leases hold the cores until each shard
@@ -323,8 +345,9 @@ impl<T: Send + 'static> Builder<T> {
         let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
         let inboxes = parkers
             .iter()
-            .map(|p| Inbox::new(self.capacity, p.unparker().clone(), asym))
-            .collect();
+            .map(|p| Inbox::try_new(self.capacity, p.unparker().clone(), asym))
+            .collect::<Result<_, _>>()
+            .map_err(out_of_memory)?;
         let counters = (0..shards)
             .map(|_| CachePadded::new(ShardCounters::new()))
             .collect();
@@ -341,7 +364,8 @@ impl<T: Send + 'static> Builder<T> {
                     peer_rings.push(None);
                     continue;
                 }
-                let (p, c) = spsc::channel_in_mode(lane_capacity, 0, asym);
+                let (p, c) =
+                    spsc::try_channel_in_mode(lane_capacity, 0, asym).map_err(out_of_memory)?;
                 peer_rings.push(Some(c.ring().clone()));
                 *out = Some(p);
                 in_lanes[to].push(c);
@@ -489,6 +513,28 @@ fn check_thread_name(prefix: &str, shards: usize) -> Result<(), Error> {
             name: longest,
             max: MAX_THREAD_NAME,
         });
+    }
+    Ok(())
+}
+
+/// Bytes the rings of a bus take at `build()`: each shard's inbox (`capacity` slots) and
+/// the lanes between every ordered pair of shards (`lane_capacity` slots each).
+/// Saturating: a product beyond `u64` is refused as more than any machine has.
+fn ring_bytes<T>(shards: usize, capacity: usize, lane_capacity: usize) -> u64 {
+    let inbox = (capacity as u64).saturating_mul(mpsc::Ring::<Item<T>>::slot_size() as u64);
+    let lane = (lane_capacity as u64).saturating_mul(spsc::slot_size::<Envelope<T>>() as u64);
+    let shards = shards as u64;
+    shards
+        .saturating_mul(inbox)
+        .saturating_add(shards.saturating_mul(shards - 1).saturating_mul(lane))
+}
+
+/// Refuses rings of `bytes` that no allocation could give (beyond `isize::MAX`) or that
+/// exceed the machine's memory, RAM plus swap, where it is known (Linux).
+fn check_memory(bytes: u64) -> Result<(), Error> {
+    let limit = crate::os::memory_total().unwrap_or(u64::MAX);
+    if bytes > isize::MAX as u64 || bytes > limit {
+        return Err(Error::OutOfMemory { bytes });
     }
     Ok(())
 }

@@ -224,8 +224,12 @@ impl<T> Bus<T> {
     /// Subscribes an actor made by `factory`, supervised by `policy`: after a panic the
     /// actor is kept ([`Resume`](Supervision::Resume)), replaced by a fresh one from
     /// the factory ([`Restart`](Supervision::Restart)) or removed
-    /// ([`Stop`](Supervision::Stop)). Returns once installed; from a handler of this bus,
-    /// [`Error::WouldDeadlock`] (see [`Context::subscribe_supervised`]).
+    /// ([`Stop`](Supervision::Stop)). Returns once installed. A panic in the actor's
+    /// `on_start` is supervised the same way; if the policy ends the subscription there
+    /// (`Stop`, or `Restart` whose fresh actor does not start either), this returns
+    /// [`Error::NotStarted`].
+    /// From a handler of this bus, [`Error::WouldDeadlock`] (see
+    /// [`Context::subscribe_supervised`]).
     pub fn subscribe_supervised<H, F>(
         &self,
         topic: impl ToTopic,
@@ -276,7 +280,10 @@ impl<T> Bus<T> {
             },
         )
         .map_err(control_error)?;
-        done.wait().map(|()| id).map_err(|_| Error::Closed)
+        done.wait().map(|()| id).map_err(|e| match e {
+            AckError::NotStarted => Error::NotStarted(id),
+            _ => Error::Closed,
+        })
     }
 
     fn resolve_for_control(&self, topic: impl ToTopic) -> Result<TopicId, Error> {
@@ -312,7 +319,8 @@ impl<T> Bus<T> {
         push_control(self.id, inbox, Control::Unsubscribe { id, ack }).map_err(control_error)?;
         done.wait().map_err(|e| match e {
             AckError::NotFound => Error::UnknownSubscription(id),
-            AckError::Closed => Error::Closed,
+            // Only a subscribe is answered `NotStarted`.
+            AckError::Closed | AckError::NotStarted => Error::Closed,
         })
     }
 

@@ -37,6 +37,27 @@ use crate::sync::plain::Arc;
 /// handled, and goes to the dead-letter handler
 /// ([`DeadLetterReason::EncodeFailed`](crate::DeadLetterReason::EncodeFailed)).
 ///
+/// # Panics in the codec
+///
+/// A codec should return errors, not panic; if it panics anyway:
+///
+/// - on the publishing thread (the encoding of a durable publish, or of any publish whose
+///   codec can fail), the panic is the caller's own: it unwinds out of the `publish` call
+///   in the caller's thread, as a panic in the caller's own code would. Nothing was pushed
+///   and the bus is left as it was (the thread's scratch buffer is released by the
+///   unwinding). It is not turned into an error because it is the caller's code failing on
+///   the caller's stack: the caller sees it where it happens and can catch it there, and
+///   no shard or other publisher is involved.
+/// - on the shard thread (logging the message), the panic is caught and counted
+///   ([`PanicSites::encode`](crate::PanicSites::encode)); the message is not logged, not
+///   handled, and goes to the dead-letter handler
+///   ([`DeadLetterReason::EncodePanicked`](crate::DeadLetterReason::EncodePanicked)); the
+///   rest of its batch and the shard go on. With `CAN_FAIL = false` a plain publish is
+///   first encoded here.
+/// - in `decode`, replaying the log at `build()`, the panic is caught and counted, and
+///   `build()` returns [`Error::Decode`](crate::Error::Decode) naming the record, as for a
+///   decode error.
+///
 /// ```
 /// use shardbus::{Codec, DecodeError, EncodeError};
 ///

@@ -114,6 +114,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A subscription ended before its first message: its actor's `on_start` panicked
+    /// (caught and counted in [`PanicSites::on_start`](crate::PanicSites::on_start)) and its
+    /// [`Supervision`](crate::Supervision) policy ended it (`Stop`, or `Restart` whose
+    /// fresh actor failed to start too). Under `Resume` the actor is kept and subscribing
+    /// succeeds.
+    #[error("subscription {0:?} ended before its first message: its actor did not start")]
+    NotStarted(crate::SubscriptionId),
+    /// The rings the configuration asks for need more memory than the machine has (RAM
+    /// plus swap, where the OS tells), or their allocation failed: `bytes` is what they
+    /// would take, shards × (inbox capacity × inbox slot + (shards − 1) × lane capacity
+    /// × lane slot); see [`Builder::capacity`](crate::Builder::capacity). Nothing was
+    /// started.
+    #[error("the bus's rings need {bytes} bytes, more than this machine can give")]
+    OutOfMemory {
+        /// The bytes the rings would take.
+        bytes: u64,
+    },
     /// A shard thread could not be spawned.
     #[error("could not spawn shard thread {shard}: {source}")]
     Spawn {

@@ -32,6 +32,13 @@ impl SubscriptionId {
 /// keep or forward a message clones it.
 ///
 /// Closures `FnMut(&mut Context<'_, T>, &T)` are handlers too.
+///
+/// A panic in any of the methods, or in the actor's `Drop`, is caught on the shard thread
+/// and counted ([`ShardStats::panic_sites`](crate::ShardStats::panic_sites)): one in
+/// `handle` dead-letters its message and applies the subscription's [`Supervision`]
+/// policy; one in `on_start` is supervised the same way (an actor kept by `Resume` then
+/// handles messages); one in `on_stop` or `Drop` is counted and the subscription ends as
+/// it would have.
 pub trait Handler<T>: Send + 'static {
     /// Called on the shard thread before the first message (and after a restart).
     fn on_start(&mut self, ctx: &mut Context<'_, T>) {
@@ -279,6 +286,14 @@ pub enum DeadLetterReason<'a> {
     EncodeFailed {
         /// What the codec said.
         error: &'a crate::EncodeError,
+    },
+    /// Persistent bus: the message's [`Codec::encode`](crate::Codec::encode) panicked on
+    /// the shard thread, writing the log. The panic was caught and counted
+    /// ([`PanicSites::encode`](crate::PanicSites::encode)); the message is not in the
+    /// log and no handler saw it. The shard and its other messages go on.
+    EncodePanicked {
+        /// The panic's message (`"<non-string panic payload>"` if it was not a string).
+        panic: &'a str,
     },
 }
 

@@ -66,6 +66,9 @@ pub(crate) enum Ack {
     NotFound,
     /// The shard stopped (or its replay failed) before doing it.
     Closed,
+    /// Subscribe: the actor's `on_start` panicked and its supervision policy ended the
+    /// subscription at once.
+    NotStarted,
 }
 
 /// Why a control operation did not happen: [`Ack`] without its `Ok`.
@@ -75,6 +78,8 @@ pub(crate) enum AckError {
     NotFound,
     /// See [`Ack::Closed`].
     Closed,
+    /// See [`Ack::NotStarted`].
+    NotStarted,
 }
 
 /// The acknowledgement's word: `PENDING`, then one [`Ack`] encoded. Only this file
@@ -87,6 +92,7 @@ impl Ack {
             Ack::Ok => 1,
             Ack::NotFound => 2,
             Ack::Closed => 3,
+            Ack::NotStarted => 4,
         }
     }
 
@@ -94,6 +100,7 @@ impl Ack {
         match word {
             1 => Ok(()),
             2 => Err(AckError::NotFound),
+            4 => Err(AckError::NotStarted),
             _ => Err(AckError::Closed),
         }
     }
@@ -186,17 +193,22 @@ pub(crate) struct Inbox<T> {
 }
 
 impl<T> Inbox<T> {
+    /// An inbox whose ring has `capacity` slots; `Err` if they cannot be allocated.
     /// `asym`: the bus's fences are the membarrier pair (`sync::asym`).
-    pub(crate) fn new(capacity: usize, unparker: Unparker, asym: bool) -> Self {
-        Self {
-            ring: mpsc::Ring::new(capacity, 0),
+    pub(crate) fn try_new(
+        capacity: usize,
+        unparker: Unparker,
+        asym: bool,
+    ) -> Result<Self, crate::ring::AllocError> {
+        Ok(Self {
+            ring: mpsc::Ring::try_new(capacity, 0)?,
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym,
             unparker,
             flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
             log: LogStatus::new(),
-        }
+        })
     }
 
     /// Called by a publisher after a successful push: wakes the shard if it is parked

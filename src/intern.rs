@@ -14,9 +14,15 @@
 //!
 //! Interned topics are kept for the bus's lifetime: a bus fed an unbounded stream of
 //! fresh topic names grows by about 150 bytes per name in the registry and the shard's
-//! table, plus about 80 bytes in each cache that has seen the name.
+//! table, plus about 80 bytes in each cache that has seen the name. Every cache goes with
+//! its owner: a `Publisher`'s with the publisher, a shard's with the shard, and the
+//! per-thread caches of `Bus::publish` with the bus's shared state (they are the bus's,
+//! one per thread that published by name, not the threads'), so a dropped bus leaves
+//! nothing behind in a thread that never publishes again.
 
 use std::cell::RefCell;
+
+use thread_local::ThreadLocal;
 
 use crate::route::{Router, ShardId, TopicKey, TopicMap};
 use crate::sync::plain::{Mutex, PoisonError};
@@ -36,6 +42,10 @@ pub(crate) struct Topics {
     /// from another bus's.
     pub(crate) bus: u64,
     inner: Mutex<Inner>,
+    /// `Bus::publish` by name: each calling thread's cache of this bus's topics, owned by
+    /// the bus (dropped with it, whichever threads filled it). Finding the calling
+    /// thread's is lock-free: a thread-id lookup and one load.
+    thread_caches: ThreadLocal<RefCell<TopicCache>>,
 }
 
 struct Inner {
@@ -54,6 +64,7 @@ impl Topics {
                 ids: TopicMap::default(),
                 names: vec![Vec::new(); shards],
             }),
+            thread_caches: ThreadLocal::new(),
         }
     }
 
@@ -82,22 +93,24 @@ impl Topics {
         }
     }
 
-    /// Looks `key` up in the calling thread's cache (`Bus::publish` by name).
+    /// Looks `key` up in the calling thread's cache of this bus (`Bus::publish` by name).
     fn thread_cached(&self, key: &TopicKey) -> TopicId {
-        THREAD_CACHE
-            .try_with(|cell| match cell.try_borrow_mut() {
-                Ok(mut slot) => {
-                    let (owner, cache) = &mut *slot;
-                    if *owner != self.bus {
-                        *owner = self.bus;
-                        *cache = TopicCache::default();
-                    }
-                    cache.get(self, key)
-                }
-                Err(_) => self.intern(key),
-            })
-            // The thread is exiting and its cache is gone.
-            .unwrap_or_else(|_| self.intern(key))
+        let cell = self.thread_caches.get_or(RefCell::default);
+        match cell.try_borrow_mut() {
+            Ok(mut cache) => cache.get(self, key),
+            // Only reentrant use could get here (nothing on this path calls back into a
+            // publish); the registry answers without the cache.
+            Err(_) => self.intern(key),
+        }
+    }
+
+    /// How many topics the calling thread's cache of this bus holds (tests).
+    #[cfg(test)]
+    pub(crate) fn thread_cache_len(&self) -> usize {
+        self.thread_caches
+            .get()
+            .and_then(|cell| cell.try_borrow().ok().map(|cache| cache.ids.len()))
+            .unwrap_or(0)
     }
 
     /// Calls `add` with the names of `shard`'s topics from index `from` on. Called by
@@ -130,9 +143,69 @@ impl TopicCache {
     }
 }
 
+#[cfg(test)]
 thread_local! {
-    /// `Bus::publish` by name: the calling thread's cache, for one bus at a time (by
-    /// the bus's process-unique id). Switching buses on a thread starts it afresh.
-    static THREAD_CACHE: RefCell<(u64, TopicCache)> =
-        RefCell::new((u64::MAX, TopicCache::default()));
+    /// Entries of [`TopicCache`]s dropped on this thread (tests: what a dropped bus freed).
+    static FREED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+impl Drop for TopicCache {
+    fn drop(&mut self) {
+        FREED.with(|f| f.set(f.get() + self.ids.len()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{mpsc, Arc};
+
+    fn keys(topics: &Topics, prefix: &str, n: usize) -> Vec<TopicKey> {
+        (0..n)
+            .map(|i| topics.router.key(&format!("{prefix}-{i}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_per_thread_caches_are_the_buss_and_go_with_it() {
+        let topics = Arc::new(Topics::new(Router::new(4), 7));
+        // Another thread publishes by name to 1,000 topics (each twice: one entry each),
+        // then never again, and stays alive.
+        let (resolved, wait) = (mpsc::channel(), mpsc::channel::<()>());
+        let other = {
+            let topics = topics.clone();
+            let (resolved, wait) = (resolved.0, wait.1);
+            std::thread::spawn(move || {
+                let names = keys(&topics, "other", 1000);
+                for key in names.iter().chain(&names) {
+                    topics.cached(key, None);
+                }
+                let len = topics.thread_cache_len();
+                drop(topics);
+                resolved.send(len).unwrap();
+                let _ = wait.recv();
+            })
+        };
+        assert_eq!(resolved.1.recv().unwrap(), 1000);
+        // This thread's own cache: 10 of the same names, 5 new ones.
+        let mut mine = keys(&topics, "other", 10);
+        mine.extend(keys(&topics, "mine", 5));
+        for key in &mine {
+            topics.cached(key, None);
+        }
+        assert_eq!(topics.thread_cache_len(), 15);
+        // The same ids through the cache as through the registry.
+        for key in &mine {
+            assert_eq!(topics.cached(key, None), topics.intern(key));
+        }
+        // The last owner of the bus's state is this thread: dropping it frees every
+        // thread's cache here, the other thread's included, though it is still alive.
+        let before = FREED.with(std::cell::Cell::get);
+        assert_eq!(Arc::strong_count(&topics), 1);
+        drop(topics);
+        assert_eq!(FREED.with(std::cell::Cell::get) - before, 1015);
+        wait.0.send(()).unwrap();
+        other.join().unwrap();
+    }
 }

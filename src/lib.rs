@@ -39,6 +39,15 @@
 //! a handler is caught, counted, sent to the dead-letter handler and handled by the
 //! subscription's [`Supervision`] policy.
 //!
+//! Every other piece of user code a shard thread runs is contained the same way: a panic
+//! in `on_start`, `on_stop`, a supervision factory, the dead-letter handler, the `Drop` of
+//! a message or an actor, or (persistent buses) the codec's `encode` or `decode` is
+//! caught, counted by where it happened ([`ShardStats::panic_sites`]), reported where
+//! there is a message to report (a message whose `encode` panicked is dead-lettered with
+//! [`DeadLetterReason::EncodePanicked`]), and the shard goes on; a panic in `decode` at
+//! replay fails `build()` with [`Error::Decode`]. Nothing of it panics a caller's thread,
+//! and `shutdown()` still returns.
+//!
 //! # Guarantees
 //!
 //! - Messages from one [`Publisher`] (or one thread using [`Bus::publish`], or one
@@ -47,6 +56,8 @@
 //!   shutdown) dropped and counted; each is dropped exactly once. A publish that is not
 //!   accepted gives the message back in its error.
 //! - [`Bus::subscribe`] returns after the subscription is live.
+//!   ([`Bus::subscribe_supervised`] returns [`Error::NotStarted`] instead if the actor's
+//!   `on_start` panicked and its policy ended the subscription there.)
 //! - A message whose publish returned before [`Bus::subscribe`] was called does not reach
 //!   that subscriber, and one whose publish returned before [`Bus::unsubscribe`] does,
 //!   through [`Bus::publish`] and a [`Publisher`] alike.
@@ -199,7 +210,7 @@ pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, MAX_TOPIC_LEN};
-pub use stats::{HandlerTime, ShardStats, Stats};
+pub use stats::{HandlerTime, PanicSites, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 

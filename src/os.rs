@@ -55,3 +55,28 @@ pub(crate) fn lock_exclusive(file: &File) -> io::Result<()> {
         }
     }
 }
+
+/// The machine's memory, RAM plus swap, in bytes (`MemTotal` + `SwapTotal` of
+/// `/proc/meminfo`): more than this can never be in use at once, so `build()` refuses rings
+/// that need more before it allocates them. `None` where it cannot be read.
+#[cfg(target_os = "linux")]
+pub(crate) fn memory_total() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let total = kib("MemTotal:")?.checked_add(kib("SwapTotal:").unwrap_or(0))?;
+    total.checked_mul(1024)
+}
+
+/// The machine's memory: not read on this OS (a failed allocation is still an error).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn memory_total() -> Option<u64> {
+    None
+}

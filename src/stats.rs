@@ -51,6 +51,8 @@ pub(crate) struct ShardCounters {
     pub(crate) high_water: AtomicU64,
     /// `core + 1` when pinned, 0 when not.
     pub(crate) core: AtomicU64,
+    /// `panics` split by [`PanicSite`]. Stored only when `panics` changed.
+    panic_sites: [AtomicU64; PanicSite::COUNT],
     hist: Box<[AtomicU64]>,
     hist_max: AtomicU64,
 }
@@ -68,6 +70,34 @@ pub(crate) struct LocalCounters {
     pub(crate) dropped: u64,
     pub(crate) depth: u64,
     pub(crate) high_water: u64,
+    /// `panics` split by [`PanicSite`].
+    pub(crate) panic_sites: [u64; PanicSite::COUNT],
+}
+
+/// Where on the shard thread a panic of user code was caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PanicSite {
+    Handle,
+    OnStart,
+    OnStop,
+    Factory,
+    DeadLetter,
+    Drop,
+    Encode,
+    Decode,
+}
+
+impl PanicSite {
+    const COUNT: usize = 8;
+}
+
+impl LocalCounters {
+    /// Counts a panic caught at `site` (in `panics` and in its site's count).
+    #[cold]
+    pub(crate) fn panicked(&mut self, site: PanicSite) {
+        self.panics += 1;
+        self.panic_sites[site as usize] += 1;
+    }
 }
 
 impl ShardCounters {
@@ -84,6 +114,7 @@ impl ShardCounters {
             depth: AtomicU64::new(0),
             high_water: AtomicU64::new(0),
             core: AtomicU64::new(0),
+            panic_sites: std::array::from_fn(|_| AtomicU64::new(0)),
             hist: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             hist_max: AtomicU64::new(0),
         }
@@ -96,6 +127,13 @@ impl ShardCounters {
         self.handled.store(l.handled, r);
         self.unrouted.store(l.unrouted, r);
         self.dead_letters.store(l.dead_letters, r);
+        // Only this thread writes `panics`: its own load is exact. The split is stored
+        // first and only when there is something new, so a pass costs one load here.
+        if self.panics.load(r) != l.panics {
+            for (site, &n) in self.panic_sites.iter().zip(l.panic_sites.iter()) {
+                site.store(n, r);
+            }
+        }
         self.panics.store(l.panics, r);
         self.restarts.store(l.restarts, r);
         self.stopped.store(l.stopped, r);
@@ -133,6 +171,7 @@ impl ShardCounters {
         };
         let max = self.hist_max.load(r);
         let core = self.core.load(r);
+        let site = |s: PanicSite| self.panic_sites[s as usize].load(r);
         ShardStats {
             shard,
             core: core.checked_sub(1).map(|c| c as usize),
@@ -141,6 +180,16 @@ impl ShardCounters {
             unrouted: self.unrouted.load(r),
             dead_letters: self.dead_letters.load(r),
             panics: self.panics.load(r),
+            panic_sites: PanicSites {
+                handle: site(PanicSite::Handle),
+                on_start: site(PanicSite::OnStart),
+                on_stop: site(PanicSite::OnStop),
+                factory: site(PanicSite::Factory),
+                dead_letter: site(PanicSite::DeadLetter),
+                drop: site(PanicSite::Drop),
+                encode: site(PanicSite::Encode),
+                decode: site(PanicSite::Decode),
+            },
             restarts: self.restarts.load(r),
             stopped_subscriptions: self.stopped.load(r),
             dropped: self.dropped.load(r),
@@ -177,6 +226,41 @@ pub struct HandlerTime {
     pub max_ns: u64,
 }
 
+/// Panics of user code a shard caught, by where they happened; they add up to
+/// [`ShardStats::panics`].
+///
+/// A panic in `handle` dead-letters its message
+/// ([`DeadLetterReason::Panicked`](crate::DeadLetterReason::Panicked)) and one in the
+/// codec's `encode` on the shard thread dead-letters it too
+/// ([`DeadLetterReason::EncodePanicked`](crate::DeadLetterReason::EncodePanicked)); the
+/// others have no message to give (a message whose `Drop` panicked is gone), so these
+/// counters are their report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct PanicSites {
+    /// [`Handler::handle`](crate::Handler::handle).
+    pub handle: u64,
+    /// [`Handler::on_start`](crate::Handler::on_start), at subscription or after a
+    /// restart.
+    pub on_start: u64,
+    /// [`Handler::on_stop`](crate::Handler::on_stop).
+    pub on_stop: u64,
+    /// A supervision factory making a fresh actor (the subscription ends).
+    pub factory: u64,
+    /// The dead-letter handler ([`Builder::dead_letter`](crate::Builder::dead_letter)).
+    pub dead_letter: u64,
+    /// A message's `Drop`, when the shard dropped it (after its handlers, or dropping
+    /// what a deadline shutdown left).
+    pub drop: u64,
+    /// [`Codec::encode`](crate::Codec::encode) on the shard thread, writing the log (the
+    /// message is dead-lettered, not logged, not handled).
+    pub encode: u64,
+    /// [`Codec::decode`](crate::Codec::decode) replaying the log (`build()` fails with
+    /// [`Error::Decode`](crate::Error::Decode)).
+    pub decode: u64,
+}
+
 /// A snapshot of one shard's counters.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,8 +279,14 @@ pub struct ShardStats {
     pub unrouted: u64,
     /// Calls of the dead-letter handler: unrouted messages plus handler panics.
     pub dead_letters: u64,
-    /// Handler panics caught.
+    /// Panics of user code caught on the shard thread, wherever they happened (split in
+    /// [`panic_sites`](Self::panic_sites)): a handler's `handle`, `on_start` or
+    /// `on_stop`, a supervision factory, the dead-letter handler, a message's `Drop`, and
+    /// on a persistent bus the codec's `encode` and `decode`. The shard goes on after
+    /// each.
     pub panics: u64,
+    /// [`panics`](Self::panics) by where they happened.
+    pub panic_sites: PanicSites,
     /// Actors restarted by their supervision policy.
     pub restarts: u64,
     /// Subscriptions stopped by their supervision policy.
@@ -237,9 +327,24 @@ impl Stats {
     pub fn dead_letters(&self) -> u64 {
         self.shards.iter().map(|s| s.dead_letters).sum()
     }
-    /// Handler panics, summed over shards.
+    /// Panics of user code caught on the shard threads, summed over shards.
     pub fn panics(&self) -> u64 {
         self.shards.iter().map(|s| s.panics).sum()
+    }
+    /// [`panics`](Self::panics) by where they happened, summed over shards.
+    pub fn panic_sites(&self) -> PanicSites {
+        self.shards
+            .iter()
+            .fold(PanicSites::default(), |a, s| PanicSites {
+                handle: a.handle + s.panic_sites.handle,
+                on_start: a.on_start + s.panic_sites.on_start,
+                on_stop: a.on_stop + s.panic_sites.on_stop,
+                factory: a.factory + s.panic_sites.factory,
+                dead_letter: a.dead_letter + s.panic_sites.dead_letter,
+                drop: a.drop + s.panic_sites.drop,
+                encode: a.encode + s.panic_sites.encode,
+                decode: a.decode + s.panic_sites.decode,
+            })
     }
     /// Messages dropped by a deadline shutdown, summed over shards.
     pub fn dropped(&self) -> u64 {

@@ -40,6 +40,25 @@ impl<T> PushError<T> {
 /// The largest slot count a ring accepts.
 pub const MAX_CAPACITY: usize = 1 << 30;
 
+/// A ring's slots could not be allocated: `bytes` were asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocError {
+    pub bytes: usize,
+}
+
+/// `n` slots made by `init`, allocated fallibly: a failed allocation (or a size beyond
+/// what an allocation can be) is an error, not an abort of the process.
+pub fn try_slots<S>(n: usize, init: impl FnMut(usize) -> S) -> Result<Box<[S]>, AllocError> {
+    let bytes = n.saturating_mul(std::mem::size_of::<S>());
+    let mut slots = Vec::new();
+    slots
+        .try_reserve_exact(n)
+        .map_err(|_| AllocError { bytes })?;
+    // Within the reserved capacity: no reallocation.
+    slots.extend((0..n).map(init));
+    Ok(slots.into_boxed_slice())
+}
+
 #[inline]
 pub fn slot_index(pos: u64, mask: u64) -> usize {
     ((pos >> 1) & mask) as usize
@@ -54,3 +73,24 @@ pub fn reached(pos: u64, target: u64) -> bool {
 
 #[cfg(all(test, not(shardbus_loom)))]
 mod model_tests;
+
+#[cfg(all(test, not(shardbus_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_that_cannot_be_allocated_are_an_error_not_an_abort() {
+        // Beyond what an allocation can be (`isize::MAX`), and 1 PiB: more than the
+        // address space a process gets, so the allocator refuses it.
+        assert_eq!(
+            try_slots::<u64>(1 << 60, |_| 0).unwrap_err(),
+            AllocError { bytes: 1 << 63 }
+        );
+        assert_eq!(
+            try_slots::<[u8; 1024]>(1 << 40, |_| [0; 1024]).unwrap_err(),
+            AllocError { bytes: 1 << 50 }
+        );
+        let slots = try_slots(4, |i| i * 10).unwrap();
+        assert_eq!(&*slots, [0, 10, 20, 30]);
+    }
+}

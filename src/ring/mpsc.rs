@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use super::{slot_index, PushError, CLOSED, STEP};
+use super::{slot_index, try_slots, AllocError, PushError, CLOSED, STEP};
 use crate::sync::{AtomicU64, Backoff, Ordering, UnsafeCell};
 
 struct Slot<T> {
@@ -41,28 +41,45 @@ unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
     /// A ring of `capacity` slots (a power of two) starting at position `start` (even).
+    /// Aborts, as any allocation, if memory runs out: tests and models; the builder uses
+    /// [`try_new`](Self::try_new).
+    #[cfg(any(test, shardbus_loom))]
     pub fn new(capacity: usize, start: u64) -> Self {
+        match Self::try_new(capacity, start) {
+            Ok(ring) => ring,
+            Err(e) => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(e.bytes, 8)
+                    .unwrap_or(std::alloc::Layout::new::<u64>()),
+            ),
+        }
+    }
+
+    /// [`new`](Self::new), with a failed allocation returned as an error.
+    pub fn try_new(capacity: usize, start: u64) -> Result<Self, AllocError> {
         debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
         let cap = capacity as u64;
         let mask = cap - 1;
         // Slot `j` is first used by the position `start + i * STEP` with
         // `slot_index(that position) == j`, i.e. `i = (j - start / STEP) mod cap`.
-        let slots = (0..cap)
-            .map(|j| {
-                let i = j.wrapping_sub(start >> 1) & mask;
-                let pos = start.wrapping_add(i * STEP);
-                Slot {
-                    stamp: AtomicU64::new(pos),
-                    value: UnsafeCell::new(MaybeUninit::uninit()),
-                }
-            })
-            .collect();
-        Self {
+        let slots = try_slots(capacity, |j| {
+            let i = (j as u64).wrapping_sub(start >> 1) & mask;
+            let pos = start.wrapping_add(i * STEP);
+            Slot {
+                stamp: AtomicU64::new(pos),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            }
+        })?;
+        Ok(Self {
             head: CachePadded::new(AtomicU64::new(start)),
             tail: CachePadded::new(AtomicU64::new(start)),
             slots,
             mask,
-        }
+        })
+    }
+
+    /// Bytes of one slot of a ring of `T`: what each unit of capacity costs.
+    pub fn slot_size() -> usize {
+        std::mem::size_of::<Slot<T>>()
     }
 
     fn span(&self) -> u64 {

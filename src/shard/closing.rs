@@ -1,8 +1,10 @@
 //! The shard's half of shutdown (see `shutdown`): close the external intake, publish
 //! drain progress to the coordinator, and stop.
 
+use super::dispatch::drop_counted;
 use super::inputs::confirm_durable;
 use super::*;
+use crate::stats::PanicSite;
 
 impl<T: Send + 'static> Shard<T> {
     pub(super) fn begin_closing(&mut self) {
@@ -68,21 +70,46 @@ impl<T: Send + 'static> Shard<T> {
         let ring = &inbox.ring;
         inputs.ring.close(ring);
         let mut left = 0u64;
+        // Each message left is dropped here, its `Drop` guarded (user code must not stop
+        // the shard before it has said it exited).
+        let c = &mut actors.counters;
         inputs.ring.drain_closed(ring, |item| match item {
-            Item::Msg(_) => left += 1,
+            Item::Msg(env) => {
+                left += 1;
+                drop_counted(c, env);
+            }
             // A lane registered too late to be served: its messages were accepted.
             Item::Control(Control::AddLane(mut lane)) => {
                 lane.close();
-                while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
+                while lane.pop_batch(usize::MAX, |env| {
+                    left += 1;
+                    drop_counted(c, env);
+                }) > 0
+                {}
             }
-            // (Un)subscribe and flush requests: dropping the ack answers `Closed`.
+            // (Un)subscribe and flush requests: dropping the ack answers `Closed`. A subscriber
+            // that was never installed is dropped with it: its actor's `Drop` guarded.
+            Item::Control(Control::Subscribe { mut sub, .. }) => sub.retire(c),
             Item::Control(_) => {}
         });
         for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {
             lane.close();
-            while lane.pop_batch(usize::MAX, |_| left += 1) > 0 {}
+            while lane.pop_batch(usize::MAX, |env| {
+                left += 1;
+                drop_counted(c, env);
+            }) > 0
+            {}
         }
-        left += actors.out.discard();
+        for env in actors.out.local.drain(..) {
+            left += 1;
+            drop_counted(c, env);
+        }
+        // What waits in the overflow queues, dropped together: a panic there is counted
+        // once and the rest of those queues is still dropped by the unwinding.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| actors.out.discard())) {
+            Ok(n) => left += n,
+            Err(_) => actors.counters.panicked(PanicSite::Drop),
+        }
         actors.counters.dropped += left;
         if left > 0 {
             report_dropped(left);

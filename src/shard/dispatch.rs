@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::stats::PanicSite;
 use crate::supervise::traced;
+use crate::supervise::{drop_guarded, Caught, Guarded};
 
 /// The names of the shard's topics, by index (see `intern`): learned from the bus's
 /// registry the first time an index beyond the table reaches the shard.
@@ -54,15 +56,21 @@ impl<T: Send + 'static> Actors<T> {
         self.dispatch(names, env, replay);
     }
 
-    /// Delivers one message to every subscriber of its topic, in subscription order.
-    /// The topic's name must have been learned.
+    /// Delivers one message to every subscriber of its topic, in subscription order,
+    /// then drops it. The topic's name must have been learned.
+    ///
+    /// The drop of the message is user code too: the last subscriber's call runs it under
+    /// the same `catch_unwind` as its `handle` ([`Guarded::run_then_drop`]), so a panic in
+    /// either is caught at no extra cost per message. After a panic in `handle` the message
+    /// is still alive: it is dead-lettered, then dropped (guarded) on that cold path.
     #[inline(always)]
     pub(super) fn dispatch(&mut self, names: &Names, env: Envelope<T>, replay: bool) {
         let c = &mut self.counters;
         c.received += 1;
         let start = (c.received % SAMPLE_EVERY == 1).then(std::time::Instant::now);
         let topic = names.key(env.topic);
-        match self.subs.get_mut(env.topic as usize) {
+        let mut env = Guarded::new(env);
+        match self.subs.get_mut(env.get().topic as usize) {
             // The lone subscriber, the common case: no loop, nothing to retain.
             Some(subs) if subs.len() == 1 => {
                 c.handled += 1;
@@ -73,10 +81,12 @@ impl<T: Send + 'static> Actors<T> {
                     out: &mut self.out,
                     replay,
                 };
-                if let Err(payload) = sub.call(&mut ctx, |a, ctx| a.handle(ctx, &env.msg)) {
+                let actor = &mut *sub.actor;
+                if let Err(caught) = env.run_then_drop(|env| actor.handle(&mut ctx, &env.msg)) {
                     let (shared, id, where_is) = (&self.shared, self.id, &mut self.where_is);
-                    if supervise_panic(shared, id, where_is, c, sub, &mut ctx, &env, &*payload)
-                        == Verdict::Remove
+                    if handle_caught(
+                        shared, id, where_is, c, sub, &mut ctx, &mut env, caught, true,
+                    ) == Verdict::Remove
                     {
                         subs.clear();
                     }
@@ -86,6 +96,8 @@ impl<T: Send + 'static> Actors<T> {
                 c.handled += 1;
                 let (out, shared, where_is, id) =
                     (&mut self.out, &self.shared, &mut self.where_is, self.id);
+                let last = subs.len() - 1;
+                let mut i = 0;
                 subs.retain_mut(|sub| {
                     let mut ctx = Context {
                         topic,
@@ -93,18 +105,33 @@ impl<T: Send + 'static> Actors<T> {
                         out: &mut *out,
                         replay,
                     };
-                    let Err(payload) = sub.call(&mut ctx, |a, ctx| a.handle(ctx, &env.msg)) else {
+                    let is_last = i == last;
+                    i += 1;
+                    let result = if is_last {
+                        // The last subscriber's call drops the message.
+                        let actor = &mut *sub.actor;
+                        env.run_then_drop(|env| actor.handle(&mut ctx, &env.msg))
+                    } else {
+                        let msg = &env.get().msg;
+                        sub.call(&mut ctx, |a, ctx| a.handle(ctx, msg))
+                            .map_err(Caught::Call)
+                    };
+                    let Err(caught) = result else {
                         return true;
                     };
-                    supervise_panic(shared, id, where_is, c, sub, &mut ctx, &env, &*payload)
-                        != Verdict::Remove
+                    handle_caught(
+                        shared, id, where_is, c, sub, &mut ctx, &mut env, caught, is_last,
+                    ) != Verdict::Remove
                 });
             }
             _ => {
                 c.unrouted += 1;
                 c.dead_letters += 1;
                 let reason = DeadLetterReason::NoSubscriber;
-                dead_letter(&self.shared, self.id, topic, &env, reason, replay);
+                dead_letter(&self.shared, self.id, c, topic, env.get(), reason, replay);
+                if env.drop_now().is_err() {
+                    c.panicked(PanicSite::Drop);
+                }
                 return;
             }
         }
@@ -132,15 +159,22 @@ impl<T: Send + 'static> Actors<T> {
             Fate::NotEncoded(error) => {
                 self.not_logged(names, env, DeadLetterReason::EncodeFailed { error });
             }
+            Fate::EncodePanicked(panic) => {
+                // Counted where it happened, on this thread, in the log's pass.
+                self.counters.panicked(PanicSite::Encode);
+                self.not_logged(names, env, DeadLetterReason::EncodePanicked { panic });
+            }
         }
     }
 
     /// A drained message that is not in the log: counted and dead-lettered, not handled.
     fn not_logged(&mut self, names: &Names, env: Envelope<T>, reason: DeadLetterReason<'_>) {
-        self.counters.received += 1;
-        self.counters.dead_letters += 1;
+        let c = &mut self.counters;
+        c.received += 1;
+        c.dead_letters += 1;
         let topic = names.key(env.topic);
-        dead_letter(&self.shared, self.id, topic, &env, reason, false);
+        dead_letter(&self.shared, self.id, c, topic, &env, reason, false);
+        drop_counted(c, env);
     }
 
     /// Installs a subscription: runs the actor's `on_start` (supervised like a panic in
@@ -160,11 +194,12 @@ impl<T: Send + 'static> Actors<T> {
         };
         if sub.call(&mut ctx, |a, ctx| a.on_start(ctx)).is_err() {
             // An actor that cannot start is supervised like a panic in `handle`.
-            self.counters.panics += 1;
-            let verdict = sub.after_panic(&mut ctx, &mut self.counters.panics);
+            self.counters.panicked(PanicSite::OnStart);
+            let verdict = sub.after_panic(&mut ctx, &mut self.counters);
             match traced(self.id, ctx.topic, sub.id, verdict) {
                 Verdict::Remove => {
                     self.counters.stopped += 1;
+                    sub.retire(&mut self.counters);
                     return false;
                 }
                 Verdict::Restarted => self.counters.restarts += 1,
@@ -188,8 +223,9 @@ impl<T: Send + 'static> Actors<T> {
     ) -> Option<spsc::Consumer<Envelope<T>>> {
         match control {
             Control::Subscribe { topic, sub, ack } => {
-                self.install(names, topic, sub);
-                ack.send(Ack::Ok);
+                // The caller waits: it learns whether the actor started.
+                let started = self.install(names, topic, sub);
+                ack.send(if started { Ack::Ok } else { Ack::NotStarted });
                 None
             }
             Control::Unsubscribe { id, ack } => {
@@ -207,8 +243,9 @@ impl<T: Send + 'static> Actors<T> {
                         replay: false,
                     };
                     if sub.call(&mut ctx, |a, ctx| a.on_stop(ctx)).is_err() {
-                        self.counters.panics += 1;
+                        self.counters.panicked(PanicSite::OnStop);
                     }
+                    sub.retire(&mut self.counters);
                 }
                 ack.send(Ack::Ok);
                 None
@@ -243,7 +280,8 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
-    /// Runs every actor's `on_stop`.
+    /// Runs every actor's `on_stop`, then drops the actors (guarded: their `Drop` is
+    /// user code too).
     pub(super) fn stop_all(&mut self, names: &Names) {
         for (index, subs) in self.subs.iter_mut().enumerate() {
             for sub in subs.iter_mut() {
@@ -254,54 +292,77 @@ impl<T: Send + 'static> Actors<T> {
                     replay: false,
                 };
                 if sub.call(&mut ctx, |a, ctx| a.on_stop(ctx)).is_err() {
-                    self.counters.panics += 1;
+                    self.counters.panicked(PanicSite::OnStop);
                 }
+                sub.retire(&mut self.counters);
             }
         }
     }
 }
 
-/// After a handler panicked on `env`: counts it, sends the message to the dead-letter
-/// handler and applies the subscriber's supervision policy.
+/// After a guarded call of a subscriber's `handle` on `env` panicked: in `handle`
+/// ([`Caught::Call`]) it counts the panic, sends the message to the dead-letter handler,
+/// drops it if this was its `last` call, and applies the subscriber's supervision policy;
+/// in the message's `Drop` ([`Caught::Drop`], the message is gone and the handler was fine)
+/// it counts the panic.
 #[cold]
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn supervise_panic<T: 'static>(
+fn handle_caught<T: 'static>(
     shared: &Shared<T>,
     shard: ShardId,
     where_is: &mut HashMap<SubscriptionId, u32>,
     c: &mut LocalCounters,
     sub: &mut Subscriber<T>,
     ctx: &mut Context<'_, T>,
-    env: &Envelope<T>,
-    payload: &(dyn std::any::Any + Send),
+    env: &mut Guarded<Envelope<T>>,
+    caught: Caught,
+    last: bool,
 ) -> Verdict {
-    c.panics += 1;
+    let payload = match caught {
+        Caught::Call(payload) => payload,
+        Caught::Drop => {
+            c.panicked(PanicSite::Drop);
+            return Verdict::Keep;
+        }
+    };
+    c.panicked(PanicSite::Handle);
     c.dead_letters += 1;
     let reason = DeadLetterReason::Panicked {
         subscription: sub.id,
-        panic: panic_text(payload),
+        panic: panic_text(&*payload),
     };
-    dead_letter(shared, shard, ctx.topic, env, reason, ctx.replay);
-    let verdict = traced(
-        shard,
-        ctx.topic,
-        sub.id,
-        sub.after_panic(ctx, &mut c.panics),
-    );
+    dead_letter(shared, shard, c, ctx.topic, env.get(), reason, ctx.replay);
+    if last && env.drop_now().is_err() {
+        c.panicked(PanicSite::Drop);
+    }
+    let verdict = traced(shard, ctx.topic, sub.id, sub.after_panic(ctx, c));
     match verdict {
         Verdict::Keep => {}
         Verdict::Restarted => c.restarts += 1,
         Verdict::Remove => {
             c.stopped += 1;
             where_is.remove(&sub.id);
+            sub.retire(c);
         }
     }
     verdict
 }
 
+/// Drops `value` (a message the shard owns, off the handlers' path), catching and
+/// counting a panic in its `Drop`.
+#[inline]
+pub(super) fn drop_counted<V>(c: &mut LocalCounters, value: V) {
+    if std::mem::needs_drop::<V>() && drop_guarded(value).is_err() {
+        c.panicked(PanicSite::Drop);
+    }
+}
+
+/// Calls the dead-letter handler, if there is one, catching (and counting) its panic.
 fn dead_letter<T>(
     shared: &Shared<T>,
     shard: ShardId,
+    c: &mut LocalCounters,
     topic: &TopicKey,
     env: &Envelope<T>,
     reason: DeadLetterReason<'_>,
@@ -315,8 +376,10 @@ fn dead_letter<T>(
             reason,
             replay,
         };
-        // A panicking dead-letter handler must not take the shard down; the panic hook
-        // has already reported it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(letter)));
+        // A panicking dead-letter handler must not take the shard down: counted (there is
+        // no one else to tell), and the shard goes on.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(letter))).is_err() {
+            c.panicked(PanicSite::DeadLetter);
+        }
     }
 }

@@ -5,6 +5,7 @@
 use super::inputs::confirm_durable;
 use super::*;
 use crate::persist::wal::WalShard;
+use crate::stats::PanicSite;
 
 impl<T: Send + 'static> Shard<T> {
     /// Hands every record after the checkpoint to the handlers with `replay == true`.
@@ -44,7 +45,19 @@ impl<T: Send + 'static> Shard<T> {
                     rec.topic, topic.shard.0
                 ))));
             }
-            let msg = (codec.decode)(&rec.payload).map_err(decode_error)?;
+            // The codec is user code: a panic in `decode` is caught, counted and fails
+            // the replay (and `build()`) like a decode error, instead of the shard.
+            let decoded = std::panic::catch_unwind(|| (codec.decode)(&rec.payload));
+            let msg = match decoded {
+                Ok(result) => result.map_err(decode_error)?,
+                Err(payload) => {
+                    actors.counters.panicked(PanicSite::Decode);
+                    return Err(decode_error(crate::DecodeError::new(format_args!(
+                        "Codec::decode panicked: {}",
+                        panic_text(&*payload)
+                    ))));
+                }
+            };
             actors.learn_and_dispatch(
                 names,
                 Envelope {

@@ -3,7 +3,7 @@
 //! a family's `main.rs`) and uses a different subset of it.
 //!
 //! - `rt`: buses for the runtime tests, `tests/rt/` (`bus`, `PATIENCE`, `names`,
-//!   `name_on_shard`, `assert_quiescent_stats`, `not_exactly_once`);
+//!   `name_on_shard`, `assert_quiescent_stats`, `not_exactly_once`, `within`);
 //! - `ledger`: `Tracked` messages that account for their own destruction;
 //! - `persist`: a persistent bus on `SimStorage` for `tests/persist/` (not re-exported:
 //!   its names are short and generic, `persist::builder`, `persist::seen`);
@@ -25,6 +25,6 @@ pub use self::{
     dir::TestDir,
     ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
     recorder::Log,
-    rt::{assert_quiescent_stats, bus, name_on_shard, names, not_exactly_once, PATIENCE},
+    rt::{assert_quiescent_stats, bus, name_on_shard, names, not_exactly_once, within, PATIENCE},
     shard_log::{config, expected, read_all, refs, seq_of, sim_open, Msg},
 };

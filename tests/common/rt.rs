@@ -9,6 +9,21 @@ use shardbus::{Bus, Stats};
 /// Bounds every wait on another thread: a bug shows as a failure, not a hang.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// Runs `f` on a thread of its own and returns what it returns; fails the test if that
+/// takes longer than [`PATIENCE`], so that a hang (a shutdown that never returns, a
+/// publish that waits forever) shows as a failure. The stuck thread is abandoned.
+pub fn within<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(PATIENCE) {
+        Ok(r) => r,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
 /// A bus of `u32` messages on `shards` unpinned shards (the tests share the machine's
 /// cores), otherwise with the defaults.
 pub fn bus(shards: usize) -> Bus<u32> {

@@ -19,6 +19,7 @@ mod flush;
 mod from_handler;
 mod inspect;
 mod lock;
+mod panics;
 mod poison;
 mod replay;
 mod reshard;

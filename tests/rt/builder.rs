@@ -366,3 +366,57 @@ fn builder_subscribe_takes_every_topic_form() {
         ["by-str=m", "by-string=m", "by-string=m", "by-handle=m"]
     );
 }
+
+/// The bytes `build()` says the rings of `b` would take, refusing them.
+fn out_of_memory(b: Builder<String>) -> u64 {
+    match b.build() {
+        Err(Error::OutOfMemory { bytes }) => bytes,
+        Err(other) => panic!("expected OutOfMemory, got {other:?}"),
+        Ok(bus) => panic!("expected OutOfMemory, built {bus:?}"),
+    }
+}
+
+#[test]
+fn rings_larger_than_the_machine_are_refused_with_out_of_memory_not_an_abort() {
+    // 64 shards: terabytes at the largest capacities, more than any machine has, so
+    // the test refuses (and allocates nothing) everywhere.
+    const SHARDS: u64 = 64;
+    let max = 1usize << 30;
+    let half = max / 2;
+    let rings = |capacity: usize, lane: usize| {
+        out_of_memory(
+            builder()
+                .shards(SHARDS as usize)
+                .capacity(capacity)
+                .lane_capacity(lane),
+        )
+    };
+    let both = rings(max, max);
+    // The documented formula: shards × (capacity × inbox slot + (shards − 1) × lane
+    // capacity × lane slot). Halving one capacity takes away exactly half its term.
+    let inbox_term = both - rings(half, max);
+    let lane_term = both - rings(max, half);
+    assert_eq!(inbox_term % (SHARDS * half as u64), 0);
+    assert_eq!(lane_term % (SHARDS * (SHARDS - 1) * half as u64), 0);
+    let inbox_slot = inbox_term / (SHARDS * half as u64);
+    let lane_slot = lane_term / (SHARDS * (SHARDS - 1) * half as u64);
+    // A lane slot holds a message and its topic index; an inbox slot that and a stamp.
+    let msg = std::mem::size_of::<String>() as u64;
+    assert!(lane_slot >= msg + 4 && inbox_slot >= lane_slot + 8);
+    assert_eq!(
+        both,
+        SHARDS * max as u64 * inbox_slot + SHARDS * (SHARDS - 1) * max as u64 * lane_slot
+    );
+    // The default capacity with a huge lane capacity alone, and the largest inbox
+    // capacity alone: refused the same way.
+    assert_eq!(
+        rings(1024, max),
+        SHARDS * 1024 * inbox_slot + SHARDS * (SHARDS - 1) * max as u64 * lane_slot
+    );
+    assert_eq!(
+        rings(max, 1024),
+        SHARDS * max as u64 * inbox_slot + SHARDS * (SHARDS - 1) * 1024 * lane_slot
+    );
+    // A bus that fits is built as before.
+    builder().shards(2).capacity(2).build().unwrap().shutdown();
+}

@@ -19,6 +19,7 @@ mod delivery;
 mod fences;
 mod from_handler;
 mod lifecycle;
+mod panics;
 mod routing;
 mod shutdown;
 mod shutdown_timeout;

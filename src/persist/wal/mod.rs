@@ -12,10 +12,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use crate::codec::{CodecFns, EncodeError};
 use crate::inbox::{Envelope, LogStatus};
 use crate::log::{DirLock, FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
 use crate::route::TopicKey;
+use crate::supervise::panic_text;
 use crate::sync::plain::Arc;
 
 mod checkpoint;
@@ -51,13 +54,24 @@ pub(crate) enum Fate<'a> {
     },
     /// Not in the log: its codec refused it on the shard thread. Dead-letter it.
     NotEncoded(&'a EncodeError),
+    /// Not in the log: its codec's `encode` panicked on the shard thread (caught; the
+    /// panic's text). Count the panic and dead-letter the message.
+    EncodePanicked(&'a str),
+}
+
+/// Why a message of a batch was not encoded on the shard thread.
+pub(crate) enum Unencoded {
+    /// The codec returned this error.
+    Refused(EncodeError),
+    /// The codec panicked with this text.
+    Panicked(String),
 }
 
 /// What became of the message whose payload is `span` in a written batch; `errors` yields
 /// the batch's encode errors in order.
 fn fate<'a>(
     span: (usize, usize),
-    errors: &mut std::slice::Iter<'a, EncodeError>,
+    errors: &mut std::slice::Iter<'a, Unencoded>,
     max: u32,
 ) -> Fate<'a> {
     /// Only if `append_batch` broke its rule of one error per `NOT_ENCODED` span.
@@ -68,7 +82,11 @@ fn fate<'a>(
             max,
         },
         // One error per `NOT_ENCODED` span, pushed together by `append_batch`.
-        NOT_ENCODED => Fate::NotEncoded(errors.next().unwrap_or(&MISSING)),
+        NOT_ENCODED => match errors.next() {
+            Some(Unencoded::Refused(e)) => Fate::NotEncoded(e),
+            Some(Unencoded::Panicked(text)) => Fate::EncodePanicked(text),
+            None => Fate::NotEncoded(&MISSING),
+        },
         _ => Fate::Logged,
     }
 }
@@ -87,9 +105,9 @@ pub(crate) struct Wal<T> {
     payloads: Vec<u8>,
     /// `payloads[a..b]` of each message of `batch`, or [`too_large`] or [`NOT_ENCODED`].
     spans: Vec<(usize, usize)>,
-    /// The encode error of each [`NOT_ENCODED`] span of `batch`, in order (empty, with no
-    /// capacity, unless a codec failed on the shard thread).
-    encode_errors: Vec<EncodeError>,
+    /// Why each [`NOT_ENCODED`] span of `batch` was not encoded, in order (empty, with no
+    /// capacity, unless a codec failed or panicked on the shard thread).
+    encode_errors: Vec<Unencoded>,
     /// Why the log failed, once it has.
     poisoned: Option<Arc<LogError>>,
     /// Set when the log fails; [`Wal::take_poisoned`] clears it (the shard then closes
@@ -373,24 +391,45 @@ impl<T> Wal<T> {
         spans.clear();
         encode_errors.clear();
         let max = log.config().max_record_size as usize;
-        for env in batch.iter() {
-            let start = payloads.len();
-            if let Err(e) = (codec.encode)(&env.msg, payloads) {
-                // It encoded on the publishing thread (a codec that can fail is checked
-                // there), or this codec said it cannot fail: not deterministic. Never
-                // logged; dead-lettered with the error.
-                payloads.truncate(start);
+        // The codec is user code: one `catch_unwind` per batch, not per message. A panic
+        // marks its message (the one whose span is missing) and the loop resumes after it.
+        let mut next = 0;
+        while next < batch.len() {
+            let encoded = catch_unwind(AssertUnwindSafe(|| {
+                for env in &batch[next..] {
+                    let start = payloads.len();
+                    if let Err(e) = (codec.encode)(&env.msg, payloads) {
+                        // It encoded on the publishing thread (a codec that can fail is
+                        // checked there), or this codec said it cannot fail: not
+                        // deterministic. Never logged; dead-lettered with the error.
+                        payloads.truncate(start);
+                        spans.push(NOT_ENCODED);
+                        encode_errors.push(Unencoded::Refused(e));
+                        continue;
+                    }
+                    let topic = names[env.topic as usize].as_str();
+                    let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
+                    if size > max {
+                        payloads.truncate(start);
+                        spans.push(too_large(size));
+                    } else {
+                        spans.push((start, payloads.len()));
+                    }
+                }
+            }));
+            next = spans.len();
+            if let Err(payload) = encoded {
+                // `batch[next]` panicked: whatever it appended goes (the payloads end at
+                // the last span that is in the log).
+                let end = spans
+                    .iter()
+                    .rev()
+                    .find(|span| is_logged(**span))
+                    .map_or(0, |span| span.1);
+                payloads.truncate(end);
                 spans.push(NOT_ENCODED);
-                encode_errors.push(e);
-                continue;
-            }
-            let topic = names[env.topic as usize].as_str();
-            let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
-            if size > max {
-                payloads.truncate(start);
-                spans.push(too_large(size));
-            } else {
-                spans.push((start, payloads.len()));
+                encode_errors.push(Unencoded::Panicked(panic_text(&*payload).to_owned()));
+                next += 1;
             }
         }
         // One clock read per batch, not per message.

@@ -21,7 +21,7 @@ pub(super) struct Pending<T> {
     pub(super) batch: Vec<Envelope<T>>,
     pub(super) spans: Vec<(usize, usize)>,
     /// The encode errors of the batch's `NOT_ENCODED` spans, in order (usually empty).
-    pub(super) encode_errors: Vec<EncodeError>,
+    pub(super) encode_errors: Vec<super::Unencoded>,
     /// The batch's last record.
     pub(super) last: Option<Seq>,
     /// The shared ring's consumer position right after the batch was drained.

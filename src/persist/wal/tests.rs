@@ -158,6 +158,7 @@ impl WalShard<String> for Recorder {
             Fate::Logged => "logged".to_owned(),
             Fate::NotLogged(_) | Fate::TooLarge { .. } => "not logged".to_owned(),
             Fate::NotEncoded(e) => format!("not encoded: {e}"),
+            Fate::EncodePanicked(text) => format!("encode panicked: {text}"),
         };
         self.calls.push(format!("deliver {} {fate}", env.msg));
     }
@@ -321,6 +322,73 @@ fn a_message_that_fails_to_encode_on_the_shard_is_dead_lettered_and_never_logged
             .unwrap()
             .map(|rec| rec.unwrap().payload)
             .collect();
+        assert_eq!(payloads, [b"a".to_vec(), b"b".to_vec()], "{fsync:?}");
+    }
+}
+
+/// [`refusing`], and a panic for every message starting with "boom", after it appended
+/// some junk.
+fn panicking() -> CodecFns<String> {
+    CodecFns {
+        encode: |msg: &String, out: &mut Vec<u8>| {
+            if msg.starts_with("boom") {
+                out.extend_from_slice(b"junk");
+                panic!("exploded on {msg}");
+            }
+            (refusing().encode)(msg, out)
+        },
+        ..CodecFns::of()
+    }
+}
+
+#[test]
+fn a_message_whose_encode_panics_on_the_shard_is_dead_lettered_and_the_batch_goes_on() {
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Batch] {
+        let (mut wal, sim) = wal_with(fsync, panicking());
+        let status = LogStatus::new();
+        let batch = ["boom 0", "a", "boom 1", "boom 2", "b", "bad", "boom 3"];
+        let mut shard = Recorder::new(&batch);
+        let deliveries = |shard: &Recorder| -> Vec<String> {
+            let calls = shard.calls.iter();
+            calls
+                .filter(|c| c.starts_with("deliver"))
+                .cloned()
+                .collect()
+        };
+        wal.pass(&status, &mut shard);
+        for _ in 0..3 {
+            if deliveries(&shard).len() < batch.len() {
+                wal.pass(&status, &mut shard);
+            }
+        }
+        assert_eq!(
+            deliveries(&shard),
+            [
+                "deliver boom 0 encode panicked: exploded on boom 0",
+                "deliver a logged",
+                "deliver boom 1 encode panicked: exploded on boom 1",
+                "deliver boom 2 encode panicked: exploded on boom 2",
+                "deliver b logged",
+                "deliver bad not encoded: refused bad",
+                "deliver boom 3 encode panicked: exploded on boom 3",
+            ],
+            "{fsync:?}"
+        );
+        assert_eq!(wal.handled, Some(Seq(1)), "{fsync:?}");
+        assert!(wal.encode_errors.is_empty(), "{fsync:?}");
+        drop(wal);
+        let r = crate::log::recover(
+            Arc::new(sim.clone()),
+            "/shard-000",
+            crate::log::RecoveryOptions::default(),
+        )
+        .unwrap();
+        let payloads: Vec<Vec<u8>> = r
+            .replay()
+            .unwrap()
+            .map(|rec| rec.unwrap().payload)
+            .collect();
+        // No junk of a panicking message in the records around it.
         assert_eq!(payloads, [b"a".to_vec(), b"b".to_vec()], "{fsync:?}");
     }
 }

@@ -106,16 +106,35 @@ pub fn channel<T>(capacity: usize, start: u64) -> (Producer<T>, Consumer<T>) {
 }
 
 /// [`channel`] with the bus's fence mode (`true`: the membarrier pair, which only a bus
-/// whose `asym::decide` chose it may ask for).
+/// whose `asym::decide` chose it may ask for). Aborts, as any allocation, if memory runs
+/// out ([`try_channel_in_mode`] does not).
 pub(crate) fn channel_in_mode<T>(
     capacity: usize,
     start: u64,
     asym: bool,
 ) -> (Producer<T>, Consumer<T>) {
+    match try_channel_in_mode(capacity, start, asym) {
+        Ok(pair) => pair,
+        Err(e) => std::alloc::handle_alloc_error(
+            std::alloc::Layout::from_size_align(e.bytes, 8)
+                .unwrap_or(std::alloc::Layout::new::<u64>()),
+        ),
+    }
+}
+
+/// Bytes of one slot of a lane of `T`: what each unit of capacity costs.
+pub fn slot_size<T>() -> usize {
+    std::mem::size_of::<UnsafeCell<MaybeUninit<T>>>()
+}
+
+/// [`channel_in_mode`], with a failed allocation returned as an error.
+pub(crate) fn try_channel_in_mode<T>(
+    capacity: usize,
+    start: u64,
+    asym: bool,
+) -> Result<(Producer<T>, Consumer<T>), super::AllocError> {
     debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
-    let slots = (0..capacity)
-        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-        .collect();
+    let slots = super::try_slots(capacity, |_| UnsafeCell::new(MaybeUninit::uninit()))?;
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicU64::new(start)),
         tail: CachePadded::new(AtomicU64::new(start)),
@@ -142,7 +161,7 @@ pub(crate) fn channel_in_mode<T>(
         limit: None,
         durable: start,
     };
-    (producer, consumer)
+    Ok((producer, consumer))
 }
 
 impl<T> Ring<T> {
