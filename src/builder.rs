@@ -24,11 +24,15 @@ use crate::wait::WaitStrategy;
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;
 
+/// The default [`Builder::overflow_limit`], in lane capacities.
+pub const DEFAULT_OVERFLOW_LANES: usize = 4;
+
 /// Configures a [`Bus`]; made by [`Bus::builder`].
 pub struct Builder<T> {
     shards: Option<usize>,
     capacity: usize,
     lane_capacity: Option<usize>,
+    overflow_limit: Option<usize>,
     pin: bool,
     wait: WaitStrategy,
     thread_name: String,
@@ -52,6 +56,7 @@ impl<T> std::fmt::Debug for Builder<T> {
             .field("shards", &self.shards)
             .field("capacity", &self.capacity)
             .field("lane_capacity", &self.lane_capacity)
+            .field("overflow_limit", &self.overflow_limit)
             .field("pin", &self.pin)
             .field("wait", &self.wait)
             .field("thread_name", &self.thread_name)
@@ -76,6 +81,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             shards: None,
             capacity: 1024,
             lane_capacity: None,
+            overflow_limit: None,
             pin: true,
             wait: WaitStrategy::default(),
             thread_name: "shardbus-shard".to_owned(),
@@ -106,6 +112,23 @@ impl<T: Send + 'static> Builder<T> {
     /// and one per pair of shards). A power of two; default: the inbox capacity.
     pub fn lane_capacity(mut self, capacity: usize) -> Self {
         self.lane_capacity = Some(capacity);
+        self
+    }
+
+    /// The most messages that may wait in one shard's overflow queue: what its handlers
+    /// published with [`Context::publish`] to other shards whose lanes were full. Past it,
+    /// `Context::publish` returns [`PublishError::Full`](crate::PublishError::Full) with
+    /// the message (counted in [`ShardStats::overflow_refused`](crate::ShardStats)), so a
+    /// shard never blocks and its memory stays bounded. With 0 there is no overflow
+    /// queue: `Context::publish` refuses as soon as the target lane is full.
+    ///
+    /// Default: [`DEFAULT_OVERFLOW_LANES`] times the lane capacity (4,096 messages with
+    /// the default capacities). A burst of that many lanes' worth waits while the target
+    /// catches up; beyond it the target is persistently slower than its publishers (or
+    /// actors amplify in a cycle), and queuing more would only grow memory and latency
+    /// without end.
+    pub fn overflow_limit(mut self, limit: usize) -> Self {
+        self.overflow_limit = Some(limit);
         self
     }
 
@@ -224,6 +247,9 @@ impl<T: Send + 'static> Builder<T> {
         check_capacity("inbox", self.capacity)?;
         let lane_capacity = self.lane_capacity.unwrap_or(self.capacity);
         check_capacity("lane", lane_capacity)?;
+        let overflow_limit = self
+            .overflow_limit
+            .unwrap_or(DEFAULT_OVERFLOW_LANES * lane_capacity);
 
         let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
         // Fix the fence mode before any ring or inbox of this bus exists.
@@ -312,6 +338,7 @@ impl<T: Send + 'static> Builder<T> {
             counters,
             peer_rings: peer_rings.into_boxed_slice(),
             lane_capacity,
+            overflow_limit,
             dead_letter: self.dead_letter,
             wait: self.wait,
             persistent,

@@ -101,7 +101,8 @@ pub enum Error {
 }
 
 /// The error of a blocking publish: the bus is closed, the topic is invalid, or the
-/// message does not encode. The message is given back.
+/// message does not encode; from a handler ([`Context::publish`](crate::Context::publish)),
+/// also its shard's overflow queue is full. The message is given back.
 #[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum PublishError<T> {
@@ -117,6 +118,12 @@ pub enum PublishError<T> {
         /// What the codec said.
         error: EncodeError,
     },
+    /// [`Context::publish`](crate::Context::publish) only: the target shard's lane is full
+    /// and the publishing shard's overflow queue holds
+    /// [`overflow_limit`](crate::Builder::overflow_limit) messages already; the message
+    /// was not accepted. Counted in [`ShardStats::overflow_refused`](crate::ShardStats).
+    /// (A blocking publish from outside the bus waits instead.)
+    Full(T),
 }
 
 /// The error of a non-blocking publish. The message is given back.
@@ -289,12 +296,19 @@ impl<T> PublishError<T> {
     pub fn into_inner(self) -> T {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::Encode { msg: t, .. } => t,
+            Self::Full(t) => t,
         }
     }
 
     /// Whether the bus was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))
+    }
+
+    /// Whether a handler's publish met a full lane and a full overflow queue
+    /// ([`PublishError::Full`]).
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
     }
 
     /// Whether the topic name was invalid.
@@ -361,6 +375,7 @@ impl<T> From<PublishError<T>> for TryPublishError<T> {
             PublishError::Closed(t) => Self::Closed(t),
             PublishError::InvalidTopic(t) => Self::InvalidTopic(t),
             PublishError::Encode { msg, error } => Self::Encode { msg, error },
+            PublishError::Full(t) => Self::Full(t),
         }
     }
 }
@@ -378,6 +393,7 @@ impl<T> fmt::Debug for PublishError<T> {
             Self::Closed(_) => f.write_str("Closed(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::Encode { error, .. } => debug_encode(f, error),
+            Self::Full(_) => f.write_str("Full(..)"),
         }
     }
 }
@@ -399,6 +415,7 @@ impl<T> fmt::Display for PublishError<T> {
             Self::Closed(_) => f.write_str("publishing on a closed bus"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
             Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
+            Self::Full(_) => f.write_str("the lane and the shard's overflow queue are full"),
         }
     }
 }

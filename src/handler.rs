@@ -121,14 +121,23 @@ impl<T> Context<'_, T> {
     /// a shard must not wait on another shard, or two shards publishing to each other
     /// could deadlock. If the target's lane is full the message waits in this shard's
     /// overflow queue (in order) and is forwarded as space frees up.
+    ///
+    /// The overflow queue is bounded ([`Builder::overflow_limit`](crate::Builder::overflow_limit)):
+    /// when it is full too, the message is not accepted and comes back in
+    /// [`PublishError::Full`] (counted in
+    /// [`ShardStats::overflow_refused`](crate::ShardStats::overflow_refused)); the handler
+    /// decides whether to drop it, keep it for later, or publish less. Nothing is lost
+    /// silently and the shard never waits.
+    ///
     /// Returns `Closed` with the message once the target shard has stopped, `Encode`
     /// with it on a persistent bus whose codec cannot encode it.
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         self.out.publish(topic, msg)
     }
 
-    /// Publishes to another topic only if the target lane has room now; never queues
-    /// in the overflow.
+    /// Publishes to another topic only if the target lane has room now (and nothing of
+    /// this shard waits for that lane in the overflow queue); never queues in the
+    /// overflow. Otherwise returns [`TryPublishError::Full`] with the message.
     pub fn try_publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
         self.out.try_publish(topic, msg)
     }

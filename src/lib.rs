@@ -93,7 +93,7 @@ mod sync;
 mod topic;
 mod wait;
 
-pub use builder::{Builder, MAX_SHARDS};
+pub use builder::{Builder, DEFAULT_OVERFLOW_LANES, MAX_SHARDS};
 pub use bus::{Bus, ShutdownReport};
 #[cfg(feature = "serde")]
 pub use codec::SerdeCodec;

@@ -100,7 +100,7 @@ impl<T: Send + 'static> Shard<T> {
             shared: shared.clone(),
             subs: Vec::new(),
             where_is: HashMap::new(),
-            out: Outbox::new(id, shared.clone(), out_lanes),
+            out: Outbox::new(id, shared.clone(), out_lanes, shared.overflow_limit),
             counters: LocalCounters::default(),
         };
         Self {
@@ -307,9 +307,13 @@ impl<T: Send + 'static> Shard<T> {
                 .iter()
                 .map(spsc::Consumer::depth)
                 .sum::<u64>();
+        let out = &self.actors.out;
         let c = &mut self.actors.counters;
         c.depth = depth;
         c.high_water = c.high_water.max(depth);
+        c.overflow_depth = out.overflow_len() as u64;
+        c.overflow_peak = out.overflow_peak as u64;
+        c.overflow_refused = out.overflow_refused;
         self.shared.counters[self.id.0].publish(c);
     }
 

@@ -15,6 +15,7 @@ mod backpressure;
 mod builder;
 mod dead_letters;
 mod delivery;
+mod overflow;
 mod routing;
 mod shutdown;
 mod shutdown_timeout;
