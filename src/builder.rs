@@ -24,8 +24,10 @@ use crate::wait::WaitStrategy;
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;
 
-/// The default [`Builder::overflow_limit`], in lane capacities.
-pub const DEFAULT_OVERFLOW_LANES: usize = 4;
+/// The default [`Builder::overflow_limit`]: this many lane capacities...
+const DEFAULT_OVERFLOW_LANES: usize = 4;
+/// ...and at least this many messages.
+const DEFAULT_OVERFLOW_MIN: usize = 4096;
 
 /// Configures a [`Bus`]; made by [`Bus::builder`].
 pub struct Builder<T> {
@@ -122,11 +124,12 @@ impl<T: Send + 'static> Builder<T> {
     /// shard never blocks and its memory stays bounded. With 0 there is no overflow
     /// queue: `Context::publish` refuses as soon as the target lane is full.
     ///
-    /// Default: [`DEFAULT_OVERFLOW_LANES`] times the lane capacity (4,096 messages with
-    /// the default capacities). A burst of that many lanes' worth waits while the target
-    /// catches up; beyond it the target is persistently slower than its publishers (or
-    /// actors amplify in a cycle), and queuing more would only grow memory and latency
-    /// without end.
+    /// Default: 4 times the lane capacity, and at least 4,096 messages (4,096 with the
+    /// default capacities). A burst of a few lanes' worth (or, with small lanes, a few
+    /// thousand messages) waits while the target catches up; beyond it the target is
+    /// persistently slower than its publishers (or actors amplify in a cycle), and
+    /// queuing more would only grow memory and latency without end. The memory it bounds
+    /// is the limit times the size of a message plus 8 bytes, per shard.
     pub fn overflow_limit(mut self, limit: usize) -> Self {
         self.overflow_limit = Some(limit);
         self
@@ -249,7 +252,7 @@ impl<T: Send + 'static> Builder<T> {
         check_capacity("lane", lane_capacity)?;
         let overflow_limit = self
             .overflow_limit
-            .unwrap_or(DEFAULT_OVERFLOW_LANES * lane_capacity);
+            .unwrap_or((DEFAULT_OVERFLOW_LANES * lane_capacity).max(DEFAULT_OVERFLOW_MIN));
 
         let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
         // Fix the fence mode before any ring or inbox of this bus exists.

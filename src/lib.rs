@@ -93,8 +93,8 @@ mod sync;
 mod topic;
 mod wait;
 
-pub use builder::{Builder, DEFAULT_OVERFLOW_LANES, MAX_SHARDS};
-pub use bus::{Bus, ShutdownReport};
+pub use builder::{Builder, MAX_SHARDS};
+pub use bus::{Bus, ShutdownReport, STOP_GRACE};
 #[cfg(feature = "serde")]
 pub use codec::SerdeCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
