@@ -32,17 +32,31 @@ pub struct Bus<T: Send + 'static> {
     initial: Vec<SubscriptionId>,
 }
 
+/// The least time [`Bus::shutdown_timeout`] gives the shards, after its deadline, to
+/// finish the call in progress and exit (it gives the timeout again if that is longer).
+/// A shard that has seen the deadline starts no handler, so it needs only this long
+/// unless a call does not return.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// What [`Bus::shutdown_timeout`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// The final statistics.
     pub stats: Stats,
-    /// Accepted messages the deadline left undelivered (dropped, each exactly once).
+    /// Accepted messages the deadline left unhandled: dropped (each exactly once) by the
+    /// shards that stopped, plus, for each shard in [`in_call`](Self::in_call), the
+    /// messages waiting in its shared inbox ring and in the lanes from the other shards
+    /// (see [`Bus::shutdown_timeout`]).
     pub undrained: u64,
     /// Shard threads that had not exited by the end of the grace period (a handler
-    /// that never returns); they were detached.
+    /// that does not return); they were detached. The length of `in_call`.
     pub unjoined: usize,
+    /// The shards whose thread was still inside a call (a handler, `on_stop`, the
+    /// dead-letter handler) when the grace period ended, in shard order. That one call
+    /// is the only user code that may still run there, besides `on_stop` (see
+    /// [`Bus::shutdown_timeout`]).
+    pub in_call: Vec<ShardId>,
 }
 
 impl<T: Send + 'static> Bus<T> {
@@ -281,8 +295,9 @@ impl<T: Send + 'static> Bus<T> {
 
     /// Shuts down gracefully: stops intake (later publishes get `Closed` with their
     /// message), handles every message already accepted, including what handlers
-    /// publish onward while draining, runs every actor's `on_stop`, joins the shard
-    /// threads and returns the final statistics.
+    /// publish onward while draining, runs every actor's `on_stop`, handles what those
+    /// publish (see [`Handler::on_stop`]), joins the shard threads and returns the final
+    /// statistics.
     ///
     /// Waits as long as the drain takes; a workload that never quiesces (actors that
     /// publish to each other forever) needs [`shutdown_timeout`](Self::shutdown_timeout).
@@ -290,10 +305,30 @@ impl<T: Send + 'static> Bus<T> {
         self.stop(None).stats
     }
 
-    /// Like [`shutdown`](Self::shutdown), but drains only until `timeout`; what is
-    /// left is dropped (each message exactly once) and counted in `undrained`. Shard
-    /// threads get the same time again to run `on_stop` and exit; any still running
-    /// (a handler that never returns) are detached and counted in `unjoined`.
+    /// Like [`shutdown`](Self::shutdown), but drains only until `timeout`. Then each
+    /// shard stops: it starts no further handler (a memory-only shard checks between
+    /// messages, so one in the middle of a batch stops after the call in progress),
+    /// drops what is left (each message exactly once, without handling it), runs
+    /// `on_stop` (whose publishes are then refused with `Closed`) and exits. What was
+    /// dropped is counted in `undrained`, and `undrained + handled + dead letters`
+    /// accounts for every accepted message.
+    ///
+    /// Shard threads get the same time again, but at least [`STOP_GRACE`], to finish the
+    /// call in progress and exit. No handler runs after this returns, except on a shard
+    /// still inside a call then (a handler that does not return), listed in
+    /// [`ShutdownReport::in_call`] and detached: there the call in progress finishes,
+    /// then the shard starts no other handler, runs `on_stop`, drops what it holds and
+    /// exits. For such a shard `undrained` counts the messages waiting in its shared
+    /// inbox ring (one per queued subscription or `Publisher` registration, too) and in
+    /// the lanes from the other shards (a lane it was taking a batch from counts from
+    /// the batch's start); what waits in `Publisher` lanes into it, and what its own
+    /// actors queued for later, is dropped when the call returns and counted in its
+    /// [`ShardStats::dropped`](crate::ShardStats::dropped) then.
+    ///
+    /// On a persistent bus the check is per pass rather than per message: a shard
+    /// finishes the logged batch it is handling (its records are in the log), and the
+    /// batches whose sync is still in flight, before it stops; what it has not logged is
+    /// dropped as above.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> ShutdownReport {
         self.stop(Some(timeout))
     }
@@ -304,15 +339,18 @@ impl<T: Send + 'static> Bus<T> {
         let dropped_before = self.stats().dropped();
         shutdown::begin(&self.shared);
         let deadline = timeout.map(|t| start + t);
-        // Whether or not the drain finished, phase 2 counts what is left as undrained.
-        let drained = shutdown::wait_quiescent(&self.shared, deadline);
+        // Whether or not the drain finished, phase 3 counts what is left as undrained.
+        let mut drained = shutdown::wait_quiescent(&self.shared, deadline);
+        if drained {
+            // Every actor's `on_stop`, then what they published, to quiescence again.
+            drained = shutdown::stop_actors(&self.shared, deadline)
+                && shutdown::wait_quiescent(&self.shared, deadline);
+        }
         shutdown::stop(&self.shared, drained);
-        let unjoined = shutdown::wait_exited(
-            &self.shared,
-            deadline.map(|d| d + timeout.unwrap_or_default()),
-        );
+        let grace = deadline.map(|d| d + timeout.unwrap_or_default().max(STOP_GRACE));
+        let running = shutdown::wait_exited(&self.shared, grace);
         let threads = std::mem::take(&mut self.threads);
-        if unjoined == 0 {
+        if running.is_empty() {
             for t in threads {
                 // A shard thread catches every handler panic, so `join` fails only on
                 // a bug in shardbus itself; the statistics still stand.
@@ -320,10 +358,15 @@ impl<T: Send + 'static> Bus<T> {
             }
         }
         let stats = self.stats();
+        let queued: u64 = running
+            .iter()
+            .map(|&i| shutdown::queued_on(&self.shared, i))
+            .sum();
         ShutdownReport {
-            undrained: stats.dropped() - dropped_before,
+            undrained: stats.dropped() - dropped_before + queued,
             stats,
-            unjoined,
+            unjoined: running.len(),
+            in_call: running.into_iter().map(ShardId).collect(),
         }
     }
 }

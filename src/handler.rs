@@ -42,6 +42,14 @@ pub trait Handler<T>: Send + 'static {
 
     /// Called on the shard thread when the subscription ends: at `unsubscribe`, when
     /// the supervision policy stops the actor, or at shutdown after the last message.
+    ///
+    /// At a graceful shutdown every actor's `on_stop` runs once the drain is complete,
+    /// and what it publishes through `ctx` is delivered (the drain runs on until the bus
+    /// is quiet again): to every subscriber of the topic, on any shard, also to one whose
+    /// own `on_stop` has already run, which may therefore see messages after it. After a
+    /// deadline ([`Bus::shutdown_timeout`](crate::Bus::shutdown_timeout), or a drop past
+    /// its timeout) nothing more is delivered, so a publish from `on_stop` then returns
+    /// `Closed` with the message.
     fn on_stop(&mut self, ctx: &mut Context<'_, T>) {
         let _ = ctx;
     }

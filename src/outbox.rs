@@ -45,6 +45,8 @@ pub(crate) struct Outbox<T> {
     /// How many messages were ever queued in `local` (for the persistent log's
     /// checkpoint bookkeeping).
     pub(crate) local_pushed: u64,
+    /// The shard is stopping: every publish is refused with `Closed` (see [`close`](Self::close)).
+    closed: bool,
 }
 
 /// Where [`Outbox::route`] put a message.
@@ -77,6 +79,7 @@ impl<T> Outbox<T> {
             overflow_refused: 0,
             local: VecDeque::new(),
             local_pushed: 0,
+            closed: false,
         }
     }
 
@@ -121,6 +124,9 @@ impl<T> Outbox<T> {
     }
 
     pub(crate) fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        if self.closed {
+            return Err(PublishError::Closed(msg));
+        }
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(PublishError::InvalidTopic)?;
@@ -156,6 +162,9 @@ impl<T> Outbox<T> {
         topic: impl ToTopic,
         msg: T,
     ) -> Result<(), TryPublishError<T>> {
+        if self.closed {
+            return Err(TryPublishError::Closed(msg));
+        }
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(TryPublishError::InvalidTopic)?;
@@ -230,6 +239,13 @@ impl<T> Outbox<T> {
         }
         self.overflow_len -= sent + dropped;
         (sent, dropped)
+    }
+
+    /// The shard is stopping and will deliver nothing more: from now on every publish
+    /// (an `on_stop` at a forced stop) is refused with `Closed` and its message, rather
+    /// than accepted and dropped.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Drops everything still waiting to be sent; returns the count.

@@ -229,6 +229,18 @@ impl Consumer {
     }
 }
 
+impl<T> Ring<T> {
+    /// Entries pushed and not yet popped, as another thread than the consumer sees them
+    /// (the shutdown coordinator, for a shard that has not stopped). Relaxed: a count;
+    /// no slot is read on the strength of it. The consumer stores `head` before it hands
+    /// an entry on, so an entry being handled is not counted.
+    pub fn depth_seen(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Relaxed) & !CLOSED;
+        let head = self.head.load(Ordering::Relaxed);
+        tail.wrapping_sub(head) / STEP
+    }
+}
+
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         // Relaxed: `&mut self`, every producer and the consumer are done.

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::shutdown::ShutdownFlags;
 
 /// The names of the shard's topics, by index (see `intern`): learned from the bus's
 /// registry the first time an index beyond the table reaches the shard.
@@ -51,6 +52,28 @@ impl<T: Send + 'static> Actors<T> {
     pub(super) fn learn_and_dispatch(&mut self, names: &mut Names, env: Envelope<T>, replay: bool) {
         names.learn(env.topic, &self.shared.topics);
         self.dispatch(names, env, replay);
+    }
+
+    /// A memory-only pass's message: dispatched, unless the coordinator has given up the
+    /// drain ([`Command::StopForced`]), in which case it is dropped and counted, and no
+    /// handler starts. One load and one branch per message: the only way a shard in the
+    /// middle of a batch (or stuck in a handler when the deadline passed) stops before the
+    /// next handler.
+    #[inline(always)]
+    pub(super) fn take(&mut self, names: &mut Names, env: Envelope<T>, flags: &ShutdownFlags) {
+        if flags.shard_is_abandoned() {
+            self.abandon(env);
+        } else {
+            self.learn_and_dispatch(names, env, false);
+        }
+    }
+
+    /// A message the forced stop leaves unhandled: dropped here, counted.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self, env: Envelope<T>) {
+        self.counters.dropped += 1;
+        drop(env);
     }
 
     /// Delivers one message to every subscriber of its topic, in subscription order.

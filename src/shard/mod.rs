@@ -76,6 +76,8 @@ pub(crate) struct Shard<T> {
     phase: Phase,
     /// While closing: whether `flags.idle` is currently `true`.
     idle_published: bool,
+    /// Whether every actor's `on_stop` has run ([`Command::StopActors`]).
+    actors_stopped: bool,
     external_drained: bool,
     core: Option<core_affinity::CoreId>,
     /// Persistent buses: the write-ahead log state.
@@ -122,6 +124,7 @@ impl<T: Send + 'static> Shard<T> {
             actors,
             phase: Phase::Running,
             idle_published: false,
+            actors_stopped: false,
             external_drained: false,
             core,
             wal,
@@ -142,6 +145,9 @@ impl<T: Send + 'static> Shard<T> {
             if command >= Command::Stop {
                 self.finish(command == Command::Stop);
                 return;
+            }
+            if command == Command::StopActors && !self.actors_stopped {
+                self.stop_actors();
             }
             if self.phase == Phase::Closing && self.idle_published {
                 if !self.has_ready_seqcst() {
@@ -228,9 +234,10 @@ impl<T: Send + 'static> Shard<T> {
             ..
         } = self;
         let closing = *phase == Phase::Closing;
-        let ring = &shared.inboxes[actors.id.0].ring;
+        let inbox = &shared.inboxes[actors.id.0];
+        let (ring, flags) = (&inbox.ring, &*inbox.flags);
         let mut did = inputs.ring.pop_batch(ring, BATCH, |item| match item {
-            Item::Msg(env) => actors.learn_and_dispatch(names, env, false),
+            Item::Msg(env) => actors.take(names, env, flags),
             Item::Control(c) => {
                 if let Some(mut lane) = actors.control(names, c) {
                     if closing {
@@ -242,8 +249,7 @@ impl<T: Send + 'static> Shard<T> {
         });
         let mut i = 0;
         while i < inputs.lanes.len() {
-            let n = inputs.lanes[i]
-                .pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
+            let n = inputs.lanes[i].pop_batch(BATCH, |env| actors.take(names, env, flags));
             did += n;
             if n == 0 && inputs.lanes[i].is_finished() {
                 inputs.lanes.swap_remove(i);
@@ -252,13 +258,13 @@ impl<T: Send + 'static> Shard<T> {
             }
         }
         for peer in &mut inputs.peers {
-            did += peer.pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
+            did += peer.pop_batch(BATCH, |env| actors.take(names, env, flags));
         }
         // Only what is queued now: handlers may queue more for the next pass.
         let local = actors.out.local.len().min(BATCH);
         for _ in 0..local {
             if let Some(env) = actors.out.local.pop_front() {
-                actors.learn_and_dispatch(names, env, false);
+                actors.take(names, env, flags);
             }
         }
         let (sent, dropped) = actors.out.flush_overflow();

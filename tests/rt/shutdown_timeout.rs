@@ -131,3 +131,114 @@ fn shutdown_timeout_on_a_drained_bus_reports_nothing_left() {
     assert_eq!(ledger.handled_total(), 1_000);
     ledger.assert_dropped_once();
 }
+
+/// Many short handlers (about 20 µs of work each) and a deadline of 0 to 5 ms: the
+/// deadline falls in the middle of the shards' batches. When `shutdown_timeout`
+/// returns, the handlers have stopped (the count they keep does not move afterwards),
+/// every shard has stopped (none detached), and the report accounts for every accepted
+/// message: handled + undrained = accepted, each message dropped exactly once.
+#[test]
+fn shutdown_timeout_stops_every_handler_before_it_returns_and_counts_the_rest() {
+    const PER_SHARD: u32 = 2_000;
+    for millis in [0, 1, 5] {
+        let ledger = Ledger::new(2 * PER_SHARD);
+        let bus = tracked_bus(2)
+            .capacity(4_096)
+            .lane_capacity(4_096)
+            .build()
+            .unwrap();
+        let running = Arc::new(AtomicU64::new(0));
+        for shard in 0..2 {
+            let topic = name_on_shard(&bus, "work", shard);
+            let (ledger, running) = (ledger.clone(), running.clone());
+            bus.subscribe(
+                topic.as_str(),
+                move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+                    running.fetch_add(1, Relaxed);
+                    // Work, not synchronisation: about 20 µs of it.
+                    let until = Instant::now() + Duration::from_micros(20);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    ledger.handle(m);
+                },
+            )
+            .unwrap();
+        }
+        let mut publisher = bus.publisher();
+        for i in 0..2 * PER_SHARD {
+            let topic = name_on_shard(&bus, "work", (i % 2) as usize);
+            if i % 3 == 0 {
+                bus.publish(topic.as_str(), ledger.make()).unwrap();
+            } else {
+                publisher.publish(topic.as_str(), ledger.make()).unwrap();
+            }
+        }
+        let report = bus.shutdown_timeout(Duration::from_millis(millis));
+        let started_at_return = running.load(Relaxed);
+        let handled_at_return = ledger.handled_total();
+        drop(publisher);
+        // Waiting longer must change nothing: no handler runs after the return.
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(running.load(Relaxed), started_at_return, "{millis} ms");
+        assert_eq!(ledger.handled_total(), handled_at_return, "{millis} ms");
+        assert_eq!(started_at_return, handled_at_return, "{millis} ms");
+
+        let accepted = u64::from(2 * PER_SHARD);
+        assert_eq!((report.unjoined, report.in_call.len()), (0, 0), "{millis} ms");
+        assert_eq!(
+            handled_at_return + report.undrained,
+            accepted,
+            "{millis} ms: handled {handled_at_return} + undrained {} = accepted",
+            report.undrained
+        );
+        assert_eq!(report.stats.handled(), handled_at_return, "{millis} ms");
+        assert_eq!(report.stats.dropped(), report.undrained, "{millis} ms");
+        assert_eq!(report.stats.dead_letters(), 0, "{millis} ms");
+        assert!((0..ledger.created()).all(|id| ledger.handled(id) <= 1));
+        ledger.assert_dropped_once();
+    }
+}
+
+/// One handler that does not return until the test releases it, with 100 messages
+/// queued behind it: the report names its shard as in a call, counts the 100 as
+/// undrained, and once released the shard starts none of them (it drops them, each
+/// exactly once).
+#[test]
+fn shutdown_timeout_reports_what_waits_behind_a_handler_that_does_not_return() {
+    let ledger = Ledger::new(101);
+    let bus = tracked_bus(2).build().unwrap();
+    let stuck = name_on_shard(&bus, "stuck", 1);
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let counter = ledger.clone();
+    let mut first = true;
+    bus.subscribe(
+        stuck.as_str(),
+        move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            if std::mem::take(&mut first) {
+                entered_tx.send(()).unwrap();
+                // Bounded so that a failing test does not leave the shard stuck.
+                let _ = release_rx.recv_timeout(PATIENCE);
+            }
+        },
+    )
+    .unwrap();
+    bus.publish(stuck.as_str(), ledger.make()).unwrap();
+    entered.recv_timeout(PATIENCE).unwrap();
+    for _ in 0..100 {
+        bus.publish(stuck.as_str(), ledger.make()).unwrap();
+    }
+    let report = bus.shutdown_timeout(Duration::from_millis(10));
+    let in_call: Vec<usize> = report.in_call.iter().map(|s| s.index()).collect();
+    assert_eq!(in_call, vec![1]);
+    assert_eq!(report.unjoined, 1);
+    assert_eq!(report.undrained, 100, "the 100 behind the call");
+    assert_eq!(ledger.handled_total(), 1);
+
+    release.send(()).unwrap();
+    ledger.wait_all_dropped();
+    assert_eq!(ledger.handled_total(), 1, "none of the 100 ran after release");
+    ledger.assert_dropped_once();
+}
