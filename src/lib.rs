@@ -47,6 +47,9 @@
 //!   shutdown) dropped and counted; each is dropped exactly once. A publish that is not
 //!   accepted gives the message back in its error.
 //! - [`Bus::subscribe`] returns after the subscription is live.
+//! - A graceful [`Bus::shutdown`] also handles what actors publish from `on_stop`; no
+//!   handler runs after [`Bus::shutdown_timeout`] returns, except the call in progress on
+//!   a shard it reports in [`ShutdownReport::in_call`].
 
 //!
 //! # Persistence
