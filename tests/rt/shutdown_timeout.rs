@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::{name_on_shard, subscribe_counting, tracked_bus, Ledger, Tracked, PATIENCE};
-use shardbus::{Context, TryPublishError};
+use shardbus::{Bus, Context, TryPublishError};
 
 /// A handler on shard 0 stalls with a backlog behind it (in the shared inbox and in a
 /// publisher's lane). The stall ends deterministically once the deadline has passed:
@@ -241,4 +241,61 @@ fn shutdown_timeout_reports_what_waits_behind_a_handler_that_does_not_return() {
     ledger.wait_all_dropped();
     assert_eq!(ledger.handled_total(), 1, "none of the 100 ran after release");
     ledger.assert_dropped_once();
+}
+
+/// After a deadline nothing more is delivered, so what `on_stop` publishes then is
+/// refused with the very message (`Closed`), to its own shard and to another, rather
+/// than accepted and lost. Here the shard is held in a handler past the deadline, so it
+/// stops by the forced path; its `on_stop` runs once the handler is released.
+#[test]
+fn on_stop_after_a_deadline_gets_its_publishes_back() {
+    struct Farewell {
+        targets: Vec<String>,
+        outcome: mpsc::Sender<Vec<Option<u32>>>,
+    }
+    impl shardbus::Handler<u32> for Farewell {
+        fn handle(&mut self, _: &mut Context<'_, u32>, _: &u32) {}
+        fn on_stop(&mut self, ctx: &mut Context<'_, u32>) {
+            let back = (0..self.targets.len() as u32)
+                .map(|m| match ctx.publish(self.targets[m as usize].as_str(), m) {
+                    Err(e) if e.is_closed() => Some(e.into_inner()),
+                    _ => None,
+                })
+                .collect();
+            self.outcome.send(back).unwrap();
+        }
+    }
+    let bus = Bus::<u32>::builder()
+        .shards(2)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let (held, leaving) = (name_on_shard(&bus, "held", 1), name_on_shard(&bus, "leaving", 1));
+    let targets = vec![name_on_shard(&bus, "same", 1), name_on_shard(&bus, "other", 0)];
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    bus.subscribe(held.as_str(), move |_: &mut Context<'_, u32>, _: &u32| {
+        entered_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(PATIENCE);
+    })
+    .unwrap();
+    let (outcome_tx, outcome) = mpsc::channel();
+    bus.subscribe_actor(
+        leaving.as_str(),
+        Farewell {
+            targets,
+            outcome: outcome_tx,
+        },
+    )
+    .unwrap();
+    bus.publish(held.as_str(), 0).unwrap();
+    entered.recv_timeout(PATIENCE).unwrap();
+    let report = bus.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.unjoined, 1);
+    release.send(()).unwrap();
+    assert_eq!(
+        outcome.recv_timeout(PATIENCE).unwrap(),
+        vec![Some(0), Some(1)],
+        "both publishes came back"
+    );
 }
