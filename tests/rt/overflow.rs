@@ -74,7 +74,10 @@ fn an_amplifying_actor_cycle_is_refused_at_the_overflow_limit() {
     let attempts = tally.attempts.load(Relaxed);
     let refused = tally.refused.load(Relaxed);
     assert_eq!(tally.faults.load(Relaxed), 0, "only Full refusals");
-    assert!(refused > 0, "the cycle outgrew the bound ({handled} handled)");
+    assert!(
+        refused > 0,
+        "the cycle outgrew the bound ({handled} handled)"
+    );
     assert_eq!(
         handled,
         1 + attempts - refused,

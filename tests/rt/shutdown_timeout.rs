@@ -185,7 +185,11 @@ fn shutdown_timeout_stops_every_handler_before_it_returns_and_counts_the_rest() 
         assert_eq!(started_at_return, handled_at_return, "{millis} ms");
 
         let accepted = u64::from(2 * PER_SHARD);
-        assert_eq!((report.unjoined, report.in_call.len()), (0, 0), "{millis} ms");
+        assert_eq!(
+            (report.unjoined, report.in_call.len()),
+            (0, 0),
+            "{millis} ms"
+        );
         assert_eq!(
             handled_at_return + report.undrained,
             accepted,
@@ -239,7 +243,11 @@ fn shutdown_timeout_reports_what_waits_behind_a_handler_that_does_not_return() {
 
     release.send(()).unwrap();
     ledger.wait_all_dropped();
-    assert_eq!(ledger.handled_total(), 1, "none of the 100 ran after release");
+    assert_eq!(
+        ledger.handled_total(),
+        1,
+        "none of the 100 ran after release"
+    );
     ledger.assert_dropped_once();
 }
 
@@ -257,10 +265,12 @@ fn on_stop_after_a_deadline_gets_its_publishes_back() {
         fn handle(&mut self, _: &mut Context<'_, u32>, _: &u32) {}
         fn on_stop(&mut self, ctx: &mut Context<'_, u32>) {
             let back = (0..self.targets.len() as u32)
-                .map(|m| match ctx.publish(self.targets[m as usize].as_str(), m) {
-                    Err(e) if e.is_closed() => Some(e.into_inner()),
-                    _ => None,
-                })
+                .map(
+                    |m| match ctx.publish(self.targets[m as usize].as_str(), m) {
+                        Err(e) if e.is_closed() => Some(e.into_inner()),
+                        _ => None,
+                    },
+                )
                 .collect();
             self.outcome.send(back).unwrap();
         }
@@ -270,8 +280,14 @@ fn on_stop_after_a_deadline_gets_its_publishes_back() {
         .pin_threads(false)
         .build()
         .unwrap();
-    let (held, leaving) = (name_on_shard(&bus, "held", 1), name_on_shard(&bus, "leaving", 1));
-    let targets = vec![name_on_shard(&bus, "same", 1), name_on_shard(&bus, "other", 0)];
+    let (held, leaving) = (
+        name_on_shard(&bus, "held", 1),
+        name_on_shard(&bus, "leaving", 1),
+    );
+    let targets = vec![
+        name_on_shard(&bus, "same", 1),
+        name_on_shard(&bus, "other", 0),
+    ];
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     bus.subscribe(held.as_str(), move |_: &mut Context<'_, u32>, _: &u32| {
