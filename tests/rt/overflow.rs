@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::common::{assert_quiescent_stats, name_on_shard};
+use crate::common::{assert_quiescent_stats, name_on_shard, PATIENCE};
 use shardbus::{Bus, Context, PublishError};
 
 /// What the actors of the cycle saw.
@@ -99,6 +99,15 @@ fn an_amplifying_actor_cycle_is_refused_at_the_overflow_limit() {
     assert_quiescent_stats(&stats);
 }
 
+/// Polls `done` until it holds; panics after `PATIENCE` (a bug, not a slow machine).
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(std::time::Instant::now() < give_up, "waited {PATIENCE:?}");
+        std::thread::yield_now();
+    }
+}
+
 /// With no overflow queue (`overflow_limit(0)`), a handler's publish into a full lane is
 /// refused at once, and what was accepted is handled.
 #[test]
@@ -121,7 +130,7 @@ fn overflow_limit_zero_refuses_as_soon_as_the_lane_is_full() {
     bus.subscribe(b.as_str(), move |_: &mut Context<'_, u32>, _: &u32| {
         sink.fetch_add(1, Relaxed);
         if std::mem::take(&mut first) {
-            let _ = gate_rx.recv_timeout(crate::common::PATIENCE);
+            let _ = gate_rx.recv_timeout(PATIENCE);
         }
     })
     .unwrap();
@@ -140,14 +149,10 @@ fn overflow_limit_zero_refuses_as_soon_as_the_lane_is_full() {
     })
     .unwrap();
     bus.publish(b.as_str(), 100).unwrap();
-    while seen.load(Relaxed) == 0 {
-        std::thread::yield_now();
-    }
+    wait_until(|| seen.load(Relaxed) > 0);
     bus.publish(a.as_str(), 0).unwrap();
     // Wait for the publishing handler, then release the receiver.
-    while outcome.lock().unwrap().len() < 8 {
-        std::thread::yield_now();
-    }
+    wait_until(|| outcome.lock().unwrap().len() == 8);
     gate_tx.send(()).unwrap();
     let stats = bus.shutdown();
     let outcome = outcome.lock().unwrap();
