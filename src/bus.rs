@@ -319,10 +319,11 @@ impl<T: Send + 'static> Bus<T> {
     /// [`ShutdownReport::in_call`] and detached: there the call in progress finishes,
     /// then the shard starts no other handler, runs `on_stop`, drops what it holds and
     /// exits. For such a shard `undrained` counts the messages waiting in its shared
-    /// inbox ring (one per queued subscription or `Publisher` registration, too) and in
-    /// the lanes from the other shards (a lane it was taking a batch from counts from
-    /// the batch's start); what waits in `Publisher` lanes into it, and what its own
-    /// actors queued for later, is dropped when the call returns and counted in its
+    /// inbox ring (a queued subscription or `Publisher` registration counts as one too)
+    /// and in the lanes from the other shards, never the one in the call nor one before
+    /// it; what waits in `Publisher` lanes into it, and what its own actors queued for
+    /// later (to its own topics, or in its overflow queue), is not in the report: it is
+    /// dropped when the call returns and counted in its
     /// [`ShardStats::dropped`](crate::ShardStats::dropped) then.
     ///
     /// On a persistent bus the check is per pass rather than per message: a shard

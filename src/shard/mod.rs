@@ -257,8 +257,10 @@ impl<T: Send + 'static> Shard<T> {
                 i += 1;
             }
         }
+        // Shard-to-shard lanes publish their position per message (`pop_each`): what
+        // the shutdown coordinator counts for a shard stuck in a handler is exact.
         for peer in &mut inputs.peers {
-            did += peer.pop_batch(BATCH, |env| actors.take(names, env, flags));
+            did += peer.pop_each(BATCH, |env| actors.take(names, env, flags));
         }
         // Only what is queued now: handlers may queue more for the next pass.
         let local = actors.out.local.len().min(BATCH);

@@ -144,9 +144,9 @@ pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> V
 
 /// For a shard that has not exited (it is inside a call that has not returned): the
 /// entries waiting in its shared inbox ring and the messages waiting in the lanes from
-/// the other shards, as the coordinator sees them now. The ring's consumer position is
-/// stored before each entry is handed to the shard, so the entry in the call is not
-/// counted; a lane's is stored after each batch.
+/// the other shards, as the coordinator sees them now. Both consumers store their
+/// position before they hand an entry to the shard (the ring's `pop_batch`, the lanes'
+/// `pop_each`), so the message in the call, and those before it, are not counted.
 pub(crate) fn queued_on<T>(shared: &Shared<T>, shard: usize) -> u64 {
     let n = shared.inboxes.len();
     let lanes: u64 = (0..n)

@@ -315,3 +315,76 @@ fn on_stop_after_a_deadline_gets_its_publishes_back() {
         "both publishes came back"
     );
 }
+
+/// As above, with the 50 messages behind the call in the lane from another shard, in the
+/// very batch the stuck call came from: the report counts exactly the 50 (not the one in
+/// the call), and none of them runs after release.
+#[test]
+fn shutdown_timeout_counts_what_waits_in_a_lane_behind_a_stuck_call() {
+    let ledger = Ledger::new(100);
+    let bus = tracked_bus(2).build().unwrap();
+    let (hold, fan, stuck) = (
+        name_on_shard(&bus, "hold", 1),
+        name_on_shard(&bus, "fan", 0),
+        name_on_shard(&bus, "stuck", 1),
+    );
+    // `hold` keeps shard 1 busy until `fan` (shard 0) has sent all 51 messages, so that
+    // shard 1 then takes them from the lane in one batch.
+    let (go, go_rx) = mpsc::channel::<()>();
+    let counter = ledger.clone();
+    bus.subscribe(
+        hold.as_str(),
+        move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            let _ = go_rx.recv_timeout(PATIENCE);
+        },
+    )
+    .unwrap();
+    let (counter, target) = (ledger.clone(), stuck.clone());
+    bus.subscribe(
+        fan.as_str(),
+        move |ctx: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            for _ in 0..51 {
+                ctx.publish(target.as_str(), counter.make()).unwrap();
+            }
+            go.send(()).unwrap();
+        },
+    )
+    .unwrap();
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let counter = ledger.clone();
+    let mut first = true;
+    bus.subscribe(
+        stuck.as_str(),
+        move |_: &mut Context<'_, Tracked>, m: &Tracked| {
+            counter.handle(m);
+            if std::mem::take(&mut first) {
+                entered_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(PATIENCE);
+            }
+        },
+    )
+    .unwrap();
+    bus.publish(hold.as_str(), ledger.make()).unwrap();
+    bus.publish(fan.as_str(), ledger.make()).unwrap();
+    entered.recv_timeout(PATIENCE).unwrap();
+    let report = bus.shutdown_timeout(Duration::from_millis(10));
+    let in_call: Vec<usize> = report.in_call.iter().map(|s| s.index()).collect();
+    assert_eq!(in_call, vec![1]);
+    assert_eq!(
+        report.undrained, 50,
+        "the 50 behind the call, not the call's own"
+    );
+    assert_eq!(ledger.handled_total(), 3, "hold, fan, and the stuck call");
+
+    release.send(()).unwrap();
+    ledger.wait_all_dropped();
+    assert_eq!(
+        ledger.handled_total(),
+        3,
+        "none of the 50 ran after release"
+    );
+    ledger.assert_dropped_once();
+}
