@@ -34,11 +34,17 @@ const DEFAULT_THREAD_NAME: &str = "sb-shard";
 /// is cut, so shards would no longer tell apart in `top -H` or a debugger.
 const MAX_THREAD_NAME: usize = 15;
 
+/// The default [`Builder::overflow_limit`]: this many lane capacities...
+const DEFAULT_OVERFLOW_LANES: usize = 4;
+/// ...and at least this many messages.
+const DEFAULT_OVERFLOW_MIN: usize = 4096;
+
 /// Configures a [`Bus`]; made by [`Bus::builder`].
 pub struct Builder<T> {
     shards: Option<usize>,
     capacity: usize,
     lane_capacity: Option<usize>,
+    overflow_limit: Option<usize>,
     pin: bool,
     wait: WaitStrategy,
     thread_name: String,
@@ -73,6 +79,7 @@ impl<T> std::fmt::Debug for Builder<T> {
             .field("shards", &self.shards)
             .field("capacity", &self.capacity)
             .field("lane_capacity", &self.lane_capacity)
+            .field("overflow_limit", &self.overflow_limit)
             .field("pin", &self.pin)
             .field("wait", &self.wait)
             .field("thread_name", &self.thread_name)
@@ -100,6 +107,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             shards: None,
             capacity: 1024,
             lane_capacity: None,
+            overflow_limit: None,
             pin: true,
             wait: WaitStrategy::default(),
             thread_name: DEFAULT_THREAD_NAME.to_owned(),
@@ -149,6 +157,24 @@ impl<T: Send + 'static> Builder<T> {
     /// that costs in memory, and what `build()` refuses: see [`capacity`](Self::capacity).
     pub fn lane_capacity(mut self, capacity: usize) -> Self {
         self.lane_capacity = Some(capacity);
+        self
+    }
+
+    /// The most messages that may wait in one shard's overflow queue: what its handlers
+    /// published with [`Context::publish`] to other shards whose lanes were full. Past it,
+    /// `Context::publish` returns [`PublishError::Full`](crate::PublishError::Full) with
+    /// the message (counted in [`ShardStats::overflow_refused`](crate::ShardStats)), so a
+    /// shard never blocks and its memory stays bounded. With 0 there is no overflow
+    /// queue: `Context::publish` refuses as soon as the target lane is full.
+    ///
+    /// Default: 4 times the lane capacity, and at least 4,096 messages (4,096 with the
+    /// default capacities). A burst of a few lanes' worth (or, with small lanes, a few
+    /// thousand messages) waits while the target catches up; beyond it the target is
+    /// persistently slower than its publishers (or actors amplify in a cycle), and
+    /// queuing more would only grow memory and latency without end. The memory it bounds
+    /// is the limit times the size of a message plus 8 bytes, per shard.
+    pub fn overflow_limit(mut self, limit: usize) -> Self {
+        self.overflow_limit = Some(limit);
         self
     }
 
@@ -342,6 +368,10 @@ impl<T: Send + 'static> Builder<T> {
             .map_err(|source| Error::MembarrierUnavailable { source })?;
         let asym = fences == FenceMode::Membarrier;
 
+        let overflow_limit = self
+            .overflow_limit
+            .unwrap_or((DEFAULT_OVERFLOW_LANES * lane_capacity).max(DEFAULT_OVERFLOW_MIN));
+
         let parkers: Vec<Parker> = (0..shards).map(|_| Parker::new()).collect();
         let inboxes = parkers
             .iter()
@@ -429,6 +459,7 @@ impl<T: Send + 'static> Builder<T> {
             counters,
             peer_rings: peer_rings.into_boxed_slice(),
             lane_capacity,
+            overflow_limit,
             dead_letter: self.dead_letter,
             wait: self.wait,
             persistent,

@@ -80,6 +80,12 @@ pub struct Bus<T> {
 type FinishElsewhere =
     Box<dyn Fn(Option<Duration>, Vec<JoinHandle<()>>) -> std::io::Result<()> + Send + Sync>;
 
+/// The least time [`Bus::shutdown_timeout`] gives the shards, after its deadline, to
+/// finish the call in progress and exit (it gives the timeout again if that is longer).
+/// A shard that has seen the deadline starts no handler, so it needs only this long
+/// unless a call does not return.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// What [`Bus::shutdown_timeout`] reports.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +93,19 @@ type FinishElsewhere =
 pub struct ShutdownReport {
     /// The final statistics.
     pub stats: Stats,
-    /// Accepted messages the deadline left undelivered (dropped, each exactly once).
+    /// Accepted messages the deadline left unhandled: dropped (each exactly once) by the
+    /// shards that stopped, plus, for each shard in [`in_call`](Self::in_call), the
+    /// messages waiting in its shared inbox ring and in the lanes from the other shards
+    /// (see [`Bus::shutdown_timeout`]).
     pub undrained: u64,
     /// Shard threads that had not exited by the end of the grace period (a handler
-    /// that never returns); they were detached.
+    /// that does not return); they were detached. The length of `in_call`.
     pub unjoined: usize,
+    /// The shards whose thread was still inside a call (a handler, `on_stop`, the
+    /// dead-letter handler) when the grace period ended, in shard order. That one call
+    /// is the only user code that may still run there, besides `on_stop` (see
+    /// [`Bus::shutdown_timeout`]).
+    pub in_call: Vec<ShardId>,
 }
 
 impl<T> Bus<T> {
@@ -111,10 +125,9 @@ impl<T> Bus<T> {
                 let shared = Arc::clone(&shared);
                 thread::spawn_named("sb-shutdown".to_string(), move || {
                     let deadline = timeout.map(|t| Instant::now() + t);
-                    let drained = shutdown::wait_quiescent(&shared, deadline);
-                    shutdown::stop(&shared, drained);
+                    shutdown::drain_and_stop(&shared, deadline);
                     let exit_by = deadline.map(|d| d + timeout.unwrap_or_default());
-                    if shutdown::wait_exited(&shared, exit_by) == 0 {
+                    if shutdown::wait_exited(&shared, exit_by).is_empty() {
                         for t in threads {
                             // As in `stop`: fails only on a bug in shardbus itself.
                             let _ = t.join();
@@ -404,8 +417,9 @@ impl<T> Bus<T> {
 
     /// Shuts down gracefully: stops intake (later publishes get `Closed` with their
     /// message), handles every message already accepted, including what handlers
-    /// publish onward while draining, runs every actor's `on_stop`, joins the shard
-    /// threads and returns the final statistics.
+    /// publish onward while draining, runs every actor's `on_stop`, handles what those
+    /// publish (see [`Handler::on_stop`]), joins the shard threads and returns the final
+    /// statistics.
     ///
     /// Waits as long as the drain takes; a workload that never quiesces (actors that
     /// publish to each other forever) needs [`shutdown_timeout`](Self::shutdown_timeout).
@@ -420,10 +434,31 @@ impl<T> Bus<T> {
         self.stop(None).stats
     }
 
-    /// Like [`shutdown`](Self::shutdown), but drains only until `timeout`; what is
-    /// left is dropped (each message exactly once) and counted in `undrained`. Shard
-    /// threads get the same time again to run `on_stop` and exit; any still running
-    /// (a handler that never returns) are detached and counted in `unjoined`.
+    /// Like [`shutdown`](Self::shutdown), but drains only until `timeout`. Then each
+    /// shard stops: it starts no further handler (a memory-only shard checks between
+    /// messages, so one in the middle of a batch stops after the call in progress),
+    /// drops what is left (each message exactly once, without handling it), runs
+    /// `on_stop` (whose publishes are then refused with `Closed`) and exits. What was
+    /// dropped is counted in `undrained`, and `undrained + handled + dead letters`
+    /// accounts for every accepted message.
+    ///
+    /// Shard threads get the same time again, but at least [`STOP_GRACE`], to finish the
+    /// call in progress and exit. No handler runs after this returns, except on a shard
+    /// still inside a call then (a handler that does not return), listed in
+    /// [`ShutdownReport::in_call`] and detached: there the call in progress finishes,
+    /// then the shard starts no other handler, runs `on_stop`, drops what it holds and
+    /// exits. For such a shard `undrained` counts the messages waiting in its shared
+    /// inbox ring (a queued subscription or `Publisher` registration counts as one too)
+    /// and in the lanes from the other shards, never the one in the call nor one before
+    /// it; what waits in `Publisher` lanes into it, and what its own actors queued for
+    /// later (to its own topics, or in its overflow queue), is not in the report: it is
+    /// dropped when the call returns and counted in its
+    /// [`ShardStats::dropped`](crate::ShardStats::dropped) then.
+    ///
+    /// On a persistent bus the check is per pass rather than per message: a shard
+    /// finishes the logged batch it is handling (its records are in the log), and the
+    /// batches whose sync is still in flight, before it stops; what it has not logged is
+    /// dropped as above.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> ShutdownReport {
         self.stop(Some(timeout))
     }
@@ -467,8 +502,7 @@ impl<T> Bus<T> {
         // below (the shards' exit flags carry the happens-before from there).
         if !self.closed.swap(true, Ordering::AcqRel) {
             shutdown::begin(&self.shared);
-            shutdown::wait_quiescent(&self.shared, None);
-            shutdown::stop(&self.shared, true);
+            shutdown::drain_and_stop(&self.shared, None);
         }
         // `has_exited` is an Acquire load: the final counters are visible after it.
         shutdown::wait_exited(&self.shared, None);
@@ -578,15 +612,12 @@ impl<T> Bus<T> {
         let dropped_before = self.stats().dropped();
         shutdown::begin(&self.shared);
         let deadline = timeout.map(|t| start + t);
-        // Whether or not the drain finished, phase 2 counts what is left as undrained.
-        let drained = shutdown::wait_quiescent(&self.shared, deadline);
-        shutdown::stop(&self.shared, drained);
-        let unjoined = shutdown::wait_exited(
-            &self.shared,
-            deadline.map(|d| d + timeout.unwrap_or_default()),
-        );
+        // Whether or not the drain finished, phase 3 counts what is left as undrained.
+        let drained = shutdown::drain_and_stop(&self.shared, deadline);
+        let grace = deadline.map(|d| d + timeout.unwrap_or_default().max(STOP_GRACE));
+        let running = shutdown::wait_exited(&self.shared, grace);
         let threads = std::mem::take(&mut self.threads);
-        if unjoined == 0 {
+        if running.is_empty() {
             for t in threads {
                 // A shard thread catches every handler panic, so `join` fails only on
                 // a bug in shardbus itself; the statistics still stand.
@@ -594,22 +625,27 @@ impl<T> Bus<T> {
             }
         }
         let stats = self.stats();
-        if unjoined > 0 {
+        let queued: u64 = running
+            .iter()
+            .map(|&i| shutdown::queued_on(&self.shared, i))
+            .sum();
+        if !running.is_empty() {
             tracing::warn!(
-                unjoined,
+                unjoined = running.len(),
                 "shard threads still running at the deadline were detached"
             );
         }
         tracing::info!(
             drained,
             handled = stats.handled(),
-            undrained = stats.dropped() - dropped_before,
+            undrained = stats.dropped() - dropped_before + queued,
             "bus shut down"
         );
         ShutdownReport {
-            undrained: stats.dropped() - dropped_before,
+            undrained: stats.dropped() - dropped_before + queued,
             stats,
-            unjoined,
+            unjoined: running.len(),
+            in_call: running.into_iter().map(ShardId).collect(),
         }
     }
 }
@@ -634,13 +670,14 @@ impl<T> Bus<T> {
             stats: self.stats(),
             undrained: 0,
             unjoined,
+            in_call: Vec::new(),
         }
     }
 
     /// [`stop`](Self::stop) after [`close`](Self::close): the drain and the stop are
     /// done and every shard thread has exited; only the joins are left.
     fn join_closed(&mut self) -> ShutdownReport {
-        let unjoined = shutdown::wait_exited(&self.shared, None);
+        let unjoined = shutdown::wait_exited(&self.shared, None).len();
         for t in std::mem::take(&mut self.threads) {
             // As in `stop`: `join` fails only on a bug in shardbus itself.
             let _ = t.join();
@@ -649,6 +686,7 @@ impl<T> Bus<T> {
             stats: self.stats(),
             undrained: 0,
             unjoined,
+            in_call: Vec::new(),
         }
     }
 }

@@ -164,7 +164,8 @@ pub enum Error {
 }
 
 /// The error of a blocking publish: the bus is closed, the topic is invalid, or the
-/// message does not encode. The message is given back.
+/// message does not encode; from a handler ([`Context::publish`](crate::Context::publish)),
+/// also its shard's overflow queue is full. The message is given back.
 #[derive(PartialEq, Eq, Clone)]
 #[non_exhaustive]
 pub enum PublishError<T> {
@@ -185,6 +186,12 @@ pub enum PublishError<T> {
     /// them, that cannot drain while it waits. The message was not accepted. A handler
     /// publishes with [`Context::publish`](crate::Context::publish), which never waits.
     WouldDeadlock(T),
+    /// [`Context::publish`](crate::Context::publish) only: the target shard's lane is full
+    /// and the publishing shard's overflow queue holds
+    /// [`overflow_limit`](crate::Builder::overflow_limit) messages already; the message
+    /// was not accepted. Counted in [`ShardStats::overflow_refused`](crate::ShardStats).
+    /// (A blocking publish from outside the bus waits instead.)
+    Full(T),
 }
 
 /// The error of a non-blocking publish. The message is given back.
@@ -375,6 +382,7 @@ impl<T> PublishError<T> {
         match self {
             Self::Closed(t) | Self::InvalidTopic(t) | Self::Encode { msg: t, .. } => t,
             Self::WouldDeadlock(t) => t,
+            Self::Full(t) => t,
         }
     }
 
@@ -387,6 +395,12 @@ impl<T> PublishError<T> {
     /// Whether the bus was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))
+    }
+
+    /// Whether a handler's publish met a full lane and a full overflow queue
+    /// ([`PublishError::Full`]).
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
     }
 
     /// Whether the topic name was invalid.
@@ -455,6 +469,7 @@ impl<T> From<PublishError<T>> for TryPublishError<T> {
             PublishError::Encode { msg, error } => Self::Encode { msg, error },
             // It was refused because the target had no room.
             PublishError::WouldDeadlock(t) => Self::Full(t),
+            PublishError::Full(t) => Self::Full(t),
         }
     }
 }
@@ -473,6 +488,7 @@ impl<T> fmt::Debug for PublishError<T> {
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::Encode { error, .. } => debug_encode(f, error),
             Self::WouldDeadlock(_) => f.write_str("WouldDeadlock(..)"),
+            Self::Full(_) => f.write_str("Full(..)"),
         }
     }
 }
@@ -497,6 +513,7 @@ impl<T> fmt::Display for PublishError<T> {
             Self::WouldDeadlock(_) => f.write_str(
                 "publishing from a handler into a full inbox of the same bus would deadlock",
             ),
+            Self::Full(_) => f.write_str("the lane and the shard's overflow queue are full"),
         }
     }
 }

@@ -52,6 +52,14 @@ pub trait Handler<T>: Send + 'static {
     /// the supervision policy stops the actor, or at shutdown after the last message;
     /// and under [`Supervision::Restart`], on the actor being replaced, before the new
     /// one's `on_start`. Each actor gets it at most once.
+    ///
+    /// At a graceful shutdown every actor's `on_stop` runs once the drain is complete,
+    /// and what it publishes through `ctx` is delivered (the drain runs on until the bus
+    /// is quiet again): to every subscriber of the topic, on any shard, also to one whose
+    /// own `on_stop` has already run, which may therefore see messages after it. After a
+    /// deadline ([`Bus::shutdown_timeout`](crate::Bus::shutdown_timeout), or a drop past
+    /// its timeout) nothing more is delivered, so a publish from `on_stop` then returns
+    /// `Closed` with the message.
     fn on_stop(&mut self, ctx: &mut Context<'_, T>) {
         let _ = ctx;
     }
@@ -132,14 +140,23 @@ impl<T> Context<'_, T> {
     /// a shard must not wait on another shard, or two shards publishing to each other
     /// could deadlock. If the target's lane is full the message waits in this shard's
     /// overflow queue (in order) and is forwarded as space frees up.
+    ///
+    /// The overflow queue is bounded ([`Builder::overflow_limit`](crate::Builder::overflow_limit)):
+    /// when it is full too, the message is not accepted and comes back in
+    /// [`PublishError::Full`] (counted in
+    /// [`ShardStats::overflow_refused`](crate::ShardStats::overflow_refused)); the handler
+    /// decides whether to drop it, keep it for later, or publish less. Nothing is lost
+    /// silently and the shard never waits.
+    ///
     /// Returns `Closed` with the message once the target shard has stopped, `Encode`
     /// with it on a persistent bus whose codec cannot encode it.
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         self.out.publish(topic, msg)
     }
 
-    /// Publishes to another topic only if the target lane has room now; never queues
-    /// in the overflow.
+    /// Publishes to another topic only if the target lane has room now (and nothing of
+    /// this shard waits for that lane in the overflow queue); never queues in the
+    /// overflow. Otherwise returns [`TryPublishError::Full`] with the message.
     pub fn try_publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
         self.out.try_publish(topic, msg)
     }

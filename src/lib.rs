@@ -58,6 +58,9 @@
 //! - [`Bus::subscribe`] returns after the subscription is live.
 //!   ([`Bus::subscribe_supervised`] returns [`Error::NotStarted`] instead if the actor's
 //!   `on_start` panicked and its policy ended the subscription there.)
+//! - A graceful [`Bus::shutdown`] also handles what actors publish from `on_stop`; no
+//!   handler runs after [`Bus::shutdown_timeout`] returns, except the call in progress on
+//!   a shard it reports in [`ShutdownReport::in_call`].
 //! - A message whose publish returned before [`Bus::subscribe`] was called does not reach
 //!   that subscriber, and one whose publish returned before [`Bus::unsubscribe`] does,
 //!   through [`Bus::publish`] and a [`Publisher`] alike.
@@ -199,7 +202,7 @@ mod topic;
 mod wait;
 
 pub use builder::{Builder, MAX_SHARDS};
-pub use bus::{Bus, ShutdownReport};
+pub use bus::{Bus, ShutdownReport, STOP_GRACE};
 #[cfg(feature = "postcard")]
 pub use codec::PostcardCodec;
 pub use codec::{Codec, DecodeError, EncodeError};

@@ -10,6 +10,12 @@
 //! leave through here too, without waiting: for this shard's topics they are kept for the
 //! shard to apply once the handler has returned; for another shard's they go into its
 //! intake ring, or wait here, in order, while that ring is full.
+//!
+//! The overflow queues of one shard hold at most `overflow_limit` messages together
+//! (`Builder::overflow_limit`): past it, `Context::publish` refuses with the message back
+//! (`PublishError::Full`), so actors that publish faster than their targets drain (or a
+//! cycle of actors that amplifies) meet back-pressure instead of growing the queue
+//! without end. The depth, its peak and the refusals are in the shard's statistics.
 
 use std::collections::VecDeque;
 
@@ -33,7 +39,14 @@ pub(crate) struct Outbox<T> {
     lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
     /// `overflow[to]`: messages for shard `to` that met a full lane, in order.
     overflow: Vec<VecDeque<Envelope<T>>>,
+    /// Messages in all of `overflow`.
     overflow_len: usize,
+    /// The most `overflow` may hold together (`Builder::overflow_limit`).
+    overflow_limit: usize,
+    /// The largest `overflow_len` so far, and the publishes refused at the limit (for
+    /// the shard's statistics).
+    pub(crate) overflow_peak: usize,
+    pub(crate) overflow_refused: u64,
     /// Messages for topics of this shard, handled later in the same loop.
     pub(crate) local: VecDeque<Envelope<T>>,
     /// How many messages were ever queued in `local` (for the persistent log's
@@ -45,6 +58,8 @@ pub(crate) struct Outbox<T> {
     /// Subscription changes for other shards (`(shard, control)`), in order, waiting for
     /// room in that shard's intake ring.
     remote_controls: VecDeque<(usize, Control<T>)>,
+    /// The shard is stopping: every publish is refused with `Closed` (see [`close`](Self::close)).
+    closed: bool,
 }
 
 /// Where [`Outbox::route`] put a message.
@@ -62,6 +77,7 @@ impl<T> Outbox<T> {
         shard: ShardId,
         shared: Arc<Shared<T>>,
         lanes: Vec<Option<spsc::Producer<Envelope<T>>>>,
+        overflow_limit: usize,
     ) -> Self {
         let n = lanes.len();
         Self {
@@ -71,10 +87,14 @@ impl<T> Outbox<T> {
             lanes,
             overflow: (0..n).map(|_| VecDeque::new()).collect(),
             overflow_len: 0,
+            overflow_limit,
+            overflow_peak: 0,
+            overflow_refused: 0,
             local: VecDeque::new(),
             local_pushed: 0,
             own_controls: Vec::new(),
             remote_controls: VecDeque::new(),
+            closed: false,
         }
     }
 
@@ -119,6 +139,9 @@ impl<T> Outbox<T> {
     }
 
     pub(crate) fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        if self.closed {
+            return Err(PublishError::Closed(msg));
+        }
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(PublishError::InvalidTopic)?;
@@ -129,14 +152,24 @@ impl<T> Outbox<T> {
             .map_err(|(msg, error)| PublishError::Encode { msg, error })?;
         match self.route(topic, msg) {
             Route::Sent => Ok(()),
-            Route::Full(env) => {
-                // Waits, in order, behind what already waits for that lane.
-                self.overflow[topic.shard.0].push_back(env);
-                self.overflow_len += 1;
-                Ok(())
-            }
+            Route::Full(env) => self.overflow(topic.shard.0, env),
             Route::Closed(env) => Err(PublishError::Closed(env.msg)),
         }
+    }
+
+    /// A message for shard `to` that met a full lane: waits, in order, behind what already
+    /// waits for that lane, unless the overflow queues are at their limit (then it comes
+    /// back, counted as refused).
+    #[cold]
+    fn overflow(&mut self, to: usize, env: Envelope<T>) -> Result<(), PublishError<T>> {
+        if self.overflow_len >= self.overflow_limit {
+            self.overflow_refused += 1;
+            return Err(PublishError::Full(env.msg));
+        }
+        self.overflow[to].push_back(env);
+        self.overflow_len += 1;
+        self.overflow_peak = self.overflow_peak.max(self.overflow_len);
+        Ok(())
     }
 
     pub(crate) fn try_publish(
@@ -144,6 +177,9 @@ impl<T> Outbox<T> {
         topic: impl ToTopic,
         msg: T,
     ) -> Result<(), TryPublishError<T>> {
+        if self.closed {
+            return Err(TryPublishError::Closed(msg));
+        }
         let (topic, msg) = self
             .resolve(topic, msg)
             .map_err(TryPublishError::InvalidTopic)?;
@@ -273,6 +309,11 @@ impl<T> Outbox<T> {
         self.overflow_len > 0
     }
 
+    /// Messages waiting in the overflow queues.
+    pub(crate) fn overflow_len(&self) -> usize {
+        self.overflow_len
+    }
+
     /// Forwards overflowed messages as lanes free up. Messages for a shard that has
     /// stopped are dropped and counted in the return value's second field.
     /// Returns (forwarded, dropped).
@@ -307,6 +348,13 @@ impl<T> Outbox<T> {
         }
         self.overflow_len -= sent + dropped;
         (sent, dropped)
+    }
+
+    /// The shard is stopping and will deliver nothing more: from now on every publish
+    /// (an `on_stop` at a forced stop) is refused with `Closed` and its message, rather
+    /// than accepted and dropped.
+    pub(crate) fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Drops everything still waiting to be sent; returns the count of messages (controls

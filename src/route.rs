@@ -30,6 +30,7 @@ const ROUTE_SEEDS: [u64; 4] = [
 
 /// The index of a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ShardId(pub(crate) usize);
 
 impl ShardId {

@@ -34,6 +34,9 @@ pub(crate) struct Shared<T> {
     /// shutdown coordinator's quiescence check.
     pub(crate) peer_rings: Box<[Option<PeerRing<T>>]>,
     pub(crate) lane_capacity: usize,
+    /// The most messages one shard's overflow queues hold together
+    /// (`Builder::overflow_limit`).
+    pub(crate) overflow_limit: usize,
     pub(crate) dead_letter: Option<DeadLetterFn<T>>,
     pub(crate) wait: crate::wait::WaitStrategy,
     /// Whether the bus was built with persistence.

@@ -49,6 +49,9 @@ pub(crate) struct ShardCounters {
     pub(crate) dropped: AtomicU64,
     pub(crate) depth: AtomicU64,
     pub(crate) high_water: AtomicU64,
+    pub(crate) overflow_depth: AtomicU64,
+    pub(crate) overflow_peak: AtomicU64,
+    pub(crate) overflow_refused: AtomicU64,
     /// `core + 1` when pinned, 0 when not.
     pub(crate) core: AtomicU64,
     /// `panics` split by [`PanicSite`]. Stored only when `panics` changed.
@@ -70,6 +73,9 @@ pub(crate) struct LocalCounters {
     pub(crate) dropped: u64,
     pub(crate) depth: u64,
     pub(crate) high_water: u64,
+    pub(crate) overflow_depth: u64,
+    pub(crate) overflow_peak: u64,
+    pub(crate) overflow_refused: u64,
     /// `panics` split by [`PanicSite`].
     pub(crate) panic_sites: [u64; PanicSite::COUNT],
 }
@@ -113,6 +119,9 @@ impl ShardCounters {
             dropped: AtomicU64::new(0),
             depth: AtomicU64::new(0),
             high_water: AtomicU64::new(0),
+            overflow_depth: AtomicU64::new(0),
+            overflow_peak: AtomicU64::new(0),
+            overflow_refused: AtomicU64::new(0),
             core: AtomicU64::new(0),
             panic_sites: std::array::from_fn(|_| AtomicU64::new(0)),
             hist: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
@@ -140,6 +149,9 @@ impl ShardCounters {
         self.dropped.store(l.dropped, r);
         self.depth.store(l.depth, r);
         self.high_water.store(l.high_water, r);
+        self.overflow_depth.store(l.overflow_depth, r);
+        self.overflow_peak.store(l.overflow_peak, r);
+        self.overflow_refused.store(l.overflow_refused, r);
     }
 
     /// Records one sampled handler time (shard thread only: load + store, no RMW).
@@ -195,6 +207,9 @@ impl ShardCounters {
             dropped: self.dropped.load(r),
             queue_depth: self.depth.load(r),
             high_water: self.high_water.load(r),
+            overflow_depth: self.overflow_depth.load(r),
+            overflow_peak: self.overflow_peak.load(r),
+            overflow_refused: self.overflow_refused.load(r),
             handler_time: HandlerTime {
                 samples: total,
                 p50_ns: pct(0.50).min(max),
@@ -297,6 +312,16 @@ pub struct ShardStats {
     pub queue_depth: u64,
     /// The largest queue depth sampled.
     pub high_water: u64,
+    /// Messages this shard's handlers published to other shards that wait in its
+    /// overflow queue for a full lane, at the last sample.
+    pub overflow_depth: u64,
+    /// The largest overflow depth ever reached (never above
+    /// [`Builder::overflow_limit`](crate::Builder::overflow_limit)).
+    pub overflow_peak: u64,
+    /// Handler publishes ([`Context::publish`](crate::Context::publish)) refused with
+    /// [`PublishError::Full`](crate::PublishError::Full) because the overflow queue was
+    /// at its limit.
+    pub overflow_refused: u64,
     /// Sampled handler-time percentiles.
     pub handler_time: HandlerTime,
 }
@@ -349,6 +374,10 @@ impl Stats {
     /// Messages dropped by a deadline shutdown, summed over shards.
     pub fn dropped(&self) -> u64 {
         self.shards.iter().map(|s| s.dropped).sum()
+    }
+    /// Handler publishes refused at the overflow limit, summed over shards.
+    pub fn overflow_refused(&self) -> u64 {
+        self.shards.iter().map(|s| s.overflow_refused).sum()
     }
 }
 

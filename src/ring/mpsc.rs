@@ -55,7 +55,7 @@ impl<T> Ring<T> {
     }
 
     /// [`new`](Self::new), with a failed allocation returned as an error.
-    pub fn try_new(capacity: usize, start: u64) -> Result<Self, AllocError> {
+    pub(crate) fn try_new(capacity: usize, start: u64) -> Result<Self, AllocError> {
         debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
         let cap = capacity as u64;
         let mask = cap - 1;
@@ -243,6 +243,18 @@ impl Consumer {
         // Relaxed: a statistic.
         let tail = ring.tail.load(Ordering::Relaxed) & !CLOSED;
         self.limit.unwrap_or(tail).wrapping_sub(self.head) / STEP
+    }
+}
+
+impl<T> Ring<T> {
+    /// Entries pushed and not yet popped, as another thread than the consumer sees them
+    /// (the shutdown coordinator, for a shard that has not stopped). Relaxed: a count;
+    /// no slot is read on the strength of it. The consumer stores `head` before it hands
+    /// an entry on, so an entry being handled is not counted.
+    pub fn depth_seen(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Relaxed) & !CLOSED;
+        let head = self.head.load(Ordering::Relaxed);
+        tail.wrapping_sub(head) / STEP
     }
 }
 

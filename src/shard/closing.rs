@@ -43,9 +43,29 @@ impl<T: Send + 'static> Shard<T> {
         }
     }
 
+    /// [`Command::StopActors`]: runs every actor's `on_stop` once. What they publish is
+    /// delivered by the passes that follow (the coordinator waits for quiescence again),
+    /// to every subscriber of its topic, also one whose own `on_stop` has run: such a
+    /// message was accepted, and which `on_stop` runs first is not for it to decide.
+    pub(super) fn stop_actors(&mut self) {
+        if self.idle_published {
+            // The `on_stop` calls are work: not idle while they run and publish.
+            self.flags().shard_takes_work();
+            self.idle_published = false;
+        }
+        self.actors.stop_all(&self.names);
+        self.actors_stopped = true;
+        self.publish_counters();
+        self.flags().shard_did_work();
+        self.flags().shard_stopped_actors();
+    }
+
     /// Stops: drops and counts what is left (nothing, after a clean drain), runs every
-    /// actor's `on_stop`, publishes the final counters.
+    /// actor's `on_stop` unless [`stop_actors`](Self::stop_actors) did, publishes the final
+    /// counters. From here on a handler's publish is refused (`Closed`, with the message):
+    /// nothing would deliver it.
     pub(super) fn finish(&mut self, drained: bool) {
+        let actors_stopped = self.actors_stopped;
         let Self {
             shared,
             inputs,
@@ -110,12 +130,20 @@ impl<T: Send + 'static> Shard<T> {
             Ok(n) => left += n,
             Err(_) => actors.counters.panicked(PanicSite::Drop),
         }
+        actors.out.close();
         actors.counters.dropped += left;
         if left > 0 {
             report_dropped(left);
         }
-        actors.stop_all(names);
-        actors.counters.depth = 0;
+        if !actors_stopped {
+            actors.stop_all(names);
+        }
+        actors.retire_all();
+        let c = &mut actors.counters;
+        c.depth = 0;
+        c.overflow_depth = 0;
+        c.overflow_peak = actors.out.overflow_peak as u64;
+        c.overflow_refused = actors.out.overflow_refused;
         shared.counters[actors.id.0].publish(&actors.counters);
         self.metrics
             .flush(&actors.counters, wal.as_ref().map(Wal::log));

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::shutdown::ShutdownFlags;
 use crate::stats::PanicSite;
 use crate::supervise::traced;
 use crate::supervise::{drop_guarded, Caught, Guarded};
@@ -54,6 +55,31 @@ impl<T: Send + 'static> Actors<T> {
     pub(super) fn learn_and_dispatch(&mut self, names: &mut Names, env: Envelope<T>, replay: bool) {
         names.learn(env.topic, &self.shared.topics);
         self.dispatch(names, env, replay);
+    }
+
+    /// A memory-only pass's message: dispatched, unless the coordinator has given up the
+    /// drain ([`Command::StopForced`]), in which case it is dropped and counted, and no
+    /// handler starts. One load and one branch per message: the only way a shard in the
+    /// middle of a batch (or stuck in a handler when the deadline passed) stops before the
+    /// next handler.
+    #[inline(always)]
+    pub(super) fn take(&mut self, names: &mut Names, env: Envelope<T>, flags: &ShutdownFlags) {
+        if flags.shard_is_abandoned() {
+            self.abandon(env);
+        } else {
+            self.learn_and_dispatch(names, env, false);
+        }
+    }
+
+    /// A message the forced stop leaves unhandled: dropped here (its `Drop` guarded),
+    /// counted.
+    #[cold]
+    #[inline(never)]
+    fn abandon(&mut self, env: Envelope<T>) {
+        self.counters.dropped += 1;
+        if drop_guarded(env).is_err() {
+            self.counters.panicked(PanicSite::Drop);
+        }
     }
 
     /// Delivers one message to every subscriber of its topic, in subscription order,
@@ -280,8 +306,7 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
-    /// Runs every actor's `on_stop`, then drops the actors (guarded: their `Drop` is
-    /// user code too).
+    /// Runs every actor's `on_stop` (a panic there is caught and counted).
     pub(super) fn stop_all(&mut self, names: &Names) {
         for (index, subs) in self.subs.iter_mut().enumerate() {
             for sub in subs.iter_mut() {
@@ -294,8 +319,16 @@ impl<T: Send + 'static> Actors<T> {
                 if sub.call(&mut ctx, |a, ctx| a.on_stop(ctx)).is_err() {
                     self.counters.panicked(PanicSite::OnStop);
                 }
-                sub.retire(&mut self.counters);
             }
+        }
+    }
+
+    /// At the shard's exit, after every `on_stop` and the last message: drops every actor
+    /// and factory, each `Drop` guarded. (Not in [`stop_all`](Self::stop_all): an actor
+    /// whose `on_stop` has run still handles what other actors' `on_stop` publish.)
+    pub(super) fn retire_all(&mut self) {
+        for sub in self.subs.iter_mut().flatten() {
+            sub.retire(&mut self.counters);
         }
     }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Shard<T> {
     phase: Phase,
     /// While closing: whether `flags.idle` is currently `true`.
     idle_published: bool,
+    /// Whether every actor's `on_stop` has run ([`Command::StopActors`]).
+    actors_stopped: bool,
     external_drained: bool,
     core: Option<core_affinity::CoreId>,
     /// Persistent buses: the write-ahead log state.
@@ -109,7 +111,7 @@ impl<T: Send + 'static> Shard<T> {
             shared: shared.clone(),
             subs: Vec::new(),
             where_is: HashMap::new(),
-            out: Outbox::new(id, shared.clone(), out_lanes),
+            out: Outbox::new(id, shared.clone(), out_lanes, shared.overflow_limit),
             counters: LocalCounters::default(),
         };
         Self {
@@ -131,6 +133,7 @@ impl<T: Send + 'static> Shard<T> {
             actors,
             phase: Phase::Running,
             idle_published: false,
+            actors_stopped: false,
             external_drained: false,
             core,
             wal,
@@ -164,6 +167,9 @@ impl<T: Send + 'static> Shard<T> {
             if command >= Command::Stop {
                 self.finish(command == Command::Stop);
                 return;
+            }
+            if command == Command::StopActors && !self.actors_stopped {
+                self.stop_actors();
             }
             if self.phase == Phase::Closing && self.idle_published {
                 if !self.has_ready_seqcst() {
@@ -256,9 +262,10 @@ impl<T: Send + 'static> Shard<T> {
             ..
         } = self;
         let closing = *phase == Phase::Closing;
-        let ring = &shared.inboxes[actors.id.0].ring;
+        let inbox = &shared.inboxes[actors.id.0];
+        let (ring, flags) = (&inbox.ring, &*inbox.flags);
         let mut did = inputs.ring.pop_batch(ring, BATCH, |item| match item {
-            Item::Msg(env) => actors.learn_and_dispatch(names, env, false),
+            Item::Msg(env) => actors.take(names, env, flags),
             Item::Control(c) => {
                 if c.is_lane_barrier() {
                     // Up to each lane's tail as read now (one Acquire load per lane, in
@@ -279,8 +286,7 @@ impl<T: Send + 'static> Shard<T> {
         });
         let mut i = 0;
         while i < inputs.lanes.len() {
-            let n = inputs.lanes[i]
-                .pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
+            let n = inputs.lanes[i].pop_batch(BATCH, |env| actors.take(names, env, flags));
             did += n;
             if n == 0 && inputs.lanes[i].is_finished() {
                 inputs.lanes.swap_remove(i);
@@ -288,8 +294,10 @@ impl<T: Send + 'static> Shard<T> {
                 i += 1;
             }
         }
+        // Shard-to-shard lanes publish their position per message (`pop_each`): what
+        // the shutdown coordinator counts for a shard stuck in a handler is exact.
         for peer in &mut inputs.peers {
-            did += peer.pop_batch(BATCH, |env| actors.learn_and_dispatch(names, env, false));
+            did += peer.pop_each(BATCH, |env| actors.take(names, env, flags));
         }
         // What the handlers asked for on this shard's topics, before the local messages
         // (which they may have published after asking).
@@ -298,7 +306,7 @@ impl<T: Send + 'static> Shard<T> {
         let local = actors.out.local.len().min(BATCH);
         for _ in 0..local {
             if let Some(env) = actors.out.local.pop_front() {
-                actors.learn_and_dispatch(names, env, false);
+                actors.take(names, env, flags);
             }
         }
         actors.apply_controls(names);
@@ -348,9 +356,13 @@ impl<T: Send + 'static> Shard<T> {
                 .iter()
                 .map(spsc::Consumer::depth)
                 .sum::<u64>();
+        let out = &self.actors.out;
         let c = &mut self.actors.counters;
         c.depth = depth;
         c.high_water = c.high_water.max(depth);
+        c.overflow_depth = out.overflow_len() as u64;
+        c.overflow_peak = out.overflow_peak as u64;
+        c.overflow_refused = out.overflow_refused;
         self.shared.counters[self.id.0].publish(c);
     }
 

@@ -11,10 +11,14 @@ pub(crate) enum Command {
     Run = 0,
     /// Close the external intake, keep serving shard-to-shard.
     Close = 1,
+    /// The drain finished: run every actor's `on_stop` once, and keep serving (what the
+    /// `on_stop` calls publish is delivered before the shards stop).
+    StopActors = 2,
     /// Stop now, drop and count what is left (nothing: the drain finished).
-    Stop = 2,
-    /// [`Command::Stop`] after a deadline: the drain did not finish.
-    StopForced = 3,
+    Stop = 3,
+    /// [`Command::Stop`] after a deadline: the drain did not finish. The shard starts no
+    /// further handler (it checks between messages) and drops and counts what is left.
+    StopForced = 4,
 }
 
 impl Command {
@@ -23,7 +27,8 @@ impl Command {
         match word {
             0 => Command::Run,
             1 => Command::Close,
-            2 => Command::Stop,
+            2 => Command::StopActors,
+            3 => Command::Stop,
             _ => Command::StopForced,
         }
     }
@@ -45,6 +50,9 @@ pub(crate) struct ShutdownFlags {
     idle: AtomicBool,
     /// Written by the shard while closing: bumped after every pass that did work.
     activity: AtomicU64,
+    /// Written by the shard after it ran every actor's `on_stop` ([`Command::StopActors`])
+    /// and bumped `activity` for it.
+    actors_stopped: AtomicBool,
     /// Written by the shard as its thread ends.
     exited: AtomicBool,
 }
@@ -56,6 +64,7 @@ impl ShutdownFlags {
             external_drained: AtomicBool::new(false),
             idle: AtomicBool::new(false),
             activity: AtomicU64::new(0),
+            actors_stopped: AtomicBool::new(false),
             exited: AtomicBool::new(false),
         }
     }
@@ -80,6 +89,12 @@ impl ShutdownFlags {
         self.external_drained.load(Ordering::SeqCst)
     }
 
+    /// Whether the shard has run its actors' `on_stop` (and published what they sent
+    /// before it said so).
+    pub(super) fn has_stopped_actors(&self) -> bool {
+        self.actors_stopped.load(Ordering::SeqCst)
+    }
+
     /// Whether the shard last reported itself idle.
     pub(super) fn is_idle(&self) -> bool {
         self.idle.load(Ordering::SeqCst)
@@ -92,6 +107,26 @@ impl ShutdownFlags {
     #[inline]
     pub(crate) fn shard_reads_command(&self) -> Command {
         Command::from_word(self.command.load(Ordering::Acquire))
+    }
+
+    /// Whether the coordinator has given up the drain ([`Command::StopForced`]): checked
+    /// before each message of a memory-only pass, so that no handler starts once the
+    /// shard sees it. Relaxed: the shard reads nothing on the strength of it (it only
+    /// stops calling handlers, and its own messages are its own); the Acquire load of
+    /// [`shard_reads_command`](Self::shard_reads_command) at the top of its loop orders
+    /// the rest of the stop.
+    #[inline(always)]
+    pub(crate) fn shard_is_abandoned(&self) -> bool {
+        self.command.load(Ordering::Relaxed) == Command::StopForced as usize
+    }
+
+    /// The shard ran every actor's `on_stop`, after the pushes those made and after
+    /// [`shard_did_work`](Self::shard_did_work) for them. SeqCst store and fence: the
+    /// coordinator reads it before its quiescence check, whose reads then see those
+    /// messages in a ring, or the shard busy with them.
+    pub(crate) fn shard_stopped_actors(&self) {
+        self.actors_stopped.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
 
     /// After a pass that did work while closing. SeqCst: bumped after the work (and any

@@ -13,8 +13,18 @@
 //! took it is seen busy, or that shard finished it between the two `activity` reads
 //! and the second read differs. Only all-idle, all-empty, unchanged counts as done.
 //!
-//! Phase 2 (`stop`): each shard closes its remaining inputs, drops and counts what is
-//! left (nothing after quiescence; the rest after a deadline), runs `on_stop` and exits.
+//! Phase 2 (`stop_actors`), after quiescence only: every shard runs each actor's
+//! `on_stop` once, bumps `activity`, then says so (`actors_stopped`). The coordinator
+//! waits for every shard to say so, then for quiescence again with the same reads, so
+//! that what the `on_stop` calls published (to any shard, their own included) is
+//! delivered like any other message. The cascade is finite unless handlers publish
+//! forever, which only a deadline ends.
+//!
+//! Phase 3 (`stop`): each shard closes its remaining inputs, drops and counts what is
+//! left (nothing after quiescence; the rest after a deadline), runs `on_stop` if phase 2
+//! did not, and exits. After a deadline (`StopForced`) a memory-only shard also checks
+//! the command between messages, so it starts no handler once it has seen it: a shard
+//! still inside a handler call then stops when that call returns, without another.
 
 use std::time::Instant;
 
@@ -83,7 +93,39 @@ fn is_quiescent<T>(shared: &Shared<T>) -> bool {
     flags().map(|f| f.activity()).eq(before)
 }
 
-/// Signals phase 2 to every shard; `drained` says whether quiescence was reached.
+/// Everything after [`begin`] up to the stop: the drain to quiescence, every actor's
+/// `on_stop` and the drain of what those published, then [`stop`]. Returns whether it all
+/// finished before `deadline` (if not, the stop drops what is left, counted).
+pub(crate) fn drain_and_stop<T>(shared: &Shared<T>, deadline: Option<Instant>) -> bool {
+    let mut drained = wait_quiescent(shared, deadline);
+    if drained {
+        // Every actor's `on_stop`, then what they published, to quiescence again.
+        drained = stop_actors(shared, deadline) && wait_quiescent(shared, deadline);
+    }
+    stop(shared, drained);
+    drained
+}
+
+/// Signals phase 2 to every shard (after quiescence) and waits until each has run its
+/// actors' `on_stop`, or the deadline passes. Returns whether every shard did.
+pub(crate) fn stop_actors<T>(shared: &Shared<T>, deadline: Option<Instant>) -> bool {
+    for inbox in shared.inboxes.iter() {
+        inbox.flags.command(Command::StopActors);
+        inbox.kick();
+    }
+    let backoff = Backoff::new();
+    loop {
+        if shared.inboxes.iter().all(|i| i.flags.has_stopped_actors()) {
+            return true;
+        }
+        if expired(deadline) {
+            return false;
+        }
+        publisher_pause(&backoff);
+    }
+}
+
+/// Signals phase 3 to every shard; `drained` says whether quiescence was reached.
 pub(crate) fn stop<T>(shared: &Shared<T>, drained: bool) {
     let command = if drained {
         Command::Stop
@@ -96,21 +138,33 @@ pub(crate) fn stop<T>(shared: &Shared<T>, drained: bool) {
     }
 }
 
-/// Waits until every shard has exited or the deadline passes; returns how many had
-/// not exited.
-pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> usize {
+/// Waits until every shard has exited or the deadline passes; returns the shards that
+/// had not exited, in order.
+pub(crate) fn wait_exited<T>(shared: &Shared<T>, deadline: Option<Instant>) -> Vec<usize> {
     let backoff = Backoff::new();
     loop {
         // `has_exited` is an Acquire load: the shard's final counters are then visible.
-        let running = shared
-            .inboxes
-            .iter()
-            .filter(|i| !i.flags.has_exited())
-            .count();
+        let running: Vec<usize> = (0..shared.inboxes.len())
+            .filter(|&i| !shared.inboxes[i].flags.has_exited())
+            .collect();
         // Under loom a stuck shard cannot exist; wait for every one (see `expired`).
-        if running == 0 || (!cfg!(shardbus_loom) && expired(deadline)) {
+        if running.is_empty() || (!cfg!(shardbus_loom) && expired(deadline)) {
             return running;
         }
         publisher_pause(&backoff);
     }
+}
+
+/// For a shard that has not exited (it is inside a call that has not returned): the
+/// entries waiting in its shared inbox ring and the messages waiting in the lanes from
+/// the other shards, as the coordinator sees them now. Both consumers store their
+/// position before they hand an entry to the shard (the ring's `pop_batch`, the lanes'
+/// `pop_each`), so the message in the call, and those before it, are not counted.
+pub(crate) fn queued_on<T>(shared: &Shared<T>, shard: usize) -> u64 {
+    let n = shared.inboxes.len();
+    let lanes: u64 = (0..n)
+        .filter_map(|from| shared.peer_rings[from * n + shard].as_ref())
+        .map(|ring| ring.depth_seen())
+        .sum();
+    shared.inboxes[shard].ring.depth_seen() + lanes
 }

@@ -19,6 +19,7 @@ mod delivery;
 mod fences;
 mod from_handler;
 mod lifecycle;
+mod overflow;
 mod panics;
 mod routing;
 mod shutdown;

@@ -424,3 +424,114 @@ fn every_message_is_dropped_exactly_once_after_dropping_the_bus() {
     );
     ledger.assert_dropped_once();
 }
+
+// ---------------------------------------------------------------------------------
+// Publishing from `on_stop`
+// ---------------------------------------------------------------------------------
+
+/// An actor whose `on_stop` publishes `count` messages to each of `targets`, noting
+/// which came back refused.
+struct Farewell {
+    targets: Vec<String>,
+    count: u32,
+    ledger: Arc<Ledger>,
+    refused: Arc<AtomicU64>,
+    stopped: Arc<AtomicU64>,
+}
+
+impl shardbus::Handler<Tracked> for Farewell {
+    fn handle(&mut self, _: &mut Context<'_, Tracked>, m: &Tracked) {
+        self.ledger.handle(m);
+    }
+
+    fn on_stop(&mut self, ctx: &mut Context<'_, Tracked>) {
+        self.stopped.fetch_add(1, Relaxed);
+        for target in &self.targets {
+            for _ in 0..self.count {
+                if let Err(e) = ctx.publish(target.as_str(), self.ledger.make()) {
+                    assert!(e.is_closed(), "{e:?}");
+                    self.refused.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// At a graceful shutdown, what an actor's `on_stop` publishes, to a topic of its own
+/// shard and to one of another shard, is delivered: counted exactly, nothing dropped.
+/// Both receivers have an `on_stop` of their own (the same-shard one runs on the same
+/// shard, before or after the publisher's): they still get the messages.
+#[test]
+fn shutdown_delivers_what_on_stop_publishes_on_the_same_and_another_shard() {
+    const COUNT: u32 = 25;
+    let ledger = Ledger::new(1_000);
+    let bus = tracked_bus(2).build().unwrap();
+    let (leaving, same, other) = (
+        name_on_shard(&bus, "leaving", 0),
+        name_on_shard(&bus, "same", 0),
+        name_on_shard(&bus, "other", 1),
+    );
+    let (refused, stopped) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let farewell = |targets: Vec<String>, count| Farewell {
+        targets,
+        count,
+        ledger: ledger.clone(),
+        refused: refused.clone(),
+        stopped: stopped.clone(),
+    };
+    bus.subscribe(same.as_str(), farewell(Vec::new(), 0))
+        .unwrap();
+    bus.subscribe(other.as_str(), farewell(Vec::new(), 0))
+        .unwrap();
+    bus.subscribe(leaving.as_str(), farewell(vec![same, other], COUNT))
+        .unwrap();
+    bus.publish(leaving.as_str(), ledger.make()).unwrap();
+
+    let stats = bus.shutdown();
+    assert_eq!(stopped.load(Relaxed), 3, "every on_stop ran once");
+    assert_eq!(refused.load(Relaxed), 0, "nothing refused");
+    assert_eq!(ledger.created(), 1 + 2 * COUNT);
+    assert_eq!(ledger.handled_total(), u64::from(1 + 2 * COUNT));
+    assert!((0..ledger.created()).all(|id| ledger.handled(id) == 1));
+    assert_eq!(stats.shards[0].handled, u64::from(1 + COUNT));
+    assert_eq!(stats.shards[1].handled, u64::from(COUNT));
+    assert_eq!((stats.dropped(), stats.unrouted()), (0, 0));
+    ledger.assert_dropped_once();
+}
+
+/// A cascade of `on_stop` publishes: each message handled on one shard makes one on
+/// the other until a hop count runs out, so the drain after the `on_stop` calls runs
+/// several rounds across shards before the bus is quiet.
+#[test]
+fn shutdown_follows_a_cascade_started_by_on_stop() {
+    const HOPS: u32 = 50;
+    let bus = Bus::<u32>::builder()
+        .shards(2)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let (a, b) = (name_on_shard(&bus, "a", 0), name_on_shard(&bus, "b", 1));
+    let seen = Arc::new(AtomicU64::new(0));
+    for (me, next) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
+        let seen = seen.clone();
+        bus.subscribe(me.as_str(), move |ctx: &mut Context<'_, u32>, n: &u32| {
+            seen.fetch_add(1, Relaxed);
+            if *n < HOPS {
+                ctx.publish(next.as_str(), n + 1).unwrap();
+            }
+        })
+        .unwrap();
+    }
+    struct Starter(String);
+    impl shardbus::Handler<u32> for Starter {
+        fn handle(&mut self, _: &mut Context<'_, u32>, _: &u32) {}
+        fn on_stop(&mut self, ctx: &mut Context<'_, u32>) {
+            ctx.publish(self.0.as_str(), 1).unwrap();
+        }
+    }
+    bus.subscribe("starter", Starter(a)).unwrap();
+    let stats = bus.shutdown();
+    assert_eq!(seen.load(Relaxed), u64::from(HOPS));
+    assert_eq!(stats.handled(), u64::from(HOPS));
+    assert_eq!(stats.dropped(), 0);
+}

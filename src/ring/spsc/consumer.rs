@@ -69,6 +69,33 @@ impl<T> Consumer<T> {
         n
     }
 
+    /// [`pop_batch`](Self::pop_batch) that publishes `head` before it hands each value
+    /// on, so that another thread's count of what waits ([`Ring::depth_seen`]) never
+    /// includes a value already taken, even while `f` runs (the shard-to-shard lanes:
+    /// the shutdown coordinator counts what waits for a shard stuck in a handler). One
+    /// store per value instead of per batch; the producer reads `head` only when the
+    /// ring looks full, as before.
+    #[inline]
+    pub fn pop_each(&mut self, max: usize, mut f: impl FnMut(T)) -> usize {
+        let n = self.ready_up_to(max as u64).min(max as u64) as usize;
+        for _ in 0..n {
+            let pos = self.head;
+            let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
+            // This consumer owns the slot: `pos` is in `[head, cached_tail)`, so the
+            // producer published it with its store of `tail` (Acquire-loaded in `ready`) and
+            // will not write it again until our Release store of `head` below passes it.
+            // The value is moved out exactly once: `head` passes it before `f` runs.
+            // SAFETY: by the ownership stated in the lines just above.
+            let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+            self.head = pos.wrapping_add(STEP);
+            // Release: the value is moved out; pairs with the producer's Acquire load in
+            // `refresh_head` before it reuses this slot.
+            self.ring.head.store(self.head, Ordering::Release);
+            f(value);
+        }
+        n
+    }
+
     /// Closes the ring: later pushes fail with `Closed`, and the consumer reads only the
     /// values pushed before this call. Idempotent.
     pub fn close(&mut self) {

@@ -176,6 +176,16 @@ impl<T> Ring<T> {
         let tail = self.tail.load(Ordering::SeqCst);
         self.head.load(Ordering::SeqCst) == tail
     }
+
+    /// Values pushed and not yet popped, as another thread than the two ends sees them
+    /// (the shutdown coordinator). Relaxed: a count; no slot is read on the strength of
+    /// it. Exact between batches; during one, exact only if the consumer pops with
+    /// `Consumer::pop_each` (with `pop_batch` the batch counts whole until it ends). A
+    /// push being undone by a close may count until it is.
+    pub fn depth_seen(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Relaxed);
+        tail.wrapping_sub(self.head.load(Ordering::Relaxed)) / STEP
+    }
 }
 
 impl<T> Drop for Ring<T> {

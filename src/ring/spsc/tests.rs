@@ -142,3 +142,24 @@ fn unwinding_consumer_keeps_accounting() {
     c.pop_batch(4, |v| got.push(*v));
     assert_eq!(got, vec![2, 3]);
 }
+
+#[test]
+fn pop_each_publishes_its_position_before_each_value_across_the_wrap() {
+    let (mut p, mut c) = channel::<u32>(4, u64::MAX - 3);
+    for i in 0..4 {
+        p.push(i).unwrap();
+    }
+    let ring = c.ring().clone();
+    let mut seen = vec![];
+    // While `f` holds value `v`, an observer counts only the values after it.
+    assert_eq!(c.pop_each(3, |v| seen.push((v, ring.depth_seen()))), 3);
+    assert_eq!(seen, vec![(0, 3), (1, 2), (2, 1)]);
+    // The freed slots are reusable at once; order is kept.
+    for i in 4..7 {
+        p.push(i).unwrap();
+    }
+    let mut rest = vec![];
+    assert_eq!(c.pop_each(10, |v| rest.push(v)), 4);
+    assert_eq!(rest, vec![3, 4, 5, 6]);
+    assert_eq!(ring.depth_seen(), 0);
+}
