@@ -129,7 +129,9 @@ impl Handler<Msg> for Actor {
         let id = onward.id;
         match ctx.publish(self.world.topics[to as usize], onward) {
             Ok(()) => self.world.log.accepted.lock().unwrap().push(id),
-            Err(PublishError::Closed(back)) => {
+            // Closed at shutdown; Full past the shard's overflow limit (actors that
+            // publish onward faster than their targets drain).
+            Err(PublishError::Closed(back) | PublishError::Full(back)) => {
                 assert_eq!(back.id, id, "the very message comes back");
                 self.world.log.returned.lock().unwrap().push(id);
             }
