@@ -161,6 +161,7 @@ mod shard;
 mod shared;
 mod shutdown;
 mod stats;
+mod stream;
 mod supervise;
 mod sync;
 mod topic;
@@ -179,6 +180,7 @@ pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};
+pub use stream::{MessageStream, RecvFuture};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
@@ -193,6 +195,10 @@ pub use sync::__fence_mode;
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::ring::{mpsc, spsc, PushError};
+    /// A subscriber stream's two ends and their wake-up handshake (`stream.rs`).
+    pub mod stream {
+        pub use crate::stream::{channel, Popped, Receiver, SendError, Sender, Sent};
+    }
 }
 
 // The README's example, compiled and run as a doc test.
