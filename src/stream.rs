@@ -50,6 +50,7 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use futures_core::Stream;
 
+use crate::inbox::{AckSender, Control, Item};
 use crate::handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId};
 use crate::ring::{spsc, PushError};
 use crate::shared::Shared;
@@ -324,12 +325,15 @@ impl<T: Clone + Send + 'static> Handler<T> for StreamActor<T> {
 /// `None` once the bus has shut down (or the subscription ended) and every message that
 /// reached the stream has been taken.
 ///
-/// Dropping it ends the subscription: its actor sees that the consumer is gone at the
-/// next message of the topic, dead-letters that message
-/// ([`DeadLetterReason::StreamClosed`]) and unsubscribes itself, so later messages go to
-/// the topic's other subscribers (or to the dead-letter handler as
-/// [`NoSubscriber`](DeadLetterReason::NoSubscriber)). Messages still queued in the stream
-/// when it is dropped are dropped with it.
+/// Dropping it ends the subscription, without waiting: the unsubscription goes into the
+/// shard's intake behind the messages already published, as
+/// [`Bus::unsubscribe`]'s does, so a message published after the drop goes to the topic's
+/// other subscribers (or to the dead-letter handler as
+/// [`NoSubscriber`](DeadLetterReason::NoSubscriber)). A message that reaches the stream's
+/// actor after the drop (published before it) goes to the dead-letter handler as
+/// [`StreamClosed`](DeadLetterReason::StreamClosed). Messages already in the stream when
+/// it is dropped are dropped with it. (Should the shard's intake be full at the drop, the
+/// actor unsubscribes itself at the first message it finds the consumer gone.)
 pub struct MessageStream<T> {
     receiver: Receiver<T>,
     shared: Arc<Shared<T>>,
@@ -387,11 +391,10 @@ impl<T> MessageStream<T> {
     /// Do not call it from a handler of the same bus: the shard thread would wait for
     /// messages that only it can deliver. Use [`try_recv`](Self::try_recv) there.
     pub fn recv(&mut self) -> Option<T> {
-        let me = thread::current();
         let waker = match &self.thread_waker {
             Some((id, waker)) if *id == std::thread::current().id() => waker.clone(),
             _ => {
-                let waker = Waker::from(std::sync::Arc::new(Unpark(me)));
+                let waker = Waker::from(std::sync::Arc::new(Unpark(thread::current())));
                 self.thread_waker = Some((std::thread::current().id(), waker.clone()));
                 waker
             }
@@ -438,6 +441,18 @@ impl<T> Drop for MessageStream<T> {
         self.shared.counters[self.shard]
             .stream_overflow
             .fetch_sub(left, STAT);
+        // Unsubscribe, without waiting for it (a drop must not block, nor wait on a shard
+        // from one of its own threads): the request goes into the shard's intake ring
+        // behind every message already there. If the ring is full or closed, the actor
+        // still ends itself at the next message it finds the rings closed.
+        let inbox = &self.shared.inboxes[self.shard];
+        let unsubscribe = Control::Unsubscribe {
+            id: self.id,
+            ack: AckSender::none(),
+        };
+        if inbox.ring.push(Item::Control(unsubscribe)).is_ok() {
+            inbox.wake();
+        }
     }
 }
 

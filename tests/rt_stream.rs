@@ -204,23 +204,57 @@ async fn shutdown_ends_the_stream_after_the_remaining_messages() {
     assert_eq!(full.try_recv(), None);
 }
 
-/// Dropping the stream ends its subscription: the next message is dead-lettered as
-/// `StreamClosed` (the actor notices and unsubscribes itself), later ones find no
-/// subscriber.
+/// A thread blocked in `recv` on an empty stream is woken by the shutdown and gets `None`.
+#[test]
+fn shutdown_wakes_a_blocked_recv_with_none() {
+    let bus = Bus::<u64>::builder().shards(1).build().unwrap();
+    let mut stream = bus.subscribe_stream("idle", 2).unwrap();
+    let ready = Arc::new(Barrier::new(2));
+    let go = ready.clone();
+    let consumer = std::thread::spawn(move || {
+        go.wait();
+        (stream.recv(), stream.recv())
+    });
+    ready.wait();
+    bounded(move || bus.shutdown());
+    assert_eq!(bounded(move || consumer.join().unwrap()), (None, None));
+}
+
+/// Unsubscribing the stream's id ends it after what it holds.
+#[test]
+fn unsubscribing_ends_the_stream_after_what_it_holds() {
+    let bus = Bus::<u64>::builder().shards(1).build().unwrap();
+    let mut stream = bus.subscribe_stream("u", 4).unwrap();
+    bus.publish("u", 7).unwrap();
+    bus.unsubscribe(stream.subscription()).unwrap();
+    let got = bounded(move || (stream.recv(), stream.recv()));
+    assert_eq!(got, (Some(7), None));
+    assert_eq!(bus.shutdown().unrouted(), 0);
+}
+
+/// Dropping the stream ends its subscription: a message published after the drop finds
+/// no subscriber; one published before it but not yet handled (the shard is held up by
+/// another handler) is dead-lettered as `StreamClosed`; nothing reaches the stream after.
 #[test]
 fn dropping_the_stream_stops_delivery() {
-    let (bus, letters) = bus_with_letters(2);
+    let (bus, letters) = bus_with_letters(1);
+    let hold = Arc::new(Barrier::new(2));
+    let held = hold.clone();
+    bus.subscribe("hold", move |_: &mut shardbus::Context<'_, u64>, _: &u64| {
+        held.wait();
+    })
+    .unwrap();
     let mut stream = bus.subscribe_stream("t", 4).unwrap();
     bus.publish("t", 0).unwrap();
     bus.flush().unwrap();
     assert_eq!(stream.try_recv(), Some(0));
-    drop(stream);
+    // The shard is held in the "hold" handler while 1 waits behind it.
+    bus.publish("hold", 100).unwrap();
     bus.publish("t", 1).unwrap();
-    // The first flush sees message 1 handled; the actor's unsubscribe takes effect at the
-    // end of that round, before the second flush is answered.
-    bus.flush().unwrap();
-    bus.flush().unwrap();
+    drop(stream);
     bus.publish("t", 2).unwrap();
+    hold.wait();
+    bus.flush().unwrap();
     bus.publish("t", 3).unwrap();
     let stats = bus.shutdown();
     assert_eq!(
@@ -230,6 +264,7 @@ fn dropping_the_stream_stops_delivery() {
     assert_eq!(stats.stream_dead_letters(), 1);
     assert_eq!(stats.unrouted(), 2);
     assert_eq!(stats.dead_letters(), 3);
+    assert_eq!(stats.shards[0].stream_overflow, 0);
 }
 
 #[test]
