@@ -77,6 +77,14 @@
 //! wait for room; [`Bus::publish_durable`] returns [`DurableError::WouldDeadlock`] with the
 //! message. A handler may call into another bus: those calls block as usual.
 //!
+//! # Streams: consuming outside the bus
+//!
+//! [`Bus::subscribe_stream`] subscribes a [`MessageStream`]: the topic's messages (clones)
+//! for a consumer outside the bus, as a `futures_core::Stream`, with
+//! [`MessageStream::recv_async`] in async code or [`MessageStream::recv`] on a thread. The
+//! shard never waits for a slow consumer: what the stream's channel and overflow cannot
+//! hold goes to the dead-letter handler ([`DeadLetterReason::StreamFull`]).
+//!
 //! # In the host process
 //!
 //! A bus shares its process with the application, and two of its defaults reach beyond

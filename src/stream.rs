@@ -50,8 +50,8 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use futures_core::Stream;
 
-use crate::inbox::{AckSender, Control, Item};
 use crate::handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId};
+use crate::inbox::{AckSender, Control, Item};
 use crate::ring::{spsc, PushError};
 use crate::shared::Shared;
 use crate::sync::{thread, Arc, AtomicWaker};

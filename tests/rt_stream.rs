@@ -64,8 +64,13 @@ async fn async_consumer_gets_every_message_in_order_then_none() {
         }
     });
     producer.join().unwrap();
-    let stats = tokio::task::spawn_blocking(move || bus.shutdown()).await.unwrap();
-    let got = tokio::time::timeout(BOUND, consumer).await.unwrap().unwrap();
+    let stats = tokio::task::spawn_blocking(move || bus.shutdown())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(BOUND, consumer)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, (0..2000).collect::<Vec<_>>());
     assert_eq!(stats.dead_letters(), 0);
 }
@@ -85,8 +90,13 @@ async fn stream_trait_yields_in_order_then_ends() {
     for i in 0..5 {
         bus.publish("s", i).unwrap();
     }
-    tokio::task::spawn_blocking(move || bus.shutdown()).await.unwrap();
-    let got = tokio::time::timeout(BOUND, consumer).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || bus.shutdown())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(BOUND, consumer)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, [0, 1, 2, 3, 4]);
 }
 
@@ -194,8 +204,13 @@ async fn shutdown_ends_the_stream_after_the_remaining_messages() {
     for i in 0..3 {
         bus.publish("a", i).unwrap();
     }
-    tokio::task::spawn_blocking(move || bus.shutdown()).await.unwrap();
-    assert_eq!(tokio::time::timeout(BOUND, waiter).await.unwrap().unwrap(), None);
+    tokio::task::spawn_blocking(move || bus.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(BOUND, waiter).await.unwrap().unwrap(),
+        None
+    );
     assert_eq!(full.recv_async().await, Some(0));
     assert_eq!(full.recv_async().await, Some(1));
     assert_eq!(full.recv_async().await, Some(2));
@@ -240,9 +255,12 @@ fn dropping_the_stream_stops_delivery() {
     let (bus, letters) = bus_with_letters(1);
     let hold = Arc::new(Barrier::new(2));
     let held = hold.clone();
-    bus.subscribe("hold", move |_: &mut shardbus::Context<'_, u64>, _: &u64| {
-        held.wait();
-    })
+    bus.subscribe(
+        "hold",
+        move |_: &mut shardbus::Context<'_, u64>, _: &u64| {
+            held.wait();
+        },
+    )
     .unwrap();
     let mut stream = bus.subscribe_stream("t", 4).unwrap();
     bus.publish("t", 0).unwrap();
