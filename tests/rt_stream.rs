@@ -309,3 +309,26 @@ fn futures_are_send() {
     send(&stream.recv_async());
     std::thread::spawn(move || drop(stream)).join().unwrap();
 }
+
+/// From a handler of the same bus, `subscribe_stream` would wait for its own shard: it is
+/// refused with `WouldDeadlock` and subscribes nothing.
+#[test]
+fn subscribe_stream_from_a_handler_is_refused() {
+    let bus = Arc::new(Bus::<u64>::builder().shards(1).build().unwrap());
+    let slot: Arc<std::sync::OnceLock<std::sync::Weak<Bus<u64>>>> = Arc::default();
+    slot.set(Arc::downgrade(&bus)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handler_slot = slot.clone();
+    bus.subscribe("ctl", move |_: &mut shardbus::Context<'_, u64>, _: &u64| {
+        let bus = handler_slot.get().unwrap().upgrade().unwrap();
+        let refused = matches!(bus.subscribe_stream("t", 2), Err(Error::WouldDeadlock));
+        drop(bus);
+        tx.send(refused).unwrap();
+    })
+    .unwrap();
+    bus.publish("ctl", 0).unwrap();
+    assert!(rx.recv_timeout(BOUND).unwrap());
+    bus.publish("t", 1).unwrap();
+    let bus = Arc::try_unwrap(bus).unwrap_or_else(|_| panic!("a handler still holds the bus"));
+    assert_eq!(bus.shutdown().unrouted(), 1, "nothing subscribed to \"t\"");
+}
