@@ -26,10 +26,11 @@ pub enum Error {
         /// The largest count accepted.
         max: usize,
     },
-    /// An inbox or lane capacity that is zero, not a power of two, or too large.
+    /// An inbox, lane or stream capacity that is zero, not a power of two, or too large.
     #[error("{what} capacity {capacity} must be a power of two between 2 and {max}")]
     InvalidCapacity {
-        /// Which capacity (`"inbox"` or `"lane"`).
+        /// Which capacity (`"inbox"` or `"lane"`; `"stream"` from
+        /// [`Bus::subscribe_stream`](crate::Bus::subscribe_stream)).
         what: &'static str,
         /// The rejected value.
         capacity: usize,

@@ -312,6 +312,20 @@ pub enum DeadLetterReason<'a> {
         /// The panic's message (`"<non-string panic payload>"` if it was not a string).
         panic: &'a str,
     },
+    /// A subscriber stream ([`Bus::subscribe_stream`](crate::Bus::subscribe_stream)) was
+    /// full: its channel to the consumer and its overflow on the shard both held as many
+    /// messages as its capacity. That stream did not get this message (the topic's other
+    /// subscribers did).
+    StreamFull {
+        /// The stream's subscription.
+        subscription: SubscriptionId,
+    },
+    /// A subscriber stream's consumer was gone (its `MessageStream` dropped): the
+    /// stream's actor dead-letters what reaches it until its unsubscription takes effect.
+    StreamClosed {
+        /// The stream's subscription.
+        subscription: SubscriptionId,
+    },
 }
 
 /// A message that could not be handled, given to the dead-letter handler.

@@ -91,6 +91,14 @@
 //! wait for room; [`Bus::publish_durable`] returns [`DurableError::WouldDeadlock`] with the
 //! message. A handler may call into another bus: those calls block as usual.
 //!
+//! # Streams: consuming outside the bus
+//!
+//! [`Bus::subscribe_stream`] subscribes a [`MessageStream`]: the topic's messages (clones)
+//! for a consumer outside the bus, as a `futures_core::Stream`, with
+//! [`MessageStream::recv_async`] in async code or [`MessageStream::recv`] on a thread. The
+//! shard never waits for a slow consumer: what the stream's channel and overflow cannot
+//! hold goes to the dead-letter handler ([`DeadLetterReason::StreamFull`]).
+//!
 //! # In the host process
 //!
 //! A bus shares its process with the application, and two of its defaults reach beyond
@@ -196,6 +204,7 @@ mod shard;
 mod shared;
 mod shutdown;
 mod stats;
+mod stream;
 mod supervise;
 mod sync;
 mod topic;
@@ -214,6 +223,7 @@ pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, PanicSites, ShardStats, Stats};
+pub use stream::{MessageStream, RecvFuture};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 
@@ -228,6 +238,10 @@ pub use sync::__fence_mode;
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::ring::{mpsc, spsc, PushError};
+    /// A subscriber stream's two ends and their wake-up handshake (`stream.rs`).
+    pub mod stream {
+        pub use crate::stream::{channel, Popped, Receiver, SendError, Sender, Sent};
+    }
 }
 
 // The README's example, compiled and run as a doc test.

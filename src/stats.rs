@@ -58,6 +58,15 @@ pub(crate) struct ShardCounters {
     panic_sites: [AtomicU64; PanicSite::COUNT],
     hist: Box<[AtomicU64]>,
     hist_max: AtomicU64,
+    /// Subscriber streams of this shard's topics (`stream.rs`), kept apart from the
+    /// shard's running values: messages waiting in their overflows (added by the shard
+    /// thread before a push into an overflow, subtracted by a consumer after it pops one:
+    /// two writers, so read-modify-writes), the largest such sum (the shard thread's
+    /// `fetch_max` after each addition), and the messages their actors dead-lettered
+    /// (the shard thread only). Relaxed like the rest: statistics, read by no protocol.
+    pub(crate) stream_overflow: AtomicU64,
+    pub(crate) stream_overflow_peak: AtomicU64,
+    pub(crate) stream_dead_letters: AtomicU64,
 }
 
 /// The shard thread's private running values, published with [`ShardCounters::publish`].
@@ -126,6 +135,9 @@ impl ShardCounters {
             panic_sites: std::array::from_fn(|_| AtomicU64::new(0)),
             hist: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             hist_max: AtomicU64::new(0),
+            stream_overflow: AtomicU64::new(0),
+            stream_overflow_peak: AtomicU64::new(0),
+            stream_dead_letters: AtomicU64::new(0),
         }
     }
 
@@ -190,7 +202,7 @@ impl ShardCounters {
             received: self.received.load(r),
             handled: self.handled.load(r),
             unrouted: self.unrouted.load(r),
-            dead_letters: self.dead_letters.load(r),
+            dead_letters: self.dead_letters.load(r) + self.stream_dead_letters.load(r),
             panics: self.panics.load(r),
             panic_sites: PanicSites {
                 handle: site(PanicSite::Handle),
@@ -217,6 +229,9 @@ impl ShardCounters {
                 p999_ns: pct(0.999).min(max),
                 max_ns: max,
             },
+            stream_overflow: self.stream_overflow.load(r),
+            stream_overflow_peak: self.stream_overflow_peak.load(r),
+            stream_dead_letters: self.stream_dead_letters.load(r),
         }
     }
 }
@@ -292,7 +307,8 @@ pub struct ShardStats {
     pub handled: u64,
     /// Messages whose topic had no subscriber (they went to the dead-letter handler).
     pub unrouted: u64,
-    /// Calls of the dead-letter handler: unrouted messages plus handler panics.
+    /// Calls of the dead-letter handler: unrouted messages plus handler panics (plus, on
+    /// a persistent bus, messages not in the log, and the `stream_dead_letters`).
     pub dead_letters: u64,
     /// Panics of user code caught on the shard thread, wherever they happened (split in
     /// [`panic_sites`](Self::panic_sites)): a handler's `handle`, `on_start` or
@@ -324,6 +340,18 @@ pub struct ShardStats {
     pub overflow_refused: u64,
     /// Sampled handler-time percentiles.
     pub handler_time: HandlerTime,
+    /// Subscriber streams ([`Bus::subscribe_stream`](crate::Bus::subscribe_stream)) of
+    /// this shard's topics: messages waiting in their overflows now, summed over the
+    /// shard's streams.
+    pub stream_overflow: u64,
+    /// The largest [`stream_overflow`](Self::stream_overflow) seen.
+    pub stream_overflow_peak: u64,
+    /// Messages the shard's streams sent to the dead-letter handler: their overflow was
+    /// full ([`DeadLetterReason::StreamFull`](crate::DeadLetterReason::StreamFull)) or
+    /// their consumer was gone
+    /// ([`DeadLetterReason::StreamClosed`](crate::DeadLetterReason::StreamClosed)).
+    /// Included in [`dead_letters`](Self::dead_letters).
+    pub stream_dead_letters: u64,
 }
 
 /// A snapshot of every shard's counters. See [`Bus::stats`](crate::Bus::stats).
@@ -370,6 +398,11 @@ impl Stats {
                 encode: a.encode + s.panic_sites.encode,
                 decode: a.decode + s.panic_sites.decode,
             })
+    }
+
+    /// Messages subscriber streams dead-lettered, summed over shards.
+    pub fn stream_dead_letters(&self) -> u64 {
+        self.shards.iter().map(|s| s.stream_dead_letters).sum()
     }
     /// Messages dropped by a deadline shutdown, summed over shards.
     pub fn dropped(&self) -> u64 {

@@ -137,3 +137,19 @@ mod park {
         }
     }
 }
+
+/// The slot for a stream consumer's waker (`stream.rs`): loom's `AtomicWaker` stands in
+/// for the `atomic-waker` crate's (invisible to loom), with the same `register(&Waker)`.
+pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+
+impl AtomicWaker {
+    pub(crate) fn new() -> Self {
+        Self(loom::future::AtomicWaker::new())
+    }
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.0.register_by_ref(waker);
+    }
+    pub(crate) fn wake(&self) {
+        self.0.wake();
+    }
+}

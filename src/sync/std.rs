@@ -64,3 +64,6 @@ pub(crate) use crossbeam_utils::Backoff;
 /// persistent shard uses to sync on time under `FsyncPolicy::Interval` and to write timed
 /// checkpoints.
 pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
+
+/// The slot for a stream consumer's waker (`stream.rs`): the `atomic-waker` crate's.
+pub(crate) use atomic_waker::AtomicWaker;

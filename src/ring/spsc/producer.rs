@@ -135,6 +135,14 @@ impl<T> Producer<T> {
 
     /// Free slots as far as this producer knows.
     #[inline]
+    /// Whether the consumer has popped everything pushed so far: a fresh (Acquire) load
+    /// of `head`, whatever the cache says. Acquire: pairs with the consumer's Release
+    /// store of `head`, so the values are moved out before the caller relies on it.
+    pub fn is_drained(&mut self) -> bool {
+        self.refresh_head();
+        self.cached_head == self.tail
+    }
+
     fn free(&self) -> u64 {
         (self.ring.span() - self.tail.wrapping_sub(self.cached_head)) / STEP
     }
