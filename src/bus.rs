@@ -3,10 +3,12 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
+use crate::error::RequestError;
 use crate::handler::{Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
 use crate::publisher::{push_control, push_shared, push_shared_durable, Publisher};
+use crate::request::{self, Reply};
 use crate::ring::PushError;
 use crate::route::ShardId;
 use crate::shard::current;
@@ -624,6 +626,133 @@ impl<T> Bus<T> {
             undrained: 0,
             unjoined,
         }
+    }
+}
+
+/// Request-reply: publish a message that carries a [`Reply`], wait for its answer.
+impl<T> Bus<T> {
+    /// Publishes the message `make` builds around a fresh [`Reply`] and blocks until a
+    /// handler answers through it ([`Reply::send`]), returning the answer.
+    ///
+    /// Errors say what happened: [`RequestError::TimedOut`] if no answer came within
+    /// `timeout`; [`RequestError::NoReply`] as soon as the `Reply` is dropped unanswered
+    /// (the handler panicked or returned without answering, the message was
+    /// dead-lettered, or it was dropped at a deadline shutdown), without waiting for the
+    /// timeout; [`RequestError::Closed`] with the message back if the bus is closed.
+    /// From a handler on one of this bus's shard threads it would hold up that shard
+    /// while it waits: [`RequestError::WouldDeadlock`] with the message, nothing
+    /// published.
+    ///
+    /// `timeout` bounds the wait for the answer; the publish before it waits for room as
+    /// [`publish`](Self::publish) does. A request costs one heap allocation beyond its
+    /// message: the one-shot channel (its state byte, room for `R` and for the waiting
+    /// thread's or task's handle, about 40 bytes for a `u64` answer).
+    ///
+    /// ```
+    /// use shardbus::{Bus, Context, Reply, RequestError};
+    /// use std::time::Duration;
+    ///
+    /// enum Pricing {
+    ///     Quote { item: &'static str, reply: Reply<u64> },
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::<Pricing>::builder().shards(2).build()?;
+    /// bus.subscribe("pricing", |_: &mut Context<'_, Pricing>, msg: &Pricing| match msg {
+    ///     Pricing::Quote { item: "apple", reply } => drop(reply.send(3)),
+    ///     Pricing::Quote { .. } => {} // unknown item: no answer; the requester gets NoReply
+    /// })?;
+    /// let ask = |item| bus.request("pricing", |reply| Pricing::Quote { item, reply }, Duration::from_secs(5));
+    /// assert_eq!(ask("apple")?, 3);
+    /// assert!(matches!(ask("pear"), Err(RequestError::NoReply)));
+    /// # Ok(()) }
+    /// ```
+    pub fn request<R>(
+        &self,
+        topic: impl ToTopic,
+        make: impl FnOnce(Reply<R>) -> T,
+        timeout: Duration,
+    ) -> Result<R, RequestError<T>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let (reply, receiver) = Reply::pair();
+        let msg = make(reply);
+        if current::is_shard_of(self.id) {
+            return Err(RequestError::WouldDeadlock(msg));
+        }
+        self.publish(topic, msg)?;
+        request::wait(receiver, deadline).map_err(unanswered)
+    }
+
+    /// [`request`](Self::request) as a future: publishes the message `make` builds around
+    /// a fresh [`Reply`] when first polled, then completes with the answer, or with the
+    /// same errors as `request` (`TimedOut`, `NoReply` as soon as the `Reply` is dropped
+    /// unanswered, `Closed` with the message, `WouldDeadlock` if polled on one of this
+    /// bus's shard threads). The future is `Send` when `T`, `R`, the topic and `make` are.
+    ///
+    /// The timeout runs from the first poll. The future needs no particular runtime: the
+    /// answer wakes it through the one-shot channel, and the deadline through a timer
+    /// thread of the library's own (one per process, `sb-timer`, started by the first
+    /// async request that waits; it sleeps until the earliest pending deadline). So a
+    /// request times out the same way under tokio, async-std, smol or a plain `block_on`,
+    /// as the blocking form does, and a tokio program can still wrap it in
+    /// `tokio::time::timeout` for a deadline of its own. The publish on the first poll
+    /// waits for room as [`publish`](Self::publish) does, which is brief unless the
+    /// target's inbox is full. Allocations: the one-shot channel, as for `request`, and
+    /// the timer's entry for the deadline (a node of an ordered map, shared with the
+    /// other pending deadlines: at most one allocation, none while other requests are
+    /// pending in the same node).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before its first poll publishes nothing (and `make` is never
+    /// called). Dropping it later leaves the message published: it is handled as usual,
+    /// and its handler's [`Reply::send`] gives the answer back; the deadline is
+    /// deregistered.
+    ///
+    /// ```
+    /// use shardbus::{Bus, Context, Reply};
+    /// use std::time::Duration;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::<(u32, Reply<u32>)>::builder().shards(1).build()?;
+    /// bus.subscribe("inc", |_: &mut Context<'_, (u32, Reply<u32>)>, (n, reply): &(u32, Reply<u32>)| {
+    ///     let _ = reply.send(n + 1);
+    /// })?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// let answer = rt.block_on(bus.request_async("inc", |reply| (1, reply), Duration::from_secs(5)))?;
+    /// assert_eq!(answer, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn request_async<'a, R, K, F>(
+        &'a self,
+        topic: K,
+        make: F,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<R, RequestError<T>>> + use<'a, T, R, K, F>
+    where
+        K: ToTopic,
+        F: FnOnce(Reply<R>) -> T,
+    {
+        async move {
+            let deadline = Instant::now().checked_add(timeout);
+            let (reply, receiver) = Reply::pair();
+            let msg = make(reply);
+            if current::is_shard_of(self.id) {
+                return Err(RequestError::WouldDeadlock(msg));
+            }
+            self.publish(topic, msg)?;
+            request::WaitReply::new(receiver, deadline)
+                .await
+                .map_err(unanswered)
+        }
+    }
+}
+
+/// A request's error from why its wait ended unanswered.
+fn unanswered<T>(why: request::Unanswered) -> RequestError<T> {
+    match why {
+        request::Unanswered::TimedOut => RequestError::TimedOut,
+        request::Unanswered::NoReply => RequestError::NoReply,
     }
 }
 

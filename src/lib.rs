@@ -155,6 +155,7 @@ mod os;
 mod outbox;
 mod persist;
 mod publisher;
+mod request;
 mod ring;
 mod route;
 mod shard;
@@ -177,6 +178,8 @@ pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
+pub use request::Reply;
+pub use error::RequestError;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};
