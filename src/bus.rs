@@ -646,7 +646,7 @@ impl<T> Bus<T> {
     /// `timeout` bounds the wait for the answer; the publish before it waits for room as
     /// [`publish`](Self::publish) does. A request costs one heap allocation beyond its
     /// message: the one-shot channel (its state byte, room for `R` and for the waiting
-    /// thread's or task's handle, about 40 bytes for a `u64` answer).
+    /// thread's or task's handle: 32 bytes for a `u64` answer on a 64-bit target).
     ///
     /// ```
     /// use shardbus::{Bus, Context, Reply, RequestError};
@@ -697,10 +697,10 @@ impl<T> Bus<T> {
     /// as the blocking form does, and a tokio program can still wrap it in
     /// `tokio::time::timeout` for a deadline of its own. The publish on the first poll
     /// waits for room as [`publish`](Self::publish) does, which is brief unless the
-    /// target's inbox is full. Allocations: the one-shot channel, as for `request`, and
-    /// the timer's entry for the deadline (a node of an ordered map, shared with the
-    /// other pending deadlines: at most one allocation, none while other requests are
-    /// pending in the same node).
+    /// target's inbox is full. Allocations: the one-shot channel, as for `request`; the
+    /// timer's entry for the deadline goes into an ordered map that keeps its storage, so
+    /// requests one after another allocate nothing more, and many pending at once add a
+    /// node per eleven or so deadlines as the map grows.
     ///
     /// # Cancel safety
     ///
