@@ -77,6 +77,36 @@
 //! wait for room; [`Bus::publish_durable`] returns [`DurableError::WouldDeadlock`] with the
 //! message. A handler may call into another bus: those calls block as usual.
 //!
+//! # Request-reply
+//!
+//! A message can carry a [`Reply`], a one-shot handle for its answer. [`Bus::request`]
+//! builds the message around a fresh handle, publishes it and blocks until a handler
+//! answers with [`Reply::send`]; [`Bus::request_async`] is the same as a future, for any
+//! executor. Either gives up after its timeout ([`RequestError::TimedOut`]), and learns at
+//! once, not at the timeout, when the handle is dropped unanswered (a handler that
+//! panicked, a dead-lettered message, one dropped at shutdown: [`RequestError::NoReply`]).
+//! A request allocates one small one-shot channel. The async form's deadline is served by
+//! a timer thread of the library's own (one per process, started on first use), because
+//! the library depends on no runtime; see [`Bus::request_async`].
+//!
+//! ```
+//! use shardbus::{Bus, Context, Reply};
+//! use std::time::Duration;
+//!
+//! enum Msg {
+//!     Add(u32, u32, Reply<u32>),
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::<Msg>::builder().shards(1).build()?;
+//! bus.subscribe("adder", |_: &mut Context<'_, Msg>, Msg::Add(a, b, reply): &Msg| {
+//!     let _ = reply.send(a + b);
+//! })?;
+//! let sum = bus.request("adder", |reply| Msg::Add(2, 3, reply), Duration::from_secs(5))?;
+//! assert_eq!(sum, 5);
+//! # Ok(()) }
+//! ```
+//!
 //! # In the host process
 //!
 //! A bus shares its process with the application, and two of its defaults reach beyond
