@@ -35,11 +35,7 @@ enum Desk {
         reply: Reply<Quote>,
     },
     /// An order at a quoted price, for the execution actor.
-    Order {
-        id: u64,
-        quote: Quote,
-        qty: u64,
-    },
+    Order { id: u64, quote: Quote, qty: u64 },
 }
 
 /// An executed order.
@@ -87,7 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     total_cents: quote.cents * qty,
                 };
                 // Another bus: a blocking publish from this handler is allowed.
-                fills.publish("fills", fill).expect("the fills bus outlives the desk");
+                fills
+                    .publish("fills", fill)
+                    .expect("the fills bus outlives the desk");
             }
         })?;
     }

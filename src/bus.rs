@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::error::RequestError;
+use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::handler::{Handler, SubscriptionId, Supervision};
 use crate::inbox::{ack_pair, AckError, Control};
 use crate::intern::TopicId;
@@ -723,28 +723,22 @@ impl<T> Bus<T> {
     /// assert_eq!(answer, 2);
     /// # Ok(()) }
     /// ```
-    pub fn request_async<'a, R, K, F>(
-        &'a self,
-        topic: K,
-        make: F,
+    pub async fn request_async<R>(
+        &self,
+        topic: impl ToTopic,
+        make: impl FnOnce(Reply<R>) -> T,
         timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<R, RequestError<T>>> + use<'a, T, R, K, F>
-    where
-        K: ToTopic,
-        F: FnOnce(Reply<R>) -> T,
-    {
-        async move {
-            let deadline = Instant::now().checked_add(timeout);
-            let (reply, receiver) = Reply::pair();
-            let msg = make(reply);
-            if current::is_shard_of(self.id) {
-                return Err(RequestError::WouldDeadlock(msg));
-            }
-            self.publish(topic, msg)?;
-            request::WaitReply::new(receiver, deadline)
-                .await
-                .map_err(unanswered)
+    ) -> Result<R, RequestError<T>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let (reply, receiver) = Reply::pair();
+        let msg = make(reply);
+        if current::is_shard_of(self.id) {
+            return Err(RequestError::WouldDeadlock(msg));
         }
+        self.publish(topic, msg)?;
+        request::WaitReply::new(receiver, deadline)
+            .await
+            .map_err(unanswered)
     }
 }
 

@@ -202,6 +202,7 @@ pub use bus::{Bus, ShutdownReport};
 #[cfg(feature = "postcard")]
 pub use codec::PostcardCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
+pub use error::RequestError;
 pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use fences::{FenceMode, Fences};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
@@ -209,7 +210,6 @@ pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use request::Reply;
-pub use error::RequestError;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, ShardStats, Stats};
 pub use topic::{ToTopic, Topic};

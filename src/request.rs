@@ -342,7 +342,10 @@ mod tests {
 
     /// Polls `fut` on this thread until it completes or `limit` passes.
     fn block_on<F: Future + Unpin>(mut fut: F, limit: Duration) -> Option<F::Output> {
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current(), AtomicUsize::new(0))));
+        let waker = Waker::from(Arc::new(Unpark(
+            std::thread::current(),
+            AtomicUsize::new(0),
+        )));
         let mut cx = Context::from_waker(&waker);
         let end = Instant::now() + limit;
         loop {
@@ -414,7 +417,11 @@ mod tests {
         assert!(Pin::new(&mut fut)
             .poll(&mut Context::from_waker(waker))
             .is_pending());
-        let key = fut.registered.as_ref().map(|(k, _)| *k).expect("registered");
+        let key = fut
+            .registered
+            .as_ref()
+            .map(|(k, _)| *k)
+            .expect("registered");
         assert!(TIMER.lock().pending.contains_key(&key));
         drop(fut);
         assert!(!TIMER.lock().pending.contains_key(&key));

@@ -281,7 +281,10 @@ async fn requests_pending_at_shutdown_all_end_with_an_error() {
     // Every request has reached the actor, which holds its reply.
     let start = std::time::Instant::now();
     while kept.load(Relaxed) < 16 {
-        assert!(start.elapsed() < WATCHDOG, "requests stuck before the actor");
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "requests stuck before the actor"
+        );
         tokio::task::yield_now().await;
         thread::yield_now();
     }
@@ -319,17 +322,21 @@ async fn requests_pending_at_shutdown_all_end_with_an_error() {
     };
     assert_eq!(n, 99);
     assert!(reply.is_closed());
-    let got = bus
-        .request_async("later", |reply| (100, reply), LONG)
-        .await;
-    assert!(matches!(got, Err(RequestError::Closed((100, _)))), "{got:?}");
+    let got = bus.request_async("later", |reply| (100, reply), LONG).await;
+    assert!(
+        matches!(got, Err(RequestError::Closed((100, _)))),
+        "{got:?}"
+    );
 }
 
 #[test]
 fn a_request_with_an_invalid_topic_gives_the_message_back() {
     let bus = service(1);
     let got = bus.request("", |reply| (5, reply), LONG);
-    assert!(matches!(got, Err(RequestError::InvalidTopic((5, _)))), "{got:?}");
+    assert!(
+        matches!(got, Err(RequestError::InvalidTopic((5, _)))),
+        "{got:?}"
+    );
 }
 
 /// A bus that its handlers reach through a `Weak` (a strong one would keep it alive).
@@ -350,10 +357,13 @@ fn a_request_from_a_handler_of_the_same_bus_would_deadlock() {
     let answered = Arc::new(AtomicUsize::new(0));
     {
         let answered = answered.clone();
-        bus.subscribe("double", move |_: &mut Context<'_, Req>, (n, reply): &Req| {
-            answered.fetch_add(1, Relaxed);
-            let _ = reply.send(n * 2);
-        })
+        bus.subscribe(
+            "double",
+            move |_: &mut Context<'_, Req>, (n, reply): &Req| {
+                answered.fetch_add(1, Relaxed);
+                let _ = reply.send(n * 2);
+            },
+        )
         .unwrap();
     }
     let (tx, rx) = mpsc::channel();
