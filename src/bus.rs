@@ -16,8 +16,10 @@ use crate::shared::Shared;
 use crate::shutdown;
 use crate::stats::Stats;
 use crate::supervise::{Factory, Subscriber};
+use crate::sync::Backoff;
 use crate::sync::{fence, thread, thread::JoinHandle, Arc, AtomicBool, Ordering};
 use crate::topic::{ToTopic, Topic};
+use crate::wait::publisher_pause;
 #[cfg(doc)]
 use crate::Builder;
 
@@ -643,8 +645,9 @@ impl<T> Bus<T> {
     /// while it waits: [`RequestError::WouldDeadlock`] with the message, nothing
     /// published.
     ///
-    /// `timeout` bounds the wait for the answer; the publish before it waits for room as
-    /// [`publish`](Self::publish) does. A request costs one heap allocation beyond its
+    /// `timeout` bounds the whole request: the publish waits for room as
+    /// [`publish`](Self::publish) does, but a target inbox still full at the timeout gives
+    /// the message back in [`RequestError::Full`]. A request costs one heap allocation beyond its
     /// message: the one-shot channel (its state byte, room for `R` and for the waiting
     /// thread's or task's handle: 32 bytes for a `u64` answer on a 64-bit target).
     ///
@@ -679,7 +682,7 @@ impl<T> Bus<T> {
         if current::is_shard_of(self.id) {
             return Err(RequestError::WouldDeadlock(msg));
         }
-        self.publish(topic, msg)?;
+        self.publish_until(topic, msg, deadline)?;
         request::wait(receiver, deadline).map_err(unanswered)
     }
 
@@ -696,8 +699,8 @@ impl<T> Bus<T> {
     /// request times out the same way under tokio, async-std, smol or a plain `block_on`,
     /// as the blocking form does, and a tokio program can still wrap it in
     /// `tokio::time::timeout` for a deadline of its own. The publish on the first poll
-    /// waits for room as [`publish`](Self::publish) does, which is brief unless the
-    /// target's inbox is full. Allocations: the one-shot channel, as for `request`; the
+    /// waits for room as `request`'s does (on the polling thread; brief unless the target's
+    /// inbox is full, and never past the timeout: [`RequestError::Full`]). Allocations: the one-shot channel, as for `request`; the
     /// timer's entry for the deadline goes into an ordered map that keeps its storage, so
     /// requests one after another allocate nothing more, and many pending at once add a
     /// node per eleven or so deadlines as the map grows.
@@ -735,10 +738,40 @@ impl<T> Bus<T> {
         if current::is_shard_of(self.id) {
             return Err(RequestError::WouldDeadlock(msg));
         }
-        self.publish(topic, msg)?;
+        self.publish_until(topic, msg, deadline)?;
         request::WaitReply::new(receiver, deadline)
             .await
             .map_err(unanswered)
+    }
+
+    /// A request's publish: waits for room as [`publish`](Self::publish) does, but only
+    /// until `deadline`; a target still full then gives the message back in
+    /// [`RequestError::Full`]. Never called on one of this bus's shard threads (the
+    /// requests refuse that first).
+    fn publish_until(
+        &self,
+        topic: impl ToTopic,
+        mut msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), RequestError<T>> {
+        let backoff = Backoff::new();
+        loop {
+            match push_shared(&self.shared, &topic, msg, false) {
+                Ok(()) => return Ok(()),
+                Err(TryPublishError::Full(back)) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(RequestError::Full(back));
+                    }
+                    msg = back;
+                    publisher_pause(&backoff);
+                }
+                Err(TryPublishError::Closed(m)) => return Err(RequestError::Closed(m)),
+                Err(TryPublishError::InvalidTopic(m)) => return Err(RequestError::InvalidTopic(m)),
+                Err(TryPublishError::Encode { msg, error }) => {
+                    return Err(RequestError::Encode { msg, error })
+                }
+            }
+        }
     }
 }
 

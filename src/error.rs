@@ -515,6 +515,8 @@ pub enum RequestError<T> {
     NoReply,
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
+    /// The target's inbox stayed full until the timeout; the message was not accepted.
+    Full(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
     InvalidTopic(T),
     /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
@@ -537,7 +539,9 @@ impl<T> RequestError<T> {
     /// Takes the message back, if it was not accepted.
     pub fn into_inner(self) -> Option<T> {
         match self {
-            Self::Closed(t) | Self::InvalidTopic(t) | Self::WouldDeadlock(t) => Some(t),
+            Self::Closed(t) | Self::Full(t) | Self::InvalidTopic(t) | Self::WouldDeadlock(t) => {
+                Some(t)
+            }
             Self::Encode { msg, .. } => Some(msg),
             Self::TimedOut | Self::NoReply => None,
         }
@@ -556,6 +560,11 @@ impl<T> RequestError<T> {
     /// Whether the bus was closed and the message was not accepted.
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed(_))
+    }
+
+    /// Whether the target's inbox stayed full until the timeout.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
     }
 
     /// Whether the request was refused because it was made from a handler on one of the
@@ -582,6 +591,7 @@ impl<T> fmt::Debug for RequestError<T> {
             Self::TimedOut => f.write_str("TimedOut"),
             Self::NoReply => f.write_str("NoReply"),
             Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::Full(_) => f.write_str("Full(..)"),
             Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
             Self::Encode { error, .. } => debug_encode(f, error),
             Self::WouldDeadlock(_) => f.write_str("WouldDeadlock(..)"),
@@ -595,6 +605,7 @@ impl<T> fmt::Display for RequestError<T> {
             Self::TimedOut => f.write_str("no reply before the request's timeout"),
             Self::NoReply => f.write_str("the reply handle was dropped without a reply"),
             Self::Closed(_) => f.write_str("requesting on a closed bus"),
+            Self::Full(_) => f.write_str("the target's inbox stayed full until the timeout"),
             Self::InvalidTopic(_) => f.write_str("invalid topic name"),
             Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
             Self::WouldDeadlock(_) => f.write_str(

@@ -406,3 +406,65 @@ fn within_watchdog_bus(bus: &Arc<Bus<Req>>, n: u64) -> u64 {
     })
     .unwrap()
 }
+
+/// A message that is a request or not.
+enum Slow {
+    Plain(u64),
+    Ask(u64, Reply<u64>),
+}
+
+#[test]
+fn a_request_into_an_inbox_that_stays_full_gives_the_message_back_at_its_timeout() {
+    let bus = Arc::new(
+        Bus::<Slow>::builder()
+            .shards(1)
+            .capacity(2)
+            .pin_threads(false)
+            .build()
+            .unwrap(),
+    );
+    // The handler waits at the gate on its first message, so the inbox fills behind it.
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let gate_rx = Mutex::new(gate_rx);
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let handled = Arc::new(AtomicUsize::new(0));
+    {
+        let handled = handled.clone();
+        bus.subscribe("slow", move |_: &mut Context<'_, Slow>, msg: &Slow| {
+            if let Slow::Plain(0) = msg {
+                entered_tx.lock().unwrap().send(()).unwrap();
+                gate_rx.lock().unwrap().recv_timeout(WATCHDOG).unwrap();
+            }
+            if let Slow::Ask(n, reply) = msg {
+                let _ = reply.send(*n);
+            }
+            handled.fetch_add(1, Relaxed);
+        })
+        .unwrap();
+    }
+    bus.publish("slow", Slow::Plain(0)).unwrap();
+    entered_rx.recv_timeout(WATCHDOG).expect("the handler ran");
+    let mut queued = 0;
+    loop {
+        match bus.try_publish("slow", Slow::Plain(100 + queued)) {
+            Ok(()) => queued += 1,
+            Err(e) => {
+                assert!(e.is_full(), "{e:?}");
+                break;
+            }
+        }
+    }
+    assert!(queued >= 1, "the inbox took {queued} messages");
+    let b = bus.clone();
+    let got = within_watchdog("request into a full inbox", move || {
+        b.request("slow", |reply| Slow::Ask(7, reply), SHORT)
+    });
+    let Err(RequestError::Full(Slow::Ask(7, reply))) = got else {
+        panic!("expected Full with the message, got {got:?}");
+    };
+    assert!(reply.is_closed());
+    gate_tx.send(()).unwrap();
+    bus.flush().unwrap();
+    assert_eq!(handled.load(Relaxed), 1 + queued as usize);
+}
