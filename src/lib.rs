@@ -99,6 +99,36 @@
 //! shard never waits for a slow consumer: what the stream's channel and overflow cannot
 //! hold goes to the dead-letter handler ([`DeadLetterReason::StreamFull`]).
 //!
+//! # Request-reply
+//!
+//! A message can carry a [`Reply`], a one-shot handle for its answer. [`Bus::request`]
+//! builds the message around a fresh handle, publishes it and blocks until a handler
+//! answers with [`Reply::send`]; [`Bus::request_async`] is the same as a future, for any
+//! executor. Either gives up after its timeout ([`RequestError::TimedOut`]), and learns at
+//! once, not at the timeout, when the handle is dropped unanswered (a handler that
+//! panicked, a dead-lettered message, one dropped at shutdown: [`RequestError::NoReply`]).
+//! A request allocates one small one-shot channel. The async form's deadline is served by
+//! a timer thread of the library's own (one per process, started on first use), because
+//! the library depends on no runtime; see [`Bus::request_async`].
+//!
+//! ```
+//! use shardbus::{Bus, Context, Reply};
+//! use std::time::Duration;
+//!
+//! enum Msg {
+//!     Add(u32, u32, Reply<u32>),
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Bus::<Msg>::builder().shards(1).build()?;
+//! bus.subscribe("adder", |_: &mut Context<'_, Msg>, Msg::Add(a, b, reply): &Msg| {
+//!     let _ = reply.send(a + b);
+//! })?;
+//! let sum = bus.request("adder", |reply| Msg::Add(2, 3, reply), Duration::from_secs(5))?;
+//! assert_eq!(sum, 5);
+//! # Ok(()) }
+//! ```
+//!
 //! # In the host process
 //!
 //! A bus shares its process with the application, and two of its defaults reach beyond
@@ -198,6 +228,7 @@ mod os;
 mod outbox;
 mod persist;
 mod publisher;
+mod request;
 mod ring;
 mod route;
 mod shard;
@@ -215,12 +246,14 @@ pub use bus::{Bus, ShutdownReport, STOP_GRACE};
 #[cfg(feature = "postcard")]
 pub use codec::PostcardCodec;
 pub use codec::{Codec, DecodeError, EncodeError};
+pub use error::RequestError;
 pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use fences::{FenceMode, Fences};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
+pub use request::Reply;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, PanicSites, ShardStats, Stats};
 pub use stream::{MessageStream, RecvFuture};

@@ -7,6 +7,8 @@
 //! allocator must see no other test's allocations), `rt_stress.rs` (a seeded soak of
 //! about 20 seconds, tuned by environment variables) and `rt_host.rs` (the cores a bus
 //! takes depend on the other buses of the process, and it sets an environment variable).
+//! Request-reply has its own two: `rt_request.rs` (tokio runtimes beside std threads) and
+//! `rt_request_alloc.rs` (a counting global allocator again).
 
 #[path = "../common/mod.rs"]
 mod common;
