@@ -9,7 +9,8 @@ use crate::ring::{mpsc, spsc};
 use crate::shutdown::flags::ShutdownFlags;
 use crate::supervise::Subscriber;
 use crate::sync::{
-    dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
+    asym, dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
+    WaitList,
 };
 
 /// A message on its way to a shard, with its topic's index in that shard's topic table
@@ -189,13 +190,13 @@ impl<T> Inbox<T> {
     /// `asym`: the bus's fences are the membarrier pair (`sync::asym`).
     pub(crate) fn new(capacity: usize, unparker: Unparker, asym: bool) -> Self {
         Self {
-            ring: mpsc::Ring::new(capacity, 0),
+            ring: mpsc::Ring::new_in_mode(capacity, 0, asym),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym,
             unparker,
             flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
-            log: LogStatus::new(),
+            log: LogStatus::new(asym),
         }
     }
 
@@ -274,13 +275,83 @@ pub(crate) struct LogStatus {
     state: AtomicUsize,
     /// Written once by the shard when the log is poisoned; read by `Bus::log_error`.
     error: crate::sync::plain::Mutex<Option<LogCause>>,
+    /// Async durable publishes waiting for a durable watermark to pass their message (or
+    /// for a final state), see [`DurableWait`].
+    pub(crate) wait: DurableWait,
+}
+
+/// Async durable publishes (`publish_durable_async`) waiting on one shard's durable
+/// watermarks (the shared ring's and its lanes'): their count and their list.
+///
+/// The wake-up handshake is a store-buffering pair, as the park's:
+/// - a waiter ([`DurableWait::enter`], then a re-check): register a listener, increment
+///   `waiters` (SeqCst RMW), the heavy fence, load the watermark (and the state); wait
+///   only if its message is still not durable;
+/// - the shard, after the watermark stores of a commit ([`DurableWait::wake`]): the light
+///   fence, load `waiters`; if non-zero, notify every listener. A final state
+///   ([`LogStatus::poisoned`], [`LogStatus::closed`]) notifies unconditionally.
+pub(crate) struct DurableWait {
+    waiters: AtomicUsize,
+    list: WaitList,
+    /// Whether the bus's fences are the membarrier pair (fixed at creation).
+    asym: bool,
+}
+
+/// A waiter counted in [`DurableWait`]; uncounted on drop (also when its future is
+/// dropped mid-wait).
+pub(crate) struct DurableWaiting<'a>(&'a DurableWait);
+
+impl DurableWait {
+    fn new(asym: bool) -> Self {
+        Self {
+            waiters: AtomicUsize::new(0),
+            list: WaitList::new(),
+            asym,
+        }
+    }
+
+    /// The waiter list, to register a listener on before [`enter`](Self::enter).
+    pub(crate) fn list(&self) -> &WaitList {
+        &self.list
+    }
+
+    /// Counts the caller as waiting and makes the heavy fence; the caller then re-checks
+    /// its watermark. `false` if the heavy fence could not be made (`sync::asym`): the
+    /// caller must then poll again rather than sleep on its listener.
+    pub(crate) fn enter(&self) -> (DurableWaiting<'_>, bool) {
+        // SeqCst RMW: the waiter's store of the Dekker pair (see the type's docs).
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let fenced = asym::heavy(self.asym);
+        (DurableWaiting(self), fenced)
+    }
+
+    /// Shard side, after storing durable watermarks: wakes the waiters, if any. One
+    /// load (and the light fence) when no one waits.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        asym::light(self.asym);
+        // Acquire: pairs with the waiter's increment (SeqCst), after its registration.
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            self.list.notify_all();
+        }
+    }
+}
+
+impl Drop for DurableWaiting<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the count only decides whether the shard notifies; a stale non-zero
+        // costs one spare notify.
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl LogStatus {
-    pub(crate) fn new() -> Self {
+    /// `asym`: the bus's fences are the membarrier pair (`sync::asym`).
+    pub(crate) fn new(asym: bool) -> Self {
         Self {
             state: AtomicUsize::new(LogState::Ok as usize),
             error: crate::sync::plain::Mutex::new(None),
+            wait: DurableWait::new(asym),
         }
     }
 
@@ -299,12 +370,14 @@ impl LogStatus {
             .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(error);
         self.state
             .store(LogState::Poisoned as usize, Ordering::Release);
+        self.wait.list.notify_all();
     }
 
     /// Shard side: the shard stopped. Release: as in [`poisoned`](Self::poisoned).
     pub(crate) fn closed(&self) {
         self.state
             .store(LogState::Closed as usize, Ordering::Release);
+        self.wait.list.notify_all();
     }
 
     pub(crate) fn error(&self) -> Option<LogCause> {

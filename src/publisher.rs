@@ -14,6 +14,9 @@ use crate::sync::{Arc, Backoff, Ordering};
 use crate::topic::ToTopic;
 use crate::wait::publisher_pause;
 
+mod publish_async;
+pub(crate) use publish_async::{publish_shared_async, publish_shared_durable_async};
+
 /// `Bus::publish*`: resolves through the calling thread's topic cache.
 #[inline]
 fn resolve<T>(shared: &Shared<T>, topic: impl ToTopic) -> Option<TopicId> {

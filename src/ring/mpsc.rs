@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 use crossbeam_utils::CachePadded;
 
 use super::{slot_index, PushError, CLOSED, STEP};
-use crate::sync::{AtomicU64, Backoff, Ordering, UnsafeCell};
+use crate::sync::{asym, AtomicU64, AtomicUsize, Backoff, Ordering, UnsafeCell, WaitList};
 
 struct Slot<T> {
     stamp: AtomicU64,
@@ -27,8 +27,68 @@ pub struct Ring<T> {
     head: CachePadded<AtomicU64>,
     /// Claimed by producers (CAS); `CLOSED` set once by the consumer.
     tail: CachePadded<AtomicU64>,
+    /// Async producers waiting for room (`Bus::publish_async`), see [`Room`].
+    room: CachePadded<Room>,
     slots: Box<[Slot<T>]>,
     mask: u64,
+}
+
+/// Async producers waiting for room in a full ring: their count and their list.
+///
+/// The wake-up handshake is a store-buffering pair, as the park's:
+/// - a producer ([`Room::enter`], then a push retry): register a listener, increment
+///   `waiters` (SeqCst RMW), the heavy fence, retry the push; wait only if still full;
+/// - the consumer (after a pop batch, [`Consumer::pop_batch`]): the stamp stores, the
+///   light fence, load `waiters`; if non-zero, notify every listener.
+///
+/// One side comes first: the retry finds the freed slot, or the consumer sees the count
+/// and wakes the listener (registered before the increment).
+pub struct Room {
+    /// Producers between their registration and the end of their wait.
+    waiters: AtomicUsize,
+    list: WaitList,
+    /// Whether the bus's fences are the membarrier pair (fixed at creation).
+    asym: bool,
+}
+
+/// A producer counted in [`Room::waiters`]; uncounted on drop (also when its future is
+/// dropped mid-wait).
+pub struct Waiting<'a>(&'a Room);
+
+impl Room {
+    /// The waiter list, to register a listener on before [`enter`](Self::enter).
+    pub fn list(&self) -> &WaitList {
+        &self.list
+    }
+
+    /// Counts the caller as waiting and makes the heavy fence; the caller then retries
+    /// its push and waits on its listener only if the ring is still full. `false` in the
+    /// guard's second field if the heavy fence could not be made (`sync::asym`): then
+    /// the caller must not sleep on the listener (poll again instead).
+    pub fn enter(&self) -> (Waiting<'_>, bool) {
+        // SeqCst RMW: the producer's store of the Dekker pair (see the type's docs).
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let fenced = asym::heavy(self.asym);
+        (Waiting(self), fenced)
+    }
+
+    /// The consumer's side, after a pop batch: wakes the waiters, if any.
+    #[inline]
+    fn wake(&self) {
+        asym::light(self.asym);
+        // Acquire: pairs with the waiter's increment (SeqCst), after its registration.
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            self.list.notify_all();
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the count only decides whether the consumer notifies; a stale
+        // non-zero costs one spare notify.
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: values move from producer threads to the consumer thread (`T: Send`); slot
@@ -40,8 +100,15 @@ unsafe impl<T: Send> Send for Ring<T> {}
 unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
-    /// A ring of `capacity` slots (a power of two) starting at position `start` (even).
+    /// A ring of `capacity` slots (a power of two) starting at position `start` (even),
+    /// with SeqCst fences for its async waiters (tests and models).
+    #[cfg(any(test, shardbus_loom))]
     pub fn new(capacity: usize, start: u64) -> Self {
+        Self::new_in_mode(capacity, start, false)
+    }
+
+    /// [`new`](Self::new) with the bus's fence mode (`true`: the membarrier pair).
+    pub fn new_in_mode(capacity: usize, start: u64, asym: bool) -> Self {
         debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
         let cap = capacity as u64;
         let mask = cap - 1;
@@ -60,9 +127,19 @@ impl<T> Ring<T> {
         Self {
             head: CachePadded::new(AtomicU64::new(start)),
             tail: CachePadded::new(AtomicU64::new(start)),
+            room: CachePadded::new(Room {
+                waiters: AtomicUsize::new(0),
+                list: WaitList::new(),
+                asym,
+            }),
             slots,
             mask,
         }
+    }
+
+    /// Async producers' waiting room (see [`Room`]).
+    pub fn room(&self) -> &Room {
+        &self.room
     }
 
     fn span(&self) -> u64 {
@@ -177,6 +254,9 @@ impl Consumer {
             n += 1;
             f(value);
         }
+        if n > 0 {
+            ring.room.wake();
+        }
         n
     }
 
@@ -194,6 +274,8 @@ impl Consumer {
             // SeqCst RMW: totally ordered with every producer's CAS on `tail`.
             let prev = ring.tail.fetch_or(CLOSED, Ordering::SeqCst);
             self.limit = Some(prev & !CLOSED);
+            // Waiters retry and meet the close bit.
+            ring.room.list.notify_all();
         }
     }
 
