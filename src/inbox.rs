@@ -387,3 +387,49 @@ impl LogStatus {
             .clone()
     }
 }
+
+/// One shard's durable watermark and its waiters, for the loom model of the durable wait
+/// (persistence itself is not modelled): [`commit`](Self::commit) is the shard's side
+/// (`confirm_durable`: store the watermark, then [`DurableWait::wake`]),
+/// [`wait`](Self::wait) the async durable publish's (`wait_durable_async`), and
+/// [`close`](Self::close) the shard stopping (`LogStatus::closed`).
+#[cfg(shardbus_loom)]
+pub struct DurableMark {
+    status: LogStatus,
+    mark: AtomicU64,
+}
+
+#[cfg(shardbus_loom)]
+impl Default for DurableMark {
+    fn default() -> Self {
+        Self {
+            status: LogStatus::new(false),
+            mark: AtomicU64::new(0),
+        }
+    }
+}
+
+#[cfg(shardbus_loom)]
+impl DurableMark {
+    /// The shard's side: everything before `pos` is durable.
+    pub fn commit(&self, pos: u64) {
+        // Release: as in `confirm_durable`.
+        self.mark.store(pos, Ordering::Release);
+        self.status.wait.wake();
+    }
+
+    /// The shard stops: it confirms nothing more.
+    pub fn close(&self) {
+        self.status.closed();
+    }
+
+    /// The waiter's side: `Ok` once the watermark reached `target`, `Err` if the shard
+    /// stopped first.
+    pub async fn wait(&self, target: u64) -> Result<(), ()> {
+        crate::publisher::wait_durable_async(&self.status, || {
+            // Acquire: as in `Bus::publish_durable_async`.
+            crate::ring::reached(self.mark.load(Ordering::Acquire), target)
+        })
+        .await
+    }
+}

@@ -192,6 +192,7 @@ pub use sync::__fence_mode;
 #[cfg(shardbus_loom)]
 #[doc(hidden)]
 pub mod __loom {
+    pub use crate::inbox::DurableMark;
     pub use crate::ring::{mpsc, spsc, PushError};
 }
 

@@ -120,7 +120,7 @@ fn tasks_publish_exactly_once_in_order_through_tiny_lanes() {
             })
             .collect();
         for t in tasks {
-            tokio::time::timeout(PATIENCE * 4, t).await.expect("publishers stalled").unwrap();
+            tokio::time::timeout(PATIENCE * 2, t).await.expect("publishers stalled").unwrap();
         }
     });
     let bus = Arc::into_inner(bus).unwrap();

@@ -12,78 +12,33 @@
 //! succeeds and returns on that same poll, so a future dropped before completing drops
 //! its message (never pushed), and one that completed had pushed it.
 
-use std::future::{poll_fn, Future};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::future::poll_fn;
 
 use super::*;
 use crate::sync::wait_list_listen;
 
-/// Yields to the executor once (wakes itself first): a wait that could not make its
-/// fence (`sync::asym`, "When the heavy fence fails") polls again instead of sleeping.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
 /// Pushes `item` into `inbox`'s shared ring, waiting (without blocking the thread) while
-/// it is full; returns the position it took. `Full` instead of waiting on a shard thread
+/// it is full (`mpsc::Ring::push_at_async`), then wakes the shard; returns the position
+/// it took. `Full` instead of waiting on a shard thread
 /// of bus `bus`; `Closed` gives the item back.
 pub(crate) async fn push_ring_async<T>(
     inbox: &Inbox<T>,
-    mut item: Item<T>,
+    item: Item<T>,
     bus: u64,
 ) -> Result<u64, PushError<Item<T>>> {
-    let mut checked = false;
-    loop {
-        match inbox.ring.push_at(item) {
-            Ok(pos) => {
-                inbox.wake();
-                return Ok(pos);
-            }
-            Err(PushError::Full(back)) => item = back,
-            Err(e) => return Err(e),
-        }
-        // Asked once, on the first wait: the answer does not change on this thread (an
-        // executor may move the task, but not onto a shard thread: shards run no tasks).
-        if !checked {
-            if current::is_shard_of(bus) {
-                return Err(PushError::Full(item));
-            }
-            checked = true;
-        }
-        let room = inbox.ring.room();
-        // Register, count in, fence, retry: see `ring::mpsc::Room`.
-        wait_list_listen!(room.list() => listener);
-        let (_waiting, fenced) = room.enter();
-        match inbox.ring.push_at(item) {
-            Ok(pos) => {
-                inbox.wake();
-                return Ok(pos);
-            }
-            Err(PushError::Full(back)) => item = back,
-            Err(e) => return Err(e),
-        }
-        if fenced {
-            (&mut listener).await;
-        } else {
-            YieldNow(false).await;
-        }
-    }
+    // Asked once, before the first wait: the answer does not change on this thread (an
+    // executor may move the task, but not onto a shard thread: shards run no tasks).
+    let pos = inbox
+        .ring
+        .push_at_async(item, || !current::is_shard_of(bus))
+        .await?;
+    inbox.wake();
+    Ok(pos)
 }
 
 /// Waits (without blocking the thread) until `is_durable` says so, or the shard's log
 /// can confirm nothing more (`Err`).
-async fn wait_durable_async(status: &LogStatus, is_durable: impl Fn() -> bool) -> Result<(), ()> {
+pub(crate) async fn wait_durable_async(status: &LogStatus, is_durable: impl Fn() -> bool) -> Result<(), ()> {
     loop {
         if is_durable() {
             return Ok(());
@@ -105,7 +60,7 @@ async fn wait_durable_async(status: &LogStatus, is_durable: impl Fn() -> bool) -
         if fenced {
             (&mut listener).await;
         } else {
-            YieldNow(false).await;
+            crate::sync::YieldNow::new().await;
         }
     }
 }

@@ -137,13 +137,46 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Async producers' waiting room (see [`Room`]).
-    pub fn room(&self) -> &Room {
-        &self.room
-    }
 
     fn span(&self) -> u64 {
         (self.mask + 1) * STEP
+    }
+
+    /// Pushes one value, waiting without blocking the thread while the ring is full (see
+    /// [`Room`]); returns the position it took. `may_wait` is asked once, before the
+    /// first wait: `false` gives `Full` back instead. The value is pushed within one poll;
+    /// a future dropped before that drops it unpushed.
+    pub async fn push_at_async(
+        &self,
+        mut value: T,
+        may_wait: impl FnOnce() -> bool,
+    ) -> Result<u64, PushError<T>> {
+        let mut may_wait = Some(may_wait);
+        loop {
+            match self.push_at(value) {
+                Ok(pos) => return Ok(pos),
+                Err(PushError::Full(back)) => value = back,
+                Err(e) => return Err(e),
+            }
+            if let Some(ask) = may_wait.take() {
+                if !ask() {
+                    return Err(PushError::Full(value));
+                }
+            }
+            // Register, count in, fence, retry: see `Room`.
+            crate::sync::wait_list_listen!(self.room.list() => listener);
+            let (_waiting, fenced) = self.room.enter();
+            match self.push_at(value) {
+                Ok(pos) => return Ok(pos),
+                Err(PushError::Full(back)) => value = back,
+                Err(e) => return Err(e),
+            }
+            if fenced {
+                (&mut listener).await;
+            } else {
+                crate::sync::YieldNow::new().await;
+            }
+        }
     }
 
     /// Pushes one value from any thread; never blocks.
