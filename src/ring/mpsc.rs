@@ -43,7 +43,7 @@ pub struct Ring<T> {
 ///
 /// One side comes first: the retry finds the freed slot, or the consumer sees the count
 /// and wakes the listener (registered before the increment).
-pub struct Room {
+pub(crate) struct Room {
     /// Producers between their registration and the end of their wait.
     waiters: AtomicUsize,
     list: WaitList,
@@ -53,11 +53,11 @@ pub struct Room {
 
 /// A producer counted in [`Room::waiters`]; uncounted on drop (also when its future is
 /// dropped mid-wait).
-pub struct Waiting<'a>(&'a Room);
+pub(crate) struct Waiting<'a>(&'a Room);
 
 impl Room {
     /// The waiter list, to register a listener on before [`enter`](Self::enter).
-    pub fn list(&self) -> &WaitList {
+    pub(crate) fn list(&self) -> &WaitList {
         &self.list
     }
 
@@ -65,7 +65,7 @@ impl Room {
     /// its push and waits on its listener only if the ring is still full. `false` in the
     /// guard's second field if the heavy fence could not be made (`sync::asym`): then
     /// the caller must not sleep on the listener (poll again instead).
-    pub fn enter(&self) -> (Waiting<'_>, bool) {
+    pub(crate) fn enter(&self) -> (Waiting<'_>, bool) {
         // SeqCst RMW: the producer's store of the Dekker pair (see the type's docs).
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let fenced = asym::heavy(self.asym);
