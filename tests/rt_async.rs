@@ -61,20 +61,29 @@ struct Order {
 
 /// Subscribes `task-{i}` for each task; the handler checks per-task order (each task
 /// publishes `task << 32 | seq` with `seq` counting up) and counts messages per id.
-fn subscribe_ordered(bus: &Bus<u64>, tasks: u64, order: &Arc<Order>, counts: &Arc<Vec<AtomicU32>>, per: u64) {
+fn subscribe_ordered(
+    bus: &Bus<u64>,
+    tasks: u64,
+    order: &Arc<Order>,
+    counts: &Arc<Vec<AtomicU32>>,
+    per: u64,
+) {
     for t in 0..tasks {
         let order = order.clone();
         let counts = counts.clone();
-        bus.subscribe(format!("task-{t}"), move |_: &mut Context<'_, u64>, m: &u64| {
-            let (task, seq) = ((m >> 32) as usize, m & 0xffff_ffff);
-            // Only this topic's shard thread touches `next[task]`.
-            let expected = order.next[task].load(Relaxed);
-            if seq < expected {
-                order.out_of_order.fetch_add(1, Relaxed);
-            }
-            order.next[task].store(seq + 1, Relaxed);
-            counts[(task as u64 * per + seq) as usize].fetch_add(1, Relaxed);
-        })
+        bus.subscribe(
+            format!("task-{t}"),
+            move |_: &mut Context<'_, u64>, m: &u64| {
+                let (task, seq) = ((m >> 32) as usize, m & 0xffff_ffff);
+                // Only this topic's shard thread touches `next[task]`.
+                let expected = order.next[task].load(Relaxed);
+                if seq < expected {
+                    order.out_of_order.fetch_add(1, Relaxed);
+                }
+                order.next[task].store(seq + 1, Relaxed);
+                counts[(task as u64 * per + seq) as usize].fetch_add(1, Relaxed);
+            },
+        )
         .unwrap();
     }
 }
@@ -109,18 +118,25 @@ fn tasks_publish_exactly_once_in_order_through_tiny_lanes() {
                     if t % 2 == 0 {
                         let mut p = bus.publisher();
                         for seq in 0..PER_TASK {
-                            p.publish_async(topic.as_str(), t << 32 | seq).await.unwrap();
+                            p.publish_async(topic.as_str(), t << 32 | seq)
+                                .await
+                                .unwrap();
                         }
                     } else {
                         for seq in 0..PER_TASK {
-                            bus.publish_async(topic.as_str(), t << 32 | seq).await.unwrap();
+                            bus.publish_async(topic.as_str(), t << 32 | seq)
+                                .await
+                                .unwrap();
                         }
                     }
                 })
             })
             .collect();
         for t in tasks {
-            tokio::time::timeout(PATIENCE * 2, t).await.expect("publishers stalled").unwrap();
+            tokio::time::timeout(PATIENCE * 2, t)
+                .await
+                .expect("publishers stalled")
+                .unwrap();
         }
     });
     let bus = Arc::into_inner(bus).unwrap();
@@ -190,7 +206,10 @@ fn dropped_publish_futures_never_duplicate_and_completed_ones_are_handled() {
             .collect();
         let mut dropped = 0;
         for t in tasks {
-            dropped += tokio::time::timeout(PATIENCE * 2, t).await.expect("stalled").unwrap();
+            dropped += tokio::time::timeout(PATIENCE * 2, t)
+                .await
+                .expect("stalled")
+                .unwrap();
         }
         // The race must actually drop futures, or the test proves nothing.
         assert!(dropped > 0, "no future was dropped");
@@ -225,7 +244,9 @@ fn publish_durable_async_resolves_after_the_commit() {
             tokio::spawn(async move {
                 let mut p = bus.publisher();
                 for i in (0..N).step_by(2) {
-                    p.publish_durable_async(topic(i), i.to_string()).await.unwrap();
+                    p.publish_durable_async(topic(i), i.to_string())
+                        .await
+                        .unwrap();
                 }
             })
         };
@@ -233,12 +254,20 @@ fn publish_durable_async_resolves_after_the_commit() {
             let bus = bus.clone();
             tokio::spawn(async move {
                 for i in (1..N).step_by(2) {
-                    bus.publish_durable_async(topic(i), i.to_string()).await.unwrap();
+                    bus.publish_durable_async(topic(i), i.to_string())
+                        .await
+                        .unwrap();
                 }
             })
         };
-        tokio::time::timeout(PATIENCE, a).await.expect("stalled").unwrap();
-        tokio::time::timeout(PATIENCE, b).await.expect("stalled").unwrap();
+        tokio::time::timeout(PATIENCE, a)
+            .await
+            .expect("stalled")
+            .unwrap();
+        tokio::time::timeout(PATIENCE, b)
+            .await
+            .expect("stalled")
+            .unwrap();
     });
     // Power loss now: only what was synced survives.
     crash(Arc::into_inner(bus).unwrap(), &sim, None);
@@ -393,4 +422,20 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         assert!(std::time::Instant::now() < deadline, "future stalled");
         std::thread::park_timeout(Duration::from_millis(10));
     }
+}
+
+/// The futures are `Send` (for `T: Send`), so a multi-thread executor can move them.
+#[test]
+fn async_publish_futures_are_send() {
+    fn assert_send<F: std::future::Future + Send>(f: F) -> F {
+        f
+    }
+    let bus = tiny_bus();
+    let mut p = bus.publisher();
+    drop(assert_send(p.publish_async("x", 1)));
+    drop(assert_send(p.publish_durable_async("x", 2)));
+    drop(assert_send(bus.publish_async("x", 3)));
+    drop(assert_send(bus.publish_durable_async("x", 4)));
+    // Nothing was polled, so nothing was published.
+    assert_eq!(bus.shutdown().received(), 0);
 }

@@ -38,7 +38,10 @@ pub(crate) async fn push_ring_async<T>(
 
 /// Waits (without blocking the thread) until `is_durable` says so, or the shard's log
 /// can confirm nothing more (`Err`).
-pub(crate) async fn wait_durable_async(status: &LogStatus, is_durable: impl Fn() -> bool) -> Result<(), ()> {
+pub(crate) async fn wait_durable_async(
+    status: &LogStatus,
+    is_durable: impl Fn() -> bool,
+) -> Result<(), ()> {
     loop {
         if is_durable() {
             return Ok(());

@@ -137,7 +137,6 @@ impl<T> Ring<T> {
         }
     }
 
-
     fn span(&self) -> u64 {
         (self.mask + 1) * STEP
     }
