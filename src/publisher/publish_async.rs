@@ -168,13 +168,19 @@ impl<T> Publisher<T> {
         self.push_async(topic, msg).await
     }
 
-    /// [`publish_async`](Self::publish_async) with the topic resolved.
+    /// [`publish_async`](Self::publish_async) with the topic resolved: the gate's check,
+    /// then the push.
     async fn push_async(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
         let msg = if self.shared.gate_is_clear() {
             msg
         } else {
             self.shared.admit_slow(msg)?
         };
+        self.push_lane_async(topic, msg).await
+    }
+
+    /// Pushes into this publisher's lane to `topic`'s shard, waiting for room.
+    async fn push_lane_async(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
         let shard = topic.shard.0;
         let env = Envelope {
             topic: topic.index,
@@ -260,12 +266,15 @@ impl<T> Publisher<T> {
         let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
         let (topic, msg) = check_durable(&self.shared, topic, topic_len, msg)?;
         let shard = topic.shard.0;
-        self.push_async(topic, msg).await.map_err(|e| match e {
-            PublishError::Encode { msg, error } => DurableError::Encode { msg, error },
-            PublishError::InvalidTopic(msg) => DurableError::InvalidTopic(msg),
-            PublishError::WouldDeadlock(msg) => DurableError::WouldDeadlock(msg),
-            PublishError::Closed(msg) => DurableError::Closed(msg),
-        })?;
+        // Checked and encoded by `check_durable` already (as `publish_durable` does).
+        self.push_lane_async(topic, msg)
+            .await
+            .map_err(|e| match e {
+                PublishError::Encode { msg, error } => DurableError::Encode { msg, error },
+                PublishError::InvalidTopic(msg) => DurableError::InvalidTopic(msg),
+                PublishError::WouldDeadlock(msg) => DurableError::WouldDeadlock(msg),
+                PublishError::Closed(msg) => DurableError::Closed(msg),
+            })?;
         let Some(lane) = self.lanes[shard].as_ref() else {
             return Err(DurableError::Unconfirmed);
         };
