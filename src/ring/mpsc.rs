@@ -107,7 +107,7 @@ impl<T> Ring<T> {
         Self::new_in_mode(capacity, start, false)
     }
 
-    /// [`new`](Self::new) with the bus's fence mode (`true`: the membarrier pair).
+    /// `new` with the bus's fence mode (`true`: the membarrier pair).
     pub fn new_in_mode(capacity: usize, start: u64, asym: bool) -> Self {
         debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
         let cap = capacity as u64;
