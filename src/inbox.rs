@@ -291,7 +291,10 @@ pub(crate) struct LogStatus {
 ///   fence, load `waiters`; if non-zero, notify every listener. A final state
 ///   ([`LogStatus::poisoned`], [`LogStatus::closed`]) notifies unconditionally.
 pub(crate) struct DurableWait {
+    /// Waiters between their registration and the end of their wait: incremented and
+    /// decremented by them, read by the shard after its watermark stores.
     waiters: AtomicUsize,
+    /// Waiters register listeners; the shard notifies.
     list: WaitList,
     /// Whether the bus's fences are the membarrier pair (fixed at creation).
     asym: bool,

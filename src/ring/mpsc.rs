@@ -44,8 +44,10 @@ pub struct Ring<T> {
 /// One side comes first: the retry finds the freed slot, or the consumer sees the count
 /// and wakes the listener (registered before the increment).
 pub(crate) struct Room {
-    /// Producers between their registration and the end of their wait.
+    /// Producers between their registration and the end of their wait: incremented and
+    /// decremented by them, read by the consumer after each pop batch.
     waiters: AtomicUsize,
+    /// Producers register listeners; the consumer notifies.
     list: WaitList,
     /// Whether the bus's fences are the membarrier pair (fixed at creation).
     asym: bool,

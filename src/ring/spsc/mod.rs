@@ -56,8 +56,10 @@ struct CloseState {
 /// One side comes first: the producer's re-check sees the freed room, or the consumer's
 /// load sees `waiting` and wakes the registered waker (registered before the store).
 struct RoomWaiter {
-    /// Set (Release) by the producer after registering; swapped back by the consumer.
+    /// Set (Release) by the producer after registering; read after each pop batch and
+    /// swapped back by the consumer.
     waiting: AtomicBool,
+    /// Registered by the producer (the ring's only one); woken by the consumer.
     waker: WakerSlot,
 }
 
