@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -438,4 +439,38 @@ fn async_publish_futures_are_send() {
     drop(assert_send(bus.publish_durable_async("x", 4)));
     // Nothing was polled, so nothing was published.
     assert_eq!(bus.shutdown().received(), 0);
+}
+
+/// A durable publish dropped after its push (while it waits for the commit) stays
+/// published: the message is handled; one dropped before its first poll published
+/// nothing.
+#[test]
+fn a_durable_publish_dropped_after_its_push_is_still_delivered() {
+    let sim = SimStorage::new();
+    let handled = seen();
+    let bus = builder(1, persistence(&sim), &handled).build().unwrap();
+    let mut p = bus.publisher();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    {
+        // One poll: the lane is registered and has room, so the push happens on it; the
+        // wait for the commit may or may not have finished.
+        let mut f = std::pin::pin!(p.publish_durable_async(topic(0), "kept".to_owned()));
+        let _ = f.as_mut().poll(&mut cx);
+    }
+    {
+        let mut f = std::pin::pin!(bus.publish_durable_async(topic(1), "kept too".to_owned()));
+        let _ = f.as_mut().poll(&mut cx);
+    }
+    drop(p.publish_durable_async(topic(2), "never polled".to_owned()));
+    bus.flush().unwrap();
+    // A lane and the shared ring: no order between the two.
+    let mut got: Vec<String> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.1.clone())
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["kept".to_owned(), "kept too".to_owned()]);
+    assert_eq!(bus.shutdown().received(), 2);
 }
