@@ -190,13 +190,13 @@ impl<T> Inbox<T> {
     /// `asym`: the bus's fences are the membarrier pair (`sync::asym`).
     pub(crate) fn new(capacity: usize, unparker: Unparker, asym: bool) -> Self {
         Self {
-            ring: mpsc::Ring::new_in_mode(capacity, 0, asym),
+            ring: mpsc::Ring::new(capacity, 0).with_asym(asym),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym,
             unparker,
             flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
-            log: LogStatus::new(asym),
+            log: LogStatus::new().with_asym(asym),
         }
     }
 
@@ -349,13 +349,19 @@ impl Drop for DurableWaiting<'_> {
 }
 
 impl LogStatus {
-    /// `asym`: the bus's fences are the membarrier pair (`sync::asym`).
-    pub(crate) fn new(asym: bool) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: AtomicUsize::new(LogState::Ok as usize),
             error: crate::sync::plain::Mutex::new(None),
-            wait: DurableWait::new(asym),
+            wait: DurableWait::new(false),
         }
+    }
+
+    /// The status with the bus's fence mode for its durable waiters (`true`: the
+    /// membarrier pair, `sync::asym`).
+    pub(crate) fn with_asym(mut self, asym: bool) -> Self {
+        self.wait.asym = asym;
+        self
     }
 
     /// The state; Acquire: pairs with the shard's Release store, so a waiter that sees a
@@ -406,7 +412,7 @@ pub struct DurableMark {
 impl Default for DurableMark {
     fn default() -> Self {
         Self {
-            status: LogStatus::new(false),
+            status: LogStatus::new(),
             mark: AtomicU64::new(0),
         }
     }

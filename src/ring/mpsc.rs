@@ -102,15 +102,8 @@ unsafe impl<T: Send> Send for Ring<T> {}
 unsafe impl<T: Send> Sync for Ring<T> {}
 
 impl<T> Ring<T> {
-    /// A ring of `capacity` slots (a power of two) starting at position `start` (even),
-    /// with SeqCst fences for its async waiters (tests and models).
-    #[cfg(any(test, shardbus_loom))]
+    /// A ring of `capacity` slots (a power of two) starting at position `start` (even).
     pub fn new(capacity: usize, start: u64) -> Self {
-        Self::new_in_mode(capacity, start, false)
-    }
-
-    /// `new` with the bus's fence mode (`true`: the membarrier pair).
-    pub fn new_in_mode(capacity: usize, start: u64, asym: bool) -> Self {
         debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
         let cap = capacity as u64;
         let mask = cap - 1;
@@ -132,7 +125,7 @@ impl<T> Ring<T> {
             room: CachePadded::new(Room {
                 waiters: AtomicUsize::new(0),
                 list: WaitList::new(),
-                asym,
+                asym: false,
             }),
             slots,
             mask,
@@ -141,6 +134,15 @@ impl<T> Ring<T> {
 
     fn span(&self) -> u64 {
         (self.mask + 1) * STEP
+    }
+
+    /// The ring with the bus's fence mode for its async waiters (SeqCst fences until
+    /// then; `true`: the membarrier
+    /// pair, which only a bus whose `asym::decide` chose it may ask for). Before the ring
+    /// is shared.
+    pub fn with_asym(mut self, asym: bool) -> Self {
+        self.room.asym = asym;
+        self
     }
 
     /// Pushes one value, waiting without blocking the thread while the ring is full (see

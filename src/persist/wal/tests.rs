@@ -180,7 +180,7 @@ impl WalShard<String> for Recorder {
 #[test]
 fn a_pass_confirms_before_the_handlers_run_and_closes_the_intake_once_on_failure() {
     let (mut wal, sim) = wal(FsyncPolicy::Always);
-    let status = LogStatus::new(false);
+    let status = LogStatus::new();
     let mut shard = Recorder::new(&["a", "b"]);
     assert_eq!(wal.pass(&status, &mut shard), 2);
     assert_eq!(
@@ -223,7 +223,7 @@ fn pipelined_tickets_count_batches_and_confirm_the_ring_after_their_sync() {
         wal.pipelined,
         "SimStorage clones file handles: the sync thread runs"
     );
-    let status = LogStatus::new(false);
+    let status = LogStatus::new();
     let mut shard = Recorder::new(&["a", "b"]);
     assert_eq!(wal.next_ticket(), 1);
     let did = wal.pass(&status, &mut shard);
@@ -279,7 +279,7 @@ fn refusing() -> CodecFns<String> {
 fn a_message_that_fails_to_encode_on_the_shard_is_dead_lettered_and_never_logged() {
     for fsync in [FsyncPolicy::Always, FsyncPolicy::Batch] {
         let (mut wal, sim) = wal_with(fsync, refusing());
-        let status = LogStatus::new(false);
+        let status = LogStatus::new();
         let mut shard = Recorder::new(&["a", "bad 1", "b", "bad 2"]);
         let deliveries = |shard: &Recorder| -> Vec<String> {
             let calls = shard.calls.iter();
