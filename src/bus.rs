@@ -395,6 +395,42 @@ impl<T> Bus<T> {
         push_shared_durable(&self.shared, topic, msg)
     }
 
+    /// Publishes, waiting without blocking the thread while the target shard's inbox is
+    /// full: the async form of [`publish`](Self::publish), with the same errors. Runs on
+    /// any executor (a std [`Waker`](std::task::Waker)); the returned future is `Send`
+    /// when `T` is. When the inbox has room it costs what `publish` costs; when it is
+    /// full the future waits in the shard's list of waiters and is woken once the shard
+    /// has drained from its inbox. Awaited on one of the bus's own shard threads it does
+    /// not wait: `WouldDeadlock` with the message.
+    ///
+    /// # Cancel safety
+    ///
+    /// The message is pushed within a single poll, and the future completes on that
+    /// poll. Dropped before it completes, the future drops its message, which was never
+    /// published, and nothing else changes.
+    pub async fn publish_async(&self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
+        crate::publisher::publish_shared_async(&self.shared, topic, msg).await
+    }
+
+    /// Persistent buses: the async form of [`publish_durable`](Self::publish_durable),
+    /// with the same errors: publishes like [`publish_async`](Self::publish_async), then
+    /// waits, without blocking the thread, until the message's record is in its shard's
+    /// log as durably as the bus's [`FsyncPolicy`](crate::log::FsyncPolicy) makes it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before its push (while it waits for room), the future drops its message,
+    /// which was never published. Dropped after the push (while it waits for the
+    /// commit), the message stays published: it is logged and delivered as if the future
+    /// had completed; only the confirmation is lost.
+    pub async fn publish_durable_async(
+        &self,
+        topic: impl ToTopic,
+        msg: T,
+    ) -> Result<(), DurableError<T>> {
+        crate::publisher::publish_shared_durable_async(&self.shared, topic, msg).await
+    }
+
     /// Publishes only if the target inbox has room now; never blocks.
     pub fn try_publish(&self, topic: impl ToTopic, msg: T) -> Result<(), TryPublishError<T>> {
         push_shared(&self.shared, topic, msg, false)

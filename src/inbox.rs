@@ -9,7 +9,8 @@ use crate::ring::{mpsc, spsc};
 use crate::shutdown::flags::ShutdownFlags;
 use crate::supervise::Subscriber;
 use crate::sync::{
-    dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
+    asym, dekker_after_rmw, thread, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Unparker,
+    WaitList,
 };
 
 /// A message on its way to a shard, with its topic's index in that shard's topic table
@@ -201,13 +202,13 @@ impl<T> Inbox<T> {
         asym: bool,
     ) -> Result<Self, crate::ring::AllocError> {
         Ok(Self {
-            ring: mpsc::Ring::try_new(capacity, 0)?,
+            ring: mpsc::Ring::try_new(capacity, 0)?.with_asym(asym),
             sleeping: CachePadded::new(AtomicBool::new(false)),
             asym,
             unparker,
             flags: CachePadded::new(ShutdownFlags::new()),
             durable: CachePadded::new(AtomicU64::new(0)),
-            log: LogStatus::new(),
+            log: LogStatus::new().with_asym(asym),
         })
     }
 
@@ -286,6 +287,77 @@ pub(crate) struct LogStatus {
     state: AtomicUsize,
     /// Written once by the shard when the log is poisoned; read by `Bus::log_error`.
     error: crate::sync::plain::Mutex<Option<LogCause>>,
+    /// Async durable publishes waiting for a durable watermark to pass their message (or
+    /// for a final state), see [`DurableWait`].
+    pub(crate) wait: DurableWait,
+}
+
+/// Async durable publishes (`publish_durable_async`) waiting on one shard's durable
+/// watermarks (the shared ring's and its lanes'): their count and their list.
+///
+/// The wake-up handshake is a store-buffering pair, as the park's:
+/// - a waiter ([`DurableWait::enter`], then a re-check): register a listener, increment
+///   `waiters` (SeqCst RMW), the heavy fence, load the watermark (and the state); wait
+///   only if its message is still not durable;
+/// - the shard, after the watermark stores of a commit ([`DurableWait::wake`]): the light
+///   fence, load `waiters`; if non-zero, notify every listener. A final state
+///   ([`LogStatus::poisoned`], [`LogStatus::closed`]) notifies unconditionally.
+pub(crate) struct DurableWait {
+    /// Waiters between their registration and the end of their wait: incremented and
+    /// decremented by them, read by the shard after its watermark stores.
+    waiters: AtomicUsize,
+    /// Waiters register listeners; the shard notifies.
+    list: WaitList,
+    /// Whether the bus's fences are the membarrier pair (fixed at creation).
+    asym: bool,
+}
+
+/// A waiter counted in [`DurableWait`]; uncounted on drop (also when its future is
+/// dropped mid-wait).
+pub(crate) struct DurableWaiting<'a>(&'a DurableWait);
+
+impl DurableWait {
+    fn new(asym: bool) -> Self {
+        Self {
+            waiters: AtomicUsize::new(0),
+            list: WaitList::new(),
+            asym,
+        }
+    }
+
+    /// The waiter list, to register a listener on before [`enter`](Self::enter).
+    pub(crate) fn list(&self) -> &WaitList {
+        &self.list
+    }
+
+    /// Counts the caller as waiting and makes the heavy fence; the caller then re-checks
+    /// its watermark. `false` if the heavy fence could not be made (`sync::asym`): the
+    /// caller must then poll again rather than sleep on its listener.
+    pub(crate) fn enter(&self) -> (DurableWaiting<'_>, bool) {
+        // SeqCst RMW: the waiter's store of the Dekker pair (see the type's docs).
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let fenced = asym::heavy(self.asym);
+        (DurableWaiting(self), fenced)
+    }
+
+    /// Shard side, after storing durable watermarks: wakes the waiters, if any. One
+    /// load (and the light fence) when no one waits.
+    #[inline]
+    pub(crate) fn wake(&self) {
+        asym::light(self.asym);
+        // Acquire: pairs with the waiter's increment (SeqCst), after its registration.
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            self.list.notify_all();
+        }
+    }
+}
+
+impl Drop for DurableWaiting<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the count only decides whether the shard notifies; a stale non-zero
+        // costs one spare notify.
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl LogStatus {
@@ -293,7 +365,15 @@ impl LogStatus {
         Self {
             state: AtomicUsize::new(LogState::Ok as usize),
             error: crate::sync::plain::Mutex::new(None),
+            wait: DurableWait::new(false),
         }
+    }
+
+    /// The status with the bus's fence mode for its durable waiters (`true`: the
+    /// membarrier pair, `sync::asym`).
+    pub(crate) fn with_asym(mut self, asym: bool) -> Self {
+        self.wait.asym = asym;
+        self
     }
 
     /// The state; Acquire: pairs with the shard's Release store, so a waiter that sees a
@@ -311,12 +391,14 @@ impl LogStatus {
             .unwrap_or_else(crate::sync::plain::PoisonError::into_inner) = Some(error);
         self.state
             .store(LogState::Poisoned as usize, Ordering::Release);
+        self.wait.list.notify_all();
     }
 
     /// Shard side: the shard stopped. Release: as in [`poisoned`](Self::poisoned).
     pub(crate) fn closed(&self) {
         self.state
             .store(LogState::Closed as usize, Ordering::Release);
+        self.wait.list.notify_all();
     }
 
     pub(crate) fn error(&self) -> Option<LogCause> {
@@ -324,5 +406,51 @@ impl LogStatus {
             .lock()
             .unwrap_or_else(crate::sync::plain::PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// One shard's durable watermark and its waiters, for the loom model of the durable wait
+/// (persistence itself is not modelled): [`commit`](Self::commit) is the shard's side
+/// (`confirm_durable`: store the watermark, then [`DurableWait::wake`]),
+/// [`wait`](Self::wait) the async durable publish's (`wait_durable_async`), and
+/// [`close`](Self::close) the shard stopping (`LogStatus::closed`).
+#[cfg(shardbus_loom)]
+pub struct DurableMark {
+    status: LogStatus,
+    mark: AtomicU64,
+}
+
+#[cfg(shardbus_loom)]
+impl Default for DurableMark {
+    fn default() -> Self {
+        Self {
+            status: LogStatus::new(),
+            mark: AtomicU64::new(0),
+        }
+    }
+}
+
+#[cfg(shardbus_loom)]
+impl DurableMark {
+    /// The shard's side: everything before `pos` is durable.
+    pub fn commit(&self, pos: u64) {
+        // Release: as in `confirm_durable`.
+        self.mark.store(pos, Ordering::Release);
+        self.status.wait.wake();
+    }
+
+    /// The shard stops: it confirms nothing more.
+    pub fn close(&self) {
+        self.status.closed();
+    }
+
+    /// The waiter's side: `Ok` once the watermark reached `target`, `Err` if the shard
+    /// stopped first.
+    pub async fn wait(&self, target: u64) -> Result<(), ()> {
+        crate::publisher::wait_durable_async(&self.status, || {
+            // Acquire: as in `Bus::publish_durable_async`.
+            crate::ring::reached(self.mark.load(Ordering::Acquire), target)
+        })
+        .await
     }
 }

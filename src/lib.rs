@@ -65,6 +65,14 @@
 //!   that subscriber, and one whose publish returned before [`Bus::unsubscribe`] does,
 //!   through [`Bus::publish`] and a [`Publisher`] alike.
 //!
+//! # Async publishing
+//!
+//! [`Publisher::publish_async`], [`Bus::publish_async`] and their durable forms
+//! ([`Publisher::publish_durable_async`], [`Bus::publish_durable_async`]) return futures
+//! that wait for room in a full lane or inbox (or for the commit) without blocking the
+//! thread; any executor runs them (std `Waker`, no runtime dependency). With room, they
+//! cost what the blocking publish costs. Each method's docs say what cancelling does.
+//!
 //! # Ending a bus
 //!
 //! [`Bus::shutdown`] takes the bus by value. A bus shared in an `Arc` is ended through
@@ -270,6 +278,7 @@ pub use sync::__fence_mode;
 #[cfg(shardbus_loom)]
 #[doc(hidden)]
 pub mod __loom {
+    pub use crate::inbox::DurableMark;
     pub use crate::ring::{mpsc, spsc, PushError};
     /// A subscriber stream's two ends and their wake-up handshake (`stream.rs`).
     pub mod stream {

@@ -14,6 +14,11 @@ use crate::sync::{Arc, Backoff, Ordering};
 use crate::topic::ToTopic;
 use crate::wait::publisher_pause;
 
+mod publish_async;
+#[cfg(shardbus_loom)]
+pub(crate) use publish_async::wait_durable_async;
+pub(crate) use publish_async::{publish_shared_async, publish_shared_durable_async};
+
 /// `Bus::publish*`: resolves through the calling thread's topic cache.
 #[inline]
 fn resolve<T>(shared: &Shared<T>, topic: impl ToTopic) -> Option<TopicId> {

@@ -28,7 +28,7 @@
 //!
 //! # Wake-ups
 //!
-//! The actor wakes the consumer's waker (an `AtomicWaker`, `crate::sync`) after each push
+//! The actor wakes the consumer's waker (a `WakerSlot`, `crate::sync`: the `atomic-waker` crate's) after each push
 //! and when the sender is dropped. The consumer that finds nothing registers its waker,
 //! then checks both rings again before it pends or parks: the register (an acquire
 //! read-modify-write of the waker slot's state) and the wake (the same kind, after the
@@ -54,7 +54,7 @@ use crate::handler::{Context, DeadLetter, DeadLetterReason, Handler, Subscriptio
 use crate::inbox::{AckSender, Control, Item};
 use crate::ring::{spsc, PushError};
 use crate::shared::Shared;
-use crate::sync::{thread, Arc, AtomicWaker};
+use crate::sync::{thread, Arc, WakerSlot};
 #[cfg(doc)]
 use crate::Bus;
 
@@ -62,7 +62,7 @@ use crate::Bus;
 pub struct Signal {
     /// Registered by the consumer (its task's waker, or one that unparks its thread);
     /// woken by the producer after each push and at its drop.
-    waker: AtomicWaker,
+    waker: WakerSlot,
 }
 
 /// Makes a stream's two ends: a channel and an overflow of `capacity` slots each (a
@@ -72,7 +72,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let (main_tx, main_rx) = spsc::channel_in_mode(capacity, 0, false);
     let (over_tx, over_rx) = spsc::channel_in_mode(capacity, 0, false);
     let signal = Arc::new(Signal {
-        waker: AtomicWaker::new(),
+        waker: WakerSlot::new(),
     });
     let sender = Sender {
         rings: Some((main_tx, over_tx)),

@@ -20,7 +20,8 @@ pub enum WaitStrategy {
 }
 
 /// A publisher waiting for room in a full ring: spin, then yield, then sleep briefly
-/// (shards do not signal freed space, so a publisher polls; the sleep bounds its CPU).
+/// (a blocking publisher polls: shards signal freed space only to the async publishes'
+/// registered waiters; the sleep bounds its CPU).
 ///
 /// After the back-off completes it keeps yielding for [`YIELDS_BEFORE_SLEEP`] more polls
 /// before it sleeps: a shard frees a batch of slots far sooner than a sleep returns (timer

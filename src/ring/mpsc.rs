@@ -15,7 +15,7 @@ use std::mem::MaybeUninit;
 use crossbeam_utils::CachePadded;
 
 use super::{slot_index, try_slots, AllocError, PushError, CLOSED, STEP};
-use crate::sync::{AtomicU64, Backoff, Ordering, UnsafeCell};
+use crate::sync::{asym, AtomicU64, AtomicUsize, Backoff, Ordering, UnsafeCell, WaitList};
 
 struct Slot<T> {
     stamp: AtomicU64,
@@ -27,8 +27,70 @@ pub struct Ring<T> {
     head: CachePadded<AtomicU64>,
     /// Claimed by producers (CAS); `CLOSED` set once by the consumer.
     tail: CachePadded<AtomicU64>,
+    /// Async producers waiting for room (`Bus::publish_async`), see [`Room`].
+    room: CachePadded<Room>,
     slots: Box<[Slot<T>]>,
     mask: u64,
+}
+
+/// Async producers waiting for room in a full ring: their count and their list.
+///
+/// The wake-up handshake is a store-buffering pair, as the park's:
+/// - a producer ([`Room::enter`], then a push retry): register a listener, increment
+///   `waiters` (SeqCst RMW), the heavy fence, retry the push; wait only if still full;
+/// - the consumer (after a pop batch, [`Consumer::pop_batch`]): the stamp stores, the
+///   light fence, load `waiters`; if non-zero, notify every listener.
+///
+/// One side comes first: the retry finds the freed slot, or the consumer sees the count
+/// and wakes the listener (registered before the increment).
+pub(crate) struct Room {
+    /// Producers between their registration and the end of their wait: incremented and
+    /// decremented by them, read by the consumer after each pop batch.
+    waiters: AtomicUsize,
+    /// Producers register listeners; the consumer notifies.
+    list: WaitList,
+    /// Whether the bus's fences are the membarrier pair (fixed at creation).
+    asym: bool,
+}
+
+/// A producer counted in [`Room::waiters`]; uncounted on drop (also when its future is
+/// dropped mid-wait).
+pub(crate) struct Waiting<'a>(&'a Room);
+
+impl Room {
+    /// The waiter list, to register a listener on before [`enter`](Self::enter).
+    pub(crate) fn list(&self) -> &WaitList {
+        &self.list
+    }
+
+    /// Counts the caller as waiting and makes the heavy fence; the caller then retries
+    /// its push and waits on its listener only if the ring is still full. `false` in the
+    /// guard's second field if the heavy fence could not be made (`sync::asym`): then
+    /// the caller must not sleep on the listener (poll again instead).
+    pub(crate) fn enter(&self) -> (Waiting<'_>, bool) {
+        // SeqCst RMW: the producer's store of the Dekker pair (see the type's docs).
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let fenced = asym::heavy(self.asym);
+        (Waiting(self), fenced)
+    }
+
+    /// The consumer's side, after a pop batch: wakes the waiters, if any.
+    #[inline]
+    fn wake(&self) {
+        asym::light(self.asym);
+        // Acquire: pairs with the waiter's increment (SeqCst), after its registration.
+        if self.waiters.load(Ordering::Acquire) != 0 {
+            self.list.notify_all();
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        // Relaxed: the count only decides whether the consumer notifies; a stale
+        // non-zero costs one spare notify.
+        self.0.waiters.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: values move from producer threads to the consumer thread (`T: Send`); slot
@@ -72,6 +134,11 @@ impl<T> Ring<T> {
         Ok(Self {
             head: CachePadded::new(AtomicU64::new(start)),
             tail: CachePadded::new(AtomicU64::new(start)),
+            room: CachePadded::new(Room {
+                waiters: AtomicUsize::new(0),
+                list: WaitList::new(),
+                asym: false,
+            }),
             slots,
             mask,
         })
@@ -84,6 +151,52 @@ impl<T> Ring<T> {
 
     fn span(&self) -> u64 {
         (self.mask + 1) * STEP
+    }
+
+    /// The ring with the bus's fence mode for its async waiters (SeqCst fences until
+    /// then; `true`: the membarrier
+    /// pair, which only a bus whose `asym::decide` chose it may ask for). Before the ring
+    /// is shared.
+    pub fn with_asym(mut self, asym: bool) -> Self {
+        self.room.asym = asym;
+        self
+    }
+
+    /// Pushes one value, waiting without blocking the thread while the ring is full (see
+    /// [`Room`]); returns the position it took. `may_wait` is asked once, before the
+    /// first wait: `false` gives `Full` back instead. The value is pushed within one poll;
+    /// a future dropped before that drops it unpushed.
+    pub async fn push_at_async(
+        &self,
+        mut value: T,
+        may_wait: impl FnOnce() -> bool,
+    ) -> Result<u64, PushError<T>> {
+        let mut may_wait = Some(may_wait);
+        loop {
+            match self.push_at(value) {
+                Ok(pos) => return Ok(pos),
+                Err(PushError::Full(back)) => value = back,
+                Err(e) => return Err(e),
+            }
+            if let Some(ask) = may_wait.take() {
+                if !ask() {
+                    return Err(PushError::Full(value));
+                }
+            }
+            // Register, count in, fence, retry: see `Room`.
+            crate::sync::wait_list_listen!(self.room.list() => listener);
+            let (_waiting, fenced) = self.room.enter();
+            match self.push_at(value) {
+                Ok(pos) => return Ok(pos),
+                Err(PushError::Full(back)) => value = back,
+                Err(e) => return Err(e),
+            }
+            if fenced {
+                (&mut listener).await;
+            } else {
+                crate::sync::YieldNow::new().await;
+            }
+        }
     }
 
     /// Pushes one value from any thread; never blocks.
@@ -194,6 +307,9 @@ impl Consumer {
             n += 1;
             f(value);
         }
+        if n > 0 {
+            ring.room.wake();
+        }
         n
     }
 
@@ -211,6 +327,8 @@ impl Consumer {
             // SeqCst RMW: totally ordered with every producer's CAS on `tail`.
             let prev = ring.tail.fetch_or(CLOSED, Ordering::SeqCst);
             self.limit = Some(prev & !CLOSED);
+            // Waiters retry and meet the close bit.
+            ring.room.list.notify_all();
         }
     }
 

@@ -30,6 +30,7 @@ pub(super) fn confirm_durable<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::I
     for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {
         lane.publish_durable();
     }
+    inbox.log.wait.wake();
 }
 
 impl<T> Inputs<T> {

@@ -281,6 +281,7 @@ fn confirm_pipelined<T>(inputs: &mut Inputs<T>, inbox: &crate::inbox::Inbox<T>, 
             lane.publish_durable();
         }
     }
+    inbox.log.wait.wake();
 }
 
 /// Checkpoint bookkeeping for messages handlers published onward: a safe point once

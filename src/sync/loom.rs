@@ -138,11 +138,12 @@ mod park {
     }
 }
 
-/// The slot for a stream consumer's waker (`stream.rs`): loom's `AtomicWaker` stands in
-/// for the `atomic-waker` crate's (invisible to loom), with the same `register(&Waker)`.
-pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+/// The waker slot of a publisher's lane and of a stream's consumer: loom's `AtomicWaker`, the same contract as the
+/// `atomic-waker` crate's of the normal build (a `wake` racing a `register` wakes the
+/// registered waker), modelled.
+pub(crate) struct WakerSlot(loom::future::AtomicWaker);
 
-impl AtomicWaker {
+impl WakerSlot {
     pub(crate) fn new() -> Self {
         Self(loom::future::AtomicWaker::new())
     }
@@ -153,3 +154,63 @@ impl AtomicWaker {
         self.0.wake();
     }
 }
+
+/// The loom stand-in for `event_listener::Event` with the same contract: a listener is
+/// registered when it is created, and a `notify_all` after that wakes it whether or not
+/// it has been polled. A generation counter under a loom `Mutex`: a listener remembers the
+/// generation it was created in and is ready once the generation moved on.
+pub(crate) struct WaitList(loom::sync::Mutex<(u64, Vec<std::task::Waker>)>);
+
+impl WaitList {
+    pub(crate) fn new() -> Self {
+        Self(loom::sync::Mutex::new((0, Vec::new())))
+    }
+
+    pub(crate) fn notify_all(&self) {
+        let wakers = {
+            let mut g = self.0.lock().unwrap();
+            g.0 += 1;
+            std::mem::take(&mut g.1)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// A listener registered now (see the type's docs).
+    pub(crate) fn listen(&self) -> WaitListener<'_> {
+        WaitListener {
+            list: self,
+            generation: self.0.lock().unwrap().0,
+        }
+    }
+}
+
+/// A registered listener of the loom [`WaitList`]; a future.
+pub(crate) struct WaitListener<'a> {
+    list: &'a WaitList,
+    generation: u64,
+}
+
+impl std::future::Future for WaitListener<'_> {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut g = self.list.0.lock().unwrap();
+        if g.0 != self.generation {
+            return std::task::Poll::Ready(());
+        }
+        g.1.push(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}
+
+/// `wait_list_listen!(list => name)`: see the normal build's half.
+macro_rules! wait_list_listen {
+    ($list:expr => $name:ident) => {
+        let mut $name = ::core::pin::pin!($list.listen());
+    };
+}
+pub(crate) use wait_list_listen;

@@ -24,6 +24,32 @@ pub(crate) mod asym;
 
 pub(crate) use imp::*;
 
+/// Yields to the executor once (wakes itself first): an async wait that could not make
+/// its heavy fence (`asym`, "When the heavy fence fails") polls again instead of
+/// sleeping on its listener. The same in both builds.
+pub(crate) struct YieldNow(bool);
+
+impl YieldNow {
+    pub(crate) fn new() -> Self {
+        Self(false)
+    }
+}
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// Statistics counters: always std's atomics, also under loom. They take part in no
 /// protocol (every access is `Relaxed`, final values are read after `join`), so loom
 /// need not explore their interleavings; keeping them out of the model keeps the

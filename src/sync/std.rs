@@ -65,5 +65,53 @@ pub(crate) use crossbeam_utils::Backoff;
 /// checkpoints.
 pub(crate) use crossbeam_utils::sync::{Parker, Unparker};
 
-/// The slot for a stream consumer's waker (`stream.rs`): the `atomic-waker` crate's.
-pub(crate) use atomic_waker::AtomicWaker;
+/// The waker slot of a publisher's lane (one producer waits on it, the shard wakes it)
+/// and of a stream's consumer (the stream's actor wakes it):
+/// the `atomic-waker` crate's `AtomicWaker`. Registration stores a clone of the waker
+/// and allocates nothing.
+pub(crate) struct WakerSlot(atomic_waker::AtomicWaker);
+
+impl WakerSlot {
+    pub(crate) fn new() -> Self {
+        Self(atomic_waker::AtomicWaker::new())
+    }
+
+    /// Stores `waker` (replacing an older one); a `wake` racing with it wakes it.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.0.register(waker);
+    }
+
+    /// Wakes the registered waker, if any, and empties the slot.
+    pub(crate) fn wake(&self) {
+        self.0.wake();
+    }
+}
+
+/// A list of waiting tasks (many waiters: a shard's shared ring, its durable watermark):
+/// the `event-listener` crate's `Event`. A listener is registered when it is created
+/// (`wait_list_listen!`) and a later `notify_all` wakes it even
+/// if it has not been polled yet. Listeners live in the waiting future (the crate's
+/// stack slots): registering allocates nothing; the list's shared state is allocated
+/// once, on the first listener.
+pub(crate) struct WaitList(pub(crate) event_listener::Event);
+
+impl WaitList {
+    pub(crate) fn new() -> Self {
+        Self(event_listener::Event::new())
+    }
+
+    /// Wakes every listener registered so far.
+    pub(crate) fn notify_all(&self) {
+        self.0.notify(usize::MAX);
+    }
+}
+
+/// `wait_list_listen!(list => name)`: registers a listener on the [`WaitList`] `list`,
+/// bound to `name`; `(&mut name).await` waits for a
+/// `notify_all` made after this line.
+macro_rules! wait_list_listen {
+    ($list:expr => $name:ident) => {
+        event_listener::listener!($list.0 => $name);
+    };
+}
+pub(crate) use wait_list_listen;

@@ -128,6 +128,23 @@ impl<T> Consumer<T> {
         };
         self.limit = Some(limit);
         self.cached_tail = limit;
+        // An async producer waiting for room must see the close (`poll_room` re-checks
+        // `closing`, stored above); the waker slot orders the rest.
+        self.ring.room.waker.wake();
+    }
+
+    /// After a pop batch moved `head`: wakes an async producer waiting for room. The
+    /// consumer's side of the handshake in [`RoomWaiter`]: the light fence orders the
+    /// `head` store before the flag load; when no one waits, that load is all it costs.
+    #[inline]
+    fn wake_room(&self) {
+        asym::light(self.ring.asym);
+        let room = &self.ring.room;
+        // Acquire: pairs with the producer's Release store after it registered, so the
+        // wake below finds its waker. The swap (only when set) lets one wake serve one wait.
+        if room.waiting.load(Ordering::Acquire) && room.waiting.swap(false, Ordering::AcqRel) {
+            room.waker.wake();
+        }
     }
 
     /// Whether the producer has gone and everything it pushed has been popped: the lane
@@ -181,6 +198,7 @@ impl<T> Drop for HeadGuard<'_, T> {
         // Release: the values are moved out; pairs with the producer's Acquire load in
         // `refresh_head` before it reuses these slots.
         c.ring.head.store(c.head, Ordering::Release);
+        c.wake_room();
     }
 }
 

@@ -29,7 +29,7 @@ use std::mem::MaybeUninit;
 use crossbeam_utils::CachePadded;
 
 use super::{reached, slot_index, PushError, STEP};
-use crate::sync::{asym, Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{asym, Arc, AtomicBool, AtomicU64, Ordering, UnsafeCell, WakerSlot};
 
 /// [`CloseState::limit`] before it is agreed (positions are even).
 const NO_LIMIT: u64 = u64::MAX;
@@ -42,6 +42,25 @@ struct CloseState {
     /// The position the consumer drains to ([`NO_LIMIT`] until agreed): set once, by a
     /// compare-and-swap from the consumer's `close` or from a push that saw `closing`.
     limit: AtomicU64,
+}
+
+/// An async producer's wait for room in a full ring: the waker slot and the flag the
+/// consumer checks after each pop batch (one load when no one waits).
+///
+/// The wake-up handshake is a store-buffering pair, as the park's:
+/// - producer (`Producer::poll_room`): register the waker, store `waiting`, the heavy
+///   fence, load `head` (re-check room) and `closing`; pend only if still full;
+/// - consumer (after a pop batch): store `head`, the light fence, load `waiting`; if set,
+///   clear it and wake.
+///
+/// One side comes first: the producer's re-check sees the freed room, or the consumer's
+/// load sees `waiting` and wakes the registered waker (registered before the store).
+struct RoomWaiter {
+    /// Set (Release) by the producer after registering; read after each pop batch and
+    /// swapped back by the consumer.
+    waiting: AtomicBool,
+    /// Registered by the producer (the ring's only one); woken by the consumer.
+    waker: WakerSlot,
 }
 
 pub struct Ring<T> {
@@ -61,6 +80,8 @@ pub struct Ring<T> {
     /// (Release, after the commit); read by a producer waiting in `publish_durable`
     /// (Acquire). Untouched on a memory-only bus.
     durable: CachePadded<AtomicU64>,
+    /// An async producer waiting for room (`Producer::poll_room`, `Consumer` after a pop).
+    room: CachePadded<RoomWaiter>,
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
     mask: u64,
 }
@@ -145,6 +166,10 @@ pub(crate) fn try_channel_in_mode<T>(
         asym,
         producer_gone: AtomicBool::new(false),
         durable: CachePadded::new(AtomicU64::new(start)),
+        room: CachePadded::new(RoomWaiter {
+            waiting: AtomicBool::new(false),
+            waker: WakerSlot::new(),
+        }),
         slots,
         mask: capacity as u64 - 1,
     });

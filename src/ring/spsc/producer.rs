@@ -87,6 +87,43 @@ impl<T> Producer<T> {
         }
     }
 
+    /// An async producer facing a full ring: `Ready` once a push may succeed (there is
+    /// room, or the ring is closed and the push reports it), otherwise registers
+    /// `cx`'s waker and returns `Pending`; the consumer wakes it after its next pop
+    /// batch (or its close). See [`RoomWaiter`] for the handshake.
+    pub fn poll_room(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        use std::task::Poll;
+        if self.has_room_or_closed() {
+            return Poll::Ready(());
+        }
+        let room = &self.ring.room;
+        room.waker.register(cx.waker());
+        // Release: the registration happens before a consumer's Acquire load that sees
+        // the flag, so its wake finds the waker.
+        room.waiting.store(true, Ordering::Release);
+        // The heavy side of the pair with the consumer's light fence after its `head`
+        // store (`Consumer::wake_room`): orders the flag store before the re-check below.
+        if !asym::heavy(self.ring.asym) {
+            // No barrier could be forced on the consumer's CPU (`sync::asym`): poll again
+            // rather than risk a missed wake-up.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if self.has_room_or_closed() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Whether a push would not meet `Full` now (refreshing the cached `head`).
+    fn has_room_or_closed(&mut self) -> bool {
+        if self.closed || self.free() > 0 {
+            return true;
+        }
+        self.refresh_head();
+        self.free() > 0 || self.is_closed_now()
+    }
+
     /// The position the next push takes: after a push, the position just past it.
     pub fn position(&self) -> u64 {
         self.tail
