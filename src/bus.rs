@@ -859,9 +859,10 @@ impl<T> Bus<T> {
     /// async request that waits; it sleeps until the earliest pending deadline). So a
     /// request times out the same way under tokio, async-std, smol or a plain `block_on`,
     /// as the blocking form does, and a tokio program can still wrap it in
-    /// `tokio::time::timeout` for a deadline of its own. The publish on the first poll
-    /// waits for room as `request`'s does (on the polling thread; brief unless the target's
-    /// inbox is full, and never past the timeout: [`RequestError::Full`]). Allocations: the one-shot channel, as for `request`; the
+    /// `tokio::time::timeout` for a deadline of its own. While the target's inbox is full
+    /// the publish yields to the executor and tries again (it never blocks the polling
+    /// thread), and never past the timeout: [`RequestError::Full`] gives the message back.
+    /// Allocations: the one-shot channel, as for `request`; the
     /// timer's entry for the deadline goes into an ordered map that keeps its storage, so
     /// requests one after another allocate nothing more, and many pending at once add a
     /// node per eleven or so deadlines as the map grows.
@@ -899,10 +900,38 @@ impl<T> Bus<T> {
         if current::is_shard_of(self.id) {
             return Err(RequestError::WouldDeadlock(msg));
         }
-        self.publish_until(topic, msg, deadline)?;
+        self.publish_until_async(topic, msg, deadline).await?;
         request::WaitReply::new(receiver, deadline)
             .await
             .map_err(unanswered)
+    }
+
+    /// [`publish_until`](Self::publish_until) for [`request_async`](Self::request_async):
+    /// while the inbox is full it yields to the executor (the task is woken again at once)
+    /// instead of pausing the thread, so no worker thread blocks; the deadline bounds it.
+    async fn publish_until_async(
+        &self,
+        topic: impl ToTopic,
+        mut msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), RequestError<T>> {
+        loop {
+            match push_shared(&self.shared, &topic, msg, false) {
+                Ok(()) => return Ok(()),
+                Err(TryPublishError::Full(back)) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(RequestError::Full(back));
+                    }
+                    msg = back;
+                    crate::sync::YieldNow::new().await;
+                }
+                Err(TryPublishError::Closed(m)) => return Err(RequestError::Closed(m)),
+                Err(TryPublishError::InvalidTopic(m)) => return Err(RequestError::InvalidTopic(m)),
+                Err(TryPublishError::Encode { msg, error }) => {
+                    return Err(RequestError::Encode { msg, error })
+                }
+            }
+        }
     }
 
     /// A request's publish: waits for room as [`publish`](Self::publish) does, but only
