@@ -299,10 +299,12 @@ impl<T: Send + 'static> Builder<T> {
     }
 
     /// How this bus orders a publisher's push with a shard going to sleep and with a
-    /// lane being closed. Default [`Fences::Auto`]: membarrier where the kernel offers
-    /// it (which registers the process and makes each of the bus's rare heavy fences
-    /// interrupt every CPU running a thread of the process), SeqCst fences elsewhere.
-    /// See [`Fences`] for the costs; [`Bus::fence_mode`] says what the bus got.
+    /// lane being closed. Default [`Fences::SeqCst`]: a `fence(SeqCst)` per publish, and
+    /// nothing that reaches other threads. [`Fences::Membarrier`] (or [`Fences::Auto`]:
+    /// membarrier where the kernel offers it) makes a publish cheaper at the price of
+    /// registering the process and interrupting every CPU running a thread of it at each
+    /// of the bus's rare heavy fences. See [`Fences`] for the costs and the measurements;
+    /// [`Bus::fence_mode`] says what the bus got.
     pub fn fences(mut self, fences: Fences) -> Self {
         self.host.fences = fences;
         self

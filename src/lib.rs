@@ -151,17 +151,21 @@
 //! [`ShardStats::core`] shows where each shard ended up. With a spinning
 //! [`WaitStrategy`], give the bus no more shards than cores it may keep busy.
 //!
-//! **Fences.** By default ([`Fences::Auto`]) a bus on Linux registers the process for
-//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (once; it cannot be undone), so that a
-//! publish pays only a compiler fence. The price is paid by the whole process: each time
-//! a shard of such a bus is about to park, and each time one of its lanes closes, every
-//! CPU running a thread of the process at that moment (the application's threads too)
-//! takes an inter-processor interrupt, a few microseconds each (more in a virtual
-//! machine). [`Fences::SeqCst`] avoids that at a `fence(SeqCst)` per publish;
-//! [`Bus::fence_mode`] says what a bus got, and the environment variable
-//! `SHARDBUS_NO_MEMBARRIER`, set at `build()`, forces SeqCst fences as an operator's
-//! override. Where membarrier is unavailable, `Auto` falls back to SeqCst fences; a heavy
-//! fence that fails at run time falls back too, and never aborts the process.
+//! **Fences.** By default ([`Fences::SeqCst`]) a publish pays a `fence(SeqCst)` and nothing
+//! the bus does reaches other threads. [`Fences::Membarrier`] (or [`Fences::Auto`]: where
+//! the kernel offers it) makes a publish pay only a compiler fence, by registering the
+//! process for `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` (once; it cannot be undone).
+//! The price is paid by the whole process: each time a shard of such a bus is about to
+//! park, and each time one of its lanes closes, every CPU running a thread of the process
+//! at that moment (the application's threads too) takes an inter-processor interrupt, a
+//! few microseconds each (more in a virtual machine), and a lightly loaded shard rarely
+//! gets to sleep. Measured (`docs/benchmarks.md`, "Fences"): membarrier moves about 1.3×
+//! the messages a second at saturation, and costs the serving shard 1.8–3× the CPU at
+//! light load for the same latency; hence the default. [`Bus::fence_mode`] says what a
+//! bus got, and the environment variable `SHARDBUS_NO_MEMBARRIER`, set at `build()`,
+//! forces SeqCst fences as an operator's override. Where membarrier is unavailable,
+//! `Auto` falls back to SeqCst fences; a heavy fence that fails at run time falls back
+//! too, and never aborts the process.
 
 //!
 //! # Persistence

@@ -55,7 +55,7 @@ pub struct RunOpts {
     /// Default `None`: memory-only.
     pub persist: Option<crate::persist::PersistOpts>,
     /// [`runner`](crate::runner) only: the shardbus bus's fences. Default: shardbus's default,
-    /// [`Fences::Auto`](shardbus::Fences::Auto).
+    /// [`Fences::SeqCst`](shardbus::Fences::SeqCst).
     pub fences: shardbus::Fences,
 }
 

@@ -91,13 +91,13 @@ pub(crate) fn next_bus_id() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The fences a bus built now with the default [`Fences::Auto`](crate::Fences) gets:
-/// `"membarrier"` or `"seqcst-fence"` (registers the process for membarrier if it can,
-/// as building such a bus would). For benchmark reports; a bus's own is
+/// The fences a bus built now with the default [`Fences`](crate::Fences) gets:
+/// `"membarrier"` or `"seqcst-fence"` (registers the process for membarrier if the
+/// default asks for it and it can, as building such a bus would). For benchmark reports; a bus's own is
 /// [`Bus::fence_mode`](crate::Bus::fence_mode).
 #[doc(hidden)]
 pub fn __fence_mode() -> &'static str {
-    asym::decide(crate::Fences::Auto)
+    asym::decide(crate::Fences::default())
         .unwrap_or(crate::FenceMode::SeqCst)
         .as_str()
 }

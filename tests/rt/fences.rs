@@ -139,24 +139,24 @@ fn auto_falls_back_to_what_the_kernel_offers() {
     delivers_exactly_once(Fences::Auto, want);
 }
 
-/// The default is `Auto`; two buses of one process may differ.
+/// The default is `SeqCst`; two buses of one process may differ.
 #[test]
-fn default_is_auto_and_buses_differ() {
+fn default_is_seqcst_and_buses_differ() {
     let want = membarrier_here().unwrap_or(FenceMode::SeqCst);
+    let default = Bus::<u32>::builder()
+        .shards(1)
+        .pin_threads(false)
+        .build()
+        .unwrap();
     let auto = Bus::<u32>::builder()
         .shards(1)
         .pin_threads(false)
+        .fences(Fences::Auto)
         .build()
         .unwrap();
-    let seqcst = Bus::<u32>::builder()
-        .shards(1)
-        .pin_threads(false)
-        .fences(Fences::SeqCst)
-        .build()
-        .unwrap();
+    assert_eq!(default.fence_mode(), FenceMode::SeqCst);
     assert_eq!(auto.fence_mode(), want);
-    assert_eq!(seqcst.fence_mode(), FenceMode::SeqCst);
     assert_eq!(FenceMode::Membarrier.to_string(), "membarrier");
     assert_eq!(FenceMode::SeqCst.as_str(), "seqcst-fence");
-    drop((auto.shutdown(), seqcst.shutdown()));
+    drop((auto.shutdown(), default.shutdown()));
 }
