@@ -161,7 +161,7 @@ impl<T: Send + 'static> Builder<T> {
     }
 
     /// The most messages that may wait in one shard's overflow queue: what its handlers
-    /// published with [`Context::publish`] to other shards whose lanes were full. Past it,
+    /// published with [`Context::publish`](crate::Context::publish) to other shards whose lanes were full. Past it,
     /// `Context::publish` returns [`PublishError::Full`](crate::PublishError::Full) with
     /// the message (counted in [`ShardStats::overflow_refused`](crate::ShardStats)), so a
     /// shard never blocks and its memory stays bounded. With 0 there is no overflow
