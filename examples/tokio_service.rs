@@ -5,12 +5,13 @@
 //!   `Desk::Quote` through the `Reply` the message carries (and, for an item it does not
 //!   price, does not answer: the requester gets `NoReply` at once); topic `orders` is the
 //!   execution actor, which fills each order and publishes the fill to the other bus.
-//! - `fills` (`Bus<Fill>`): the fills, forwarded to a tokio channel that the consumer task
-//!   reads.
+//! - `fills` (`Bus<Fill>`): the fills, which the consumer task reads as a subscriber stream
+//!   (`subscribe_stream`, `recv_async`). Traders place orders with `publish_async`, which
+//!   awaits room without blocking a worker thread.
 //!
 //! Shutting down: the desk bus first (its actors finish every accepted order, and the
 //! execution actor's handle on the fills bus is dropped with it), then the fills bus (its
-//! forwarder is dropped, which closes the consumer's channel and ends the task).
+//! shutdown ends the consumer's stream after the last fill, and the task with it).
 //!
 //! Run with `cargo run --example tokio_service`.
 
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardbus::{Bus, Context, Reply, RequestError};
-use tokio::sync::mpsc;
 
 /// A price quote, in cents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +90,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     }
 
-    // The consumer's feed of fills.
-    let (fill_tx, mut fill_rx) = mpsc::unbounded_channel();
-    fills.subscribe("fills", move |_: &mut Context<'_, Fill>, fill: &Fill| {
-        let _ = fill_tx.send(fill.clone());
-    })?;
+    // The consumer's feed of fills: a subscriber stream (the shard never waits for it).
+    let mut fill_rx = fills.subscribe_stream("fills", 64)?;
     let consumer = tokio::spawn(async move {
         let mut total = 0;
         let mut count = 0;
-        while let Some(fill) = fill_rx.recv().await {
+        while let Some(fill) = fill_rx.recv_async().await {
             println!(
                 "fill: order {} of {} x {} for {} cents",
                 fill.order, fill.qty, fill.item, fill.total_cents
@@ -141,7 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     quote,
                     qty: i as u64 + 1,
                 };
-                desk.publish("orders", order).expect("the desk is open");
+                // Awaits room in the desk's inbox without blocking a worker thread.
+                desk.publish_async("orders", order)
+                    .await
+                    .expect("the desk is open");
                 true
             })
         })
@@ -153,7 +153,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{placed} orders placed");
 
     // Shut down: the desk first (every accepted order is filled), then the fills bus,
-    // whose forwarder's drop ends the consumer. Blocking calls go to a blocking thread.
+    // whose shutdown ends the consumer's stream. Blocking calls go to a blocking thread.
     let desk = Arc::try_unwrap(desk).map_err(|_| "a trader still holds the desk")?;
     let desk_stats = tokio::task::spawn_blocking(move || desk.shutdown()).await?;
     let fills = Arc::try_unwrap(fills).map_err(|_| "the desk still holds the fills bus")?;
