@@ -136,6 +136,24 @@ mod on {
             help: "The largest queue depth sampled.",
             read: |c| c.high_water,
         },
+        Exported {
+            name: "shardbus_overflow_depth",
+            kind: Kind::Gauge,
+            help: "Messages actors published to other shards waiting in the overflow queue.",
+            read: |c| c.overflow_depth,
+        },
+        Exported {
+            name: "shardbus_overflow_peak",
+            kind: Kind::Gauge,
+            help: "The deepest the overflow queue has been.",
+            read: |c| c.overflow_peak,
+        },
+        Exported {
+            name: "shardbus_overflow_refused_total",
+            kind: Kind::Counter,
+            help: "Actors' publishes refused past the overflow limit (given back as Full).",
+            read: |c| c.overflow_refused,
+        },
     ];
 
     const LOG_APPENDED: &str = "shardbus_log_appended_bytes_total";
