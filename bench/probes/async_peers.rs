@@ -8,7 +8,11 @@
 //!    `mpsc` of `(u64, oneshot::Sender<u64>)`), ractor's `call` and kameo's `ask`;
 //! 3. a subscriber stream (`MessageStream::recv_async`) against `tokio::sync::broadcast` with
 //!    one receiver, a producer thread publishing;
-//! 4. heap allocations per message on each shardbus path (a counting global allocator, on
+//! 4. where shardbus's own time goes, not peers: the same async publish with
+//!    `Fences::Membarrier`, the same bus fed by plain threads through the blocking
+//!    `publish`, and the floor of a round trip to another OS thread (a tokio task hands the
+//!    request to a busy-polling thread that answers through a tokio oneshot);
+//! 5. heap allocations per message on each shardbus path (a counting global allocator, on
 //!    all threads, counting only while a run measures: the bus's build and subscriptions are
 //!    left out, and so are the stream run's closing `flush` and `close`; spawning the tasks
 //!    and the producer thread, and a publisher's first lane, are in).
@@ -33,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use shardbus::{Bus, Context, Publisher, Reply, WaitStrategy};
+use shardbus::{Bus, Context, Fences, Publisher, Reply, WaitStrategy};
 use shardbus_bench::report::Machine;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
@@ -176,10 +180,22 @@ fn runtime() -> Runtime {
 // ---- 1. async publish, `tasks` → 1 consumer -------------------------------------------------
 
 fn publish_shardbus(rt: &Runtime, tasks: usize, n: u64, cap: usize, allocs: bool) -> Run {
+    publish_shardbus_with(rt, tasks, n, cap, allocs, Fences::default())
+}
+
+fn publish_shardbus_with(
+    rt: &Runtime,
+    tasks: usize,
+    n: u64,
+    cap: usize,
+    allocs: bool,
+    fences: Fences,
+) -> Run {
     let bus = Bus::<Msg>::builder()
         .shards(1)
         .capacity(cap)
         .lane_capacity(cap)
+        .fences(fences)
         .build()
         .expect("bus builds");
     let counted = Arc::new(AtomicU64::new(0));
@@ -227,6 +243,46 @@ fn publish_shardbus(rt: &Runtime, tasks: usize, n: u64, cap: usize, allocs: bool
         elapsed,
         received: counted.load(Ordering::Relaxed),
         allocations,
+    }
+}
+
+/// Where the async publish's time goes: the same bus fed by `tasks` plain threads calling the
+/// blocking `Publisher::publish` (no runtime, no future), to the same counting handler.
+fn publish_sync_floor(tasks: usize, n: u64, cap: usize) -> Run {
+    let bus = Bus::<Msg>::builder()
+        .shards(1)
+        .capacity(cap)
+        .lane_capacity(cap)
+        .build()
+        .expect("bus builds");
+    let counted = Arc::new(AtomicU64::new(0));
+    let count = counted.clone();
+    bus.subscribe("bench", move |_: &mut Context<'_, Msg>, m: &Msg| {
+        black_box(m);
+        count.fetch_add(1, Ordering::Relaxed);
+    })
+    .expect("subscribes");
+    let topic = bus.topic("bench").expect("topic");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for i in 0..tasks {
+            let mut publisher = bus.publisher();
+            scope.spawn(move || {
+                for seq in share(n, tasks, i) {
+                    publisher
+                        .publish(topic, (i as u64, seq))
+                        .expect("published");
+                }
+            });
+        }
+    });
+    bus.flush().expect("flushed");
+    let elapsed = start.elapsed();
+    assert_eq!(bus.shutdown().handled(), n, "shardbus handled");
+    Run {
+        elapsed,
+        received: counted.load(Ordering::Relaxed),
+        allocations: 0,
     }
 }
 
@@ -450,6 +506,33 @@ fn request_tokio_actor(rt: &Runtime, r: u64, cap: usize) -> Latency {
             answer.await.expect("answered")
         }
     })
+}
+
+/// The floor of a round trip that crosses to another OS thread, as a shard's does: a tokio
+/// task hands `(x, oneshot sender)` to a plain thread that busy-polls a channel and answers
+/// `x + 1` through the oneshot, waking the task. No bus, no dispatch.
+fn request_thread_floor(rt: &Runtime, r: u64) -> Latency {
+    use tokio::sync::oneshot;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, oneshot::Sender<u64>)>(1);
+    let server = std::thread::spawn(move || loop {
+        match rx.try_recv() {
+            Ok((x, reply)) => {
+                let _ = reply.send(x + 1);
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+        }
+    });
+    let out = round_trips(rt, r, false, move |x| {
+        let tx = tx.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            tx.send((x, reply)).expect("server runs");
+            answer.await.expect("answered")
+        }
+    });
+    server.join().expect("server thread");
+    out
 }
 
 mod ractor_peer {
@@ -767,6 +850,16 @@ fn main() {
         .map(|_| names.iter().map(|&name| rates(name)).collect())
         .collect();
     let mut stream = vec![rates("shardbus stream"), rates("tokio broadcast")];
+    // Not peers: where shardbus's own time goes (same bus, other paths).
+    let mut floors: Vec<Vec<Rates>> = [1, 4]
+        .iter()
+        .map(|_| {
+            vec![
+                rates("shardbus publish_async, Fences::Membarrier"),
+                rates("shardbus blocking publish from threads (no runtime)"),
+            ]
+        })
+        .collect();
     let lat = |name| Quantiles {
         name,
         runs: Vec::new(),
@@ -778,6 +871,7 @@ fn main() {
         lat("ractor call"),
         lat("kameo ask"),
     ];
+    let mut request_floor = vec![lat("floor: tokio task → spinning thread → oneshot")];
     for rep in 1..=reps {
         for (t, &tasks) in [1, 4].iter().enumerate() {
             eprintln!("rep {rep}/{reps}: async publish, {tasks} task(s)");
@@ -787,6 +881,10 @@ fn main() {
             row[2].push(&publish_flume(&rt, tasks, n, cap), n);
             row[3].push(&publish_kanal(&rt, tasks, n, cap), n);
             row[4].push(&publish_async_channel(&rt, tasks, n, cap), n);
+            let floor = &mut floors[t];
+            let membarrier = publish_shardbus_with(&rt, tasks, n, cap, false, Fences::Membarrier);
+            floor[0].push(&membarrier, n);
+            floor[1].push(&publish_sync_floor(tasks, n, cap), n);
         }
         eprintln!("rep {rep}/{reps}: request-reply");
         request[0].push(&request_shardbus(&rt, WaitStrategy::BusySpin, r, false), r);
@@ -794,6 +892,7 @@ fn main() {
         request[2].push(&request_tokio_actor(&rt, r, cap), r);
         request[3].push(&request_ractor(&rt, r), r);
         request[4].push(&request_kameo(&rt, r), r);
+        request_floor[0].push(&request_thread_floor(&rt, r), r);
         eprintln!("rep {rep}/{reps}: stream");
         stream[0].push(&stream_shardbus(&rt, n, cap, false), n);
         stream[1].push(&stream_broadcast(&rt, n, cap), n);
@@ -820,10 +919,27 @@ fn main() {
             q.cell(2)
         );
     }
+    for q in &request_floor {
+        println!(
+            "| {} | {} | {} | {} |",
+            q.name,
+            q.cell(0),
+            q.cell(1),
+            q.cell(2)
+        );
+    }
     println!(
         "verified: every run had {r} answers, each x + 1 ({} runners × {reps} runs)",
-        request.len()
+        request.len() + request_floor.len()
     );
+    for (t, tasks) in [1, 4].iter().enumerate() {
+        println!("\n### where the async publish's time goes: {tasks} task(s)/thread(s) → 1 shard");
+        println!("| runner | M msgs/s |");
+        println!("|---|---:|");
+        for row in &floors[t] {
+            println!("| {} | {} |", row.name, row.cell());
+        }
+    }
 
     rate_table(
         &format!(
