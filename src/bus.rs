@@ -916,21 +916,11 @@ impl<T> Bus<T> {
         deadline: Option<Instant>,
     ) -> Result<(), RequestError<T>> {
         loop {
-            match push_shared(&self.shared, &topic, msg, false) {
-                Ok(()) => return Ok(()),
-                Err(TryPublishError::Full(back)) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(RequestError::Full(back));
-                    }
-                    msg = back;
-                    crate::sync::YieldNow::new().await;
-                }
-                Err(TryPublishError::Closed(m)) => return Err(RequestError::Closed(m)),
-                Err(TryPublishError::InvalidTopic(m)) => return Err(RequestError::InvalidTopic(m)),
-                Err(TryPublishError::Encode { msg, error }) => {
-                    return Err(RequestError::Encode { msg, error })
-                }
+            match self.try_request_push(&topic, msg, deadline)? {
+                None => return Ok(()),
+                Some(back) => msg = back,
             }
+            crate::sync::YieldNow::new().await;
         }
     }
 
@@ -946,21 +936,34 @@ impl<T> Bus<T> {
     ) -> Result<(), RequestError<T>> {
         let backoff = Backoff::new();
         loop {
-            match push_shared(&self.shared, &topic, msg, false) {
-                Ok(()) => return Ok(()),
-                Err(TryPublishError::Full(back)) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(RequestError::Full(back));
-                    }
-                    msg = back;
-                    publisher_pause(&backoff);
-                }
-                Err(TryPublishError::Closed(m)) => return Err(RequestError::Closed(m)),
-                Err(TryPublishError::InvalidTopic(m)) => return Err(RequestError::InvalidTopic(m)),
-                Err(TryPublishError::Encode { msg, error }) => {
-                    return Err(RequestError::Encode { msg, error })
+            match self.try_request_push(&topic, msg, deadline)? {
+                None => return Ok(()),
+                Some(back) => msg = back,
+            }
+            publisher_pause(&backoff);
+        }
+    }
+
+    /// One try of a request's publish: `None` once pushed, `Some(msg)` back to try again
+    /// (the inbox was full and `deadline` has not passed), or the request's error.
+    fn try_request_push(
+        &self,
+        topic: &impl ToTopic,
+        msg: T,
+        deadline: Option<Instant>,
+    ) -> Result<Option<T>, RequestError<T>> {
+        match push_shared(&self.shared, topic, msg, false) {
+            Ok(()) => Ok(None),
+            Err(TryPublishError::Full(back)) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    Err(RequestError::Full(back))
+                } else {
+                    Ok(Some(back))
                 }
             }
+            Err(TryPublishError::Closed(m)) => Err(RequestError::Closed(m)),
+            Err(TryPublishError::InvalidTopic(m)) => Err(RequestError::InvalidTopic(m)),
+            Err(TryPublishError::Encode { msg, error }) => Err(RequestError::Encode { msg, error }),
         }
     }
 }
