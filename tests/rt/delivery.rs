@@ -198,7 +198,7 @@ fn run_publishers(bus: &Bus<Msg>, load: &Arc<Load>) {
     });
 }
 
-/// The acceptance test: 1,000,000 messages, 4 publisher threads with their own
+/// The acceptance test: 1,000,000 messages, 4 publisher threads with their own
 /// `Publisher`, 1,000 topics on 4 shards (oversubscribed on a 2-core machine).
 #[test]
 fn one_million_messages_exactly_once_in_order() {
