@@ -13,8 +13,9 @@ pub(crate) fn crc32c_3(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the caller owns the three slices and `crc3_sse42` only reads them;
-            // its one requirement, SSE 4.2, the CPU was just found to support.
+            // `crc3_sse42` only reads the slices; its one requirement, SSE 4.2, the CPU
+            // was just found to support.
+            // SAFETY: the caller owns the three slices, which are only read (as just said).
             return unsafe { crc3_sse42(a, b, c) };
         }
     }
@@ -48,8 +49,8 @@ unsafe fn crc3_sse42(a: &[u8], b: &[u8], c: &[u8]) -> [u32; 3] {
             z = _mm_crc32_u64(z, word(wc));
         }
     }
-    // SAFETY: `finish` touches only its arguments and needs SSE 4.2, which is enabled for
-    // this function (its caller checked the CPU).
+    // `finish` needs SSE 4.2, which is enabled for this function (its caller checked the CPU).
+    // SAFETY: `finish` touches only its arguments, owned by this call (borrowed slices).
     unsafe { [finish(x, &a[n..]), finish(y, &b[n..]), finish(z, &c[n..])] }
 }
 
@@ -70,8 +71,8 @@ unsafe fn finish(mut crc: u64, rest: &[u8]) -> u32 {
         crc = unsafe { _mm_crc32_u64(crc, word(w)) };
     }
     for &byte in tail {
-        // SAFETY: the intrinsic touches only its arguments and needs SSE 4.2, which is
-        // enabled for this function (its caller checked the CPU).
+        // The intrinsic needs SSE 4.2, enabled for this function (its caller checked the CPU).
+        // SAFETY: it touches only its arguments, values owned by this call.
         crc = u64::from(unsafe { _mm_crc32_u8(crc as u32, byte) });
     }
     !(crc as u32)

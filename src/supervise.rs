@@ -210,10 +210,10 @@ impl<V> Guarded<V> {
         catch_unwind(AssertUnwindSafe(|| {
             f(value);
             *live = false;
-            // SAFETY: the `Guarded` owns `value` and this is its one drop: `live` was true
-            // (no drop before) and is now false, so neither `drop_now` nor this method
-            // runs it again, even if the drop panics part way (its drop glue finishes
-            // unwinding the value's fields; the value is gone either way).
+            // `live` was true (no drop before) and is now false, so neither `drop_now` nor
+            // this method runs it again, even if the drop panics part way (its drop glue
+            // finishes unwinding the value's fields; the value is gone either way).
+            // SAFETY: the `Guarded` owns `value`, and this is its one drop (as just said).
             unsafe { ManuallyDrop::drop(value) }
         }))
         .map_err(|payload| {
@@ -231,8 +231,9 @@ impl<V> Guarded<V> {
         if !std::mem::take(&mut self.live) {
             return Ok(());
         }
-        // SAFETY: the `Guarded` owns `value`, which is alive (`live` was true) and is
-        // taken out once: `live` is now false, so nothing reads or drops it again.
+        // `live` was true, so the value is alive; it is now false, so nothing reads or
+        // drops the value again.
+        // SAFETY: the `Guarded` owns `value` and takes it out once (as just said).
         let value = unsafe { ManuallyDrop::take(&mut self.value) };
         drop_guarded(value)
     }
