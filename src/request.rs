@@ -25,6 +25,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::codec::EncodeError;
+use crate::error::{debug_encode, PublishError};
 use crate::sync::plain::{spawn_named, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The handle a request's message carries, to send its one answer back.
@@ -321,6 +323,126 @@ impl Timer {
         }
     }
 }
+
+/// The error of a request ([`Bus::request`](crate::Bus::request),
+/// [`Bus::request_async`](crate::Bus::request_async)): no answer came, and why. The
+/// variants that say the message was not accepted give it back (its [`Reply`](crate::Reply)
+/// inside can no longer be answered).
+#[derive(PartialEq, Eq, Clone)]
+#[non_exhaustive]
+pub enum RequestError<T> {
+    /// The message was accepted, but no answer came before the timeout. Its handler may
+    /// still run; its [`Reply::send`](crate::Reply::send) then gives the value back.
+    TimedOut,
+    /// The message was accepted, but its [`Reply`](crate::Reply) was dropped unanswered:
+    /// the handler panicked or returned without answering, the message was dead-lettered
+    /// (no subscriber), or it was dropped at a deadline shutdown. Reported as soon as the
+    /// `Reply` is dropped, not at the timeout.
+    NoReply,
+    /// The bus is shutting down or has shut down; the message was not accepted.
+    Closed(T),
+    /// The target's inbox stayed full until the timeout; the message was not accepted.
+    Full(T),
+    /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    InvalidTopic(T),
+    /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
+    /// accepted. See [`PublishError::Encode`].
+    Encode {
+        /// The message.
+        msg: T,
+        /// What the codec said.
+        error: EncodeError,
+    },
+    /// The request was made (or its future polled) on a shard thread of the same bus, from
+    /// a handler: the wait for the answer would hold up that shard, which the answer may
+    /// need. The message was not published. A handler sends a message that carries a
+    /// [`Reply`](crate::Reply) with [`Context::publish`](crate::Context::publish) and
+    /// moves the receiving side elsewhere, or answers through another channel.
+    WouldDeadlock(T),
+}
+
+impl<T> RequestError<T> {
+    /// Takes the message back, if it was not accepted.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            Self::Closed(t) | Self::Full(t) | Self::InvalidTopic(t) | Self::WouldDeadlock(t) => {
+                Some(t)
+            }
+            Self::Encode { msg, .. } => Some(msg),
+            Self::TimedOut | Self::NoReply => None,
+        }
+    }
+
+    /// Whether the timeout passed without an answer.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, Self::TimedOut)
+    }
+
+    /// Whether the reply handle was dropped unanswered.
+    pub fn is_no_reply(&self) -> bool {
+        matches!(self, Self::NoReply)
+    }
+
+    /// Whether the bus was closed and the message was not accepted.
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed(_))
+    }
+
+    /// Whether the target's inbox stayed full until the timeout.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full(_))
+    }
+
+    /// Whether the request was refused because it was made from a handler on one of the
+    /// bus's own shard threads.
+    pub fn is_would_deadlock(&self) -> bool {
+        matches!(self, Self::WouldDeadlock(_))
+    }
+}
+
+impl<T> From<PublishError<T>> for RequestError<T> {
+    fn from(e: PublishError<T>) -> Self {
+        match e {
+            PublishError::Closed(t) => Self::Closed(t),
+            PublishError::InvalidTopic(t) => Self::InvalidTopic(t),
+            PublishError::Encode { msg, error } => Self::Encode { msg, error },
+            PublishError::WouldDeadlock(t) => Self::WouldDeadlock(t),
+            PublishError::Full(t) => Self::Full(t),
+        }
+    }
+}
+
+impl<T> fmt::Debug for RequestError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut => f.write_str("TimedOut"),
+            Self::NoReply => f.write_str("NoReply"),
+            Self::Closed(_) => f.write_str("Closed(..)"),
+            Self::Full(_) => f.write_str("Full(..)"),
+            Self::InvalidTopic(_) => f.write_str("InvalidTopic(..)"),
+            Self::Encode { error, .. } => debug_encode(f, error),
+            Self::WouldDeadlock(_) => f.write_str("WouldDeadlock(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for RequestError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut => f.write_str("no reply before the request's timeout"),
+            Self::NoReply => f.write_str("the reply handle was dropped without a reply"),
+            Self::Closed(_) => f.write_str("requesting on a closed bus"),
+            Self::Full(_) => f.write_str("the target's inbox stayed full until the timeout"),
+            Self::InvalidTopic(_) => f.write_str("invalid topic name"),
+            Self::Encode { error, .. } => write!(f, "the message does not encode: {error}"),
+            Self::WouldDeadlock(_) => f.write_str(
+                "a request from a handler on one of the bus's own shards would deadlock",
+            ),
+        }
+    }
+}
+
+impl<T> std::error::Error for RequestError<T> {}
 
 #[cfg(test)]
 mod tests {
