@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use core_affinity::CoreId;
 
-use crate::verify::{Checker, Verdict};
-use crate::workload::WorkloadError;
+use crate::verify::{Checker, Consume, Verdict};
+use crate::workload::{Sampling, WorkloadError};
 
 /// Runs `$f::<N>(args)` with `N` = the workload's payload size.
 macro_rules! by_payload {
@@ -57,6 +57,10 @@ pub struct RunOpts {
     /// [`runner`](crate::runner) only: the shardbus bus's fences. Default: shardbus's default,
     /// [`Fences::SeqCst`](shardbus::Fences::SeqCst).
     pub fences: shardbus::Fences,
+    /// What every runner's consumer does per message: the exactly-once checker (default) or
+    /// only a count and a checksum ([`Consume`]). Under `Checksum` no message is stamped for
+    /// latency (see [`RunOpts::sampling`]).
+    pub consume: Consume,
 }
 
 impl Default for RunOpts {
@@ -71,6 +75,7 @@ impl Default for RunOpts {
             batch: 0,
             persist: None,
             fences: shardbus::Fences::default(),
+            consume: Consume::Verify,
         }
     }
 }
@@ -176,6 +181,15 @@ impl From<shardbus::Error> for Error {
 }
 
 impl RunOpts {
+    /// The latency sampling of a run: every [`RunOpts::sample_every`]-th message, or none under
+    /// [`Consume::Checksum`] (its consumers read no clock, so its producers stamp nothing).
+    pub fn sampling(&self) -> Sampling {
+        match self.consume {
+            Consume::Verify => Sampling::new(self.sample_every),
+            Consume::Checksum => Sampling::new(0),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.capacity == 0 {
             return Err(Error::Opts("capacity must be at least 1"));

@@ -53,7 +53,7 @@ mod workload;
 
 pub use harness::{Error, RunOpts, RunResult};
 pub use peers::{crossbeam_router, disruptor, floor, seed};
-pub use verify::{Checker, Verdict};
+pub use verify::{checksum_term, Checker, Consume, Verdict};
 pub use workload::{
     topic_name, BenchMsg, Distribution, Expected, Plan, Publisher, Sampling, Workload,
     WorkloadError, PAYLOADS,

@@ -1,14 +1,66 @@
 //! Handler-side verification: a [`Checker`] per handler thread records exactly-once, per-stream
-//! order and sampled latency; the checkers of a run merge into one [`Verdict`].
+//! order and sampled latency; the checkers of a run merge into one [`Verdict`]. With
+//! [`Consume::Checksum`] a checker only counts and sums what it handles, and the verdict compares
+//! each checker's count and sum with the plan's.
 
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 use crate::workload::{BenchMsg, Expected, Sampling};
 
 /// Marks a topic that this checker does not own in [`Checker::slots`].
 const NOT_OWNED: u32 = u32::MAX;
+
+/// What every runner's consumer does with each message.
+///
+/// [`Consume::Verify`] runs the exactly-once checker, which costs more per message than the
+/// fastest hand-offs and so caps every runner near the same figure; [`Consume::Checksum`] only
+/// adds each message to a count and a sum, checked against the plan at the end, so a run shows
+/// what each runtime costs by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consume {
+    /// Exactly once, per-(producer, topic) order, sampled latency ([`Checker::record`]).
+    #[default]
+    Verify,
+    /// A count and a wrapping sum of [`checksum_term`] only; no order or duplicate check, no
+    /// latency samples. A wrong count or sum (per checker, so a misroute shows too) fails the run.
+    Checksum,
+}
+
+impl Consume {
+    /// How `shardbus bench` and the reports name it: `verify` or `checksum`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Verify => "verify",
+            Self::Checksum => "checksum",
+        }
+    }
+}
+
+/// What [`Consume::Checksum`] adds to its sum for `msg`: the sequence number plus the topic
+/// shifted by 32 bits plus the producer shifted by 48, wrapping. Linear in `seq`, so the sum a
+/// (producer, topic) stream of `c` messages must give is known in closed form.
+#[inline(always)]
+pub fn checksum_term<const N: usize>(msg: &BenchMsg<N>) -> u64 {
+    msg.seq
+        .wrapping_add(u64::from(msg.topic) << 32)
+        .wrapping_add(u64::from(msg.producer) << 48)
+}
+
+/// The wrapping sum of [`checksum_term`] over a stream of `count` messages (seq `0..count`).
+fn stream_checksum(producer: usize, topic: u32, count: u64) -> u64 {
+    // count * (count - 1) / 2 modulo 2^64: halve the even factor first.
+    let triangle = if count % 2 == 0 {
+        (count / 2).wrapping_mul(count.wrapping_sub(1))
+    } else {
+        count.wrapping_mul((count - 1) / 2)
+    };
+    let fixed = (u64::from(topic) << 32).wrapping_add((producer as u64) << 48);
+    triangle.wrapping_add(count.wrapping_mul(fixed))
+}
 
 /// One handler thread's record of what it handled.
 ///
@@ -37,6 +89,12 @@ pub struct Checker {
     /// Publish → handler-entry latencies (ns) of sampled messages; a histogram is built at merge.
     samples: Vec<u64>,
     done_at: Option<Instant>,
+    /// [`Consume::Checksum`]: `record` only counts and adds to `sum`.
+    checksum_only: bool,
+    /// Wrapping sum of [`checksum_term`] over the handled messages (checksum mode only).
+    sum: u64,
+    /// What `sum` must be once the owned topics' planned messages were all handled.
+    expected_sum: u64,
 }
 
 /// The messages of one (producer, topic) pair.
@@ -76,6 +134,7 @@ impl Checker {
         let mut streams = Vec::with_capacity(owned.len() * producers);
         let mut words = 0;
         let mut total = 0;
+        let mut expected_sum = 0u64;
         for (local, &t) in owned.iter().enumerate() {
             // Cannot truncate: there are at most u32::MAX topics.
             slots[(t - first) as usize] = local as u32;
@@ -89,6 +148,7 @@ impl Checker {
                 });
                 words += count.div_ceil(64) as usize;
                 total += count;
+                expected_sum = expected_sum.wrapping_add(stream_checksum(p, t, count));
             }
         }
         let samples = match sampling.every() {
@@ -109,6 +169,29 @@ impl Checker {
             unexpected: 0,
             samples: Vec::with_capacity(samples as usize),
             done_at: None,
+            checksum_only: false,
+            sum: 0,
+            expected_sum,
+        }
+    }
+
+    /// Switches this checker to `consume` (call it before the run). [`Consume::Checksum`] frees
+    /// the bitset and the latency buffer: [`Checker::record`] then only counts and sums.
+    pub fn consuming(mut self, consume: Consume) -> Self {
+        self.checksum_only = consume == Consume::Checksum;
+        if self.checksum_only {
+            self.seen = Vec::new();
+            self.samples = Vec::new();
+        }
+        self
+    }
+
+    /// Whether this checker only counts and sums ([`Consume::Checksum`]).
+    pub fn consume(&self) -> Consume {
+        if self.checksum_only {
+            Consume::Checksum
+        } else {
+            Consume::Verify
         }
     }
 
@@ -121,8 +204,17 @@ impl Checker {
     /// Records one handled message; call it first thing in the handler. Always inlined, so
     /// every runner's handler pays the same for it whatever the compiler's unit layout (left
     /// to `#[inline]`, it was inlined or called depending on how the crate was split).
+    ///
+    /// With [`Consume::Checksum`] it adds [`checksum_term`] to a sum and counts, nothing else
+    /// (one predictable branch ahead of the verifying path).
     #[inline(always)]
     pub fn record<const N: usize>(&mut self, msg: &BenchMsg<N>) {
+        if self.checksum_only {
+            self.sum = self.sum.wrapping_add(checksum_term(msg));
+            self.handled += 1;
+            self.finish_if_done();
+            return;
+        }
         if msg.sent_at != 0 {
             let now = self.sampling.now_ns();
             self.samples.push(now.saturating_sub(msg.sent_at));
@@ -208,8 +300,14 @@ pub struct Verdict {
     /// Messages with an id the plan does not contain, or handled by a checker that does not own
     /// their topic (a misroute).
     pub unexpected: u64,
-    /// Sampled publish → handler-entry latency in ns (see [`Sampling`]).
+    /// Sampled publish → handler-entry latency in ns (see [`Sampling`]); empty under
+    /// [`Consume::Checksum`].
     pub latency: Histogram<u64>,
+    /// What the consumers did: under [`Consume::Checksum`] only `handled`, `missing`,
+    /// `unexpected` (handled beyond the plan) and `checksum_mismatches` are measured.
+    pub consume: Consume,
+    /// [`Consume::Checksum`]: checkers whose count or sum differed from the plan's.
+    pub checksum_mismatches: u64,
 }
 
 impl Verdict {
@@ -222,8 +320,19 @@ impl Verdict {
             order_violations: 0,
             unexpected: 0,
             latency: latency_histogram(),
+            consume: Consume::Verify,
+            checksum_mismatches: 0,
         };
         for c in checkers {
+            if c.checksum_only {
+                v.consume = Consume::Checksum;
+                v.handled += c.handled;
+                v.missing += c.expected.saturating_sub(c.handled);
+                v.unexpected += c.handled.saturating_sub(c.expected);
+                v.checksum_mismatches +=
+                    u64::from(c.handled != c.expected || c.sum != c.expected_sum);
+                continue;
+            }
             v.handled += c.handled;
             v.duplicates += c.duplicates;
             v.order_violations += c.order_violations;
@@ -245,9 +354,11 @@ impl Verdict {
         v
     }
 
-    /// Whether exactly `messages` were handled, each once, in order, and nothing else.
+    /// Whether exactly `messages` were handled, each once, in order, and nothing else (under
+    /// [`Consume::Checksum`]: whether every checker's count and sum matched the plan).
     pub fn is_exact(&self, messages: u64) -> bool {
         self.handled == messages
+            && self.checksum_mismatches == 0
             && self.duplicates == 0
             && self.missing == 0
             && self.order_violations == 0
@@ -387,6 +498,108 @@ mod tests {
         });
         c.record(&msg(0, 0, 1));
         assert_eq!(Verdict::merge([c]).latency.len(), 1);
+    }
+
+    /// Every (producer, topic) stream of `e` in order, through `route(topic)`'s checker.
+    fn deliver_all(e: &Expected, mut route: impl FnMut(u32, BenchMsg<16>)) {
+        for p in 0..2u16 {
+            for t in 0..8u32 {
+                for seq in 0..e.count(usize::from(p), t as usize) {
+                    route(t, msg(p, t, seq));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checksum_mode_passes_an_exact_delivery_and_keeps_no_latency() {
+        let e = expected();
+        let sampling = Sampling::new(1);
+        let mut even = Checker::new(&e, [0, 2, 4, 6], sampling).consuming(Consume::Checksum);
+        let mut odd = Checker::new(&e, [1, 3, 5, 7], sampling).consuming(Consume::Checksum);
+        assert_eq!(even.consume(), Consume::Checksum);
+        deliver_all(&e, |t, mut m| {
+            m.sent_at = 5;
+            if t % 2 == 0 {
+                even.record(&m)
+            } else {
+                odd.record(&m)
+            }
+        });
+        assert!(even.done_at().is_some() && odd.done_at().is_some());
+        let v = Verdict::merge([even, odd]);
+        assert_eq!(
+            (v.handled, v.missing, v.unexpected, v.checksum_mismatches),
+            (1000, 0, 0, 0)
+        );
+        assert_eq!(v.consume, Consume::Checksum);
+        assert!(v.is_exact(1000), "{v:?}");
+        assert_eq!(v.latency.len(), 0);
+    }
+
+    #[test]
+    fn checksum_mode_fails_a_loss_a_swap_and_a_misroute() {
+        let e = expected();
+        let all = || Checker::for_all(&e, Sampling::new(0)).consuming(Consume::Checksum);
+        // One message lost: the count is short.
+        let mut c = all();
+        deliver_all(&e, |t, m| {
+            if (m.producer, t, m.seq) != (0, 3, 1) {
+                c.record(&m)
+            }
+        });
+        let v = Verdict::merge([c]);
+        assert_eq!((v.handled, v.missing, v.checksum_mismatches), (999, 1, 1));
+        assert!(!v.is_exact(1000));
+        // One message delivered twice in place of another: the count is right, the sum is not.
+        let mut c = all();
+        deliver_all(&e, |t, m| {
+            let m = if (m.producer, t, m.seq) == (0, 3, 1) {
+                msg(0, 3, 0)
+            } else {
+                m
+            };
+            c.record(&m)
+        });
+        let v = Verdict::merge([c]);
+        assert_eq!((v.handled, v.missing, v.checksum_mismatches), (1000, 0, 1));
+        assert!(!v.is_exact(1000));
+        // Topic 1's first message handled by the even checker and topic 2's first by the odd
+        // one: both counts right, the total sum right, each checker's sum wrong.
+        let mut even =
+            Checker::new(&e, [0, 2, 4, 6], Sampling::new(0)).consuming(Consume::Checksum);
+        let mut odd = Checker::new(&e, [1, 3, 5, 7], Sampling::new(0)).consuming(Consume::Checksum);
+        deliver_all(&e, |t, m| {
+            let to_even = (t % 2 == 0) != (m.seq == 0 && m.producer == 0 && (t == 1 || t == 2));
+            if to_even {
+                even.record(&m)
+            } else {
+                odd.record(&m)
+            }
+        });
+        let v = Verdict::merge([even, odd]);
+        assert_eq!((v.handled, v.checksum_mismatches), (1000, 2));
+        assert!(!v.is_exact(1000));
+    }
+
+    #[test]
+    fn stream_checksum_is_the_sum_of_the_terms() {
+        for (p, t, c) in [
+            (0, 0, 0),
+            (1, 7, 1),
+            (3, 70_000, 2),
+            (65_535, u32::MAX, 1001),
+        ] {
+            let direct = (0..c).fold(0u64, |s, seq| {
+                s.wrapping_add(checksum_term(&BenchMsg::<16> {
+                    producer: p as u16,
+                    topic: t,
+                    seq,
+                    ..BenchMsg::ZERO
+                }))
+            });
+            assert_eq!(stream_checksum(p, t, c), direct, "{p} {t} {c}");
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crossbeam_channel::Receiver;
 
 use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::verify::Checker;
-use crate::workload::{BenchMsg, Plan, Sampling, Workload};
+use crate::workload::{BenchMsg, Plan, Workload};
 
 /// Routing hash keys, fixed so that topic placement is the same in every run.
 const ROUTE_KEYS: (u64, u64, u64, u64) = (1, 2, 3, 4);
@@ -52,7 +52,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
         // Cannot truncate: validate() bounds topics by u32::MAX.
         owned[shard_of(name)].push(t as u32);
     }
-    let sampling = Sampling::new(opts.sample_every);
+    let sampling = opts.sampling();
     let cores = Cores::detect(opts.pin);
     let gate = Gate::new();
     let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..shards)
@@ -65,7 +65,8 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
         let mut producers = Vec::with_capacity(w.producers);
         let spawned: Result<(), Error> = (|| {
             for (i, (rx, topics)) in receivers.into_iter().zip(owned).enumerate() {
-                let checker = Checker::new(&expected, topics.iter().copied(), sampling);
+                let checker = Checker::new(&expected, topics.iter().copied(), sampling)
+                    .consuming(opts.consume);
                 shard_threads.push(spawn(s, format!("router-shard-{i}"), None, move || {
                     cores.pin(i);
                     shard(rx, names, &topics, checker, gate)

@@ -38,10 +38,10 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
     let cores = Cores::detect(opts.pin);
     cores.require(2)?;
     let consumer_core = cores.id(cores.available() - 1);
-    let sampling = Sampling::new(opts.sample_every);
+    let sampling = opts.sampling();
     let (to_runner, from_consumer) = mpsc::channel();
     let report = Report {
-        checker: Some(Checker::for_all(&expected, sampling)),
+        checker: Some(Checker::for_all(&expected, sampling).consuming(opts.consume)),
         to_runner,
     };
     let size = opts.capacity.next_power_of_two();

@@ -1,18 +1,24 @@
 //! `floor`: bare hand-offs, the floors every peer is measured against.
 //!
 //! Latency, one-way = round trip / 2: (a) [`atomic_ping_pong`], one cache-padded `AtomicU64`
-//! bounced between two threads; (c) [`array_queue_ping_pong`], two crossbeam `ArrayQueue`s.
-//! Throughput, one producer and one consumer moving the workload's messages: (b) [`ring`], our own
-//! batched SPSC ring (the ceiling); [`array_queue`]; (d) [`std_sync_channel`] and
+//! bounced between two threads; (c) [`array_queue_ping_pong`], two crossbeam `ArrayQueue`s;
+//! and one leg timed directly, [`atomic_leg`] (see [`leg`]).
+//! Throughput, one producer and one consumer moving the workload's messages: (b) [`ring`] and
+//! [`ring_batch`], our own SPSC ring (the ceiling: cached indices, batched index publication,
+//! a batch consumer; single and batch publish); [`array_queue`]; (d) [`std_sync_channel`] and
 //! [`crossbeam_bounded`]. The throughput floors take one-producer workloads only
-//! ([`Error::Unsupported`] otherwise); the topics are just data to them.
+//! ([`Error::Unsupported`] otherwise); the topics are just data to them. Their consumers run
+//! the checker of [`RunOpts::consume`] like every runner's.
 //!
 //! The spinning floors (all but the two channels) wait with `hint::spin_loop()` and never back
 //! off: a floor measures the hand-off itself, and `Backoff`'s growing spins would add their own
 //! delay. They need 2 cores and refuse to run on fewer. Pinning: producer or pinger on core 0,
 //! consumer or ponger on core 1.
 
+pub mod leg;
 mod ring;
+
+pub use leg::{atomic_leg, Leg};
 
 use std::hint;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,7 +32,7 @@ use hdrhistogram::Histogram;
 
 use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::verify::{latency_histogram, record_latency, Checker};
-use crate::workload::{BenchMsg, Plan, Sampling, Workload};
+use crate::workload::{BenchMsg, Plan, Workload};
 
 /// Outcome of a ping-pong floor.
 #[derive(Clone, Debug)]
@@ -77,9 +83,19 @@ pub fn array_queue_ping_pong(rounds: u64, opts: &RunOpts) -> Result<PingPong, Er
     )
 }
 
-/// (b) Our batched SPSC ring: the throughput ceiling for one hand-off.
+/// (b) Our SPSC ring, one `push` per message, drained by a batch consumer: the throughput
+/// ceiling of a single-message hand-off.
 pub fn ring(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
     by_payload!(w.payload, ring_n(w, opts))
+}
+
+/// Messages per `push_slice` of [`ring_batch`] (as `publish_batch` of 64 in the suite).
+pub const RING_BATCH: usize = 64;
+
+/// (b) Our SPSC ring, [`RING_BATCH`] messages per `push_slice` (one tail publication each),
+/// drained by a batch consumer: the throughput ceiling of a batched hand-off.
+pub fn ring_batch(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
+    by_payload!(w.payload, ring_batch_n(w, opts))
 }
 
 /// Plain SPSC over a crossbeam `ArrayQueue`, spinning when full or empty.
@@ -100,7 +116,58 @@ pub fn crossbeam_bounded(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
 fn ring_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
     opts.validate()?;
     let (mut tx, mut rx) = ring::channel(opts.capacity);
-    spsc::<N>(w, opts, true, move |msg| tx.push(msg), move || rx.pop())
+    let drain = move |c: &mut Checker| rx.drain(|msg: BenchMsg<N>| c.record(&msg));
+    spsc::<N>(w, opts, true, move |msg| tx.push(msg), drain)
+}
+
+fn ring_batch_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
+    opts.validate()?;
+    let (tx, mut rx) = ring::channel(opts.capacity);
+    let mut batcher = Batcher {
+        tx,
+        buf: Vec::with_capacity(RING_BATCH),
+    };
+    let send = move |msg| {
+        batcher.buf.push(msg);
+        if batcher.buf.len() == RING_BATCH {
+            batcher.flush();
+        }
+    };
+    let drain = move |c: &mut Checker| rx.drain(|msg: BenchMsg<N>| c.record(&msg));
+    spsc::<N>(w, opts, true, send, drain)
+}
+
+/// Gathers messages and hands them to the ring a slice at a time; flushes the rest when dropped
+/// (before the ring's producer end closes it).
+struct Batcher<T: Copy> {
+    tx: ring::Producer<T>,
+    buf: Vec<T>,
+}
+
+impl<T: Copy> Batcher<T> {
+    fn flush(&mut self) {
+        self.tx.push_slice(&self.buf);
+        self.buf.clear();
+    }
+}
+
+impl<T: Copy> Drop for Batcher<T> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A consumer that takes one message per call, for [`spsc`].
+fn one_at_a_time<const N: usize>(
+    mut recv: impl FnMut() -> Option<BenchMsg<N>> + Send,
+) -> impl FnMut(&mut Checker) -> bool + Send {
+    move |c| match recv() {
+        Some(msg) => {
+            c.record(&msg);
+            true
+        }
+        None => false,
+    }
 }
 
 fn array_queue_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
@@ -110,7 +177,13 @@ fn array_queue_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResu
         closed: AtomicBool::new(false),
     });
     let tx = LaneSender(Arc::clone(&lane));
-    spsc::<N>(w, opts, true, move |msg| tx.push(msg), move || lane.pop())
+    spsc::<N>(
+        w,
+        opts,
+        true,
+        move |msg| tx.push(msg),
+        one_at_a_time(move || lane.pop()),
+    )
 }
 
 fn std_sync_channel_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
@@ -124,7 +197,7 @@ fn std_sync_channel_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<Ru
         move |msg| {
             let _ = tx.send(msg);
         },
-        move || rx.recv().ok(),
+        one_at_a_time(move || rx.recv().ok()),
     )
 }
 
@@ -139,18 +212,19 @@ fn crossbeam_bounded_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<R
         move |msg| {
             let _ = tx.send(msg);
         },
-        move || rx.recv().ok(),
+        one_at_a_time(move || rx.recv().ok()),
     )
 }
 
 /// Moves a one-producer workload from `send` (dropped when the producer is done, which must close
-/// the channel) to `recv` (`None` once closed and drained). `spins`: the ends busy-wait.
+/// the channel) to `consume` (records one or more messages into the checker; `false` once closed
+/// and drained). `spins`: the ends busy-wait.
 fn spsc<const N: usize>(
     w: &Workload,
     opts: &RunOpts,
     spins: bool,
     send: impl FnMut(BenchMsg<N>) + Send,
-    mut recv: impl FnMut() -> Option<BenchMsg<N>> + Send,
+    mut consume: impl FnMut(&mut Checker) -> bool + Send,
 ) -> Result<RunResult, Error> {
     let Plan {
         mut publishers,
@@ -168,17 +242,15 @@ fn spsc<const N: usize>(
     if spins {
         cores.require(2)?;
     }
-    let sampling = Sampling::new(opts.sample_every);
-    let mut checker = Checker::for_all(&expected, sampling);
+    let sampling = opts.sampling();
+    let mut checker = Checker::for_all(&expected, sampling).consuming(opts.consume);
     let gate = Gate::new();
     let (cores, gate) = (&cores, &gate);
     thread::scope(|s| {
         let consumer = spawn(s, "floor-consumer".into(), None, move || {
             cores.pin(1);
             if gate.wait() {
-                while let Some(msg) = recv() {
-                    checker.record(&msg);
-                }
+                while consume(&mut checker) {}
             }
             checker
         })?;
@@ -373,8 +445,9 @@ mod tests {
     };
 
     type Floor = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
-    const THROUGHPUT: [(&str, Floor); 4] = [
+    const THROUGHPUT: [(&str, Floor); 5] = [
         ("ring", ring),
+        ("ring_batch", ring_batch),
         ("array_queue", array_queue),
         ("std_sync_channel", std_sync_channel),
         ("crossbeam_bounded", crossbeam_bounded),

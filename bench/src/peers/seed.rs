@@ -21,7 +21,7 @@ use std::thread;
 
 use crate::harness::{by_payload, finish, join, spawn, Error, Gate, RunOpts, RunResult};
 use crate::verify::Checker;
-use crate::workload::{BenchMsg, Plan, Sampling, Workload};
+use crate::workload::{BenchMsg, Plan, Workload};
 
 /// Stack of a topic handler thread.
 const HANDLER_STACK: usize = 128 * 1024;
@@ -47,7 +47,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
         publishers,
         expected,
     } = w.plan()?;
-    let sampling = Sampling::new(opts.sample_every);
+    let (sampling, consume) = (opts.sampling(), opts.consume);
     let names = w.topic_names();
     let router: Router<N> = Mutex::new(HashMap::with_capacity(w.topics));
     let gate = Gate::new();
@@ -61,7 +61,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
                 let (tx, rx) = mpsc::sync_channel::<BenchMsg<N>>(opts.capacity);
                 lock(router).insert(name.clone(), tx);
                 // Cannot truncate: validate() bounds topics by u32::MAX.
-                let mut checker = Checker::new(expected, [t as u32], sampling);
+                let mut checker = Checker::new(expected, [t as u32], sampling).consuming(consume);
                 handlers.push(spawn(
                     s,
                     format!("seed-{name}"),

@@ -306,6 +306,8 @@ mod tests {
             unexpected: 0,
             latency: Percentiles::default(),
             per_thread_handled: vec![],
+            consume: crate::Consume::Verify,
+            checksum_mismatches: 0,
         };
         let suite = SuiteReport {
             machine: Machine {

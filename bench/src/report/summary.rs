@@ -5,7 +5,7 @@
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::{RunResult, Workload};
+use crate::{Consume, RunResult, Workload};
 
 /// Latency percentiles in ns.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -82,6 +82,13 @@ pub struct RunSummary {
     pub latency: Percentiles,
     /// Handled per handler thread (per shard for shardbus and the router).
     pub per_thread_handled: Vec<u64>,
+    /// What the consumers did: `verify` (every count above measured) or `checksum` (only the
+    /// handled count, missing, unexpected and `checksum_mismatches`; no latency).
+    #[serde(default)]
+    pub consume: Consume,
+    /// Under `checksum`: handler threads whose count or sum differed from the plan's.
+    #[serde(default)]
+    pub checksum_mismatches: u64,
 }
 
 impl RunSummary {
@@ -101,6 +108,8 @@ impl RunSummary {
             unexpected: v.unexpected,
             latency: Percentiles::of(&v.latency),
             per_thread_handled: r.per_thread_handled.clone(),
+            consume: v.consume,
+            checksum_mismatches: v.checksum_mismatches,
         }
     }
 }
@@ -246,6 +255,8 @@ mod tests {
                 unexpected: 0,
                 latency: Percentiles::default(),
                 per_thread_handled: vec![],
+                consume: Consume::Verify,
+                checksum_mismatches: 0,
             });
         }
         assert_eq!(s.median().unwrap().msgs_per_sec, 2.0);

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use super::{ratios, Series};
 use crate::suite::{scaling_median, SuiteReport};
+use crate::Consume;
 
 /// One row per series: median rate and range, MB/s, the median run's latency percentiles, the
 /// verifier's counts over every run, and the median run's per-thread handled counts.
@@ -40,6 +41,7 @@ pub fn series_table(series: &[Series]) -> String {
                 a.3 + r.unexpected,
             )
         });
+        let sums: u64 = s.runs.iter().map(|r| r.checksum_mismatches).sum();
         let _ = writeln!(
             out,
             "{:<30} {:>10.3} {:>21} {:>8.1} {:>8} {:>8} {:>9} {:>10}  {:<18} {:?}",
@@ -51,7 +53,11 @@ pub fn series_table(series: &[Series]) -> String {
             m.latency.p99,
             m.latency.p999,
             m.latency.max,
-            format!("{dup}/{miss}/{ord}/{unexp}"),
+            match (m.consume, sums) {
+                (Consume::Verify, _) => format!("{dup}/{miss}/{ord}/{unexp}"),
+                (Consume::Checksum, 0) => format!("sum ok -/{miss}/-/{unexp}"),
+                (Consume::Checksum, bad) => format!("SUM x{bad} -/{miss}/-/{unexp}"),
+            },
             m.per_thread_handled,
         );
     }

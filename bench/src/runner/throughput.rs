@@ -16,7 +16,7 @@ use shardbus::{Bus, Context, Handler, Persistence, Stats, Topic};
 use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::persist::ScratchDir;
 use crate::verify::Checker;
-use crate::workload::{BenchMsg, Plan, Sampling, Workload};
+use crate::workload::{BenchMsg, Plan, Workload};
 
 /// Runs the workload through a shardbus bus of `opts.shards` shards.
 pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
@@ -57,7 +57,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
         publishers,
         expected,
     } = w.plan()?;
-    let sampling = Sampling::new(opts.sample_every);
+    let sampling = opts.sampling();
     // A persistent run writes into a fresh directory, removed when the run ends (after the bus).
     let scratch = match &opts.persist {
         Some(p) => Some(ScratchDir::new(&p.dir)?),
@@ -83,7 +83,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
     let (back, checkers_rx) = mpsc::channel();
     for (t, topic) in topics.iter().enumerate() {
         // Cannot truncate: validate() bounds topics by u32::MAX.
-        let checker = Checker::new(&expected, [t as u32], sampling);
+        let checker = Checker::new(&expected, [t as u32], sampling).consuming(opts.consume);
         bus.subscribe(
             topic,
             Sink {
