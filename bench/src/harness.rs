@@ -57,6 +57,10 @@ pub struct RunOpts {
     /// [`runner`](crate::runner) only: the shardbus bus's fences. Default: shardbus's default,
     /// [`Fences::SeqCst`](shardbus::Fences::SeqCst).
     pub fences: shardbus::Fences,
+    /// [`runner`](crate::runner) only: publish by topic name (`publish("topic-3", msg)`, the
+    /// form of the README's quickstart) instead of through pre-resolved `Topic` handles.
+    /// Default false.
+    pub by_name: bool,
     /// What every runner's consumer does per message: the exactly-once checker (default) or
     /// only a count and a checksum ([`Consume`]). Under `Checksum` no message is stamped for
     /// latency (see [`RunOpts::sampling`]).
@@ -75,6 +79,7 @@ impl Default for RunOpts {
             batch: 0,
             persist: None,
             fences: shardbus::Fences::default(),
+            by_name: false,
             consume: Consume::Verify,
         }
     }

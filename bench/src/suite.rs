@@ -431,3 +431,66 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
 pub fn scaling_median(p: &ScalingPoint) -> f64 {
     median(&p.msgs_per_sec).unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::testing::{one_spinner_at_a_time, opts, small};
+    use crate::Consume;
+
+    /// Catches a runner whose consumer ignores [`RunOpts::consume`] (it would keep latency
+    /// samples) or miscounts in checksum mode.
+    #[test]
+    fn every_runner_counts_and_sums_exactly_in_checksum_mode() {
+        let _spinning = one_spinner_at_a_time();
+        let checksum = RunOpts {
+            consume: Consume::Checksum,
+            shards: 1,
+            ..opts()
+        };
+        let by_name = RunOpts {
+            by_name: true,
+            ..checksum.clone()
+        };
+        let batch = RunOpts {
+            batch: 8,
+            ..checksum.clone()
+        };
+        let runners: [(&str, Runner, &RunOpts); 11] = [
+            ("shardbus", shardbus_run, &checksum),
+            ("shardbus by name", shardbus_run, &by_name),
+            ("shardbus batch", shardbus_run, &batch),
+            ("disruptor", disruptor::run, &checksum),
+            ("seed", seed::run, &checksum),
+            ("crossbeam_router", crossbeam_router::run, &checksum),
+            ("ring", floor::ring, &checksum),
+            ("ring_batch", floor::ring_batch, &checksum),
+            ("array_queue", floor::array_queue, &checksum),
+            ("std_sync_channel", floor::std_sync_channel, &checksum),
+            ("crossbeam_bounded", floor::crossbeam_bounded, &checksum),
+        ];
+        let w = small(1, Distribution::Zipf(1.0), 16);
+        for (name, run, o) in runners {
+            let r = run(&w, o).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let v = &r.verdict;
+            assert_eq!(
+                (
+                    v.consume,
+                    v.handled,
+                    v.missing,
+                    v.unexpected,
+                    v.checksum_mismatches
+                ),
+                (Consume::Checksum, w.messages, 0, 0, 0),
+                "{name}"
+            );
+            assert!(v.is_exact(w.messages), "{name}");
+            assert_eq!(v.latency.len(), 0, "{name}: no latency samples");
+            let summary = RunSummary::of(&w, &r);
+            assert!(
+                summary.exact && summary.consume == Consume::Checksum,
+                "{name}"
+            );
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! through pre-resolved [`Topic`] handles (no hashing, no `String` per message); one actor per
 //! topic owns the [`Checker`] for its topic and hands it back from `on_stop` through a channel, so
 //! verification takes no lock on the hot path. [`RunOpts::batch`] switches to
-//! `Publisher::publish_batch`. Shards are pinned by shardbus (shard `i` on core `i`); producers are
+//! `Publisher::publish_batch`; [`RunOpts::by_name`] publishes by topic name (`&str`) instead.
+//! Shards are pinned by shardbus (shard `i` on core `i`); producers are
 //! pinned to the cores after the shards when the threads fit the cores, and left to the kernel
 //! otherwise (oversubscribed runs). With [`RunOpts::persist`] the bus is persistent (a fresh log
 //! directory per run, removed afterwards; messages encoded by the [`Codec`](shardbus::Codec) in
@@ -11,12 +12,12 @@
 use std::sync::mpsc;
 use std::thread;
 
-use shardbus::{Bus, Context, Handler, Persistence, Stats, Topic};
+use shardbus::{Bus, Context, Handler, Persistence, Stats, ToTopic, Topic};
 
 use crate::harness::{by_payload, finish, join, spawn, Cores, Error, Gate, RunOpts, RunResult};
 use crate::persist::ScratchDir;
 use crate::verify::Checker;
-use crate::workload::{BenchMsg, Plan, Workload};
+use crate::workload::{BenchMsg, Plan, Sampling, Workload};
 
 /// Runs the workload through a shardbus bus of `opts.shards` shards.
 pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
@@ -47,6 +48,39 @@ impl<const N: usize> Handler<BenchMsg<N>> for Sink {
         if let Some(checker) = self.checker.take() {
             // Fails only if the runner is gone, and then nobody wants the checker.
             let _ = self.back.send(checker);
+        }
+    }
+}
+
+/// Publishes `publisher`'s plan through `handle`, naming topic `t` by `keys[t]` (its [`Topic`]
+/// handle or its name): one by one, or with `batch > 0` in per-topic batches of up to `batch`.
+fn produce<const N: usize, K: ToTopic + Copy>(
+    publisher: crate::workload::Publisher,
+    handle: &mut shardbus::Publisher<BenchMsg<N>>,
+    keys: &[K],
+    batch: usize,
+    sampling: Sampling,
+) {
+    if batch == 0 {
+        publisher.publish_all(sampling, |msg: BenchMsg<N>| {
+            // Fails only once the bus is closed; the verdict then shows it missing.
+            let _ = handle.publish(keys[msg.topic as usize], msg);
+        });
+        return;
+    }
+    // Per-topic buffers keep per-(producer, topic) order; allocated before the run.
+    let mut buffers: Vec<Vec<BenchMsg<N>>> =
+        (0..keys.len()).map(|_| Vec::with_capacity(batch)).collect();
+    publisher.publish_all(sampling, |msg: BenchMsg<N>| {
+        let t = msg.topic as usize;
+        buffers[t].push(msg);
+        if buffers[t].len() == batch {
+            let _ = handle.publish_batch(keys[t], &mut buffers[t]);
+        }
+    });
+    for (t, buffer) in buffers.iter_mut().enumerate() {
+        if !buffer.is_empty() {
+            let _ = handle.publish_batch(keys[t], buffer);
         }
     }
 }
@@ -97,8 +131,10 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
     // Producers get their own cores only when every thread has one.
     let pin_producers = opts.shards + w.producers <= cores.available();
     let gate = Gate::new();
-    let (topics, gate, cores, bus_ref) = (&topics[..], &gate, &cores, &bus);
-    let batch = opts.batch;
+    let name_keys: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (topics, name_keys, gate, cores, bus_ref) =
+        (&topics[..], &name_keys[..], &gate, &cores, &bus);
+    let (batch, by_name) = (opts.batch, opts.by_name);
     let start = thread::scope(|s| {
         let mut producers = Vec::with_capacity(w.producers);
         for publisher in publishers {
@@ -111,28 +147,10 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<(RunResult, Sta
                 if !gate.wait() {
                     return;
                 }
-                if batch == 0 {
-                    publisher.publish_all(sampling, |msg: BenchMsg<N>| {
-                        // Fails only once the bus is closed; the verdict then shows it missing.
-                        let _ = handle.publish(topics[msg.topic as usize], msg);
-                    });
+                if by_name {
+                    produce(publisher, &mut handle, name_keys, batch, sampling);
                 } else {
-                    // Per-topic buffers keep per-(producer, topic) order; allocated before the run.
-                    let mut buffers: Vec<Vec<BenchMsg<N>>> = (0..topics.len())
-                        .map(|_| Vec::with_capacity(batch))
-                        .collect();
-                    publisher.publish_all(sampling, |msg: BenchMsg<N>| {
-                        let t = msg.topic as usize;
-                        buffers[t].push(msg);
-                        if buffers[t].len() == batch {
-                            let _ = handle.publish_batch(topics[t], &mut buffers[t]);
-                        }
-                    });
-                    for (t, buffer) in buffers.iter_mut().enumerate() {
-                        if !buffer.is_empty() {
-                            let _ = handle.publish_batch(topics[t], buffer);
-                        }
-                    }
+                    produce(publisher, &mut handle, topics, batch, sampling);
                 }
             });
             match spawned {
@@ -178,6 +196,20 @@ mod tests {
                 };
                 assert_exact(&w, run(&w, &o));
             }
+        }
+    }
+
+    #[test]
+    fn publishing_by_name_delivers_exactly_once_in_order() {
+        for (shards, batch) in [(1, 0), (2, 0), (2, 8)] {
+            let w = small(2, Distribution::Zipf(1.0), 16);
+            let o = RunOpts {
+                shards,
+                batch,
+                by_name: true,
+                ..opts()
+            };
+            assert_exact(&w, run(&w, &o));
         }
     }
 
