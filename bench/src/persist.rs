@@ -1,7 +1,8 @@
 //! The persistent-log benchmarks: the [`Codec`] of [`BenchMsg`], the options that make
 //! [`runner`](crate::runner) build a persistent bus, the physical limit
 //! ([`raw_append`]: the same record bytes appended in the same batch sizes with one
-//! `sync_data` per batch) and recovery speed ([`recovery`]: replay of a large log at `build()`).
+//! `sync_data` per batch), the floor of the `Never` policy ([`raw_buffered_append`]: the same
+//! records framed, checksummed and written in the same batch sizes, no sync) and recovery speed ([`recovery`]: replay of a large log at `build()`).
 //!
 //! Every run gets a fresh directory under the one the caller names ([`ScratchDir`]), removed
 //! when the run ends, so repetitions never see each other's logs.
@@ -194,6 +195,153 @@ pub fn raw_append(
     })
 }
 
+/// What [`raw_buffered_append`] does per record inside the timed loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawWork {
+    /// Encodes the message, frames it as a log record and computes its CRC32C, as a shard
+    /// does under [`FsyncPolicy::Never`].
+    Frame,
+    /// Nothing: the framed bytes of one batch are built before timing and written again and
+    /// again (the kernel and the page cache only).
+    Bytes,
+}
+
+/// The floor of [`FsyncPolicy::Never`]: `records` log records of `BenchMsg<payload>` on
+/// `topics` (round robin), appended to one file in a fresh directory under `dir` with one
+/// `write_all` per `batch` records and no sync, on the calling thread.
+///
+/// With [`RawWork::Frame`] each record is built in the timed loop exactly as the log lays it
+/// out (length, CRC32C, sequence, timestamp, topic, the [`Codec`] encoding of the message);
+/// what differs from a persistent bus: no thread hand-off, no segment files, index or
+/// checkpoint, one clock read per batch rather than per record, and the CRC of each record
+/// computed on its own (`crc32c::crc32c`; the log runs three records side by side).
+pub fn raw_buffered_append(
+    dir: &Path,
+    topics: &[String],
+    payload: usize,
+    batch: usize,
+    records: u64,
+    work: RawWork,
+) -> Result<RawResult, Error> {
+    match payload {
+        16 => raw_buffered_append_n::<16>(dir, topics, batch, records, work),
+        256 => raw_buffered_append_n::<256>(dir, topics, batch, records, work),
+        n => Err(crate::WorkloadError::Payload(n).into()),
+    }
+}
+
+/// Appends the log record of `msg` on `topic` with sequence number `seq` to `buf`.
+fn frame_record<const N: usize>(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    nanos: u64,
+    topic: &str,
+    msg: &BenchMsg<N>,
+) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]); // len and crc, filled in below
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&nanos.to_le_bytes());
+    // Cannot truncate: bench topic names are a few bytes.
+    buf.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    buf.extend_from_slice(topic.as_bytes());
+    // Cannot fail: `BenchMsg`'s codec only appends.
+    let _ = msg.encode(buf);
+    let body = start + 8;
+    // Cannot truncate: a record is a few hundred bytes.
+    let len = (buf.len() - body) as u32;
+    let crc = crc32c::crc32c(&buf[body..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..body].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn raw_buffered_append_n<const N: usize>(
+    dir: &Path,
+    topics: &[String],
+    batch: usize,
+    records: u64,
+    work: RawWork,
+) -> Result<RawResult, Error> {
+    if topics.is_empty() || batch == 0 {
+        return Err(Error::Opts(
+            "raw buffered append needs topics and batch > 0",
+        ));
+    }
+    let scratch = ScratchDir::new(dir)?;
+    let mut file = File::create(scratch.path().join("raw.log"))?;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    };
+    let mut seqs = vec![0u64; topics.len()];
+    let mut next = |i: u64| {
+        let t = (i % topics.len() as u64) as usize;
+        let msg = BenchMsg::<N> {
+            producer: 0,
+            // Cannot truncate: workloads have at most u32::MAX topics.
+            topic: t as u32,
+            seq: seqs[t],
+            sent_at: 0,
+            payload: [0; N],
+        };
+        seqs[t] += 1;
+        (t, msg)
+    };
+    let mut buf = Vec::with_capacity(batch * record_len(&topics[topics.len() - 1], N) * 2);
+    // Bytes: one batch framed before timing, written again for every batch.
+    let ready = match work {
+        RawWork::Bytes => {
+            let mut ready = Vec::new();
+            for i in 0..batch as u64 {
+                let (t, msg) = next(i);
+                frame_record(&mut ready, i, now(), &topics[t], &msg);
+            }
+            ready
+        }
+        RawWork::Frame => Vec::new(),
+    };
+    let (mut left, mut bytes, mut seq) = (records, 0u64, 0u64);
+    let start = Instant::now();
+    while left > 0 {
+        let n = left.min(batch as u64);
+        match work {
+            RawWork::Frame => {
+                buf.clear();
+                let nanos = now();
+                for _ in 0..n {
+                    let (t, msg) = next(seq);
+                    frame_record(&mut buf, seq, nanos, &topics[t], &msg);
+                    seq += 1;
+                }
+            }
+            RawWork::Bytes => {
+                // A full batch, or the first `n` records of one (round robin over the topics, so
+                // every batch starts at topic 0; only the last batch may be short).
+                let len = if n == batch as u64 {
+                    ready.len()
+                } else {
+                    (0..n as usize)
+                        .map(|i| record_len(&topics[i % topics.len()], N))
+                        .sum()
+                };
+                buf.clear();
+                buf.extend_from_slice(&ready[..len]);
+            }
+        }
+        file.write_all(&buf)?;
+        bytes += buf.len() as u64;
+        left -= n;
+    }
+    let elapsed = start.elapsed();
+    Ok(RawResult {
+        records,
+        bytes,
+        syncs: 0,
+        elapsed,
+    })
+}
+
 /// What [`recovery`] measured.
 #[derive(Clone, Debug)]
 pub struct RecoveryResult {
@@ -360,6 +508,38 @@ mod tests {
         let r = raw_append(&parent, 72, 10, 95).unwrap();
         assert_eq!((r.records, r.bytes, r.syncs), (95, 95 * 72, 10));
         assert_eq!(fs::read_dir(&parent).unwrap().count(), 0, "scratch removed");
+    }
+
+    /// Catches a floor whose records are not laid out as the log's (length, CRC32C of the body,
+    /// sequence, topic, the codec's bytes) or whose two forms write different byte counts.
+    #[test]
+    fn raw_buffered_append_writes_log_records_and_the_same_bytes_either_way() {
+        let parent = std::env::temp_dir().join("shardbus-bench-test-raw-buffered");
+        let topics: Vec<String> = (0..3).map(topic_name).collect();
+        let mean = topics.iter().map(|t| record_len(t, 16)).sum::<usize>() as u64;
+        for work in [RawWork::Frame, RawWork::Bytes] {
+            let r = raw_buffered_append(&parent, &topics, 16, 4, 9, work).unwrap();
+            assert_eq!((r.records, r.bytes, r.syncs), (9, 3 * mean, 0), "{work:?}");
+        }
+        assert_eq!(fs::read_dir(&parent).unwrap().count(), 0, "scratch removed");
+        let mut buf = Vec::new();
+        let msg = BenchMsg::<16> {
+            producer: 0,
+            topic: 1,
+            seq: 0,
+            sent_at: 0,
+            payload: [0; 16],
+        };
+        frame_record(&mut buf, 7, 9, "topic-1", &msg);
+        assert_eq!(buf.len(), record_len("topic-1", 16));
+        let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 8);
+        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+        assert_eq!(crc, crc32c::crc32c(&buf[8..]));
+        assert_eq!(u64::from_le_bytes(buf[8..16].try_into().unwrap()), 7);
+        assert_eq!(BenchMsg::<16>::decode(&buf[26 + 7..]), Ok(msg));
+        assert!(raw_buffered_append(&parent, &topics, 17, 4, 9, RawWork::Frame).is_err());
+        assert!(raw_buffered_append(&parent, &[], 16, 4, 9, RawWork::Frame).is_err());
     }
 
     #[test]

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use chart::write_from_suite;
-pub use summary::{median, ratios, Machine, Percentiles, RunSummary, Series};
+pub use summary::{median, ratios, Machine, Percentiles, RunSummary, Series, TargetRow};
 pub use tables::{
     criterion_table, replace_section, suite_section, write_suite_section, MissingHeading,
     SUITE_HEADING,
 };
-pub use text::{series_table, suite_text};
+pub use text::{series_table, suite_text, targets_text};
 
 /// Writes `value` to `path` as pretty-printed JSON with a final newline.
 pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {

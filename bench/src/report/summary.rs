@@ -168,6 +168,79 @@ pub fn ratios(series: &[Series]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// A performance target and its verdict, computed from one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetRow {
+    /// What is compared, e.g. `shardbus publish(Topic) / disruptor`.
+    pub what: String,
+    /// The bound as the docs state it, e.g. `>= 1.00x` or `<= 3000 ns`.
+    pub target: String,
+    /// The measured value, formatted like the bound; `n/a` when a side did not run.
+    pub measured: String,
+    /// `Some(true)` met, `Some(false)` missed, `None` not measured.
+    pub met: Option<bool>,
+}
+
+impl TargetRow {
+    /// `value >= min`, shown as a ratio (`1.23x`).
+    pub fn ratio_at_least(what: impl Into<String>, value: Option<f64>, min: f64) -> Self {
+        Self::new(
+            what,
+            format!(">= {min:.2}x"),
+            value,
+            |v| format!("{v:.2}x"),
+            |v| v >= min,
+        )
+    }
+
+    /// `value >= min`, shown as a percentage (`value` is a fraction: 0.8 is 80%).
+    pub fn share_at_least(what: impl Into<String>, value: Option<f64>, min: f64) -> Self {
+        Self::new(
+            what,
+            format!(">= {:.0}%", min * 100.0),
+            value,
+            |v| format!("{:.1}%", v * 100.0),
+            |v| v >= min,
+        )
+    }
+
+    /// `value <= max` nanoseconds.
+    pub fn ns_at_most(what: impl Into<String>, value: Option<f64>, max: f64) -> Self {
+        Self::new(
+            what,
+            format!("<= {max:.0} ns"),
+            value,
+            |v| format!("{v:.0} ns"),
+            |v| v <= max,
+        )
+    }
+
+    fn new(
+        what: impl Into<String>,
+        target: String,
+        value: Option<f64>,
+        show: impl Fn(f64) -> String,
+        meets: impl Fn(f64) -> bool,
+    ) -> Self {
+        let value = value.filter(|v| v.is_finite());
+        Self {
+            what: what.into(),
+            target,
+            measured: value.map_or_else(|| "n/a".to_owned(), show),
+            met: value.map(meets),
+        }
+    }
+
+    /// `MET`, `MISSED` or `n/a`.
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "MET",
+            Some(false) => "MISSED",
+            None => "n/a",
+        }
+    }
+}
+
 /// The median of `xs` (upper median for an even count); `None` if empty.
 pub fn median(xs: &[f64]) -> Option<f64> {
     let mut v = xs.to_vec();
@@ -262,6 +335,21 @@ mod tests {
         assert_eq!(s.median().unwrap().msgs_per_sec, 2.0);
         assert_eq!(s.range(), Some((1.0, 3.0)));
         assert_eq!(median(&[4.0, 1.0]), Some(4.0));
+    }
+
+    #[test]
+    fn targets_compare_and_format() {
+        let r = TargetRow::ratio_at_least("a / b", Some(1.234), 1.0);
+        assert_eq!(
+            (r.target.as_str(), r.measured.as_str(), r.verdict()),
+            (">= 1.00x", "1.23x", "MET")
+        );
+        let s = TargetRow::share_at_least("c / d", Some(0.75), 0.8);
+        assert_eq!((s.measured.as_str(), s.verdict()), ("75.0%", "MISSED"));
+        let n = TargetRow::ns_at_most("p99.9", Some(2999.0), 3000.0);
+        assert_eq!((n.target.as_str(), n.verdict()), ("<= 3000 ns", "MET"));
+        let missing = TargetRow::ratio_at_least("x", Some(f64::NAN), 1.0);
+        assert_eq!((missing.measured.as_str(), missing.met), ("n/a", None));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{ratios, Series};
+use super::{ratios, Series, TargetRow};
 use crate::suite::{scaling_median, SuiteReport};
 use crate::Consume;
 
@@ -59,6 +59,22 @@ pub fn series_table(series: &[Series]) -> String {
                 (Consume::Checksum, bad) => format!("SUM x{bad} -/{miss}/-/{unexp}"),
             },
             m.per_thread_handled,
+        );
+    }
+    out
+}
+
+/// One line per target: `target: WHAT TARGET: MEASURED VERDICT`.
+pub fn targets_text(targets: &[TargetRow]) -> String {
+    let mut out = String::new();
+    for t in targets {
+        let _ = writeln!(
+            out,
+            "target: {} {}: {} {}",
+            t.what,
+            t.target,
+            t.measured,
+            t.verdict()
         );
     }
     out
