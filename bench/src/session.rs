@@ -19,7 +19,10 @@ use crate::report::{
     median, ratios, series_table, targets_text, write_json, Machine, RunSummary, Series, TargetRow,
 };
 use crate::suite::WorkloadDesc;
-use crate::{crossbeam_router, runner, seed, Error, RunOpts, RunResult, Workload, WorkloadError};
+use crate::{
+    crossbeam_router, disruptor, floor, runner, seed, Consume, Error, RunOpts, RunResult, Workload,
+    WorkloadError,
+};
 
 /// When a persistent bus of the session syncs (one row per policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +85,9 @@ pub struct SessionConfig {
     pub reps: usize,
     /// Also run the seed baseline and the crossbeam router, with the ratios.
     pub compare: bool,
+    /// Also run the disruptor and, on one-producer workloads, the hand-off floors: the SPSC ring
+    /// in both publish forms, std `sync_channel`, crossbeam `bounded` and `ArrayQueue`.
+    pub floors: bool,
     /// Also run persistent buses and the raw append+sync baseline.
     pub persist: Option<PersistConfig>,
 }
@@ -136,6 +142,10 @@ pub struct TableReport {
     pub batch: usize,
     /// Repetitions per runner.
     pub reps: usize,
+    /// Published by topic name rather than through `Topic` handles.
+    pub by_name: bool,
+    /// What the consumers did: `verify` or `checksum`.
+    pub consume: Consume,
     /// One series per runner.
     pub series: Vec<Series>,
     /// shardbus median rate / peer median rate.
@@ -276,6 +286,27 @@ impl Session {
                 entries.push(entry("seed", seed::run, &w, opts));
                 entries.push(entry("crossbeam_router", crossbeam_router::run, &w, opts));
             }
+            if config.floors {
+                entries.push(entry("disruptor", disruptor::run, &w, opts));
+            }
+            // The SPSC floors take one producer; with more, only the disruptor runs.
+            if config.floors && w.producers == 1 {
+                entries.push(entry(
+                    "floor/std_sync_channel",
+                    floor::std_sync_channel,
+                    &w,
+                    opts,
+                ));
+                entries.push(entry(
+                    "floor/crossbeam_bounded",
+                    floor::crossbeam_bounded,
+                    &w,
+                    opts,
+                ));
+                entries.push(entry("floor/array_queue", floor::array_queue, &w, opts));
+                entries.push(entry("floor/ring", floor::ring, &w, opts));
+                entries.push(entry("floor/ring_batch 64", floor::ring_batch, &w, opts));
+            }
             let mut raw = None;
             if let Some(p) = &config.persist {
                 entries[0].name = "shardbus (memory)".to_owned();
@@ -392,7 +423,7 @@ impl Session {
             let w = &t.workload;
             let _ = writeln!(
                 out,
-                "{} | {} cores | {} | fences {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {}{}, {} msgs x {} runs",
+                "{} | {} cores | {} | fences {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {}{}{}{}, {} msgs x {} runs",
                 machine.date,
                 machine.cores,
                 machine.cpu,
@@ -404,6 +435,8 @@ impl Session {
                 WorkloadDesc::of(w).distribution,
                 wait_name(c.opts.wait),
                 if c.opts.batch > 0 { format!(", batch {}", c.opts.batch) } else { String::new() },
+                if c.opts.by_name { ", by name" } else { "" },
+                if c.opts.consume == Consume::Checksum { ", checksum-only consumers" } else { "" },
                 w.messages,
                 c.reps,
             );
@@ -435,6 +468,8 @@ impl Session {
                 wait: wait_name(c.opts.wait).to_lowercase(),
                 batch: c.opts.batch,
                 reps: c.reps,
+                by_name: c.opts.by_name,
+                consume: c.opts.consume,
                 series: t.series.clone(),
                 ratios,
                 all_exact: t.series.iter().all(|s| s.error.is_none() && s.all_exact()),

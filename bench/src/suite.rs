@@ -4,18 +4,22 @@
 //! once, then all again) so that a noisy phase of the host hits them alike.
 //! `shardbus bench --suite --json PATH` runs it; `shardbus bench --charts PATH` draws it.
 
+mod floors;
+
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::floor::PingPong;
-use crate::report::{median, Machine, Percentiles, ReportError, RunSummary, Series};
+use crate::report::{median, Machine, Percentiles, ReportError, RunSummary, Series, TargetRow};
 use crate::runner::{self, BusPingPong, ClosedLoop};
 use crate::{
     crossbeam_router, disruptor, floor, seed, Distribution, Error, RunOpts, RunResult, Workload,
 };
 use shardbus::WaitStrategy;
+
+pub use floors::{targets, LegRow, PersistFloors, RawSeries, HANDOFF_CHECKSUM, ROUTING_CHECKSUM};
 
 type Runner = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
 
@@ -118,6 +122,15 @@ pub struct SuiteReport {
     pub cpu_scaling: Vec<f64>,
     /// Ping-pong latency.
     pub latency: Vec<LatencyRow>,
+    /// One bus leg beside one leg of the bare atomic ping-pong, measured directly.
+    #[serde(default)]
+    pub legs: Vec<LegRow>,
+    /// The persistent bus beside its raw floors (absent from runs without a directory).
+    #[serde(default)]
+    pub persist: Option<PersistFloors>,
+    /// Every target decided by this run ([`targets`]), with its verdict.
+    #[serde(default)]
+    pub targets: Vec<TargetRow>,
 }
 
 impl SuiteReport {
@@ -140,6 +153,11 @@ impl SuiteReport {
             .flat_map(|g| &g.series)
             .all(Series::all_exact)
             && self.scaling.iter().all(|s| s.exact)
+            && self
+                .persist
+                .iter()
+                .flat_map(|p| &p.series)
+                .all(Series::all_exact)
     }
 }
 
@@ -178,13 +196,20 @@ pub fn group(
     }
 }
 
-/// Steps the suite reports to `progress` (for a progress bar's length).
-pub fn steps(reps: usize) -> u64 {
-    (reps * (8 + 3 + 3 + 3 + 3 + 3 + 1 + 4 + 8)) as u64
+/// Steps the suite reports to `progress` (for a progress bar's length); `persist`: whether it
+/// is given a directory for the persistence rows.
+pub fn steps(reps: usize, persist: bool) -> u64 {
+    (reps * (8 + 3 + 3 + 3 + 3 + 3 + 1 + 4 + 8) + floors::steps(reps, persist)) as u64
 }
 
-/// Runs the whole suite.
-pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteReport {
+/// Runs the whole suite; with `persist_dir`, the persistence rows write under it (a fresh
+/// directory per run, removed after it).
+pub fn run(
+    reps: usize,
+    scale: f64,
+    persist_dir: Option<&Path>,
+    progress: &mut dyn FnMut(&str),
+) -> SuiteReport {
     let n = |m: f64| (m * scale).max(10_000.0) as u64;
     let base = RunOpts::default();
     let spin = RunOpts {
@@ -292,6 +317,8 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         reps,
         progress,
     ));
+
+    groups.extend(floors::checksum_groups(reps, &n, progress));
 
     let mut cpu_scaling = Vec::new();
     for _ in 0..reps {
@@ -417,6 +444,9 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
             });
         }
     }
+    let legs = floors::legs(reps, rounds, progress);
+    let persist = persist_dir.map(|dir| floors::persistence(reps, n(1e6), dir, progress));
+    let targets = floors::targets(&groups, &legs, persist.as_ref());
     SuiteReport {
         machine: Machine::detect(),
         reps,
@@ -424,6 +454,9 @@ pub fn run(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> SuiteRepo
         scaling,
         cpu_scaling,
         latency,
+        legs,
+        persist,
+        targets,
     }
 }
 

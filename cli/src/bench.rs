@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shardbus::WaitStrategy;
 use shardbus_bench::report::{self, suite_text, write_json, Machine};
 use shardbus_bench::session::{self, PersistConfig, Session, SessionConfig};
-use shardbus_bench::{suite, Distribution, RunOpts, Workload};
+use shardbus_bench::{suite, Consume, Distribution, RunOpts, Workload};
 
 use crate::{check, command, fail};
 
@@ -32,6 +32,17 @@ pub enum Wait {
     Yield,
     /// Spin, yield, then park (shardbus's default).
     Park,
+}
+
+/// What every runner's consumer does with each message.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ConsumeMode {
+    /// The exactly-once checker: every message once, in per-(producer, topic) order, with
+    /// sampled latency.
+    Verify,
+    /// Only a count and a checksum, compared with the plan's at the end (a wrong count or sum
+    /// fails the run): what each runtime costs by itself.
+    Checksum,
 }
 
 /// When the persistent log syncs to disk (for `--persist`).
@@ -107,6 +118,18 @@ pub struct Args {
     /// Publish in batches of up to N per topic (`Publisher::publish_batch`); 0 = one by one.
     #[arg(long, default_value_t = 0)]
     pub batch: usize,
+    /// Publish by topic name (`publish("topic-3", msg)`) instead of through `Topic` handles.
+    #[arg(long)]
+    pub by_name: bool,
+    /// What every runner's consumer does with each message: the exactly-once checker, or only a
+    /// count and a checksum (no latency columns).
+    #[arg(long, value_enum, default_value = "verify")]
+    pub consume: ConsumeMode,
+    /// Also run the disruptor on the same workload and, with one producer, the raw hand-off
+    /// floors: the SPSC ring (single and batch publish), std `sync_channel`, crossbeam
+    /// `bounded` and `ArrayQueue`.
+    #[arg(long)]
+    pub floors: bool,
     /// Repetitions per runner (interleaved); the table shows the median and the range.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -176,8 +199,13 @@ fn try_run(args: &Args) -> Result<ExitCode, ExitCode> {
         return Err(fail("shardbus bench: --reps must be at least 1", 2));
     }
     if args.suite {
-        let report = with_progress(suite::steps(args.reps), |progress| {
-            suite::run(args.reps, args.suite_scale, progress)
+        let dir = args
+            .persist
+            .persist
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/bench-data"));
+        let report = with_progress(suite::steps(args.reps, true), |progress| {
+            suite::run(args.reps, args.suite_scale, Some(&dir), progress)
         });
         print!("{}", suite_text(&report, &command()));
         if let Some(path) = &args.json {
@@ -240,10 +268,16 @@ fn session_config(args: &Args) -> SessionConfig {
             shards: args.shards,
             wait,
             batch: args.batch,
+            by_name: args.by_name,
+            consume: match args.consume {
+                ConsumeMode::Verify => Consume::Verify,
+                ConsumeMode::Checksum => Consume::Checksum,
+            },
             ..RunOpts::default()
         },
         reps: args.reps,
         compare: args.compare,
+        floors: args.floors,
         persist: p.persist.as_ref().map(|dir| PersistConfig {
             dir: dir.clone(),
             fsyncs: p.fsync.iter().map(fsync).collect(),
@@ -276,11 +310,13 @@ fn cannot_write(path: &Path) -> String {
 
 fn verdict(all_exact: bool) -> ExitCode {
     if all_exact {
-        println!("verified: every message exactly once, in per-topic order");
+        println!(
+            "verified: every message exactly once, in per-topic order (checksum rows: every count and sum)"
+        );
         ExitCode::SUCCESS
     } else {
         fail(
-            "VERIFICATION FAILED: see the table (dup/miss/order/unexp columns)",
+            "VERIFICATION FAILED: see the table (dup/miss/order/unexp columns; SUM for a checksum)",
             1,
         )
     }

@@ -39,6 +39,9 @@ fn bench_persist_runs_every_policy_and_cleans_up() {
         "records of 72 B",
         "records of 312 B",
         "target: fsync batch >= 70% of raw append+sync",
+        "raw buffered append (framed)",
+        "raw buffered append (bytes)",
+        "target: fsync never / raw buffered append (framed) >= 80%: ",
         "recovery: 1 shard(s)",
         "verified: every message exactly once",
     ] {

@@ -359,6 +359,9 @@ mod tests {
                 shard_cpu: vec![],
                 p50s: vec![],
             }],
+            legs: vec![],
+            persist: None,
+            targets: vec![],
         };
         let a = throughput_chart(&suite, "m");
         assert!(a.contains("<rect") && a.ends_with("</svg>\n"));

@@ -3,6 +3,7 @@
 //! markdown tables of `docs/benchmarks.md`.
 
 mod chart;
+mod floors;
 mod summary;
 mod tables;
 mod text;

@@ -168,6 +168,9 @@ pub fn ratios(series: &[Series]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The target of a row reported without one.
+const NO_TARGET: &str = "—";
+
 /// A performance target and its verdict, computed from one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetRow {
@@ -204,6 +207,31 @@ impl TargetRow {
         )
     }
 
+    /// `value <= max`, shown as a ratio (`1.23x`).
+    pub fn ratio_at_most(what: impl Into<String>, value: Option<f64>, max: f64) -> Self {
+        Self::new(
+            what,
+            format!("<= {max:.2}x"),
+            value,
+            |v| format!("{v:.2}x"),
+            |v| v <= max,
+        )
+    }
+
+    /// A ratio reported without a bound (a runtime as a fraction of its floor): target `—`,
+    /// verdict `—`.
+    pub fn fraction(what: impl Into<String>, value: Option<f64>) -> Self {
+        let mut row = Self::new(
+            what,
+            NO_TARGET.into(),
+            value,
+            |v| format!("{v:.2}x"),
+            |_| true,
+        );
+        row.met = None;
+        row
+    }
+
     /// `value <= max` nanoseconds.
     pub fn ns_at_most(what: impl Into<String>, value: Option<f64>, max: f64) -> Self {
         Self::new(
@@ -231,8 +259,11 @@ impl TargetRow {
         }
     }
 
-    /// `MET`, `MISSED` or `n/a`.
+    /// `MET`, `MISSED`, `n/a` (not measured) or `—` (no target: [`TargetRow::fraction`]).
     pub fn verdict(&self) -> &'static str {
+        if self.target == NO_TARGET {
+            return NO_TARGET;
+        }
         match self.met {
             Some(true) => "MET",
             Some(false) => "MISSED",
@@ -350,6 +381,17 @@ mod tests {
         assert_eq!((n.target.as_str(), n.verdict()), ("<= 3000 ns", "MET"));
         let missing = TargetRow::ratio_at_least("x", Some(f64::NAN), 1.0);
         assert_eq!((missing.measured.as_str(), missing.met), ("n/a", None));
+        assert_eq!(missing.verdict(), "n/a");
+        let most = TargetRow::ratio_at_most("p50 / p50", Some(1.6), 1.5);
+        assert_eq!(
+            (most.target.as_str(), most.verdict()),
+            ("<= 1.50x", "MISSED")
+        );
+        let f = TargetRow::fraction("a / floor", Some(0.5));
+        assert_eq!(
+            (f.measured.as_str(), f.met, f.verdict()),
+            ("0.50x", None, "—")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::ReportError;
 use crate::suite::{Group, SuiteReport};
+use crate::Consume;
 
 /// The heading of the section [`suite_section`] renders.
 pub const SUITE_HEADING: &str = "## Tables of the committed run";
@@ -43,6 +44,10 @@ pub fn suite_section(suite: &SuiteReport) -> String {
     }
     closed_loop(&mut lines, suite);
     latency(&mut lines, suite);
+    // Only in runs that measured them (older suite files have none).
+    super::floors::legs_table(&mut lines, suite);
+    super::floors::persist_table(&mut lines, suite);
+    super::floors::targets_table(&mut lines, suite);
     lines.join("\n") + "\n\n"
 }
 
@@ -98,7 +103,7 @@ fn thousands(n: u64) -> String {
 
 /// The median of `xs` as Python's `statistics.median` takes it: the middle value, or the mean
 /// of the two middle values for an even count; `None` if empty.
-fn python_median(xs: &[f64]) -> Option<f64> {
+pub(super) fn python_median(xs: &[f64]) -> Option<f64> {
     let mut v = xs.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -110,7 +115,7 @@ fn python_median(xs: &[f64]) -> Option<f64> {
 }
 
 /// A duration in ns as the tables print it.
-fn ns(v: u64) -> String {
+pub(super) fn ns(v: u64) -> String {
     let v = v as f64;
     if v < 1000.0 {
         format!("{v:.0} ns")
@@ -145,7 +150,7 @@ fn verified(exact: bool) -> &'static str {
 }
 
 /// The line under each table heading: command, machine, repetitions (and messages per run).
-fn stamp(suite: &SuiteReport, messages: Option<u64>) -> String {
+pub(super) fn stamp(suite: &SuiteReport, messages: Option<u64>) -> String {
     let m = &suite.machine;
     let mut parts = vec![
         format!(
@@ -203,15 +208,22 @@ fn group_table(out: &mut Vec<String>, suite: &SuiteReport, group: &Group) {
         let lo = rates.clone().fold(f64::INFINITY, f64::min);
         let hi = rates.fold(f64::NEG_INFINITY, f64::max);
         let lat = &med.latency;
+        // Checksum-only consumers read no clock: no latency, and "verified" is count and sum.
+        let (p50, p99, p999, max, checked) = if med.consume == Consume::Checksum {
+            let dash = || "—".to_owned();
+            let checked = match verified(s.runs.iter().all(|r| r.exact)) {
+                "yes" => "count, sum",
+                no => no,
+            };
+            (dash(), dash(), dash(), dash(), checked)
+        } else {
+            let exact = verified(s.runs.iter().all(|r| r.exact));
+            (ns(lat.p50), ns(lat.p99), ns(lat.p999), ns(lat.max), exact)
+        };
         out.push(format!(
-            "| {} | {m:.2} ({lo:.2}–{hi:.2}) | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {m:.2} ({lo:.2}–{hi:.2}) | {:.0} | {p50} | {p99} | {p999} | {max} | {checked} | {} |",
             s.name,
             med.payload_mb_per_sec,
-            ns(lat.p50),
-            ns(lat.p99),
-            ns(lat.p999),
-            ns(lat.max),
-            verified(s.runs.iter().all(|r| r.exact)),
             handled(&med.per_thread_handled),
         ));
     }

@@ -150,5 +150,6 @@ pub fn suite_text(report: &SuiteReport, command: &str) -> String {
             l.p50s
         );
     }
+    super::floors::floors_text(&mut out, report);
     out
 }

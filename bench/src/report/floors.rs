@@ -1,0 +1,174 @@
+//! The suite's floor sections, as markdown (`docs/benchmarks.md`) and as the text
+//! `shardbus bench --suite` prints: one bus leg beside the atomic leg, the persistent bus beside
+//! its raw appends, and the targets with their verdicts. Each is left out of a run without it.
+
+use std::fmt::Write as _;
+
+use super::tables::{ns, python_median, stamp};
+use super::{median, TargetRow};
+use crate::suite::SuiteReport;
+
+/// `### One leg`: p50 / p99 / p99.9 / max of each leg and of the round trips / 2 it was
+/// measured in.
+pub(super) fn legs_table(out: &mut Vec<String>, suite: &SuiteReport) {
+    if suite.legs.is_empty() {
+        return;
+    }
+    out.extend([
+        "### One leg (publish → handler entry on the other core, busy-spin, timed directly)".into(),
+        String::new(),
+        stamp(suite, None),
+        String::new(),
+        "| leg | p50 | p99 | p99.9 | max | RTT/2 p50 | RTT/2 p99.9 | p50 of each run |".into(),
+        "|---|---|---|---|---|---|---|---|".into(),
+    ]);
+    for leg in &suite.legs {
+        let (o, r) = (&leg.one_way, &leg.rtt_half);
+        let p50s: Vec<String> = leg.p50s.iter().map(u64::to_string).collect();
+        out.push(format!(
+            "| {} | {} | {} | {} | {} | {} | {} | [{}] |",
+            leg.name,
+            ns(o.p50),
+            ns(o.p99),
+            ns(o.p999),
+            ns(o.max),
+            ns(r.p50),
+            ns(r.p999),
+            p50s.join(", ")
+        ));
+    }
+    out.push(String::new());
+}
+
+/// `### Persistence beside its floors`: the buses and the raw appends, records per second.
+pub(super) fn persist_table(out: &mut Vec<String>, suite: &SuiteReport) {
+    let Some(p) = &suite.persist else {
+        return;
+    };
+    let w = &p.workload;
+    out.extend([
+        format!(
+            "### Persistence beside its floors: {} producer -> 1 shard, {} topics, {}, {} B, {} records per write",
+            w.producers, w.topics, w.distribution, w.payload, p.batch
+        ),
+        String::new(),
+        stamp(suite, Some(w.messages)),
+        String::new(),
+        "| row | M records/s (range) | MB/s | verified |".into(),
+        "|---|---|---|---|".into(),
+    ]);
+    let row = |name: &str, rates: &[f64], mb: Option<f64>, checked: &str| {
+        let m = python_median(rates).map_or(0.0, |m| m / 1e6);
+        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min) / 1e6;
+        let hi = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max) / 1e6;
+        let mb = mb.map_or_else(|| "—".to_owned(), |mb| format!("{mb:.0}"));
+        format!("| {name} | {m:.2} ({lo:.2}–{hi:.2}) | {mb} | {checked} |")
+    };
+    for s in &p.series {
+        let rates: Vec<f64> = s.runs.iter().map(|r| r.msgs_per_sec).collect();
+        if rates.is_empty() {
+            let why = s.error.as_deref().unwrap_or("no run");
+            out.push(format!("| {} | {why} | | |", s.name));
+            continue;
+        }
+        let mb = s.median().map(|m| m.payload_mb_per_sec);
+        let checked = if s.all_exact() { "yes" } else { "**no**" };
+        out.push(row(&s.name, &rates, mb, checked));
+    }
+    for r in &p.raw {
+        if r.records_per_sec.is_empty() {
+            let why = r.error.as_deref().unwrap_or("no run");
+            out.push(format!("| {} | {why} | | |", r.name));
+            continue;
+        }
+        out.push(row(
+            &r.name,
+            &r.records_per_sec,
+            median(&r.mb_per_sec),
+            "— (floor)",
+        ));
+    }
+    out.push(String::new());
+}
+
+/// `### Targets`: each bound, the measured value and the verdict.
+pub(super) fn targets_table(out: &mut Vec<String>, suite: &SuiteReport) {
+    if suite.targets.is_empty() {
+        return;
+    }
+    out.extend([
+        "### Targets of this run".into(),
+        String::new(),
+        stamp(suite, None),
+        String::new(),
+        "| what | target | measured | verdict |".into(),
+        "|---|---|---|---|".into(),
+    ]);
+    for t in &suite.targets {
+        out.push(format!(
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.target,
+            t.measured,
+            verdict_md(t)
+        ));
+    }
+    out.push(String::new());
+}
+
+fn verdict_md(t: &TargetRow) -> String {
+    match t.met {
+        Some(false) => format!("**{}**", t.verdict()),
+        _ => t.verdict().to_owned(),
+    }
+}
+
+/// The text form of the three sections, for `shardbus bench --suite`.
+pub(super) fn floors_text(out: &mut String, report: &SuiteReport) {
+    if !report.legs.is_empty() {
+        let _ = writeln!(
+            out,
+            "== one leg (ns, timed directly; RTT/2 of the same rounds)"
+        );
+        for l in &report.legs {
+            let (o, r) = (&l.one_way, &l.rtt_half);
+            let _ = writeln!(
+                out,
+                "{:<46} p50 {:>6} p99 {:>7} p99.9 {:>8} max {:>9} | RTT/2 p50 {} p99.9 {} | p50s {:?}",
+                l.name, o.p50, o.p99, o.p999, o.max, r.p50, r.p999, l.p50s
+            );
+        }
+    }
+    if let Some(p) = &report.persist {
+        let _ = writeln!(
+            out,
+            "== persistence beside its floors ({} B, {} topics, {} records per write, {} msgs)",
+            p.workload.payload, p.workload.topics, p.batch, p.workload.messages
+        );
+        out.push_str(&super::series_table(&p.series));
+        for r in &p.raw {
+            match &r.error {
+                Some(e) => {
+                    let _ = writeln!(out, "{:<30} n/a: {e}", r.name);
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{:<30} {:>10.3} M records/s (runs {:?}), {:.1} MB/s",
+                        r.name,
+                        median(&r.records_per_sec).unwrap_or(f64::NAN) / 1e6,
+                        r.records_per_sec
+                            .iter()
+                            .map(|x| format!("{:.3}", x / 1e6))
+                            .collect::<Vec<_>>(),
+                        median(&r.mb_per_sec).unwrap_or(f64::NAN)
+                    );
+                }
+            }
+        }
+    }
+    if !report.targets.is_empty() {
+        let _ = writeln!(out, "== targets");
+        out.push_str(&super::targets_text(&report.targets));
+    }
+}

@@ -1,0 +1,389 @@
+//! The suite's rows against floors measured in the same run: the checksum-only hand-off and
+//! routing groups (every runner's consumer only counts and sums, so each runtime's own cost
+//! shows), one bus leg beside one leg of a bare atomic ping-pong, the persistent bus beside the
+//! raw appends, and every target computed from them.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use shardbus::log::FsyncPolicy;
+use shardbus::WaitStrategy;
+
+use super::{group, shardbus_run, Group, Runner, WorkloadDesc};
+use crate::persist::{self, PersistOpts, RawResult, RawWork, SHARD_BATCH};
+use crate::report::{median, Percentiles, RunSummary, Series, TargetRow};
+use crate::{
+    crossbeam_router, disruptor, floor, runner, seed, Consume, Distribution, RunOpts, Workload,
+};
+
+/// Group keys of the checksum-only runs.
+pub const HANDOFF_CHECKSUM: &str = "handoff-checksum";
+/// See [`HANDOFF_CHECKSUM`].
+pub const ROUTING_CHECKSUM: &str = "routing-checksum";
+
+/// Row names the targets read.
+const BY_HANDLE: &str = "shardbus publish(Topic) (park)";
+const BATCH: &str = "shardbus publish_batch 64 (park)";
+const BY_NAME: &str = "shardbus publish(name) (park)";
+const DISRUPTOR: &str = "disruptor";
+const SYNC_CHANNEL: &str = "floor/std_sync_channel";
+const RING: &str = "floor/ring";
+const RING_BATCH: &str = "floor/ring_batch 64";
+const BUS_LEG: &str = "shardbus spin: publish -> handler entry";
+const ATOMIC_LEG: &str = "floor/atomic: store -> load on the other core";
+const MEMORY: &str = "shardbus (memory)";
+const NEVER: &str = "shardbus fsync never";
+const FSYNC_BATCH: &str = "shardbus fsync batch";
+const RAW_SYNC: &str = "raw append+sync";
+const RAW_FRAMED: &str = "raw buffered append (framed)";
+const RAW_BYTES: &str = "raw buffered append (bytes)";
+
+/// One leg, measured directly (a clock read at each end), in the median repetition by p50.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LegRow {
+    /// What carries the message.
+    pub name: String,
+    /// Publish (or store) → handler entry (or load) on the other core.
+    pub one_way: Percentiles,
+    /// Round trip / 2 of the same rounds.
+    pub rtt_half: Percentiles,
+    /// One-leg p50 of every repetition.
+    pub p50s: Vec<u64>,
+}
+
+/// A raw append's repetitions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RawSeries {
+    /// `raw append+sync`, `raw buffered append (framed)` or `raw buffered append (bytes)`.
+    pub name: String,
+    /// Records per second, per repetition.
+    pub records_per_sec: Vec<f64>,
+    /// MB (10^6 B) per second, per repetition.
+    pub mb_per_sec: Vec<f64>,
+    /// Why it did not run, if it did not.
+    pub error: Option<String>,
+}
+
+/// The persistent bus beside its floors, all interleaved.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PersistFloors {
+    /// The workload of every row.
+    pub workload: WorkloadDesc,
+    /// Records per `write_all` (and per `sync_data` of `raw append+sync`): a shard's batch.
+    pub batch: usize,
+    /// Memory-only, `fsync never` and `fsync batch` buses.
+    pub series: Vec<Series>,
+    /// The raw appends.
+    pub raw: Vec<RawSeries>,
+}
+
+/// The checksum-only groups: the hand-off (every publish form beside every peer and floor) and
+/// the routing case (by handle and by name beside the routers).
+pub(super) fn checksum_groups(
+    reps: usize,
+    n: &dyn Fn(f64) -> u64,
+    progress: &mut dyn FnMut(&str),
+) -> Vec<Group> {
+    let base = RunOpts {
+        consume: Consume::Checksum,
+        ..RunOpts::default()
+    };
+    let one = RunOpts {
+        shards: 1,
+        ..base.clone()
+    };
+    let spin = RunOpts {
+        wait: WaitStrategy::BusySpin,
+        ..one.clone()
+    };
+    let batch = RunOpts {
+        batch: 64,
+        ..one.clone()
+    };
+    let by_name = |o: &RunOpts| RunOpts {
+        by_name: true,
+        ..o.clone()
+    };
+    let w1 = Workload {
+        producers: 1,
+        topics: 1,
+        messages: n(4e6),
+        payload: 16,
+        distribution: Distribution::Uniform,
+        seed: 1,
+    };
+    let handoff: [(&str, Runner, RunOpts); 10] = [
+        (BY_HANDLE, shardbus_run, one.clone()),
+        ("shardbus publish(Topic) (spin)", shardbus_run, spin),
+        (BATCH, shardbus_run, batch),
+        (BY_NAME, shardbus_run, by_name(&one)),
+        (DISRUPTOR, disruptor::run, base.clone()),
+        (SYNC_CHANNEL, floor::std_sync_channel, base.clone()),
+        (
+            "floor/crossbeam_bounded",
+            floor::crossbeam_bounded,
+            base.clone(),
+        ),
+        ("floor/array_queue", floor::array_queue, base.clone()),
+        (RING, floor::ring, base.clone()),
+        (RING_BATCH, floor::ring_batch, base.clone()),
+    ];
+    let two = RunOpts {
+        shards: 2,
+        ..base.clone()
+    };
+    let routing: [(&str, Runner, RunOpts); 4] = [
+        ("shardbus publish(Topic)", shardbus_run, two.clone()),
+        ("shardbus publish(name)", shardbus_run, by_name(&two)),
+        ("seed", seed::run, base.clone()),
+        ("crossbeam_router", crossbeam_router::run, two),
+    ];
+    let w2 = Workload {
+        producers: 2,
+        topics: 64,
+        messages: n(2e6),
+        ..w1.clone()
+    };
+    vec![
+        group(
+            HANDOFF_CHECKSUM,
+            "Hand-off, checksum-only consumers: 1 producer -> 1 shard, 1 topic, 16 B",
+            &w1,
+            &handoff,
+            reps,
+            progress,
+        ),
+        group(
+            ROUTING_CHECKSUM,
+            "Routing, checksum-only consumers: 2 producers -> 2 shards (4 threads on 2 cores), 64 topics, uniform, 16 B, default wait (park)",
+            &w2,
+            &routing,
+            reps,
+            progress,
+        ),
+    ]
+}
+
+/// Steps of [`checksum_groups`], [`legs`] and [`persistence`].
+pub(super) fn steps(reps: usize, persist: bool) -> usize {
+    reps * (10 + 4 + 2 + if persist { 6 } else { 0 })
+}
+
+/// One bus leg (busy-spin shard, publish → handler entry) and one leg of the bare atomic
+/// ping-pong, `rounds` each, repetitions interleaved; the median repetition of each by p50.
+pub(super) fn legs(reps: usize, rounds: u64, progress: &mut dyn FnMut(&str)) -> Vec<LegRow> {
+    let spin = RunOpts {
+        wait: WaitStrategy::BusySpin,
+        shards: 1,
+        ..RunOpts::default()
+    };
+    let mut bus = Vec::new();
+    let mut atomic = Vec::new();
+    for _ in 0..reps {
+        progress("one leg: shardbus spin");
+        if let Ok(p) = runner::ping_pong(rounds, None, &spin) {
+            bus.push((Percentiles::of(&p.one_way), Percentiles::of(&p.rtt_half)));
+        }
+        progress("one leg: atomic");
+        if let Ok(l) = floor::atomic_leg(rounds, &spin) {
+            atomic.push((Percentiles::of(&l.one_way), Percentiles::of(&l.rtt_half)));
+        }
+    }
+    [(BUS_LEG, bus), (ATOMIC_LEG, atomic)]
+        .into_iter()
+        .filter_map(|(name, mut runs)| {
+            let p50s = runs.iter().map(|(o, _)| o.p50).collect();
+            runs.sort_by_key(|(o, _)| o.p50);
+            let (one_way, rtt_half) = runs.get(runs.len() / 2)?.clone();
+            Some(LegRow {
+                name: name.into(),
+                one_way,
+                rtt_half,
+                p50s,
+            })
+        })
+        .collect()
+}
+
+/// The memory-only, `fsync never` and `fsync batch` buses beside the raw append+sync and the
+/// raw buffered appends of the same records, under `dir`, repetitions interleaved.
+pub(super) fn persistence(
+    reps: usize,
+    messages: u64,
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> PersistFloors {
+    let w = Workload {
+        producers: 1,
+        topics: 64,
+        messages,
+        payload: 256,
+        distribution: Distribution::Uniform,
+        seed: 1,
+    };
+    let bus = |fsync: Option<FsyncPolicy>| RunOpts {
+        shards: 1,
+        persist: fsync.map(|fsync| PersistOpts {
+            dir: dir.to_owned(),
+            fsync,
+        }),
+        ..RunOpts::default()
+    };
+    let runners: [(&str, RunOpts); 3] = [
+        (MEMORY, bus(None)),
+        (NEVER, bus(Some(FsyncPolicy::Never))),
+        (FSYNC_BATCH, bus(Some(FsyncPolicy::Batch))),
+    ];
+    let topics = w.topic_names();
+    let record = topics
+        .iter()
+        .map(|t| persist::record_len(t, w.payload))
+        .sum::<usize>()
+        .div_ceil(w.topics);
+    let mut series: Vec<Series> = runners.iter().map(|(name, _)| Series::new(*name)).collect();
+    let mut raw: Vec<RawSeries> = [RAW_SYNC, RAW_FRAMED, RAW_BYTES]
+        .into_iter()
+        .map(|name| RawSeries {
+            name: name.into(),
+            records_per_sec: Vec::new(),
+            mb_per_sec: Vec::new(),
+            error: None,
+        })
+        .collect();
+    for _ in 0..reps {
+        for ((name, o), s) in runners.iter().zip(&mut series) {
+            progress(&format!("persistence: {name}"));
+            if s.error.is_none() {
+                match shardbus_run(&w, o) {
+                    Ok(r) => s.runs.push(RunSummary::of(&w, &r)),
+                    Err(e) => s.error = Some(e.to_string()),
+                }
+            }
+        }
+        for r in &mut raw {
+            progress(&format!("persistence: {}", r.name));
+            if r.error.is_some() {
+                continue;
+            }
+            let run = match r.name.as_str() {
+                RAW_SYNC => persist::raw_append(dir, record, SHARD_BATCH, messages),
+                RAW_FRAMED => persist::raw_buffered_append(
+                    dir,
+                    &topics,
+                    w.payload,
+                    SHARD_BATCH,
+                    messages,
+                    RawWork::Frame,
+                ),
+                _ => persist::raw_buffered_append(
+                    dir,
+                    &topics,
+                    w.payload,
+                    SHARD_BATCH,
+                    messages,
+                    RawWork::Bytes,
+                ),
+            };
+            match run {
+                Ok(x) => {
+                    r.records_per_sec.push(RawResult::records_per_sec(&x));
+                    r.mb_per_sec.push(x.mb_per_sec());
+                }
+                Err(e) => r.error = Some(e.to_string()),
+            }
+        }
+    }
+    PersistFloors {
+        workload: WorkloadDesc::of(&w),
+        batch: SHARD_BATCH,
+        series,
+        raw,
+    }
+}
+
+/// Every target the suite's floors and checksum groups decide, from the medians of this run.
+pub fn targets(
+    groups: &[Group],
+    legs: &[LegRow],
+    persist: Option<&PersistFloors>,
+) -> Vec<TargetRow> {
+    let rate = |key: &str, name: &str| {
+        groups
+            .iter()
+            .find(|g| g.key == key)?
+            .series
+            .iter()
+            .find(|s| s.name == name)?
+            .median()
+            .map(|m| m.msgs_per_sec)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let h = |name| rate(HANDOFF_CHECKSUM, name);
+    let mut rows = vec![
+        TargetRow::ratio_at_least(
+            format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR}"),
+            ratio(h(BY_HANDLE), h(DISRUPTOR)),
+            1.0,
+        ),
+        TargetRow::ratio_at_least(
+            format!("checksum hand-off: {BATCH} / {DISRUPTOR}"),
+            ratio(h(BATCH), h(DISRUPTOR)),
+            1.5,
+        ),
+        TargetRow::ratio_at_least(
+            format!("checksum hand-off: {BY_NAME} / {BY_HANDLE}"),
+            ratio(h(BY_NAME), h(BY_HANDLE)),
+            0.8,
+        ),
+        TargetRow::ratio_at_least(
+            format!("checksum hand-off: {BY_NAME} / {SYNC_CHANNEL}"),
+            ratio(h(BY_NAME), h(SYNC_CHANNEL)),
+            1.5,
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {BY_HANDLE} / {RING}"),
+            ratio(h(BY_HANDLE), h(RING)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {BATCH} / {RING_BATCH}"),
+            ratio(h(BATCH), h(RING_BATCH)),
+        ),
+    ];
+    let leg = |name: &str| legs.iter().find(|l| l.name == name).map(|l| &l.one_way);
+    let (bus, atomic) = (leg(BUS_LEG), leg(ATOMIC_LEG));
+    rows.push(TargetRow::ratio_at_most(
+        "one leg p50: shardbus spin / bare atomic",
+        ratio(bus.map(|b| b.p50 as f64), atomic.map(|a| a.p50 as f64)),
+        1.5,
+    ));
+    rows.push(TargetRow::ns_at_most(
+        "one leg p99.9: shardbus spin",
+        bus.map(|b| b.p999 as f64),
+        3000.0,
+    ));
+    if let Some(p) = persist {
+        let bus = |name: &str| {
+            p.series
+                .iter()
+                .find(|s| s.name == name)?
+                .median()
+                .map(|m| m.msgs_per_sec)
+        };
+        let raw = |name: &str| median(&p.raw.iter().find(|r| r.name == name)?.records_per_sec);
+        rows.push(TargetRow::share_at_least(
+            format!("persistence 256 B: {NEVER} / {RAW_FRAMED}"),
+            ratio(bus(NEVER), raw(RAW_FRAMED)),
+            0.8,
+        ));
+        rows.push(TargetRow::share_at_least(
+            format!("persistence 256 B: {FSYNC_BATCH} / {RAW_SYNC}"),
+            ratio(bus(FSYNC_BATCH), raw(RAW_SYNC)),
+            0.7,
+        ));
+        rows.push(TargetRow::fraction(
+            format!("persistence 256 B: {NEVER} / {RAW_BYTES}"),
+            ratio(bus(NEVER), raw(RAW_BYTES)),
+        ));
+    }
+    rows
+}
