@@ -36,6 +36,10 @@
 //! a shardbus [`Bus`](shardbus::Bus), memory-only or, with [`RunOpts::persist`], persistent;
 //! [`persist`] holds the message codec, the raw append+sync baseline and the recovery timing.
 //!
+//! Every runner's consumer does what [`RunOpts::consume`] says: the exactly-once [`Checker`]
+//! (the default), or, with [`Consume::Checksum`], only a count and a checksum compared with the
+//! plan's at the end, so a table shows what each runtime costs by itself.
+//!
 //! Above them: [`session`] is one `shardbus bench` run (tables of runners, repetitions
 //! interleaved), [`suite`] the reference suite behind `docs/benchmarks.md`, and [`report`]
 //! what the runs become: the text tables, the JSON read back, the charts and the markdown
