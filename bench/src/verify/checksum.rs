@@ -45,7 +45,7 @@ pub fn checksum_term<const N: usize>(msg: &BenchMsg<N>) -> u64 {
 /// The wrapping sum of [`checksum_term`] over a stream of `count` messages (seq `0..count`).
 pub(super) fn stream_checksum(producer: usize, topic: u32, count: u64) -> u64 {
     // count * (count - 1) / 2 modulo 2^64: halve the even factor first.
-    let triangle = if count % 2 == 0 {
+    let triangle = if count.is_multiple_of(2) {
         (count / 2).wrapping_mul(count.wrapping_sub(1))
     } else {
         count.wrapping_mul((count - 1) / 2)
