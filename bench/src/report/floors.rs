@@ -172,3 +172,118 @@ pub(super) fn floors_text(out: &mut String, report: &SuiteReport) {
         out.push_str(&super::targets_text(&report.targets));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{suite_section, suite_text, Machine, Percentiles, RunSummary, Series};
+    use crate::suite::{LegRow, PersistFloors, RawSeries, WorkloadDesc};
+
+    fn pct(p50: u64, p999: u64) -> Percentiles {
+        Percentiles {
+            samples: 10,
+            p50,
+            p90: p50,
+            p99: p50,
+            p999,
+            p9999: p999,
+            max: p999,
+        }
+    }
+
+    fn suite() -> SuiteReport {
+        let run = RunSummary {
+            msgs_per_sec: 2e6,
+            payload_mb_per_sec: 512.0,
+            elapsed_s: 1.0,
+            handled: 2,
+            exact: true,
+            duplicates: 0,
+            missing: 0,
+            order_violations: 0,
+            unexpected: 0,
+            latency: Percentiles::default(),
+            per_thread_handled: vec![2],
+            consume: crate::Consume::Verify,
+            checksum_mismatches: 0,
+        };
+        SuiteReport {
+            machine: Machine {
+                cpu: "x".into(),
+                cores: 2,
+                date: "d".into(),
+                fences: "f".into(),
+            },
+            reps: 1,
+            groups: vec![],
+            scaling: vec![],
+            cpu_scaling: vec![],
+            latency: vec![],
+            legs: vec![LegRow {
+                name: "bus".into(),
+                one_way: pct(210, 850),
+                rtt_half: pct(180, 900),
+                p50s: vec![210],
+            }],
+            persist: Some(PersistFloors {
+                workload: WorkloadDesc {
+                    producers: 1,
+                    topics: 64,
+                    messages: 2,
+                    payload: 256,
+                    distribution: "uniform".into(),
+                },
+                batch: 1024,
+                series: vec![Series {
+                    name: "shardbus fsync never".into(),
+                    runs: vec![run],
+                    error: None,
+                }],
+                raw: vec![RawSeries {
+                    name: "raw buffered append (framed)".into(),
+                    records_per_sec: vec![4e6],
+                    mb_per_sec: vec![1248.0],
+                    error: None,
+                }],
+            }),
+            targets: vec![
+                TargetRow::share_at_least("never / framed", Some(0.5), 0.8),
+                TargetRow::fraction("bus / ring", Some(0.25)),
+            ],
+        }
+    }
+
+    #[test]
+    fn floor_sections_render_in_markdown_and_text() {
+        let s = suite();
+        let md = suite_section(&s);
+        for row in [
+            "| bus | 210 ns | 210 ns | 850 ns | 850 ns | 180 ns | 900 ns | [210] |",
+            "| shardbus fsync never | 2.00 (2.00–2.00) | 512 | yes |",
+            "| raw buffered append (framed) | 4.00 (4.00–4.00) | 1248 | — (floor) |",
+            "| never / framed | >= 80% | 50.0% | **MISSED** |",
+            "| bus / ring | — | 0.25x | — |",
+        ] {
+            assert!(md.lines().any(|l| l == row), "missing {row:?} in\n{md}");
+        }
+        let text = suite_text(&s, "cmd");
+        assert!(
+            text.contains("target: never / framed >= 80%: 50.0% MISSED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("raw buffered append (framed)        4.000 M records/s"),
+            "{text}"
+        );
+        // A suite file without these sections renders none of them.
+        let bare = SuiteReport {
+            legs: vec![],
+            persist: None,
+            targets: vec![],
+            ..s.clone()
+        };
+        let headings = |md: &str| md.lines().filter(|l| l.starts_with("### ")).count();
+        // The closed loop and the latency table always; one leg, persistence, targets here.
+        assert_eq!((headings(&md), headings(&suite_section(&bare))), (5, 2));
+    }
+}
