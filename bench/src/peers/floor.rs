@@ -2,7 +2,7 @@
 //!
 //! Latency, one-way = round trip / 2: (a) [`atomic_ping_pong`], one cache-padded `AtomicU64`
 //! bounced between two threads; (c) [`array_queue_ping_pong`], two crossbeam `ArrayQueue`s;
-//! and one leg timed directly, [`atomic_leg`] (see [`leg`]).
+//! and one leg timed directly, [`atomic_leg`].
 //! Throughput, one producer and one consumer moving the workload's messages: (b) [`ring`] and
 //! [`ring_batch`], our own SPSC ring (the ceiling: cached indices, batched index publication,
 //! a batch consumer; single and batch publish); [`array_queue`]; (d) [`std_sync_channel`] and
@@ -13,9 +13,10 @@
 //! The spinning floors (all but the two channels) wait with `hint::spin_loop()` and never back
 //! off: a floor measures the hand-off itself, and `Backoff`'s growing spins would add their own
 //! delay. They need 2 cores and refuse to run on fewer. Pinning: producer or pinger on core 0,
-//! consumer or ponger on core 1.
+//! consumer or ponger on core 1, except [`atomic_leg`], placed as the bus ping-pong it is
+//! compared with (ponger on core 0, pinger on the last core).
 
-pub mod leg;
+mod leg;
 mod ring;
 
 pub use leg::{atomic_leg, Leg};
