@@ -64,10 +64,15 @@ pub fn series_table(series: &[Series]) -> String {
     out
 }
 
-/// One line per target: `target: WHAT TARGET: MEASURED VERDICT`.
+/// One line per target: `target: WHAT TARGET: MEASURED VERDICT`, or `ratio: WHAT: MEASURED`
+/// for a row without a bound ([`TargetRow::fraction`]).
 pub fn targets_text(targets: &[TargetRow]) -> String {
     let mut out = String::new();
     for t in targets {
+        if t.verdict() == t.target {
+            let _ = writeln!(out, "ratio: {}: {}", t.what, t.measured);
+            continue;
+        }
         let _ = writeln!(
             out,
             "target: {} {}: {} {}",
