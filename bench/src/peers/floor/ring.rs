@@ -45,6 +45,9 @@ fn channel_from<T: Send>(capacity: usize, start: usize) -> (Producer<T>, Consume
         mask: capacity - 1,
     });
     let batch = BATCH.min(capacity);
+    // A pointer to every slot, as `UnsafeCell::get` gives one: `UnsafeCell` is
+    // `repr(transparent)` and its contents may be written through a pointer derived from a
+    // shared reference. The slots never move: they live in the `Arc` each end holds.
     let slots = shared.slots.as_ptr().cast::<MaybeUninit<T>>().cast_mut();
     let producer = Producer {
         slots,
