@@ -368,6 +368,52 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0]), Some(4.0));
     }
 
+    /// Catches a checksum mismatch that does not fail the run (and so the exit status).
+    #[test]
+    fn a_checksum_mismatch_is_not_exact() {
+        use crate::{Checker, Distribution, Sampling, Verdict};
+        let w = Workload {
+            producers: 1,
+            topics: 2,
+            messages: 10,
+            payload: 16,
+            distribution: Distribution::Uniform,
+            seed: 1,
+        };
+        let plan = w.plan().unwrap();
+        let run = |skew: u64| {
+            let mut c =
+                Checker::for_all(&plan.expected, Sampling::new(0)).consuming(Consume::Checksum);
+            let mut next = [0u64; 2];
+            for &t in plan.publishers[0].topics() {
+                let seq = next[t as usize];
+                next[t as usize] += 1;
+                c.record(&crate::BenchMsg::<16> {
+                    topic: t,
+                    seq: seq + u64::from(seq == 0) * skew,
+                    ..crate::BenchMsg::ZERO
+                });
+            }
+            let verdict = Verdict::merge([c]);
+            RunSummary::of(
+                &w,
+                &RunResult {
+                    elapsed: std::time::Duration::from_millis(1),
+                    handled: verdict.handled,
+                    verdict,
+                    per_thread_handled: vec![10],
+                },
+            )
+        };
+        let good = run(0);
+        assert!(good.exact && good.consume == Consume::Checksum);
+        let bad = run(5);
+        assert_eq!(
+            (bad.exact, bad.checksum_mismatches, bad.handled),
+            (false, 1, 10)
+        );
+    }
+
     #[test]
     fn targets_compare_and_format() {
         let r = TargetRow::ratio_at_least("a / b", Some(1.234), 1.0);
