@@ -156,7 +156,7 @@ impl<T> Consumer<T> {
     #[inline]
     fn is_at_low_water(&self) -> bool {
         let waiting = self.cached_tail.wrapping_sub(self.head) / STEP;
-        waiting <= (self.ring.mask + 1) / 2
+        waiting * 2 <= self.ring.mask + 1
     }
 
     /// Whether the producer has gone and everything it pushed has been popped: the lane
