@@ -53,6 +53,47 @@ fn lane_room_wait_no_lost_wakeup() {
     });
 }
 
+/// Catches a lost wake-up at the lane's low-water mark: the consumer wakes a waiting
+/// producer only once the lane has drained to half its capacity, so the pop batches before
+/// that see the flag set and must leave it set. Here the producer fills a lane of 4 and
+/// waits to push a fifth value; the consumer takes two values (the second brings the lane
+/// to the mark) and then waits for the producer. A consumer that cleared the flag on a pop
+/// above the mark without waking, or that checked the mark against a stale position, would
+/// leave the producer pending forever.
+#[test]
+fn lane_room_wait_at_low_water_no_lost_wakeup() {
+    loom::model(|| {
+        let (mut p, mut c) = spsc::channel::<u32>(4, 0);
+        let producer = thread::spawn(move || {
+            block_on(async move {
+                for i in 0..5 {
+                    let mut v = i;
+                    loop {
+                        match p.push(v) {
+                            Ok(()) => break,
+                            Err(PushError::Full(back)) => {
+                                v = back;
+                                poll_fn(|cx| p.poll_room(cx)).await;
+                            }
+                            Err(PushError::Closed(_)) => unreachable!(),
+                        }
+                    }
+                }
+                p
+            })
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if c.pop_batch(1, |v| got.push(v)) == 0 {
+                thread::yield_now();
+            }
+        }
+        let _p = producer.join().unwrap();
+        while c.pop_batch(4, |v| got.push(v)) > 0 {}
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    });
+}
+
 /// Catches a lost wake-up of a publisher waiting for room in a lane that the shard
 /// closes instead of draining (shutdown): the close must wake it, and its re-check must
 /// see `closing`, so the push gives the value back as `Closed`.

@@ -3,7 +3,7 @@
 //! lane or ring (or a durable wait) goes to the waiting path, which registers a waker and
 //! re-checks instead of pausing the thread:
 //! - a publisher's lane: its waker slot and flag (`ring::spsc`, `RoomWaiter`), woken by
-//!   the shard after its next pop batch from the lane;
+//!   the shard once a pop batch has drained the lane to half its capacity;
 //! - a shard's shared ring: its waiter list (`ring::mpsc::Room`), woken after a pop batch;
 //! - a durable watermark: the shard's waiter list (`inbox::DurableWait`), woken after the
 //!   watermark stores of a commit, and when the log stops confirming.
@@ -12,7 +12,9 @@
 //! succeeds and returns on that same poll, so a future dropped before completing drops
 //! its message (never pushed), and one that completed had pushed it.
 
-use std::future::poll_fn;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use super::*;
 use crate::sync::wait_list_listen;
@@ -34,6 +36,29 @@ pub(crate) async fn push_ring_async<T>(
         .await?;
     inbox.wake();
     Ok(pos)
+}
+
+/// Registers a new lane of this publisher's with shard `shard` (the first publish to it):
+/// sends the consumer's end through the shard's shared ring, waiting without blocking the
+/// thread while that is full; returns the producer's end. `Full` on one of the bus's own
+/// shard threads (which must not wait for itself), `Closed` after shutdown has begun.
+async fn register_lane_async<T>(
+    shared: Arc<Shared<T>>,
+    shard: usize,
+) -> Result<spsc::Producer<Envelope<T>>, PushError<()>> {
+    let (producer, consumer) = spsc::channel_in_mode(shared.lane_capacity, 0, shared.asym());
+    let inbox = &shared.inboxes[shard];
+    match push_ring_async(
+        inbox,
+        Item::Control(Control::AddLane(consumer)),
+        shared.topics.bus,
+    )
+    .await
+    {
+        Ok(_) => Ok(producer),
+        Err(PushError::Full(_)) => Err(PushError::Full(())),
+        Err(PushError::Closed(_)) => Err(PushError::Closed(())),
+    }
 }
 
 /// Waits (without blocking the thread) until `is_durable` says so, or the shard's log
@@ -130,7 +155,8 @@ impl<T> Publisher<T> {
     ///
     /// When the lane has room it costs what `publish` costs: the push happens on the
     /// first poll. When the lane is full, the future registers its waker with the lane
-    /// and returns `Pending`; the shard wakes it once it has drained from the lane.
+    /// and returns `Pending`; the shard wakes it once it has drained the lane to half its
+    /// capacity.
     ///
     /// Awaited on one of the bus's own shard threads (a handler driving a future), it
     /// publishes while the lane has room but does not wait for room (the shard would
@@ -157,90 +183,17 @@ impl<T> Publisher<T> {
     /// assert_eq!(bus.shutdown().received(), 1000);
     /// # Ok(()) }
     /// ```
-    pub async fn publish_async(
+    pub fn publish_async(
         &mut self,
         topic: impl ToTopic,
         msg: T,
-    ) -> Result<(), PublishError<T>> {
-        let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
-            return Err(PublishError::InvalidTopic(msg));
-        };
-        self.push_async(topic, msg).await
-    }
-
-    /// [`publish_async`](Self::publish_async) with the topic resolved: the gate's check,
-    /// then the push.
-    async fn push_async(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
-        let msg = if self.shared.gate_is_clear() {
-            msg
-        } else {
-            self.shared.admit_slow(msg)?
-        };
-        self.push_lane_async(topic, msg).await
-    }
-
-    /// Pushes into this publisher's lane to `topic`'s shard, waiting for room.
-    async fn push_lane_async(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
-        let shard = topic.shard.0;
-        let env = Envelope {
-            topic: topic.index,
-            msg,
-        };
-        // The common case, as in `push_waiting`: the lane exists and has room.
-        if let Some(lane) = self.lanes[shard].as_mut() {
-            match lane.push(env) {
-                Ok(()) => {
-                    self.shared.inboxes[shard].wake();
-                    return Ok(());
-                }
-                Err(PushError::Full(back)) => return self.push_async_slow(shard, back).await,
-                Err(PushError::Closed(back)) => return Err(PublishError::Closed(back.msg)),
-            }
-        }
-        self.push_async_slow(shard, env).await
-    }
-
-    /// The lane is not registered yet, or is full: registers it (waiting for room in the
-    /// shard's shared ring for the registration), then pushes, waiting for room.
-    async fn push_async_slow(
-        &mut self,
-        shard: usize,
-        mut env: Envelope<T>,
-    ) -> Result<(), PublishError<T>> {
-        let bus = self.shared.topics.bus;
-        if self.lanes[shard].is_none() {
-            let (producer, consumer) =
-                spsc::channel_in_mode(self.shared.lane_capacity, 0, self.shared.asym());
-            let inbox = &self.shared.inboxes[shard];
-            match push_ring_async(inbox, Item::Control(Control::AddLane(consumer)), bus).await {
-                Ok(_) => self.lanes[shard] = Some(producer),
-                Err(PushError::Full(_)) => return Err(PublishError::WouldDeadlock(env.msg)),
-                Err(PushError::Closed(_)) => return Err(PublishError::Closed(env.msg)),
-            }
-        }
-        let inbox = &self.shared.inboxes[shard];
-        let Some(lane) = self.lanes[shard].as_mut() else {
-            return Err(PublishError::Closed(env.msg));
-        };
-        let mut checked = false;
-        loop {
-            match lane.push(env) {
-                Ok(()) => {
-                    inbox.wake();
-                    return Ok(());
-                }
-                Err(PushError::Full(back)) => env = back,
-                Err(PushError::Closed(back)) => return Err(PublishError::Closed(back.msg)),
-            }
-            if !checked {
-                if current::is_shard_of(bus) {
-                    return Err(PublishError::WouldDeadlock(env.msg));
-                }
-                checked = true;
-            }
-            // Registers the waker and re-checks (`ring::spsc`, `RoomWaiter`).
-            poll_fn(|cx| lane.poll_room(cx)).await;
-        }
+    ) -> impl Future<Output = Result<(), PublishError<T>>> + '_ {
+        // Resolved now, so that the future holds a `TopicId` rather than the topic argument
+        // (a `Topic` handle is 88 bytes): the future is moved on every publish, and a
+        // small one is a cheap move. Resolving only interns the name; nothing is published
+        // before the first poll.
+        let topic = topic.id_in(&self.shared.topics, Some(&mut self.cache));
+        LanePush::new(self, topic, msg, register_lane_async::<T>)
     }
 
     /// Persistent buses: publishes like [`publish_async`](Self::publish_async), then
@@ -267,7 +220,7 @@ impl<T> Publisher<T> {
         let (topic, msg) = check_durable(&self.shared, topic, topic_len, msg)?;
         let shard = topic.shard.0;
         // Checked and encoded by `check_durable` already (as `publish_durable` does).
-        self.push_lane_async(topic, msg)
+        LanePush::new(self, Some(topic), msg, register_lane_async::<T>)
             .await
             .map_err(|e| match e {
                 PublishError::Encode { msg, error } => DurableError::Encode { msg, error },
@@ -286,5 +239,189 @@ impl<T> Publisher<T> {
         wait_durable_async(self.shared.log_status(shard), || lane.is_durable(target))
             .await
             .map_err(|()| DurableError::Unconfirmed)
+    }
+}
+
+/// The future of [`Publisher::publish_async`] (and the push of `publish_durable_async`):
+/// the gate's check on the first poll, then the push into this publisher's lane to the
+/// topic's shard, waiting for room.
+///
+/// Written by hand rather than as an `async fn` so that it stays small (the publisher, the
+/// topic's id, the message, a flag and the rarely used registration): the caller moves it
+/// on every publish. A wait for room keeps nothing in it (the waker goes to the lane's
+/// slot, `Producer::poll_room`); the first publish to a shard registers the lane through
+/// the shard's shared ring, a wait with a listener of some hundred bytes, boxed (`make`):
+/// an allocation made only where the lane itself is allocated.
+struct LanePush<'a, T, R> {
+    publisher: &'a mut Publisher<T>,
+    topic: Option<TopicId>,
+    /// Taken when the future completes.
+    msg: Option<T>,
+    /// The gate was checked (the first poll) and `current::is_shard_of` asked (the first
+    /// full lane): bit 0 and bit 1.
+    asked: u8,
+    /// The lane's registration, while it waits for room in the shared ring.
+    register: Option<Pin<Box<R>>>,
+    make: fn(Arc<Shared<T>>, usize) -> R,
+}
+
+const GATE_CHECKED: u8 = 1;
+const SHARD_ASKED: u8 = 2;
+
+// The message is never pinned: `poll` moves it in and out of `msg`, and the registration
+// future is pinned in its own box.
+impl<T, R> Unpin for LanePush<'_, T, R> {}
+
+impl<'a, T, R> LanePush<'a, T, R>
+where
+    R: Future<Output = Result<spsc::Producer<Envelope<T>>, PushError<()>>>,
+{
+    fn new(
+        publisher: &'a mut Publisher<T>,
+        topic: Option<TopicId>,
+        msg: T,
+        make: fn(Arc<Shared<T>>, usize) -> R,
+    ) -> Self {
+        Self {
+            publisher,
+            topic,
+            msg: Some(msg),
+            asked: 0,
+            register: None,
+            make,
+        }
+    }
+
+    #[inline]
+    /// The first poll's part: the topic's validity and the gate. Gives the message back
+    /// to push, or the error to complete with.
+    fn admit(&mut self, msg: T) -> Result<(TopicId, T), PublishError<T>> {
+        let Some(topic) = self.topic else {
+            return Err(PublishError::InvalidTopic(msg));
+        };
+        if self.asked & GATE_CHECKED != 0 {
+            return Ok((topic, msg));
+        }
+        self.asked |= GATE_CHECKED;
+        let shared = &self.publisher.shared;
+        let msg = if shared.gate_is_clear() {
+            msg
+        } else {
+            shared.admit_slow(msg)?
+        };
+        Ok((topic, msg))
+    }
+}
+
+impl<T, R> Future for LanePush<'_, T, R>
+where
+    R: Future<Output = Result<spsc::Producer<Envelope<T>>, PushError<()>>>,
+{
+    type Output = Result<(), PublishError<T>>;
+
+    /// The fast path, as `Publisher::publish`'s: the lane exists and has room. The rest is
+    /// out of line (`wait`).
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let msg = this
+            .msg
+            .take()
+            .expect("`publish_async` polled after it completed");
+        let (topic, msg) = match this.admit(msg) {
+            Ok(admitted) => admitted,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let shard = topic.shard.0;
+        if let Some(lane) = this.publisher.lanes[shard].as_mut() {
+            let env = Envelope {
+                topic: topic.index,
+                msg,
+            };
+            return match lane.push(env) {
+                Ok(()) => {
+                    this.publisher.shared.inboxes[shard].wake();
+                    Poll::Ready(Ok(()))
+                }
+                Err(PushError::Full(back)) => this.wait(cx, topic, back.msg),
+                Err(PushError::Closed(back)) => Poll::Ready(Err(PublishError::Closed(back.msg))),
+            };
+        }
+        this.wait(cx, topic, msg)
+    }
+}
+
+impl<T, R> LanePush<'_, T, R>
+where
+    R: Future<Output = Result<spsc::Producer<Envelope<T>>, PushError<()>>>,
+{
+    /// The lane is not registered yet, or is full: registers it (waiting for room in the
+    /// shard's shared ring for the registration), then pushes, waiting for room.
+    #[inline(never)]
+    fn wait(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        topic: TopicId,
+        mut msg: T,
+    ) -> Poll<Result<(), PublishError<T>>> {
+        let shard = topic.shard.0;
+        if self.publisher.lanes[shard].is_none() {
+            let shared = &self.publisher.shared;
+            let make = self.make;
+            let register = self
+                .register
+                .get_or_insert_with(|| Box::pin(make(Arc::clone(shared), shard)));
+            match register.as_mut().poll(cx) {
+                Poll::Pending => {
+                    self.msg = Some(msg);
+                    return Poll::Pending;
+                }
+                Poll::Ready(result) => {
+                    self.register = None;
+                    match result {
+                        Ok(producer) => self.publisher.lanes[shard] = Some(producer),
+                        Err(PushError::Full(())) => {
+                            return Poll::Ready(Err(PublishError::WouldDeadlock(msg)))
+                        }
+                        Err(PushError::Closed(())) => {
+                            return Poll::Ready(Err(PublishError::Closed(msg)))
+                        }
+                    }
+                }
+            }
+        }
+        let publisher = &mut *self.publisher;
+        let inbox = &publisher.shared.inboxes[shard];
+        let bus = publisher.shared.topics.bus;
+        let Some(lane) = publisher.lanes[shard].as_mut() else {
+            return Poll::Ready(Err(PublishError::Closed(msg)));
+        };
+        loop {
+            let env = Envelope {
+                topic: topic.index,
+                msg,
+            };
+            match lane.push(env) {
+                Ok(()) => {
+                    inbox.wake();
+                    return Poll::Ready(Ok(()));
+                }
+                Err(PushError::Full(back)) => msg = back.msg,
+                Err(PushError::Closed(back)) => {
+                    return Poll::Ready(Err(PublishError::Closed(back.msg)))
+                }
+            }
+            if self.asked & SHARD_ASKED == 0 {
+                if current::is_shard_of(bus) {
+                    return Poll::Ready(Err(PublishError::WouldDeadlock(msg)));
+                }
+                self.asked |= SHARD_ASKED;
+            }
+            // Registers the waker and re-checks (`ring::spsc`, `RoomWaiter`).
+            if lane.poll_room(cx).is_pending() {
+                self.msg = Some(msg);
+                return Poll::Pending;
+            }
+        }
     }
 }

@@ -473,10 +473,12 @@ mod tests {
     }
 
     #[test]
-    fn cpu_scaling_is_positive() {
+    fn cpu_scaling_is_a_finite_positive_ratio() {
+        // Behaviour only: the ratio's value is a timing (a loaded machine can put it
+        // anywhere), so the test asserts that both timed runs happened and divided.
         let _spinning = one_spinner_at_a_time();
         let s = cpu_scaling(2, 1_000_000, &opts()).unwrap();
-        assert!(s > 0.1 && s < 4.0, "{s}");
+        assert!(s.is_finite() && s > 0.0, "{s}");
     }
 
     #[test]

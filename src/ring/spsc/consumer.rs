@@ -142,9 +142,21 @@ impl<T> Consumer<T> {
         let room = &self.ring.room;
         // Acquire: pairs with the producer's Release store after it registered, so the
         // wake below finds its waker. The swap (only when set) lets one wake serve one wait.
-        if room.waiting.load(Ordering::Acquire) && room.waiting.swap(false, Ordering::AcqRel) {
+        if room.waiting.load(Ordering::Acquire)
+            && self.is_at_low_water()
+            && room.waiting.swap(false, Ordering::AcqRel)
+        {
             room.waker.wake();
         }
+    }
+
+    /// Whether what waits in the ring, as far as this consumer has seen (`cached_tail`, at
+    /// most the producer's `tail`), is at most half the capacity. An underestimate only
+    /// wakes a waiter early.
+    #[inline]
+    fn is_at_low_water(&self) -> bool {
+        let waiting = self.cached_tail.wrapping_sub(self.head) / STEP;
+        waiting * 2 <= self.ring.mask + 1
     }
 
     /// Whether the producer has gone and everything it pushed has been popped: the lane
