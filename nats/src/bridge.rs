@@ -186,6 +186,17 @@ where
     /// up to [`BridgeOptions::ack_batch`] messages, then waits on
     /// [`Bus::flush`] and acknowledges them). A crash before that means redelivery,
     /// never loss; the consumer's `max_ack_pending` bounds what the server sends ahead.
+    ///
+    /// Order: one import per consumer. Messages come in stream order and are published
+    /// into the bus in that order, so per-subject order holds as long as nothing is
+    /// redelivered. A consumer found with deliveries still unacknowledged (its previous
+    /// owner crashed) would redeliver those after its ack wait, behind newer messages;
+    /// so the import deletes and recreates it to start again at its ack floor (counted in
+    /// [`BridgeStats::import_rewinds`]): what the previous owner handled but did not
+    /// acknowledge comes again, in order. Stop the previous owner before starting a new
+    /// one ([`Link::stop`] acknowledges what it handled); two live imports on one
+    /// consumer share its messages and keep no order. `ack_wait` must exceed the time the
+    /// bus takes to handle `max_ack_pending` messages, or the server redelivers early.
     pub async fn import_jetstream(&self, spec: JetStreamImport) -> Result<Link, BridgeError> {
         crate::subject::filter(&spec.filter_subject)?;
         let topic = self.inner.bus.topic(spec.topic.as_str())?;
@@ -200,7 +211,7 @@ where
 
     /// Imports this process's partitions of a partitioned subject space: one
     /// [`import_jetstream`](Self::import_jetstream) per partition `p` of `partitions`,
-    /// from the durable consumer `<stream>-p<p>` filtered on `<base>.<p>.>`, into `topic`.
+    /// from the durable consumer `<stream>-p<p>` filtered on `<base>.<p>.*`, into `topic`.
     /// The server maps `<base>.<key>` onto `<base>.<partition>.<key>` (see
     /// [`partition_mapping`](crate::partition_mapping)), so each key stays in one
     /// partition and keeps its order. Moving a partition to another process: stop its
@@ -219,7 +230,7 @@ where
             let spec = JetStreamImport::new(
                 stream,
                 format!("{stream}-p{p}"),
-                format!("{base}.{p}.>"),
+                format!("{base}.{p}.*"),
                 topic,
             );
             links.push(self.import_jetstream(configure(spec)).await?);

@@ -73,11 +73,29 @@ pub(crate) async fn run<T>(
                 None => break, // the bus is shutting down
             },
         };
-        send(&inner, &topic, msg, delivery, &nonce, &mut next_id, &mut window).await;
+        send(
+            &inner,
+            &topic,
+            msg,
+            delivery,
+            &nonce,
+            &mut next_id,
+            &mut window,
+        )
+        .await;
     }
     // Ending: what the stream still holds goes out too, then the acknowledgements.
     while let Some(msg) = stream.try_recv() {
-        send(&inner, &topic, msg, delivery, &nonce, &mut next_id, &mut window).await;
+        send(
+            &inner,
+            &topic,
+            msg,
+            delivery,
+            &nonce,
+            &mut next_id,
+            &mut window,
+        )
+        .await;
         while window.len() >= max {
             if let Some(done) = window.next().await {
                 settle(&inner, &mut window, done);
@@ -104,7 +122,14 @@ async fn send<T>(
 {
     let subject = inner.options.subject_for(topic, &msg);
     if let Err(reason) = crate::subject::check_literal(&subject) {
-        return fail(inner, ExportError::InvalidSubject { msg, subject, reason });
+        return fail(
+            inner,
+            ExportError::InvalidSubject {
+                msg,
+                subject,
+                reason,
+            },
+        );
     }
     let mut buf = Vec::new();
     if let Err(error) = msg.encode(&mut buf) {

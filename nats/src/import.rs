@@ -4,7 +4,7 @@
 use crate::bridge::{Inner, JetStreamImport};
 use crate::stats::Counters;
 use crate::{BridgeError, ImportDeadLetter};
-use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::AckKind;
 use futures_util::{FutureExt, StreamExt};
 use shardbus::{Codec, Topic};
@@ -72,20 +72,43 @@ pub(crate) async fn open_consumer<T>(
         .get_stream(&spec.stream)
         .await
         .map_err(|e| BridgeError::nats("get stream", e))?;
-    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &spec.durable,
-            pull::Config {
-                durable_name: Some(spec.durable.clone()),
-                filter_subject: spec.filter_subject.clone(),
-                ack_policy: AckPolicy::Explicit,
-                max_ack_pending: spec.max_ack_pending,
-                ack_wait: spec.ack_wait,
-                ..Default::default()
-            },
-        )
+    let config = pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subject: spec.filter_subject.clone(),
+        ack_policy: AckPolicy::Explicit,
+        max_ack_pending: spec.max_ack_pending,
+        ack_wait: spec.ack_wait,
+        ..Default::default()
+    };
+    let mut consumer: PullConsumer = stream
+        .get_or_create_consumer(&spec.durable, config.clone())
         .await
         .map_err(|e| BridgeError::nats("create consumer", e))?;
+    // Taking over: messages delivered to a previous owner and not acknowledged would be
+    // redelivered only after the ack wait, behind newer ones, which breaks per-key order.
+    // So the consumer is recreated to deliver again from its ack floor, in order (what was
+    // acknowledged above the floor comes again: a duplicate, never a loss).
+    let info = consumer
+        .info()
+        .await
+        .map_err(|e| BridgeError::nats("consumer info", e))?;
+    if info.num_ack_pending > 0 || info.num_waiting > 0 {
+        let start_sequence = info.ack_floor.stream_sequence + 1;
+        Counters::add(&inner.counters.import_rewinds, 1);
+        tracing::info!(durable = %spec.durable, start_sequence, pending = info.num_ack_pending,
+            "shardbus-nats: taking over a consumer with unacknowledged deliveries; rewinding");
+        stream
+            .delete_consumer(&spec.durable)
+            .await
+            .map_err(|e| BridgeError::nats("delete consumer", e))?;
+        consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+                ..config
+            })
+            .await
+            .map_err(|e| BridgeError::nats("create consumer", e))?;
+    }
     consumer
         .stream()
         .max_messages_per_batch(inner.options.ack_batch)

@@ -17,7 +17,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// `<base>.<partition>.<key>` with `partitions` partitions: the server's deterministic
 /// partition function (nats-server 2.8 and later) of the key token, so a key always lands
 /// in the same partition. A JetStream stream capturing `<base>.*.*` then holds every
-/// partition, and a consumer filtered on `<base>.<p>.>` reads one.
+/// partition, and a consumer filtered on `<base>.<p>.*` reads one.
 ///
 /// ```
 /// let conf = shardbus_nats::partition_mapping("orders", 3);
@@ -40,6 +40,19 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Sets the server's `max_payload`.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = Some(bytes);
+        self
+    }
+
+    /// Adds a partitioned subject space: `<base>.<key>` onto `<base>.<p>.<key>` with
+    /// `partitions` partitions ([`partition_mapping`]).
+    pub fn partition(mut self, base: impl Into<String>, partitions: u32) -> Self {
+        self.partitions.push((base.into(), partitions));
+        self
+    }
+
     /// The configuration file's text for a server on `port` storing under `store`.
     pub fn render(&self, port: u16, store: &Path) -> String {
         let mut conf = format!(
@@ -93,10 +106,8 @@ impl NatsServer {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "shardbus-nats-{}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("shardbus-nats-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(dir.join("store"))?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         std::fs::write(
@@ -148,9 +159,10 @@ impl NatsServer {
                     )));
                 }
             }
-            if let Ok(mut stream) =
-                TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200))
-            {
+            if let Ok(mut stream) = TcpStream::connect_timeout(
+                &([127, 0, 0, 1], self.port).into(),
+                Duration::from_millis(200),
+            ) {
                 stream.set_read_timeout(Some(Duration::from_millis(500)))?;
                 let mut buf = [0u8; 4];
                 if stream.read_exact(&mut buf).is_ok() && &buf == b"INFO" {

@@ -27,6 +27,11 @@ pub struct BridgeStats {
     pub import_acked: u64,
     /// JetStream messages delivered to an import more than once (the server's count).
     pub import_redelivered: u64,
+    /// JetStream imports that took over a consumer with deliveries still unacknowledged
+    /// (a previous owner crashed or was not stopped) and rewound it to its ack floor, so
+    /// that those messages come again in order (see
+    /// [`Bridge::import_jetstream`](crate::Bridge::import_jetstream)).
+    pub import_rewinds: u64,
     /// Imported payloads the codec could not decode, passed to the dead-letter handler
     /// (JetStream: then terminated, so that they are not redelivered).
     pub dead_letters: u64,
@@ -55,6 +60,7 @@ pub(crate) struct Counters {
     pub imported: AtomicU64,
     pub import_acked: AtomicU64,
     pub import_redelivered: AtomicU64,
+    pub import_rewinds: AtomicU64,
     pub dead_letters: AtomicU64,
     pub import_refused: AtomicU64,
     pub slow_consumer_events: AtomicU64,
@@ -80,6 +86,7 @@ impl Counters {
             imported: get(&self.imported),
             import_acked: get(&self.import_acked),
             import_redelivered: get(&self.import_redelivered),
+            import_rewinds: get(&self.import_rewinds),
             dead_letters: get(&self.dead_letters),
             import_refused: get(&self.import_refused),
             slow_consumer_events: get(&self.slow_consumer_events),

@@ -86,7 +86,13 @@ mod tests {
     fn filters() {
         assert_eq!(check_filter("orders.*.x"), Ok(()));
         assert_eq!(check_filter("orders.>"), Ok(()));
-        assert_eq!(check_filter("orders.>.x"), Err("`>` must be the last token"));
-        assert_eq!(check_filter("orders.a*"), Err("a wildcard must be a whole token"));
+        assert_eq!(
+            check_filter("orders.>.x"),
+            Err("`>` must be the last token")
+        );
+        assert_eq!(
+            check_filter("orders.a*"),
+            Err("a wildcard must be a whole token")
+        );
     }
 }
