@@ -162,3 +162,53 @@ async fn jetstream_import_acks_only_after_the_subscribers_handled_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_import_into_a_persistent_bus_commits_then_acks() {
+    let Some(server) = server() else { return };
+    let dir = server.dir().join("bus");
+    bounded(60, async {
+        let seen: Seen = Arc::default();
+        let sink = Arc::clone(&seen);
+        let bus = shardbus::Bus::<Order>::builder()
+            .shards(2)
+            .persist(shardbus::Persistence::new(&dir))
+            .subscribe(
+                "inbound",
+                move |_: &mut shardbus::Context<'_, Order>, o: &Order| {
+                    sink.lock().unwrap().push(o.clone());
+                },
+            )
+            .build()
+            .unwrap();
+        let bus = Arc::new(bus);
+        let inn = Bridge::connect(&server.url(), Arc::clone(&bus), BridgeOptions::default())
+            .await
+            .unwrap();
+        inn.ensure_stream("DUR", &["dur.>"]).await.unwrap();
+        let js = inn.jetstream().clone();
+        for o in orders(2, 20) {
+            let mut buf = Vec::new();
+            shardbus::Codec::encode(&o, &mut buf).unwrap();
+            js.publish(format!("dur.{}", o.key), buf.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let import = inn
+            .import_jetstream(JetStreamImport::new("DUR", "durable", "dur.>", "inbound"))
+            .await
+            .unwrap();
+        // Each is acknowledged after `publish_durable_async` returned: in the local log.
+        assert!(wait_until(Duration::from_secs(20), || inn.stats().import_acked >= 40).await);
+        import.stop().await;
+        assert!(wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() >= 40).await);
+        let got = seen.lock().unwrap().clone();
+        assert_per_key_order(&got);
+        assert_eq!(got.len(), 40);
+        let s = inn.stats();
+        assert_eq!((s.imported, s.import_acked, s.import_refused), (40, 40, 0));
+    })
+    .await;
+}
