@@ -158,17 +158,15 @@ async fn plain_core(
     })
 }
 
+/// A receiving bus, its count so far, and the latencies with the end time once all came.
+type Receiving = (
+    Arc<Bus<Vec<u8>>>,
+    Arc<AtomicU64>,
+    mpsc::Receiver<(Vec<u64>, Instant)>,
+);
+
 /// A bus whose `in` subscriber records each message's age and says when `n` arrived.
-fn receiving_bus(
-    n: u64,
-) -> Result<
-    (
-        Arc<Bus<Vec<u8>>>,
-        Arc<AtomicU64>,
-        mpsc::Receiver<(Vec<u64>, Instant)>,
-    ),
-    BoxError,
-> {
+fn receiving_bus(n: u64) -> Result<Receiving, BoxError> {
     let bus = Bus::<Vec<u8>>::builder().shards(2).build()?;
     let count = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&count);
