@@ -86,40 +86,7 @@ where
     ) -> Result<Self, BridgeError> {
         options.validate()?;
         let counters = Arc::new(Counters::default());
-        let events = Arc::clone(&counters);
-        let timeout = options.connect_timeout;
-        let connect = async_nats::ConnectOptions::new()
-            .connection_timeout(timeout)
-            .subscription_capacity(options.subscription_capacity)
-            .max_reconnects(None)
-            .event_callback(move |event| {
-                let c = Arc::clone(&events);
-                async move {
-                    match event {
-                        async_nats::Event::Connected => Counters::add(&c.connects, 1),
-                        async_nats::Event::Disconnected => Counters::add(&c.disconnects, 1),
-                        async_nats::Event::SlowConsumer(_) => {
-                            Counters::add(&c.slow_consumer_events, 1)
-                        }
-                        other => tracing::warn!(event = %other, "shardbus-nats: client event"),
-                    }
-                }
-            })
-            .connect(url);
-        let failed = |reason: String| BridgeError::Connect {
-            url: url.to_owned(),
-            timeout,
-            reason,
-        };
-        let client = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(failed(e.to_string())),
-            Err(_) => return Err(failed("timed out".to_owned())),
-        };
-        let js = jetstream::context::ContextBuilder::new()
-            .timeout(options.ack_timeout)
-            .ack_timeout(options.ack_timeout)
-            .build(client.clone());
+        let (client, js) = connect_client(url, &options, Arc::clone(&counters)).await?;
         Ok(Bridge {
             inner: Arc::new(Inner {
                 bus,
@@ -286,6 +253,47 @@ impl<T> fmt::Debug for Bridge<T> {
             .field("stats", &self.inner.counters.snapshot())
             .finish_non_exhaustive()
     }
+}
+
+/// Connects the client (counting its events into `counters`) and makes the JetStream
+/// context, within the connect timeout.
+pub(crate) async fn connect_client<T>(
+    url: &str,
+    options: &BridgeOptions<T>,
+    counters: Arc<Counters>,
+) -> Result<(async_nats::Client, jetstream::Context), BridgeError> {
+    let timeout = options.connect_timeout;
+    let connect = async_nats::ConnectOptions::new()
+        .connection_timeout(timeout)
+        .subscription_capacity(options.subscription_capacity)
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let c = Arc::clone(&counters);
+            async move {
+                match event {
+                    async_nats::Event::Connected => Counters::add(&c.connects, 1),
+                    async_nats::Event::Disconnected => Counters::add(&c.disconnects, 1),
+                    async_nats::Event::SlowConsumer(_) => Counters::add(&c.slow_consumer_events, 1),
+                    other => tracing::warn!(event = %other, "shardbus-nats: client event"),
+                }
+            }
+        })
+        .connect(url);
+    let failed = |reason: String| BridgeError::Connect {
+        url: url.to_owned(),
+        timeout,
+        reason,
+    };
+    let client = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed("timed out".to_owned())),
+    };
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(options.ack_timeout)
+        .ack_timeout(options.ack_timeout)
+        .build(client.clone());
+    Ok((client, js))
 }
 
 /// A durable JetStream consumer to import from: [`Bridge::import_jetstream`].

@@ -31,7 +31,7 @@ type Acked<T> = Pin<Box<dyn Future<Output = (Pending<T>, Result<bool, String>)> 
 
 /// Distinguishes the message ids of exports (in this process and others) that share a
 /// stream: the process id, the start time and a counter of exports.
-fn export_nonce() -> String {
+pub(crate) fn export_nonce() -> String {
     static EXPORTS: AtomicU64 = AtomicU64::new(0);
     // Relaxed: only uniqueness matters, no memory is published through it.
     let n = EXPORTS.fetch_add(1, Ordering::Relaxed);

@@ -35,17 +35,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! - **Outbox**: for a persistent bus, [`Outbox`] is a JetStream export whose outbox is
+//!   the bus's own log: its handler, a builder subscription, returns only once JetStream
+//!   acknowledged the message, so the log's checkpoint never passes an unacknowledged
+//!   message and the replay after a crash exports it again (one round trip per message
+//!   on the topic's shard).
+//!
 //! The bridge's tasks run on the tokio runtime that [`Bridge::connect`] was called on.
-//! What is not there yet: a persistent bus's log as the export outbox (messages
-//! committed locally but not yet acknowledged by JetStream are not exported again after
-//! a restart of the process), and wildcard patterns as export sources ([`Local`] has one
-//! variant, `Topic`, so far).
+//! What is not there yet: wildcard patterns as export sources ([`Local`] has one
+//! variant, `Topic`, so far) and queue-group imports.
 
 mod bridge;
 mod error;
 mod export;
 mod import;
 mod options;
+mod outbox;
 pub mod server;
 mod stats;
 mod subject;
@@ -53,5 +58,6 @@ mod subject;
 pub use bridge::{Bridge, Delivery, JetStreamImport, Link, Local};
 pub use error::{BridgeError, ExportError};
 pub use options::{BridgeOptions, ImportDeadLetter};
+pub use outbox::{Outbox, OutboxHandler};
 pub use server::partition_mapping;
 pub use stats::BridgeStats;

@@ -6,5 +6,6 @@
 mod bad_input;
 mod common;
 mod faults;
+mod outbox;
 mod partitioned;
 mod round_trip;
