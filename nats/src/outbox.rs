@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 /// let outbox = Outbox::<Vec<u8>>::connect("nats://127.0.0.1:4222",
 ///     BridgeOptions::default().prefix("app")).await?;
 /// let bus = Bus::<Vec<u8>>::builder()
-///     .persist(Persistence::new("/var/lib/app/bus"))
+///     .persist(Persistence::new("bus-data"))
 ///     .subscribe("events", outbox.handler())       // events → app.events, via the log
 ///     .build()?;
 /// bus.publish_durable("events", b"hello".to_vec())?;

@@ -40,7 +40,10 @@ pub struct BridgeStats {
     /// counted here.
     pub import_refused: u64,
     /// The client's slow-consumer events: a core NATS subscription whose buffer was full,
-    /// so the client dropped messages for it (core NATS is at most once).
+    /// so the client dropped a message for it (core NATS is at most once). The client
+    /// reports one event per dropped message through an event queue of its own (128
+    /// events), which drops events when it is full: a lower bound of the messages
+    /// dropped, never zero when some were.
     pub slow_consumer_events: u64,
     /// Times the connection to the server was lost.
     pub disconnects: u64,
