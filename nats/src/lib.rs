@@ -1,4 +1,4 @@
-//! A bridge between [shardbus](shardbus) topics and [NATS](https://nats.io) subjects, on
+//! A bridge between [shardbus] topics and [NATS](https://nats.io) subjects, on
 //! the official client, `async-nats`.
 //!
 //! - **Export** a local topic to NATS: every message published on it is encoded with the

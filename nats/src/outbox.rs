@@ -41,8 +41,9 @@ use std::time::{Duration, Instant};
 /// acknowledgement (retrying under the same message id until the export timeout, then
 /// giving the message to the export-failure handler): one round trip to the server per
 /// message on that shard, which bounds the topic's shard to about one message per round
-/// trip. Use [`Bridge::export`](crate::Bridge::export) with [`Delivery::JetStream`]
-/// (crate::Delivery::JetStream) where a crash may lose the export's unacknowledged window.
+/// trip. Use [`Bridge::export`](crate::Bridge::export) with
+/// [`Delivery::JetStream`](crate::Delivery::JetStream) where a crash may lose the export's
+/// unacknowledged window.
 ///
 /// Duplicates: the replay exports again every record after the last checkpoint, also those
 /// acknowledged before the crash, under new message ids (a record's position in the log is
