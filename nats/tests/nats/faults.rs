@@ -163,3 +163,87 @@ async fn server_stopped_for_five_seconds_bounds_the_export_and_resumes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_import_redelivers_and_the_import_resumes() {
+    let Some(mut server) = server() else { return };
+    bounded(120, async {
+        let (bus, seen) = collecting_bus("inbound");
+        let inn = Bridge::connect(&server.url(), bus, BridgeOptions::default().ack_batch(16))
+            .await
+            .unwrap();
+        inn.ensure_stream("IMP", &["imp.>"]).await.unwrap();
+        let publisher = Bridge::connect(&server.url(), plain_bus(), BridgeOptions::default())
+            .await
+            .unwrap();
+        let js = publisher.jetstream().clone();
+        let publish = |o: Order| {
+            let js = js.clone();
+            async move {
+                let mut buf = Vec::new();
+                shardbus::Codec::encode(&o, &mut buf).unwrap();
+                // Retried until the restarted server takes it: every message is in the stream.
+                for _ in 0..100 {
+                    if let Ok(ack) = js
+                        .publish(format!("imp.{}", o.key), buf.clone().into())
+                        .await
+                    {
+                        if ack.await.is_ok() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                panic!("could not publish {o:?}");
+            }
+        };
+        let sent = orders(3, 100);
+        let _import = inn
+            .import_jetstream(
+                JetStreamImport::new("IMP", "imp", "imp.>", "inbound")
+                    .ack_wait(Duration::from_secs(2)),
+            )
+            .await
+            .unwrap();
+        for o in &sent[..150] {
+            publish(o.clone()).await;
+        }
+        assert!(wait_until(Duration::from_secs(20), || seen.lock().unwrap().len() >= 30).await);
+        server.kill().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.restart().unwrap();
+        for o in &sent[150..] {
+            publish(o.clone()).await;
+        }
+        let distinct = || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .cloned()
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        assert!(
+            wait_until(Duration::from_secs(60), || distinct() >= 300).await,
+            "handled {} of 300: {:?}",
+            distinct(),
+            inn.stats()
+        );
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(
+            got.iter().cloned().collect::<HashSet<_>>(),
+            sent.iter().cloned().collect::<HashSet<_>>()
+        );
+        let s = inn.stats();
+        assert!(s.reconnects >= 1, "{s:?}");
+        // Duplicates: the server writes a consumer's acknowledgements to its store
+        // asynchronously, so a SIGKILL can forget recent ones and deliver those messages
+        // again with a fresh delivery count. Counted here, on the receiving side.
+        let duplicates = got.len() - 300;
+        eprintln!(
+            "import kill: {} handled for 300 ({duplicates} duplicates), {s:?}",
+            got.len()
+        );
+    })
+    .await;
+}
