@@ -79,6 +79,11 @@ where
     /// [`BridgeStats::reconnects`]).
     ///
     /// Must be called inside a tokio runtime: the exports and imports run on it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, nothing is left behind: the connection attempt is
+    /// dropped with it.
     pub async fn connect(
         url: &str,
         bus: Arc<Bus<T>>,
@@ -128,6 +133,11 @@ where
     /// which waits while the bus is full; meanwhile the client buffers up to
     /// [`BridgeOptions::subscription_capacity`] messages and then drops, counting a
     /// slow-consumer event.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, no import runs; a subscription already made is
+    /// dropped with it (the client unsubscribes).
     pub async fn import(&self, subject: &str, topic: &str) -> Result<Link, BridgeError> {
         crate::subject::filter(subject)?;
         let topic = self.inner.bus.topic(topic)?;
@@ -164,6 +174,12 @@ where
     /// one ([`Link::stop`] acknowledges what it handled); two live imports on one
     /// consumer share its messages and keep no order. `ack_wait` must exceed the time the
     /// bus takes to handle `max_ack_pending` messages, or the server redelivers early.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, no import runs; the durable consumer may have been
+    /// created (or rewound) on the server already, which loses nothing: the next import
+    /// resumes it.
     pub async fn import_jetstream(&self, spec: JetStreamImport) -> Result<Link, BridgeError> {
         crate::subject::filter(&spec.filter_subject)?;
         let topic = self.inner.bus.topic(spec.topic.as_str())?;
@@ -184,6 +200,11 @@ where
     /// partition and keeps its order. Moving a partition to another process: stop its
     /// link here and import the same partition there; the durable consumer resumes after
     /// the last acknowledged message.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`import_jetstream`](Self::import_jetstream); the imports started before the
+    /// drop are stopped with their [`Link`]s.
     pub async fn import_partitions(
         &self,
         stream: &str,
@@ -207,6 +228,10 @@ where
 
     /// Creates the JetStream stream `name` capturing `subjects` if it does not exist
     /// (file storage, a two-minute duplicate window for the exports' retries).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the stream may or may not have been created.
     pub async fn ensure_stream(&self, name: &str, subjects: &[&str]) -> Result<(), BridgeError> {
         for s in subjects {
             crate::subject::filter(s)?;
@@ -364,6 +389,11 @@ impl Link {
     /// Stops and waits for the task to end. An export first sends what its stream
     /// holds and waits for the acknowledgements in flight (bounded by the export
     /// timeout); an import acknowledges what the bus has taken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, the task has been asked to stop and finishes on its
+    /// own.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {

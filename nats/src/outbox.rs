@@ -69,6 +69,10 @@ where
 {
     /// Connects, as [`Bridge::connect`](crate::Bridge::connect) does (same options, same
     /// errors), without a bus yet.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it completes, nothing is left behind.
     pub async fn connect(url: &str, options: BridgeOptions<T>) -> Result<Self, BridgeError> {
         options.validate()?;
         let counters = Arc::new(Counters::default());
