@@ -27,6 +27,10 @@ struct Pending<T> {
     attempts: u32,
 }
 
+/// The export's subject when it does not depend on the message (no mapping function),
+/// with the result of its check.
+type Fixed = Option<Result<String, &'static str>>;
+
 type Acked<T> = Pin<Box<dyn Future<Output = (Pending<T>, Result<bool, String>)> + Send>>;
 
 /// Distinguishes the message ids of exports (in this process and others) that share a
@@ -51,6 +55,13 @@ pub(crate) async fn run<T>(
     T: Codec + Clone + Send + Sync + 'static,
 {
     let nonce = export_nonce();
+    let fixed: Fixed = match inner.options.subject {
+        Some(_) => None,
+        None => {
+            let subject = inner.options.subject_for_topic(&topic);
+            Some(crate::subject::check_literal(&subject).map(|()| subject))
+        }
+    };
     let mut next_id: u64 = 0;
     let mut window: FuturesOrdered<Acked<T>> = FuturesOrdered::new();
     let max = inner.options.max_in_flight;
@@ -76,6 +87,7 @@ pub(crate) async fn run<T>(
         send(
             &inner,
             &topic,
+            &fixed,
             msg,
             delivery,
             &nonce,
@@ -89,6 +101,7 @@ pub(crate) async fn run<T>(
         send(
             &inner,
             &topic,
+            &fixed,
             msg,
             delivery,
             &nonce,
@@ -109,9 +122,11 @@ pub(crate) async fn run<T>(
 
 /// Encodes and checks one message, then publishes it (core) or puts it in the window
 /// (JetStream). A message that cannot go goes to the export-failure handler.
+#[allow(clippy::too_many_arguments)]
 async fn send<T>(
     inner: &Arc<Inner<T>>,
     topic: &str,
+    fixed: &Fixed,
     msg: T,
     delivery: Delivery,
     nonce: &str,
@@ -120,17 +135,35 @@ async fn send<T>(
 ) where
     T: Codec + Clone + Send + Sync + 'static,
 {
-    let subject = inner.options.subject_for(topic, &msg);
-    if let Err(reason) = crate::subject::check_literal(&subject) {
-        return fail(
-            inner,
-            ExportError::InvalidSubject {
-                msg,
-                subject,
-                reason,
-            },
-        );
-    }
+    let subject = match fixed {
+        // No mapping function: one subject for the topic, checked once.
+        Some(Ok(subject)) => subject.clone(),
+        Some(Err(reason)) => {
+            let (subject, reason) = (inner.options.subject_for(topic, &msg), *reason);
+            return fail(
+                inner,
+                ExportError::InvalidSubject {
+                    msg,
+                    subject,
+                    reason,
+                },
+            );
+        }
+        None => {
+            let subject = inner.options.subject_for(topic, &msg);
+            if let Err(reason) = crate::subject::check_literal(&subject) {
+                return fail(
+                    inner,
+                    ExportError::InvalidSubject {
+                        msg,
+                        subject,
+                        reason,
+                    },
+                );
+            }
+            subject
+        }
+    };
     let mut buf = Vec::new();
     if let Err(error) = msg.encode(&mut buf) {
         return fail(inner, ExportError::Encode { msg, error });

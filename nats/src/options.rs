@@ -185,10 +185,18 @@ impl<T> BridgeOptions<T> {
 
     /// The full subject a message on `topic` is exported to.
     pub(crate) fn subject_for(&self, topic: &str, msg: &T) -> String {
-        let tail = match &self.subject {
-            Some(f) => f(topic, msg),
-            None => topic.to_owned(),
-        };
+        match &self.subject {
+            Some(f) => self.prefixed(f(topic, msg)),
+            None => self.subject_for_topic(topic),
+        }
+    }
+
+    /// The full subject of `topic` without a mapping function.
+    pub(crate) fn subject_for_topic(&self, topic: &str) -> String {
+        self.prefixed(topic.to_owned())
+    }
+
+    fn prefixed(&self, tail: String) -> String {
         if self.prefix.is_empty() {
             tail
         } else {
