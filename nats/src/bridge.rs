@@ -157,12 +157,13 @@ where
 
     /// Starts importing from a durable JetStream pull consumer (created if missing) into
     /// the local topic: at least once. A message is acknowledged only once the bus has
-    /// taken responsibility for it: with a persistent bus after its record is committed
-    /// ([`Publisher::publish_durable_async`](shardbus::Publisher::publish_durable_async)),
-    /// otherwise after every subscriber of the topic has handled it (the import publishes
-    /// up to [`BridgeOptions::ack_batch`] messages, then waits on
-    /// [`Bus::flush`] and acknowledges them). A crash before that means redelivery,
-    /// never loss; the consumer's `max_ack_pending` bounds what the server sends ahead.
+    /// taken responsibility for it. The import publishes up to [`BridgeOptions::ack_batch`]
+    /// messages (what the consumer has ready), then waits, and acknowledges them: with a
+    /// persistent bus until their records are committed to the log
+    /// ([`Publisher::wait_durable`](shardbus::Publisher::wait_durable), one group commit
+    /// for the batch), otherwise until every subscriber of the topic has handled them
+    /// ([`Bus::flush`]). A crash before that means redelivery, never loss; the consumer's
+    /// `max_ack_pending` bounds what the server sends ahead.
     ///
     /// Order: one import per consumer. Messages come in stream order and are published
     /// into the bus in that order, so per-subject order holds as long as nothing is

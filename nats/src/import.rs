@@ -7,7 +7,7 @@ use crate::{BridgeError, ImportDeadLetter};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::AckKind;
 use futures_util::{FutureExt, StreamExt};
-use shardbus::{Codec, Topic};
+use shardbus::{Codec, Publisher, Topic};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -130,7 +130,7 @@ pub(crate) async fn run_jetstream<T>(
     let mut publisher = inner.bus.publisher();
     let persistent = inner.bus.is_persistent();
     let mut batch = Vec::with_capacity(inner.options.ack_batch);
-    let mut handled = Vec::with_capacity(inner.options.ack_batch);
+    let mut taken = Vec::with_capacity(inner.options.ack_batch);
     'run: loop {
         let first = tokio::select! {
             _ = stopped.changed() => break,
@@ -161,62 +161,66 @@ pub(crate) async fn run_jetstream<T>(
                 let _ = m.ack_with(AckKind::Term).await;
                 continue;
             };
-            let taken = if persistent {
-                publisher
-                    .publish_durable_async(topic, value)
-                    .await
-                    .map_err(|e| e.to_string())
-            } else {
-                publisher
-                    .publish_async(topic, value)
-                    .await
-                    .map_err(|e| e.to_string())
-            };
-            match taken {
+            match publisher.publish_async(topic, value).await {
                 Ok(()) => {
                     Counters::add(&inner.counters.imported, 1);
-                    if persistent {
-                        // Committed in the local log: the bus is responsible now.
-                        if m.ack().await.is_ok() {
-                            Counters::add(&inner.counters.import_acked, 1);
-                        }
-                    } else {
-                        handled.push(m);
-                    }
+                    taken.push(m);
                 }
-                Err(reason) => {
+                Err(e) => {
                     // Not acknowledged: redelivered after the ack wait.
-                    tracing::warn!(%reason, "shardbus-nats: the bus refused an import");
+                    tracing::warn!(error = %e, "shardbus-nats: the bus refused an import");
                     Counters::add(&inner.counters.import_refused, 1);
-                    ack_handled(&inner, &mut handled).await;
                     break 'run;
                 }
             }
         }
-        ack_handled(&inner, &mut handled).await;
+        publisher = confirm_and_ack(&inner, publisher, persistent, &mut taken).await;
     }
-    ack_handled(&inner, &mut handled).await;
+    confirm_and_ack(&inner, publisher, persistent, &mut taken).await;
 }
 
-/// Waits until the bus has handled everything published so far, then acknowledges
-/// `handled`. If the bus cannot say (it failed), acknowledges nothing: redelivery.
-async fn ack_handled<T>(inner: &Arc<Inner<T>>, handled: &mut Vec<async_nats::jetstream::Message>)
+/// Waits until the bus has taken responsibility for everything this import published so
+/// far, then acknowledges `taken`: on a persistent bus once it is committed to the log
+/// ([`Publisher::wait_durable`]), otherwise once every subscriber has handled it
+/// ([`Bus::flush`](shardbus::Bus::flush)). If the bus cannot say (it failed or is closing
+/// with a failed log), acknowledges nothing: the server redelivers.
+async fn confirm_and_ack<T>(
+    inner: &Arc<Inner<T>>,
+    publisher: Publisher<T>,
+    persistent: bool,
+    taken: &mut Vec<async_nats::jetstream::Message>,
+) -> Publisher<T>
 where
     T: Send + Sync + 'static,
 {
-    if handled.is_empty() {
-        return;
+    if taken.is_empty() {
+        return publisher;
     }
     let bus = Arc::clone(&inner.bus);
-    let flushed = tokio::task::spawn_blocking(move || bus.flush()).await;
-    if !matches!(flushed, Ok(Ok(()))) {
+    let confirmed = tokio::task::spawn_blocking(move || {
+        let mut publisher = publisher;
+        let ok = if persistent {
+            publisher.wait_durable().is_ok()
+        } else {
+            bus.flush().is_ok()
+        };
+        (publisher, ok)
+    })
+    .await;
+    let (publisher, ok) = match confirmed {
+        Ok(done) => done,
+        // The blocking task panicked (it does not): a fresh publisher, nothing acked.
+        Err(_) => (inner.bus.publisher(), false),
+    };
+    if !ok {
         tracing::warn!("shardbus-nats: the bus could not confirm the imports; not acknowledged");
-        handled.clear();
-        return;
+        taken.clear();
+        return publisher;
     }
-    for m in handled.drain(..) {
+    for m in taken.drain(..) {
         if m.ack().await.is_ok() {
             Counters::add(&inner.counters.import_acked, 1);
         }
     }
+    publisher
 }

@@ -200,7 +200,7 @@ async fn jetstream_import_into_a_persistent_bus_commits_then_acks() {
             .import_jetstream(JetStreamImport::new("DUR", "durable", "dur.>", "inbound"))
             .await
             .unwrap();
-        // Each is acknowledged after `publish_durable_async` returned: in the local log.
+        // Acknowledged after `wait_durable` returned for its batch: in the local log.
         assert!(wait_until(Duration::from_secs(20), || inn.stats().import_acked >= 40).await);
         import.stop().await;
         assert!(wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() >= 40).await);
