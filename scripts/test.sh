@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit/integration/doc tests, loom models, and a
 # short run of the log's fuzz targets.
-# Usage: scripts/test.sh            (everything; about 20 minutes on 2 cores)
+# Usage: scripts/test.sh            (everything; about 20 minutes on 2 cores; installs
+#                                     nats-server for the NATS bridge's tests if missing)
 #        SKIP_LOOM=1 scripts/test.sh (everything but the loom models)
 #        SKIP_FUZZ=1 scripts/test.sh (everything but the fuzz targets; FUZZ_SECONDS sets
 #                                     their run time, 20 s each by default)
@@ -24,7 +25,7 @@ if [[ -z "$declared" || -z "$actual" ]]; then
     echo "cannot read the declared rust-version ($declared) or rustc's version ($actual)" >&2
     exit 1
 fi
-for manifest in cli/Cargo.toml bench/Cargo.toml loom-tests/Cargo.toml; do
+for manifest in cli/Cargo.toml bench/Cargo.toml loom-tests/Cargo.toml nats/Cargo.toml; do
     if ! grep -q '^rust-version.workspace = true' "$manifest"; then
         echo "$manifest does not inherit the workspace rust-version" >&2
         exit 1
@@ -38,6 +39,28 @@ elif [[ "$(printf '%s\n%s\n' "$declared" "$actual" | sort -V | head -n 1)" == "$
 else
     echo "rustc $actual is older than the declared rust-version $declared" >&2
     exit 1
+fi
+
+echo "== nats-server (the NATS bridge's tests run against a real one)"
+# Installed from the distribution's package when missing. Under CI=true a server that is
+# missing and cannot be installed fails the run; elsewhere the bridge's tests skip with
+# a loud message.
+if ! command -v nats-server >/dev/null 2>&1 && [[ -z "${NATS_SERVER:-}" ]]; then
+    sudo_cmd=""
+    if [[ "$(id -u)" != "0" ]] && command -v sudo >/dev/null 2>&1; then
+        sudo_cmd="sudo"
+    fi
+    if ! { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq nats-server; }; then
+        if [[ "${CI:-}" == "true" ]]; then
+            echo "nats-server is missing and could not be installed (CI=true: a failure)" >&2
+            exit 1
+        fi
+        echo "WARNING: nats-server is missing and could not be installed;" \
+            "the NATS bridge's tests will skip" >&2
+    fi
+fi
+if command -v nats-server >/dev/null 2>&1; then
+    nats-server --version
 fi
 
 echo "== rustfmt"

@@ -183,6 +183,13 @@
 //! ([`DurableError::TooLarge`]). A directory holds one bus at a time: a second bus on it
 //! fails to build with [`Error::DirectoryLocked`].
 //!
+//! # Beyond one process
+//!
+//! The companion crate `shardbus-nats` (in the repository's `nats/`) bridges a bus to a
+//! NATS server: local topics exported to subjects and subjects imported into topics, with
+//! the bus's [`Codec`] on the wire, over core NATS or JetStream, and partitioned scale-out
+//! across processes with per-key order; see `docs/scale-out.md`.
+//!
 //! # Features
 //!
 //! None is on by default.

@@ -14,6 +14,8 @@ use shardbus_bench::{suite, Consume, Distribution, RunOpts, Workload};
 
 use crate::{check, command, fail};
 
+mod nats;
+
 /// Topic popularity.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Dist {
@@ -158,6 +160,8 @@ pub struct Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub persist: PersistArgs,
+    #[command(flatten)]
+    pub nats: nats::NatsArgs,
     /// Install a Prometheus recorder (no HTTP listener) before the runs, so that every bus's
     /// shards export to it, and print its text format to stderr at the end.
     #[cfg(feature = "metrics")]
@@ -197,6 +201,14 @@ fn try_run(args: &Args) -> Result<ExitCode, ExitCode> {
     }
     if args.reps == 0 {
         return Err(fail("shardbus bench: --reps must be at least 1", 2));
+    }
+    if let Some(url) = &args.nats.nats {
+        let exact = check(
+            nats::run(&args.nats, url, &args.payload, args.reps),
+            "bench --nats",
+            1,
+        )?;
+        return Ok(verdict(exact));
     }
     if args.suite {
         let dir = args

@@ -1,0 +1,301 @@
+//! The export task: a stream subscription on the bus, encoded with the bus's codec and
+//! published to NATS (core, or JetStream with a window of acknowledgements).
+
+use crate::bridge::{Delivery, Inner};
+use crate::stats::Counters;
+use crate::ExportError;
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use shardbus::{Codec, MessageStream};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// A message on its way to JetStream: kept until acknowledged, so it can be sent again
+/// or given back.
+struct Pending<T> {
+    msg: T,
+    subject: String,
+    payload: Bytes,
+    id: String,
+    first: Instant,
+    attempts: u32,
+}
+
+/// The export's subject when it does not depend on the message (no mapping function),
+/// with the result of its check.
+type Fixed = Option<Result<String, &'static str>>;
+
+type Acked<T> = Pin<Box<dyn Future<Output = (Pending<T>, Result<bool, String>)> + Send>>;
+
+/// Distinguishes the message ids of exports (in this process and others) that share a
+/// stream: the process id, the start time and a counter of exports.
+pub(crate) fn export_nonce() -> String {
+    static EXPORTS: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: only uniqueness matters, no memory is published through it.
+    let n = EXPORTS.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{t:x}-{n}", std::process::id())
+}
+
+pub(crate) async fn run<T>(
+    inner: Arc<Inner<T>>,
+    topic: String,
+    mut stream: MessageStream<T>,
+    delivery: Delivery,
+    mut stopped: watch::Receiver<bool>,
+) where
+    T: Codec + Clone + Send + Sync + 'static,
+{
+    let nonce = export_nonce();
+    let fixed: Fixed = match inner.options.subject {
+        Some(_) => None,
+        None => {
+            let subject = inner.options.subject_for_topic(&topic);
+            Some(crate::subject::check_literal(&subject).map(|()| subject))
+        }
+    };
+    let mut next_id: u64 = 0;
+    let mut window: FuturesOrdered<Acked<T>> = FuturesOrdered::new();
+    let max = inner.options.max_in_flight;
+    loop {
+        if window.len() >= max {
+            if let Some(done) = window.next().await {
+                settle(&inner, &mut window, done);
+            }
+            continue;
+        }
+        let msg = tokio::select! {
+            biased;
+            Some(done) = window.next(), if !window.is_empty() => {
+                settle(&inner, &mut window, done);
+                continue;
+            }
+            _ = stopped.changed() => break,
+            msg = stream.recv_async() => match msg {
+                Some(msg) => msg,
+                None => break, // the bus is shutting down
+            },
+        };
+        send(
+            &inner,
+            &topic,
+            &fixed,
+            msg,
+            delivery,
+            &nonce,
+            &mut next_id,
+            &mut window,
+        )
+        .await;
+    }
+    // Ending: what the stream still holds goes out too, then the acknowledgements.
+    while let Some(msg) = stream.try_recv() {
+        send(
+            &inner,
+            &topic,
+            &fixed,
+            msg,
+            delivery,
+            &nonce,
+            &mut next_id,
+            &mut window,
+        )
+        .await;
+        while window.len() >= max {
+            if let Some(done) = window.next().await {
+                settle(&inner, &mut window, done);
+            }
+        }
+    }
+    while let Some(done) = window.next().await {
+        settle(&inner, &mut window, done);
+    }
+}
+
+/// Encodes and checks one message, then publishes it (core) or puts it in the window
+/// (JetStream). A message that cannot go goes to the export-failure handler.
+#[allow(clippy::too_many_arguments)]
+async fn send<T>(
+    inner: &Arc<Inner<T>>,
+    topic: &str,
+    fixed: &Fixed,
+    msg: T,
+    delivery: Delivery,
+    nonce: &str,
+    next_id: &mut u64,
+    window: &mut FuturesOrdered<Acked<T>>,
+) where
+    T: Codec + Clone + Send + Sync + 'static,
+{
+    let subject = match fixed {
+        // No mapping function: one subject for the topic, checked once.
+        Some(Ok(subject)) => subject.clone(),
+        Some(Err(reason)) => {
+            let (subject, reason) = (inner.options.subject_for(topic, &msg), *reason);
+            return fail(
+                inner,
+                ExportError::InvalidSubject {
+                    msg,
+                    subject,
+                    reason,
+                },
+            );
+        }
+        None => {
+            let subject = inner.options.subject_for(topic, &msg);
+            if let Err(reason) = crate::subject::check_literal(&subject) {
+                return fail(
+                    inner,
+                    ExportError::InvalidSubject {
+                        msg,
+                        subject,
+                        reason,
+                    },
+                );
+            }
+            subject
+        }
+    };
+    let mut buf = Vec::new();
+    if let Err(error) = msg.encode(&mut buf) {
+        return fail(inner, ExportError::Encode { msg, error });
+    }
+    let max = inner.client.server_info().max_payload;
+    if buf.len() > max {
+        let size = buf.len();
+        return fail(inner, ExportError::PayloadTooLarge { msg, size, max });
+    }
+    let payload = Bytes::from(buf);
+    match delivery {
+        Delivery::Core => {
+            let timeout = inner.options.export_timeout;
+            let publish = inner.client.publish(subject, payload);
+            match tokio::time::timeout(timeout, publish).await {
+                Ok(Ok(())) => Counters::add(&inner.counters.exported, 1),
+                Ok(Err(e)) => fail(
+                    inner,
+                    ExportError::Refused {
+                        msg,
+                        reason: e.to_string(),
+                    },
+                ),
+                Err(_) => fail(
+                    inner,
+                    ExportError::TimedOut {
+                        msg,
+                        timeout,
+                        attempts: 1,
+                        reason: "the client's queue stayed full".to_owned(),
+                    },
+                ),
+            }
+        }
+        Delivery::JetStream => {
+            let id = format!("{nonce}-{next_id}");
+            *next_id += 1;
+            let pending = Pending {
+                msg,
+                subject,
+                payload,
+                id,
+                first: Instant::now(),
+                attempts: 0,
+            };
+            push(inner, window, pending, false);
+        }
+    }
+}
+
+/// Puts a JetStream publish of `pending` into the window: the send (after a short pause
+/// for a retry) and then its acknowledgement, resolved as a whole.
+fn push<T>(
+    inner: &Arc<Inner<T>>,
+    window: &mut FuturesOrdered<Acked<T>>,
+    mut pending: Pending<T>,
+    retry: bool,
+) where
+    T: Send + Sync + 'static,
+{
+    pending.attempts += 1;
+    let js = inner.js.clone();
+    let ack_timeout = inner.options.ack_timeout;
+    window.push_back(Box::pin(async move {
+        if retry {
+            // A failed publish (no stream yet, no connection) must not spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", pending.id.as_str());
+        let sent = tokio::time::timeout(
+            ack_timeout,
+            js.publish_with_headers(pending.subject.clone(), headers, pending.payload.clone()),
+        )
+        .await;
+        let result = match sent {
+            Ok(Ok(ack)) => wait_ack(ack).await,
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out queueing the publish".to_owned()),
+        };
+        (pending, result)
+    }));
+    let len = window.len() as u64;
+    // Relaxed: a statistic (see `Counters`).
+    inner
+        .counters
+        .export_in_flight_max
+        .fetch_max(len, Ordering::Relaxed);
+}
+
+/// The acknowledgement: `Ok(duplicate)`.
+async fn wait_ack(ack: PublishAckFuture) -> Result<bool, String> {
+    ack.await.map(|a| a.duplicate).map_err(|e| e.to_string())
+}
+
+/// Counts an acknowledgement, or sends the message again, or gives it up.
+fn settle<T>(
+    inner: &Arc<Inner<T>>,
+    window: &mut FuturesOrdered<Acked<T>>,
+    (pending, result): (Pending<T>, Result<bool, String>),
+) where
+    T: Send + Sync + 'static,
+{
+    match result {
+        Ok(duplicate) => {
+            Counters::add(&inner.counters.exported, 1);
+            if duplicate {
+                Counters::add(&inner.counters.export_duplicates, 1);
+            }
+        }
+        Err(reason) => {
+            let timeout = inner.options.export_timeout;
+            if pending.first.elapsed() < timeout {
+                tracing::debug!(%reason, subject = %pending.subject, "shardbus-nats: export retry");
+                Counters::add(&inner.counters.export_retries, 1);
+                push(inner, window, pending, true);
+            } else {
+                fail(
+                    inner,
+                    ExportError::TimedOut {
+                        msg: pending.msg,
+                        timeout,
+                        attempts: pending.attempts,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn fail<T>(inner: &Inner<T>, error: ExportError<T>) {
+    Counters::add(&inner.counters.export_failed, 1);
+    (inner.options.on_export_failure)(error);
+}

@@ -1,0 +1,63 @@
+//! A bridge between [shardbus] topics and [NATS](https://nats.io) subjects, on
+//! the official client, `async-nats`.
+//!
+//! - **Export** a local topic to NATS: every message published on it is encoded with the
+//!   bus's [`Codec`](shardbus::Codec) and published on `<prefix>.<subject>`, where the
+//!   subject comes from the mapping function ([`BridgeOptions::subject_fn`]; the topic's
+//!   name by default). [`Delivery::Core`] is at most once; [`Delivery::JetStream`] is at
+//!   least once, with a bounded window of acknowledgements in flight and retries under
+//!   the same message id.
+//! - **Import** a NATS subject into a local topic: core NATS
+//!   ([`Bridge::import`], at most once) or a durable JetStream consumer
+//!   ([`Bridge::import_jetstream`], at least once), acknowledged only once the bus has
+//!   taken responsibility for the message.
+//! - **Partitioned scale-out**: the server maps `<base>.<key>` onto
+//!   `<base>.<partition>.<key>` ([`partition_mapping`]) and each process imports its own
+//!   partitions ([`Bridge::import_partitions`]), so per-key order survives across
+//!   machines as it does across shards. See `docs/scale-out.md` in the repository.
+//!
+//! Nothing is dropped silently: what an export cannot deliver goes back to
+//! [`BridgeOptions::on_export_failure`] with the message; what an import cannot decode
+//! goes to [`BridgeOptions::on_dead_letter`] with the raw bytes; both are counted in
+//! [`BridgeStats`], as are the client's slow-consumer events.
+//!
+//! ```no_run
+//! use shardbus::Bus;
+//! use shardbus_nats::{Bridge, BridgeOptions, Delivery};
+//! use std::sync::Arc;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = Arc::new(Bus::<Vec<u8>>::builder().shards(2).build()?);
+//! let bridge = Bridge::connect("nats://127.0.0.1:4222", Arc::clone(&bus),
+//!     BridgeOptions::default().prefix("app")).await?;
+//! let _out = bridge.export("events", Delivery::Core)?;      // events → app.events
+//! let _in = bridge.import("partners.>", "inbound").await?;  // partners.> → inbound
+//! # Ok(()) }
+//! ```
+//!
+//! - **Outbox**: for a persistent bus, [`Outbox`] is a JetStream export whose outbox is
+//!   the bus's own log: its handler, a builder subscription, returns only once JetStream
+//!   acknowledged the message, so the log's checkpoint never passes an unacknowledged
+//!   message and the replay after a crash exports it again (one round trip per message
+//!   on the topic's shard).
+//!
+//! The bridge's tasks run on the tokio runtime that [`Bridge::connect`] was called on.
+//! What is not there yet: wildcard patterns as export sources ([`Local`] has one
+//! variant, `Topic`, so far) and queue-group imports.
+
+mod bridge;
+mod error;
+mod export;
+mod import;
+mod options;
+mod outbox;
+pub mod server;
+mod stats;
+mod subject;
+
+pub use bridge::{Bridge, Delivery, JetStreamImport, Link, Local};
+pub use error::{BridgeError, ExportError};
+pub use options::{BridgeOptions, ImportDeadLetter};
+pub use outbox::{Outbox, OutboxHandler};
+pub use server::partition_mapping;
+pub use stats::BridgeStats;

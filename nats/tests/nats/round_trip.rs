@@ -1,0 +1,214 @@
+//! Bus → NATS → bus, core and JetStream: exact counts, contents and per-key order.
+
+use crate::common::*;
+use shardbus_nats::{Bridge, BridgeOptions, Delivery, JetStreamImport};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_round_trip_keeps_contents_and_per_key_order() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let source = plain_bus();
+        let (sink, seen) = collecting_bus("inbound");
+        let out = Bridge::connect(
+            &server.url(),
+            Arc::clone(&source),
+            BridgeOptions::default().prefix("a"),
+        )
+        .await
+        .unwrap();
+        let inn = Bridge::connect(&server.url(), Arc::clone(&sink), BridgeOptions::default())
+            .await
+            .unwrap();
+        let _import = inn.import("a.orders", "inbound").await.unwrap();
+        // The subscription is at the server before anything is published.
+        inn.client().flush().await.unwrap();
+        let _export = out.export("orders", Delivery::Core).unwrap();
+        let sent = orders(4, 100);
+        for o in &sent {
+            source.publish("orders", o.clone()).unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(20), || seen.lock().unwrap().len()
+                >= 400)
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 400, "exactly what was sent");
+        let mut sorted = got.clone();
+        sorted.sort_by(|a, b| (&a.key, a.seq).cmp(&(&b.key, b.seq)));
+        let mut expected = sent.clone();
+        expected.sort_by(|a, b| (&a.key, a.seq).cmp(&(&b.key, b.seq)));
+        assert_eq!(sorted, expected);
+        assert_per_key_order(&got);
+        assert_eq!(out.stats().exported, 400);
+        assert_eq!(out.stats().export_failed, 0);
+        assert_eq!(inn.stats().imported, 400);
+        assert_eq!(inn.stats().dead_letters, 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_round_trip_acks_every_message_once() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let source = plain_bus();
+        let (sink, seen) = collecting_bus("inbound");
+        let opts = BridgeOptions::default()
+            .prefix("js")
+            .subject_fn(|topic, o: &Order| format!("{topic}.{}", o.key));
+        let out = Bridge::connect(&server.url(), Arc::clone(&source), opts.max_in_flight(8))
+            .await
+            .unwrap();
+        out.ensure_stream("ORD", &["js.>"]).await.unwrap();
+        let _export = out.export("orders", Delivery::JetStream).unwrap();
+        let sent = orders(4, 100);
+        for o in &sent {
+            source.publish("orders", o.clone()).unwrap();
+        }
+        assert!(wait_until(Duration::from_secs(20), || out.stats().exported >= 400).await);
+        let s = out.stats();
+        assert_eq!(
+            (s.exported, s.export_failed, s.export_duplicates),
+            (400, 0, 0)
+        );
+        assert!(s.export_in_flight_max <= 8, "window bounded: {s:?}");
+
+        let inn = Bridge::connect(
+            &server.url(),
+            Arc::clone(&sink),
+            BridgeOptions::default().ack_batch(32),
+        )
+        .await
+        .unwrap();
+        let _import = inn
+            .import_jetstream(JetStreamImport::new(
+                "ORD",
+                "reader",
+                "js.orders.>",
+                "inbound",
+            ))
+            .await
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(20), || inn.stats().import_acked >= 400).await);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 400);
+        assert_per_key_order(&got);
+        for (key, seqs) in by_key(&got) {
+            assert_eq!(seqs, (0..100).collect::<Vec<_>>(), "key {key}");
+        }
+        let s = inn.stats();
+        assert_eq!(
+            (s.imported, s.import_acked, s.import_redelivered),
+            (400, 400, 0)
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_import_acks_only_after_the_subscribers_handled_it() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let bus = shardbus::Bus::<Order>::builder().shards(1).build().unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = Arc::clone(&handled);
+        bus.subscribe(
+            "inbound",
+            move |_: &mut shardbus::Context<'_, Order>, _: &Order| {
+                // The first message holds the handler until the test releases it.
+                if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(30));
+                }
+            },
+        )
+        .unwrap();
+        let bus = Arc::new(bus);
+        let inn = Bridge::connect(&server.url(), Arc::clone(&bus), BridgeOptions::default())
+            .await
+            .unwrap();
+        inn.ensure_stream("HOLD", &["hold.>"]).await.unwrap();
+        let js = inn.jetstream().clone();
+        for seq in 0..10u64 {
+            let mut buf = Vec::new();
+            shardbus::Codec::encode(&Order::new("k", seq), &mut buf).unwrap();
+            js.publish("hold.k", buf.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let _import = inn
+            .import_jetstream(JetStreamImport::new("HOLD", "holder", "hold.>", "inbound"))
+            .await
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || inn.stats().imported >= 1).await);
+        // The handler is held: nothing may be acknowledged yet.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            inn.stats().import_acked,
+            0,
+            "acknowledged before it was handled"
+        );
+        release.send(()).unwrap();
+        assert!(wait_until(Duration::from_secs(10), || inn.stats().import_acked >= 10).await);
+        assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 10);
+        assert_eq!(inn.stats().import_acked, 10);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_import_into_a_persistent_bus_commits_then_acks() {
+    let Some(server) = server() else { return };
+    let dir = server.dir().join("bus");
+    bounded(60, async {
+        let seen: Seen = Arc::default();
+        let sink = Arc::clone(&seen);
+        let bus = shardbus::Bus::<Order>::builder()
+            .shards(2)
+            .persist(shardbus::Persistence::new(&dir))
+            .subscribe(
+                "inbound",
+                move |_: &mut shardbus::Context<'_, Order>, o: &Order| {
+                    sink.lock().unwrap().push(o.clone());
+                },
+            )
+            .build()
+            .unwrap();
+        let bus = Arc::new(bus);
+        let inn = Bridge::connect(&server.url(), Arc::clone(&bus), BridgeOptions::default())
+            .await
+            .unwrap();
+        inn.ensure_stream("DUR", &["dur.>"]).await.unwrap();
+        let js = inn.jetstream().clone();
+        for o in orders(2, 20) {
+            let mut buf = Vec::new();
+            shardbus::Codec::encode(&o, &mut buf).unwrap();
+            js.publish(format!("dur.{}", o.key), buf.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let import = inn
+            .import_jetstream(JetStreamImport::new("DUR", "durable", "dur.>", "inbound"))
+            .await
+            .unwrap();
+        // Acknowledged after `wait_durable` returned for its batch: in the local log.
+        assert!(wait_until(Duration::from_secs(20), || inn.stats().import_acked >= 40).await);
+        import.stop().await;
+        assert!(wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() >= 40).await);
+        let got = seen.lock().unwrap().clone();
+        assert_per_key_order(&got);
+        assert_eq!(got.len(), 40);
+        let s = inn.stats();
+        assert_eq!((s.imported, s.import_acked, s.import_refused), (40, 40, 0));
+    })
+    .await;
+}
