@@ -48,6 +48,16 @@ pub enum Error {
     /// A subscription id that this bus did not hand out.
     #[error("unknown subscription {0:?}")]
     UnknownSubscription(crate::SubscriptionId),
+    /// A topic name or pattern that is not a valid subject (see [`Pattern`](crate::Pattern)):
+    /// a wildcard token in a name published or subscribed to as a plain topic, an empty
+    /// token, whitespace, or a `>` that is not a pattern's last token.
+    #[error("invalid subject {name:?}: {reason}")]
+    InvalidSubject {
+        /// The rejected name or pattern.
+        name: String,
+        /// What is wrong with it.
+        reason: crate::SubjectError,
+    },
     /// The bus is shutting down or has shut down.
     #[error("the bus is closed")]
     Closed,
