@@ -183,6 +183,9 @@ pub enum PublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it, so it could
     /// never be logged; it was not accepted (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
@@ -214,6 +217,9 @@ pub enum TryPublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
     /// accepted. See [`PublishError::Encode`].
@@ -235,6 +241,9 @@ pub enum DurableError<T> {
     /// (see [`Bus::log_error`](crate::Bus::log_error)) and its intake is closed.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// The bus was built without [`Builder::persist`](crate::Builder::persist).
     NotPersistent(T),

@@ -107,6 +107,17 @@
 //! shard never waits for a slow consumer: what the stream's channel and overflow cannot
 //! hold goes to the dead-letter handler ([`DeadLetterReason::StreamFull`]).
 //!
+//! # Subjects and patterns
+//!
+//! Topic names are subjects, `.`-separated tokens. [`Bus::subscribe_pattern`] (and its
+//! [`Builder`] and [`Context`] forms) subscribes a [`Pattern`] in NATS syntax (`*` one
+//! token, a final `>` one or more): every matching topic, existing or first published
+//! later, gets an actor from the pattern's factory on the topic's own shard, so per-topic
+//! order and the per-message cost are a plain subscriber's. A shard matches a topic
+//! against its patterns once, when it first learns the topic or the pattern. A name
+//! published to must be a plain subject: no `*` or `>` token, no empty token, no
+//! whitespace (`InvalidTopic`, with the message back).
+//!
 //! # Request-reply
 //!
 //! A message can carry a [`Reply`], a one-shot handle for its answer. [`Bus::request`]
