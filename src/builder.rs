@@ -51,8 +51,7 @@ pub struct Builder<T> {
     dead_letter: Option<DeadLetterFn<T>>,
     drop_timeout: Duration,
     subs: Vec<PreSub<T>>,
-    /// Pattern subscriptions: the pattern as given, the policy, the shared factory.
-    pattern_subs: Vec<(String, Supervision, crate::pattern::SharedFactory<T>)>,
+    pub(crate) pattern_subs: Vec<crate::pattern::PrePattern<T>>,
     persist: Option<(Persistence, CodecFns<T>)>,
     /// Placement and fences (`cores`, `fences`).
     host: HostOptions,
@@ -313,24 +312,6 @@ impl<T: Send + 'static> Builder<T> {
         self
     }
 
-    /// Subscribes a pattern before the bus starts; mirrors
-    /// [`Bus::subscribe_pattern`]: every topic that matches, on its own shard, gets an
-    /// actor from `factory`. Installed on every shard after the plain builder
-    /// subscriptions and before the log's replay, so on a persistent bus replayed records
-    /// of matching topics reach the pattern's actors. An invalid pattern makes `build()`
-    /// fail with [`Error::InvalidSubject`]. The ids come last in
-    /// [`Bus::initial_subscriptions`], after the plain ones, in the order made.
-    pub fn subscribe_pattern<H, F>(mut self, pattern: &str, policy: Supervision, factory: F) -> Self
-    where
-        H: Handler<T>,
-        F: FnMut() -> H + Send + 'static,
-    {
-        let factory = crate::pattern::shared_factory(factory);
-        self.pattern_subs
-            .push((pattern.to_owned(), policy, factory));
-        self
-    }
-
     fn pre_subscribe(
         mut self,
         topic: String,
@@ -437,10 +418,7 @@ impl<T: Send + 'static> Builder<T> {
             })
             .collect();
         for (serial, pre) in self.subs.into_iter().enumerate() {
-            let key = topics.router.key_or_error(&pre.topic)?;
-            let topic = topics
-                .resolve(&key)
-                .ok_or_else(|| crate::subject::name_error(&pre.topic))?;
+            let topic = crate::subject::resolve(&topics, &pre.topic)?;
             let id = SubscriptionId {
                 bus: bus_id,
                 shard: topic.shard.0 as u32,
@@ -455,28 +433,7 @@ impl<T: Send + 'static> Builder<T> {
             };
             startups[topic.shard.0].subs.push((topic.index, sub));
         }
-        for (pattern, policy, factory) in self.pattern_subs {
-            let parsed =
-                crate::Pattern::parse(&pattern).map_err(|reason| Error::InvalidSubject {
-                    name: pattern.clone(),
-                    reason,
-                })?;
-            let id = SubscriptionId {
-                bus: bus_id,
-                shard: crate::pattern::PATTERN_SHARD,
-                serial: initial.len() as u64,
-            };
-            initial.push(id);
-            let sub = crate::pattern::PatternSub {
-                id,
-                pattern: plain::Arc::new(parsed),
-                policy,
-                factory,
-            };
-            for startup in &mut startups {
-                startup.patterns.push(sub.clone());
-            }
-        }
+        crate::bus::pre_patterns(self.pattern_subs, bus_id, &mut initial, &mut startups)?;
         let persistent = self.persist.is_some();
         let mut replies = Vec::new();
         if let Some((p, codec)) = &self.persist {

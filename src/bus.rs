@@ -25,6 +25,7 @@ use crate::{Builder, Context};
 
 mod ending;
 mod patterns;
+pub(crate) use patterns::pre_patterns;
 mod request_reply;
 mod streams;
 

@@ -22,6 +22,10 @@ pub(crate) const PATTERN_SHARD: u32 = u32::MAX;
 /// lock is never taken per message.
 pub(crate) type SharedFactory<T> = Arc<Mutex<dyn FnMut() -> Box<dyn Handler<T>> + Send>>;
 
+/// A builder's pattern subscription before `build()`: the pattern as given, the policy,
+/// the shared factory.
+pub(crate) type PrePattern<T> = (String, Supervision, SharedFactory<T>);
+
 /// One pattern subscription, as each shard receives it.
 pub(crate) struct PatternSub<T> {
     pub(crate) id: SubscriptionId,

@@ -87,6 +87,19 @@ pub(crate) fn name_error(name: &str) -> crate::Error {
     }
 }
 
+/// Resolves a name for a subscription or a `Topic` handle: its id, interning it the first
+/// time, or the typed error ([`name_error`]).
+pub(crate) fn resolve(
+    topics: &crate::intern::Topics,
+    name: &str,
+) -> Result<crate::intern::TopicId, crate::Error> {
+    topics
+        .router
+        .key(name)
+        .and_then(|key| topics.resolve(&key))
+        .ok_or_else(|| name_error(name))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Literal(Box<str>),

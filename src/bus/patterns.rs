@@ -1,8 +1,64 @@
 //! Pattern subscriptions on the bus: `*` / `>` subjects (see [`Pattern`](crate::Pattern)).
 
 use super::*;
-use crate::pattern::{shared_factory, PatternSub, PATTERN_SHARD};
+use crate::pattern::{shared_factory, PatternSub, PrePattern, PATTERN_SHARD};
+use crate::shard::Startup;
 use crate::subject::Pattern;
+use crate::Builder;
+
+/// Pattern subscriptions before the bus starts.
+impl<T: Send + 'static> Builder<T> {
+    /// Subscribes a pattern before the bus starts; mirrors
+    /// [`Bus::subscribe_pattern`]: every topic that matches, on its own shard, gets an
+    /// actor from `factory`. Installed on every shard after the plain builder
+    /// subscriptions and before the log's replay, so on a persistent bus replayed records
+    /// of matching topics reach the pattern's actors. An invalid pattern makes `build()`
+    /// fail with [`Error::InvalidSubject`]. The ids come last in
+    /// [`Bus::initial_subscriptions`], after the plain ones, in the order made.
+    pub fn subscribe_pattern<H, F>(mut self, pattern: &str, policy: Supervision, factory: F) -> Self
+    where
+        H: Handler<T>,
+        F: FnMut() -> H + Send + 'static,
+    {
+        let factory = crate::pattern::shared_factory(factory);
+        self.pattern_subs
+            .push((pattern.to_owned(), policy, factory));
+        self
+    }
+}
+
+/// `build()`'s part for the builder's patterns: parses each (an invalid one fails the
+/// build), gives it the next id after the plain subscriptions' (`initial`), and hands it to
+/// every shard's start-up, installed there before the replay.
+pub(crate) fn pre_patterns<T>(
+    pre: Vec<PrePattern<T>>,
+    bus: u64,
+    initial: &mut Vec<SubscriptionId>,
+    startups: &mut [Startup<T>],
+) -> Result<(), Error> {
+    for (pattern, policy, factory) in pre {
+        let parsed = Pattern::parse(&pattern).map_err(|reason| Error::InvalidSubject {
+            name: pattern.clone(),
+            reason,
+        })?;
+        let id = SubscriptionId {
+            bus,
+            shard: PATTERN_SHARD,
+            serial: initial.len() as u64,
+        };
+        initial.push(id);
+        let sub = PatternSub {
+            id,
+            pattern: crate::sync::plain::Arc::new(parsed),
+            policy,
+            factory,
+        };
+        for startup in startups.iter_mut() {
+            startup.patterns.push(sub.clone());
+        }
+    }
+    Ok(())
+}
 
 /// Pattern subscriptions.
 impl<T: Send + 'static> Bus<T> {
