@@ -16,7 +16,9 @@ pub struct SubscriptionId {
 }
 
 impl SubscriptionId {
-    /// The shard that runs this subscription's actor.
+    /// The shard that runs this subscription's actor. A pattern subscription's id
+    /// ([`Bus::subscribe_pattern`](crate::Bus::subscribe_pattern)) names no shard (its
+    /// actors run on every matching topic's shard): its index is `u32::MAX`.
     pub fn shard(&self) -> ShardId {
         ShardId(self.shard as usize)
     }
