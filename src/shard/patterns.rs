@@ -71,6 +71,8 @@ impl<T: Send + 'static> Actors<T> {
 
     /// Installs an instance of pattern `p` on topic `index` if the pattern matches it.
     fn match_one(&mut self, names: &mut Names, p: usize, index: u32) {
+        #[cfg(test)]
+        tests::MATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = &self.patterns.list[p];
         if !entry.sub.pattern.matches(names.key(index).as_str()) {
             return;
@@ -131,5 +133,49 @@ impl<T: Send + 'static> Actors<T> {
             self.counters.panicked(PanicSite::Drop);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+
+    use crate::{Bus, Context, Supervision};
+
+    /// Every (pattern, topic) match attempt of every shard (only this test makes patterns
+    /// among the crate's unit tests).
+    pub(super) static MATCHES: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn matching_runs_once_per_shard_topic_and_pattern_never_per_message() {
+        let bus = Bus::<u64>::builder().shards(2).build().unwrap();
+        // Two topics the bus knows before the patterns (one on each shard, or both on one).
+        bus.publish("m.old.0", 0).unwrap();
+        bus.publish("m.old.1", 0).unwrap();
+        bus.flush().unwrap();
+        let got = Arc::new(AtomicU64::new(0));
+        for pattern in ["m.*.0", "m.>", "x.*"] {
+            let got = got.clone();
+            bus.subscribe_pattern(pattern, Supervision::Resume, move || {
+                let got = got.clone();
+                move |_: &mut Context<'_, u64>, m: &u64| {
+                    got.fetch_add(*m, Relaxed);
+                }
+            })
+            .unwrap();
+        }
+        // Each pattern met each of the two old topics once, on the topic's shard.
+        assert_eq!(MATCHES.load(Relaxed), 3 * 2);
+        // 1,000 messages to 4 topics, 2 of them new: each new topic meets each pattern once.
+        for i in 0..1000 {
+            let topic = ["m.old.0", "m.old.1", "m.new.0", "m.new.1"][i % 4];
+            bus.publish(topic, 1).unwrap();
+        }
+        bus.flush().unwrap();
+        assert_eq!(MATCHES.load(Relaxed), 3 * 4);
+        // `m.*.0` and `m.>` match `*.0` (2 actors each); `m.>` alone matches `*.1`.
+        assert_eq!(got.load(Relaxed), 250 * 2 + 250 + 250 * 2 + 250);
+        bus.shutdown();
     }
 }
