@@ -331,6 +331,14 @@ fn names_that_are_not_plain_subjects_are_refused_on_every_publish_form() {
                 publisher.publish_async(name, 10).await,
                 Err(PublishError::InvalidTopic(10))
             ));
+            assert!(matches!(
+                bus.publish_durable_async(name, 11).await,
+                Err(DurableError::InvalidTopic(11))
+            ));
+            assert!(matches!(
+                publisher.publish_durable_async(name, 12).await,
+                Err(DurableError::InvalidTopic(12))
+            ));
         }
     });
     // Plain names keep working, wildcard characters inside a token included.
