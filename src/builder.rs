@@ -51,6 +51,7 @@ pub struct Builder<T> {
     dead_letter: Option<DeadLetterFn<T>>,
     drop_timeout: Duration,
     subs: Vec<PreSub<T>>,
+    pub(crate) pattern_subs: Vec<crate::pattern::PrePattern<T>>,
     persist: Option<(Persistence, CodecFns<T>)>,
     /// Placement and fences (`cores`, `fences`).
     host: HostOptions,
@@ -114,6 +115,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             dead_letter: None,
             drop_timeout: Duration::from_secs(5),
             subs: Vec::new(),
+            pattern_subs: Vec::new(),
             persist: None,
             host: HostOptions::default(),
             metrics_label: "default".to_owned(),
@@ -411,11 +413,12 @@ impl<T: Send + 'static> Builder<T> {
             .map(|_| Startup {
                 wal: None,
                 subs: Vec::new(),
+                patterns: Vec::new(),
                 replay: None,
             })
             .collect();
         for (serial, pre) in self.subs.into_iter().enumerate() {
-            let topic = topics.intern(&topics.router.key_or_error(&pre.topic)?);
+            let topic = crate::subject::resolve(&topics, &pre.topic)?;
             let id = SubscriptionId {
                 bus: bus_id,
                 shard: topic.shard.0 as u32,
@@ -430,6 +433,7 @@ impl<T: Send + 'static> Builder<T> {
             };
             startups[topic.shard.0].subs.push((topic.index, sub));
         }
+        crate::bus::pre_patterns(self.pattern_subs, bus_id, &mut initial, &mut startups)?;
         let persistent = self.persist.is_some();
         let mut replies = Vec::new();
         if let Some((p, codec)) = &self.persist {

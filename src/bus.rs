@@ -24,6 +24,8 @@ use crate::wait::publisher_pause;
 use crate::{Builder, Context};
 
 mod ending;
+mod patterns;
+pub(crate) use patterns::pre_patterns;
 mod request_reply;
 mod streams;
 
@@ -177,8 +179,12 @@ impl<T> Bus<T> {
     pub fn topic(&self, name: &str) -> Result<Topic, Error> {
         let topics = &self.shared.topics;
         let key = topics.router.key_or_error(name)?;
+        // A wildcard token, an empty token or whitespace: `Error::InvalidSubject`.
+        let id = topics
+            .resolve(&key)
+            .ok_or_else(|| crate::subject::name_error(name))?;
         Ok(Topic {
-            id: topics.intern(&key),
+            id,
             bus: topics.bus,
             key,
         })
@@ -281,10 +287,7 @@ impl<T> Bus<T> {
     fn resolve_for_control(&self, topic: impl ToTopic) -> Result<TopicId, Error> {
         topic
             .id_in(&self.shared.topics, None)
-            .ok_or(Error::InvalidTopic {
-                len: topic.name_len(),
-                max: crate::MAX_TOPIC_LEN,
-            })
+            .ok_or_else(|| crate::subject::name_error(topic.name()))
     }
 
     /// Ends a subscription; its actor's `on_stop` runs on its shard. Returns once
@@ -298,6 +301,9 @@ impl<T> Bus<T> {
     pub fn unsubscribe(&self, id: SubscriptionId) -> Result<(), Error> {
         if id.bus != self.id {
             return Err(Error::UnknownSubscription(id));
+        }
+        if crate::pattern::is_pattern(id) {
+            return self.unsubscribe_pattern(id);
         }
         let inbox = self
             .shared

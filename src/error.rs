@@ -48,6 +48,16 @@ pub enum Error {
     /// A subscription id that this bus did not hand out.
     #[error("unknown subscription {0:?}")]
     UnknownSubscription(crate::SubscriptionId),
+    /// A topic name or pattern that is not a valid subject (see [`Pattern`](crate::Pattern)):
+    /// a wildcard token in a name published or subscribed to as a plain topic, an empty
+    /// token, whitespace, or a `>` that is not a pattern's last token.
+    #[error("invalid subject {name:?}: {reason}")]
+    InvalidSubject {
+        /// The rejected name or pattern.
+        name: String,
+        /// What is wrong with it.
+        reason: crate::SubjectError,
+    },
     /// The bus is shutting down or has shut down.
     #[error("the bus is closed")]
     Closed,
@@ -173,6 +183,9 @@ pub enum PublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it, so it could
     /// never be logged; it was not accepted (see [`Codec::CAN_FAIL`](crate::Codec::CAN_FAIL)).
@@ -204,6 +217,9 @@ pub enum TryPublishError<T> {
     /// The bus is shutting down or has shut down; the message was not accepted.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
     /// accepted. See [`PublishError::Encode`].
@@ -225,6 +241,9 @@ pub enum DurableError<T> {
     /// (see [`Bus::log_error`](crate::Bus::log_error)) and its intake is closed.
     Closed(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// The bus was built without [`Builder::persist`](crate::Builder::persist).
     NotPersistent(T),

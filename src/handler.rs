@@ -16,7 +16,9 @@ pub struct SubscriptionId {
 }
 
 impl SubscriptionId {
-    /// The shard that runs this subscription's actor.
+    /// The shard that runs this subscription's actor. A pattern subscription's id
+    /// ([`Bus::subscribe_pattern`](crate::Bus::subscribe_pattern)) names no shard (its
+    /// actors run on every matching topic's shard): its index is `u32::MAX`.
     pub fn shard(&self) -> ShardId {
         ShardId(self.shard as usize)
     }
@@ -259,8 +261,30 @@ impl<T: Send + 'static> Context<'_, T> {
         self.out.subscribe(topic, actor, Some(factory), policy)
     }
 
+    /// Subscribes a pattern (as [`Bus::subscribe_pattern`](crate::Bus::subscribe_pattern))
+    /// without waiting: every shard installs it when it reaches the request, in the order
+    /// of this handler's other requests to that shard. `InvalidSubject` for a bad
+    /// pattern, `Closed` once shutdown has begun.
+    pub fn subscribe_pattern<H, F>(
+        &mut self,
+        pattern: &str,
+        policy: Supervision,
+        factory: F,
+    ) -> Result<SubscriptionId, Error>
+    where
+        H: Handler<T>,
+        F: FnMut() -> H + Send + 'static,
+    {
+        let parsed = crate::Pattern::parse(pattern).map_err(|reason| Error::InvalidSubject {
+            name: pattern.to_owned(),
+            reason,
+        })?;
+        let factory = crate::pattern::shared_factory(factory);
+        self.out.subscribe_pattern(parsed, policy, factory)
+    }
+
     /// Ends a subscription (this actor's own, [`subscription`](Self::subscription), or
-    /// another) without waiting; see above for when it takes effect. Its actor's `on_stop`
+    /// another; a pattern's, on every shard) without waiting; see above for when it takes effect. Its actor's `on_stop`
     /// runs on its shard then.
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), Error> {
         self.out.unsubscribe(id)

@@ -39,6 +39,16 @@ pub(crate) enum Control<T> {
         id: SubscriptionId,
         ack: AckSender,
     },
+    /// A pattern subscription: every shard gets one (`shard/patterns.rs`).
+    SubscribePattern {
+        sub: crate::pattern::PatternSub<T>,
+        ack: AckSender,
+    },
+    /// Ends a pattern subscription on this shard (`NotFound` if the shard holds none).
+    UnsubscribePattern {
+        id: SubscriptionId,
+        ack: AckSender,
+    },
     AddLane(spsc::Consumer<Envelope<T>>),
     /// `Bus::flush`: answered once every message published before it is handled.
     Flush {

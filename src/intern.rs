@@ -84,9 +84,18 @@ impl Topics {
         id
     }
 
-    /// The id through `cache`, or the calling thread's cache when there is none.
+    /// The id of a name a resolver meets for the first time: `None` if it is not a plain
+    /// subject (a wildcard token, an empty token, whitespace: `subject::check_name`).
+    /// Every cache's miss comes here, so a cached name is never checked again.
+    pub(crate) fn resolve(&self, key: &TopicKey) -> Option<TopicId> {
+        crate::subject::check_name(key.as_str()).ok()?;
+        Some(self.intern(key))
+    }
+
+    /// The id through `cache`, or the calling thread's cache when there is none; `None`
+    /// for a name that is not a plain subject.
     #[inline]
-    pub(crate) fn cached(&self, key: &TopicKey, cache: Option<&mut TopicCache>) -> TopicId {
+    pub(crate) fn cached(&self, key: &TopicKey, cache: Option<&mut TopicCache>) -> Option<TopicId> {
         match cache {
             Some(cache) => cache.get(self, key),
             None => self.thread_cached(key),
@@ -94,13 +103,13 @@ impl Topics {
     }
 
     /// Looks `key` up in the calling thread's cache of this bus (`Bus::publish` by name).
-    fn thread_cached(&self, key: &TopicKey) -> TopicId {
+    fn thread_cached(&self, key: &TopicKey) -> Option<TopicId> {
         let cell = self.thread_caches.get_or(RefCell::default);
         match cell.try_borrow_mut() {
             Ok(mut cache) => cache.get(self, key),
             // Only reentrant use could get here (nothing on this path calls back into a
             // publish); the registry answers without the cache.
-            Err(_) => self.intern(key),
+            Err(_) => self.resolve(key),
         }
     }
 
@@ -133,13 +142,13 @@ pub(crate) struct TopicCache {
 }
 
 impl TopicCache {
-    pub(crate) fn get(&mut self, topics: &Topics, key: &TopicKey) -> TopicId {
+    pub(crate) fn get(&mut self, topics: &Topics, key: &TopicKey) -> Option<TopicId> {
         if let Some(&id) = self.ids.get(key) {
-            return id;
+            return Some(id);
         }
-        let id = topics.intern(key);
+        let id = topics.resolve(key)?;
         self.ids.insert(*key, id);
-        id
+        Some(id)
     }
 }
 
@@ -197,7 +206,7 @@ mod tests {
         assert_eq!(topics.thread_cache_len(), 15);
         // The same ids through the cache as through the registry.
         for key in &mine {
-            assert_eq!(topics.cached(key, None), topics.intern(key));
+            assert_eq!(topics.cached(key, None), Some(topics.intern(key)));
         }
         // The last owner of the bus's state is this thread: dropping it frees every
         // thread's cache here, the other thread's included, though it is still alive.

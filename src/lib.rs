@@ -107,6 +107,17 @@
 //! shard never waits for a slow consumer: what the stream's channel and overflow cannot
 //! hold goes to the dead-letter handler ([`DeadLetterReason::StreamFull`]).
 //!
+//! # Subjects and patterns
+//!
+//! Topic names are subjects, `.`-separated tokens. [`Bus::subscribe_pattern`] (and its
+//! [`Builder`] and [`Context`] forms) subscribes a [`Pattern`] in NATS syntax (`*` one
+//! token, a final `>` one or more): every matching topic, existing or first published
+//! later, gets an actor from the pattern's factory on the topic's own shard, so per-topic
+//! order and the per-message cost are a plain subscriber's. A shard matches a topic
+//! against its patterns once, when it first learns the topic or the pattern. A name
+//! published to must be a plain subject: no `*` or `>` token, no empty token, no
+//! whitespace (`InvalidTopic`, with the message back).
+//!
 //! # Request-reply
 //!
 //! A message can carry a [`Reply`], a one-shot handle for its answer. [`Bus::request`]
@@ -245,6 +256,7 @@ pub mod log;
 mod metrics;
 mod os;
 mod outbox;
+mod pattern;
 mod persist;
 mod publisher;
 mod request;
@@ -255,6 +267,7 @@ mod shared;
 mod shutdown;
 mod stats;
 mod stream;
+mod subject;
 mod supervise;
 mod sync;
 mod topic;
@@ -276,6 +289,7 @@ pub use request::Reply;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, PanicSites, ShardStats, Stats};
 pub use stream::{MessageStream, RecvFuture};
+pub use subject::{Pattern, SubjectError};
 pub use topic::{ToTopic, Topic};
 pub use wait::WaitStrategy;
 

@@ -207,10 +207,7 @@ impl<T> Outbox<T> {
         T: Send + 'static,
     {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
-            return Err(Error::InvalidTopic {
-                len: topic.name_len(),
-                max: crate::MAX_TOPIC_LEN,
-            });
+            return Err(crate::subject::name_error(topic.name()));
         };
         if self.shared.is_closing() {
             return Err(Error::Closed);
@@ -235,8 +232,49 @@ impl<T> Outbox<T> {
         Ok(id)
     }
 
+    /// `Context::subscribe_pattern`: sends the pattern to every shard, without waiting.
+    pub(crate) fn subscribe_pattern(
+        &mut self,
+        pattern: crate::subject::Pattern,
+        policy: crate::handler::Supervision,
+        factory: crate::pattern::SharedFactory<T>,
+    ) -> Result<SubscriptionId, Error> {
+        if self.shared.is_closing() {
+            return Err(Error::Closed);
+        }
+        let id = SubscriptionId {
+            bus: self.shared.topics.bus,
+            shard: crate::pattern::PATTERN_SHARD,
+            serial: self.shared.next_serial(),
+        };
+        let sub = crate::pattern::PatternSub {
+            id,
+            pattern: crate::sync::plain::Arc::new(pattern),
+            policy,
+            factory,
+        };
+        for to in 0..self.lanes.len() {
+            let ack = AckSender::none();
+            let sub = sub.clone();
+            self.send_control(to, Control::SubscribePattern { sub, ack });
+        }
+        Ok(id)
+    }
+
     /// `Context::unsubscribe`: ends subscription `id`, without waiting.
     pub(crate) fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), Error> {
+        if id.bus == self.shared.topics.bus && crate::pattern::is_pattern(id) {
+            if self.shared.is_closing() {
+                return Err(Error::Closed);
+            }
+            // Every shard; one that does not hold it (never did, or already removed it)
+            // ignores the request.
+            for to in 0..self.lanes.len() {
+                let ack = AckSender::none();
+                self.send_control(to, Control::UnsubscribePattern { id, ack });
+            }
+            return Ok(());
+        }
         let shard = id.shard as usize;
         if id.bus != self.shared.topics.bus || shard >= self.lanes.len() {
             return Err(Error::UnknownSubscription(id));

@@ -344,6 +344,9 @@ pub enum RequestError<T> {
     /// The target's inbox stayed full until the timeout; the message was not accepted.
     Full(T),
     /// The topic name is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN).
+    /// Also a name that is not a plain subject (see [`Pattern`](crate::Pattern)): a `*`
+    /// or `>` token, an empty token, whitespace ([`Bus::topic`](crate::Bus::topic) says
+    /// which, with [`Error::InvalidSubject`](crate::Error::InvalidSubject)).
     InvalidTopic(T),
     /// Persistent bus: the message's [`Codec`](crate::Codec) cannot encode it; it was not
     /// accepted. See [`PublishError::Encode`].

@@ -83,7 +83,7 @@ pub(crate) mod sealed {
 
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
             let key = topics.router.key(self)?;
-            Some(topics.cached(&key, cache))
+            topics.cached(&key, cache)
         }
     }
 
@@ -109,7 +109,7 @@ pub(crate) mod sealed {
             } else {
                 // A handle from another bus (perhaps with another shard count) is resolved
                 // again by name, never misrouted.
-                Some(topics.cached(&self.key, cache))
+                topics.cached(&self.key, cache)
             }
         }
     }

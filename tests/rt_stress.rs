@@ -2,7 +2,10 @@
 //!
 //! Many topics (a few hot), publishers on several threads using every publish path,
 //! actors that publish onward to other shards, subscribes and unsubscribes, panics under
-//! every supervision policy, and a shutdown in the middle of the traffic. A checker then
+//! every supervision policy, and a shutdown in the middle of the traffic. A quarter of
+//! the topics (`p.{group}.{i}`) have no plain subscriber: they are served by pattern
+//! subscriptions (`p.{group}.*`, one per group), subscribed and unsubscribed in the
+//! churn like the plain ones, so each message still has at most one actor. A checker then
 //! verifies, for every message, that it was handled (delivered, panicked on, or
 //! dead-lettered) exactly once, or given back to its publisher with `Closed`/`Full` and
 //! never handled; that per-topic order holds per publisher; and that the statistics add
@@ -84,10 +87,46 @@ struct World {
 
 impl World {
     fn topic_index(&self, name: &str) -> u32 {
-        name.strip_prefix("s.")
-            .and_then(|n| n.parse().ok())
-            .expect("topic name")
+        topic_index(name)
     }
+}
+
+/// The index of `s.{i}` or `p.{group}.{i}`: its last token.
+fn topic_index(name: &str) -> u32 {
+    name.rsplit('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("topic name")
+}
+
+/// Pattern groups: topic `i` with `i % 4 == 3` is `p.{group}.{i}`, served only by the
+/// pattern `p.{group}.*`.
+const GROUPS: usize = 4;
+
+fn pattern_group(i: usize) -> Option<usize> {
+    (i % 4 == 3).then_some((i / 4) % GROUPS)
+}
+
+fn topic_name(i: usize) -> String {
+    match pattern_group(i) {
+        Some(g) => format!("p.{g}.{i}"),
+        None => format!("s.{i}"),
+    }
+}
+
+fn subscribe_group(
+    bus: &Bus<Msg>,
+    world: &Arc<World>,
+    group: usize,
+    rng: &mut Rng,
+) -> shardbus::SubscriptionId {
+    let mut seeds = Rng(rng.next() | 1);
+    let w = world.clone();
+    bus.subscribe_pattern(&format!("p.{group}.*"), policy(rng.next()), move || Actor {
+        world: w.clone(),
+        rng: Rng(seeds.next() | 1),
+    })
+    .expect("subscribe a pattern on a running bus")
 }
 
 struct Actor {
@@ -184,11 +223,7 @@ fn one_round(seed: u64) {
         .pin_threads(false)
         .wait_strategy(wait)
         .dead_letter(move |dl: shardbus::DeadLetter<'_, Msg>| {
-            let topic: u32 = dl
-                .topic
-                .strip_prefix("s.")
-                .and_then(|n| n.parse().ok())
-                .unwrap();
+            let topic: u32 = topic_index(dl.topic);
             let what = match dl.reason {
                 DeadLetterReason::NoSubscriber => Seen::Unrouted,
                 DeadLetterReason::Panicked { .. } => Seen::Panicked,
@@ -203,7 +238,7 @@ fn one_round(seed: u64) {
         .build()
         .unwrap();
     let topics: Vec<Topic> = (0..topics_n)
-        .map(|i| bus.topic(&format!("s.{i}")).unwrap())
+        .map(|i| bus.topic(&topic_name(i)).unwrap())
         .collect();
     let world = Arc::new(World {
         topics,
@@ -212,7 +247,13 @@ fn one_round(seed: u64) {
         sources,
     });
     let mut subs: Vec<Option<shardbus::SubscriptionId>> = (0..topics_n)
-        .map(|t| (rng.below(10) != 0).then(|| subscribe(&bus, &world, t, &mut rng)))
+        .map(|t| {
+            (pattern_group(t).is_none() && rng.below(10) != 0)
+                .then(|| subscribe(&bus, &world, t, &mut rng))
+        })
+        .collect();
+    let mut groups: Vec<Option<shardbus::SubscriptionId>> = (0..GROUPS)
+        .map(|g| (rng.below(10) != 0).then(|| subscribe_group(&bus, &world, g, &mut rng)))
         .collect();
 
     let stop = AtomicBool::new(false);
@@ -333,6 +374,19 @@ fn one_round(seed: u64) {
         let until = Instant::now() + Duration::from_millis(100 + rng.below(400));
         while Instant::now() < until {
             let t = rng.below(topics_n as u64) as usize;
+            if let Some(g) = pattern_group(t) {
+                match groups[g].take() {
+                    // Every shard removes it with its actors (`Stop` may have removed
+                    // some already, or all: then it is unknown).
+                    Some(id) => match bus.unsubscribe(id) {
+                        Ok(()) | Err(shardbus::Error::UnknownSubscription(_)) => {}
+                        Err(e) => panic!("{e:?}"),
+                    },
+                    None => groups[g] = Some(subscribe_group(&bus, &world, g, &mut rng)),
+                }
+                std::thread::sleep(Duration::from_millis(rng.below(5)));
+                continue;
+            }
             match subs[t].take() {
                 Some(id) => {
                     // `Stop` may already have removed it after a panic.
@@ -356,9 +410,13 @@ fn one_round(seed: u64) {
     let total = log.next_id.load(Ordering::Relaxed) as usize;
     let mut handled = vec![0u8; total];
     let mut kinds = (0u64, 0u64, 0u64);
+    let mut through_patterns = 0u64;
     for shard in &log.seen {
-        for &(_, _, _, id, what) in shard.lock().unwrap().iter() {
+        for &(topic, _, _, id, what) in shard.lock().unwrap().iter() {
             handled[id as usize] += 1;
+            if what == Seen::Delivered && pattern_group(topic as usize).is_some() {
+                through_patterns += 1;
+            }
             match what {
                 Seen::Delivered => kinds.0 += 1,
                 Seen::Panicked => kinds.1 += 1,
@@ -402,6 +460,11 @@ fn one_round(seed: u64) {
             }
         }
     }
+
+    println!(
+        "  {} messages delivered, {through_patterns} through patterns",
+        kinds.0
+    );
 
     // The statistics add up.
     assert_eq!(stats.received(), accepted.len() as u64, "seed {seed}");

@@ -110,6 +110,9 @@ impl<T: Send + 'static> Shard<T> {
             // (Un)subscribe and flush requests: dropping the ack answers `Closed`. A subscriber
             // that was never installed is dropped with it: its actor's `Drop` guarded.
             Item::Control(Control::Subscribe { mut sub, .. }) => sub.retire(c),
+            // A pattern never installed: its factory's `Drop` (if this was the last
+            // share) guarded too.
+            Item::Control(Control::SubscribePattern { sub, .. }) => drop_counted(c, sub),
             Item::Control(_) => {}
         });
         for lane in inputs.lanes.iter_mut().chain(inputs.peers.iter_mut()) {

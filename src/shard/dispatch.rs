@@ -17,12 +17,15 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    /// Makes sure `index` has its name. One compare when it has.
+    /// Makes sure `index` has its name. One compare when it has. Returns whether new
+    /// names were learned (then the shard's patterns match them: `catch_up_patterns`).
     #[inline]
-    pub(super) fn learn(&mut self, index: u32, topics: &Topics) {
+    pub(super) fn learn(&mut self, index: u32, topics: &Topics) -> bool {
         if index as usize >= self.keys.len() {
             self.learn_from(topics);
+            return true;
         }
+        false
     }
 
     #[cold]
@@ -47,13 +50,18 @@ pub(super) struct Actors<T> {
     pub(super) where_is: HashMap<SubscriptionId, u32>,
     pub(super) out: Outbox<T>,
     pub(super) counters: LocalCounters,
+    /// The shard's pattern subscriptions (`patterns.rs`).
+    pub(super) patterns: super::patterns::Patterns<T>,
 }
 
 impl<T: Send + 'static> Actors<T> {
     /// Learns the message's topic name if new, then dispatches it.
     #[inline(always)]
     pub(super) fn learn_and_dispatch(&mut self, names: &mut Names, env: Envelope<T>, replay: bool) {
-        names.learn(env.topic, &self.shared.topics);
+        if names.learn(env.topic, &self.shared.topics) {
+            // Inside the first-sight branch: nothing per message.
+            self.catch_up_patterns(names);
+        }
         self.dispatch(names, env, replay);
     }
 
@@ -211,7 +219,9 @@ impl<T: Send + 'static> Actors<T> {
         topic: u32,
         mut sub: Subscriber<T>,
     ) -> bool {
-        names.learn(topic, &self.shared.topics);
+        if names.learn(topic, &self.shared.topics) {
+            self.catch_up_patterns(names);
+        }
         let mut ctx = Context {
             topic: names.key(topic),
             subscription: sub.id,
@@ -276,6 +286,16 @@ impl<T: Send + 'static> Actors<T> {
                 ack.send(Ack::Ok);
                 None
             }
+            Control::SubscribePattern { sub, ack } => {
+                self.subscribe_pattern(names, sub);
+                ack.send(Ack::Ok);
+                None
+            }
+            Control::UnsubscribePattern { id, ack } => {
+                let found = self.unsubscribe_pattern(names, id);
+                ack.send(if found { Ack::Ok } else { Ack::NotFound });
+                None
+            }
             Control::AddLane(lane) => Some(lane),
             // The lanes were drained up to the control before it was applied (see
             // `Control::is_lane_barrier`), and the shared ring is in order: everything
@@ -330,6 +350,7 @@ impl<T: Send + 'static> Actors<T> {
         for sub in self.subs.iter_mut().flatten() {
             sub.retire(&mut self.counters);
         }
+        self.patterns.retire(&mut self.counters);
     }
 }
 

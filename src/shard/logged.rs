@@ -129,6 +129,9 @@ impl<T: Send + 'static> WalShard<T> for Side<'_, T> {
             self.closing,
             wal,
         );
+        // Topics first seen in this drain meet the patterns before the batch is
+        // delivered: once per pass, not per message.
+        self.actors.catch_up_patterns(self.names);
         did + local
     }
 
@@ -199,6 +202,8 @@ fn drain_logged<T: Send + 'static>(
                 }
                 // Keep the ring's order: what came before the control is handled first
                 // (`write` waits for the pipeline and syncs the batch here).
+                // Names staged since the last match meet the patterns before delivery.
+                actors.catch_up_patterns(names);
                 wal.write(status, &names.keys, |env, fate| {
                     actors.deliver(names, env, fate);
                 });

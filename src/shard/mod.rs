@@ -24,6 +24,7 @@ pub(crate) mod current;
 mod dispatch;
 mod inputs;
 mod logged;
+mod patterns;
 
 use dispatch::{Actors, Names};
 use inputs::Inputs;
@@ -64,6 +65,8 @@ pub(crate) struct Startup<T> {
     /// The builder's subscriptions for this shard's topics (by topic index), installed
     /// first.
     pub(crate) subs: Vec<(u32, Subscriber<T>)>,
+    /// The builder's pattern subscriptions, installed after `subs`, before the replay.
+    pub(crate) patterns: Vec<crate::pattern::PatternSub<T>>,
     /// Persistent buses: the records to replay, then where to report the outcome (the
     /// builder waits for it).
     pub(crate) replay: Option<(Recovered, AckSender, ReplayError)>,
@@ -113,6 +116,7 @@ impl<T: Send + 'static> Shard<T> {
             where_is: HashMap::new(),
             out: Outbox::new(id, shared.clone(), out_lanes, shared.overflow_limit),
             counters: LocalCounters::default(),
+            patterns: Default::default(),
         };
         Self {
             id,
@@ -210,6 +214,9 @@ impl<T: Send + 'static> Shard<T> {
         };
         for (topic, sub) in startup.subs {
             self.actors.install(&mut self.names, topic, sub);
+        }
+        for sub in startup.patterns {
+            self.actors.subscribe_pattern(&mut self.names, sub);
         }
         // Subscriptions the builder's actors asked for in `on_start`.
         self.actors.apply_controls(&mut self.names);
