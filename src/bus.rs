@@ -24,6 +24,7 @@ use crate::wait::publisher_pause;
 use crate::{Builder, Context};
 
 mod ending;
+mod keyed;
 mod request_reply;
 mod streams;
 

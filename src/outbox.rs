@@ -98,6 +98,11 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// The bus's topic registry and router (keyed publishes hash their key with it).
+    pub(crate) fn topics(&self) -> &crate::intern::Topics {
+        &self.shared.topics
+    }
+
     pub(crate) fn shard(&self) -> ShardId {
         self.shard
     }

@@ -47,7 +47,23 @@ pub(crate) struct TopicKey {
     hash: u64,
     len: u8,
     bytes: [u8; MAX_TOPIC_LEN],
+    /// The partition of a partitioned topic ([`crate::partition`]), or [`NO_PART`] for a
+    /// plain topic: `("orders", 3)` and `"orders"` are distinct topics.
+    part: u16,
+    /// Bytes of the record name's suffix after the name (0 for a plain topic).
+    rec_extra: u8,
 }
+
+/// What separates a partition's number from its topic's name in a log record's topic
+/// field: `"orders\0p17"` is partition 17 of `"orders"`.
+pub(crate) const PART_MARK: &str = "\0p";
+
+/// The longest name of a partitioned topic: room is left in the inline bytes for the
+/// record name's suffix ([`PART_MARK`] and up to 5 digits).
+pub const MAX_PARTITIONED_TOPIC_LEN: usize = MAX_TOPIC_LEN - 7;
+
+/// [`TopicKey::part`] of a plain topic.
+pub(crate) const NO_PART: u16 = u16::MAX;
 
 impl TopicKey {
     pub(crate) fn as_str(&self) -> &str {
@@ -62,11 +78,76 @@ impl TopicKey {
     fn name_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+
+    /// The topic as its log records name it: the name, and for a partition the marker
+    /// [`PART_MARK`] and the partition's number in decimal (kept in the inline bytes after
+    /// the name; see [`Router::record_key`]).
+    pub(crate) fn record_name(&self) -> &str {
+        let end = usize::from(self.len) + usize::from(self.rec_extra);
+        // The key owns its inline bytes, and `bytes[..len + rec_extra]` is UTF-8: the name
+        // (see `as_str`) followed by the ASCII suffix `with_part` wrote.
+        // SAFETY: by the ownership stated in the lines just above.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..end]) }
+    }
+
+    /// The partition of a partitioned topic, `None` for a plain one.
+    pub(crate) fn part(&self) -> Option<u16> {
+        (self.part != NO_PART).then_some(self.part)
+    }
+
+    /// The key of partition `part` of this topic: the same name, its own hash (the
+    /// name's mixed with the partition, arithmetic only: no rehash of the name), and its
+    /// record name after the name. `None` if the name is too long to leave room for it
+    /// (longer than [`MAX_PARTITIONED_TOPIC_LEN`]).
+    #[inline]
+    pub(crate) fn with_part(&self, part: u16) -> Option<TopicKey> {
+        let len = usize::from(self.len);
+        if len > MAX_PARTITIONED_TOPIC_LEN {
+            return None;
+        }
+        let mix = (u64::from(part) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut key = TopicKey {
+            hash: self.name_hash() ^ mix.rotate_left(29),
+            part,
+            rec_extra: 0,
+            ..*self
+        };
+        let mut digits = [0u8; 5];
+        let mut n = part;
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let suffix = &digits[at..];
+        key.bytes[len..len + PART_MARK.len()].copy_from_slice(PART_MARK.as_bytes());
+        let from = len + PART_MARK.len();
+        key.bytes[from..from + suffix.len()].copy_from_slice(suffix);
+        key.rec_extra = (PART_MARK.len() + suffix.len()) as u8;
+        Some(key)
+    }
+
+    /// The hash of the name alone (what routes the plain topic).
+    fn name_hash(&self) -> u64 {
+        match self.part() {
+            None => self.hash,
+            Some(part) => {
+                let mix = (u64::from(part) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                self.hash ^ mix.rotate_left(29)
+            }
+        }
+    }
 }
 
 impl PartialEq for TopicKey {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.name_bytes() == other.name_bytes()
+        self.hash == other.hash
+            && self.part == other.part
+            && self.name_bytes() == other.name_bytes()
     }
 }
 
@@ -80,7 +161,14 @@ impl Hash for TopicKey {
 
 impl std::fmt::Debug for TopicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TopicKey").field(&self.as_str()).finish()
+        match self.part() {
+            None => f.debug_tuple("TopicKey").field(&self.as_str()).finish(),
+            Some(part) => f
+                .debug_tuple("TopicKey")
+                .field(&self.as_str())
+                .field(&part)
+                .finish(),
+        }
     }
 }
 
@@ -111,6 +199,9 @@ pub(crate) type TopicMap<V> =
 pub(crate) struct Router {
     hasher: ahash::RandomState,
     shards: usize,
+    /// The partition count of every partitioned topic of the bus
+    /// (`Builder::partitions`).
+    partitions: u16,
 }
 
 impl Router {
@@ -119,7 +210,28 @@ impl Router {
         Self {
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
             shards,
+            partitions: crate::partition::DEFAULT_PARTITIONS,
         }
+    }
+
+    /// This router with `partitions` partitions per partitioned topic (at least 1,
+    /// checked by the builder).
+    pub(crate) fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// The partition count of every partitioned topic.
+    pub(crate) fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The partition of a key: the key hashed once with the routing hash (fixed keys),
+    /// reduced onto `0..partitions` by multiply-shift.
+    #[inline]
+    pub(crate) fn part_of<K: Hash>(&self, key: K) -> u16 {
+        let hash = self.hasher.hash_one(key);
+        ((u128::from(hash) * u128::from(self.partitions)) >> 64) as u16
     }
 
     /// A router with other keys: a stand-in for another build's routing (another ahash
@@ -129,6 +241,7 @@ impl Router {
         Self {
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
             shards,
+            partitions: crate::partition::DEFAULT_PARTITIONS,
         }
     }
 
@@ -149,10 +262,32 @@ impl Router {
             hash: self.hasher.hash_one(name),
             len,
             bytes,
+            part: NO_PART,
+            rec_extra: 0,
         })
     }
 
+    /// The key of a log record's topic field: a plain name, or a partition's record name
+    /// (`name`, [`PART_MARK`], decimal number; see [`TopicKey::record_name`]), whose
+    /// partition is taken modulo this bus's partition count. `None` if invalid.
+    pub(crate) fn record_key(&self, topic: &str) -> Option<TopicKey> {
+        if let Some((name, digits)) = topic.rsplit_once(PART_MARK) {
+            if !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                let part = digits.parse::<u32>().ok()? % u32::from(self.partitions);
+                return self.key(name)?.with_part(part as u16);
+            }
+        }
+        self.key(topic)
+    }
+
     pub(crate) fn shard_of_key(&self, key: &TopicKey) -> ShardId {
+        if let Some(part) = key.part() {
+            // Partitions go to shards in contiguous, even runs; the same partition lands
+            // on the same shard for a given shard count, whatever its name.
+            let part = usize::from(part % self.partitions);
+            return ShardId(part * self.shards / usize::from(self.partitions));
+        }
         // Lemire's range reduction: uniform for a uniform hash, no division.
         let shard = (u128::from(key.hash) * self.shards as u128) >> 64;
         ShardId(shard as usize)

@@ -74,6 +74,13 @@ pub(crate) mod sealed {
         fn name_len(&self) -> usize {
             self.name().len()
         }
+
+        /// The topic's key (name and hash) on `topics`' bus, `None` for an invalid name:
+        /// what a keyed publish derives its partition's key from. A handle has it already.
+        #[inline]
+        fn key_in(&self, topics: &Topics) -> Option<crate::route::TopicKey> {
+            topics.router.key(self.name())
+        }
     }
 
     impl ToTopicPriv for str {
@@ -101,6 +108,10 @@ pub(crate) mod sealed {
         fn name(&self) -> &str {
             Topic::name(self)
         }
+        #[inline]
+        fn key_in(&self, _: &Topics) -> Option<crate::route::TopicKey> {
+            Some(self.key)
+        }
 
         #[inline]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
@@ -117,6 +128,10 @@ pub(crate) mod sealed {
     impl<U: ToTopicPriv + ?Sized> ToTopicPriv for &U {
         fn name(&self) -> &str {
             (**self).name()
+        }
+        #[inline]
+        fn key_in(&self, topics: &Topics) -> Option<crate::route::TopicKey> {
+            (**self).key_in(topics)
         }
 
         #[inline]

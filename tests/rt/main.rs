@@ -23,6 +23,7 @@ mod from_handler;
 mod lifecycle;
 mod overflow;
 mod panics;
+mod partitions;
 mod routing;
 mod shutdown;
 mod shutdown_timeout;
