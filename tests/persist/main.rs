@@ -20,6 +20,7 @@ mod from_handler;
 mod inspect;
 mod lock;
 mod panics;
+mod partitions;
 mod poison;
 mod replay;
 mod reshard;
