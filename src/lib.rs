@@ -264,7 +264,9 @@ pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use fences::{FenceMode, Fences};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
-pub use partition::{PartitionStats, PartitionedSubscription, DEFAULT_PARTITIONS, MAX_PARTITIONS};
+pub use partition::{
+    PartitionStats, PartitionedSubscription, PartitionedTopic, DEFAULT_PARTITIONS, MAX_PARTITIONS,
+};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use request::Reply;

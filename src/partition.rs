@@ -24,6 +24,7 @@
 //! them), and a partition count smaller than the shard count leaves shards idle.
 
 mod context;
+mod handle;
 mod stats;
 
 use std::hash::Hash;
@@ -36,6 +37,7 @@ use crate::supervise::Factory;
 use crate::sync::{plain, Arc};
 use crate::topic::{sealed::ToTopicPriv, ToTopic};
 
+pub use handle::PartitionedTopic;
 pub use stats::PartitionStats;
 pub(crate) use stats::{PartCounters, Registry};
 
@@ -73,8 +75,7 @@ impl<U: ToTopicPriv + ?Sized> ToTopicPriv for Part<'_, U> {
 
     #[inline]
     fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-        let key = self.key_in(topics)?;
-        Some(topics.cached(&key, cache))
+        self.topic.part_id(topics, self.part, cache)
     }
 
     #[inline]

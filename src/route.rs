@@ -95,23 +95,34 @@ impl TopicKey {
         (self.part != NO_PART).then_some(self.part)
     }
 
-    /// The key of partition `part` of this topic: the same name, its own hash (the
-    /// name's mixed with the partition, arithmetic only: no rehash of the name), and its
-    /// record name after the name. `None` if the name is too long to leave room for it
-    /// (longer than [`MAX_PARTITIONED_TOPIC_LEN`]).
+    /// The key of partition `part` of this topic: the same name and its own hash (the
+    /// name's mixed with the partition, arithmetic only: no rehash of the name). `None` if
+    /// the name is too long to leave room for the record name's suffix (longer than
+    /// [`MAX_PARTITIONED_TOPIC_LEN`]). The suffix itself is written by
+    /// [`with_record_name`](Self::with_record_name), once, when the registry interns it.
     #[inline]
     pub(crate) fn with_part(&self, part: u16) -> Option<TopicKey> {
-        let len = usize::from(self.len);
-        if len > MAX_PARTITIONED_TOPIC_LEN {
+        if usize::from(self.len) > MAX_PARTITIONED_TOPIC_LEN {
             return None;
         }
         let mix = (u64::from(part) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut key = TopicKey {
+        Some(TopicKey {
             hash: self.name_hash() ^ mix.rotate_left(29),
             part,
             rec_extra: 0,
             ..*self
+        })
+    }
+
+    /// This key with its record name ([`record_name`](Self::record_name)) written after
+    /// the name: for a partition, [`PART_MARK`] and the number in decimal. Equality and
+    /// hashing ignore it.
+    pub(crate) fn with_record_name(&self) -> TopicKey {
+        let Some(part) = self.part() else {
+            return *self;
         };
+        let len = usize::from(self.len);
+        let mut key = *self;
         let mut digits = [0u8; 5];
         let mut n = part;
         let mut at = digits.len();
@@ -124,11 +135,12 @@ impl TopicKey {
             }
         }
         let suffix = &digits[at..];
+        // `with_part` left room: `len <= MAX_PARTITIONED_TOPIC_LEN`.
         key.bytes[len..len + PART_MARK.len()].copy_from_slice(PART_MARK.as_bytes());
         let from = len + PART_MARK.len();
         key.bytes[from..from + suffix.len()].copy_from_slice(suffix);
         key.rec_extra = (PART_MARK.len() + suffix.len()) as u8;
-        Some(key)
+        key
     }
 
     /// The hash of the name alone (what routes the plain topic).
@@ -388,6 +400,35 @@ mod tests {
             changed.is_empty(),
             "routing changed for (name, pinned shards for 2/3/8/64, now): {changed:?}"
         );
+    }
+
+    #[test]
+    fn partition_keys_round_trip_through_their_record_names() {
+        let r = Router::new(3).with_partitions(1000);
+        let name = "x".repeat(MAX_PARTITIONED_TOPIC_LEN);
+        for part in [0, 7, 10, 999] {
+            for name in ["orders", name.as_str()] {
+                let plain = r.key(name).unwrap();
+                let key = plain.with_part(part).unwrap();
+                assert_ne!(key, plain, "a partition is another topic");
+                assert_eq!(key.as_str(), name);
+                assert_eq!(key.record_name(), name, "no suffix until interned");
+                let sealed = key.with_record_name();
+                assert_eq!(sealed, key, "equality ignores the record name");
+                assert_eq!(sealed.record_name(), format!("{name}\0p{part}"));
+                let back = r.record_key(sealed.record_name()).unwrap();
+                assert_eq!((back, back.part()), (key, Some(part)));
+                assert_eq!(r.shard_of_key(&back).0, part as usize * 3 / 1000);
+            }
+        }
+        // Another partition count: the partition modulo it.
+        let r8 = Router::new(2).with_partitions(8);
+        assert_eq!(r8.record_key("orders\0p13").unwrap().part(), Some(5));
+        // Plain names stay plain; a name too long for a partition has none.
+        assert_eq!(r.record_key("orders").unwrap().part(), None);
+        assert_eq!(r.record_key("orders\0px").unwrap().part(), None);
+        let long = r.key(&"x".repeat(MAX_PARTITIONED_TOPIC_LEN + 1)).unwrap();
+        assert!(long.with_part(0).is_none());
     }
 
     #[test]

@@ -81,6 +81,21 @@ pub(crate) mod sealed {
         fn key_in(&self, topics: &Topics) -> Option<crate::route::TopicKey> {
             topics.router.key(self.name())
         }
+
+        /// The id of partition `part` of this topic on `topics`' bus, interning it
+        /// (through `cache`, or the calling thread's) the first time; `None` for an
+        /// invalid name. A [`PartitionedTopic`](crate::PartitionedTopic) handle has them
+        /// all already.
+        #[inline]
+        fn part_id(
+            &self,
+            topics: &Topics,
+            part: u16,
+            cache: Option<&mut TopicCache>,
+        ) -> Option<TopicId> {
+            let key = self.key_in(topics)?.with_part(part)?;
+            Some(topics.cached(&key, cache))
+        }
     }
 
     impl ToTopicPriv for str {
@@ -132,6 +147,15 @@ pub(crate) mod sealed {
         #[inline]
         fn key_in(&self, topics: &Topics) -> Option<crate::route::TopicKey> {
             (**self).key_in(topics)
+        }
+        #[inline]
+        fn part_id(
+            &self,
+            topics: &Topics,
+            part: u16,
+            cache: Option<&mut TopicCache>,
+        ) -> Option<TopicId> {
+            (**self).part_id(topics, part, cache)
         }
 
         #[inline]

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use super::Bus;
 use crate::error::{DurableError, Error, PublishError, TryPublishError};
 use crate::handler::{Handler, Supervision};
-use crate::partition::{self, Part, PartitionedSubscription};
+use crate::partition::{self, Part, PartitionedSubscription, PartitionedTopic};
 use crate::route::ShardId;
 use crate::topic::ToTopic;
 
@@ -33,6 +33,24 @@ impl<T: Send + 'static> Bus<T> {
             .filter(|&p| p < router.partitions())?;
         let key = router.key("p")?.with_part(part)?;
         Some(router.shard_of_key(&key))
+    }
+
+    /// Resolves a partitioned topic once: every partition's shard and table index, for
+    /// keyed publishes that hash only their key (see [`PartitionedTopic`]). Interns every
+    /// partition the first time (the registry's lock); keep the handle. `InvalidTopic` for
+    /// a name that is empty or longer than
+    /// [`MAX_PARTITIONED_TOPIC_LEN`](crate::MAX_PARTITIONED_TOPIC_LEN).
+    pub fn partitioned_topic(&self, name: &str) -> Result<PartitionedTopic, Error> {
+        let topics = &self.shared.topics;
+        let key = partition::check_name(topics, name)?;
+        let ids = (0..topics.router.partitions())
+            .map(|p| Ok(topics.intern(&partition::part_key(&key, p)?)))
+            .collect::<Result<_, Error>>()?;
+        Ok(PartitionedTopic {
+            key,
+            bus: topics.bus,
+            ids,
+        })
     }
 
     /// Subscribes a partitioned topic: `factory` builds one actor instance per partition

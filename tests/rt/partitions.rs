@@ -364,3 +364,51 @@ fn bad_input_is_a_typed_error() {
     assert!(matches!(err, Error::InvalidTopic { .. }));
     bus.shutdown();
 }
+
+#[test]
+fn a_partitioned_topic_handle_routes_as_the_name_does() {
+    let bus = Bus::<(u64, u64)>::builder()
+        .shards(3)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let other = Bus::<(u64, u64)>::builder()
+        .shards(2)
+        .partitions(8)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let handle = bus.partitioned_topic("orders").unwrap();
+    assert_eq!((handle.name(), handle.partitions()), ("orders", 64));
+    for p in 0..64 {
+        assert_eq!(handle.shard_of_partition(p), bus.shard_of_partition(p));
+    }
+    let (seen, seen_other): (Seen, Seen) = Default::default();
+    recording(&bus, "orders", &seen);
+    recording(&other, "orders", &seen_other);
+    let mut publisher = bus.publisher();
+    let mut other_publisher = other.publisher();
+    for n in 0..30 {
+        for key in 0..20u64 {
+            publisher.publish_keyed(&handle, key, (key, n)).unwrap();
+            // Another bus's handle (another partition count): resolved there by name.
+            other_publisher
+                .publish_keyed(&handle, key, (key, n))
+                .unwrap();
+        }
+    }
+    bus.flush().unwrap();
+    other.flush().unwrap();
+    check(&bus, &seen, 20, 30);
+    check(&other, &seen_other, 20, 30);
+    let long = "x".repeat(MAX_PARTITIONED_TOPIC_LEN + 1);
+    assert!(matches!(
+        bus.partitioned_topic(&long),
+        Err(Error::InvalidTopic {
+            max: MAX_PARTITIONED_TOPIC_LEN,
+            ..
+        })
+    ));
+    bus.shutdown();
+    other.shutdown();
+}
