@@ -107,6 +107,17 @@
 //! shard never waits for a slow consumer: what the stream's channel and overflow cannot
 //! hold goes to the dead-letter handler ([`DeadLetterReason::StreamFull`]).
 //!
+//! # Keyed partitions: one hot topic on every shard
+//!
+//! A topic lives on one shard. [`Bus::subscribe_partitioned`] spreads one over all of them:
+//! a factory builds one actor instance per partition (the bus's fixed count,
+//! [`Builder::partitions`]), and [`Bus::publish_keyed`] (and its kin on [`Publisher`] and
+//! [`Context`], in every form) sends each message to its key's partition: same key, same
+//! instance, publish order. Each instance is supervised and counted on its own
+//! ([`PartitionedSubscription::stats`]); a persistent bus replays each record to its
+//! partition, also after a shard-count change. [`Bus::partitioned_topic`] resolves one
+//! once ([`PartitionedTopic`]).
+//!
 //! # Request-reply
 //!
 //! A message can carry a [`Reply`], a one-shot handle for its answer. [`Bus::request`]

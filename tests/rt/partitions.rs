@@ -239,12 +239,17 @@ fn supervision_and_counters_are_per_instance() {
             |_: &mut Context<'_, (u64, u64)>, &m: &(u64, u64)| assert_ne!(m, (5, 13), "boom")
         })
         .unwrap();
+    let resume = bus
+        .subscribe_partitioned("m", Supervision::Resume, |_| {
+            |_: &mut Context<'_, (u64, u64)>, &m: &(u64, u64)| assert_ne!(m, (5, 13), "boom")
+        })
+        .unwrap();
     let bad = 5u64;
     let good = (0..1000u64)
         .find(|&k| bus.partition_of(k) != bus.partition_of(bad))
         .unwrap();
     for n in 0..20 {
-        for topic in ["r", "s"] {
+        for topic in ["r", "s", "m"] {
             bus.publish_keyed(topic, bad, (bad, n)).unwrap();
             bus.publish_keyed(topic, good, (good, n)).unwrap();
         }
@@ -258,8 +263,12 @@ fn supervision_and_counters_are_per_instance() {
     // Stop ends only the bad key's partition: its later messages are unrouted.
     assert_eq!((s[pb].handled, s[pb].panics, s[pb].restarts), (13, 1, 0));
     assert_eq!((s[pg].handled, s[pg].panics), (20, 0));
+    let m = resume.stats();
+    // Resume keeps the instance: the panicking message is the only one not handled.
+    assert_eq!((m[pb].handled, m[pb].panics, m[pb].restarts), (19, 1, 0));
+    assert_eq!((m[pg].handled, m[pg].panics), (20, 0));
     let stats = bus.shutdown();
-    assert_eq!(stats.panics(), 2);
+    assert_eq!(stats.panics(), 3);
     assert_eq!(
         stats.unrouted(),
         6,
