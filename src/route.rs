@@ -58,8 +58,9 @@ pub(crate) struct TopicKey {
 /// field: `"orders\0p17"` is partition 17 of `"orders"`.
 pub(crate) const PART_MARK: &str = "\0p";
 
-/// The longest name of a partitioned topic: room is left in the inline bytes for the
-/// record name's suffix ([`PART_MARK`] and up to 5 digits).
+/// The longest name of a partitioned topic ([`Bus::subscribe_partitioned`](crate::Bus::subscribe_partitioned)),
+/// in bytes: [`MAX_TOPIC_LEN`] less room for the partition's number, which a persistent
+/// bus's records carry after the name (`docs/persistence.md`, "Partition records").
 pub const MAX_PARTITIONED_TOPIC_LEN: usize = MAX_TOPIC_LEN - 7;
 
 /// [`TopicKey::part`] of a plain topic.
