@@ -220,6 +220,27 @@ fn closed_and_full_keyed_publishes_give_the_message_back() {
         publisher.try_publish_keyed("orders", 1u64, (1, 4)),
         Err(TryPublishError::Closed((1, 4)))
     ));
+    let mut batch = vec![(1, 5), (1, 6)];
+    assert!(matches!(
+        publisher.publish_batch_keyed("orders", 1u64, &mut batch),
+        Err(PublishError::Closed(()))
+    ));
+    assert_eq!(
+        batch,
+        [(1, 5), (1, 6)],
+        "nothing accepted, all left in the batch"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        rt.block_on(bus.publish_keyed_async("orders", 1u64, (1, 7))),
+        Err(PublishError::Closed((1, 7)))
+    ));
+    assert!(matches!(
+        rt.block_on(publisher.publish_keyed_async("orders", 1u64, (1, 8))),
+        Err(PublishError::Closed((1, 8)))
+    ));
 }
 
 #[test]
