@@ -240,6 +240,13 @@ impl Router {
         self.partitions
     }
 
+    /// The shard of partition `part` of any partitioned topic: partitions go to shards in
+    /// contiguous, even runs, `part * shards / partitions`, whatever the topic's name.
+    pub(crate) fn shard_of_part(&self, part: u16) -> ShardId {
+        let part = usize::from(part % self.partitions);
+        ShardId(part * self.shards / usize::from(self.partitions))
+    }
+
     /// The partition of a key: the key hashed once with the routing hash (fixed keys),
     /// reduced onto `0..partitions` by multiply-shift.
     #[inline]
@@ -297,10 +304,7 @@ impl Router {
 
     pub(crate) fn shard_of_key(&self, key: &TopicKey) -> ShardId {
         if let Some(part) = key.part() {
-            // Partitions go to shards in contiguous, even runs; the same partition lands
-            // on the same shard for a given shard count, whatever its name.
-            let part = usize::from(part % self.partitions);
-            return ShardId(part * self.shards / usize::from(self.partitions));
+            return self.shard_of_part(part);
         }
         // Lemire's range reduction: uniform for a uniform hash, no division.
         let shard = (u128::from(key.hash) * self.shards as u128) >> 64;

@@ -41,6 +41,10 @@ impl std::fmt::Debug for Topic {
 /// Something a message can be published to: a topic name (`&str`, `String`, or a
 /// reference to either) or a pre-resolved [`Topic`] handle.
 ///
+/// The keyed publishes (`publish_keyed` and its kin) also take a
+/// [`PartitionedTopic`](crate::PartitionedTopic) by reference, which has every partition
+/// resolved.
+///
 /// Sealed: the resolution machinery lives on a private supertrait, so the trait cannot be
 /// implemented outside this crate and shows nothing but what it accepts.
 ///

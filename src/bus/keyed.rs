@@ -31,8 +31,7 @@ impl<T: Send + 'static> Bus<T> {
         let part = u16::try_from(partition)
             .ok()
             .filter(|&p| p < router.partitions())?;
-        let key = router.key("p")?.with_part(part)?;
-        Some(router.shard_of_key(&key))
+        Some(router.shard_of_part(part))
     }
 
     /// Resolves a partitioned topic once: every partition's shard and table index, for
@@ -141,7 +140,7 @@ impl<T: Send + 'static> Bus<T> {
                 Err(e) => result = Err(e),
             }
         }
-        if let Some(&first) = sub.ids.first() {
+        if let (Ok(()), Some(&first)) = (&result, sub.ids.first()) {
             self.shared.partitioned.remove(first);
         }
         result
