@@ -98,9 +98,10 @@ impl<T> Outbox<T> {
         }
     }
 
-    /// The bus's topic registry and router (keyed publishes hash their key with it).
-    pub(crate) fn topics(&self) -> &crate::intern::Topics {
-        &self.shared.topics
+    /// The bus's shared state (keyed publishes hash their key with its router;
+    /// partitioned subscriptions register there).
+    pub(crate) fn shared(&self) -> &Shared<T> {
+        &self.shared
     }
 
     pub(crate) fn shard(&self) -> ShardId {

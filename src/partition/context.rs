@@ -2,9 +2,9 @@
 
 use std::hash::Hash;
 
-use super::Part;
-use crate::error::{PublishError, TryPublishError};
-use crate::handler::Context;
+use super::{Part, PartitionedSubscription};
+use crate::error::{Error, PublishError, TryPublishError};
+use crate::handler::{Context, Handler, Supervision};
 use crate::topic::ToTopic;
 
 impl<T> Context<'_, T> {
@@ -19,7 +19,7 @@ impl<T> Context<'_, T> {
         key: impl Hash,
         msg: T,
     ) -> Result<(), PublishError<T>> {
-        let part = Part::of_key(self.out.topics(), &topic, key);
+        let part = Part::of_key(&self.out.shared().topics, &topic, key);
         self.out.publish(part, msg)
     }
 
@@ -31,7 +31,7 @@ impl<T> Context<'_, T> {
         key: impl Hash,
         msg: T,
     ) -> Result<(), TryPublishError<T>> {
-        let part = Part::of_key(self.out.topics(), &topic, key);
+        let part = Part::of_key(&self.out.shared().topics, &topic, key);
         self.out.try_publish(part, msg)
     }
 
@@ -39,5 +39,41 @@ impl<T> Context<'_, T> {
     /// subscription; `None` on a plain topic.
     pub fn partition(&self) -> Option<usize> {
         self.topic.part().map(usize::from)
+    }
+}
+
+impl<T: Send + 'static> Context<'_, T> {
+    /// [`Bus::subscribe_partitioned`](crate::Bus::subscribe_partitioned) from a handler,
+    /// without waiting: every partition's request is sent at once and takes effect as
+    /// [`Context::subscribe`]'s does, on each partition's shard. The instances are made
+    /// here, on this thread. Errors: `InvalidTopic`, `Closed` (nothing is sent).
+    pub fn subscribe_partitioned<H, F>(
+        &mut self,
+        topic: &str,
+        policy: Supervision,
+        factory: F,
+    ) -> Result<PartitionedSubscription, Error>
+    where
+        H: Handler<T>,
+        F: Fn(usize) -> H + Send + Sync + 'static,
+    {
+        let topics = &self.out.shared().topics;
+        super::check_name(topics, topic)?;
+        let partitions = topics.router.partitions();
+        let mut sub = PartitionedSubscription {
+            topic: topic.to_owned(),
+            ids: Vec::with_capacity(usize::from(partitions)),
+            counters: Vec::with_capacity(usize::from(partitions)),
+        };
+        for inst in super::instances(partitions, policy, factory) {
+            let part = Part::new(topic, inst.part);
+            let id = self
+                .out
+                .subscribe(&part, inst.actor, inst.factory, inst.policy)?;
+            sub.ids.push(id);
+            sub.counters.push(inst.counters);
+        }
+        self.out.shared().partitioned.add(sub.clone());
+        Ok(sub)
     }
 }

@@ -442,3 +442,47 @@ fn a_partitioned_topic_handle_routes_as_the_name_does() {
     bus.shutdown();
     other.shutdown();
 }
+
+#[test]
+fn a_handler_subscribes_a_partitioned_topic_without_waiting() {
+    let bus = Bus::<(u64, u64)>::builder()
+        .shards(2)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let seen: Seen = Arc::default();
+    let made = Arc::new(Mutex::new(None));
+    let (s, m) = (seen.clone(), made.clone());
+    bus.subscribe(
+        "setup",
+        move |ctx: &mut Context<'_, (u64, u64)>, _: &(u64, u64)| {
+            let s = s.clone();
+            let sub = ctx
+                .subscribe_partitioned("orders", Supervision::Resume, move |part| {
+                    let s = s.clone();
+                    move |ctx: &mut Context<'_, (u64, u64)>, &(key, n): &(u64, u64)| {
+                        assert_eq!(ctx.partition(), Some(part));
+                        s.lock().unwrap().push((part, ctx.shard().index(), key, n));
+                    }
+                })
+                .unwrap();
+            *m.lock().unwrap() = Some(sub);
+        },
+    )
+    .unwrap();
+    bus.publish("setup", (0, 0)).unwrap();
+    // The requests went out when the handler ran; a flush orders them before what follows.
+    bus.flush().unwrap();
+    bus.flush().unwrap();
+    assert_eq!(bus.partitioned().len(), 1);
+    for n in 0..10 {
+        for key in 0..30u64 {
+            bus.publish_keyed("orders", key, (key, n)).unwrap();
+        }
+    }
+    bus.flush().unwrap();
+    check(&bus, &seen, 30, 10);
+    let sub = made.lock().unwrap().take().unwrap();
+    assert_eq!(sub.stats().iter().map(|p| p.handled).sum::<u64>(), 300);
+    bus.shutdown();
+}
