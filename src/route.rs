@@ -54,9 +54,7 @@ pub(crate) struct TopicKey {
     rec_extra: u8,
 }
 
-/// What separates a partition's number from its topic's name in a log record's topic
-/// field: `"orders\0p17"` is partition 17 of `"orders"`.
-pub(crate) const PART_MARK: &str = "\0p";
+pub(crate) use crate::log::PART_MARK;
 
 /// The longest name of a partitioned topic ([`Bus::subscribe_partitioned`](crate::Bus::subscribe_partitioned)),
 /// in bytes: [`MAX_TOPIC_LEN`] less room for the partition's number, which a persistent
@@ -292,14 +290,10 @@ impl Router {
     /// (`name`, [`PART_MARK`], decimal number; see [`TopicKey::record_name`]), whose
     /// partition is taken modulo this bus's partition count. `None` if invalid.
     pub(crate) fn record_key(&self, topic: &str) -> Option<TopicKey> {
-        if let Some((name, digits)) = topic.rsplit_once(PART_MARK) {
-            if !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                let part = digits.parse::<u32>().ok()? % u32::from(self.partitions);
-                return self.key(name)?.with_part(part as u16);
-            }
+        match crate::log::split_partition(topic) {
+            (name, Some(part)) => self.key(name)?.with_part(part % self.partitions),
+            (name, None) => self.key(name),
         }
-        self.key(topic)
     }
 
     pub(crate) fn shard_of_key(&self, key: &TopicKey) -> ShardId {

@@ -120,8 +120,9 @@ fn replay_after_a_shard_count_change_moves_whole_partitions_in_per_key_order() {
             for rec in reader {
                 let rec = rec.unwrap();
                 let (name, part) = rec.topic.split_once("\0p").expect("a partition record");
-                assert_eq!(name, "orders");
+                assert_eq!((name, rec.topic_name()), ("orders", "orders"));
                 let part: usize = part.parse().unwrap();
+                assert_eq!(rec.partition(), Some(part));
                 assert_eq!(bus.shard_of_partition(part).unwrap().index(), i);
             }
         }
