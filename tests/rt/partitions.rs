@@ -486,3 +486,87 @@ fn a_handler_subscribes_a_partitioned_topic_without_waiting() {
     assert_eq!(sub.stats().iter().map(|p| p.handled).sum::<u64>(), 300);
     bus.shutdown();
 }
+
+/// A handler's keyed publish into a full lane, with no overflow queue, gives the message
+/// back (`Full`), in both forms; what was accepted is handled.
+#[test]
+fn a_handlers_keyed_publish_into_a_full_lane_gives_the_message_back() {
+    let bus = Bus::<(u64, u64)>::builder()
+        .shards(2)
+        .partitions(2)
+        .pin_threads(false)
+        .capacity(2)
+        .lane_capacity(2)
+        .overflow_limit(0)
+        .build()
+        .unwrap();
+    // Partition 1 lives on shard 1; the publishing handler on shard 0.
+    assert_eq!(bus.shard_of_partition(1).unwrap().index(), 1);
+    let key = (0..).find(|&k: &u64| bus.partition_of(k) == 1).unwrap();
+    let a = (0..)
+        .map(|i| format!("a{i}"))
+        .find(|n| bus.shard_of(n).unwrap().index() == 0)
+        .unwrap();
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate_rx = Arc::new(Mutex::new(gate_rx));
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    // The instance holds its shard on its first message, so the lane into it fills.
+    bus.subscribe_partitioned("orders", Supervision::Resume, move |part| {
+        let (sink, gate_rx) = (sink.clone(), gate_rx.clone());
+        let mut first = true;
+        move |ctx: &mut Context<'_, (u64, u64)>, &(k, n): &(u64, u64)| {
+            sink.lock().unwrap().push((part, ctx.shard().index(), k, n));
+            if std::mem::take(&mut first) {
+                let _ = gate_rx.lock().unwrap().recv();
+            }
+        }
+    })
+    .unwrap();
+    let outcome = Arc::new(Mutex::new(Vec::new()));
+    let record = outcome.clone();
+    bus.subscribe(
+        a.as_str(),
+        move |ctx: &mut Context<'_, (u64, u64)>, _: &(u64, u64)| {
+            let mut record = record.lock().unwrap();
+            for n in 1..9 {
+                record.push(match ctx.publish_keyed("orders", key, (key, n)) {
+                    Ok(()) => None,
+                    Err(PublishError::Full(back)) => Some(back),
+                    Err(e) => panic!("{e:?}"),
+                });
+            }
+            record.push(match ctx.try_publish_keyed("orders", key, (key, 9)) {
+                Ok(()) => None,
+                Err(TryPublishError::Full(back)) => Some(back),
+                Err(e) => panic!("{e:?}"),
+            });
+        },
+    )
+    .unwrap();
+    bus.publish_keyed("orders", key, (key, 0)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the instance never ran"
+        );
+        std::thread::yield_now();
+    }
+    bus.publish(a.as_str(), (0, 0)).unwrap();
+    while outcome.lock().unwrap().len() < 9 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the publisher never ran"
+        );
+        std::thread::yield_now();
+    }
+    gate_tx.send(()).unwrap();
+    let stats = bus.shutdown();
+    // The 2-slot lane takes the first two; the rest come back, each the very message.
+    let expected: Vec<Option<(u64, u64)>> = (1..10).map(|n| (n >= 3).then_some((key, n))).collect();
+    assert_eq!(*outcome.lock().unwrap(), expected);
+    let ns: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.3).collect();
+    assert_eq!(ns, [0, 1, 2]);
+    assert_eq!(stats.overflow_refused(), 6, "the 6 blocking-form refusals");
+}
