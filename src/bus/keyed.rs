@@ -58,8 +58,9 @@ impl<T: Send + 'static> Bus<T> {
     /// ([`publish_keyed`](Self::publish_keyed) and its kin), on the partition's shard, in
     /// publish order per key. Each instance is supervised on its own by `policy`: a
     /// `Restart` replaces only the instance that panicked (from the same factory, with its
-    /// partition's number), a `Stop` ends only that partition's subscription. Returns once
-    /// every instance is installed.
+    /// partition's number), a `Stop` ends only that partition's subscription (its keys' later
+    /// messages then go to the dead-letter handler, `NoSubscriber`). Returns once every
+    /// instance is installed.
     ///
     /// A partitioned topic and a plain topic of the same name are separate: keyed
     /// publishes reach only the partitioned subscriptions, plain publishes only the plain
