@@ -15,7 +15,7 @@ use crate::intern::Topics;
 use crate::persist::wal::{Wal, WalConfig};
 use crate::persist::{self, Persistence};
 use crate::ring::{mpsc, spsc, MAX_CAPACITY};
-use crate::route::{Router, ShardId};
+use crate::route::ShardId;
 use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::{Shared, CHECK_ENCODE};
 use crate::stats::ShardCounters;
@@ -23,6 +23,7 @@ use crate::supervise::{Factory, Subscriber};
 use crate::sync::{plain, thread, Arc, AtomicU64, AtomicUsize, Parker};
 use crate::topic::ToTopic;
 use crate::wait::WaitStrategy;
+mod partitioned;
 
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;
@@ -56,6 +57,7 @@ pub struct Builder<T> {
     /// Placement and fences (`cores`, `fences`).
     host: HostOptions,
     metrics_label: String,
+    parted: partitioned::PreParted<T>,
 }
 
 /// The builder's options about the host process: where shard threads run and how the bus
@@ -119,6 +121,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             persist: None,
             host: HostOptions::default(),
             metrics_label: "default".to_owned(),
+            parted: partitioned::PreParted::default(),
         }
     }
 }
@@ -407,7 +410,7 @@ impl<T: Send + 'static> Builder<T> {
         }
 
         let bus_id = crate::sync::next_bus_id();
-        let topics = Topics::new(Router::new(shards), bus_id);
+        let topics = Topics::new(self.parted.router(shards)?, bus_id);
         let mut initial = Vec::with_capacity(self.subs.len());
         let mut startups: Vec<Startup<T>> = (0..shards)
             .map(|_| Startup {
@@ -456,6 +459,7 @@ impl<T: Send + 'static> Builder<T> {
         }
 
         let shared = Arc::new(Shared {
+            partitioned: partitioned::install(self.parted, &topics, &mut initial, &mut startups)?,
             topics,
             gate: AtomicUsize::new(match &self.persist {
                 Some((_, codec)) if codec.can_fail => CHECK_ENCODE,

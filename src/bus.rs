@@ -26,6 +26,7 @@ use crate::{Builder, Context};
 mod ending;
 mod patterns;
 pub(crate) use patterns::pre_patterns;
+mod keyed;
 mod request_reply;
 mod streams;
 

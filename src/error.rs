@@ -37,6 +37,15 @@ pub enum Error {
         /// The largest value accepted.
         max: usize,
     },
+    /// A partition count ([`Builder::partitions`](crate::Builder::partitions)) of zero or
+    /// above [`MAX_PARTITIONS`](crate::MAX_PARTITIONS).
+    #[error("partition count {requested} must be between 1 and {max}")]
+    InvalidPartitions {
+        /// The requested count.
+        requested: usize,
+        /// The largest count accepted.
+        max: usize,
+    },
     /// A topic name that is empty or longer than [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes.
     #[error("invalid topic name (length {len}): topic names are 1..={max} bytes")]
     InvalidTopic {

@@ -78,7 +78,7 @@ impl Topics {
         let names = &mut inner.names[shard.0];
         // More than 4 billion topics on one shard would exhaust memory long before.
         let index = names.len() as u32;
-        names.push(*key);
+        names.push(key.with_record_name());
         let id = TopicId { shard, index };
         inner.ids.insert(*key, id);
         id

@@ -117,6 +117,16 @@
 //! against its patterns once, when it first learns the topic or the pattern. A name
 //! published to must be a plain subject: no `*` or `>` token, no empty token, no
 //! whitespace (`InvalidTopic`, with the message back).
+//! # Keyed partitions: one hot topic on every shard
+//!
+//! A topic lives on one shard. [`Bus::subscribe_partitioned`] spreads one over all of them:
+//! a factory builds one actor instance per partition (the bus's fixed count,
+//! [`Builder::partitions`]), and [`Bus::publish_keyed`] (and its kin on [`Publisher`] and
+//! [`Context`], in every form) sends each message to its key's partition: same key, same
+//! instance, publish order. Each instance is supervised and counted on its own
+//! ([`PartitionedSubscription::stats`]); a persistent bus replays each record to its
+//! partition, also after a shard-count change. [`Bus::partitioned_topic`] resolves one
+//! once ([`PartitionedTopic`]).
 //!
 //! # Request-reply
 //!
@@ -257,6 +267,7 @@ mod metrics;
 mod os;
 mod outbox;
 mod pattern;
+mod partition;
 mod persist;
 mod publisher;
 mod request;
@@ -283,9 +294,13 @@ pub use error::{DurableError, Error, PublishError, TryPublishError};
 pub use fences::{FenceMode, Fences};
 pub use handler::{Context, DeadLetter, DeadLetterReason, Handler, SubscriptionId, Supervision};
 pub use log::{FsyncPolicy, LogError, RetentionLimit};
+pub use partition::{
+    PartitionStats, PartitionedSubscription, PartitionedTopic, DEFAULT_PARTITIONS, MAX_PARTITIONS,
+};
 pub use persist::{OnShardCountChange, Persistence, DEFAULT_RETENTION_BYTES};
 pub use publisher::Publisher;
 pub use request::Reply;
+pub use route::MAX_PARTITIONED_TOPIC_LEN;
 pub use route::{ShardId, MAX_TOPIC_LEN};
 pub use stats::{HandlerTime, PanicSites, ShardStats, Stats};
 pub use stream::{MessageStream, RecvFuture};

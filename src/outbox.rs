@@ -98,6 +98,12 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// The bus's shared state (keyed publishes hash their key with its router;
+    /// partitioned subscriptions register there).
+    pub(crate) fn shared(&self) -> &Shared<T> {
+        &self.shared
+    }
+
     pub(crate) fn shard(&self) -> ShardId {
         self.shard
     }

@@ -14,6 +14,7 @@ use crate::sync::{Arc, Backoff, Ordering};
 use crate::topic::ToTopic;
 use crate::wait::publisher_pause;
 
+mod keyed;
 mod publish_async;
 #[cfg(shardbus_loom)]
 pub(crate) use publish_async::wait_durable_async;

@@ -47,7 +47,22 @@ pub(crate) struct TopicKey {
     hash: u64,
     len: u8,
     bytes: [u8; MAX_TOPIC_LEN],
+    /// The partition of a partitioned topic ([`crate::partition`]), or [`NO_PART`] for a
+    /// plain topic: `("orders", 3)` and `"orders"` are distinct topics.
+    part: u16,
+    /// Bytes of the record name's suffix after the name (0 for a plain topic).
+    rec_extra: u8,
 }
+
+pub(crate) use crate::log::PART_MARK;
+
+/// The longest name of a partitioned topic ([`Bus::subscribe_partitioned`](crate::Bus::subscribe_partitioned)),
+/// in bytes: [`MAX_TOPIC_LEN`] less room for the partition's number, which a persistent
+/// bus's records carry after the name (`docs/persistence.md`, "Partition records").
+pub const MAX_PARTITIONED_TOPIC_LEN: usize = MAX_TOPIC_LEN - 7;
+
+/// [`TopicKey::part`] of a plain topic.
+pub(crate) const NO_PART: u16 = u16::MAX;
 
 impl TopicKey {
     pub(crate) fn as_str(&self) -> &str {
@@ -62,10 +77,88 @@ impl TopicKey {
     fn name_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+
+    /// The topic as its log records name it: the name, and for a partition the marker
+    /// [`PART_MARK`] and the partition's number in decimal (kept in the inline bytes after
+    /// the name; see [`Router::record_key`]).
+    pub(crate) fn record_name(&self) -> &str {
+        let end = usize::from(self.len) + usize::from(self.rec_extra);
+        // The key owns its inline bytes, and `bytes[..len + rec_extra]` is UTF-8: the name
+        // (see `as_str`) followed by the ASCII suffix `with_part` wrote.
+        // SAFETY: by the ownership stated in the lines just above.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..end]) }
+    }
+
+    /// The partition of a partitioned topic, `None` for a plain one.
+    pub(crate) fn part(&self) -> Option<u16> {
+        (self.part != NO_PART).then_some(self.part)
+    }
+
+    /// The key of partition `part` of this topic: the same name and its own hash (the
+    /// name's mixed with the partition, arithmetic only: no rehash of the name). `None` if
+    /// the name is too long to leave room for the record name's suffix (longer than
+    /// [`MAX_PARTITIONED_TOPIC_LEN`]). The suffix itself is written by
+    /// [`with_record_name`](Self::with_record_name), once, when the registry interns it.
+    #[inline]
+    pub(crate) fn with_part(&self, part: u16) -> Option<TopicKey> {
+        if usize::from(self.len) > MAX_PARTITIONED_TOPIC_LEN {
+            return None;
+        }
+        let mix = (u64::from(part) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Some(TopicKey {
+            hash: self.name_hash() ^ mix.rotate_left(29),
+            part,
+            rec_extra: 0,
+            ..*self
+        })
+    }
+
+    /// This key with its record name ([`record_name`](Self::record_name)) written after
+    /// the name: for a partition, [`PART_MARK`] and the number in decimal. Equality and
+    /// hashing ignore it.
+    pub(crate) fn with_record_name(&self) -> TopicKey {
+        let Some(part) = self.part() else {
+            return *self;
+        };
+        let len = usize::from(self.len);
+        let mut key = *self;
+        let mut digits = [0u8; 5];
+        let mut n = part;
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let suffix = &digits[at..];
+        // `with_part` left room: `len <= MAX_PARTITIONED_TOPIC_LEN`.
+        key.bytes[len..len + PART_MARK.len()].copy_from_slice(PART_MARK.as_bytes());
+        let from = len + PART_MARK.len();
+        key.bytes[from..from + suffix.len()].copy_from_slice(suffix);
+        key.rec_extra = (PART_MARK.len() + suffix.len()) as u8;
+        key
+    }
+
+    /// The hash of the name alone (what routes the plain topic).
+    fn name_hash(&self) -> u64 {
+        match self.part() {
+            None => self.hash,
+            Some(part) => {
+                let mix = (u64::from(part) + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                self.hash ^ mix.rotate_left(29)
+            }
+        }
+    }
 }
 
 impl PartialEq for TopicKey {
     fn eq(&self, other: &Self) -> bool {
+        // The partition needs no compare of its own: a partition's hash is its name's XOR a
+        // non-zero mix of the partition number (`with_part`), injective in the number, so
+        // two keys of one name with equal hashes have the same partition.
         self.hash == other.hash && self.name_bytes() == other.name_bytes()
     }
 }
@@ -80,7 +173,14 @@ impl Hash for TopicKey {
 
 impl std::fmt::Debug for TopicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TopicKey").field(&self.as_str()).finish()
+        match self.part() {
+            None => f.debug_tuple("TopicKey").field(&self.as_str()).finish(),
+            Some(part) => f
+                .debug_tuple("TopicKey")
+                .field(&self.as_str())
+                .field(&part)
+                .finish(),
+        }
     }
 }
 
@@ -111,6 +211,9 @@ pub(crate) type TopicMap<V> =
 pub(crate) struct Router {
     hasher: ahash::RandomState,
     shards: usize,
+    /// The partition count of every partitioned topic of the bus
+    /// (`Builder::partitions`).
+    partitions: u16,
 }
 
 impl Router {
@@ -119,7 +222,35 @@ impl Router {
         Self {
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
             shards,
+            partitions: crate::partition::DEFAULT_PARTITIONS,
         }
+    }
+
+    /// This router with `partitions` partitions per partitioned topic (at least 1,
+    /// checked by the builder).
+    pub(crate) fn with_partitions(mut self, partitions: u16) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    /// The partition count of every partitioned topic.
+    pub(crate) fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The shard of partition `part` of any partitioned topic: partitions go to shards in
+    /// contiguous, even runs, `part * shards / partitions`, whatever the topic's name.
+    pub(crate) fn shard_of_part(&self, part: u16) -> ShardId {
+        let part = usize::from(part % self.partitions);
+        ShardId(part * self.shards / usize::from(self.partitions))
+    }
+
+    /// The partition of a key: the key hashed once with the routing hash (fixed keys),
+    /// reduced onto `0..partitions` by multiply-shift.
+    #[inline]
+    pub(crate) fn part_of<K: Hash>(&self, key: K) -> u16 {
+        let hash = self.hasher.hash_one(key);
+        ((u128::from(hash) * u128::from(self.partitions)) >> 64) as u16
     }
 
     /// A router with other keys: a stand-in for another build's routing (another ahash
@@ -129,6 +260,7 @@ impl Router {
         Self {
             hasher: ahash::RandomState::with_seeds(k0, k1, k2, k3),
             shards,
+            partitions: crate::partition::DEFAULT_PARTITIONS,
         }
     }
 
@@ -149,10 +281,25 @@ impl Router {
             hash: self.hasher.hash_one(name),
             len,
             bytes,
+            part: NO_PART,
+            rec_extra: 0,
         })
     }
 
+    /// The key of a log record's topic field: a plain name, or a partition's record name
+    /// (`name`, [`PART_MARK`], decimal number; see [`TopicKey::record_name`]), whose
+    /// partition is taken modulo this bus's partition count. `None` if invalid.
+    pub(crate) fn record_key(&self, topic: &str) -> Option<TopicKey> {
+        match crate::log::split_partition(topic) {
+            (name, Some(part)) => self.key(name)?.with_part(part % self.partitions),
+            (name, None) => self.key(name),
+        }
+    }
+
     pub(crate) fn shard_of_key(&self, key: &TopicKey) -> ShardId {
+        if let Some(part) = key.part() {
+            return self.shard_of_part(part);
+        }
         // Lemire's range reduction: uniform for a uniform hash, no division.
         let shard = (u128::from(key.hash) * self.shards as u128) >> 64;
         ShardId(shard as usize)
@@ -253,6 +400,35 @@ mod tests {
             changed.is_empty(),
             "routing changed for (name, pinned shards for 2/3/8/64, now): {changed:?}"
         );
+    }
+
+    #[test]
+    fn partition_keys_round_trip_through_their_record_names() {
+        let r = Router::new(3).with_partitions(1000);
+        let name = "x".repeat(MAX_PARTITIONED_TOPIC_LEN);
+        for part in [0, 7, 10, 999] {
+            for name in ["orders", name.as_str()] {
+                let plain = r.key(name).unwrap();
+                let key = plain.with_part(part).unwrap();
+                assert_ne!(key, plain, "a partition is another topic");
+                assert_eq!(key.as_str(), name);
+                assert_eq!(key.record_name(), name, "no suffix until interned");
+                let sealed = key.with_record_name();
+                assert_eq!(sealed, key, "equality ignores the record name");
+                assert_eq!(sealed.record_name(), format!("{name}\0p{part}"));
+                let back = r.record_key(sealed.record_name()).unwrap();
+                assert_eq!((back, back.part()), (key, Some(part)));
+                assert_eq!(r.shard_of_key(&back).0, part as usize * 3 / 1000);
+            }
+        }
+        // Another partition count: the partition modulo it.
+        let r8 = Router::new(2).with_partitions(8);
+        assert_eq!(r8.record_key("orders\0p13").unwrap().part(), Some(5));
+        // Plain names stay plain; a name too long for a partition has none.
+        assert_eq!(r.record_key("orders").unwrap().part(), None);
+        assert_eq!(r.record_key("orders\0px").unwrap().part(), None);
+        let long = r.key(&"x".repeat(MAX_PARTITIONED_TOPIC_LEN + 1)).unwrap();
+        assert!(long.with_part(0).is_none());
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub(crate) struct Shared<T> {
     /// any thread and by `Context::subscribe` on the shards. Starts after the builder's
     /// subscriptions, whose serials come first.
     pub(crate) next_serial: AtomicU64,
+    /// The bus's partitioned subscriptions (`Bus::partitioned`); locked only to add,
+    /// remove or list one.
+    pub(crate) partitioned: crate::partition::Registry,
     /// The fences chosen at `build()` (`Builder::fences`), which every ring and inbox of
     /// the bus was made with; never changed.
     pub(crate) fences: crate::fences::FenceMode,

@@ -41,6 +41,10 @@ impl std::fmt::Debug for Topic {
 /// Something a message can be published to: a topic name (`&str`, `String`, or a
 /// reference to either) or a pre-resolved [`Topic`] handle.
 ///
+/// The keyed publishes (`publish_keyed` and its kin) also take a
+/// [`PartitionedTopic`](crate::PartitionedTopic) by reference, which has every partition
+/// resolved.
+///
 /// Sealed: the resolution machinery lives on a private supertrait, so the trait cannot be
 /// implemented outside this crate and shows nothing but what it accepts.
 ///
@@ -74,6 +78,28 @@ pub(crate) mod sealed {
         fn name_len(&self) -> usize {
             self.name().len()
         }
+
+        /// The topic's key (name and hash) on `topics`' bus, `None` for an invalid name:
+        /// what a keyed publish derives its partition's key from. A handle has it already.
+        #[inline]
+        fn key_in(&self, topics: &Topics) -> Option<crate::route::TopicKey> {
+            topics.router.key(self.name())
+        }
+
+        /// The id of partition `part` of this topic on `topics`' bus, interning it
+        /// (through `cache`, or the calling thread's) the first time; `None` for an
+        /// invalid name. A [`PartitionedTopic`](crate::PartitionedTopic) handle has them
+        /// all already.
+        #[inline]
+        fn part_id(
+            &self,
+            topics: &Topics,
+            part: u16,
+            cache: Option<&mut TopicCache>,
+        ) -> Option<TopicId> {
+            let key = self.key_in(topics)?.with_part(part)?;
+            topics.cached(&key, cache)
+        }
     }
 
     impl ToTopicPriv for str {
@@ -101,6 +127,10 @@ pub(crate) mod sealed {
         fn name(&self) -> &str {
             Topic::name(self)
         }
+        #[inline]
+        fn key_in(&self, _: &Topics) -> Option<crate::route::TopicKey> {
+            Some(self.key)
+        }
 
         #[inline]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
@@ -117,6 +147,19 @@ pub(crate) mod sealed {
     impl<U: ToTopicPriv + ?Sized> ToTopicPriv for &U {
         fn name(&self) -> &str {
             (**self).name()
+        }
+        #[inline]
+        fn key_in(&self, topics: &Topics) -> Option<crate::route::TopicKey> {
+            (**self).key_in(topics)
+        }
+        #[inline]
+        fn part_id(
+            &self,
+            topics: &Topics,
+            part: u16,
+            cache: Option<&mut TopicCache>,
+        ) -> Option<TopicId> {
+            (**self).part_id(topics, part, cache)
         }
 
         #[inline]

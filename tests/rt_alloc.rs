@@ -1,4 +1,4 @@
-//! The publish → handle path allocates nothing per message once warmed up.
+//! The publish → handle path allocates nothing per message once warmed up (plain and keyed).
 //!
 //! A counting global allocator counts every allocation in the process. The file holds a single
 //! test so that no other test thread allocates while it measures; the measured window contains
@@ -304,6 +304,46 @@ fn persistent_publisher(wait: WaitStrategy, durable: bool) -> u64 {
     n
 }
 
+/// Keyed publishes to a partitioned topic whose instances count: through a `Publisher` by
+/// name and by `PartitionedTopic`, through the bus by name, and from a handler (a relay on
+/// a plain topic).
+fn keyed_publish(wait: WaitStrategy, form: usize) -> u64 {
+    let bus = Bus::<Msg>::builder()
+        .shards(2)
+        .wait_strategy(wait)
+        .build()
+        .unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let counter = handled.clone();
+    bus.subscribe_partitioned("orders", shardbus::Supervision::Resume, move |_| {
+        let counter = counter.clone();
+        move |_: &mut Context<'_, Msg>, _: &Msg| {
+            // Release: pairs with the Acquire load in `wait_for`.
+            counter.fetch_add(1, Ordering::Release);
+        }
+    })
+    .unwrap();
+    bus.subscribe("relay", |ctx: &mut Context<'_, Msg>, m: &Msg| {
+        let m = Msg { ..*m };
+        ctx.publish_keyed("orders", m.seq % 97, m).unwrap();
+    })
+    .unwrap();
+    let topic = bus.partitioned_topic("orders").unwrap();
+    let mut publisher = bus.publisher();
+    let n = measure(&handled, |seq| {
+        let key = seq % 97;
+        match form {
+            0 => publisher.publish_keyed("orders", key, msg(seq)).unwrap(),
+            1 => publisher.publish_keyed(&topic, key, msg(seq)).unwrap(),
+            2 => bus.publish_keyed("orders", key, msg(seq)).unwrap(),
+            _ => publisher.publish("relay", msg(seq)).unwrap(),
+        }
+    });
+    drop(publisher);
+    bus.shutdown();
+    n
+}
+
 #[test]
 fn publish_to_handle_allocates_nothing_per_message() {
     // The counter is live: one boxed value is one counted allocation.
@@ -332,6 +372,18 @@ fn publish_to_handle_allocates_nothing_per_message() {
             0,
             "Context::publish to another shard, {wait:?}"
         );
+    }
+    // Keyed publishes to a partitioned topic.
+    for (form, what) in [
+        "Publisher::publish_keyed(&str)",
+        "Publisher::publish_keyed(&PartitionedTopic)",
+        "Bus::publish_keyed(&str)",
+        "Context::publish_keyed(&str)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(keyed_publish(WaitStrategy::Park, form), 0, "{what}");
     }
     // Persistent: the log's pass, and the encoding on the publishing thread.
     let wait = WaitStrategy::Park;

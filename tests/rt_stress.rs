@@ -1,6 +1,7 @@
 //! A randomized whole-runtime stress test.
 //!
-//! Many topics (a few hot), publishers on several threads using every publish path,
+//! Many topics (a few hot), a few partitioned topics published to by key, publishers on
+//! several threads using every publish path (plain and keyed),
 //! actors that publish onward to other shards, subscribes and unsubscribes, panics under
 //! every supervision policy, and a shutdown in the middle of the traffic. A quarter of
 //! the topics (`p.{group}.{i}`) have no plain subscriber: they are served by pattern
@@ -8,8 +9,8 @@
 //! churn like the plain ones, so each message still has at most one actor. A checker then
 //! verifies, for every message, that it was handled (delivered, panicked on, or
 //! dead-lettered) exactly once, or given back to its publisher with `Closed`/`Full` and
-//! never handled; that per-topic order holds per publisher; and that the statistics add
-//! up.
+//! never handled; that per-topic order (per key on a partitioned topic) holds per
+//! publisher; and that the statistics add up.
 //!
 //! Seeded and printing its seed: `SHARDBUS_STRESS_SEED=N` replays a run,
 //! `SHARDBUS_STRESS_SECS=S` runs rounds for about S seconds (default 20).
@@ -53,6 +54,27 @@ struct Msg {
     poison: bool,
     /// Onward hops still to make.
     hops: u8,
+    /// The key of a keyed publish to a partitioned topic (`k.N`); 0 otherwise.
+    key: u64,
+}
+
+/// Partitioned topics `k.0 .. k.KTOPICS` and the keys published to them.
+const KTOPICS: usize = 3;
+const KEYS: u64 = 8;
+/// The checker's topic number of (partitioned topic `k`, key): per-key order is checked
+/// as per-topic order is.
+const KBASE: u32 = 1_000_000;
+
+fn keyed_topic(k: usize, key: u64) -> u32 {
+    KBASE + (k as u64 * KEYS + key) as u32
+}
+
+/// The checker's topic number of a message seen on topic `name`.
+fn checker_topic(name: &str, msg: &Msg) -> u32 {
+    if let Some(k) = name.strip_prefix("k.") {
+        return keyed_topic(k.parse().expect("topic name"), msg.key);
+    }
+    topic_index(name)
 }
 
 /// What happened to a message, as seen on its shard thread, in order.
@@ -83,12 +105,6 @@ struct World {
     /// source topic's shard thread.
     onward_seq: Vec<Mutex<HashMap<u32, u64>>>,
     sources: u32,
-}
-
-impl World {
-    fn topic_index(&self, name: &str) -> u32 {
-        topic_index(name)
-    }
 }
 
 /// The index of `s.{i}` or `p.{group}.{i}`: its last token.
@@ -136,7 +152,7 @@ struct Actor {
 
 impl Handler<Msg> for Actor {
     fn handle(&mut self, ctx: &mut Context<'_, Msg>, msg: &Msg) {
-        let topic = self.world.topic_index(ctx.topic());
+        let topic = checker_topic(ctx.topic(), msg);
         if msg.poison {
             panic!("poisoned message {}", msg.id);
         }
@@ -148,7 +164,7 @@ impl Handler<Msg> for Actor {
             msg.id,
             Seen::Delivered,
         ));
-        if msg.hops == 0 {
+        if msg.hops == 0 || topic >= KBASE {
             return;
         }
         let to = self.rng.below(self.world.topics.len() as u64) as u32;
@@ -164,6 +180,7 @@ impl Handler<Msg> for Actor {
             seq,
             poison: self.rng.below(50) == 0,
             hops: msg.hops - 1,
+            key: 0,
         };
         let id = onward.id;
         match ctx.publish(self.world.topics[to as usize], onward) {
@@ -202,6 +219,21 @@ fn subscribe(
     .expect("subscribe on a running bus")
 }
 
+fn subscribe_keyed(
+    bus: &Bus<Msg>,
+    world: &Arc<World>,
+    k: usize,
+    rng: &mut Rng,
+) -> shardbus::PartitionedSubscription {
+    let seed = rng.next() | 1;
+    let w = world.clone();
+    bus.subscribe_partitioned(&format!("k.{k}"), policy(rng.next()), move |part| Actor {
+        world: w.clone(),
+        rng: Rng(seed ^ part as u64),
+    })
+    .expect("subscribe on a running bus")
+}
+
 fn one_round(seed: u64) {
     let mut rng = Rng(seed | 1);
     let shards = 1 + rng.below(4) as usize;
@@ -223,7 +255,7 @@ fn one_round(seed: u64) {
         .pin_threads(false)
         .wait_strategy(wait)
         .dead_letter(move |dl: shardbus::DeadLetter<'_, Msg>| {
-            let topic: u32 = topic_index(dl.topic);
+            let topic = checker_topic(dl.topic, dl.message);
             let what = match dl.reason {
                 DeadLetterReason::NoSubscriber => Seen::Unrouted,
                 DeadLetterReason::Panicked { .. } => Seen::Panicked,
@@ -255,12 +287,16 @@ fn one_round(seed: u64) {
     let mut groups: Vec<Option<shardbus::SubscriptionId>> = (0..GROUPS)
         .map(|g| (rng.below(10) != 0).then(|| subscribe_group(&bus, &world, g, &mut rng)))
         .collect();
+    let knames: Vec<String> = (0..KTOPICS).map(|k| format!("k.{k}")).collect();
+    let mut ksubs: Vec<Option<shardbus::PartitionedSubscription>> = (0..KTOPICS)
+        .map(|k| (rng.below(10) != 0).then(|| subscribe_keyed(&bus, &world, k, &mut rng)))
+        .collect();
 
     let stop = AtomicBool::new(false);
     let hot = 3.min(topics_n);
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (bus, world, stop) = (&bus, &world, &stop);
+            let (bus, world, stop, knames) = (&bus, &world, &stop, &knames);
             let mut rng = Rng(rng.next() | 1);
             s.spawn(move || {
                 let mut publisher = bus.publisher();
@@ -268,11 +304,17 @@ fn one_round(seed: u64) {
                 let mut batch = Vec::new();
                 let mut closed = false;
                 while !closed {
-                    let topic = if rng.below(4) == 0 {
+                    let mut topic = if rng.below(4) == 0 {
                         rng.below(hot as u64)
                     } else {
                         rng.below(topics_n as u64)
                     } as u32;
+                    // One publish in five is keyed, to a partitioned topic.
+                    let keyed = (rng.below(5) == 0)
+                        .then(|| (rng.below(KTOPICS as u64) as usize, rng.below(KEYS)));
+                    if let Some((k, key)) = keyed {
+                        topic = keyed_topic(k, key);
+                    }
                     let via_shared = rng.below(4) == 0;
                     let src = t * 2 + u32::from(via_shared);
                     let mut make = |rng: &mut Rng| {
@@ -284,16 +326,21 @@ fn one_round(seed: u64) {
                             seq: *seq,
                             poison: rng.below(100) == 0,
                             hops: rng.below(3) as u8,
+                            key: keyed.map_or(0, |(_, key)| key),
                         }
                     };
-                    let target = world.topics[topic as usize];
+                    let target = world.topics[if keyed.is_some() { 0 } else { topic as usize }];
                     let mut accepted = Vec::new();
                     let mut returned = Vec::new();
                     match (via_shared, rng.below(3)) {
                         (true, 0) => {
                             let m = make(&mut rng);
                             let id = m.id;
-                            match bus.try_publish(target, m) {
+                            let r = match keyed {
+                                None => bus.try_publish(target, m),
+                                Some((k, key)) => bus.try_publish_keyed(&knames[k], key, m),
+                            };
+                            match r {
                                 Ok(()) => accepted.push(id),
                                 Err(TryPublishError::Full(b)) | Err(TryPublishError::Closed(b)) => {
                                     assert_eq!(b.id, id);
@@ -307,7 +354,11 @@ fn one_round(seed: u64) {
                         (true, _) => {
                             let m = make(&mut rng);
                             let id = m.id;
-                            match bus.publish(target, m) {
+                            let r = match keyed {
+                                None => bus.publish(target, m),
+                                Some((k, key)) => bus.publish_keyed(&knames[k], key, m),
+                            };
+                            match r {
                                 Ok(()) => accepted.push(id),
                                 Err(PublishError::Closed(b)) => {
                                     assert_eq!(b.id, id);
@@ -320,7 +371,11 @@ fn one_round(seed: u64) {
                         (false, 0) => {
                             let m = make(&mut rng);
                             let id = m.id;
-                            match publisher.try_publish(target, m) {
+                            let r = match keyed {
+                                None => publisher.try_publish(target, m),
+                                Some((k, key)) => publisher.try_publish_keyed(&knames[k], key, m),
+                            };
+                            match r {
                                 Ok(()) => accepted.push(id),
                                 Err(TryPublishError::Full(b)) | Err(TryPublishError::Closed(b)) => {
                                     assert_eq!(b.id, id);
@@ -332,7 +387,11 @@ fn one_round(seed: u64) {
                         (false, 1) => {
                             let m = make(&mut rng);
                             let id = m.id;
-                            match publisher.publish(target, m) {
+                            let r = match keyed {
+                                None => publisher.publish(target, m),
+                                Some((k, key)) => publisher.publish_keyed(&knames[k], key, m),
+                            };
+                            match r {
                                 Ok(()) => accepted.push(id),
                                 Err(PublishError::Closed(b)) => {
                                     assert_eq!(b.id, id);
@@ -348,7 +407,13 @@ fn one_round(seed: u64) {
                                 batch.push(make(&mut rng));
                             }
                             let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
-                            match publisher.publish_batch(target, &mut batch) {
+                            let r = match keyed {
+                                None => publisher.publish_batch(target, &mut batch),
+                                Some((k, key)) => {
+                                    publisher.publish_batch_keyed(&knames[k], key, &mut batch)
+                                }
+                            };
+                            match r {
                                 Ok(()) => accepted.extend(ids),
                                 Err(PublishError::Closed(())) => {
                                     let left: Vec<u64> = batch.iter().map(|m| m.id).collect();
@@ -373,6 +438,15 @@ fn one_round(seed: u64) {
         // Churn subscriptions while traffic flows, then shut down in its middle.
         let until = Instant::now() + Duration::from_millis(100 + rng.below(400));
         while Instant::now() < until {
+            if rng.below(8) == 0 {
+                let k = rng.below(KTOPICS as u64) as usize;
+                match ksubs[k].take() {
+                    // A `Stop` may already have removed some of its partitions.
+                    Some(sub) => bus.unsubscribe_partitioned(&sub).expect("unsubscribe"),
+                    None => ksubs[k] = Some(subscribe_keyed(&bus, &world, k, &mut rng)),
+                }
+                continue;
+            }
             let t = rng.below(topics_n as u64) as usize;
             if let Some(g) = pattern_group(t) {
                 match groups[g].take() {
@@ -414,7 +488,7 @@ fn one_round(seed: u64) {
     for shard in &log.seen {
         for &(topic, _, _, id, what) in shard.lock().unwrap().iter() {
             handled[id as usize] += 1;
-            if what == Seen::Delivered && pattern_group(topic as usize).is_some() {
+            if what == Seen::Delivered && topic < KBASE && pattern_group(topic as usize).is_some() {
                 through_patterns += 1;
             }
             match what {
@@ -461,8 +535,18 @@ fn one_round(seed: u64) {
         }
     }
 
+    // The keyed publishes were exercised (checked per key above).
+    let keyed_seen: usize = log
+        .seen
+        .iter()
+        .map(|s| s.lock().unwrap().iter().filter(|e| e.0 >= KBASE).count())
+        .sum();
+    assert!(
+        keyed_seen > 0,
+        "seed {seed}: no keyed message reached a shard"
+    );
     println!(
-        "  {} messages delivered, {through_patterns} through patterns",
+        "  {} messages delivered, {through_patterns} through patterns, {keyed_seen} keyed",
         kinds.0
     );
 

@@ -106,6 +106,23 @@ pub struct Record {
 }
 
 impl Record {
+    /// The topic's name: [`topic`](Self::topic) without the partition of a partitioned
+    /// topic's record (`docs/persistence.md`, "Partition records").
+    pub fn topic_name(&self) -> &str {
+        self.split_partition().0
+    }
+
+    /// The partition of a partitioned topic's record (its topic field is the name, a NUL
+    /// byte, `p` and the number); `None` for a plain topic's.
+    pub fn partition(&self) -> Option<usize> {
+        self.split_partition().1
+    }
+
+    fn split_partition(&self) -> (&str, Option<usize>) {
+        let (name, part) = split_partition(&self.topic);
+        (name, part.map(usize::from))
+    }
+
     /// Borrows this record as a [`RecordRef`] (to re-append it elsewhere, for example).
     ///
     /// Public only with the `test-util` feature (tests, benchmarks, fuzzing); not a stable API.
@@ -127,6 +144,24 @@ impl Record {
             payload: &self.payload,
         }
     }
+}
+
+/// What separates a partition's number from its topic's name in a record's topic field:
+/// `"orders\0p17"` is partition 17 of `"orders"`.
+pub(crate) const PART_MARK: &str = "\0p";
+
+/// A record's topic field as (name, partition): a partitioned topic's field is the name,
+/// [`PART_MARK`] and 1 to 5 decimal digits (a number up to `u16::MAX`); anything else is a
+/// plain topic's name.
+pub(crate) fn split_partition(topic: &str) -> (&str, Option<u16>) {
+    if let Some((name, digits)) = topic.rsplit_once(PART_MARK) {
+        let is_number =
+            !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit());
+        if let (true, Ok(part)) = (is_number, digits.parse()) {
+            return (name, Some(part));
+        }
+    }
+    (topic, None)
 }
 
 /// Nanoseconds since the UNIX epoch now; 0 if the clock is before 1970, saturating in 2554.
@@ -295,6 +330,31 @@ mod tests {
             }
         );
         assert_eq!(got.as_record_ref(), rec("t/ü", b"\0\xff"));
+    }
+
+    #[test]
+    fn a_partition_records_topic_field_splits_into_name_and_partition() {
+        let rec = |topic: &str| Record {
+            seq: Seq(0),
+            timestamp_nanos: 0,
+            topic: topic.into(),
+            payload: Vec::new(),
+        };
+        let cases = [
+            ("orders\0p17", "orders", Some(17)),
+            ("orders\0p0", "orders", Some(0)),
+            ("orders", "orders", None),
+            ("orders\0p", "orders\0p", None),
+            ("orders\0p1x", "orders\0p1x", None),
+            ("orders\0p123456", "orders\0p123456", None),
+            ("orders\0p70000", "orders\0p70000", None),
+        ];
+        for (topic, name, part) in cases {
+            assert_eq!(
+                (rec(topic).topic_name(), rec(topic).partition()),
+                (name, part)
+            );
+        }
     }
 
     #[test]

@@ -161,7 +161,11 @@ fn misrouted(logs: &[(ShardLog, Recovered)], router: &Router) -> Result<bool, Er
     for (i, (_, r)) in logs.iter().enumerate() {
         for rec in r.replay()? {
             let rec = rec?;
-            if router.key(&rec.topic).map(|k| router.shard_of_key(&k).0) != Some(i) {
+            if router
+                .record_key(&rec.topic)
+                .map(|k| router.shard_of_key(&k).0)
+                != Some(i)
+            {
                 return Ok(true);
             }
         }
@@ -254,7 +258,7 @@ fn reshard(
         };
         for rec in r.replay()? {
             let rec = rec?;
-            let Some(key) = router.key(&rec.topic) else {
+            let Some(key) = router.record_key(&rec.topic) else {
                 return Err(Error::Decode {
                     path: old_dir,
                     seq: rec.seq,

@@ -31,7 +31,7 @@ impl<T: Send + 'static> Shard<T> {
                 seq: rec.seq,
                 source,
             };
-            let Some(key) = shared.topics.router.key(&rec.topic) else {
+            let Some(key) = shared.topics.router.record_key(&rec.topic) else {
                 return Err(decode_error(crate::DecodeError::new(format!(
                     "invalid topic name of {} bytes",
                     rec.topic.len()

@@ -21,6 +21,7 @@ mod inspect;
 mod lock;
 mod panics;
 mod patterns;
+mod partitions;
 mod poison;
 mod replay;
 mod reshard;

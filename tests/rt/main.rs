@@ -24,6 +24,7 @@ mod lifecycle;
 mod overflow;
 mod panics;
 mod patterns;
+mod partitions;
 mod routing;
 mod shutdown;
 mod shutdown_timeout;

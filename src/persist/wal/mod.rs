@@ -407,7 +407,7 @@ impl<T> Wal<T> {
                         encode_errors.push(Unencoded::Refused(e));
                         continue;
                     }
-                    let topic = names[env.topic as usize].as_str();
+                    let topic = names[env.topic as usize].record_name();
                     let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
                     if size > max {
                         payloads.truncate(start);
@@ -441,7 +441,7 @@ impl<T> Wal<T> {
             .filter(|(_, span)| is_logged(**span))
             .map(|(env, &(a, b))| RecordRef {
                 timestamp_nanos,
-                topic: names[env.topic as usize].as_str(),
+                topic: names[env.topic as usize].record_name(),
                 payload: &payloads[a..b],
             });
         let range = log.append_iter(records)?;
