@@ -62,6 +62,18 @@ impl TopicKey {
     fn name_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+
+    /// All the inline bytes: the name, then zeros.
+    pub(crate) fn inline_bytes(&self) -> &[u8; MAX_TOPIC_LEN] {
+        &self.bytes
+    }
+
+    /// A key that names no topic (a placeholder in an empty cache slot).
+    pub(crate) const EMPTY: Self = Self {
+        hash: 0,
+        len: 0,
+        bytes: [0; MAX_TOPIC_LEN],
+    };
 }
 
 impl PartialEq for TopicKey {

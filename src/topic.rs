@@ -81,9 +81,12 @@ pub(crate) mod sealed {
             self
         }
 
+        #[inline(always)]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-            let key = topics.router.key(self)?;
-            Some(topics.cached(&key, cache))
+            match cache {
+                Some(cache) => cache.by_name(topics, self),
+                None => topics.thread_by_name(self),
+            }
         }
     }
 
@@ -92,6 +95,7 @@ pub(crate) mod sealed {
             self
         }
 
+        #[inline(always)]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
             self.as_str().id_in(topics, cache)
         }
@@ -119,7 +123,7 @@ pub(crate) mod sealed {
             (**self).name()
         }
 
-        #[inline]
+        #[inline(always)]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
             (**self).id_in(topics, cache)
         }
