@@ -24,6 +24,7 @@ pub(crate) mod current;
 mod dispatch;
 mod inputs;
 mod logged;
+mod run;
 
 use dispatch::{Actors, Names};
 use inputs::Inputs;
@@ -286,7 +287,7 @@ impl<T: Send + 'static> Shard<T> {
         });
         let mut i = 0;
         while i < inputs.lanes.len() {
-            let n = inputs.lanes[i].pop_batch(BATCH, |env| actors.take(names, env, flags));
+            let n = actors.drain_runs(names, flags, &mut inputs.lanes[i], BATCH);
             did += n;
             if n == 0 && inputs.lanes[i].is_finished() {
                 inputs.lanes.swap_remove(i);
@@ -297,7 +298,7 @@ impl<T: Send + 'static> Shard<T> {
         // Shard-to-shard lanes publish their position per message (`pop_each`): what
         // the shutdown coordinator counts for a shard stuck in a handler is exact.
         for peer in &mut inputs.peers {
-            did += peer.pop_each(BATCH, |env| actors.take(names, env, flags));
+            did += actors.drain_runs(names, flags, &mut run::Each(peer), BATCH);
         }
         // What the handlers asked for on this shard's topics, before the local messages
         // (which they may have published after asking).

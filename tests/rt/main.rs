@@ -24,6 +24,7 @@ mod lifecycle;
 mod overflow;
 mod panics;
 mod routing;
+mod runs;
 mod shutdown;
 mod shutdown_timeout;
 mod stats;
