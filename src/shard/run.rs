@@ -99,9 +99,12 @@ struct Run<T> {
     /// The run's topic index; `u32::MAX` before the first message (no topic has that
     /// index: the registry would run out of memory first).
     topic: u32,
-    /// The topic's lone subscriber (`subs[topic][0]`) when it has exactly one: the
-    /// direct loop. Looked up once per run.
-    direct: Option<Direct<T>>,
+    /// `topic` when it has exactly one subscriber (the direct loop, through `direct`),
+    /// else `u32::MAX`: one compare per message decides both "same run" and "direct".
+    direct_topic: u32,
+    /// The topic's lone subscriber, looked up once per run; a placeholder unless
+    /// `direct_topic == topic`.
+    direct: Direct<T>,
 }
 
 /// What a direct run calls, found once per run.
@@ -117,11 +120,34 @@ struct Direct<T> {
     key: *const TopicKey,
 }
 
-impl<T> Run<T> {
-    const NONE: Self = Self {
-        topic: u32::MAX,
-        direct: None,
-    };
+/// The placeholder actor of a run that is not direct (never called).
+struct NoActor;
+
+impl<T> Handler<T> for NoActor {
+    fn handle(&mut self, _: &mut Context<'_, T>, _: &T) {}
+}
+
+impl<T: 'static> Run<T> {
+    fn none() -> Self {
+        Self::other(u32::MAX)
+    }
+
+    /// A run of `topic`, which has several subscribers or none.
+    fn other(topic: u32) -> Self {
+        Self {
+            topic,
+            direct_topic: u32::MAX,
+            direct: Direct {
+                actor: std::ptr::null_mut::<NoActor>() as *mut dyn Handler<T>,
+                subscription: SubscriptionId {
+                    bus: 0,
+                    shard: 0,
+                    serial: 0,
+                },
+                key: std::ptr::null(),
+            },
+        }
+    }
 }
 
 /// Per-drain counts, added to the shard's counters once the drain ends (or a panic
@@ -146,7 +172,7 @@ impl<T: Send + 'static> Actors<T> {
     ) -> usize {
         let mut popped = 0;
         let mut slot = Slot::new();
-        let mut run = Run::NONE;
+        let mut run = Run::none();
         // The shard counts received messages from 1: message `received + k` is timed when
         // it is 1 modulo SAMPLE_EVERY, as `dispatch` does.
         let next = SAMPLE_EVERY - (self.counters.received + SAMPLE_EVERY - 1) % SAMPLE_EVERY;
@@ -170,7 +196,7 @@ impl<T: Send + 'static> Actors<T> {
                     self.after_panic(names, run.topic, &mut slot, &mut tally, payload);
                     // The subscriber may be gone or replaced: the next message starts a
                     // new run.
-                    run = Run::NONE;
+                    run = Run::none();
                     if popped == max {
                         break;
                     }
@@ -204,27 +230,62 @@ impl<T: Send + 'static> Actors<T> {
             self.abandon(env);
             return;
         }
-        if env.topic != run.topic {
-            *run = self.start_run(names, env.topic);
-        }
-        let Some(direct) = &run.direct else {
-            // Several subscribers or none: one message at a time, each call guarded.
-            self.add_tally(tally);
-            self.dispatch(names, env, false);
+        if env.topic == run.direct_topic {
             tally.sample_in -= 1;
             if tally.sample_in == 0 {
                 tally.sample_in = SAMPLE_EVERY;
+                self.timed_call(&run.direct, slot, tally, env);
+                return;
             }
-            return;
-        };
+            tally.direct += 1;
+            self.direct_call(&run.direct, slot, env);
+        } else {
+            self.step_other(names, run, slot, tally, env);
+        }
+    }
+
+    /// [`step`](Self::step) for a message that does not continue a direct run: it starts
+    /// a run, or belongs to a topic with several subscribers or none.
+    #[inline(never)]
+    fn step_other(
+        &mut self,
+        names: &mut Names,
+        run: &mut Run<T>,
+        slot: &mut Slot<Envelope<T>>,
+        tally: &mut Tally,
+        env: Envelope<T>,
+    ) {
+        if env.topic != run.topic {
+            *run = self.start_run(names, env.topic);
+            if env.topic == run.direct_topic {
+                return self.step_direct_first(run, slot, tally, env);
+            }
+        }
+        // Several subscribers or none: one message at a time, each call guarded.
+        self.add_tally(tally);
+        self.dispatch(names, env, false);
         tally.sample_in -= 1;
         if tally.sample_in == 0 {
             tally.sample_in = SAMPLE_EVERY;
-            self.timed_call(direct, slot, tally, env);
-            return;
+        }
+    }
+
+    /// The first message of a direct run.
+    #[inline(always)]
+    fn step_direct_first(
+        &mut self,
+        run: &Run<T>,
+        slot: &mut Slot<Envelope<T>>,
+        tally: &mut Tally,
+        env: Envelope<T>,
+    ) {
+        tally.sample_in -= 1;
+        if tally.sample_in == 0 {
+            tally.sample_in = SAMPLE_EVERY;
+            return self.timed_call(&run.direct, slot, tally, env);
         }
         tally.direct += 1;
-        self.direct_call(direct, slot, env);
+        self.direct_call(&run.direct, slot, env);
     }
 
     /// Calls the run's lone subscriber on `env`, then drops it. A panic unwinds to the
@@ -271,18 +332,21 @@ impl<T: Send + 'static> Actors<T> {
     #[inline(never)]
     fn start_run(&mut self, names: &mut Names, topic: u32) -> Run<T> {
         names.learn(topic, &self.shared.topics);
-        let direct = match self.subs.get_mut(topic as usize) {
+        match self.subs.get_mut(topic as usize) {
             Some(subs) if subs.len() == 1 => {
                 let sub = &mut subs[0];
-                Some(Direct {
-                    actor: &mut *sub.actor as *mut dyn Handler<T>,
-                    subscription: sub.id,
-                    key: names.key(topic) as *const TopicKey,
-                })
+                Run {
+                    topic,
+                    direct_topic: topic,
+                    direct: Direct {
+                        actor: &mut *sub.actor as *mut dyn Handler<T>,
+                        subscription: sub.id,
+                        key: names.key(topic) as *const TopicKey,
+                    },
+                }
             }
-            _ => None,
-        };
-        Run { topic, direct }
+            _ => Run::other(topic),
+        }
     }
 
     /// After a panic unwound out of a drain: only a direct call can panic there (every
