@@ -17,7 +17,7 @@ use crate::shutdown::Command;
 use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
 use crate::sync::{thread, Arc, Backoff, Ordering, Parker};
-use crate::wait::WaitStrategy;
+use crate::wait::{SpinBudget, WaitStrategy};
 
 mod closing;
 pub(crate) mod current;
@@ -92,6 +92,8 @@ pub(crate) struct Shard<T> {
     startup: Option<Startup<T>>,
     /// The `metrics` feature's handles (nothing without it).
     metrics: ShardMetrics,
+    /// [`WaitStrategy::Park`]: how many empty polls before the next park (adaptive).
+    spin: SpinBudget,
 }
 
 impl<T: Send + 'static> Shard<T> {
@@ -115,6 +117,7 @@ impl<T: Send + 'static> Shard<T> {
             out: Outbox::new(id, shared.clone(), out_lanes, shared.overflow_limit),
             counters: LocalCounters::default(),
         };
+        let spin = SpinBudget::new(shared.spin_before_park);
         Self {
             id,
             shared,
@@ -140,6 +143,7 @@ impl<T: Send + 'static> Shard<T> {
             wal,
             startup: Some(startup),
             metrics,
+            spin,
         }
     }
 
@@ -196,6 +200,7 @@ impl<T: Send + 'static> Shard<T> {
             }
             if did > 0 {
                 backoff.reset();
+                self.spin.found_work();
                 self.slip(did);
             } else {
                 self.wait_idle(&backoff);
@@ -395,9 +400,14 @@ impl<T: Send + 'static> Shard<T> {
                 }
             }
             WaitStrategy::Park => {
-                if !backoff.is_completed() || self.actors.out.has_pending() {
+                if self.actors.out.has_pending() {
                     // With overflow (or controls for a full ring) pending, no one will
                     // unpark us when room frees up.
+                    backoff.snooze();
+                    return;
+                }
+                // Poll again within the adaptive budget (see `SpinBudget`).
+                if !backoff.is_completed() && self.spin.poll_again() {
                     backoff.snooze();
                     return;
                 }
@@ -407,6 +417,7 @@ impl<T: Send + 'static> Shard<T> {
                 // flags need no re-check: the coordinator unparks unconditionally after
                 // setting them, and an unpark before the park leaves a token.
                 if !self.has_ready_seqcst() {
+                    self.spin.parked();
                     // A persistent shard also wakes for an `Interval` sync or a timed
                     // checkpoint; any shard whose heavy fence failed (`sync::asym`) wakes
                     // to re-check, since a publisher's wake-up may have been missed.

@@ -19,6 +19,7 @@ mod builder;
 mod dead_letters;
 mod delivery;
 mod fences;
+mod idle;
 mod from_handler;
 mod lifecycle;
 mod overflow;
