@@ -5,12 +5,14 @@
 //! same capacity) as the peer. Prints per form the median over the repetitions of the
 //! throughput and its ratio to the handle form and to `sync_channel`.
 //!
-//! `cargo run --release -p shardbus-bench --example by_name -- [--messages 10000000] [--reps 5]`
+//! `cargo run --release -p shardbus-bench --example by_name -- [--messages 10000000] [--reps 5]
+//! [--capacity 4096]`
 //!
-//! It measures time: run it on a quiet machine. Under callgrind (`--reps 1` and a small
-//! `--messages`), the producer loops are the functions `by_name`, `by_handle` and
-//! `by_sync_channel`: their inclusive instruction counts divided by the messages compare the
-//! publish paths.
+//! It measures time: run it on a quiet machine. Under callgrind (`--reps 1`), the producer
+//! loops are the functions `by_name`, `by_handle` and `by_sync_channel`: their inclusive
+//! instruction counts divided by the messages compare the publish paths. With `--capacity`
+//! at least `--messages` no producer ever waits for room, and the counts are the publish
+//! paths alone, independent of when the OS runs the consumer.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -19,7 +21,6 @@ use std::time::{Duration, Instant};
 use shardbus::{Bus, Context, Handler, Publisher, Topic};
 
 const TOPIC: &str = "by-name.probe";
-const CAPACITY: usize = 4096;
 
 type Msg = [u64; 2];
 
@@ -78,10 +79,10 @@ fn by_sync_channel(tx: &mpsc::SyncSender<Msg>, n: u64) {
 
 /// One run of a shardbus form: the time from the first publish until the shard has
 /// handled the last message (shutdown drains), and the verified checksum.
-fn shardbus_run(n: u64, named: bool) -> Duration {
+fn shardbus_run(n: u64, named: bool, capacity: usize) -> Duration {
     let bus = Bus::<Msg>::builder()
         .shards(1)
-        .capacity(CAPACITY)
+        .capacity(capacity)
         .build()
         .expect("bus");
     let out = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
@@ -110,8 +111,8 @@ fn shardbus_run(n: u64, named: bool) -> Duration {
     took
 }
 
-fn sync_channel_run(n: u64) -> Duration {
-    let (tx, rx) = mpsc::sync_channel::<Msg>(CAPACITY);
+fn sync_channel_run(n: u64, capacity: usize) -> Duration {
+    let (tx, rx) = mpsc::sync_channel::<Msg>(capacity);
     let consumer = std::thread::spawn(move || {
         let (mut sum, mut count) = (0u64, 0u64);
         for m in rx {
@@ -137,6 +138,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let mut messages: u64 = 10_000_000;
     let mut reps: usize = 5;
+    let mut capacity: usize = 4096;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_else(|| {
@@ -150,8 +152,9 @@ fn main() {
         match arg.as_str() {
             "--messages" => messages = parsed.max(1),
             "--reps" => reps = (parsed as usize).max(1),
+            "--capacity" => capacity = (parsed as usize).max(2).next_power_of_two(),
             other => {
-                eprintln!("by_name: unknown option {other} (--messages N, --reps N)");
+                eprintln!("by_name: unknown option {other} (--messages N, --reps N, --capacity N)");
                 std::process::exit(2)
             }
         }
@@ -160,12 +163,15 @@ fn main() {
     let rate = |d: Duration| messages as f64 / d.as_secs_f64() / 1e6;
     // Interleaved, so that a drift of the machine spreads over all three.
     for _ in 0..reps {
-        name.push(rate(shardbus_run(messages, true)));
-        handle.push(rate(shardbus_run(messages, false)));
-        channel.push(rate(sync_channel_run(messages)));
+        name.push(rate(shardbus_run(messages, true, capacity)));
+        handle.push(rate(shardbus_run(messages, false, capacity)));
+        channel.push(rate(sync_channel_run(messages, capacity)));
     }
     let (name, handle, channel) = (median(name), median(handle), median(channel));
-    println!("1 producer -> 1 consumer, 1 topic, 16 B, checksum consumer, {messages} msgs, median of {reps}");
+    println!(
+        "1 producer -> 1 consumer, 1 topic, 16 B, checksum consumer, capacity {capacity}, \
+         {messages} msgs, median of {reps}"
+    );
     println!("{:<34} {:>10} {:>10} {:>14}", "form", "M msgs/s", "/ handle", "/ sync_channel");
     for (form, m) in [
         ("shardbus publish(\"name\")", name),
