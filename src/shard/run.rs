@@ -18,7 +18,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::dispatch::handle_caught;
 use super::*;
 use crate::shutdown::ShutdownFlags;
-use crate::handler::Handler;
 use crate::stats::PanicSite;
 use crate::supervise::{Caught, Guarded};
 
@@ -109,41 +108,24 @@ struct Run<T> {
 
 /// What a direct run calls, found once per run.
 struct Direct<T> {
-    /// The subscriber's actor, owned by `Actors::subs[topic][0]`. Valid for the run: the
-    /// actor is replaced or dropped only by supervision after a panic (which ends the
-    /// run, `after_panic`) or by a subscription change (applied between drains, never
-    /// during one), and the box's contents do not move when the `Vec`s holding it do.
-    actor: *mut dyn Handler<T>,
-    subscription: SubscriptionId,
+    /// The lone subscriber, `Actors::subs[topic][0]`. Valid for the run: a subscriber
+    /// is removed, replaced or moved (its topic's `Vec` grown) only by supervision after a
+    /// panic (which ends the run, `after_panic`) or by a subscription change (applied
+    /// between drains, never during one); the outer `Vec` moving does not move it.
+    sub: *mut Subscriber<T>,
     /// The topic's name in `Names::keys`. Valid for the run: `keys` grows only when a
-    /// run starts (`start_run`), and every run looks its pointer up anew.
+    /// run starts (`switch_run`), and every run looks its pointer up anew.
     key: *const TopicKey,
 }
 
-/// The placeholder actor of a run that is not direct (never called).
-struct NoActor;
-
-impl<T> Handler<T> for NoActor {
-    fn handle(&mut self, _: &mut Context<'_, T>, _: &T) {}
-}
-
-impl<T: 'static> Run<T> {
+impl<T> Run<T> {
+    /// No run yet: the next message starts one.
     fn none() -> Self {
-        Self::other(u32::MAX)
-    }
-
-    /// A run of `topic`, which has several subscribers or none.
-    fn other(topic: u32) -> Self {
         Self {
-            topic,
+            topic: u32::MAX,
             direct_topic: u32::MAX,
             direct: Direct {
-                actor: std::ptr::null_mut::<NoActor>() as *mut dyn Handler<T>,
-                subscription: SubscriptionId {
-                    bus: 0,
-                    shard: 0,
-                    serial: 0,
-                },
+                sub: std::ptr::null_mut(),
                 key: std::ptr::null(),
             },
         }
@@ -230,38 +212,49 @@ impl<T: Send + 'static> Actors<T> {
             self.abandon(env);
             return;
         }
-        if env.topic == run.direct_topic {
-            tally.sample_in -= 1;
-            if tally.sample_in == 0 {
-                tally.sample_in = SAMPLE_EVERY;
-                self.timed_call(&run.direct, slot, tally, env);
-                return;
+        if env.topic != run.direct_topic && !self.switch_run(names, run, env.topic) {
+            self.step_other(names, tally, env);
+            return;
+        }
+        tally.sample_in -= 1;
+        if tally.sample_in == 0 {
+            tally.sample_in = SAMPLE_EVERY;
+            self.timed_call(&run.direct, slot, tally, env);
+            return;
+        }
+        tally.direct += 1;
+        self.direct_call(&run.direct, slot, env);
+    }
+
+    /// A message of `topic` where the run is not a direct run of it: starts a run of
+    /// `topic` unless it is the run under way (a topic with several subscribers or none).
+    /// Returns whether the run is now direct. Updates `run` in place: under many topics
+    /// nearly every message starts a run, and this is what it costs.
+    #[inline(always)]
+    fn switch_run(&mut self, names: &mut Names, run: &mut Run<T>, topic: u32) -> bool {
+        if topic == run.topic {
+            return false;
+        }
+        names.learn(topic, &self.shared.topics);
+        run.topic = topic;
+        match self.subs.get_mut(topic as usize) {
+            Some(subs) if subs.len() == 1 => {
+                run.direct_topic = topic;
+                run.direct.sub = &mut subs[0] as *mut Subscriber<T>;
+                run.direct.key = names.key(topic) as *const TopicKey;
+                true
             }
-            tally.direct += 1;
-            self.direct_call(&run.direct, slot, env);
-        } else {
-            self.step_other(names, run, slot, tally, env);
+            _ => {
+                run.direct_topic = u32::MAX;
+                false
+            }
         }
     }
 
-    /// [`step`](Self::step) for a message that does not continue a direct run: it starts
-    /// a run, or belongs to a topic with several subscribers or none.
+    /// [`step`](Self::step) for a message of a topic with several subscribers or none:
+    /// one message at a time, each call guarded ([`Actors::dispatch`]).
     #[inline(never)]
-    fn step_other(
-        &mut self,
-        names: &mut Names,
-        run: &mut Run<T>,
-        slot: &mut Slot<Envelope<T>>,
-        tally: &mut Tally,
-        env: Envelope<T>,
-    ) {
-        if env.topic != run.topic {
-            *run = self.start_run(names, env.topic);
-            if env.topic == run.direct_topic {
-                return self.step_direct_first(run, slot, tally, env);
-            }
-        }
-        // Several subscribers or none: one message at a time, each call guarded.
+    fn step_other(&mut self, names: &mut Names, tally: &mut Tally, env: Envelope<T>) {
         self.add_tally(tally);
         self.dispatch(names, env, false);
         tally.sample_in -= 1;
@@ -270,41 +263,23 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
-    /// The first message of a direct run.
-    #[inline(always)]
-    fn step_direct_first(
-        &mut self,
-        run: &Run<T>,
-        slot: &mut Slot<Envelope<T>>,
-        tally: &mut Tally,
-        env: Envelope<T>,
-    ) {
-        tally.sample_in -= 1;
-        if tally.sample_in == 0 {
-            tally.sample_in = SAMPLE_EVERY;
-            return self.timed_call(&run.direct, slot, tally, env);
-        }
-        tally.direct += 1;
-        self.direct_call(&run.direct, slot, env);
-    }
-
     /// Calls the run's lone subscriber on `env`, then drops it. A panic unwinds to the
     /// drain's `catch_unwind`, with the message in `slot` if it panicked in `handle`.
     #[inline(always)]
     fn direct_call(&mut self, direct: &Direct<T>, slot: &mut Slot<Envelope<T>>, env: Envelope<T>) {
-        // `direct` was made by `start_run` for the run under way, whose actor and name
-        // stay where they are until the run ends (see `Direct`), and only this thread
-        // touches them; the actor is not otherwise borrowed during its call.
+        // `direct` was set by `switch_run` for the run under way, whose subscriber and
+        // name stay where they are until the run ends (see `Direct`), and only this
+        // thread touches them; nothing else borrows the subscriber during its call.
         // SAFETY: the shard owns both, as just said.
-        let (actor, topic) = unsafe { (&mut *direct.actor, &*direct.key) };
+        let (sub, topic) = unsafe { (&mut *direct.sub, &*direct.key) };
         let mut ctx = Context {
             topic,
-            subscription: direct.subscription,
+            subscription: sub.id,
             out: &mut self.out,
             replay: false,
         };
         let env = slot.put(env);
-        actor.handle(&mut ctx, &env.msg);
+        sub.actor.handle(&mut ctx, &env.msg);
         slot.finish();
     }
 
@@ -325,28 +300,6 @@ impl<T: Send + 'static> Actors<T> {
         self.direct_call(direct, slot, env);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.shared.counters[self.id.0].record_handler_ns(ns);
-    }
-
-    /// Starts a run of `topic`: learns its name if new, and finds its subscriber if it
-    /// has exactly one.
-    #[inline(never)]
-    fn start_run(&mut self, names: &mut Names, topic: u32) -> Run<T> {
-        names.learn(topic, &self.shared.topics);
-        match self.subs.get_mut(topic as usize) {
-            Some(subs) if subs.len() == 1 => {
-                let sub = &mut subs[0];
-                Run {
-                    topic,
-                    direct_topic: topic,
-                    direct: Direct {
-                        actor: &mut *sub.actor as *mut dyn Handler<T>,
-                        subscription: sub.id,
-                        key: names.key(topic) as *const TopicKey,
-                    },
-                }
-            }
-            _ => Run::other(topic),
-        }
     }
 
     /// After a panic unwound out of a drain: only a direct call can panic there (every
