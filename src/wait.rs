@@ -14,6 +14,8 @@ pub enum WaitStrategy {
     Yield,
     /// Spin, then yield (crossbeam `Backoff`), then park until a publisher unparks the
     /// shard. An idle shard uses no CPU; the first message after a park pays a wake-up.
+    /// How many empty polls come before the park adapts to the traffic, up to
+    /// [`Builder::spin_before_park`](crate::Builder::spin_before_park).
     /// The default.
     #[default]
     Park,
