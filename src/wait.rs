@@ -75,9 +75,10 @@ impl SpinBudget {
         self.polls = 0;
     }
 
+    /// Only after a poll, so `limit` (and `max`) is at least 1.
     #[cold]
     fn grow(&mut self) {
-        self.limit = self.limit.saturating_mul(2).clamp(1, self.max.max(1)).min(self.max);
+        self.limit = self.limit.saturating_mul(2).min(self.max);
     }
 
     /// The shard is about to park: the polls found nothing, the budget shrinks.

@@ -172,12 +172,19 @@ fn main() {
         "1 producer -> 1 consumer, 1 topic, 16 B, checksum consumer, capacity {capacity}, \
          {messages} msgs, median of {reps}"
     );
-    println!("{:<34} {:>10} {:>10} {:>14}", "form", "M msgs/s", "/ handle", "/ sync_channel");
+    println!(
+        "{:<34} {:>10} {:>10} {:>14}",
+        "form", "M msgs/s", "/ handle", "/ sync_channel"
+    );
     for (form, m) in [
         ("shardbus publish(\"name\")", name),
         ("shardbus publish(&topic)", handle),
         ("std sync_channel", channel),
     ] {
-        println!("{form:<34} {m:>10.2} {:>10.2} {:>14.2}", m / handle, m / channel);
+        println!(
+            "{form:<34} {m:>10.2} {:>10.2} {:>14.2}",
+            m / handle,
+            m / channel
+        );
     }
 }

@@ -17,8 +17,10 @@ fn every_spin_budget_delivers_what_arrives_while_the_shard_idles() {
             .unwrap();
         let log = Log::new();
         let sink = log.clone();
-        bus.subscribe("idle", move |_: &mut Context<'_, u32>, m: &u32| sink.push(*m))
-            .unwrap();
+        bus.subscribe("idle", move |_: &mut Context<'_, u32>, m: &u32| {
+            sink.push(*m)
+        })
+        .unwrap();
         let mut publisher = bus.publisher();
         for m in 0..40u32 {
             if m % 2 == 0 {
@@ -35,7 +37,11 @@ fn every_spin_budget_delivers_what_arrives_while_the_shard_idles() {
             }
         }
         let stats = bus.shutdown();
-        assert_eq!(log.snapshot(), (0..40).collect::<Vec<_>>(), "budget {budget}");
+        assert_eq!(
+            log.snapshot(),
+            (0..40).collect::<Vec<_>>(),
+            "budget {budget}"
+        );
         assert_eq!(stats.handled(), 40, "budget {budget}");
     }
 }
