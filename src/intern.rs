@@ -310,7 +310,7 @@ mod tests {
         for len in 1..=40usize {
             for at in [0, len / 2, len - 1] {
                 name.clear();
-                name.extend(std::iter::repeat('a').take(len));
+                name.extend(std::iter::repeat_n('a', len));
                 let addr = name.as_ptr();
                 let first = cache.by_name(&topics, &name).unwrap();
                 assert_eq!(cache.by_name(&topics, &name), Some(first));
@@ -325,7 +325,7 @@ mod tests {
                 assert_ne!(second, first, "{name:?}");
                 // And back: the first name again, from the same buffer.
                 name.clear();
-                name.extend(std::iter::repeat('a').take(len));
+                name.extend(std::iter::repeat_n('a', len));
                 assert_eq!(cache.by_name(&topics, &name), Some(first));
             }
         }

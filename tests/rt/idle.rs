@@ -23,7 +23,7 @@ fn every_spin_budget_delivers_what_arrives_while_the_shard_idles() {
         .unwrap();
         let mut publisher = bus.publisher();
         for m in 0..40u32 {
-            if m % 2 == 0 {
+            if m.is_multiple_of(2) {
                 publisher.publish("idle", m).unwrap();
             } else {
                 bus.publish("idle", m).unwrap();

@@ -237,7 +237,11 @@ fn a_reused_string_buffer_publishes_each_name_to_its_own_topic() {
         let mut name = String::with_capacity(16);
         move |ctx: &mut Context<'_, u32>, m: &u32| {
             name.clear();
-            name.push_str(if m % 2 == 0 { "bravo-1" } else { "bravo-2" });
+            name.push_str(if m.is_multiple_of(2) {
+                "bravo-1"
+            } else {
+                "bravo-2"
+            });
             ctx.publish(name.as_str(), 100 + m).unwrap();
         }
     })
@@ -248,7 +252,11 @@ fn a_reused_string_buffer_publishes_each_name_to_its_own_topic() {
     let mut expected = Vec::new();
     for m in 0..8u32 {
         name.clear();
-        name.push_str(if m % 2 == 0 { "alpha-1" } else { "alpha-2" });
+        name.push_str(if m.is_multiple_of(2) {
+            "alpha-1"
+        } else {
+            "alpha-2"
+        });
         assert_eq!(name.as_ptr(), addr, "the buffer is reused");
         if m < 4 {
             publisher.publish(name.as_str(), m).unwrap();
@@ -257,7 +265,11 @@ fn a_reused_string_buffer_publishes_each_name_to_its_own_topic() {
         }
         expected.push((name.clone(), m));
         publisher.publish("relay", m).unwrap();
-        let relayed = if m % 2 == 0 { "bravo-1" } else { "bravo-2" };
+        let relayed = if m.is_multiple_of(2) {
+            "bravo-1"
+        } else {
+            "bravo-2"
+        };
         expected.push((relayed.to_owned(), 100 + m));
     }
     let stats = bus.shutdown();
