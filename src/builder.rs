@@ -55,7 +55,7 @@ pub struct Builder<T> {
     /// Placement and fences (`cores`, `fences`).
     host: HostOptions,
     metrics_label: String,
-    spin_before_park: u32,
+    pub(crate) spin_before_park: u32,
 }
 
 /// The builder's options about the host process: where shard threads run and how the bus
@@ -199,22 +199,6 @@ impl<T: Send + 'static> Builder<T> {
     /// else).
     pub fn wait_strategy(mut self, wait: WaitStrategy) -> Self {
         self.wait = wait;
-        self
-    }
-
-    /// With [`WaitStrategy::Park`] (the default): the most empty polls an idle shard makes
-    /// before it parks. Default 11, crossbeam `Backoff`'s whole course: seven spins
-    /// (1 to 64 spin-loop hints each) then four `yield`s, each followed by a pass over the
-    /// shard's inputs. The budget adapts below this most: it halves each time the shard
-    /// parks after polling in vain (down to one poll), and doubles each time a poll finds a
-    /// message. So a shard fed a steady stream keeps spinning through short gaps (no
-    /// wake-up for its publishers to pay), and one fed a message every 100 µs soon polls
-    /// once and parks, using little more CPU than a blocking channel's receiver. `0` parks
-    /// at the first empty pass: the least CPU, a wake-up for nearly every message after a
-    /// pause. Ignored by [`BusySpin`](WaitStrategy::BusySpin) and
-    /// [`Yield`](WaitStrategy::Yield).
-    pub fn spin_before_park(mut self, polls: u32) -> Self {
-        self.spin_before_park = polls;
         self
     }
 

@@ -27,6 +27,35 @@ pub enum WaitStrategy {
 /// as a crossbeam-channel receiver spins before it blocks.
 pub(crate) const DEFAULT_SPIN_BEFORE_PARK: u32 = 11;
 
+// The builder's setting lives beside the budget it sets (`builder.rs` is at its size limit).
+impl<T: Send + 'static> crate::Builder<T> {
+    /// With [`WaitStrategy::Park`] (the default): the most empty polls an idle shard makes
+    /// before it parks. Default 11, crossbeam `Backoff`'s whole course: seven spins
+    /// (1 to 64 spin-loop hints each) then four `yield`s, each followed by a pass over the
+    /// shard's inputs. The budget adapts below this most: it halves each time the shard
+    /// parks after polling in vain (down to one poll), and doubles each time a poll finds a
+    /// message. So a shard fed a steady stream keeps spinning through short gaps (no
+    /// wake-up for its publishers to pay), and one fed a message every 100 µs soon polls
+    /// once and parks. `0` parks at the first empty pass: the least CPU, a wake-up for
+    /// nearly every message after a pause. Ignored by [`BusySpin`](WaitStrategy::BusySpin)
+    /// and [`Yield`](WaitStrategy::Yield).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = shardbus::Bus::<u64>::builder()
+    ///     .shards(1)
+    ///     .spin_before_park(2)
+    ///     .build()?;
+    /// bus.publish("ticks", 1)?;
+    /// assert_eq!(bus.shutdown().received(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn spin_before_park(mut self, polls: u32) -> Self {
+        self.spin_before_park = polls;
+        self
+    }
+}
+
 /// The adaptive spin-before-park budget of a [`WaitStrategy::Park`] shard: how many empty
 /// polls (a back-off step, then a pass over the inputs) it makes before it parks.
 ///
