@@ -58,6 +58,7 @@ pub struct Builder<T> {
     host: HostOptions,
     metrics_label: String,
     parted: partitioned::PreParted<T>,
+    pub(crate) spin_before_park: u32,
 }
 
 /// The builder's options about the host process: where shard threads run and how the bus
@@ -85,6 +86,7 @@ impl<T> std::fmt::Debug for Builder<T> {
             .field("overflow_limit", &self.overflow_limit)
             .field("pin", &self.pin)
             .field("wait", &self.wait)
+            .field("spin_before_park", &self.spin_before_park)
             .field("thread_name", &self.thread_name)
             .field("dead_letter", &self.dead_letter.is_some())
             .field("drop_timeout", &self.drop_timeout)
@@ -122,6 +124,7 @@ impl<T: Send + 'static> Default for Builder<T> {
             host: HostOptions::default(),
             metrics_label: "default".to_owned(),
             parted: partitioned::PreParted::default(),
+            spin_before_park: crate::wait::DEFAULT_SPIN_BEFORE_PARK,
         }
     }
 }
@@ -472,6 +475,7 @@ impl<T: Send + 'static> Builder<T> {
             overflow_limit,
             dead_letter: self.dead_letter,
             wait: self.wait,
+            spin_before_park: self.spin_before_park,
             persistent,
             codec: self.persist.as_ref().map(|(_, codec)| *codec),
             max_record_size: self

@@ -113,6 +113,18 @@ impl Topics {
         }
     }
 
+    /// `Bus::publish` by name: the id through the calling thread's cache of this bus;
+    /// `None` for an invalid name.
+    #[inline]
+    pub(crate) fn thread_by_name(&self, name: &str) -> Option<TopicId> {
+        let cell = self.thread_caches.get_or(RefCell::default);
+        match cell.try_borrow_mut() {
+            Ok(mut cache) => cache.by_name(self, name),
+            // Only reentrant use could get here (see `thread_cached`).
+            Err(_) => self.resolve(&self.router.key(name)?),
+        }
+    }
+
     /// How many topics the calling thread's cache of this bus holds (tests).
     #[cfg(test)]
     pub(crate) fn thread_cache_len(&self) -> usize {
@@ -135,10 +147,13 @@ impl Topics {
 }
 
 /// A resolver's private memory of the topics it has interned: publishing by name to a
-/// known topic costs one hash-map probe and no lock.
+/// known topic costs one hash-map probe and no lock, and to a name it resolved recently
+/// from the same place in memory (a string literal, a `String` kept for the purpose) a
+/// probe of [`NameMemo`]: no hash, no copy of the name, a compare of its bytes.
 #[derive(Default)]
 pub(crate) struct TopicCache {
     ids: TopicMap<TopicId>,
+    memo: NameMemo,
 }
 
 impl TopicCache {
@@ -149,6 +164,121 @@ impl TopicCache {
         let id = topics.resolve(key)?;
         self.ids.insert(*key, id);
         Some(id)
+    }
+
+    /// The id of topic `name`, interning it the first time; `None` for an invalid name.
+    /// The hit (the name's bytes are those remembered in its memo slot) is inline and
+    /// never hashes; everything else is out of line.
+    #[inline(always)]
+    pub(crate) fn by_name(&mut self, topics: &Topics, name: &str) -> Option<TopicId> {
+        match self.memo.find(name) {
+            Some(id) => Some(id),
+            None => self.by_name_slow(topics, name),
+        }
+    }
+
+    /// [`by_name`](Self::by_name) past the memo: hashes the name (rejecting an invalid
+    /// one), finds or interns it, and remembers it in the memo.
+    #[cold]
+    #[inline(never)]
+    fn by_name_slow(&mut self, topics: &Topics, name: &str) -> Option<TopicId> {
+        let key = topics.router.key(name)?;
+        let id = self.get(topics, &key)?;
+        self.memo.remember(name, key, id);
+        Some(id)
+    }
+}
+
+/// Slots of a [`NameMemo`] (a power of two).
+const MEMO_SLOTS: usize = 8;
+
+/// A small direct-mapped memo of names to ids, indexed by where the name's bytes live.
+///
+/// A name is placed in the slot its address and length pick, so one published from the
+/// same buffer each time (a literal, a kept `String`) finds its slot at once. A slot is
+/// trusted only when its remembered bytes equal the name's: the address only chooses
+/// where to look, never decides a hit, so a buffer reused for another name (a `String`
+/// cleared and refilled) can never return a stale id, and the same name from another
+/// buffer is still answered right (from the map, then remembered at its own slot).
+struct NameMemo {
+    slots: [MemoSlot; MEMO_SLOTS],
+}
+
+#[derive(Clone, Copy)]
+struct MemoSlot {
+    /// The name's length; `usize::MAX` for an empty slot (no `&str` is that long).
+    len: usize,
+    /// The name's bytes (`key.as_str()`, `len` of them).
+    key: TopicKey,
+    id: TopicId,
+}
+
+impl Default for NameMemo {
+    fn default() -> Self {
+        let empty = MemoSlot {
+            len: usize::MAX,
+            key: TopicKey::EMPTY,
+            id: TopicId {
+                shard: crate::route::ShardId(0),
+                index: 0,
+            },
+        };
+        Self {
+            slots: [empty; MEMO_SLOTS],
+        }
+    }
+}
+
+impl NameMemo {
+    /// The slot for a name at `addr` of `len` bytes: a multiplicative hash of both (three
+    /// instructions), its top bits.
+    #[inline(always)]
+    fn slot_of(name: &str) -> usize {
+        let addr = name.as_ptr() as usize as u64;
+        let mixed = (addr ^ name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - MEMO_SLOTS.trailing_zeros())) as usize
+    }
+
+    #[inline(always)]
+    fn find(&self, name: &str) -> Option<TopicId> {
+        let slot = &self.slots[Self::slot_of(name)];
+        if slot.len == name.len() && same_bytes(slot.key.inline_bytes(), name.as_bytes()) {
+            Some(slot.id)
+        } else {
+            None
+        }
+    }
+
+    fn remember(&mut self, name: &str, key: TopicKey, id: TopicId) {
+        self.slots[Self::slot_of(name)] = MemoSlot {
+            len: name.len(),
+            key,
+            id,
+        };
+    }
+}
+
+/// Whether `name` (at most [`MAX_TOPIC_LEN`](crate::MAX_TOPIC_LEN) bytes, checked by the
+/// caller's length compare) equals the first `name.len()` bytes of `known`. Word-wide
+/// compares that overlap at the end instead of a call to `memcmp`: a name of 4 to 16
+/// bytes costs two or four loads and compares.
+#[inline(always)]
+fn same_bytes(known: &[u8; crate::route::MAX_TOPIC_LEN], name: &[u8]) -> bool {
+    let n = name.len();
+    let word = |b: &[u8], at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]));
+    let half = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap_or([0; 4]));
+    if n >= 8 {
+        if n > 16 {
+            return known[..n] == *name;
+        }
+        word(known, 0) == word(name, 0) && word(known, n - 8) == word(name, n - 8)
+    } else if n >= 4 {
+        half(known, 0) == half(name, 0) && half(known, n - 4) == half(name, n - 4)
+    } else if n > 0 {
+        known[0] == name[0] && known[n / 2] == name[n / 2] && known[n - 1] == name[n - 1]
+    } else {
+        // Empty names are never remembered (and an empty slot's length matches none).
+        false
     }
 }
 
@@ -174,6 +304,49 @@ mod tests {
         (0..n)
             .map(|i| topics.router.key(&format!("{prefix}-{i}")).unwrap())
             .collect()
+    }
+
+    /// A `String` cleared and refilled keeps its buffer: the second name sits at the first
+    /// one's address with the same length, so it lands in the same memo slot. Only a compare
+    /// of the bytes tells them apart.
+    #[test]
+    fn a_reused_buffer_never_hits_the_previous_names_entry() {
+        let topics = Topics::new(Router::new(4), 7);
+        let mut cache = TopicCache::default();
+        let mut name = String::with_capacity(32);
+        // Lengths 1..=40 cover every branch of the byte compare; names differ in their
+        // first, middle or last byte only.
+        for len in 1..=40usize {
+            for at in [0, len / 2, len - 1] {
+                name.clear();
+                name.extend(std::iter::repeat_n('a', len));
+                let addr = name.as_ptr();
+                let first = cache.by_name(&topics, &name).unwrap();
+                assert_eq!(cache.by_name(&topics, &name), Some(first));
+                let mut bytes = name.clone().into_bytes();
+                bytes[at] = b'b';
+                name.clear();
+                name.push_str(std::str::from_utf8(&bytes).unwrap());
+                assert_eq!(name.as_ptr(), addr, "the buffer is reused");
+                let second = cache.by_name(&topics, &name).unwrap();
+                let expected = topics.intern(&topics.router.key(&name).unwrap());
+                assert_eq!(second, expected, "{name:?}");
+                assert_ne!(second, first, "{name:?}");
+                // And back: the first name again, from the same buffer.
+                name.clear();
+                name.extend(std::iter::repeat_n('a', len));
+                assert_eq!(cache.by_name(&topics, &name), Some(first));
+            }
+        }
+        // Invalid names are never remembered, whatever sits in their slot.
+        assert_eq!(cache.by_name(&topics, ""), None);
+        assert_eq!(cache.by_name(&topics, &"x".repeat(56)), None);
+        // The same name from another buffer gets the same id.
+        let elsewhere = String::from("aaaa");
+        assert_eq!(
+            cache.by_name(&topics, &elsewhere),
+            cache.by_name(&topics, "aaaa")
+        );
     }
 
     #[test]

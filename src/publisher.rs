@@ -243,6 +243,7 @@ impl<T> Publisher<T> {
     /// with the message instead. The same holds for
     /// [`publish_batch`](Self::publish_batch) (`WouldDeadlock(())`, the rest left in the
     /// batch).
+    #[inline]
     pub fn publish(&mut self, topic: impl ToTopic, msg: T) -> Result<(), PublishError<T>> {
         let Some(topic) = topic.id_in(&self.shared.topics, Some(&mut self.cache)) else {
             return Err(PublishError::InvalidTopic(msg));

@@ -152,6 +152,20 @@ impl TopicKey {
             }
         }
     }
+    /// All the inline bytes: the name, then zeros (or, in a partition's interned key, its
+    /// record name's suffix: compare only the name's length of them).
+    pub(crate) fn inline_bytes(&self) -> &[u8; MAX_TOPIC_LEN] {
+        &self.bytes
+    }
+
+    /// A key that names no topic (a placeholder in an empty cache slot).
+    pub(crate) const EMPTY: Self = Self {
+        hash: 0,
+        len: 0,
+        bytes: [0; MAX_TOPIC_LEN],
+        part: NO_PART,
+        rec_extra: 0,
+    };
 }
 
 impl PartialEq for TopicKey {

@@ -39,6 +39,8 @@ pub(crate) struct Shared<T> {
     pub(crate) overflow_limit: usize,
     pub(crate) dead_letter: Option<DeadLetterFn<T>>,
     pub(crate) wait: crate::wait::WaitStrategy,
+    /// `Builder::spin_before_park`: the most empty polls before a parking shard parks.
+    pub(crate) spin_before_park: u32,
     /// Whether the bus was built with persistence.
     pub(crate) persistent: bool,
     /// Persistent buses: the codec, for the checks a publishing thread makes before it

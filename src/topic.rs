@@ -107,9 +107,12 @@ pub(crate) mod sealed {
             self
         }
 
+        #[inline(always)]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
-            let key = topics.router.key(self)?;
-            topics.cached(&key, cache)
+            match cache {
+                Some(cache) => cache.by_name(topics, self),
+                None => topics.thread_by_name(self),
+            }
         }
     }
 
@@ -118,6 +121,7 @@ pub(crate) mod sealed {
             self
         }
 
+        #[inline(always)]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
             self.as_str().id_in(topics, cache)
         }
@@ -162,7 +166,7 @@ pub(crate) mod sealed {
             (**self).part_id(topics, part, cache)
         }
 
-        #[inline]
+        #[inline(always)]
         fn id_in(&self, topics: &Topics, cache: Option<&mut TopicCache>) -> Option<TopicId> {
             (**self).id_in(topics, cache)
         }

@@ -83,7 +83,7 @@ impl<T: Send + 'static> Actors<T> {
     /// counted.
     #[cold]
     #[inline(never)]
-    fn abandon(&mut self, env: Envelope<T>) {
+    pub(super) fn abandon(&mut self, env: Envelope<T>) {
         self.counters.dropped += 1;
         if drop_guarded(env).is_err() {
             self.counters.panicked(PanicSite::Drop);
@@ -362,7 +362,7 @@ impl<T: Send + 'static> Actors<T> {
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn handle_caught<T: 'static>(
+pub(super) fn handle_caught<T: 'static>(
     shared: &Shared<T>,
     shard: ShardId,
     where_is: &mut HashMap<SubscriptionId, u32>,

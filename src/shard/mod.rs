@@ -17,7 +17,7 @@ use crate::shutdown::Command;
 use crate::stats::{LocalCounters, SAMPLE_EVERY};
 use crate::supervise::{panic_text, Subscriber, Verdict};
 use crate::sync::{thread, Arc, Backoff, Ordering, Parker};
-use crate::wait::WaitStrategy;
+use crate::wait::{SpinBudget, WaitStrategy};
 
 mod closing;
 pub(crate) mod current;
@@ -25,6 +25,7 @@ mod dispatch;
 mod inputs;
 mod logged;
 mod patterns;
+mod run;
 
 use dispatch::{Actors, Names};
 use inputs::Inputs;
@@ -94,6 +95,8 @@ pub(crate) struct Shard<T> {
     startup: Option<Startup<T>>,
     /// The `metrics` feature's handles (nothing without it).
     metrics: ShardMetrics,
+    /// [`WaitStrategy::Park`]: how many empty polls before the next park (adaptive).
+    spin: SpinBudget,
 }
 
 impl<T: Send + 'static> Shard<T> {
@@ -118,6 +121,7 @@ impl<T: Send + 'static> Shard<T> {
             counters: LocalCounters::default(),
             patterns: Default::default(),
         };
+        let spin = SpinBudget::new(shared.spin_before_park);
         Self {
             id,
             shared,
@@ -143,6 +147,7 @@ impl<T: Send + 'static> Shard<T> {
             wal,
             startup: Some(startup),
             metrics,
+            spin,
         }
     }
 
@@ -199,6 +204,7 @@ impl<T: Send + 'static> Shard<T> {
             }
             if did > 0 {
                 backoff.reset();
+                self.spin.found_work();
                 self.slip(did);
             } else {
                 self.wait_idle(&backoff);
@@ -293,7 +299,7 @@ impl<T: Send + 'static> Shard<T> {
         });
         let mut i = 0;
         while i < inputs.lanes.len() {
-            let n = inputs.lanes[i].pop_batch(BATCH, |env| actors.take(names, env, flags));
+            let n = actors.drain_runs(names, flags, &mut inputs.lanes[i], BATCH);
             did += n;
             if n == 0 && inputs.lanes[i].is_finished() {
                 inputs.lanes.swap_remove(i);
@@ -304,7 +310,7 @@ impl<T: Send + 'static> Shard<T> {
         // Shard-to-shard lanes publish their position per message (`pop_each`): what
         // the shutdown coordinator counts for a shard stuck in a handler is exact.
         for peer in &mut inputs.peers {
-            did += peer.pop_each(BATCH, |env| actors.take(names, env, flags));
+            did += actors.drain_runs(names, flags, &mut run::Each(peer), BATCH);
         }
         // What the handlers asked for on this shard's topics, before the local messages
         // (which they may have published after asking).
@@ -401,9 +407,14 @@ impl<T: Send + 'static> Shard<T> {
                 }
             }
             WaitStrategy::Park => {
-                if !backoff.is_completed() || self.actors.out.has_pending() {
+                if self.actors.out.has_pending() {
                     // With overflow (or controls for a full ring) pending, no one will
                     // unpark us when room frees up.
+                    backoff.snooze();
+                    return;
+                }
+                // Poll again within the adaptive budget (see `SpinBudget`).
+                if !backoff.is_completed() && self.spin.poll_again() {
                     backoff.snooze();
                     return;
                 }
@@ -413,6 +424,7 @@ impl<T: Send + 'static> Shard<T> {
                 // flags need no re-check: the coordinator unparks unconditionally after
                 // setting them, and an unpark before the park leaves a token.
                 if !self.has_ready_seqcst() {
+                    self.spin.parked();
                     // A persistent shard also wakes for an `Interval` sync or a timed
                     // checkpoint; any shard whose heavy fence failed (`sync::asym`) wakes
                     // to re-check, since a publisher's wake-up may have been missed.

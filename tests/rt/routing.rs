@@ -215,3 +215,69 @@ fn topics_first_seen_concurrently_are_interned_once() {
         assert_eq!(got, want, "topic {name}");
     }
 }
+
+/// Publishing by name remembers recent names by where their bytes live. A `String`
+/// cleared and refilled with another name of the same length keeps its buffer, so the
+/// second name sits where the first one did: each message must still reach the topic its
+/// name says, from a `Publisher`, from `Bus::publish` and from a handler
+/// (`Context::publish`).
+#[test]
+fn a_reused_string_buffer_publishes_each_name_to_its_own_topic() {
+    let bus = bus(1);
+    let log = Log::new();
+    for topic in ["alpha-1", "alpha-2", "bravo-1", "bravo-2"] {
+        let sink = log.clone();
+        bus.subscribe(topic, move |ctx: &mut Context<'_, u32>, m: &u32| {
+            sink.push((ctx.topic().to_owned(), *m));
+        })
+        .unwrap();
+    }
+    // The handler republishes each message of "alpha-*" to "bravo-*" through one buffer.
+    bus.subscribe("relay", {
+        let mut name = String::with_capacity(16);
+        move |ctx: &mut Context<'_, u32>, m: &u32| {
+            name.clear();
+            name.push_str(if m.is_multiple_of(2) {
+                "bravo-1"
+            } else {
+                "bravo-2"
+            });
+            ctx.publish(name.as_str(), 100 + m).unwrap();
+        }
+    })
+    .unwrap();
+    let mut publisher = bus.publisher();
+    let mut name = String::with_capacity(16);
+    let addr = name.as_ptr();
+    let mut expected = Vec::new();
+    for m in 0..8u32 {
+        name.clear();
+        name.push_str(if m.is_multiple_of(2) {
+            "alpha-1"
+        } else {
+            "alpha-2"
+        });
+        assert_eq!(name.as_ptr(), addr, "the buffer is reused");
+        if m < 4 {
+            publisher.publish(name.as_str(), m).unwrap();
+        } else {
+            bus.publish(name.as_str(), m).unwrap();
+        }
+        expected.push((name.clone(), m));
+        publisher.publish("relay", m).unwrap();
+        let relayed = if m.is_multiple_of(2) {
+            "bravo-1"
+        } else {
+            "bravo-2"
+        };
+        expected.push((relayed.to_owned(), 100 + m));
+    }
+    let stats = bus.shutdown();
+    // Each message on the topic its name said (the order between a handler's publishes
+    // and the publisher's is not promised: compared as sorted lists).
+    let mut got = log.snapshot();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(stats.unrouted(), 0);
+}

@@ -1,0 +1,353 @@
+//! Run dispatch: a lane's messages are handed to their subscribers by runs, not one by
+//! one.
+//!
+//! A run is a stretch of consecutive messages of one input to one topic. Its subscribers
+//! are looked up once, when it starts; a topic with one subscriber (the common case) gets
+//! a direct loop: the handler is called for each message with no lookup, no
+//! `catch_unwind` and no counter update per message. One `catch_unwind` covers the whole
+//! drain of the input. A panic in a handler (or in a message's `Drop`) unwinds out of the
+//! drain with the failed message still in [`Slot`]; the input has already moved past it
+//! (its pop is panic-safe), so after the message is dead-lettered and the supervision
+//! policy applied exactly as for a lone message (`handle_caught`), the drain resumes with
+//! the next message, in order. Topics with several subscribers, or none, go through
+//! [`Actors::dispatch`] one message at a time, as before.
+
+use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::dispatch::handle_caught;
+use super::*;
+use crate::shutdown::ShutdownFlags;
+use crate::stats::PanicSite;
+use crate::supervise::{Caught, Guarded};
+
+/// An input a shard drains by runs: a lane (`pop_batch`) or a shard-to-shard lane
+/// ([`Each`], `pop_each`). Its pop must leave the input past every value it handed on,
+/// even when `f` panics.
+pub(super) trait Source<T> {
+    fn pop(&mut self, max: usize, f: impl FnMut(Envelope<T>)) -> usize;
+}
+
+impl<T> Source<T> for spsc::Consumer<Envelope<T>> {
+    #[inline(always)]
+    fn pop(&mut self, max: usize, f: impl FnMut(Envelope<T>)) -> usize {
+        self.pop_batch(max, f)
+    }
+}
+
+/// A shard-to-shard lane, drained with `pop_each` (it publishes its position per value).
+pub(super) struct Each<'a, T>(pub(super) &'a mut spsc::Consumer<Envelope<T>>);
+
+impl<T> Source<T> for Each<'_, T> {
+    #[inline(always)]
+    fn pop(&mut self, max: usize, f: impl FnMut(Envelope<T>)) -> usize {
+        self.0.pop_each(max, f)
+    }
+}
+
+/// The message being handled in a direct run, kept outside the drain's `catch_unwind` so
+/// that it outlives a panic of its handler (to be dead-lettered). Owned by the shard's
+/// drain; `live` says whether it holds a value that has not been dropped.
+struct Slot<V> {
+    value: MaybeUninit<V>,
+    live: bool,
+}
+
+impl<V> Slot<V> {
+    fn new() -> Self {
+        Self {
+            value: MaybeUninit::uninit(),
+            live: false,
+        }
+    }
+
+    /// Moves `value` in. The slot is empty: every `put` is followed by a `finish` or,
+    /// after a panic, a `take`.
+    #[inline(always)]
+    fn put(&mut self, value: V) -> &V {
+        debug_assert!(!self.live, "a slot filled twice");
+        self.live = true;
+        self.value.write(value)
+    }
+
+    /// Drops the value after its handler returned. `live` is cleared first, so a panic in
+    /// the value's `Drop` leaves the slot empty (the value is gone either way).
+    #[inline(always)]
+    fn finish(&mut self) {
+        self.live = false;
+        // `put` wrote the value and nothing has dropped or moved it since (`live` was
+        // true); it is now false, so no one touches it again.
+        // SAFETY: the slot owns the value, and this is its one drop, as just said.
+        unsafe { self.value.assume_init_drop() }
+    }
+
+    /// The value, if a panic left it alive (its handler panicked).
+    fn take(&mut self) -> Option<V> {
+        if !std::mem::take(&mut self.live) {
+            return None;
+        }
+        // `live` was true: `put` wrote the value and nothing has dropped or moved it; it
+        // is now false, so this is the one move out.
+        // SAFETY: the slot owns the value, as just said.
+        Some(unsafe { self.value.assume_init_read() })
+    }
+}
+
+/// The run under way in a drain.
+struct Run<T> {
+    /// The run's topic index; `u32::MAX` before the first message (no topic has that
+    /// index: the registry would run out of memory first).
+    topic: u32,
+    /// `topic` when it has exactly one subscriber (the direct loop, through `direct`),
+    /// else `u32::MAX`: one compare per message decides both "same run" and "direct".
+    direct_topic: u32,
+    /// The topic's lone subscriber, looked up once per run; a placeholder unless
+    /// `direct_topic == topic`.
+    direct: Direct<T>,
+}
+
+/// What a direct run calls, found once per run.
+struct Direct<T> {
+    /// The lone subscriber, `Actors::subs[topic][0]`. Valid for the run: a subscriber
+    /// is removed, replaced or moved (its topic's `Vec` grown) only by supervision after a
+    /// panic (which ends the run, `after_panic`) or by a subscription change (applied
+    /// between drains, never during one); the outer `Vec` moving does not move it.
+    sub: *mut Subscriber<T>,
+    /// The topic's name in `Names::keys`. Valid for the run: `keys` grows only when a
+    /// run starts (`switch_run`), and every run looks its pointer up anew.
+    key: *const TopicKey,
+}
+
+impl<T> Run<T> {
+    /// No run yet: the next message starts one.
+    fn none() -> Self {
+        Self {
+            topic: u32::MAX,
+            direct_topic: u32::MAX,
+            direct: Direct {
+                sub: std::ptr::null_mut(),
+                key: std::ptr::null(),
+            },
+        }
+    }
+}
+
+/// Per-drain counts, added to the shard's counters once the drain ends (or a panic
+/// interrupts it).
+struct Tally {
+    /// Messages handled by a direct run (each is received and handled).
+    direct: u64,
+    /// Direct messages until the next timed handler call (one in
+    /// [`SAMPLE_EVERY`](crate::stats::SAMPLE_EVERY)).
+    sample_in: u64,
+}
+
+impl<T: Send + 'static> Actors<T> {
+    /// Drains up to `max` messages of `source`, by runs. Returns how many it popped.
+    #[inline]
+    pub(super) fn drain_runs(
+        &mut self,
+        names: &mut Names,
+        flags: &ShutdownFlags,
+        source: &mut impl Source<T>,
+        max: usize,
+    ) -> usize {
+        let mut popped = 0;
+        let mut slot = Slot::new();
+        let mut run = Run::none();
+        // The shard counts received messages from 1: message `received + k` is timed when
+        // it is 1 modulo SAMPLE_EVERY, as `dispatch` does.
+        let next = SAMPLE_EVERY - (self.counters.received + SAMPLE_EVERY - 1) % SAMPLE_EVERY;
+        let mut tally = Tally {
+            direct: 0,
+            sample_in: next,
+        };
+        loop {
+            // AssertUnwindSafe: after a panic the failed message is in `slot` (or gone,
+            // if its `Drop` panicked), the input is past it, and the run is ended below;
+            // nothing else is left half-changed (counters are updated around the call).
+            let caught = catch_unwind(AssertUnwindSafe(|| {
+                source.pop(max - popped, |env| {
+                    popped += 1;
+                    self.step(names, flags, &mut run, &mut slot, &mut tally, env);
+                })
+            }));
+            match caught {
+                Ok(_) => break,
+                Err(payload) => {
+                    self.after_panic(names, run.topic, &mut slot, &mut tally, payload);
+                    // The subscriber may be gone or replaced: the next message starts a
+                    // new run.
+                    run = Run::none();
+                    if popped == max {
+                        break;
+                    }
+                }
+            }
+        }
+        self.add_tally(&mut tally);
+        popped
+    }
+
+    #[inline(always)]
+    fn add_tally(&mut self, tally: &mut Tally) {
+        let c = &mut self.counters;
+        c.received += tally.direct;
+        c.handled += tally.direct;
+        tally.direct = 0;
+    }
+
+    /// One message of a drain.
+    #[inline(always)]
+    fn step(
+        &mut self,
+        names: &mut Names,
+        flags: &ShutdownFlags,
+        run: &mut Run<T>,
+        slot: &mut Slot<Envelope<T>>,
+        tally: &mut Tally,
+        env: Envelope<T>,
+    ) {
+        if flags.shard_is_abandoned() {
+            self.abandon(env);
+            return;
+        }
+        if env.topic != run.direct_topic && !self.switch_run(names, run, env.topic) {
+            self.step_other(names, tally, env);
+            return;
+        }
+        tally.sample_in -= 1;
+        if tally.sample_in == 0 {
+            tally.sample_in = SAMPLE_EVERY;
+            self.timed_call(&run.direct, slot, tally, env);
+            return;
+        }
+        tally.direct += 1;
+        self.direct_call(&run.direct, slot, env);
+    }
+
+    /// A message of `topic` where the run is not a direct run of it: starts a run of
+    /// `topic` unless it is the run under way (a topic with several subscribers or none).
+    /// Returns whether the run is now direct. Updates `run` in place: under many topics
+    /// nearly every message starts a run, and this is what it costs.
+    #[inline(always)]
+    fn switch_run(&mut self, names: &mut Names, run: &mut Run<T>, topic: u32) -> bool {
+        if topic == run.topic {
+            return false;
+        }
+        if names.learn(topic, &self.shared.topics) {
+            // A topic first seen: the shard's patterns are matched against it before its
+            // subscribers are looked up (inside the first-sight branch: nothing per message).
+            self.catch_up_patterns(names);
+        }
+        run.topic = topic;
+        match self.subs.get_mut(topic as usize) {
+            Some(subs) if subs.len() == 1 => {
+                run.direct_topic = topic;
+                run.direct.sub = &mut subs[0] as *mut Subscriber<T>;
+                run.direct.key = names.key(topic) as *const TopicKey;
+                true
+            }
+            _ => {
+                run.direct_topic = u32::MAX;
+                false
+            }
+        }
+    }
+
+    /// [`step`](Self::step) for a message of a topic with several subscribers or none:
+    /// one message at a time, each call guarded ([`Actors::dispatch`]).
+    #[inline(never)]
+    fn step_other(&mut self, names: &mut Names, tally: &mut Tally, env: Envelope<T>) {
+        self.add_tally(tally);
+        self.dispatch(names, env, false);
+        tally.sample_in -= 1;
+        if tally.sample_in == 0 {
+            tally.sample_in = SAMPLE_EVERY;
+        }
+    }
+
+    /// Calls the run's lone subscriber on `env`, then drops it. A panic unwinds to the
+    /// drain's `catch_unwind`, with the message in `slot` if it panicked in `handle`.
+    #[inline(always)]
+    fn direct_call(&mut self, direct: &Direct<T>, slot: &mut Slot<Envelope<T>>, env: Envelope<T>) {
+        // `direct` was set by `switch_run` for the run under way, whose subscriber and
+        // name stay where they are until the run ends (see `Direct`), and only this
+        // thread touches them; nothing else borrows the subscriber during its call.
+        // SAFETY: the shard owns both, as just said.
+        let (sub, topic) = unsafe { (&mut *direct.sub, &*direct.key) };
+        let mut ctx = Context {
+            topic,
+            subscription: sub.id,
+            out: &mut self.out,
+            replay: false,
+        };
+        let env = slot.put(env);
+        sub.actor.handle(&mut ctx, &env.msg);
+        slot.finish();
+    }
+
+    /// [`direct_call`](Self::direct_call), timed: one in `SAMPLE_EVERY` direct messages.
+    #[cold]
+    #[inline(never)]
+    fn timed_call(
+        &mut self,
+        direct: &Direct<T>,
+        slot: &mut Slot<Envelope<T>>,
+        tally: &mut Tally,
+        env: Envelope<T>,
+    ) {
+        // Counted before the call, as `dispatch` counts: a message whose handler panics
+        // was received and handled.
+        tally.direct += 1;
+        let start = std::time::Instant::now();
+        self.direct_call(direct, slot, env);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.counters[self.id.0].record_handler_ns(ns);
+    }
+
+    /// After a panic unwound out of a drain: only a direct call can panic there (every
+    /// other call is guarded on its own), so it was `topic`'s lone subscriber, in its
+    /// `handle` if the message is still in `slot`, else in the message's `Drop`. Handled
+    /// as [`Actors::dispatch`] handles a panic of a lone subscriber.
+    #[cold]
+    #[inline(never)]
+    fn after_panic(
+        &mut self,
+        names: &Names,
+        topic: u32,
+        slot: &mut Slot<Envelope<T>>,
+        tally: &mut Tally,
+        payload: Box<dyn std::any::Any + Send>,
+    ) {
+        self.add_tally(tally);
+        let Some(env) = slot.take() else {
+            // In the message's `Drop`, after its handler returned: the message is gone
+            // and the handler was fine; only counted, as `handle_caught` does.
+            self.counters.panicked(PanicSite::Drop);
+            return;
+        };
+        let Some(subs) = self.subs.get_mut(topic as usize) else {
+            return;
+        };
+        let Some(sub) = subs.first_mut() else {
+            return;
+        };
+        let mut ctx = Context {
+            topic: names.key(topic),
+            subscription: sub.id,
+            out: &mut self.out,
+            replay: false,
+        };
+        let c = &mut self.counters;
+        let (shared, id, where_is) = (&self.shared, self.id, &mut self.where_is);
+        let mut env = Guarded::new(env);
+        let caught = Caught::Call(payload);
+        let verdict = handle_caught(
+            shared, id, where_is, c, sub, &mut ctx, &mut env, caught, true,
+        );
+        if verdict == Verdict::Remove {
+            subs.clear();
+        }
+    }
+}
