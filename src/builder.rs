@@ -10,11 +10,11 @@ use crate::cores;
 use crate::error::Error;
 use crate::fences::{FenceMode, Fences};
 use crate::handler::{DeadLetter, DeadLetterFn, Handler, SubscriptionId, Supervision};
-use crate::inbox::{ack_pair, Envelope, Inbox, Item};
+use crate::inbox::{ack_pair, Inbox};
 use crate::intern::Topics;
 use crate::persist::wal::{Wal, WalConfig};
 use crate::persist::{self, Persistence};
-use crate::ring::{mpsc, spsc, MAX_CAPACITY};
+use crate::ring::spsc;
 use crate::route::ShardId;
 use crate::shard::{ReplayError, Shard, Startup};
 use crate::shared::{Shared, CHECK_ENCODE};
@@ -23,7 +23,10 @@ use crate::supervise::{Factory, Subscriber};
 use crate::sync::{plain, thread, Arc, AtomicU64, AtomicUsize, Parker};
 use crate::topic::ToTopic;
 use crate::wait::WaitStrategy;
+mod checks;
 mod partitioned;
+
+use checks::{check_capacity, check_memory, check_thread_name, default_shards, ring_bytes};
 
 /// The largest shard count a bus accepts.
 pub const MAX_SHARDS: usize = 1024;
@@ -548,61 +551,4 @@ impl<T: Codec + Send + 'static> Builder<T> {
         self.persist = Some((persistence, CodecFns::of()));
         self
     }
-}
-
-/// The last shard's thread name must fit Linux's 15 bytes, and a name has no NUL.
-fn check_thread_name(prefix: &str, shards: usize) -> Result<(), Error> {
-    let longest = format!("{prefix}-{}", shards - 1);
-    if longest.len() > MAX_THREAD_NAME || prefix.contains('\0') {
-        return Err(Error::InvalidThreadName {
-            name: longest,
-            max: MAX_THREAD_NAME,
-        });
-    }
-    Ok(())
-}
-
-/// Bytes the rings of a bus take at `build()`: each shard's inbox (`capacity` slots) and
-/// the lanes between every ordered pair of shards (`lane_capacity` slots each).
-/// Saturating: a product beyond `u64` is refused as more than any machine has.
-fn ring_bytes<T>(shards: usize, capacity: usize, lane_capacity: usize) -> u64 {
-    let inbox = (capacity as u64).saturating_mul(mpsc::Ring::<Item<T>>::slot_size() as u64);
-    let lane = (lane_capacity as u64).saturating_mul(spsc::slot_size::<Envelope<T>>() as u64);
-    let shards = shards as u64;
-    shards
-        .saturating_mul(inbox)
-        .saturating_add(shards.saturating_mul(shards - 1).saturating_mul(lane))
-}
-
-/// Refuses rings of `bytes` that no allocation could give (beyond `isize::MAX`) or that
-/// exceed the machine's memory, RAM plus swap, where it is known (Linux).
-fn check_memory(bytes: u64) -> Result<(), Error> {
-    let limit = crate::os::memory_total().unwrap_or(u64::MAX);
-    if bytes > isize::MAX as u64 || bytes > limit {
-        return Err(Error::OutOfMemory { bytes });
-    }
-    Ok(())
-}
-
-fn check_capacity(what: &'static str, capacity: usize) -> Result<(), Error> {
-    if capacity < 2 || !capacity.is_power_of_two() || capacity > MAX_CAPACITY {
-        return Err(Error::InvalidCapacity {
-            what,
-            capacity,
-            max: MAX_CAPACITY,
-        });
-    }
-    Ok(())
-}
-
-#[cfg(not(shardbus_loom))]
-fn default_shards() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_SHARDS)
-}
-
-#[cfg(shardbus_loom)]
-fn default_shards() -> usize {
-    1
 }
