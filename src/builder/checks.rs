@@ -4,7 +4,6 @@
 use crate::error::Error;
 use crate::inbox::{Envelope, Item};
 use crate::ring::{mpsc, spsc, MAX_CAPACITY};
-use crate::MAX_SHARDS;
 
 use super::MAX_THREAD_NAME;
 
@@ -57,7 +56,7 @@ pub(super) fn check_capacity(what: &'static str, capacity: usize) -> Result<(), 
 pub(super) fn default_shards() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(MAX_SHARDS)
+        .min(crate::MAX_SHARDS)
 }
 
 #[cfg(shardbus_loom)]
