@@ -265,6 +265,10 @@ struct LanePush<'a, T, R> {
     make: fn(Arc<Shared<T>>, usize) -> R,
 }
 
+/// Back-off steps a publish spins on a full lane before it pends: 1 + 2 + … + 64 spin
+/// hints, the blocking publish's spin phase (crossbeam `Backoff`), a few microseconds.
+const SPINS_BEFORE_PEND: u32 = 7;
+
 const GATE_CHECKED: u8 = 1;
 const SHARD_ASKED: u8 = 2;
 
@@ -396,6 +400,8 @@ where
         let Some(lane) = publisher.lanes[shard].as_mut() else {
             return Poll::Ready(Err(PublishError::Closed(msg)));
         };
+        let backoff = Backoff::new();
+        let mut spun = 0;
         loop {
             let env = Envelope {
                 topic: topic.index,
@@ -416,6 +422,15 @@ where
                     return Poll::Ready(Err(PublishError::WouldDeadlock(msg)));
                 }
                 self.asked |= SHARD_ASKED;
+            }
+            // A full lane usually has room again within microseconds (the shard drains a
+            // batch of it): spin first, as the blocking publish does, since a pend costs
+            // a round trip through the executor on both sides (this thread parked, the
+            // shard's wake through it), and meanwhile the shard runs dry and parks too.
+            if spun < SPINS_BEFORE_PEND {
+                spun += 1;
+                backoff.spin();
+                continue;
             }
             // Registers the waker and re-checks (`ring::spsc`, `RoomWaiter`).
             if lane.poll_room(cx).is_pending() {
