@@ -29,7 +29,7 @@ struct Ledger {
 }
 
 impl Handler<Order> for Ledger {
-    fn handle(&mut self, ctx: &mut Context<'_, Order>, order: &Order) {
+    fn handle(&mut self, _: &mut Context<'_, Order>, order: &Order) {
         let (next, balance) = self.balances.entry(order.customer).or_default();
         // Same key, same instance, publish order: no customer's orders interleave.
         assert_eq!(order.number, *next, "customer {}", order.customer);
