@@ -2,7 +2,9 @@
 //! shards (two; the actor's is shard 0, the other idles), in each fence mode side by side.
 //! Prints one table: per fence mode and interval, the median over the repetitions of the
 //! round trip / 2 (p50, p99, p99.9) and of the serving shard's CPU (CPU time / wall time),
-//! with the idle shard's CPU.
+//! with the idle shard's CPU; then the same for a crossbeam-channel consumer (a thread
+//! blocked in `recv` on a `bounded` channel, answering through the same atomic), run
+//! interleaved with the bus, and the ratios of the bus's serving-shard CPU and p50 to it.
 //!
 //! `cargo run --release -p shardbus-bench --example light_load -- [--fences auto,membarrier,seqcst]
 //! [--intervals 10us,100us,1ms] [--seconds 2] [--reps 3]`
@@ -14,7 +16,7 @@
 use std::time::Duration;
 
 use shardbus::{Fences, WaitStrategy};
-use shardbus_bench::runner::ping_pong;
+use shardbus_bench::runner::{crossbeam_ping_pong, ping_pong};
 use shardbus_bench::RunOpts;
 
 struct Args {
@@ -136,8 +138,29 @@ fn main() {
         .iter()
         .map(|_| args.intervals.iter().map(|_| Cell::default()).collect())
         .collect();
+    // The reference: a crossbeam-channel consumer in the same ping-pong, per interval.
+    let mut channel: Vec<Cell> = args.intervals.iter().map(|_| Cell::default()).collect();
     for rep in 0..args.reps {
         for (j, interval) in args.intervals.iter().enumerate() {
+            let rounds = ((args.seconds / interval.as_secs_f64()) as u64).max(1_000);
+            eprintln!(
+                "rep {}/{}: crossbeam-channel consumer every {interval:?}, {rounds} rounds",
+                rep + 1,
+                args.reps
+            );
+            let opts = RunOpts::default();
+            let cell = &mut channel[j];
+            match crossbeam_ping_pong(rounds, Some(*interval), &opts) {
+                Ok(p) => {
+                    cell.p50.push(p.rtt_half.value_at_quantile(0.5));
+                    cell.p99.push(p.rtt_half.value_at_quantile(0.99));
+                    cell.p999.push(p.rtt_half.value_at_quantile(0.999));
+                    if let Some(cpu) = p.consumer_cpu {
+                        cell.serving_cpu.push(cpu * 100.0);
+                    }
+                }
+                Err(e) => cell.error = Some(e.to_string()),
+            }
             for (i, &fences) in args.fences.iter().enumerate() {
                 let rounds = ((args.seconds / interval.as_secs_f64()) as u64).max(1_000);
                 let opts = RunOpts {
@@ -205,6 +228,57 @@ fn main() {
                 pct(&c.serving_cpu),
                 range(&c.serving_cpu),
                 pct(&c.idle_cpu),
+            );
+        }
+    }
+
+    println!();
+    println!(
+        "reference: a crossbeam-channel consumer (`bounded`, blocking `recv`) in the same ping-pong, \
+         interleaved with the rows above"
+    );
+    println!("| interval | RTT/2 p50 | p99 | p99.9 | consumer CPU (min–max) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (j, interval) in args.intervals.iter().enumerate() {
+        let c = &channel[j];
+        if let Some(e) = &c.error {
+            println!("| {interval:?} | error: {e} | | | |");
+            continue;
+        }
+        let ns = |v: &[u64]| median(v).map_or("-".into(), |x| x.to_string());
+        let (lo, hi) = (
+            c.serving_cpu.iter().copied().fold(f64::INFINITY, f64::min),
+            c.serving_cpu
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max),
+        );
+        println!(
+            "| {interval:?} | {} | {} | {} | {} ({lo:.1}–{hi:.1}) |",
+            ns(&c.p50),
+            ns(&c.p99),
+            ns(&c.p999),
+            median(&c.serving_cpu).map_or("-".into(), |x| format!("{x:.1} %")),
+        );
+    }
+    println!();
+    println!(
+        "| fences | interval | serving shard CPU / channel consumer CPU | RTT/2 p50 / channel's |"
+    );
+    println!("|---|---|---:|---:|");
+    for (i, &fences) in args.fences.iter().enumerate() {
+        for (j, interval) in args.intervals.iter().enumerate() {
+            let (bus, ch) = (&cells[i][j], &channel[j]);
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+                _ => "-".into(),
+            };
+            let p50 = |v: &[u64]| median(v).map(|x| x as f64);
+            println!(
+                "| {} | {interval:?} | {} | {} |",
+                name(fences),
+                ratio(median(&bus.serving_cpu), median(&ch.serving_cpu)),
+                ratio(p50(&bus.p50), p50(&ch.p50)),
             );
         }
     }

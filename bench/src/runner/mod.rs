@@ -14,7 +14,7 @@ use shardbus::Bus;
 use crate::harness::{Error, RunOpts};
 
 pub use closed_loop::{closed_loop, ClosedLoop, ClosedLoopResult};
-pub use ping_pong::{ping_pong, BusPingPong};
+pub use ping_pong::{crossbeam_ping_pong, ping_pong, BusPingPong, ChannelPingPong};
 pub use throughput::{run, run_with_stats};
 
 /// A bus of `shards` shards with the capacity, pinning and wait strategy of `opts`.

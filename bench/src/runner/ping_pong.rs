@@ -179,6 +179,94 @@ pub fn ping_pong(
     })
 }
 
+/// What [`crossbeam_ping_pong`] measured.
+#[derive(Clone, Debug)]
+pub struct ChannelPingPong {
+    /// Round trip / 2 per recorded round, in ns; the return leg is one atomic store.
+    pub rtt_half: Histogram<u64>,
+    /// CPU time / wall time of the consumer thread over the recorded rounds (Linux only;
+    /// `None` elsewhere).
+    pub consumer_cpu: Option<f64>,
+}
+
+/// [`ping_pong`]'s shape with a crossbeam-channel consumer in place of the bus: a thread
+/// pinned to core 0 blocks in `recv` on a `bounded(capacity)` channel (crossbeam's
+/// `Backoff`, then a park) and answers each ping through the same cache-padded atomic; the
+/// pinger on the last core sends one ping every `interval` (or back to back). The light-load
+/// probe's reference for a parking shard's CPU.
+pub fn crossbeam_ping_pong(
+    rounds: u64,
+    interval: Option<Duration>,
+    opts: &RunOpts,
+) -> Result<ChannelPingPong, Error> {
+    opts.validate()?;
+    let cores = Cores::detect(opts.pin);
+    cores.require(2)?;
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(opts.capacity.max(1));
+    let reply = Arc::new(CachePadded::new(AtomicU64::new(0)));
+    let warmup = rounds / 10;
+    let last_core = cores.available() - 1;
+    let cores = &cores;
+    let (rtt_half, consumer_cpu) = thread::scope(|s| {
+        let answer = reply.clone();
+        // Named as the bus's shard 0, so that `shard_cpu_ns` reads its CPU time.
+        let consumer = spawn(s, format!("{PING_THREADS}-0"), None, move || {
+            cores.pin(0);
+            while let Ok(seq) = rx.recv() {
+                // Release: pairs with the pinger's Acquire load, as the actor's reply does.
+                answer.store(seq + 1, Ordering::Release);
+            }
+        })?;
+        let pinger = spawn(s, "crossbeam-pinger".into(), None, move || {
+            cores.pin(last_core);
+            let mut rtt_half = fixed_histogram();
+            let mut cpu_start = Vec::new();
+            let mut start = Instant::now();
+            let mut next = Instant::now();
+            for seq in 0..warmup + rounds {
+                if seq == warmup {
+                    cpu_start = shard_cpu_ns(1);
+                    start = Instant::now();
+                }
+                if let Some(every) = interval {
+                    while Instant::now() < next {
+                        hint::spin_loop();
+                    }
+                    next += every;
+                }
+                let t0 = Instant::now();
+                if tx.send(seq).is_err() {
+                    break;
+                }
+                // Acquire: pairs with the consumer's Release store.
+                while reply.load(Ordering::Acquire) != seq + 1 {
+                    hint::spin_loop();
+                }
+                if seq >= warmup {
+                    rtt_half.saturating_record(t0.elapsed().as_nanos() as u64 / 2);
+                }
+            }
+            let elapsed = start.elapsed();
+            let cpu_end = shard_cpu_ns(1);
+            let cpu = match (cpu_start.first(), cpu_end.first()) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(*a) as f64 / elapsed.as_nanos() as f64),
+                _ => None,
+            };
+            // Dropping the sender ends the consumer's `recv` loop.
+            drop(tx);
+            (rtt_half, cpu)
+        })?;
+        let measured = join(pinger);
+        join(consumer);
+        Ok::<_, Error>(measured)
+    })?;
+    cores.check()?;
+    Ok(ChannelPingPong {
+        rtt_half,
+        consumer_cpu,
+    })
+}
+
 /// CPU time (user + system, ns) of the latency bus's shard threads `sbpp-0..shards`, read from
 /// `/proc/self/task/*/stat`; empty where that is unavailable.
 fn shard_cpu_ns(shards: usize) -> Vec<u64> {
@@ -227,6 +315,13 @@ fn shard_cpu_ns(shards: usize) -> Vec<u64> {
 mod tests {
     use super::*;
     use crate::harness::testing::{one_spinner_at_a_time, opts};
+
+    #[test]
+    fn crossbeam_ping_pong_records_every_round() {
+        let _spinning = one_spinner_at_a_time();
+        let r = crossbeam_ping_pong(1_000, None, &opts()).unwrap();
+        assert_eq!(r.rtt_half.len(), 1_000);
+    }
 
     #[test]
     fn ping_pong_records_every_round() {
