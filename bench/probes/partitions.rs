@@ -19,12 +19,19 @@
 //!
 //! Every run checks its counts (each token retired once, handled = tokens × (hops + 1);
 //! every published message handled once) and prints `exact`.
+//!
+//! **Instruction counts** of (b): `partitions cost plain|keyed [messages]` runs one form
+//! once, with lanes at least as large as the message count (no publish waits for room, so
+//! the counts do not depend on when the OS runs the shard), the publish loop in a function
+//! of its own (`plain_loop`, `keyed_loop`). Under callgrind its inclusive Ir divided by the
+//! messages is the publish path, and `Shard::run`'s is the shard's side (see
+//! `docs/benchmarks.md`, "Partitions").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shardbus::{Bus, Context, Handler, PartitionedTopic, Supervision, Topic};
+use shardbus::{Bus, Context, Handler, PartitionedTopic, Publisher, Supervision, Topic};
 use shardbus_bench::{floor, RunOpts};
 
 const KEYS: usize = 4096;
@@ -244,13 +251,76 @@ fn publish_rate(keyed: bool, n: u64) -> (f64, bool) {
     (n as f64 / elapsed.as_secs_f64(), exact)
 }
 
+#[inline(never)]
+fn plain_loop(p: &mut Publisher<u64>, topic: Topic, n: u64) {
+    for i in 0..n {
+        p.publish(topic, i).expect("publish");
+    }
+}
+
+#[inline(never)]
+fn keyed_loop(p: &mut Publisher<u64>, topic: &PartitionedTopic, n: u64) {
+    for i in 0..n {
+        p.publish_keyed(topic, i % 1024, i).expect("publish");
+    }
+}
+
+/// `cost plain|keyed [messages]`: one form of (b), once, for an instruction count (see the
+/// module docs). Returns whether every message was handled once.
+fn cost(keyed: bool, n: u64) -> bool {
+    let lane = (n + 1).next_power_of_two() as usize;
+    let bus = Bus::<u64>::builder()
+        .shards(1)
+        .lane_capacity(lane)
+        .build()
+        .expect("bus");
+    let sum = || {
+        |_: &mut Context<'_, u64>, m: &u64| {
+            std::hint::black_box(m);
+        }
+    };
+    let mut p = bus.publisher();
+    if keyed {
+        bus.subscribe_partitioned("t", Supervision::Resume, move |_| sum())
+            .expect("subscribe");
+        keyed_loop(&mut p, &bus.partitioned_topic("t").expect("topic"), n);
+    } else {
+        bus.subscribe("t", sum()).expect("subscribe");
+        plain_loop(&mut p, bus.topic("t").expect("topic"), n);
+    }
+    // Let the shard take every message from its lane by runs before the flush: a flush
+    // finding messages still queued hands them over one by one (the barrier's drain), and
+    // how many depends on when the OS ran the shard.
+    while bus.stats().handled() < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bus.flush().expect("flush");
+    let stats = bus.shutdown();
+    stats.handled() == n && stats.unrouted() == 0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("cost") {
+        let form = args.nth(1).unwrap_or_default();
+        let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+        let keyed = match form.as_str() {
+            "plain" => false,
+            "keyed" => true,
+            _ => {
+                eprintln!("usage: partitions cost plain|keyed [messages]");
+                std::process::exit(2);
+            }
+        };
+        let exact = cost(keyed, n);
+        println!("cost {form}, {n} messages, exact: {exact}");
+        return;
+    }
     let reps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
     let scale: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1.0);
     let hops = ((4_000.0 * scale) as u32).max(1);
