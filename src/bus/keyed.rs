@@ -160,6 +160,7 @@ impl<T: Send + 'static> Bus<T> {
     /// Messages one thread publishes with one key are handled in order, by one instance.
     /// The key is hashed once; nothing is locked or allocated once the calling thread
     /// has seen the partition.
+    #[inline]
     pub fn publish_keyed(
         &self,
         topic: impl ToTopic,
