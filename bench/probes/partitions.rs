@@ -10,7 +10,9 @@
 //! figure, target ≥ 1.6×), and the same load on a plain (unpartitioned) topic on 2 shards:
 //! one actor on one shard, the ceiling partitions remove. The host's compute scaling
 //! (2 pinned threads over 1) is measured in the same run, the ceiling of any scaling figure
-//! on this host.
+//! on this host. The partitioned 2-shard run also prints each shard's share of the
+//! handled messages: with Zipf keys the hottest keys' partitions decide it, and
+//! `1 / max(share)` bounds its scaling whatever the host.
 //!
 //! (b) **Keyed publish against plain publish, one shard.** One `Publisher` publishes
 //! `N` messages through a pre-resolved handle: plain `publish` by a `Topic` to a plain
@@ -84,6 +86,8 @@ struct LoopResult {
     elapsed: Duration,
     handled: u64,
     exact: bool,
+    /// Messages each shard handled (the bus's own counts).
+    per_shard: Vec<u64>,
 }
 
 /// Where a hop goes: the partitioned topic's handle, or the plain topic's.
@@ -193,7 +197,8 @@ fn closed_loop(shards: usize, mode: Mode, hops: u32) -> LoopResult {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed();
-    bus.shutdown();
+    let stats = bus.shutdown();
+    let per_shard = stats.shards.iter().map(|s| s.handled).collect();
     let handled = totals.handled.load(Ordering::Relaxed);
     let exact = handled == TOKENS * (u64::from(hops) + 1)
         && totals
@@ -204,6 +209,7 @@ fn closed_loop(shards: usize, mode: Mode, hops: u32) -> LoopResult {
         elapsed,
         handled,
         exact,
+        per_shard,
     }
 }
 
@@ -333,6 +339,8 @@ fn main() {
         ("plain topic, 2 shards", Vec::new()),
     ];
     let (mut keyed, mut plain, mut host) = (Vec::new(), Vec::new(), Vec::new());
+    // The partitioned 2-shard run's share of shard 0, per repetition.
+    let mut share0 = Vec::new();
     let mut exact = true;
     for _ in 0..reps {
         for (i, (shards, mode)) in [
@@ -345,6 +353,9 @@ fn main() {
         {
             let r = closed_loop(shards, mode, hops);
             exact &= r.exact;
+            if (shards, mode) == (2, Mode::Partitioned) {
+                share0.push(r.per_shard[0] as f64 / r.per_shard.iter().sum::<u64>() as f64);
+            }
             rows[i].1.push(r.handled as f64 / r.elapsed.as_secs_f64());
         }
         if let Ok(x) = floor::cpu_scaling(2, (4e8 * scale) as u64, &opts) {
@@ -375,6 +386,14 @@ fn main() {
          partitioned / plain topic at 2 shards: {:.2}×\n",
         med[1] / med[0],
         med[1] / med[2]
+    );
+    let share0 = median(share0);
+    println!(
+        "partitioned, 2 shards: shard 0 handled {:.1} % of the messages, shard 1 {:.1} % \
+         (the scaling's bound from the split alone: {:.2}×)\n",
+        share0 * 100.0,
+        (1.0 - share0) * 100.0,
+        1.0 / share0.max(1.0 - share0)
     );
     let (p, k) = (median(plain), median(keyed));
     println!("(b) one shard, one Publisher, {n} messages by a pre-resolved handle (`Topic`, `PartitionedTopic`)\n");
