@@ -55,7 +55,6 @@ impl PartCounters {
         }
     }
 
-
     #[inline]
     pub(crate) fn handled(&self) {
         bump(&self.handled);

@@ -3,9 +3,9 @@
 use std::hash::Hash;
 
 use super::{blocking_error, Publisher};
-use crate::topic::sealed::ToTopicPriv;
 use crate::error::{DurableError, PublishError, TryPublishError};
 use crate::partition::Part;
+use crate::topic::sealed::ToTopicPriv;
 use crate::topic::ToTopic;
 
 impl<T> Publisher<T> {
