@@ -7,8 +7,9 @@
 //! runs, so every shard holds some. A partitioned subscription installs one actor instance
 //! per partition, each built by the subscription's factory and supervised on its own.
 //!
-//! A keyed publish hashes its key once with the routing hash (ahash under the router's
-//! fixed keys), reduces the hash onto `0..partitions` (multiply-shift) and publishes to
+//! A keyed publish hashes its key once with the key hash (an integer by one multiply,
+//! Fibonacci hashing; byte slices with the routing hash, ahash under the router's fixed
+//! keys: see `key.rs`), reduces the hash onto `0..partitions` (multiply-shift) and publishes to
 //! that partition exactly as a plain publish publishes to a topic: through the caller's
 //! topic cache (no lock after the first sight, no allocation), into the same rings and
 //! lanes, with the same errors. Messages with one key go to one partition, on one shard,
@@ -25,6 +26,7 @@
 
 mod context;
 mod handle;
+mod key;
 mod stats;
 
 use std::hash::Hash;
@@ -38,8 +40,9 @@ use crate::sync::{plain, Arc};
 use crate::topic::{sealed::ToTopicPriv, ToTopic};
 
 pub use handle::PartitionedTopic;
+pub(crate) use key::{reduce, KeyHasher};
 pub use stats::PartitionStats;
-pub(crate) use stats::{PartCounters, Registry};
+pub(crate) use stats::{PanicGuard, PartCounters, Registry};
 
 /// The default number of partitions of a partitioned topic
 /// ([`Builder::partitions`](crate::Builder::partitions)).
@@ -62,7 +65,7 @@ impl<'a, U: ToTopic + ?Sized> Part<'a, U> {
     }
 
     /// The partition of `key`'s messages on `topics`' bus.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn of_key<K: Hash>(topics: &Topics, topic: &'a U, key: K) -> Self {
         Part::new(topic, topics.router.part_of(key))
     }
@@ -148,9 +151,11 @@ impl<T, H: Handler<T>> Handler<T> for Instance<H> {
 
     #[inline]
     fn handle(&mut self, ctx: &mut Context<'_, T>, msg: &T) {
-        // `entered - handled` counts the calls that did not return: the panics.
-        self.counters.entered();
+        // A call that does not return unwinds through the guard, which counts the panic;
+        // one that returns forgets it and counts the message handled.
+        let guard = PanicGuard(&self.counters);
         self.inner.handle(ctx, msg);
+        std::mem::forget(guard);
         self.counters.handled();
     }
 

@@ -259,12 +259,14 @@ impl Router {
         ShardId(part * self.shards / usize::from(self.partitions))
     }
 
-    /// The partition of a key: the key hashed once with the routing hash (fixed keys),
-    /// reduced onto `0..partitions` by multiply-shift.
-    #[inline]
+    /// The partition of a key: the key hashed once with the key hash (integers by one
+    /// multiply each, byte slices with the routing hash; see `partition::key`), reduced
+    /// onto `0..partitions` by multiply-shift.
+    #[inline(always)]
     pub(crate) fn part_of<K: Hash>(&self, key: K) -> u16 {
-        let hash = self.hasher.hash_one(key);
-        ((u128::from(hash) * u128::from(self.partitions)) >> 64) as u16
+        let mut hasher = crate::partition::KeyHasher::new(&self.hasher);
+        key.hash(&mut hasher);
+        crate::partition::reduce(hasher.finish(), self.partitions)
     }
 
     /// A router with other keys: a stand-in for another build's routing (another ahash

@@ -10,7 +10,9 @@
 //! figure, target ≥ 1.6×), and the same load on a plain (unpartitioned) topic on 2 shards:
 //! one actor on one shard, the ceiling partitions remove. The host's compute scaling
 //! (2 pinned threads over 1) is measured in the same run, the ceiling of any scaling figure
-//! on this host.
+//! on this host. The partitioned 2-shard run also prints each shard's share of the
+//! handled messages: with Zipf keys the hottest keys' partitions decide it, and
+//! `1 / max(share)` bounds its scaling whatever the host.
 //!
 //! (b) **Keyed publish against plain publish, one shard.** One `Publisher` publishes
 //! `N` messages through a pre-resolved handle: plain `publish` by a `Topic` to a plain
@@ -19,12 +21,19 @@
 //!
 //! Every run checks its counts (each token retired once, handled = tokens × (hops + 1);
 //! every published message handled once) and prints `exact`.
+//!
+//! **Instruction counts** of (b): `partitions cost plain|keyed [messages]` runs one form
+//! once, with lanes at least as large as the message count (no publish waits for room, so
+//! the counts do not depend on when the OS runs the shard), the publish loop in a function
+//! of its own (`plain_loop`, `keyed_loop`). Under callgrind its inclusive Ir divided by the
+//! messages is the publish path, and `Shard::run`'s is the shard's side (see
+//! `docs/benchmarks.md`, "Partitions").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shardbus::{Bus, Context, Handler, PartitionedTopic, Supervision, Topic};
+use shardbus::{Bus, Context, Handler, PartitionedTopic, Publisher, Supervision, Topic};
 use shardbus_bench::{floor, RunOpts};
 
 const KEYS: usize = 4096;
@@ -77,6 +86,8 @@ struct LoopResult {
     elapsed: Duration,
     handled: u64,
     exact: bool,
+    /// Messages each shard handled (the bus's own counts).
+    per_shard: Vec<u64>,
 }
 
 /// Where a hop goes: the partitioned topic's handle, or the plain topic's.
@@ -186,7 +197,8 @@ fn closed_loop(shards: usize, mode: Mode, hops: u32) -> LoopResult {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed();
-    bus.shutdown();
+    let stats = bus.shutdown();
+    let per_shard = stats.shards.iter().map(|s| s.handled).collect();
     let handled = totals.handled.load(Ordering::Relaxed);
     let exact = handled == TOKENS * (u64::from(hops) + 1)
         && totals
@@ -197,6 +209,7 @@ fn closed_loop(shards: usize, mode: Mode, hops: u32) -> LoopResult {
         elapsed,
         handled,
         exact,
+        per_shard,
     }
 }
 
@@ -244,13 +257,76 @@ fn publish_rate(keyed: bool, n: u64) -> (f64, bool) {
     (n as f64 / elapsed.as_secs_f64(), exact)
 }
 
+#[inline(never)]
+fn plain_loop(p: &mut Publisher<u64>, topic: Topic, n: u64) {
+    for i in 0..n {
+        p.publish(topic, i).expect("publish");
+    }
+}
+
+#[inline(never)]
+fn keyed_loop(p: &mut Publisher<u64>, topic: &PartitionedTopic, n: u64) {
+    for i in 0..n {
+        p.publish_keyed(topic, i % 1024, i).expect("publish");
+    }
+}
+
+/// `cost plain|keyed [messages]`: one form of (b), once, for an instruction count (see the
+/// module docs). Returns whether every message was handled once.
+fn cost(keyed: bool, n: u64) -> bool {
+    let lane = (n + 1).next_power_of_two() as usize;
+    let bus = Bus::<u64>::builder()
+        .shards(1)
+        .lane_capacity(lane)
+        .build()
+        .expect("bus");
+    let sum = || {
+        |_: &mut Context<'_, u64>, m: &u64| {
+            std::hint::black_box(m);
+        }
+    };
+    let mut p = bus.publisher();
+    if keyed {
+        bus.subscribe_partitioned("t", Supervision::Resume, move |_| sum())
+            .expect("subscribe");
+        keyed_loop(&mut p, &bus.partitioned_topic("t").expect("topic"), n);
+    } else {
+        bus.subscribe("t", sum()).expect("subscribe");
+        plain_loop(&mut p, bus.topic("t").expect("topic"), n);
+    }
+    // Let the shard take every message from its lane by runs before the flush: a flush
+    // finding messages still queued hands them over one by one (the barrier's drain), and
+    // how many depends on when the OS ran the shard.
+    while bus.stats().handled() < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bus.flush().expect("flush");
+    let stats = bus.shutdown();
+    stats.handled() == n && stats.unrouted() == 0
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("cost") {
+        let form = args.nth(1).unwrap_or_default();
+        let n: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200_000);
+        let keyed = match form.as_str() {
+            "plain" => false,
+            "keyed" => true,
+            _ => {
+                eprintln!("usage: partitions cost plain|keyed [messages]");
+                std::process::exit(2);
+            }
+        };
+        let exact = cost(keyed, n);
+        println!("cost {form}, {n} messages, exact: {exact}");
+        return;
+    }
     let reps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
     let scale: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1.0);
     let hops = ((4_000.0 * scale) as u32).max(1);
@@ -263,6 +339,8 @@ fn main() {
         ("plain topic, 2 shards", Vec::new()),
     ];
     let (mut keyed, mut plain, mut host) = (Vec::new(), Vec::new(), Vec::new());
+    // The partitioned 2-shard run's share of shard 0, per repetition.
+    let mut share0 = Vec::new();
     let mut exact = true;
     for _ in 0..reps {
         for (i, (shards, mode)) in [
@@ -275,6 +353,9 @@ fn main() {
         {
             let r = closed_loop(shards, mode, hops);
             exact &= r.exact;
+            if (shards, mode) == (2, Mode::Partitioned) {
+                share0.push(r.per_shard[0] as f64 / r.per_shard.iter().sum::<u64>() as f64);
+            }
             rows[i].1.push(r.handled as f64 / r.elapsed.as_secs_f64());
         }
         if let Ok(x) = floor::cpu_scaling(2, (4e8 * scale) as u64, &opts) {
@@ -305,6 +386,14 @@ fn main() {
          partitioned / plain topic at 2 shards: {:.2}×\n",
         med[1] / med[0],
         med[1] / med[2]
+    );
+    let share0 = median(share0);
+    println!(
+        "partitioned, 2 shards: shard 0 handled {:.1} % of the messages, shard 1 {:.1} % \
+         (the scaling's bound from the split alone: {:.2}×)\n",
+        share0 * 100.0,
+        (1.0 - share0) * 100.0,
+        1.0 / share0.max(1.0 - share0)
     );
     let (p, k) = (median(plain), median(keyed));
     println!("(b) one shard, one Publisher, {n} messages by a pre-resolved handle (`Topic`, `PartitionedTopic`)\n");

@@ -13,6 +13,7 @@ impl<T> Context<'_, T> {
     /// queues in the overflow when the target lane is full, gives the message back in each
     /// error. What this handler's shard publishes with one key is handled in order, by one
     /// instance.
+    #[inline]
     pub fn publish_keyed(
         &mut self,
         topic: impl ToTopic,

@@ -31,8 +31,8 @@ pub struct PartitionStats {
 /// single-writer monotone count, so the writer's load-and-store is `Relaxed` and so is
 /// every read (a reader wants a recent value, nothing ordered with it).
 pub(crate) struct PartCounters {
-    entered: AtomicU64,
     handled: AtomicU64,
+    panics: AtomicU64,
     restarts: AtomicU64,
 }
 
@@ -49,15 +49,10 @@ fn bump(counter: &AtomicU64) {
 impl PartCounters {
     pub(crate) fn new() -> Self {
         Self {
-            entered: AtomicU64::new(0),
             handled: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
         }
-    }
-
-    #[inline]
-    pub(crate) fn entered(&self) {
-        bump(&self.entered);
     }
 
     #[inline]
@@ -65,23 +60,39 @@ impl PartCounters {
         bump(&self.handled);
     }
 
+    /// A call of the instance's `handle` that panicked: counted by [`PanicGuard`] as the
+    /// panic unwinds through the instance (never on the path of a call that returns).
+    fn panicked(&self) {
+        bump(&self.panics);
+    }
+
     pub(crate) fn restarted(&self) {
         bump(&self.restarts);
     }
 
     pub(crate) fn snapshot(&self, partition: usize, id: SubscriptionId) -> PartitionStats {
-        // Relaxed: monotone counters, nothing to order with (see `PartCounters`). `handled`
-        // is read first, so `entered - handled` never underflows.
+        // Relaxed: monotone counters, nothing to order with (see `PartCounters`).
         let handled = self.handled.load(Ordering::Relaxed);
-        let entered = self.entered.load(Ordering::Relaxed);
+        let panics = self.panics.load(Ordering::Relaxed);
         PartitionStats {
             partition,
             shard: ShardId(id.shard as usize),
             subscription: id,
             handled,
-            panics: entered.saturating_sub(handled),
+            panics,
             restarts: self.restarts.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Counts a panic of an instance's `handle` as it unwinds: made before the call and
+/// forgotten after it returns, so the call that returns pays nothing for it (one counter
+/// store per message in all, `handled`).
+pub(crate) struct PanicGuard<'a>(pub(crate) &'a PartCounters);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        self.0.panicked();
     }
 }
 
