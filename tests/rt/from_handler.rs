@@ -507,8 +507,12 @@ fn the_last_handle_dropped_in_a_handler_shuts_down_without_hanging() {
     for i in 0..100 {
         bus.publish(data.as_str(), i).unwrap();
     }
+    // The holder is locked before the publish and filled before it is released, so the
+    // handler (which takes the lock) always finds the bus there.
+    let mut slot = holder.lock().unwrap();
     bus.publish(ctl.as_str(), 0).unwrap();
-    *holder.lock().unwrap() = Some(bus);
+    *slot = Some(bus);
+    drop(slot);
     assert_eq!(report(&rx, "drop in a handler"), "dropped");
     assert_eq!(report(&rx, "on_stop after the drop"), "on_stop");
     assert_eq!(seen.load(Relaxed), 100);

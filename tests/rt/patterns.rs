@@ -527,10 +527,15 @@ fn subscribe_and_unsubscribe_racing_publishes() {
                 (first..=last).collect::<Vec<_>>(),
                 "topic {t}: a contiguous run"
             );
+            // A publisher records its progress after the publish returns, so when a
+            // snapshot is taken one message per topic may be published and not yet
+            // recorded: it was published before the subscription took effect (and may be
+            // missed), or before the unsubscription did (and may be seen). Hence the + 1
+            // of slack on each side, and no more.
             assert!(
-                first <= after_sub[t] + 1,
+                first <= after_sub[t] + 2,
                 "topic {t}: {first} > {}",
-                after_sub[t] + 1
+                after_sub[t] + 2
             );
             assert!(
                 last >= before_unsub[t],
@@ -538,9 +543,9 @@ fn subscribe_and_unsubscribe_racing_publishes() {
                 before_unsub[t]
             );
             assert!(
-                last <= after_unsub[t],
+                last <= after_unsub[t] + 1,
                 "topic {t}: {last} > {}",
-                after_unsub[t]
+                after_unsub[t] + 1
             );
         }
         assert_eq!(seen.made.load(Relaxed), TOPICS as usize);
