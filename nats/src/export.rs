@@ -383,3 +383,44 @@ fn fail<T>(inner: &Inner<T>, error: ExportError<T>) {
     Counters::add(&inner.counters.export_failed, 1);
     (inner.options.on_export_failure)(error);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Encoder, BLOCK, SHARED_UP_TO};
+
+    /// A message of `len` bytes, each its index plus `seed` (mod 256).
+    fn message(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_add(seed)).collect()
+    }
+
+    /// Payloads cut from shared blocks stay exactly what was encoded, across block
+    /// boundaries and after the encoder has moved on; large ones get their own buffer.
+    #[test]
+    fn payloads_are_exact_and_independent() {
+        let mut encoder = Encoder::new();
+        let sizes = [
+            0,
+            1,
+            16,
+            255,
+            256,
+            SHARED_UP_TO,
+            SHARED_UP_TO + 1,
+            3 * BLOCK,
+        ];
+        let mut kept = Vec::new();
+        // Enough messages to fill several blocks.
+        for round in 0..((4 * BLOCK) / 256) {
+            for (k, &len) in sizes.iter().enumerate() {
+                let msg = message(len, (round + k) as u8);
+                let payload = encoder.encode(&msg).expect("a byte vector always encodes");
+                assert_eq!(payload.len(), len);
+                kept.push((msg, payload));
+            }
+        }
+        assert_eq!(kept.len(), sizes.len() * ((4 * BLOCK) / 256));
+        for (msg, payload) in &kept {
+            assert_eq!(&payload[..], &msg[..]);
+        }
+    }
+}

@@ -217,7 +217,7 @@ fn options() -> BridgeOptions<Vec<u8>> {
 /// Waits (a millisecond at a time) while `sent` is `AHEAD` or more past what `exported`
 /// says left for NATS. Looks every 64 messages.
 async fn hold_back(sent: u64, exported: impl Fn() -> u64) {
-    if sent % 64 != 0 {
+    if !sent.is_multiple_of(64) {
         return;
     }
     while sent.saturating_sub(exported()) + 64 > AHEAD {
