@@ -215,13 +215,22 @@ fn options() -> BridgeOptions<Vec<u8>> {
 }
 
 /// Waits (a millisecond at a time) while `sent` is `AHEAD` or more past what `exported`
-/// says left for NATS. Looks every 64 messages.
+/// says left for NATS. Looks every 64 messages. Gives up when the export has not moved
+/// for `STALL` (the server is gone): the run then comes out short and says so.
 async fn hold_back(sent: u64, exported: impl Fn() -> u64) {
     if !sent.is_multiple_of(64) {
         return;
     }
-    while sent.saturating_sub(exported()) + 64 > AHEAD {
+    let mut last = (exported(), Instant::now());
+    while sent.saturating_sub(last.0) + 64 > AHEAD {
+        if last.1.elapsed() > STALL {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
+        let now = exported();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
     }
 }
 
