@@ -5,9 +5,10 @@ use crate::bridge::{Delivery, Inner};
 use crate::stats::Counters;
 use crate::ExportError;
 use async_nats::jetstream::context::PublishAckFuture;
-use async_nats::HeaderMap;
-use bytes::Bytes;
+use async_nats::{HeaderMap, Subject};
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
 use shardbus::{Codec, MessageStream};
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 /// or given back.
 struct Pending<T> {
     msg: T,
-    subject: String,
+    subject: Subject,
     payload: Bytes,
     id: String,
     first: Instant,
@@ -28,8 +29,53 @@ struct Pending<T> {
 }
 
 /// The export's subject when it does not depend on the message (no mapping function),
-/// with the result of its check.
-type Fixed = Option<Result<String, &'static str>>;
+/// with the result of its check. A [`Subject`] shares its bytes: a clone per message
+/// is a reference count, not a copy.
+type Fixed = Option<Result<Subject, &'static str>>;
+
+/// The payloads of small messages are cut from one shared block of this many bytes
+/// (a `Bytes` per message that refers into it), so that encoding allocates once per
+/// block rather than once per message.
+const BLOCK: usize = 64 * 1024;
+/// The most messages an export takes from its stream in one turn of its loop.
+const DRAIN: usize = 64;
+/// Messages up to this size share blocks; a larger one gets its own buffer.
+const SHARED_UP_TO: usize = BLOCK / 16;
+
+/// Encodes messages into payloads without an allocation per message: the codec appends
+/// to a scratch vector that is kept, and the bytes are copied into the current block.
+/// A block is freed when the last payload cut from it is dropped (sent, or acknowledged
+/// and dropped with its `Pending`).
+struct Encoder {
+    scratch: Vec<u8>,
+    block: BytesMut,
+}
+
+impl Encoder {
+    fn new() -> Self {
+        Self {
+            scratch: Vec::new(),
+            block: BytesMut::new(),
+        }
+    }
+
+    /// The payload of `msg`, or the codec's error.
+    fn encode<T: Codec>(&mut self, msg: &T) -> Result<Bytes, shardbus::EncodeError> {
+        self.scratch.clear();
+        msg.encode(&mut self.scratch)?;
+        let len = self.scratch.len();
+        if len > SHARED_UP_TO {
+            // Too big to share a block: the scratch vector becomes the payload.
+            return Ok(Bytes::from(std::mem::take(&mut self.scratch)));
+        }
+        if self.block.capacity() < len {
+            // The previous block stays alive as long as payloads cut from it do.
+            self.block = BytesMut::with_capacity(BLOCK);
+        }
+        self.block.extend_from_slice(&self.scratch);
+        Ok(self.block.split().freeze())
+    }
+}
 
 type Acked<T> = Pin<Box<dyn Future<Output = (Pending<T>, Result<bool, String>)> + Send>>;
 
@@ -59,12 +105,16 @@ pub(crate) async fn run<T>(
         Some(_) => None,
         None => {
             let subject = inner.options.subject_for_topic(&topic);
-            Some(crate::subject::check_literal(&subject).map(|()| subject))
+            Some(crate::subject::check_literal(&subject).map(|()| Subject::from(subject)))
         }
     };
     let mut next_id: u64 = 0;
+    let mut encoder = Encoder::new();
     let mut window: FuturesOrdered<Acked<T>> = FuturesOrdered::new();
     let max = inner.options.max_in_flight;
+    // Made once: a fresh `changed()` per message would register with the watch channel's
+    // notifier (a lock) and deregister again every time.
+    let mut stop = std::pin::pin!(stopped.changed());
     loop {
         if window.len() >= max {
             if let Some(done) = window.next().await {
@@ -78,7 +128,7 @@ pub(crate) async fn run<T>(
                 settle(&inner, &mut window, done);
                 continue;
             }
-            _ = stopped.changed() => break,
+            _ = &mut stop => break,
             msg = stream.recv_async() => match msg {
                 Some(msg) => msg,
                 None => break, // the bus is shutting down
@@ -92,9 +142,32 @@ pub(crate) async fn run<T>(
             delivery,
             &nonce,
             &mut next_id,
+            &mut encoder,
             &mut window,
         )
         .await;
+        // What the stream holds already goes out without another round through the
+        // select, up to a bound (then the acknowledgements and the stop get their turn).
+        for _ in 1..DRAIN {
+            if window.len() >= max {
+                break;
+            }
+            let Some(msg) = stream.try_recv() else {
+                break;
+            };
+            send(
+                &inner,
+                &topic,
+                &fixed,
+                msg,
+                delivery,
+                &nonce,
+                &mut next_id,
+                &mut encoder,
+                &mut window,
+            )
+            .await;
+        }
     }
     // Ending: what the stream still holds goes out too, then the acknowledgements.
     while let Some(msg) = stream.try_recv() {
@@ -106,6 +179,7 @@ pub(crate) async fn run<T>(
             delivery,
             &nonce,
             &mut next_id,
+            &mut encoder,
             &mut window,
         )
         .await;
@@ -131,6 +205,7 @@ async fn send<T>(
     delivery: Delivery,
     nonce: &str,
     next_id: &mut u64,
+    encoder: &mut Encoder,
     window: &mut FuturesOrdered<Acked<T>>,
 ) where
     T: Codec + Clone + Send + Sync + 'static,
@@ -161,24 +236,33 @@ async fn send<T>(
                     },
                 );
             }
-            subject
+            Subject::from(subject)
         }
     };
-    let mut buf = Vec::new();
-    if let Err(error) = msg.encode(&mut buf) {
-        return fail(inner, ExportError::Encode { msg, error });
-    }
-    let max = inner.client.server_info().max_payload;
-    if buf.len() > max {
-        let size = buf.len();
+    let payload = match encoder.encode(&msg) {
+        Ok(payload) => payload,
+        Err(error) => return fail(inner, ExportError::Encode { msg, error }),
+    };
+    // The limit the server announced, as the client keeps it (one atomic load; the
+    // client's `server_info` would clone the whole INFO, strings and all).
+    let max = inner.client.max_payload();
+    if payload.len() > max {
+        let size = payload.len();
         return fail(inner, ExportError::PayloadTooLarge { msg, size, max });
     }
-    let payload = Bytes::from(buf);
     match delivery {
         Delivery::Core => {
             let timeout = inner.options.export_timeout;
-            let publish = inner.client.publish(subject, payload);
-            match tokio::time::timeout(timeout, publish).await {
+            let mut publish = std::pin::pin!(inner.client.publish(subject, payload));
+            // The client's queue has room almost always: one poll takes the message, and
+            // the timer of the timeout is set up only when it has to wait. A poll that
+            // leaves it pending keeps the future (and the message in it), which the
+            // timeout then polls on.
+            let published = match publish.as_mut().now_or_never() {
+                Some(done) => Ok(done),
+                None => tokio::time::timeout(timeout, publish).await,
+            };
+            match published {
                 Ok(Ok(())) => Counters::add(&inner.counters.exported, 1),
                 Ok(Err(e)) => fail(
                     inner,
@@ -298,4 +382,45 @@ fn settle<T>(
 fn fail<T>(inner: &Inner<T>, error: ExportError<T>) {
     Counters::add(&inner.counters.export_failed, 1);
     (inner.options.on_export_failure)(error);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Encoder, BLOCK, SHARED_UP_TO};
+
+    /// A message of `len` bytes, each its index plus `seed` (mod 256).
+    fn message(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_add(seed)).collect()
+    }
+
+    /// Payloads cut from shared blocks stay exactly what was encoded, across block
+    /// boundaries and after the encoder has moved on; large ones get their own buffer.
+    #[test]
+    fn payloads_are_exact_and_independent() {
+        let mut encoder = Encoder::new();
+        let sizes = [
+            0,
+            1,
+            16,
+            255,
+            256,
+            SHARED_UP_TO,
+            SHARED_UP_TO + 1,
+            3 * BLOCK,
+        ];
+        let mut kept = Vec::new();
+        // Enough messages to fill several blocks.
+        for round in 0..((4 * BLOCK) / 256) {
+            for (k, &len) in sizes.iter().enumerate() {
+                let msg = message(len, (round + k) as u8);
+                let payload = encoder.encode(&msg).expect("a byte vector always encodes");
+                assert_eq!(payload.len(), len);
+                kept.push((msg, payload));
+            }
+        }
+        assert_eq!(kept.len(), sizes.len() * ((4 * BLOCK) / 256));
+        for (msg, payload) in &kept {
+            assert_eq!(&payload[..], &msg[..]);
+        }
+    }
 }

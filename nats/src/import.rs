@@ -37,27 +37,66 @@ pub(crate) async fn run_core<T>(
     T: Codec + Clone + Send + Sync + 'static,
 {
     let mut publisher = inner.bus.publisher();
-    loop {
+    // Made once: a fresh `changed()` per message would register with the watch channel's
+    // notifier (a lock) and deregister again every time.
+    let mut stop = std::pin::pin!(stopped.changed());
+    'run: loop {
         let msg = tokio::select! {
-            _ = stopped.changed() => break,
+            biased;
+            _ = &mut stop => break,
             msg = sub.next() => match msg {
                 Some(msg) => msg,
                 None => break,
             },
         };
-        let Some(value) = decode(&inner, msg.subject.as_str(), &msg.payload) else {
-            continue;
-        };
-        match publisher.publish_async(topic, value).await {
-            Ok(()) => Counters::add(&inner.counters.imported, 1),
-            Err(e) => {
-                tracing::warn!(error = %e, "shardbus-nats: the bus refused an import");
-                Counters::add(&inner.counters.import_refused, 1);
-                break;
+        if !import_one(&inner, &mut publisher, topic, msg).await {
+            break;
+        }
+        // What the client has buffered already comes in without another round through
+        // the select, up to a bound (then the stop gets its turn).
+        for _ in 1..DRAIN {
+            match sub.next().now_or_never() {
+                Some(Some(msg)) => {
+                    if !import_one(&inner, &mut publisher, topic, msg).await {
+                        break 'run;
+                    }
+                }
+                Some(None) => break 'run,
+                None => break,
             }
         }
     }
     let _ = sub.unsubscribe().await;
+}
+
+/// The most messages a core import takes from its subscription in one turn of its loop.
+const DRAIN: usize = 64;
+
+/// Decodes one core message and publishes it into the bus: `false` if the bus refused it
+/// (it is shutting down), which ends the import.
+async fn import_one<T>(
+    inner: &Inner<T>,
+    publisher: &mut Publisher<T>,
+    topic: Topic,
+    msg: async_nats::Message,
+) -> bool
+where
+    T: Codec + Send + 'static,
+{
+    let Some(value) = decode(inner, msg.subject.as_str(), &msg.payload) else {
+        return true;
+    };
+    match publisher.publish_async(topic, value).await {
+        Ok(()) => {
+            Counters::add(&inner.counters.imported, 1);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "shardbus-nats: the bus refused an import");
+            Counters::add(&inner.counters.import_refused, 1);
+            false
+        }
+    }
 }
 
 pub(crate) type Messages = pull::Stream;

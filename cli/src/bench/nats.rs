@@ -40,6 +40,14 @@ pub struct NatsArgs {
 const STALL: Duration = Duration::from_secs(5);
 /// JetStream acknowledgements in flight, for the plain publisher and the bridge's export.
 const WINDOW: usize = 256;
+/// Shard threads of each bus the bridge runs on: one, as on a 2-core machine that also
+/// runs the tokio workers and nats-server (each shard thread is a thread of its own).
+const BUS_SHARDS: usize = 1;
+/// The export's stream capacity (the default), and the most messages the bridge's
+/// producer keeps ahead of the export: the bus never waits for NATS, so a producer that
+/// outruns the export fills the stream and then loses messages to the dead-letter
+/// handler. The plain publisher is held back the same way by the client's queue.
+const AHEAD: u64 = 4096;
 
 fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
@@ -167,7 +175,7 @@ type Receiving = (
 
 /// A bus whose `in` subscriber records each message's age and says when `n` arrived.
 fn receiving_bus(n: u64) -> Result<Receiving, BoxError> {
-    let bus = Bus::<Vec<u8>>::builder().shards(2).build()?;
+    let bus = Bus::<Vec<u8>>::builder().shards(BUS_SHARDS).build()?;
     let count = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&count);
     let (done, finished) = mpsc::channel();
@@ -199,13 +207,31 @@ async fn wait_count(count: impl Fn() -> u64, n: u64) -> u64 {
     }
 }
 
-fn options(capacity: u64) -> BridgeOptions<Vec<u8>> {
-    // The export's stream holds what the bus publishes faster than NATS takes it.
-    let capacity = (capacity as usize).next_power_of_two().clamp(1024, 1 << 22);
+fn options() -> BridgeOptions<Vec<u8>> {
     BridgeOptions::default()
-        .stream_capacity(capacity)
+        .stream_capacity(AHEAD as usize)
         .subscription_capacity(1 << 20)
         .max_in_flight(WINDOW)
+}
+
+/// Waits (a millisecond at a time) while `sent` is `AHEAD` or more past what `exported`
+/// says left for NATS. Looks every 64 messages. Gives up when the export has not moved
+/// for `STALL` (the server is gone): the run then comes out short and says so.
+async fn hold_back(sent: u64, exported: impl Fn() -> u64) {
+    if !sent.is_multiple_of(64) {
+        return;
+    }
+    let mut last = (exported(), Instant::now());
+    while sent.saturating_sub(last.0) + 64 > AHEAD {
+        if last.1.elapsed() > STALL {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let now = exported();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
 }
 
 async fn bridge_core(
@@ -215,10 +241,10 @@ async fn bridge_core(
     n: u64,
     rate: Option<u64>,
 ) -> Result<Run, BoxError> {
-    let source = Arc::new(Bus::<Vec<u8>>::builder().shards(2).build()?);
+    let source = Arc::new(Bus::<Vec<u8>>::builder().shards(BUS_SHARDS).build()?);
     let (sink, count, finished) = receiving_bus(n)?;
-    let out = Bridge::connect(url, Arc::clone(&source), options(n).prefix("bench.bridge")).await?;
-    let inn = Bridge::connect(url, Arc::clone(&sink), options(n)).await?;
+    let out = Bridge::connect(url, Arc::clone(&source), options().prefix("bench.bridge")).await?;
+    let inn = Bridge::connect(url, Arc::clone(&sink), options()).await?;
     let _import = inn.import("bench.bridge.>", "in").await?;
     inn.client().flush().await?;
     let topics: Vec<String> = (0..subjects).map(|s| format!("t{s}")).collect();
@@ -228,11 +254,15 @@ async fn bridge_core(
         .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let mut publisher = source.publisher();
+    let out = &out;
     pace(n, rate, |i| {
         let r = publisher
             .publish(topics[i as usize % subjects].as_str(), stamped(size))
             .map_err(|e| BoxError::from(e.to_string()));
-        std::future::ready(r)
+        async move {
+            hold_back(i + 1, || out.stats().exported).await;
+            r
+        }
     })
     .await?;
     let received = wait_count(|| count.load(Ordering::Relaxed), n).await;
@@ -313,16 +343,17 @@ async fn plain_js(url: &str, size: usize, n: u64) -> Result<(Run, Run), BoxError
 
 /// The bridge: a JetStream export of `n` messages published on the bus, then an import.
 async fn bridge_js(url: &str, size: usize, n: u64) -> Result<(Run, Run), BoxError> {
-    let source = Arc::new(Bus::<Vec<u8>>::builder().shards(2).build()?);
-    let out = Bridge::connect(url, Arc::clone(&source), options(n).prefix("bench.jsb")).await?;
+    let source = Arc::new(Bus::<Vec<u8>>::builder().shards(BUS_SHARDS).build()?);
+    let out = Bridge::connect(url, Arc::clone(&source), options().prefix("bench.jsb")).await?;
     fresh_stream(out.jetstream(), "BENCHBRIDGE", "bench.jsb.>").await?;
     let _export = out.export("t0", Delivery::JetStream)?;
     let start = Instant::now();
     let mut publisher = source.publisher();
-    for _ in 0..n {
+    for i in 0..n {
         publisher
             .publish("t0", stamped(size))
             .map_err(|e| e.to_string())?;
+        hold_back(i + 1, || out.stats().exported).await;
     }
     let exported = wait_count(|| out.stats().exported, n).await;
     let export = Run {
@@ -331,7 +362,7 @@ async fn bridge_js(url: &str, size: usize, n: u64) -> Result<(Run, Run), BoxErro
         latencies: Vec::new(),
     };
     let (sink, _count, _finished) = receiving_bus(n)?;
-    let inn = Bridge::connect(url, sink, options(n)).await?;
+    let inn = Bridge::connect(url, sink, options()).await?;
     let start = Instant::now();
     let _import = inn
         .import_jetstream(JetStreamImport::new(
@@ -367,6 +398,8 @@ pub fn run(args: &NatsArgs, url: &str, payloads: &[usize], reps: usize) -> Resul
         let n = args.nats_messages;
         let lat_n = args.nats_latency_messages;
         let rate = Some(args.nats_rate);
+        let machine = shardbus_bench::report::Machine::detect();
+        println!("{}, {} cores, {}", machine.cpu, machine.cores, machine.date);
         println!("NATS bridge vs plain async-nats at {url}: {n} messages per throughput run, {lat_n} at {} msg/s per latency run, median of {reps}", args.nats_rate);
         println!();
         println!("| payload | subjects | plain msg/s | bridge msg/s | bridge/plain | plain p99 µs | bridge p99 µs | bridge/plain p99 | exact |");
