@@ -512,7 +512,10 @@ fn publish_async_routes_each_topic_to_its_shard_and_refuses_an_invalid_name() {
                 match k % 3 {
                     0 => p.publish_async(name, m).await.unwrap(),
                     1 => p.publish_async(bus.topic(name).unwrap(), m).await.unwrap(),
-                    _ => p.publish_async(other.topic(name).unwrap(), m).await.unwrap(),
+                    _ => p
+                        .publish_async(other.topic(name).unwrap(), m)
+                        .await
+                        .unwrap(),
                 }
             }
             match p.publish_async("bad..name", u64::MAX - i).await {
