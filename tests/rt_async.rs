@@ -474,3 +474,73 @@ fn a_durable_publish_dropped_after_its_push_is_still_delivered() {
     assert_eq!(got, vec!["kept".to_owned(), "kept too".to_owned()]);
     assert_eq!(bus.shutdown().received(), 2);
 }
+
+/// The awaited publish keeps the topic's shard and index apart in its future: each
+/// message reaches its own topic's handler, on that topic's shard, in order, whether the
+/// topic is given by name, by this bus's handle, or by another bus's handle (resolved
+/// again by name); an invalid name gives the message back and leaves the publisher
+/// usable.
+#[test]
+fn publish_async_routes_each_topic_to_its_shard_and_refuses_an_invalid_name() {
+    const NAMES: [&str; 6] = ["a", "b.c", "d", "e.f.g", "h", "i"];
+    const PER_TOPIC: u64 = 50;
+    let bus = Bus::<u64>::builder()
+        .shards(4)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let other = Bus::<u64>::builder()
+        .shards(3)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    type Log = Arc<Mutex<Vec<(String, usize, u64)>>>;
+    let log: Log = Arc::default();
+    for name in NAMES {
+        let log = log.clone();
+        bus.subscribe(name, move |cx: &mut Context<'_, u64>, m: &u64| {
+            let shard = cx.shard().index();
+            log.lock().unwrap().push((cx.topic().to_owned(), shard, *m));
+        })
+        .unwrap();
+    }
+    let mut p = bus.publisher();
+    runtime().block_on(async {
+        for i in 0..PER_TOPIC {
+            for (k, name) in NAMES.into_iter().enumerate() {
+                let m = i * 100 + k as u64;
+                match k % 3 {
+                    0 => p.publish_async(name, m).await.unwrap(),
+                    1 => p.publish_async(bus.topic(name).unwrap(), m).await.unwrap(),
+                    _ => p
+                        .publish_async(other.topic(name).unwrap(), m)
+                        .await
+                        .unwrap(),
+                }
+            }
+            match p.publish_async("bad..name", u64::MAX - i).await {
+                Err(PublishError::InvalidTopic(back)) => assert_eq!(back, u64::MAX - i),
+                other => panic!("an invalid name: {other:?}"),
+            }
+        }
+    });
+    drop(p);
+    let shards: Vec<usize> = NAMES
+        .iter()
+        .map(|n| bus.shard_of(n).unwrap().index())
+        .collect();
+    assert_eq!(bus.shutdown().handled(), PER_TOPIC * NAMES.len() as u64);
+    drop(other.shutdown());
+    let log = log.lock().unwrap();
+    for (k, name) in NAMES.into_iter().enumerate() {
+        let seen: Vec<(usize, u64)> = log
+            .iter()
+            .filter(|e| e.0 == name)
+            .map(|e| (e.1, e.2))
+            .collect();
+        let want: Vec<(usize, u64)> = (0..PER_TOPIC)
+            .map(|i| (shards[k], i * 100 + k as u64))
+            .collect();
+        assert_eq!(seen, want, "topic {name}");
+    }
+}

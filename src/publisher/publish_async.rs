@@ -254,11 +254,20 @@ impl<T> Publisher<T> {
 /// an allocation made only where the lane itself is allocated.
 struct LanePush<'a, T, R> {
     publisher: &'a mut Publisher<T>,
-    topic: Option<TopicId>,
+    /// The topic's id, field by field (`TopicId`'s shard and index; meaningless with
+    /// [`INVALID_TOPIC`] set). Not an `Option<TopicId>`: the resolution writes that
+    /// one's tag and fields with separate stores, and moving it into the future read
+    /// the tag and the shard with one 16-byte load. Such a load cannot take its data
+    /// from the store buffer: it waits until every older store has reached the cache,
+    /// the previous publish's slot and `tail` stores included, and those miss while
+    /// the shard reads the same lines (measured in docs/benchmarks.md, "Async API").
+    /// Plain fields are read back at the width they were written.
+    shard: usize,
+    index: u32,
     /// Taken when the future completes.
     msg: Option<T>,
     /// The gate was checked (the first poll) and `current::is_shard_of` asked (the first
-    /// full lane): bit 0 and bit 1.
+    /// full lane): bit 0 and bit 1; bit 2: the topic is invalid.
     asked: u8,
     /// The lane's registration, while it waits for room in the shared ring.
     register: Option<Pin<Box<R>>>,
@@ -271,6 +280,7 @@ const SPINS_BEFORE_PEND: u32 = 7;
 
 const GATE_CHECKED: u8 = 1;
 const SHARD_ASKED: u8 = 2;
+const INVALID_TOPIC: u8 = 4;
 
 // The message is never pinned: `poll` moves it in and out of `msg`, and the registration
 // future is pinned in its own box.
@@ -286,11 +296,16 @@ where
         msg: T,
         make: fn(Arc<Shared<T>>, usize) -> R,
     ) -> Self {
+        let (shard, index, asked) = match topic {
+            Some(id) => (id.shard.0, id.index, 0),
+            None => (0, 0, INVALID_TOPIC),
+        };
         Self {
             publisher,
-            topic,
+            shard,
+            index,
             msg: Some(msg),
-            asked: 0,
+            asked,
             register: None,
             make,
         }
@@ -300,8 +315,12 @@ where
     /// The first poll's part: the topic's validity and the gate. Gives the message back
     /// to push, or the error to complete with.
     fn admit(&mut self, msg: T) -> Result<(TopicId, T), PublishError<T>> {
-        let Some(topic) = self.topic else {
+        if self.asked & INVALID_TOPIC != 0 {
             return Err(PublishError::InvalidTopic(msg));
+        }
+        let topic = TopicId {
+            shard: crate::ShardId(self.shard),
+            index: self.index,
         };
         if self.asked & GATE_CHECKED != 0 {
             return Ok((topic, msg));

@@ -5,7 +5,13 @@ use super::*;
 
 impl<T> Producer<T> {
     /// Pushes one value; never blocks.
-    #[inline]
+    ///
+    /// Always inlined: called out of line, the value reaches the slot through memory (the
+    /// caller stores it field by field, the push loads it whole), a load that cannot take
+    /// its data from those stores and so waits for every older store to leave the store
+    /// buffer, including the previous push's slot and `tail` stores, which miss while the
+    /// consumer reads those lines. Inlined, the value goes from registers to the slot.
+    #[inline(always)]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         if self.closed {
             return Err(PushError::Closed(value));
