@@ -51,6 +51,7 @@ mod export;
 mod import;
 mod options;
 mod outbox;
+mod pattern;
 pub mod server;
 mod stats;
 mod subject;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Maps a local topic and message to the subject after the prefix.
 pub(crate) type SubjectFn<T> = Arc<dyn Fn(&str, &T) -> String + Send + Sync>;
-type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
+pub(crate) type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
 type DeadLetterFn = Arc<dyn Fn(ImportDeadLetter) + Send + Sync>;
 
 /// An imported payload that the bus's codec could not decode: given to the handler set
@@ -197,11 +197,16 @@ impl<T> BridgeOptions<T> {
     }
 
     fn prefixed(&self, tail: String) -> String {
-        if self.prefix.is_empty() {
-            tail
-        } else {
-            format!("{}.{}", self.prefix, tail)
-        }
+        prefixed(&self.prefix, tail)
+    }
+}
+
+/// `<prefix>.<tail>`, or `tail` for an empty prefix.
+pub(crate) fn prefixed(prefix: &str, tail: String) -> String {
+    if prefix.is_empty() {
+        tail
+    } else {
+        format!("{prefix}.{tail}")
     }
 }
 
