@@ -468,7 +468,10 @@ impl Link {
         }
     }
 
-    /// Ends the task at once, acknowledging nothing more.
+    /// Ends the task at once, acknowledging nothing more. An export's messages not yet
+    /// sent (in its stream, or a pattern export's hand-off) are dropped with it; a
+    /// pattern export's subscription is ended from a blocking thread (and by the first
+    /// of its actors that finds the task gone).
     pub fn abort(mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

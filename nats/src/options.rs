@@ -120,7 +120,8 @@ impl<T> BridgeOptions<T> {
     /// The capacity of the local stream subscription behind each export (a power of two,
     /// at least 2): what the bus holds for an export that waits on the server before the
     /// overflow and then the bus's dead-letter handler take over (counted in the bus's
-    /// stats). Default 4096.
+    /// stats). For a pattern export, the capacity of its one hand-off from all its
+    /// topics' shards to the export task (then [`ExportError::Overflow`]). Default 4096.
     pub fn stream_capacity(mut self, capacity: usize) -> Self {
         self.stream_capacity = capacity;
         self
