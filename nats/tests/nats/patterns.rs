@@ -303,3 +303,74 @@ async fn a_pattern_export_that_falls_behind_counts_and_gives_back_the_overflow()
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_export_maps_each_topic_and_refuses_a_bad_pattern() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let bus = plain_bus();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let mut sub = client.subscribe("m.>").await.unwrap();
+        client.flush().await.unwrap();
+        // The mapping function sees each message's own topic.
+        let bridge = Bridge::connect(
+            &server.url(),
+            Arc::clone(&bus),
+            BridgeOptions::default()
+                .prefix("m")
+                .subject_fn(|topic, o: &Order| format!("{topic}.{}", o.seq % 2)),
+        )
+        .await
+        .unwrap();
+        for bad in ["orders.>.x", "orders..x", ""] {
+            let err = bridge
+                .export(Local::pattern(bad), Delivery::Core)
+                .expect_err(bad);
+            assert!(
+                matches!(
+                    err,
+                    shardbus_nats::BridgeError::Bus(shardbus::Error::InvalidSubject { .. })
+                ),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let link = bridge
+            .export(Local::pattern("*.in"), Delivery::Core)
+            .unwrap();
+        for seq in 0..4 {
+            bus.publish("a.in", Order::new("a", seq)).unwrap();
+            bus.publish("b.in", Order::new("b", seq)).unwrap();
+            bus.publish("c.out", Order::new("c", seq)).unwrap();
+        }
+        bus.flush().unwrap();
+        link.stop().await;
+        let mut got = Vec::new();
+        while got.len() < 8 {
+            let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .expect("a message within 10 s")
+                .unwrap();
+            got.push((m.subject.to_string(), Order::decode(&m.payload).unwrap()));
+        }
+        client.flush().await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), sub.next())
+                .await
+                .is_err(),
+            "nothing more"
+        );
+        for key in ["a", "b"] {
+            let mine: Vec<(String, u64)> = got
+                .iter()
+                .filter(|(_, o)| o.key == key)
+                .map(|(s, o)| (s.clone(), o.seq))
+                .collect();
+            let expected: Vec<(String, u64)> = (0..4)
+                .map(|seq| (format!("m.{key}.in.{}", seq % 2), seq))
+                .collect();
+            assert_eq!(mine, expected);
+        }
+        assert_eq!(bridge.stats().exported, 8);
+    })
+    .await;
+}
