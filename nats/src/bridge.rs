@@ -1,9 +1,11 @@
 //! [`Bridge`]: one NATS connection serving one bus; [`Link`]: a running export or import.
 
+use crate::export::Route;
+use crate::pattern::{Handoff, PatternActor, PatternSource};
 use crate::stats::Counters;
 use crate::{BridgeError, BridgeOptions, BridgeStats};
 use async_nats::jetstream;
-use shardbus::{Bus, Codec};
+use shardbus::{Bus, Codec, Supervision};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,13 +28,27 @@ pub enum Delivery {
     JetStream,
 }
 
-/// What an export takes from the local bus. Only single topics so far; the enum is
-/// non-exhaustive so that wildcard patterns can be added as their own variant.
+/// What an export takes from the local bus: one topic, or every topic matching a
+/// pattern. A `&str` or `String` converts to [`Local::Topic`]; name a pattern with
+/// [`Local::pattern`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Local {
     /// Every message published on this topic.
     Topic(String),
+    /// Every message published on every topic matching this pattern (NATS syntax, as
+    /// [`Bus::subscribe_pattern`] takes it: `*` one token, a final `>` one or more),
+    /// the topics that exist when the export starts and those first published later.
+    /// Each topic goes to its own subject: the prefix and the topic's name, or what the
+    /// mapping function returns for it.
+    Pattern(String),
+}
+
+impl Local {
+    /// [`Local::Pattern`]: every topic matching `pattern`.
+    pub fn pattern(pattern: impl Into<String>) -> Self {
+        Local::Pattern(pattern.into())
+    }
 }
 
 impl From<&str> for Local {
@@ -107,22 +123,72 @@ where
     /// Starts exporting every message published on `local` to NATS, on the subject the
     /// prefix and the mapping function give, with `delivery`'s guarantee.
     ///
-    /// The export is a stream subscription on the bus ([`Bus::subscribe_stream`], with
-    /// [`BridgeOptions::stream_capacity`]): it sees messages published after this call.
-    /// While the server is slow or away, the stream fills, then its overflow, then the
-    /// bus's dead-letter handler takes what still comes (`StreamFull`, counted in the
+    /// A topic export is a stream subscription on the bus ([`Bus::subscribe_stream`],
+    /// with [`BridgeOptions::stream_capacity`]): it sees messages published after this
+    /// call. While the server is slow or away, the stream fills, then its overflow, then
+    /// the bus's dead-letter handler takes what still comes (`StreamFull`, counted in the
     /// bus's stats): the bus never waits for NATS.
+    ///
+    /// A pattern export ([`Local::Pattern`]) is a pattern subscription on the bus
+    /// ([`Bus::subscribe_pattern`]): one actor on each matching topic's shard, existing
+    /// topics and later ones, each cloning its messages into one hand-off of
+    /// [`BridgeOptions::stream_capacity`] messages shared by all the pattern's topics,
+    /// which the export task drains. A message that finds the hand-off full is not
+    /// waited for either: it goes to the export-failure handler
+    /// ([`ExportError::Overflow`](crate::ExportError::Overflow), counted in
+    /// [`BridgeStats::export_overflow`] and `export_failed`); that handler then runs on
+    /// the shard thread. Per-topic order holds on the wire as for a topic export.
+    /// Stopping the link ends the pattern subscription (on every shard) and sends what
+    /// the hand-off holds. An invalid pattern is [`BridgeError::Bus`] with
+    /// [`shardbus::Error::InvalidSubject`].
     pub fn export(&self, local: impl Into<Local>, delivery: Delivery) -> Result<Link, BridgeError> {
-        let Local::Topic(topic) = local.into();
-        let stream = self
-            .inner
-            .bus
-            .subscribe_stream(topic.as_str(), self.inner.options.stream_capacity)?;
+        let options = &self.inner.options;
+        let (prefix, mapped) = (options.prefix.as_str(), options.subject.is_some());
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::clone(&self.inner);
-        let task = self.inner.runtime.spawn(async move {
-            crate::export::run(inner, topic, stream, delivery, stopped).await;
-        });
+        let task = match local.into() {
+            Local::Topic(topic) => {
+                let stream = self
+                    .inner
+                    .bus
+                    .subscribe_stream(topic.as_str(), options.stream_capacity)?;
+                let route = Route::new(prefix, mapped, &topic);
+                self.inner.runtime.spawn(async move {
+                    crate::export::run(inner, route, stream, delivery, stopped).await;
+                })
+            }
+            Local::Pattern(pattern) => {
+                let capacity = options.stream_capacity;
+                let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+                let shared = Arc::new(Handoff::new(
+                    Arc::clone(&self.inner.counters),
+                    Arc::clone(&options.on_export_failure),
+                    prefix.to_owned(),
+                    mapped,
+                    capacity,
+                ));
+                let handoff = Arc::clone(&shared);
+                let id =
+                    self.inner
+                        .bus
+                        .subscribe_pattern(&pattern, Supervision::Resume, move || PatternActor {
+                            tx: tx.clone(),
+                            shared: Arc::clone(&handoff),
+                            route: None,
+                        })?;
+                let _ = shared.pattern.set(id);
+                let source = PatternSource {
+                    rx,
+                    end: Some(crate::pattern::ender(Arc::clone(&self.inner.bus), id)),
+                    runtime: self.inner.runtime.clone(),
+                };
+                // Never used: every message of a pattern comes with its topic's route.
+                let route = Route::new(prefix, mapped, &pattern);
+                self.inner.runtime.spawn(async move {
+                    crate::export::run(inner, route, source, delivery, stopped).await;
+                })
+            }
+        };
         Ok(Link::new(stop, task))
     }
 
@@ -402,7 +468,10 @@ impl Link {
         }
     }
 
-    /// Ends the task at once, acknowledging nothing more.
+    /// Ends the task at once, acknowledging nothing more. An export's messages not yet
+    /// sent (in its stream, or a pattern export's hand-off) are dropped with it; a
+    /// pattern export's subscription is ended from a blocking thread (and by the first
+    /// of its actors that finds the task gone).
     pub fn abort(mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

@@ -118,6 +118,27 @@ pub enum ExportError<T> {
         /// The server's or client's error.
         reason: String,
     },
+    /// A pattern export's hand-off from the topics' shards to the export task was full
+    /// (the server slower than the topics for longer than the hand-off holds): the shard
+    /// does not wait, so the message goes here. Also counted in
+    /// [`BridgeStats::export_overflow`](crate::BridgeStats::export_overflow).
+    #[error("the pattern export's hand-off of {capacity} messages is full (topic {topic:?})")]
+    Overflow {
+        /// The message.
+        msg: T,
+        /// The local topic it was published on.
+        topic: String,
+        /// The hand-off's capacity.
+        capacity: usize,
+    },
+    /// The export had ended (stopped, or its task aborted) when the message reached it.
+    #[error("the export has ended (topic {topic:?})")]
+    Ended {
+        /// The message.
+        msg: T,
+        /// The local topic it was published on.
+        topic: String,
+    },
 }
 
 impl<T> ExportError<T> {
@@ -128,7 +149,9 @@ impl<T> ExportError<T> {
             | ExportError::PayloadTooLarge { msg, .. }
             | ExportError::InvalidSubject { msg, .. }
             | ExportError::TimedOut { msg, .. }
-            | ExportError::Refused { msg, .. } => msg,
+            | ExportError::Refused { msg, .. }
+            | ExportError::Overflow { msg, .. }
+            | ExportError::Ended { msg, .. } => msg,
         }
     }
 
@@ -139,7 +162,9 @@ impl<T> ExportError<T> {
             | ExportError::PayloadTooLarge { msg, .. }
             | ExportError::InvalidSubject { msg, .. }
             | ExportError::TimedOut { msg, .. }
-            | ExportError::Refused { msg, .. } => msg,
+            | ExportError::Refused { msg, .. }
+            | ExportError::Overflow { msg, .. }
+            | ExportError::Ended { msg, .. } => msg,
         }
     }
 }
@@ -152,6 +177,8 @@ impl<T> fmt::Debug for ExportError<T> {
             ExportError::InvalidSubject { .. } => "InvalidSubject",
             ExportError::TimedOut { .. } => "TimedOut",
             ExportError::Refused { .. } => "Refused",
+            ExportError::Overflow { .. } => "Overflow",
+            ExportError::Ended { .. } => "Ended",
         };
         write!(f, "ExportError::{kind}({self})")
     }

@@ -91,23 +91,71 @@ pub(crate) fn export_nonce() -> String {
     format!("{:x}-{t:x}-{n}", std::process::id())
 }
 
-pub(crate) async fn run<T>(
-    inner: Arc<Inner<T>>,
+/// Where an export's messages come from: a topic's [`MessageStream`], or a pattern
+/// export's hand-off ([`crate::pattern`]). Each message comes with its topic's [`Route`],
+/// or `None` for the export's own (a topic export's one topic).
+pub(crate) trait Source<T>: Send {
+    /// The next message, waiting; `None` once the source has ended.
+    fn recv(&mut self) -> impl Future<Output = Option<(T, Option<Arc<Route>>)>> + Send;
+    /// The next message if one is there now.
+    fn try_recv(&mut self) -> Option<(T, Option<Arc<Route>>)>;
+    /// Called once the export stops, before it sends what the source still holds: a
+    /// source that has producers to end ends them here, so that what follows is final.
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+}
+
+impl<T: Clone + Send + 'static> Source<T> for MessageStream<T> {
+    async fn recv(&mut self) -> Option<(T, Option<Arc<Route>>)> {
+        self.recv_async().await.map(|msg| (msg, None))
+    }
+
+    fn try_recv(&mut self) -> Option<(T, Option<Arc<Route>>)> {
+        MessageStream::try_recv(self).map(|msg| (msg, None))
+    }
+}
+
+/// A local topic as an export sends it: its name (for the mapping function) and, when
+/// there is no mapping function, its subject, checked once.
+pub(crate) struct Route {
     topic: String,
-    mut stream: MessageStream<T>,
+    fixed: Fixed,
+}
+
+impl Route {
+    /// The route of `topic` under `prefix`; `mapped`: a mapping function names the
+    /// subjects (per message).
+    pub(crate) fn new(prefix: &str, mapped: bool, topic: &str) -> Self {
+        let fixed = if mapped {
+            None
+        } else {
+            let subject = crate::options::prefixed(prefix, topic.to_owned());
+            Some(crate::subject::check_literal(&subject).map(|()| Subject::from(subject)))
+        };
+        Route {
+            topic: topic.to_owned(),
+            fixed,
+        }
+    }
+
+    /// The local topic's name.
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+pub(crate) async fn run<T, S>(
+    inner: Arc<Inner<T>>,
+    own: Route,
+    mut source: S,
     delivery: Delivery,
     mut stopped: watch::Receiver<bool>,
 ) where
     T: Codec + Clone + Send + Sync + 'static,
+    S: Source<T>,
 {
     let nonce = export_nonce();
-    let fixed: Fixed = match inner.options.subject {
-        Some(_) => None,
-        None => {
-            let subject = inner.options.subject_for_topic(&topic);
-            Some(crate::subject::check_literal(&subject).map(|()| Subject::from(subject)))
-        }
-    };
     let mut next_id: u64 = 0;
     let mut encoder = Encoder::new();
     let mut window: FuturesOrdered<Acked<T>> = FuturesOrdered::new();
@@ -122,22 +170,22 @@ pub(crate) async fn run<T>(
             }
             continue;
         }
-        let msg = tokio::select! {
+        let (msg, route) = tokio::select! {
             biased;
             Some(done) = window.next(), if !window.is_empty() => {
                 settle(&inner, &mut window, done);
                 continue;
             }
             _ = &mut stop => break,
-            msg = stream.recv_async() => match msg {
+            msg = source.recv() => match msg {
                 Some(msg) => msg,
                 None => break, // the bus is shutting down
             },
         };
+        let route = route.as_deref().unwrap_or(&own);
         send(
             &inner,
-            &topic,
-            &fixed,
+            route,
             msg,
             delivery,
             &nonce,
@@ -146,19 +194,19 @@ pub(crate) async fn run<T>(
             &mut window,
         )
         .await;
-        // What the stream holds already goes out without another round through the
+        // What the source holds already goes out without another round through the
         // select, up to a bound (then the acknowledgements and the stop get their turn).
         for _ in 1..DRAIN {
             if window.len() >= max {
                 break;
             }
-            let Some(msg) = stream.try_recv() else {
+            let Some((msg, route)) = source.try_recv() else {
                 break;
             };
+            let route = route.as_deref().unwrap_or(&own);
             send(
                 &inner,
-                &topic,
-                &fixed,
+                route,
                 msg,
                 delivery,
                 &nonce,
@@ -169,12 +217,13 @@ pub(crate) async fn run<T>(
             .await;
         }
     }
-    // Ending: what the stream still holds goes out too, then the acknowledgements.
-    while let Some(msg) = stream.try_recv() {
+    // Ending: what the source still holds goes out too, then the acknowledgements.
+    source.close().await;
+    while let Some((msg, route)) = source.try_recv() {
+        let route = route.as_deref().unwrap_or(&own);
         send(
             &inner,
-            &topic,
-            &fixed,
+            route,
             msg,
             delivery,
             &nonce,
@@ -199,8 +248,7 @@ pub(crate) async fn run<T>(
 #[allow(clippy::too_many_arguments)]
 async fn send<T>(
     inner: &Arc<Inner<T>>,
-    topic: &str,
-    fixed: &Fixed,
+    route: &Route,
     msg: T,
     delivery: Delivery,
     nonce: &str,
@@ -210,7 +258,8 @@ async fn send<T>(
 ) where
     T: Codec + Clone + Send + Sync + 'static,
 {
-    let subject = match fixed {
+    let topic = route.topic.as_str();
+    let subject = match &route.fixed {
         // No mapping function: one subject for the topic, checked once.
         Some(Ok(subject)) => subject.clone(),
         Some(Err(reason)) => {

@@ -1,7 +1,7 @@
 //! A bridge between [shardbus] topics and [NATS](https://nats.io) subjects, on
 //! the official client, `async-nats`.
 //!
-//! - **Export** a local topic to NATS: every message published on it is encoded with the
+//! - **Export** a local topic (or every topic matching a pattern) to NATS: every message published on it is encoded with the
 //!   bus's [`Codec`](shardbus::Codec) and published on `<prefix>.<subject>`, where the
 //!   subject comes from the mapping function ([`BridgeOptions::subject_fn`]; the topic's
 //!   name by default). [`Delivery::Core`] is at most once; [`Delivery::JetStream`] is at
@@ -41,9 +41,13 @@
 //!   message and the replay after a crash exports it again (one round trip per message
 //!   on the topic's shard).
 //!
+//! - **Pattern exports**: [`Local::Pattern`] exports every local topic matching a
+//!   NATS-syntax pattern (`orders.>`), existing and later ones, each to its own subject,
+//!   through a pattern subscription on the bus and one bounded hand-off to the export
+//!   task (its overflow given back as [`ExportError::Overflow`]).
+//!
 //! The bridge's tasks run on the tokio runtime that [`Bridge::connect`] was called on.
-//! What is not there yet: wildcard patterns as export sources ([`Local`] has one
-//! variant, `Topic`, so far) and queue-group imports.
+//! What is not there yet: queue-group imports.
 
 mod bridge;
 mod error;
@@ -51,6 +55,7 @@ mod export;
 mod import;
 mod options;
 mod outbox;
+mod pattern;
 pub mod server;
 mod stats;
 mod subject;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Maps a local topic and message to the subject after the prefix.
 pub(crate) type SubjectFn<T> = Arc<dyn Fn(&str, &T) -> String + Send + Sync>;
-type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
+pub(crate) type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
 type DeadLetterFn = Arc<dyn Fn(ImportDeadLetter) + Send + Sync>;
 
 /// An imported payload that the bus's codec could not decode: given to the handler set
@@ -120,7 +120,8 @@ impl<T> BridgeOptions<T> {
     /// The capacity of the local stream subscription behind each export (a power of two,
     /// at least 2): what the bus holds for an export that waits on the server before the
     /// overflow and then the bus's dead-letter handler take over (counted in the bus's
-    /// stats). Default 4096.
+    /// stats). For a pattern export, the capacity of its one hand-off from all its
+    /// topics' shards to the export task (then [`ExportError::Overflow`]). Default 4096.
     pub fn stream_capacity(mut self, capacity: usize) -> Self {
         self.stream_capacity = capacity;
         self
@@ -197,11 +198,16 @@ impl<T> BridgeOptions<T> {
     }
 
     fn prefixed(&self, tail: String) -> String {
-        if self.prefix.is_empty() {
-            tail
-        } else {
-            format!("{}.{}", self.prefix, tail)
-        }
+        prefixed(&self.prefix, tail)
+    }
+}
+
+/// `<prefix>.<tail>`, or `tail` for an empty prefix.
+pub(crate) fn prefixed(prefix: &str, tail: String) -> String {
+    if prefix.is_empty() {
+        tail
+    } else {
+        format!("{prefix}.{tail}")
     }
 }
 

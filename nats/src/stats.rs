@@ -21,6 +21,10 @@ pub struct BridgeStats {
     /// The most JetStream acknowledgements an export has had in flight at once (at most
     /// the window, [`BridgeOptions::max_in_flight`](crate::BridgeOptions::max_in_flight)).
     pub export_in_flight_max: u64,
+    /// Messages a pattern export's shards could not hand to its task because the
+    /// hand-off was full (each also in `export_failed`, given to the export-failure
+    /// handler as [`ExportError::Overflow`](crate::ExportError::Overflow)).
+    pub export_overflow: u64,
     /// Messages an import published into the local bus.
     pub imported: u64,
     /// JetStream messages an import acknowledged (after the bus took responsibility).
@@ -60,6 +64,7 @@ pub(crate) struct Counters {
     pub export_retries: AtomicU64,
     pub export_failed: AtomicU64,
     pub export_in_flight_max: AtomicU64,
+    pub export_overflow: AtomicU64,
     pub imported: AtomicU64,
     pub import_acked: AtomicU64,
     pub import_redelivered: AtomicU64,
@@ -86,6 +91,7 @@ impl Counters {
             export_retries: get(&self.export_retries),
             export_failed: get(&self.export_failed),
             export_in_flight_max: get(&self.export_in_flight_max),
+            export_overflow: get(&self.export_overflow),
             imported: get(&self.imported),
             import_acked: get(&self.import_acked),
             import_redelivered: get(&self.import_redelivered),

@@ -8,4 +8,5 @@ mod common;
 mod faults;
 mod outbox;
 mod partitioned;
+mod patterns;
 mod round_trip;
