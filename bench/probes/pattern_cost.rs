@@ -14,7 +14,7 @@
 //!    With no pattern, with `--patterns` patterns that match nothing, and with
 //!    `--patterns` patterns of which one matches.
 //!
-//! `cargo run --release -p shardbus-bench --example patterns -- [--shards 2] [--topics 10000]
+//! `cargo run --release -p shardbus-bench --example pattern_cost -- [--shards 2] [--topics 10000]
 //! [--patterns 100] [--messages 4000000] [--fresh 10000] [--reps 5]`
 //!
 //! Each figure is the median of `--reps` runs; the set-ups interleave within a repetition.
@@ -39,7 +39,7 @@ struct Args {
 
 fn usage(why: &str) -> ! {
     eprintln!(
-        "patterns: {why}\nusage: patterns [--shards 2] [--topics 10000] [--patterns 100] \
+        "pattern_cost: {why}\nusage: pattern_cost [--shards 2] [--topics 10000] [--patterns 100] \
          [--messages 4000000] [--fresh 10000] [--reps 5]"
     );
     std::process::exit(2)

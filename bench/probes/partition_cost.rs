@@ -1,6 +1,6 @@
 //! Keyed partitions: the two rows of `docs/benchmarks.md` "Partitions", in one run.
 //!
-//! `cargo run --release -p shardbus-bench --example partitions -- [reps] [scale]`
+//! `cargo run --release -p shardbus-bench --example partition_cost -- [reps] [scale]`
 //! (defaults 3 and 1.0; `scale` multiplies every message count, `0.01` is a quick check).
 //!
 //! (a) **One hot topic, Zipf keys, closed loop.** `TOKENS` tokens circulate on one topic;
@@ -319,7 +319,7 @@ fn main() {
             "plain" => false,
             "keyed" => true,
             _ => {
-                eprintln!("usage: partitions cost plain|keyed [messages]");
+                eprintln!("usage: partition_cost cost plain|keyed [messages]");
                 std::process::exit(2);
             }
         };
