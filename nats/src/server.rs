@@ -238,8 +238,9 @@ impl NatsServer {
             return Err(io::Error::other("nats-server is not running"));
         };
         let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
-        // SAFETY: `kill(2)` touches no memory of this process; `pid` is our own child,
-        // not yet reaped (`self.child` holds it), so the pid cannot have been reused.
+        // `kill(2)` touches no memory of this process; `pid` is our own child, not yet
+        // reaped (`self.child` holds it), so the pid cannot have been reused.
+        // SAFETY: by the ownership stated in the lines just above (no memory is shared).
         let rc = unsafe { libc::kill(pid, signal) };
         if rc == 0 {
             Ok(())
