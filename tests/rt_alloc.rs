@@ -25,8 +25,9 @@ struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// every method forwards to `System` with the caller's arguments unchanged, so `System`'s
 // guarantees are ours; the counter is a plain atomic that never allocates.
+// SAFETY: by the ownership stated in the lines just above.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // Relaxed: a count read after the threads synchronised through the handled counters.

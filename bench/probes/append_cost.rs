@@ -168,16 +168,18 @@ fn main() -> std::io::Result<()> {
                 let t = Instant::now();
                 for i in 0..n {
                     let at = i * batch.len();
-                    // SAFETY: this thread owns the mapping `map` (made by `mapped`, unmapped
+                    // this thread owns the mapping `map` (made by `mapped`, unmapped
                     // below, never shared), writable for SEGMENT bytes, and
                     // `at + batch.len() <= n * batch.len() <= SEGMENT`.
+                    // SAFETY: by the ownership stated in the lines just above.
                     unsafe {
                         std::ptr::copy_nonoverlapping(batch.as_ptr(), map.add(at), batch.len())
                     };
                 }
                 copy += t.elapsed();
-                // SAFETY: this thread owns the mapping `mapped` made and unmaps exactly it;
+                // this thread owns the mapping `mapped` made and unmaps exactly it;
                 // `map` is not used after.
+                // SAFETY: by the ownership stated in the lines just above.
                 unsafe { libc::munmap(map.cast(), SEGMENT) };
             }
         }
@@ -219,9 +221,10 @@ fn mapped(path: &Path) -> std::io::Result<(File, *mut u8)> {
         .truncate(true)
         .open(path)?;
     file.set_len(SEGMENT as u64)?;
-    // SAFETY: this function owns the new mapping (then its caller does): a fresh shared mapping
+    // this function owns the new mapping (then its caller does): a fresh shared mapping
     // of a file it opened, at an address the kernel picks; no Rust reference aliases it, and it
     // is only written through raw pointers.
+    // SAFETY: by the ownership stated in the lines just above.
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),

@@ -51,21 +51,24 @@ struct CountingAlloc;
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: every call is forwarded unchanged to `System`, which owns the memory it hands out
+// every call is forwarded unchanged to `System`, which owns the memory it hands out
 // and takes back; the counter only observes the calls.
+// SAFETY: by the ownership stated in the lines just above.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
-        // SAFETY: the caller's `layout` contract is passed on to `System`, which owns the
+        // the caller's `layout` contract is passed on to `System`, which owns the
         // returned block until it comes back through `dealloc`.
+        // SAFETY: by the ownership stated in the lines just above.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` (through `alloc` or `realloc` above) with
+        // `ptr` was allocated by `System` (through `alloc` or `realloc` above) with
         // `layout`; the caller owned it and gives it back to `System`.
+        // SAFETY: by the ownership stated in the lines just above.
         unsafe { System.dealloc(ptr, layout) }
     }
 
@@ -73,8 +76,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
-        // SAFETY: `ptr` is a block `System` handed out with `layout`, owned by the caller,
+        // `ptr` is a block `System` handed out with `layout`, owned by the caller,
         // who hands it to `System` to move; the result is owned by the caller again.
+        // SAFETY: by the ownership stated in the lines just above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

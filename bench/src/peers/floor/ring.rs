@@ -88,9 +88,10 @@ struct ProducerIndex {
     closed: AtomicBool,
 }
 
-// SAFETY: `channel_from` creates exactly one `Producer` and one `Consumer` (neither is `Clone`),
+// `channel_from` creates exactly one `Producer` and one `Consumer` (neither is `Clone`),
 // and the head/tail protocol gives each slot to one of them at a time, so a `T` is only ever
 // moved from the producer's thread to the consumer's: `T: Send` is all sharing needs.
+// SAFETY: by the ownership stated in the lines just above.
 unsafe impl<T: Send> Sync for Shared<T> {}
 
 impl<T> Drop for Shared<T> {
@@ -100,8 +101,9 @@ impl<T> Drop for Shared<T> {
         let tail = *self.producer.tail.get_mut();
         let mut i = *self.head.get_mut();
         while i != tail {
-            // SAFETY: slot `i` is in `[head, tail)`, so the producer initialised it and the
+            // slot `i` is in `[head, tail)`, so the producer initialised it and the
             // consumer never read it; we are the last owner and drop each such slot once.
+            // SAFETY: by the ownership stated in the lines just above.
             unsafe { self.slots[i & self.mask].get_mut().assume_init_drop() };
             i = i.wrapping_add(1);
         }
@@ -124,9 +126,10 @@ pub(crate) struct Producer<T> {
     shared: Arc<Shared<T>>,
 }
 
-// SAFETY: the only field that is not `Send` on its own is `slots`, a pointer into the slots the
+// the only field that is not `Send` on its own is `slots`, a pointer into the slots the
 // `Arc` beside it keeps alive; the producer writes through it only into slots the protocol gives
 // it, from whichever single thread owns the `Producer`, and a `T` moved that way needs `T: Send`.
+// SAFETY: by the ownership stated in the lines just above.
 unsafe impl<T: Send> Send for Producer<T> {}
 
 impl<T> Producer<T> {
@@ -136,10 +139,11 @@ impl<T> Producer<T> {
         if self.tail.wrapping_sub(self.head) > self.mask {
             self.wait_for_room(1);
         }
-        // SAFETY: `tail - head <= mask` with `head` no newer than the consumer's, so slot
+        // `tail - head <= mask` with `head` no newer than the consumer's, so slot
         // `tail` is outside `[head, tail)`: it belongs to the producer, and the consumer does not
         // touch it until a published tail covers it. Only this producer writes slots; `slots`
         // points at `mask + 1` slots kept alive by `shared`.
+        // SAFETY: by the ownership stated in the lines just above.
         unsafe { (*self.slots.add(self.tail & self.mask)).write(value) };
         self.tail = self.tail.wrapping_add(1);
         if self.tail.wrapping_sub(self.published) >= self.batch {
@@ -170,9 +174,10 @@ impl<T> Producer<T> {
             // Up to the free slots and the end of the array (the rest wraps to slot 0).
             let at = self.tail & self.mask;
             let n = items.len().min(free).min(capacity - at);
-            // SAFETY: slots `tail..tail + n` are free (`n <= capacity - (tail - head)`), so they
+            // slots `tail..tail + n` are free (`n <= capacity - (tail - head)`), so they
             // belong to the producer as in `push`; `at + n <= capacity` keeps the copy inside the
             // slots, and the source is a caller's slice that cannot overlap them.
+            // SAFETY: by the ownership stated in the lines just above.
             unsafe {
                 std::ptr::copy_nonoverlapping(items.as_ptr(), self.slots.add(at).cast::<T>(), n);
             }
@@ -237,8 +242,9 @@ pub(crate) struct Consumer<T> {
     shared: Arc<Shared<T>>,
 }
 
-// SAFETY: as for `Producer`: `slots` points into slots the `Arc` keeps alive, read only where the
+// as for `Producer`: `slots` points into slots the `Arc` keeps alive, read only where the
 // protocol gives them to the consumer, by whichever single thread owns the `Consumer`.
+// SAFETY: by the ownership stated in the lines just above.
 unsafe impl<T: Send> Send for Consumer<T> {}
 
 impl<T> Consumer<T> {
@@ -252,9 +258,10 @@ impl<T> Consumer<T> {
         }
         let n = self.tail.wrapping_sub(self.head).min(self.run);
         for _ in 0..n {
-            // SAFETY: `head < tail` with `tail` no newer than the published one, so the producer
+            // `head < tail` with `tail` no newer than the published one, so the producer
             // wrote slot `head` and the Acquire load made the write visible; it stays ours until
             // the release below. Only this consumer reads slots, and each index once.
+            // SAFETY: by the ownership stated in the lines just above.
             let value = unsafe { (*self.slots.add(self.head & self.mask)).assume_init_read() };
             self.head = self.head.wrapping_add(1);
             f(value);
