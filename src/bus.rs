@@ -380,8 +380,8 @@ impl<T> Bus<T> {
     /// Publishes, waiting without blocking the thread while the target shard's inbox is
     /// full: the async form of [`publish`](Self::publish), with the same errors. Runs on
     /// any executor (a std [`Waker`](std::task::Waker)); the returned future is `Send`
-    /// when `T` is. When the inbox has room it costs what `publish` costs; when it is
-    /// full the future waits in the shard's list of waiters and is woken once the shard
+    /// when `T` is. When the inbox has room it pushes on the first poll, as `publish`
+    /// does; when it is full the future waits in the shard's list of waiters and is woken once the shard
     /// has drained from its inbox. Awaited on one of the bus's own shard threads it does
     /// not wait: `WouldDeadlock` with the message.
     ///

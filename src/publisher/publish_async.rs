@@ -153,8 +153,9 @@ impl<T> Publisher<T> {
     /// executor (a std [`Waker`](std::task::Waker)); the returned future is `Send` when
     /// `T` is.
     ///
-    /// When the lane has room it costs what `publish` costs: the push happens on the
-    /// first poll. When the lane is full, the future registers its waker with the lane
+    /// When the lane has room the push happens on the first poll: `publish`'s push plus
+    /// the future's own bookkeeping (a future of 64 bytes, moved by its caller). When the
+    /// lane is full, the future registers its waker with the lane
     /// and returns `Pending`; the shard wakes it once it has drained the lane to half its
     /// capacity.
     ///
