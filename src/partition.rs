@@ -220,6 +220,14 @@ where
 /// [`MAX_PARTITIONED_TOPIC_LEN`](crate::MAX_PARTITIONED_TOPIC_LEN).
 pub(crate) fn check_name(topics: &Topics, topic: &str) -> Result<TopicKey, Error> {
     let key = topics.router.key_or_error(topic)?;
+    // A plain subject, as every other name published to: no wildcard token, no empty
+    // token, no whitespace or control character (checked before any factory runs).
+    if let Err(reason) = crate::subject::check_name(topic) {
+        return Err(Error::InvalidSubject {
+            name: topic.to_owned(),
+            reason,
+        });
+    }
     if topic.len() > crate::route::MAX_PARTITIONED_TOPIC_LEN {
         return Err(Error::InvalidTopic {
             len: topic.len(),

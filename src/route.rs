@@ -307,7 +307,12 @@ impl Router {
     /// partition is taken modulo this bus's partition count. `None` if invalid.
     pub(crate) fn record_key(&self, topic: &str) -> Option<TopicKey> {
         match crate::log::split_partition(topic) {
-            (name, Some(part)) => self.key(name)?.with_part(part % self.partitions),
+            // A name too long for a partition was never written as one: a plain topic's
+            // record (from a build that accepted a NUL in a name), replayed as it reads.
+            (name, Some(part)) => match self.key(name)?.with_part(part % self.partitions) {
+                Some(key) => Some(key),
+                None => self.key(topic),
+            },
             (name, None) => self.key(name),
         }
     }
@@ -336,6 +341,21 @@ mod tests {
 
     fn shard(r: &Router, name: &str) -> ShardId {
         r.shard_of_key(&r.key(name).unwrap())
+    }
+
+    #[test]
+    fn a_record_name_too_long_for_a_partition_is_read_as_a_plain_topic() {
+        // A build that accepted a NUL in a plain name could log one that reads like a
+        // partition's record name; recovery takes it as the plain topic it was.
+        let r = Router::new(2).with_partitions(64);
+        let name = format!("{}\0p1", "x".repeat(MAX_PARTITIONED_TOPIC_LEN + 2));
+        let key = r.record_key(&name).expect("a plain key");
+        assert_eq!(key.part(), None);
+        assert_eq!(key.as_str(), name);
+        // A real partition's record name still reads as its partition.
+        let part = r.record_key("orders\0p5").expect("a partition key");
+        assert_eq!(part.part(), Some(5));
+        assert_eq!(part.as_str(), "orders");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum SubjectError {
     Whitespace,
     /// A pattern whose `>` token is not its last.
     FullWildcardNotLast,
+    /// A control character (NUL and the other C0/C1 controls that are not whitespace). A
+    /// persistent bus's records mark a partition's topic with a NUL and its number after
+    /// the name, so a plain name must never contain one.
+    Control,
 }
 
 impl fmt::Display for SubjectError {
@@ -38,6 +42,7 @@ impl fmt::Display for SubjectError {
             Self::EmptyToken => "an empty token (`..`, or a leading or trailing `.`)",
             Self::Whitespace => "whitespace",
             Self::FullWildcardNotLast => "`>` is allowed only as the last token",
+            Self::Control => "a control character (such as NUL)",
         })
     }
 }
@@ -62,6 +67,9 @@ fn check_token(token: &str) -> Result<(), SubjectError> {
     }
     if token.chars().any(char::is_whitespace) {
         return Err(SubjectError::Whitespace);
+    }
+    if token.chars().any(char::is_control) {
+        return Err(SubjectError::Control);
     }
     Ok(())
 }
@@ -196,6 +204,18 @@ impl fmt::Display for Pattern {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_are_refused() {
+        for name in ["a\0b", "orders\0p1", "x\u{1}", "x\u{7f}"] {
+            assert_eq!(
+                super::check_name(name),
+                Err(super::SubjectError::Control),
+                "{name:?}"
+            );
+        }
+        assert!(super::check_name("orders.eu-1_x").is_ok());
+    }
+
     use super::*;
 
     #[test]

@@ -37,8 +37,9 @@ impl<T: Send + 'static> crate::Builder<T> {
     /// message. So a shard fed a steady stream keeps spinning through short gaps (no
     /// wake-up for its publishers to pay), and one fed a message every 100 µs soon polls
     /// once and parks. `0` parks at the first empty pass: the least CPU, a wake-up for
-    /// nearly every message after a pause. Ignored by [`BusySpin`](WaitStrategy::BusySpin)
-    /// and [`Yield`](WaitStrategy::Yield).
+    /// nearly every message after a pause. At most 11: the polls follow the back-off's
+    /// course, which ends after its eleventh step, so a larger value is taken as 11.
+    /// Ignored by [`BusySpin`](WaitStrategy::BusySpin) and [`Yield`](WaitStrategy::Yield).
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,7 +52,7 @@ impl<T: Send + 'static> crate::Builder<T> {
     /// # Ok(()) }
     /// ```
     pub fn spin_before_park(mut self, polls: u32) -> Self {
-        self.spin_before_park = polls;
+        self.spin_before_park = polls.min(DEFAULT_SPIN_BEFORE_PARK);
         self
     }
 }
@@ -170,6 +171,14 @@ std::thread_local! {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spin_before_park_is_at_most_the_back_offs_course() {
+        let b = crate::Bus::<u64>::builder().spin_before_park(100);
+        assert_eq!(b.spin_before_park, super::DEFAULT_SPIN_BEFORE_PARK);
+        let b = crate::Bus::<u64>::builder().spin_before_park(3);
+        assert_eq!(b.spin_before_park, 3);
+    }
+
     use super::SpinBudget;
 
     /// Polls `n` times or until the budget says park; returns the polls made.

@@ -80,11 +80,13 @@ impl<T: Send + 'static> Bus<T> {
     /// instance is installed.
     ///
     /// A partitioned topic and a plain topic of the same name are separate: keyed
-    /// publishes reach only the partitioned subscriptions, plain publishes only the plain
-    /// ones. A topic may have several partitioned subscriptions (each gets every keyed
+    /// publishes reach only the partitioned subscriptions (and the pattern subscriptions
+    /// whose pattern matches the name: a pattern's actor is made for each partition),
+    /// plain publishes only the plain ones. A topic may have several partitioned subscriptions (each gets every keyed
     /// message, as plain subscriptions do).
     ///
-    /// Errors: `InvalidTopic` for a bad name; `NotStarted` if an instance's `on_start`
+    /// Errors: `InvalidTopic` for a name too long or empty, `InvalidSubject` for one that
+    /// is not a plain subject (both before any instance is made); `NotStarted` if an instance's `on_start`
     /// panicked and its policy ended it (the instances installed before it are
     /// unsubscribed again); `WouldDeadlock` from a handler of this bus; `Closed`.
     ///

@@ -47,7 +47,9 @@ impl<T: Send + 'static> Context<'_, T> {
     /// [`Bus::subscribe_partitioned`](crate::Bus::subscribe_partitioned) from a handler,
     /// without waiting: every partition's request is sent at once and takes effect as
     /// [`Context::subscribe`]'s does, on each partition's shard. The instances are made
-    /// here, on this thread. Errors: `InvalidTopic`, `Closed` (nothing is sent).
+    /// here, on this thread. Errors: `InvalidTopic` or `InvalidSubject` (before anything is
+    /// made or sent); `Closed` (shutdown has begun; partitions already sent are
+    /// unsubscribed again).
     pub fn subscribe_partitioned<H, F>(
         &mut self,
         topic: &str,
@@ -68,9 +70,20 @@ impl<T: Send + 'static> Context<'_, T> {
         };
         for inst in super::instances(partitions, policy, factory) {
             let part = Part::new(topic, inst.part);
-            let id = self
+            let id = match self
                 .out
-                .subscribe(&part, inst.actor, inst.factory, inst.policy)?;
+                .subscribe(&part, inst.actor, inst.factory, inst.policy)
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    // Closed midway (shutdown began): take back what was sent, so that no
+                    // partition is left without a handle (each also ends with the shutdown).
+                    for id in sub.ids.drain(..) {
+                        let _ = self.unsubscribe(id);
+                    }
+                    return Err(e);
+                }
+            };
             sub.ids.push(id);
             sub.counters.push(inst.counters);
         }

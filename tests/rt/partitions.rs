@@ -608,3 +608,56 @@ fn sequential_integer_keys_spread_evenly_and_their_partitions_are_pinned() {
     assert_eq!(first_half, 512);
     bus.shutdown();
 }
+
+#[test]
+fn partitioned_names_must_be_plain_subjects_on_every_form() {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let bus = Bus::<u64>::builder()
+        .shards(2)
+        .partitions(4)
+        .pin_threads(false)
+        .build()
+        .unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    for name in ["orders.*", "orders.>", "a b", "a..b", "nul\0p1"] {
+        let counted = made.clone();
+        let factory = move |_| {
+            counted.fetch_add(1, Relaxed);
+            |_: &mut Context<'_, u64>, _: &u64| {}
+        };
+        assert!(
+            matches!(
+                bus.subscribe_partitioned(name, Supervision::Resume, factory),
+                Err(Error::InvalidSubject { .. })
+            ),
+            "{name:?}"
+        );
+        assert!(
+            matches!(
+                bus.partitioned_topic(name),
+                Err(Error::InvalidSubject { .. })
+            ),
+            "{name:?}"
+        );
+        assert!(
+            matches!(
+                bus.publish_keyed(name, 1u64, 9),
+                Err(PublishError::InvalidTopic(9))
+            ),
+            "{name:?}"
+        );
+        let err = Bus::<u64>::builder()
+            .partitions(4)
+            .subscribe_partitioned(name, Supervision::Resume, |_| {
+                |_: &mut Context<'_, u64>, _: &u64| {}
+            })
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidSubject { .. }),
+            "{name:?}: {err:?}"
+        );
+    }
+    // Refused before any instance was made.
+    assert_eq!(made.load(Relaxed), 0);
+}
