@@ -116,7 +116,8 @@
 //! order and the per-message cost are a plain subscriber's. A shard matches a topic
 //! against its patterns once, when it first learns the topic or the pattern. A name
 //! published to must be a plain subject: no `*` or `>` token, no empty token, no
-//! whitespace (`InvalidTopic`, with the message back).
+//! whitespace or control character (`InvalidTopic`, with the message back).
+//!
 //! # Keyed partitions: one hot topic on every shard
 //!
 //! A topic lives on one shard. [`Bus::subscribe_partitioned`] spreads one over all of them:
