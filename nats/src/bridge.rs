@@ -1,6 +1,6 @@
 //! [`Bridge`]: one NATS connection serving one bus; [`Link`]: a running export or import.
 
-use crate::export::Route;
+use crate::export::{Route, StreamSource};
 use crate::pattern::{Handoff, PatternActor, PatternSource};
 use crate::stats::Counters;
 use crate::{BridgeError, BridgeOptions, BridgeStats};
@@ -153,8 +153,12 @@ where
                     .bus
                     .subscribe_stream(topic.as_str(), options.stream_capacity)?;
                 let route = Route::new(prefix, mapped, &topic);
+                let source = StreamSource {
+                    stream,
+                    bus: Arc::clone(&self.inner.bus),
+                };
                 self.inner.runtime.spawn(async move {
-                    crate::export::run(inner, route, stream, delivery, stopped).await;
+                    crate::export::run(inner, route, source, delivery, stopped).await;
                 })
             }
             Local::Pattern(pattern) => {
@@ -453,9 +457,15 @@ impl Link {
         }
     }
 
-    /// Stops and waits for the task to end. An export first sends what its stream
-    /// holds and waits for the acknowledgements in flight (bounded by the export
-    /// timeout); an import acknowledges what the bus has taken.
+    /// Stops and waits for the task to end. An export first ends its subscription on
+    /// the bus (waiting for the shards; messages published after that go to the topic's
+    /// other subscribers, or the bus's dead-letter handler), then sends what its stream
+    /// or hand-off holds and waits for the acknowledgements in flight. That final drain
+    /// is bounded whatever publishers keep doing: it sends for at most one export timeout
+    /// (what is left then goes to the export-failure handler as
+    /// [`ExportError::TimedOut`](crate::ExportError::TimedOut)), and each acknowledgement
+    /// waited for is bounded by the export timeout too. An import acknowledges what the
+    /// bus has taken and flushes the acknowledgements to the server.
     ///
     /// # Cancel safety
     ///
