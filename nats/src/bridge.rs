@@ -25,6 +25,12 @@ pub enum Delivery {
     /// stream's duplicate window drops the copy, until the export timeout, and then goes
     /// back to the export-failure handler. A stream must capture the subjects (see
     /// [`Bridge::ensure_stream`]).
+    ///
+    /// Order: messages are sent in the topic's order, and so stored while nothing fails.
+    /// A retry is sent after the publishes already in the window, so with a window above
+    /// one a message that needed a retry is stored behind later messages of the same
+    /// subject. Where strict per-key order across a retry matters, set
+    /// [`BridgeOptions::max_in_flight`]`(1)` (one round trip per message).
     JetStream,
 }
 
@@ -137,7 +143,8 @@ where
     /// waited for either: it goes to the export-failure handler
     /// ([`ExportError::Overflow`](crate::ExportError::Overflow), counted in
     /// [`BridgeStats::export_overflow`] and `export_failed`); that handler then runs on
-    /// the shard thread. Per-topic order holds on the wire as for a topic export.
+    /// the shard thread. Per-topic order is as for a topic export: sent in order, stored in
+    /// order unless a JetStream retry reorders (see [`Delivery::JetStream`]).
     /// Stopping the link ends the pattern subscription (on every shard) and sends what
     /// the hand-off holds. An invalid pattern is [`BridgeError::Bus`] with
     /// [`shardbus::Error::InvalidSubject`].

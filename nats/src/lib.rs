@@ -6,7 +6,9 @@
 //!   subject comes from the mapping function ([`BridgeOptions::subject_fn`]; the topic's
 //!   name by default). [`Delivery::Core`] is at most once; [`Delivery::JetStream`] is at
 //!   least once, with a bounded window of acknowledgements in flight and retries under
-//!   the same message id.
+//!   the same message id. A retry goes behind the rest of the window, so it can reorder a
+//!   subject: [`BridgeOptions::max_in_flight`]`(1)` where strict per-key order across a
+//!   retry matters.
 //! - **Import** a NATS subject into a local topic: core NATS
 //!   ([`Bridge::import`], at most once) or a durable JetStream consumer
 //!   ([`Bridge::import_jetstream`], at least once), acknowledged only once the bus has

@@ -97,6 +97,10 @@ impl<T> BridgeOptions<T> {
     /// The window of a JetStream export: at most this many publishes awaiting their
     /// acknowledgement at once; the export waits for the oldest before it sends more.
     /// Default 256.
+    ///
+    /// A publish that is retried goes behind the others in the window, so above one a
+    /// retry can store a message after later ones of its subject. `1` keeps strict
+    /// per-subject (per-key) order across retries, at one round trip per message.
     pub fn max_in_flight(mut self, window: usize) -> Self {
         self.max_in_flight = window;
         self
