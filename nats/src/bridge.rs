@@ -209,7 +209,10 @@ where
     /// published with [`Publisher::publish_async`](shardbus::Publisher::publish_async),
     /// which waits while the bus is full; meanwhile the client buffers up to
     /// [`BridgeOptions::subscription_capacity`] messages and then drops, counting a
-    /// slow-consumer event.
+    /// slow-consumer event. A payload that a persistent bus refuses because it does not
+    /// encode for the log goes to the dead-letter handler too
+    /// ([`ImportFailure::Encode`](crate::ImportFailure::Encode)); only a closed bus ends the
+    /// import.
     ///
     /// # Cancel safety
     ///
@@ -235,12 +238,19 @@ where
     /// Starts importing from a durable JetStream pull consumer (created if missing) into
     /// the local topic: at least once. A message is acknowledged only once the bus has
     /// taken responsibility for it. The import publishes up to [`BridgeOptions::ack_batch`]
-    /// messages (what the consumer has ready), then waits, and acknowledges them: with a
-    /// persistent bus until their records are committed to the log
+    /// messages (what the consumer has ready), then waits, and acknowledges them once
+    /// every subscriber of the topic has handled them ([`Bus::flush`]), and with a
+    /// persistent bus also only once their records are committed to the log
     /// ([`Publisher::wait_durable`](shardbus::Publisher::wait_durable), one group commit
-    /// for the batch), otherwise until every subscriber of the topic has handled them
-    /// ([`Bus::flush`]). A crash before that means redelivery, never loss; the consumer's
-    /// `max_ack_pending` bounds what the server sends ahead.
+    /// for the batch). Both, because the log's replay after a crash reaches only builder
+    /// subscriptions: a subscriber added at run time has the message only once it has
+    /// handled it. A crash before the acknowledgement means redelivery, never loss; the
+    /// consumer's `max_ack_pending` bounds what the server sends ahead.
+    ///
+    /// A payload that does not decode, or that a persistent bus refuses because it does
+    /// not encode for the log, goes to the dead-letter handler
+    /// ([`ImportFailure`](crate::ImportFailure)) and is terminated (`AckKind::Term`): not
+    /// redelivered; the import goes on. Only a closed bus ends the import.
     ///
     /// Order: one import per consumer. Messages come in stream order and are published
     /// into the bus in that order, so per-subject order holds as long as nothing is

@@ -64,7 +64,7 @@ mod subject;
 
 pub use bridge::{Bridge, Delivery, JetStreamImport, Link, Local};
 pub use error::{BridgeError, ExportError};
-pub use options::{BridgeOptions, ImportDeadLetter};
+pub use options::{BridgeOptions, ImportDeadLetter, ImportFailure};
 pub use outbox::{Outbox, OutboxHandler};
 pub use server::partition_mapping;
 pub use stats::BridgeStats;

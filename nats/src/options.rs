@@ -3,7 +3,7 @@
 
 use crate::{BridgeError, ExportError};
 use bytes::Bytes;
-use shardbus::DecodeError;
+use shardbus::{DecodeError, EncodeError};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,12 @@ pub(crate) type SubjectFn<T> = Arc<dyn Fn(&str, &T) -> String + Send + Sync>;
 pub(crate) type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
 type DeadLetterFn = Arc<dyn Fn(ImportDeadLetter) + Send + Sync>;
 
-/// An imported payload that the bus's codec could not decode: given to the handler set
-/// with [`BridgeOptions::on_dead_letter`] with its raw bytes, and counted in
-/// [`BridgeStats::dead_letters`](crate::BridgeStats::dead_letters).
+/// An imported payload that the bus cannot take: it does not decode with the bus's codec,
+/// or the bus refused the decoded message because it does not encode for the log. Given
+/// to the handler set with [`BridgeOptions::on_dead_letter`] with its raw bytes, and
+/// counted in [`BridgeStats::dead_letters`](crate::BridgeStats::dead_letters). The import
+/// goes on with the next message (a JetStream message is terminated, so it is not
+/// redelivered).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ImportDeadLetter {
@@ -23,8 +26,21 @@ pub struct ImportDeadLetter {
     pub subject: String,
     /// The payload, as received.
     pub payload: Bytes,
-    /// The codec's error.
-    pub error: DecodeError,
+    /// Why the bus could not take it.
+    pub error: ImportFailure,
+}
+
+/// Why an imported payload went to the dead-letter handler: [`ImportDeadLetter::error`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportFailure {
+    /// The payload does not decode with the bus's codec.
+    #[error("does not decode: {0}")]
+    Decode(DecodeError),
+    /// The payload decoded, but a persistent bus refused the message: its codec cannot
+    /// encode it for the log ([`PublishError::Encode`](shardbus::PublishError::Encode)).
+    #[error("decodes, but does not encode for the bus's log: {0}")]
+    Encode(EncodeError),
 }
 
 /// How a [`Bridge`](crate::Bridge) names subjects, how much it keeps in flight, how long
