@@ -64,7 +64,9 @@ mod subject;
 
 pub use bridge::{Bridge, Delivery, JetStreamImport, Link, Local};
 pub use error::{BridgeError, ExportError};
-pub use options::{BridgeOptions, ImportDeadLetter, ImportFailure};
+pub use options::{
+    BridgeOptions, ImportDeadLetter, ImportFailure, MAX_ACK_BATCH, MAX_STREAM, MAX_SUBSCRIPTION,
+};
 pub use outbox::{Outbox, OutboxHandler};
 pub use server::partition_mapping;
 pub use stats::BridgeStats;

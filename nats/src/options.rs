@@ -8,6 +8,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The largest [`BridgeOptions::stream_capacity`]: the bus's largest stream subscription
+/// (2^30, as [`Bus::subscribe_stream`](shardbus::Bus::subscribe_stream) takes).
+pub const MAX_STREAM: usize = 1 << 30;
+/// The largest [`BridgeOptions::subscription_capacity`] (2^24 messages).
+pub const MAX_SUBSCRIPTION: usize = 1 << 24;
+/// The largest [`BridgeOptions::ack_batch`] (2^16 messages; the batch is allocated up front).
+pub const MAX_ACK_BATCH: usize = 1 << 16;
+
 /// Maps a local topic and message to the subject after the prefix.
 pub(crate) type SubjectFn<T> = Arc<dyn Fn(&str, &T) -> String + Send + Sync>;
 pub(crate) type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
@@ -141,14 +149,16 @@ impl<T> BridgeOptions<T> {
     /// at least 2): what the bus holds for an export that waits on the server before the
     /// overflow and then the bus's dead-letter handler take over (counted in the bus's
     /// stats). For a pattern export, the capacity of its one hand-off from all its
-    /// topics' shards to the export task (then [`ExportError::Overflow`]). Default 4096.
+    /// topics' shards to the export task (then [`ExportError::Overflow`]). Default 4096;
+    /// at most [`MAX_STREAM`](crate::MAX_STREAM) (2^30).
     pub fn stream_capacity(mut self, capacity: usize) -> Self {
         self.stream_capacity = capacity;
         self
     }
 
     /// The most JetStream messages an import publishes into the bus before it waits for
-    /// them to be handled (or committed) and acknowledges them together. Default 256.
+    /// them to be handled (or committed) and acknowledges them together. Default 256; from 1
+    /// to [`MAX_ACK_BATCH`](crate::MAX_ACK_BATCH) (2^16).
     pub fn ack_batch(mut self, batch: usize) -> Self {
         self.ack_batch = batch;
         self
@@ -156,7 +166,8 @@ impl<T> BridgeOptions<T> {
 
     /// The buffer of each core NATS import subscription in the client, in messages; when
     /// it is full (the bus is slower than the subject), the client drops for it and the
-    /// bridge counts a slow-consumer event. Default 8192.
+    /// bridge counts a slow-consumer event. Default 8192; from 1 to
+    /// [`MAX_SUBSCRIPTION`](crate::MAX_SUBSCRIPTION) (2^24).
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = capacity;
         self
@@ -189,14 +200,19 @@ impl<T> BridgeOptions<T> {
         if self.max_in_flight == 0 {
             return invalid("max_in_flight", "must be at least 1");
         }
-        if self.ack_batch == 0 {
-            return invalid("ack_batch", "must be at least 1");
+        if self.ack_batch == 0 || self.ack_batch > MAX_ACK_BATCH {
+            return invalid("ack_batch", &format!("must be from 1 to {MAX_ACK_BATCH}"));
         }
-        if self.subscription_capacity == 0 {
-            return invalid("subscription_capacity", "must be at least 1");
+        if self.subscription_capacity == 0 || self.subscription_capacity > MAX_SUBSCRIPTION {
+            let reason = format!("must be from 1 to {MAX_SUBSCRIPTION}");
+            return invalid("subscription_capacity", &reason);
         }
-        if self.stream_capacity < 2 || !self.stream_capacity.is_power_of_two() {
-            return invalid("stream_capacity", "must be a power of two, at least 2");
+        if self.stream_capacity < 2
+            || !self.stream_capacity.is_power_of_two()
+            || self.stream_capacity > MAX_STREAM
+        {
+            let reason = format!("must be a power of two from 2 to {MAX_STREAM}");
+            return invalid("stream_capacity", &reason);
         }
         if self.connect_timeout.is_zero() || self.ack_timeout.is_zero() {
             return invalid("timeouts", "must not be zero");
@@ -244,5 +260,45 @@ impl<T> fmt::Debug for BridgeOptions<T> {
             .field("ack_batch", &self.ack_batch)
             .field("subscription_capacity", &self.subscription_capacity)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BridgeOptions, MAX_ACK_BATCH, MAX_STREAM, MAX_SUBSCRIPTION};
+    use crate::BridgeError;
+
+    /// The option `validate` refuses, or `None` if it accepts.
+    fn refused(options: BridgeOptions<Vec<u8>>) -> Option<&'static str> {
+        match options.validate() {
+            Ok(()) => None,
+            Err(BridgeError::InvalidOption { option, .. }) => Some(option),
+            Err(e) => panic!("not an InvalidOption: {e}"),
+        }
+    }
+
+    /// Values that would panic or abort later (a channel too large for tokio, an
+    /// allocation of the whole batch up front) are refused with a typed error; the bounds
+    /// themselves are accepted.
+    #[test]
+    fn upper_bounds_are_typed_errors() {
+        let o = BridgeOptions::<Vec<u8>>::default;
+        assert_eq!(refused(o()), None);
+        assert_eq!(refused(o().stream_capacity(MAX_STREAM)), None);
+        assert_eq!(refused(o().stream_capacity(MAX_STREAM * 2)), Some("stream_capacity"));
+        assert_eq!(refused(o().stream_capacity(1 << 62)), Some("stream_capacity"));
+        assert_eq!(refused(o().subscription_capacity(MAX_SUBSCRIPTION)), None);
+        assert_eq!(
+            refused(o().subscription_capacity(MAX_SUBSCRIPTION + 1)),
+            Some("subscription_capacity")
+        );
+        assert_eq!(
+            refused(o().subscription_capacity(usize::MAX)),
+            Some("subscription_capacity")
+        );
+        assert_eq!(refused(o().ack_batch(MAX_ACK_BATCH)), None);
+        assert_eq!(refused(o().ack_batch(MAX_ACK_BATCH + 1)), Some("ack_batch"));
+        assert_eq!(refused(o().ack_batch(usize::MAX)), Some("ack_batch"));
+        assert_eq!(refused(o().ack_batch(0)), Some("ack_batch"));
     }
 }
