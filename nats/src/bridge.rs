@@ -461,6 +461,7 @@ impl JetStreamImport {
 /// JetStream import's unacknowledged messages are then redelivered after the consumer's
 /// ack wait).
 #[derive(Debug)]
+#[must_use = "dropping a Link stops its export or import"]
 pub struct Link {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,

@@ -241,9 +241,10 @@ pub(crate) async fn run<T, S>(
     // export-failure handler rather than holding the stop for a timeout per message.
     source.close().await;
     let timeout = inner.options.export_timeout;
-    let deadline = Instant::now() + timeout;
+    // A timeout too large to add (`Duration::MAX`: keep trying) has no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     while let Some((msg, route)) = source.try_recv() {
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             fail(
                 &inner,
                 ExportError::TimedOut {

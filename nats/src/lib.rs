@@ -39,9 +39,12 @@
 //!
 //! - **Outbox**: for a persistent bus, [`Outbox`] is a JetStream export whose outbox is
 //!   the bus's own log: its handler, a builder subscription, returns only once JetStream
-//!   acknowledged the message, so the log's checkpoint never passes an unacknowledged
-//!   message and the replay after a crash exports it again (one round trip per message
-//!   on the topic's shard).
+//!   acknowledged the message or the export timeout passed (the message then goes to
+//!   [`BridgeOptions::on_export_failure`]), so the log's checkpoint passes a message only
+//!   once it is in the stream or given back, and the replay after a crash exports the
+//!   rest again (one round trip per message on the topic's shard). Raise
+//!   [`BridgeOptions::export_timeout`] to wait longer. Build and use the bus off the
+//!   runtime's workers (`spawn_blocking`): its shards wait on that runtime.
 //!
 //! - **Pattern exports**: [`Local::Pattern`] exports every local topic matching a
 //!   NATS-syntax pattern (`orders.>`), existing and later ones, each to its own subject,

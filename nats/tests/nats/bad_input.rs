@@ -268,6 +268,12 @@ async fn a_full_bus_slows_a_core_import_and_the_drops_are_counted() {
             }
             last = imported();
         }
+        // Every message the import published is handled before the counts are compared
+        // (`flush` blocks: off the runtime's workers).
+        let flushed = Arc::clone(&bus);
+        tokio::task::spawn_blocking(move || flushed.flush().unwrap())
+            .await
+            .unwrap();
         let s = bridge.stats();
         assert!(s.imported >= 1 && s.imported < 200, "{s:?}");
         // One event per drop, as far as the client's event queue (128) holds them.
