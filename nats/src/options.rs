@@ -285,8 +285,14 @@ mod tests {
         let o = BridgeOptions::<Vec<u8>>::default;
         assert_eq!(refused(o()), None);
         assert_eq!(refused(o().stream_capacity(MAX_STREAM)), None);
-        assert_eq!(refused(o().stream_capacity(MAX_STREAM * 2)), Some("stream_capacity"));
-        assert_eq!(refused(o().stream_capacity(1 << 62)), Some("stream_capacity"));
+        assert_eq!(
+            refused(o().stream_capacity(MAX_STREAM * 2)),
+            Some("stream_capacity")
+        );
+        assert_eq!(
+            refused(o().stream_capacity(1 << 62)),
+            Some("stream_capacity")
+        );
         assert_eq!(refused(o().subscription_capacity(MAX_SUBSCRIPTION)), None);
         assert_eq!(
             refused(o().subscription_capacity(MAX_SUBSCRIPTION + 1)),

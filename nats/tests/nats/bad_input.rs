@@ -325,9 +325,12 @@ async fn a_message_the_bus_refuses_to_encode_is_a_dead_letter_and_the_import_goe
             .unwrap();
         let seen: Arc<Mutex<Vec<Word>>> = Arc::default();
         let sink = Arc::clone(&seen);
-        bus.subscribe("inbound", move |_: &mut shardbus::Context<'_, Word>, w: &Word| {
-            sink.lock().unwrap().push(w.clone());
-        })
+        bus.subscribe(
+            "inbound",
+            move |_: &mut shardbus::Context<'_, Word>, w: &Word| {
+                sink.lock().unwrap().push(w.clone());
+            },
+        )
         .unwrap();
         let dead: Arc<Mutex<Vec<shardbus_nats::ImportDeadLetter>>> = Arc::default();
         let sink = Arc::clone(&dead);
@@ -349,7 +352,11 @@ async fn a_message_the_bus_refuses_to_encode_is_a_dead_letter_and_the_import_goe
         client.publish("w.core", "good one".into()).await.unwrap();
         let js = bridge.jetstream();
         for word in ["bad two", "good two"] {
-            js.publish("w.js", word.into()).await.unwrap().await.unwrap();
+            js.publish("w.js", word.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         assert!(
             wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() == 2

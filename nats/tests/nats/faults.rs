@@ -310,7 +310,10 @@ async fn stopping_an_export_under_a_steady_producer_returns() {
         .await
         .unwrap();
         let s = out.stats();
-        assert_eq!(s.export_failed, failed, "nothing reaches the export after the stop");
+        assert_eq!(
+            s.export_failed, failed,
+            "nothing reaches the export after the stop"
+        );
         assert_eq!(s.exported, 0);
         assert_eq!(
             s.export_failed + source.stats().dead_letters(),

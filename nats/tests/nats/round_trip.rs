@@ -254,7 +254,11 @@ async fn persistent_import_acks_only_after_runtime_subscribers_handled_it() {
         let mut payload = Vec::new();
         shardbus::Codec::encode(&Order::new("k", 1), &mut payload).unwrap();
         let js = bridge.jetstream();
-        js.publish("held", payload.into()).await.unwrap().await.unwrap();
+        js.publish("held", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
         assert!(wait_until(Duration::from_secs(10), || bridge.stats().imported == 1).await);
         // Committed by now (a group commit takes far less), but not handled.
         assert!(
