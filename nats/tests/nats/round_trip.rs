@@ -272,3 +272,52 @@ async fn persistent_import_acks_only_after_runtime_subscribers_handled_it() {
     })
     .await;
 }
+
+/// A clean stop of a JetStream import leaves no acknowledgement pending: the final acks
+/// are flushed to the server before `stop` returns, so another connection sees the
+/// consumer with nothing pending right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_jetstream_import_leaves_nothing_pending() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let (sink, seen) = collecting_bus("inbound");
+        let bridge = Bridge::connect(&server.url(), sink, BridgeOptions::default())
+            .await
+            .unwrap();
+        bridge.ensure_stream("STOPS", &["stops"]).await.unwrap();
+        let js = bridge.jetstream();
+        for o in orders(2, 50) {
+            let mut payload = Vec::new();
+            shardbus::Codec::encode(&o, &mut payload).unwrap();
+            js.publish("stops", payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let import = bridge
+            .import_jetstream(JetStreamImport::new("STOPS", "stops", "stops", "inbound"))
+            .await
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || seen.lock().unwrap().len()
+                == 100)
+            .await
+        );
+        import.stop().await;
+        let other = async_nats::connect(server.url()).await.unwrap();
+        let stream = async_nats::jetstream::new(other)
+            .get_stream("STOPS")
+            .await
+            .unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("stops").await.unwrap();
+        let info = consumer.info().await.unwrap();
+        assert_eq!(
+            (info.num_ack_pending, info.ack_floor.stream_sequence),
+            (0, 100)
+        );
+        assert_eq!(bridge.stats().import_acked, 100);
+    })
+    .await;
+}
