@@ -45,6 +45,12 @@ echo "== nats-server (the NATS bridge's tests run against a real one)"
 # Installed from the distribution's package when missing. Under CI=true a server that is
 # missing and cannot be installed fails the run; elsewhere the bridge's tests skip with
 # a loud message.
+# Debian's package installs it as /usr/sbin/nats-server, which is not on every user's PATH:
+# found there, it is handed to the tests through NATS_SERVER (which they honour).
+if ! command -v nats-server >/dev/null 2>&1 && [[ -z "${NATS_SERVER:-}" ]] \
+    && [[ -x /usr/sbin/nats-server ]]; then
+    export NATS_SERVER=/usr/sbin/nats-server
+fi
 if ! command -v nats-server >/dev/null 2>&1 && [[ -z "${NATS_SERVER:-}" ]]; then
     sudo_cmd=""
     if [[ "$(id -u)" != "0" ]] && command -v sudo >/dev/null 2>&1; then
@@ -59,7 +65,13 @@ if ! command -v nats-server >/dev/null 2>&1 && [[ -z "${NATS_SERVER:-}" ]]; then
             "the NATS bridge's tests will skip" >&2
     fi
 fi
-if command -v nats-server >/dev/null 2>&1; then
+if [[ -z "${NATS_SERVER:-}" ]] && ! command -v nats-server >/dev/null 2>&1 \
+    && [[ -x /usr/sbin/nats-server ]]; then
+    export NATS_SERVER=/usr/sbin/nats-server # installed just now, off the PATH
+fi
+if [[ -n "${NATS_SERVER:-}" ]]; then
+    "$NATS_SERVER" --version
+elif command -v nats-server >/dev/null 2>&1; then
     nats-server --version
 fi
 

@@ -1,6 +1,6 @@
 //! [`Bridge`]: one NATS connection serving one bus; [`Link`]: a running export or import.
 
-use crate::export::Route;
+use crate::export::{Route, StreamSource};
 use crate::pattern::{Handoff, PatternActor, PatternSource};
 use crate::stats::Counters;
 use crate::{BridgeError, BridgeOptions, BridgeStats};
@@ -25,6 +25,12 @@ pub enum Delivery {
     /// stream's duplicate window drops the copy, until the export timeout, and then goes
     /// back to the export-failure handler. A stream must capture the subjects (see
     /// [`Bridge::ensure_stream`]).
+    ///
+    /// Order: messages are sent in the topic's order, and so stored while nothing fails.
+    /// A retry is sent after the publishes already in the window, so with a window above
+    /// one a message that needed a retry is stored behind later messages of the same
+    /// subject. Where strict per-key order across a retry matters, set
+    /// [`BridgeOptions::max_in_flight`]`(1)` (one round trip per message).
     JetStream,
 }
 
@@ -137,7 +143,8 @@ where
     /// waited for either: it goes to the export-failure handler
     /// ([`ExportError::Overflow`](crate::ExportError::Overflow), counted in
     /// [`BridgeStats::export_overflow`] and `export_failed`); that handler then runs on
-    /// the shard thread. Per-topic order holds on the wire as for a topic export.
+    /// the shard thread. Per-topic order is as for a topic export: sent in order, stored in
+    /// order unless a JetStream retry reorders (see [`Delivery::JetStream`]).
     /// Stopping the link ends the pattern subscription (on every shard) and sends what
     /// the hand-off holds. An invalid pattern is [`BridgeError::Bus`] with
     /// [`shardbus::Error::InvalidSubject`].
@@ -153,8 +160,12 @@ where
                     .bus
                     .subscribe_stream(topic.as_str(), options.stream_capacity)?;
                 let route = Route::new(prefix, mapped, &topic);
+                let source = StreamSource {
+                    stream,
+                    bus: Arc::clone(&self.inner.bus),
+                };
                 self.inner.runtime.spawn(async move {
-                    crate::export::run(inner, route, stream, delivery, stopped).await;
+                    crate::export::run(inner, route, source, delivery, stopped).await;
                 })
             }
             Local::Pattern(pattern) => {
@@ -198,7 +209,10 @@ where
     /// published with [`Publisher::publish_async`](shardbus::Publisher::publish_async),
     /// which waits while the bus is full; meanwhile the client buffers up to
     /// [`BridgeOptions::subscription_capacity`] messages and then drops, counting a
-    /// slow-consumer event.
+    /// slow-consumer event. A payload that a persistent bus refuses because it does not
+    /// encode for the log goes to the dead-letter handler too
+    /// ([`ImportFailure::Encode`](crate::ImportFailure::Encode)); only a closed bus ends the
+    /// import.
     ///
     /// # Cancel safety
     ///
@@ -224,12 +238,19 @@ where
     /// Starts importing from a durable JetStream pull consumer (created if missing) into
     /// the local topic: at least once. A message is acknowledged only once the bus has
     /// taken responsibility for it. The import publishes up to [`BridgeOptions::ack_batch`]
-    /// messages (what the consumer has ready), then waits, and acknowledges them: with a
-    /// persistent bus until their records are committed to the log
+    /// messages (what the consumer has ready), then waits, and acknowledges them once
+    /// every subscriber of the topic has handled them ([`Bus::flush`]), and with a
+    /// persistent bus also only once their records are committed to the log
     /// ([`Publisher::wait_durable`](shardbus::Publisher::wait_durable), one group commit
-    /// for the batch), otherwise until every subscriber of the topic has handled them
-    /// ([`Bus::flush`]). A crash before that means redelivery, never loss; the consumer's
-    /// `max_ack_pending` bounds what the server sends ahead.
+    /// for the batch). Both, because the log's replay after a crash reaches only builder
+    /// subscriptions: a subscriber added at run time has the message only once it has
+    /// handled it. A crash before the acknowledgement means redelivery, never loss; the
+    /// consumer's `max_ack_pending` bounds what the server sends ahead.
+    ///
+    /// A payload that does not decode, or that a persistent bus refuses because it does
+    /// not encode for the log, goes to the dead-letter handler
+    /// ([`ImportFailure`](crate::ImportFailure)) and is terminated (`AckKind::Term`): not
+    /// redelivered; the import goes on. Only a closed bus ends the import.
     ///
     /// Order: one import per consumer. Messages come in stream order and are published
     /// into the bus in that order, so per-subject order holds as long as nothing is
@@ -440,6 +461,7 @@ impl JetStreamImport {
 /// JetStream import's unacknowledged messages are then redelivered after the consumer's
 /// ack wait).
 #[derive(Debug)]
+#[must_use = "dropping a Link stops its export or import"]
 pub struct Link {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -453,9 +475,15 @@ impl Link {
         }
     }
 
-    /// Stops and waits for the task to end. An export first sends what its stream
-    /// holds and waits for the acknowledgements in flight (bounded by the export
-    /// timeout); an import acknowledges what the bus has taken.
+    /// Stops and waits for the task to end. An export first ends its subscription on
+    /// the bus (waiting for the shards; messages published after that go to the topic's
+    /// other subscribers, or the bus's dead-letter handler), then sends what its stream
+    /// or hand-off holds and waits for the acknowledgements in flight. That final drain
+    /// is bounded whatever publishers keep doing: it sends for at most one export timeout
+    /// (what is left then goes to the export-failure handler as
+    /// [`ExportError::TimedOut`](crate::ExportError::TimedOut)), and each acknowledgement
+    /// waited for is bounded by the export timeout too. An import acknowledges what the
+    /// bus has taken and flushes the acknowledgements to the server.
     ///
     /// # Cancel safety
     ///

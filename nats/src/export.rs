@@ -9,7 +9,7 @@ use async_nats::{HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
-use shardbus::{Codec, MessageStream};
+use shardbus::{Bus, Codec, MessageStream};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,13 +106,31 @@ pub(crate) trait Source<T>: Send {
     }
 }
 
-impl<T: Clone + Send + 'static> Source<T> for MessageStream<T> {
+/// A topic export's source: the topic's [`MessageStream`] and the bus, so that stopping
+/// the export ends the stream's subscription (a stream only ends by itself when the bus
+/// shuts down).
+pub(crate) struct StreamSource<T> {
+    pub(crate) stream: MessageStream<T>,
+    pub(crate) bus: Arc<Bus<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Source<T> for StreamSource<T> {
     async fn recv(&mut self) -> Option<(T, Option<Arc<Route>>)> {
-        self.recv_async().await.map(|msg| (msg, None))
+        self.stream.recv_async().await.map(|msg| (msg, None))
     }
 
     fn try_recv(&mut self) -> Option<(T, Option<Arc<Route>>)> {
-        MessageStream::try_recv(self).map(|msg| (msg, None))
+        self.stream.try_recv().map(|msg| (msg, None))
+    }
+
+    /// Ends the stream's subscription and waits until every shard has removed it: then
+    /// the stream holds all there will be, and what publishers send next goes to the
+    /// topic's other subscribers (or the bus's dead-letter handler).
+    async fn close(&mut self) {
+        let (bus, id) = (Arc::clone(&self.bus), self.stream.subscription());
+        // `unsubscribe` waits for the shards: on a blocking thread, not the runtime's. An
+        // error means the bus has shut down, which ended the stream already.
+        let _ = tokio::task::spawn_blocking(move || bus.unsubscribe(id)).await;
     }
 }
 
@@ -217,9 +235,27 @@ pub(crate) async fn run<T, S>(
             .await;
         }
     }
-    // Ending: what the source still holds goes out too, then the acknowledgements.
+    // Ending: the source is closed, so what it still holds is finite (its capacity); that
+    // goes out too, then the acknowledgements. The drain gets one export timeout: what is
+    // still unsent after it (the server is away and core sends wait for room) goes to the
+    // export-failure handler rather than holding the stop for a timeout per message.
     source.close().await;
+    let timeout = inner.options.export_timeout;
+    // A timeout too large to add (`Duration::MAX`: keep trying) has no deadline.
+    let deadline = Instant::now().checked_add(timeout);
     while let Some((msg, route)) = source.try_recv() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            fail(
+                &inner,
+                ExportError::TimedOut {
+                    msg,
+                    timeout,
+                    attempts: 0,
+                    reason: "the export stopped before it could send it".to_owned(),
+                },
+            );
+            continue;
+        }
         let route = route.as_deref().unwrap_or(&own);
         send(
             &inner,

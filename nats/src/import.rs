@@ -3,11 +3,11 @@
 
 use crate::bridge::{Inner, JetStreamImport};
 use crate::stats::Counters;
-use crate::{BridgeError, ImportDeadLetter};
+use crate::{BridgeError, ImportDeadLetter, ImportFailure};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::AckKind;
 use futures_util::{FutureExt, StreamExt};
-use shardbus::{Codec, Publisher, Topic};
+use shardbus::{Codec, PublishError, Publisher, Topic};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -17,15 +17,20 @@ fn decode<T: Codec>(inner: &Inner<T>, subject: &str, payload: &bytes::Bytes) -> 
     match T::decode(payload) {
         Ok(v) => Some(v),
         Err(error) => {
-            Counters::add(&inner.counters.dead_letters, 1);
-            (inner.options.on_dead_letter)(ImportDeadLetter {
-                subject: subject.to_owned(),
-                payload: payload.clone(),
-                error,
-            });
+            dead_letter(inner, subject, payload, ImportFailure::Decode(error));
             None
         }
     }
+}
+
+/// Counts a payload the bus cannot take and hands it to the dead-letter handler.
+fn dead_letter<T>(inner: &Inner<T>, subject: &str, payload: &bytes::Bytes, error: ImportFailure) {
+    Counters::add(&inner.counters.dead_letters, 1);
+    (inner.options.on_dead_letter)(ImportDeadLetter {
+        subject: subject.to_owned(),
+        payload: payload.clone(),
+        error,
+    });
 }
 
 pub(crate) async fn run_core<T>(
@@ -73,7 +78,8 @@ pub(crate) async fn run_core<T>(
 const DRAIN: usize = 64;
 
 /// Decodes one core message and publishes it into the bus: `false` if the bus refused it
-/// (it is shutting down), which ends the import.
+/// because it is closed, which ends the import. A message the bus refuses for itself (it
+/// does not encode for the log) is a dead letter, and the import goes on.
 async fn import_one<T>(
     inner: &Inner<T>,
     publisher: &mut Publisher<T>,
@@ -91,6 +97,11 @@ where
             Counters::add(&inner.counters.imported, 1);
             true
         }
+        Err(PublishError::Encode { error, .. }) => {
+            let subject = msg.subject.as_str();
+            dead_letter(inner, subject, &msg.payload, ImportFailure::Encode(error));
+            true
+        }
         Err(e) => {
             tracing::warn!(error = %e, "shardbus-nats: the bus refused an import");
             Counters::add(&inner.counters.import_refused, 1);
@@ -100,6 +111,11 @@ where
 }
 
 pub(crate) type Messages = pull::Stream;
+
+/// How often a rewind tries to create the consumer again after deleting it, and the pause
+/// between tries.
+const REWIND_ATTEMPTS: u32 = 5;
+const REWIND_PAUSE: Duration = Duration::from_millis(200);
 
 /// Opens (creating if missing) the durable pull consumer and its message stream.
 pub(crate) async fn open_consumer<T>(
@@ -140,13 +156,29 @@ pub(crate) async fn open_consumer<T>(
             .delete_consumer(&spec.durable)
             .await
             .map_err(|e| BridgeError::nats("delete consumer", e))?;
-        consumer = stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
-                ..config
-            })
-            .await
-            .map_err(|e| BridgeError::nats("create consumer", e))?;
+        // Delete then create is not atomic: the create is retried (a short outage, a
+        // leader election) before the error goes back. Should it still fail, the consumer
+        // is gone; the next import creates it afresh, which starts at the stream's first
+        // message (DeliverPolicy::All): duplicates, never a loss.
+        let rewound = pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+            ..config
+        };
+        let mut attempt = 1;
+        consumer = loop {
+            match stream.create_consumer(rewound.clone()).await {
+                Ok(consumer) => break consumer,
+                Err(e) if attempt >= REWIND_ATTEMPTS => {
+                    return Err(BridgeError::nats("create consumer (rewind)", e));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, durable = %spec.durable,
+                        "shardbus-nats: recreating a rewound consumer failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(REWIND_PAUSE).await;
+                }
+            }
+        };
     }
     consumer
         .stream()
@@ -205,6 +237,12 @@ pub(crate) async fn run_jetstream<T>(
                     Counters::add(&inner.counters.imported, 1);
                     taken.push(m);
                 }
+                Err(PublishError::Encode { error, .. }) => {
+                    let failure = ImportFailure::Encode(error);
+                    dead_letter(&inner, m.subject.as_str(), &m.payload, failure);
+                    // Never redelivered: the dead-letter handler has it.
+                    let _ = m.ack_with(AckKind::Term).await;
+                }
                 Err(e) => {
                     // Not acknowledged: redelivered after the ack wait.
                     tracing::warn!(error = %e, "shardbus-nats: the bus refused an import");
@@ -216,13 +254,19 @@ pub(crate) async fn run_jetstream<T>(
         publisher = confirm_and_ack(&inner, publisher, persistent, &mut taken).await;
     }
     confirm_and_ack(&inner, publisher, persistent, &mut taken).await;
+    // The acknowledgements are queued on the connection: out to the server before the
+    // stop returns, so a clean stop leaves none pending.
+    if let Err(e) = inner.client.flush().await {
+        tracing::warn!(error = %e, "shardbus-nats: could not flush the final acknowledgements");
+    }
 }
 
 /// Waits until the bus has taken responsibility for everything this import published so
-/// far, then acknowledges `taken`: on a persistent bus once it is committed to the log
-/// ([`Publisher::wait_durable`]), otherwise once every subscriber has handled it
-/// ([`Bus::flush`](shardbus::Bus::flush)). If the bus cannot say (it failed or is closing
-/// with a failed log), acknowledges nothing: the server redelivers.
+/// far, then acknowledges `taken`: once every subscriber has handled it
+/// ([`Bus::flush`](shardbus::Bus::flush)), and on a persistent bus also once it is
+/// committed to the log ([`Publisher::wait_durable`]) before that. If the bus cannot say
+/// (it failed or is closing with a failed log), acknowledges nothing: the server
+/// redelivers.
 async fn confirm_and_ack<T>(
     inner: &Arc<Inner<T>>,
     publisher: Publisher<T>,
@@ -238,11 +282,11 @@ where
     let bus = Arc::clone(&inner.bus);
     let confirmed = tokio::task::spawn_blocking(move || {
         let mut publisher = publisher;
-        let ok = if persistent {
-            publisher.wait_durable().is_ok()
-        } else {
-            bus.flush().is_ok()
-        };
+        // Committed (a persistent bus: the replay after a crash gives the records to the
+        // builder's subscriptions), and handled by every subscriber (also those subscribed
+        // at run time, which the replay does not reach).
+        let durable = !persistent || publisher.wait_durable().is_ok();
+        let ok = durable && bus.flush().is_ok();
         (publisher, ok)
     })
     .await;

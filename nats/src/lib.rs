@@ -6,7 +6,9 @@
 //!   subject comes from the mapping function ([`BridgeOptions::subject_fn`]; the topic's
 //!   name by default). [`Delivery::Core`] is at most once; [`Delivery::JetStream`] is at
 //!   least once, with a bounded window of acknowledgements in flight and retries under
-//!   the same message id.
+//!   the same message id. A retry goes behind the rest of the window, so it can reorder a
+//!   subject: [`BridgeOptions::max_in_flight`]`(1)` where strict per-key order across a
+//!   retry matters.
 //! - **Import** a NATS subject into a local topic: core NATS
 //!   ([`Bridge::import`], at most once) or a durable JetStream consumer
 //!   ([`Bridge::import_jetstream`], at least once), acknowledged only once the bus has
@@ -37,9 +39,12 @@
 //!
 //! - **Outbox**: for a persistent bus, [`Outbox`] is a JetStream export whose outbox is
 //!   the bus's own log: its handler, a builder subscription, returns only once JetStream
-//!   acknowledged the message, so the log's checkpoint never passes an unacknowledged
-//!   message and the replay after a crash exports it again (one round trip per message
-//!   on the topic's shard).
+//!   acknowledged the message or the export timeout passed (the message then goes to
+//!   [`BridgeOptions::on_export_failure`]), so the log's checkpoint passes a message only
+//!   once it is in the stream or given back, and the replay after a crash exports the
+//!   rest again (one round trip per message on the topic's shard). Raise
+//!   [`BridgeOptions::export_timeout`] to wait longer. Build and use the bus off the
+//!   runtime's workers (`spawn_blocking`): its shards wait on that runtime.
 //!
 //! - **Pattern exports**: [`Local::Pattern`] exports every local topic matching a
 //!   NATS-syntax pattern (`orders.>`), existing and later ones, each to its own subject,
@@ -62,7 +67,9 @@ mod subject;
 
 pub use bridge::{Bridge, Delivery, JetStreamImport, Link, Local};
 pub use error::{BridgeError, ExportError};
-pub use options::{BridgeOptions, ImportDeadLetter};
+pub use options::{
+    BridgeOptions, ImportDeadLetter, ImportFailure, MAX_ACK_BATCH, MAX_STREAM, MAX_SUBSCRIPTION,
+};
 pub use outbox::{Outbox, OutboxHandler};
 pub use server::partition_mapping;
 pub use stats::BridgeStats;

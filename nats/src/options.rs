@@ -3,19 +3,30 @@
 
 use crate::{BridgeError, ExportError};
 use bytes::Bytes;
-use shardbus::DecodeError;
+use shardbus::{DecodeError, EncodeError};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The largest [`BridgeOptions::stream_capacity`]: the bus's largest stream subscription
+/// (2^30, as [`Bus::subscribe_stream`](shardbus::Bus::subscribe_stream) takes).
+pub const MAX_STREAM: usize = 1 << 30;
+/// The largest [`BridgeOptions::subscription_capacity`] (2^24 messages).
+pub const MAX_SUBSCRIPTION: usize = 1 << 24;
+/// The largest [`BridgeOptions::ack_batch`] (2^16 messages; the batch is allocated up front).
+pub const MAX_ACK_BATCH: usize = 1 << 16;
 
 /// Maps a local topic and message to the subject after the prefix.
 pub(crate) type SubjectFn<T> = Arc<dyn Fn(&str, &T) -> String + Send + Sync>;
 pub(crate) type ExportFailureFn<T> = Arc<dyn Fn(ExportError<T>) + Send + Sync>;
 type DeadLetterFn = Arc<dyn Fn(ImportDeadLetter) + Send + Sync>;
 
-/// An imported payload that the bus's codec could not decode: given to the handler set
-/// with [`BridgeOptions::on_dead_letter`] with its raw bytes, and counted in
-/// [`BridgeStats::dead_letters`](crate::BridgeStats::dead_letters).
+/// An imported payload that the bus cannot take: it does not decode with the bus's codec,
+/// or the bus refused the decoded message because it does not encode for the log. Given
+/// to the handler set with [`BridgeOptions::on_dead_letter`] with its raw bytes, and
+/// counted in [`BridgeStats::dead_letters`](crate::BridgeStats::dead_letters). The import
+/// goes on with the next message (a JetStream message is terminated, so it is not
+/// redelivered).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ImportDeadLetter {
@@ -23,8 +34,21 @@ pub struct ImportDeadLetter {
     pub subject: String,
     /// The payload, as received.
     pub payload: Bytes,
-    /// The codec's error.
-    pub error: DecodeError,
+    /// Why the bus could not take it.
+    pub error: ImportFailure,
+}
+
+/// Why an imported payload went to the dead-letter handler: [`ImportDeadLetter::error`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportFailure {
+    /// The payload does not decode with the bus's codec.
+    #[error("does not decode: {0}")]
+    Decode(DecodeError),
+    /// The payload decoded, but a persistent bus refused the message: its codec cannot
+    /// encode it for the log ([`PublishError::Encode`](shardbus::PublishError::Encode)).
+    #[error("decodes, but does not encode for the bus's log: {0}")]
+    Encode(EncodeError),
 }
 
 /// How a [`Bridge`](crate::Bridge) names subjects, how much it keeps in flight, how long
@@ -97,6 +121,10 @@ impl<T> BridgeOptions<T> {
     /// The window of a JetStream export: at most this many publishes awaiting their
     /// acknowledgement at once; the export waits for the oldest before it sends more.
     /// Default 256.
+    ///
+    /// A publish that is retried goes behind the others in the window, so above one a
+    /// retry can store a message after later ones of its subject. `1` keeps strict
+    /// per-subject (per-key) order across retries, at one round trip per message.
     pub fn max_in_flight(mut self, window: usize) -> Self {
         self.max_in_flight = window;
         self
@@ -121,14 +149,16 @@ impl<T> BridgeOptions<T> {
     /// at least 2): what the bus holds for an export that waits on the server before the
     /// overflow and then the bus's dead-letter handler take over (counted in the bus's
     /// stats). For a pattern export, the capacity of its one hand-off from all its
-    /// topics' shards to the export task (then [`ExportError::Overflow`]). Default 4096.
+    /// topics' shards to the export task (then [`ExportError::Overflow`]). Default 4096;
+    /// at most [`MAX_STREAM`](crate::MAX_STREAM) (2^30).
     pub fn stream_capacity(mut self, capacity: usize) -> Self {
         self.stream_capacity = capacity;
         self
     }
 
     /// The most JetStream messages an import publishes into the bus before it waits for
-    /// them to be handled (or committed) and acknowledges them together. Default 256.
+    /// them to be handled (or committed) and acknowledges them together. Default 256; from 1
+    /// to [`MAX_ACK_BATCH`](crate::MAX_ACK_BATCH) (2^16).
     pub fn ack_batch(mut self, batch: usize) -> Self {
         self.ack_batch = batch;
         self
@@ -136,7 +166,8 @@ impl<T> BridgeOptions<T> {
 
     /// The buffer of each core NATS import subscription in the client, in messages; when
     /// it is full (the bus is slower than the subject), the client drops for it and the
-    /// bridge counts a slow-consumer event. Default 8192.
+    /// bridge counts a slow-consumer event. Default 8192; from 1 to
+    /// [`MAX_SUBSCRIPTION`](crate::MAX_SUBSCRIPTION) (2^24).
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.subscription_capacity = capacity;
         self
@@ -169,14 +200,19 @@ impl<T> BridgeOptions<T> {
         if self.max_in_flight == 0 {
             return invalid("max_in_flight", "must be at least 1");
         }
-        if self.ack_batch == 0 {
-            return invalid("ack_batch", "must be at least 1");
+        if self.ack_batch == 0 || self.ack_batch > MAX_ACK_BATCH {
+            return invalid("ack_batch", &format!("must be from 1 to {MAX_ACK_BATCH}"));
         }
-        if self.subscription_capacity == 0 {
-            return invalid("subscription_capacity", "must be at least 1");
+        if self.subscription_capacity == 0 || self.subscription_capacity > MAX_SUBSCRIPTION {
+            let reason = format!("must be from 1 to {MAX_SUBSCRIPTION}");
+            return invalid("subscription_capacity", &reason);
         }
-        if self.stream_capacity < 2 || !self.stream_capacity.is_power_of_two() {
-            return invalid("stream_capacity", "must be a power of two, at least 2");
+        if self.stream_capacity < 2
+            || !self.stream_capacity.is_power_of_two()
+            || self.stream_capacity > MAX_STREAM
+        {
+            let reason = format!("must be a power of two from 2 to {MAX_STREAM}");
+            return invalid("stream_capacity", &reason);
         }
         if self.connect_timeout.is_zero() || self.ack_timeout.is_zero() {
             return invalid("timeouts", "must not be zero");
@@ -224,5 +260,51 @@ impl<T> fmt::Debug for BridgeOptions<T> {
             .field("ack_batch", &self.ack_batch)
             .field("subscription_capacity", &self.subscription_capacity)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BridgeOptions, MAX_ACK_BATCH, MAX_STREAM, MAX_SUBSCRIPTION};
+    use crate::BridgeError;
+
+    /// The option `validate` refuses, or `None` if it accepts.
+    fn refused(options: BridgeOptions<Vec<u8>>) -> Option<&'static str> {
+        match options.validate() {
+            Ok(()) => None,
+            Err(BridgeError::InvalidOption { option, .. }) => Some(option),
+            Err(e) => panic!("not an InvalidOption: {e}"),
+        }
+    }
+
+    /// Values that would panic or abort later (a channel too large for tokio, an
+    /// allocation of the whole batch up front) are refused with a typed error; the bounds
+    /// themselves are accepted.
+    #[test]
+    fn upper_bounds_are_typed_errors() {
+        let o = BridgeOptions::<Vec<u8>>::default;
+        assert_eq!(refused(o()), None);
+        assert_eq!(refused(o().stream_capacity(MAX_STREAM)), None);
+        assert_eq!(
+            refused(o().stream_capacity(MAX_STREAM * 2)),
+            Some("stream_capacity")
+        );
+        assert_eq!(
+            refused(o().stream_capacity(1 << 62)),
+            Some("stream_capacity")
+        );
+        assert_eq!(refused(o().subscription_capacity(MAX_SUBSCRIPTION)), None);
+        assert_eq!(
+            refused(o().subscription_capacity(MAX_SUBSCRIPTION + 1)),
+            Some("subscription_capacity")
+        );
+        assert_eq!(
+            refused(o().subscription_capacity(usize::MAX)),
+            Some("subscription_capacity")
+        );
+        assert_eq!(refused(o().ack_batch(MAX_ACK_BATCH)), None);
+        assert_eq!(refused(o().ack_batch(MAX_ACK_BATCH + 1)), Some("ack_batch"));
+        assert_eq!(refused(o().ack_batch(usize::MAX)), Some("ack_batch"));
+        assert_eq!(refused(o().ack_batch(0)), Some("ack_batch"));
     }
 }

@@ -1,8 +1,9 @@
 //! [`Outbox`]: a JetStream export whose outbox is a persistent bus's own log. Its handler
 //! is a builder subscription that returns only once JetStream has acknowledged the
-//! message, so the log's checkpoint (every handler finished) never passes a message that
-//! is not in the stream, and the replay at the next `build()` exports again what was
-//! committed locally but not acknowledged.
+//! message or the export timeout has passed (then the message goes to the export-failure
+//! handler), so the log's checkpoint (every handler finished) passes a message only once
+//! it is in the stream or given back, and the replay at the next `build()` exports again
+//! what was committed locally and neither.
 
 use crate::bridge::connect_client;
 use crate::stats::Counters;
@@ -16,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A JetStream export for a persistent bus that survives a restart of the process: what
-/// was committed to the bus's log and not yet acknowledged by JetStream is exported again
-/// by the replay at the next `build()`.
+/// was committed to the bus's log and neither acknowledged by JetStream nor given to the
+/// export-failure handler is exported again by the replay at the next `build()`.
 ///
 /// Connect it before building the bus, and subscribe its [`handler`](Self::handler) in the
 /// builder ([`Builder::subscribe`](shardbus::Builder::subscribe): only builder
@@ -29,19 +30,42 @@ use std::time::{Duration, Instant};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let outbox = Outbox::<Vec<u8>>::connect("nats://127.0.0.1:4222",
 ///     BridgeOptions::default().prefix("app")).await?;
-/// let bus = Bus::<Vec<u8>>::builder()
-///     .persist(Persistence::new("bus-data"))
-///     .subscribe("events", outbox.handler())       // events → app.events, via the log
-///     .build()?;
-/// bus.publish_durable("events", b"hello".to_vec())?;
+/// let handler = outbox.handler();
+/// // build() replays into the handler, which waits on the runtime: off its workers.
+/// let bus = tokio::task::spawn_blocking(move || {
+///     Bus::<Vec<u8>>::builder()
+///         .persist(Persistence::new("bus-data"))
+///         .subscribe("events", handler)            // events → app.events, via the log
+///         .build()
+/// })
+/// .await??;
+/// let bus = tokio::task::spawn_blocking(move || {
+///     bus.publish_durable("events", b"hello".to_vec()).map(|()| bus)
+/// })
+/// .await??;
+/// # drop(bus);
 /// # Ok(()) }
 /// ```
 ///
 /// The handler publishes each message and **waits on the shard thread** for its
-/// acknowledgement (retrying under the same message id until the export timeout, then
-/// giving the message to the export-failure handler): one round trip to the server per
-/// message on that shard, which bounds the topic's shard to about one message per round
-/// trip. Use [`Bridge::export`](crate::Bridge::export) with
+/// acknowledgement (retrying under the same message id): one round trip to the server
+/// per message on that shard, which bounds the topic's shard to about one message per
+/// round trip.
+///
+/// What is guaranteed: the log's checkpoint passes a message only once JetStream has
+/// acknowledged it or the export timeout ([`BridgeOptions::export_timeout`], 30 s by
+/// default) has passed. Past the timeout the handler gives the message to the
+/// export-failure handler ([`ExportError::TimedOut`], counted in `export_failed`) and
+/// returns; the checkpoint then passes it and no replay exports it again: from there it
+/// is that handler's to keep. To ride out longer outages, raise the export timeout (up to
+/// `Duration::MAX`, which retries until the server answers, holding the shard that long).
+///
+/// The shard threads wait on the tokio runtime [`connect`](Self::connect) ran on, which
+/// drives the connection. So never block that runtime's worker threads on the bus:
+/// `build()` (whose replay runs the handler), [`Bus::publish_durable`](shardbus::Bus::publish_durable),
+/// [`Bus::flush`](shardbus::Bus::flush), `shutdown` and the other blocking calls belong on
+/// a blocking thread (`tokio::task::spawn_blocking`) or a thread of your own. A worker
+/// blocked on a shard that waits on the runtime is a deadlock once every worker is. Use [`Bridge::export`](crate::Bridge::export) with
 /// [`Delivery::JetStream`](crate::Delivery::JetStream) where a crash may lose the export's
 /// unacknowledged window.
 ///
@@ -50,7 +74,8 @@ use std::time::{Duration, Instant};
 /// not visible to handlers), so the stream may hold them twice: at least once.
 ///
 /// The client's connection runs on the tokio runtime [`connect`](Self::connect) was
-/// called on, which must be a multi-thread runtime (the shard threads wait on it).
+/// called on, which must be a multi-thread runtime (the shard threads wait on it, with
+/// `Handle::block_on`).
 pub struct Outbox<T> {
     inner: Arc<OutboxInner<T>>,
 }

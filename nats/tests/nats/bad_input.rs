@@ -268,6 +268,12 @@ async fn a_full_bus_slows_a_core_import_and_the_drops_are_counted() {
             }
             last = imported();
         }
+        // Every message the import published is handled before the counts are compared
+        // (`flush` blocks: off the runtime's workers).
+        let flushed = Arc::clone(&bus);
+        tokio::task::spawn_blocking(move || flushed.flush().unwrap())
+            .await
+            .unwrap();
         let s = bridge.stats();
         assert!(s.imported >= 1 && s.imported < 200, "{s:?}");
         // One event per drop, as far as the client's event queue (128) holds them.
@@ -280,6 +286,116 @@ async fn a_full_bus_slows_a_core_import_and_the_drops_are_counted() {
             s.imported
         );
         eprintln!("flood: {s:?}");
+    })
+    .await;
+}
+
+/// A message type whose codec decodes anything but refuses to encode words starting
+/// with "bad": a persistent bus refuses those at the publish.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Word(String);
+
+impl shardbus::Codec for Word {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), shardbus::EncodeError> {
+        if self.0.starts_with("bad") {
+            return Err(shardbus::EncodeError::new("a bad word"));
+        }
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, shardbus::DecodeError> {
+        let text = std::str::from_utf8(bytes).map_err(shardbus::DecodeError::new)?;
+        Ok(Word(text.to_owned()))
+    }
+}
+
+/// A payload that decodes but that the bus refuses (it does not encode for the log) is a
+/// dead letter with its raw bytes, core and JetStream (then terminated, not redelivered),
+/// and the imports go on with the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_bus_refuses_to_encode_is_a_dead_letter_and_the_import_goes_on() {
+    use shardbus_nats::ImportFailure;
+    let Some(server) = server() else { return };
+    bounded(30, async {
+        let dir = server.dir().join("bus");
+        let bus = shardbus::Bus::<Word>::builder()
+            .shards(1)
+            .persist(shardbus::Persistence::new(&dir))
+            .build()
+            .unwrap();
+        let seen: Arc<Mutex<Vec<Word>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        bus.subscribe(
+            "inbound",
+            move |_: &mut shardbus::Context<'_, Word>, w: &Word| {
+                sink.lock().unwrap().push(w.clone());
+            },
+        )
+        .unwrap();
+        let dead: Arc<Mutex<Vec<shardbus_nats::ImportDeadLetter>>> = Arc::default();
+        let sink = Arc::clone(&dead);
+        let opts = BridgeOptions::default().on_dead_letter(move |d| sink.lock().unwrap().push(d));
+        let bridge = Bridge::connect(&server.url(), Arc::new(bus), opts)
+            .await
+            .unwrap();
+        let _core = bridge.import("w.core", "inbound").await.unwrap();
+        bridge.ensure_stream("W", &["w.js"]).await.unwrap();
+        let _js = bridge
+            .import_jetstream(
+                JetStreamImport::new("W", "w", "w.js", "inbound").ack_wait(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+        bridge.client().flush().await.unwrap();
+        let client = bridge.client();
+        client.publish("w.core", "bad one".into()).await.unwrap();
+        client.publish("w.core", "good one".into()).await.unwrap();
+        let js = bridge.jetstream();
+        for word in ["bad two", "good two"] {
+            js.publish("w.js", word.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || seen.lock().unwrap().len() == 2
+                && dead.lock().unwrap().len() == 2
+                && bridge.stats().import_acked == 1)
+            .await,
+            "{:?}",
+            bridge.stats()
+        );
+        let mut got = seen.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, [Word("good one".into()), Word("good two".into())]);
+        let mut dead: Vec<(String, Vec<u8>, bool)> = dead
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let encode = matches!(d.error, ImportFailure::Encode(_));
+                (d.subject.clone(), d.payload.to_vec(), encode)
+            })
+            .collect();
+        dead.sort();
+        assert_eq!(
+            dead,
+            [
+                ("w.core".to_owned(), b"bad one".to_vec(), true),
+                ("w.js".to_owned(), b"bad two".to_vec(), true),
+            ]
+        );
+        // Terminated, not redelivered: nothing is pending on the consumer.
+        let stream = js.get_stream("W").await.unwrap();
+        let pending = async {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer("w").await.unwrap();
+            consumer.info().await.unwrap().num_ack_pending
+        };
+        assert_eq!(pending.await, 0);
+        let s = bridge.stats();
+        assert_eq!((s.imported, s.dead_letters, s.import_refused), (2, 2, 0));
     })
     .await;
 }

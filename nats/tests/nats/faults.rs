@@ -247,3 +247,79 @@ async fn server_killed_mid_import_redelivers_and_the_import_resumes() {
     })
     .await;
 }
+
+/// Stopping a topic export while a producer keeps publishing returns: the stop ends the
+/// stream's subscription, so the final drain is finite. Here every send takes the whole
+/// export timeout (no stream captures the subject: JetStream refuses, the export retries)
+/// while the producer refills the stream faster than that. Every message published is
+/// given to the export-failure handler or is a bus dead letter (stream full, or no
+/// subscriber once the export ended): none is unaccounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_export_under_a_steady_producer_returns() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let source = plain_bus();
+        let opts = BridgeOptions::default()
+            .max_in_flight(1)
+            .stream_capacity(4)
+            .export_timeout(Duration::from_millis(300));
+        let out = Bridge::connect(&server.url(), Arc::clone(&source), opts)
+            .await
+            .unwrap();
+        let export = out.export("steady", Delivery::JetStream).unwrap();
+        let running = Arc::new(AtomicBool::new(true));
+        let published = Arc::new(AtomicU64::new(0));
+        let producer = {
+            let (bus, running, published) = (
+                Arc::clone(&source),
+                Arc::clone(&running),
+                Arc::clone(&published),
+            );
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                while running.load(Ordering::SeqCst) {
+                    bus.publish("steady", Order::new("k", seq)).unwrap();
+                    published.fetch_add(1, Ordering::SeqCst);
+                    seq += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        assert!(wait_until(Duration::from_secs(10), || out.stats().export_failed >= 2).await);
+        // The watchdog: without the end of the subscription, the drain never ends.
+        let stopped = tokio::time::timeout(Duration::from_secs(20), export.stop()).await;
+        let failed = out.stats().export_failed;
+        // Still publishing after the stop: nothing more reaches the export.
+        let after = published.load(Ordering::SeqCst);
+        let more = wait_until(Duration::from_secs(10), || {
+            published.load(Ordering::SeqCst) >= after + 100
+        })
+        .await;
+        running.store(false, Ordering::SeqCst);
+        producer.join().unwrap();
+        assert!(
+            stopped.is_ok(),
+            "the stop did not return while the producer kept publishing"
+        );
+        assert!(more);
+        tokio::task::spawn_blocking({
+            let bus = Arc::clone(&source);
+            move || bus.flush().unwrap()
+        })
+        .await
+        .unwrap();
+        let s = out.stats();
+        assert_eq!(
+            s.export_failed, failed,
+            "nothing reaches the export after the stop"
+        );
+        assert_eq!(s.exported, 0);
+        assert_eq!(
+            s.export_failed + source.stats().dead_letters(),
+            published.load(Ordering::SeqCst),
+            "every published message failed or is a dead letter: {s:?}"
+        );
+    })
+    .await;
+}

@@ -67,8 +67,20 @@ fn outbox_child() {
     }
 }
 
-fn child(role: &str, url: &str, dir: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// A child process, killed by its pid and reaped on drop: a test that fails midway leaves
+/// none behind. (After a `wait`, the drop's kill is a no-op: the pid is not signalled
+/// again.)
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn child(role: &str, url: &str, dir: &std::path::Path) -> Reaped {
+    let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             "outbox::outbox_child",
@@ -81,7 +93,8 @@ fn child(role: &str, url: &str, dir: &std::path::Path) -> Child {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Reaped(child)
 }
 
 /// The child's stdout lines, over a channel (so reads are bounded by `recv_timeout`).
@@ -134,21 +147,21 @@ async fn outbox_exports_after_a_crash_what_was_committed_and_not_acknowledged() 
         let (server, line) = tokio::task::spawn_blocking(move || {
             let mut server = server;
             let mut first = child("publish", &url2, &dir2);
-            let rx = lines(&mut first);
+            let rx = lines(&mut first.0);
             expect_line(&rx, "connected");
             // Down: the child commits, its outbox handler waits for acknowledgements that
             // do not come (what the client buffers dies with the child); then it is killed.
             server.kill().unwrap();
-            writeln!(first.stdin.as_mut().unwrap(), "go").unwrap();
+            writeln!(first.0.stdin.as_mut().unwrap(), "go").unwrap();
             expect_line(&rx, "published");
             std::thread::sleep(Duration::from_millis(500));
-            first.kill().unwrap();
-            first.wait().unwrap();
+            first.0.kill().unwrap();
+            first.0.wait().unwrap();
             server.restart().unwrap();
             let mut second = child("resume", &url2, &dir2);
-            let rx = lines(&mut second);
+            let rx = lines(&mut second.0);
             let line = expect_line(&rx, "resumed");
-            second.wait().unwrap();
+            second.0.wait().unwrap();
             eprintln!("outbox: {line}");
             (server, line)
         })

@@ -212,3 +212,112 @@ async fn jetstream_import_into_a_persistent_bus_commits_then_acks() {
     })
     .await;
 }
+
+/// On a persistent bus, a JetStream import acknowledges only once every subscriber has
+/// handled the message, not only once it is committed: a subscriber added at run time
+/// gets no replay after a crash, so acknowledging at the commit could lose the message
+/// for it. Here that subscriber is held on its first message: nothing is acknowledged
+/// until it is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_import_acks_only_after_runtime_subscribers_handled_it() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let dir = server.dir().join("bus");
+        let bus = shardbus::Bus::<Order>::builder()
+            .shards(1)
+            // No sync: the records are committed at the append, so the commit is
+            // confirmed before the handlers run whatever the log's pipelining does.
+            .persist(shardbus::Persistence::new(&dir).fsync(shardbus::FsyncPolicy::Never))
+            .build()
+            .unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = Arc::clone(&handled);
+        bus.subscribe(
+            "inbound",
+            move |_: &mut shardbus::Context<'_, Order>, _: &Order| {
+                // Held until the test lets go (bounded: the sender is dropped at the end).
+                let _ = gate.lock().unwrap().recv();
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+        let bridge = Bridge::connect(&server.url(), Arc::new(bus), BridgeOptions::default())
+            .await
+            .unwrap();
+        bridge.ensure_stream("HELD", &["held"]).await.unwrap();
+        let import = bridge
+            .import_jetstream(JetStreamImport::new("HELD", "held", "held", "inbound"))
+            .await
+            .unwrap();
+        let mut payload = Vec::new();
+        shardbus::Codec::encode(&Order::new("k", 1), &mut payload).unwrap();
+        let js = bridge.jetstream();
+        js.publish("held", payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || bridge.stats().imported == 1).await);
+        // Committed by now (a group commit takes far less), but not handled.
+        assert!(
+            !wait_until(Duration::from_secs(1), || bridge.stats().import_acked > 0).await,
+            "acknowledged before the subscriber handled it"
+        );
+        release.send(()).unwrap();
+        assert!(wait_until(Duration::from_secs(10), || bridge.stats().import_acked == 1).await);
+        assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 1);
+        import.stop().await;
+    })
+    .await;
+}
+
+/// A clean stop of a JetStream import leaves no acknowledgement pending: the final acks
+/// are flushed to the server before `stop` returns, so another connection sees the
+/// consumer with nothing pending right after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_jetstream_import_leaves_nothing_pending() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let (sink, seen) = collecting_bus("inbound");
+        let bridge = Bridge::connect(&server.url(), sink, BridgeOptions::default())
+            .await
+            .unwrap();
+        bridge.ensure_stream("STOPS", &["stops"]).await.unwrap();
+        let js = bridge.jetstream();
+        for o in orders(2, 50) {
+            let mut payload = Vec::new();
+            shardbus::Codec::encode(&o, &mut payload).unwrap();
+            js.publish("stops", payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let import = bridge
+            .import_jetstream(JetStreamImport::new("STOPS", "stops", "stops", "inbound"))
+            .await
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || seen.lock().unwrap().len()
+                == 100)
+            .await
+        );
+        import.stop().await;
+        let other = async_nats::connect(server.url()).await.unwrap();
+        let stream = async_nats::jetstream::new(other)
+            .get_stream("STOPS")
+            .await
+            .unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("stops").await.unwrap();
+        let info = consumer.info().await.unwrap();
+        assert_eq!(
+            (info.num_ack_pending, info.ack_floor.stream_sequence),
+            (0, 100)
+        );
+        assert_eq!(bridge.stats().import_acked, 100);
+    })
+    .await;
+}
