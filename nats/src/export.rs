@@ -173,25 +173,27 @@ pub(crate) async fn run<T, S>(
     T: Codec + Clone + Send + Sync + 'static,
     S: Source<T>,
 {
-    let nonce = export_nonce();
-    let mut next_id: u64 = 0;
-    let mut encoder = Encoder::new();
-    let mut window: FuturesOrdered<Acked<T>> = FuturesOrdered::new();
+    let mut out = Outgoing {
+        nonce: export_nonce(),
+        next_id: 0,
+        encoder: Encoder::new(),
+        window: FuturesOrdered::new(),
+    };
     let max = inner.options.max_in_flight;
     // Made once: a fresh `changed()` per message would register with the watch channel's
     // notifier (a lock) and deregister again every time.
     let mut stop = std::pin::pin!(stopped.changed());
     loop {
-        if window.len() >= max {
-            if let Some(done) = window.next().await {
-                settle(&inner, &mut window, done);
+        if out.window.len() >= max {
+            if let Some(done) = out.window.next().await {
+                settle(&inner, &mut out.window, done);
             }
             continue;
         }
         let (msg, route) = tokio::select! {
             biased;
-            Some(done) = window.next(), if !window.is_empty() => {
-                settle(&inner, &mut window, done);
+            Some(done) = out.window.next(), if !out.window.is_empty() => {
+                settle(&inner, &mut out.window, done);
                 continue;
             }
             _ = &mut stop => break,
@@ -201,38 +203,18 @@ pub(crate) async fn run<T, S>(
             },
         };
         let route = route.as_deref().unwrap_or(&own);
-        send(
-            &inner,
-            route,
-            msg,
-            delivery,
-            &nonce,
-            &mut next_id,
-            &mut encoder,
-            &mut window,
-        )
-        .await;
+        send(&inner, route, msg, delivery, &mut out).await;
         // What the source holds already goes out without another round through the
         // select, up to a bound (then the acknowledgements and the stop get their turn).
         for _ in 1..DRAIN {
-            if window.len() >= max {
+            if out.window.len() >= max {
                 break;
             }
             let Some((msg, route)) = source.try_recv() else {
                 break;
             };
             let route = route.as_deref().unwrap_or(&own);
-            send(
-                &inner,
-                route,
-                msg,
-                delivery,
-                &nonce,
-                &mut next_id,
-                &mut encoder,
-                &mut window,
-            )
-            .await;
+            send(&inner, route, msg, delivery, &mut out).await;
         }
     }
     // Ending: the source is closed, so what it still holds is finite (its capacity); that
@@ -257,40 +239,36 @@ pub(crate) async fn run<T, S>(
             continue;
         }
         let route = route.as_deref().unwrap_or(&own);
-        send(
-            &inner,
-            route,
-            msg,
-            delivery,
-            &nonce,
-            &mut next_id,
-            &mut encoder,
-            &mut window,
-        )
-        .await;
-        while window.len() >= max {
-            if let Some(done) = window.next().await {
-                settle(&inner, &mut window, done);
+        send(&inner, route, msg, delivery, &mut out).await;
+        while out.window.len() >= max {
+            if let Some(done) = out.window.next().await {
+                settle(&inner, &mut out.window, done);
             }
         }
     }
-    while let Some(done) = window.next().await {
-        settle(&inner, &mut window, done);
+    while let Some(done) = out.window.next().await {
+        settle(&inner, &mut out.window, done);
     }
 }
 
 /// Encodes and checks one message, then publishes it (core) or puts it in the window
 /// (JetStream). A message that cannot go goes to the export-failure handler.
 #[allow(clippy::too_many_arguments)]
+/// An export's sending state: the JetStream message ids' nonce and counter, the payload
+/// encoder, and the window of publishes awaiting their acknowledgements.
+struct Outgoing<T> {
+    nonce: String,
+    next_id: u64,
+    encoder: Encoder,
+    window: FuturesOrdered<Acked<T>>,
+}
+
 async fn send<T>(
     inner: &Arc<Inner<T>>,
     route: &Route,
     msg: T,
     delivery: Delivery,
-    nonce: &str,
-    next_id: &mut u64,
-    encoder: &mut Encoder,
-    window: &mut FuturesOrdered<Acked<T>>,
+    out: &mut Outgoing<T>,
 ) where
     T: Codec + Clone + Send + Sync + 'static,
 {
@@ -324,7 +302,7 @@ async fn send<T>(
             Subject::from(subject)
         }
     };
-    let payload = match encoder.encode(&msg) {
+    let payload = match out.encoder.encode(&msg) {
         Ok(payload) => payload,
         Err(error) => return fail(inner, ExportError::Encode { msg, error }),
     };
@@ -368,8 +346,8 @@ async fn send<T>(
             }
         }
         Delivery::JetStream => {
-            let id = format!("{nonce}-{next_id}");
-            *next_id += 1;
+            let id = format!("{}-{}", out.nonce, out.next_id);
+            out.next_id += 1;
             let pending = Pending {
                 msg,
                 subject,
@@ -378,7 +356,7 @@ async fn send<T>(
                 first: Instant::now(),
                 attempts: 0,
             };
-            push(inner, window, pending, false);
+            push(inner, &mut out.window, pending, false);
         }
     }
 }
