@@ -11,6 +11,23 @@ use loom::sync::Arc;
 use loom::thread;
 use shardbus::__loom::{mpsc, spsc, DurableMark, PushError};
 
+/// Pushes `values` in order into the lane, waiting for room (`poll_room`) whenever it is
+/// full, as `publish_async` does.
+async fn push_all(p: &mut spsc::Producer<u32>, values: std::ops::Range<u32>) {
+    for mut v in values {
+        loop {
+            match p.push(v) {
+                Ok(()) => break,
+                Err(PushError::Full(back)) => {
+                    v = back;
+                    poll_fn(|cx| p.poll_room(cx)).await;
+                }
+                Err(PushError::Closed(_)) => unreachable!(),
+            }
+        }
+    }
+}
+
 /// Catches a lost wake-up of a publisher waiting for room in its lane (`poll_room` and
 /// the consumer's check after a pop batch): the producer meets a full lane and registers
 /// while the consumer pops. Without the flag, the re-check after it, or the fence pair
@@ -23,19 +40,7 @@ fn lane_room_wait_no_lost_wakeup() {
         let (mut p, mut c) = spsc::channel::<u32>(1, 0);
         let producer = thread::spawn(move || {
             block_on(async move {
-                for i in 0..2 {
-                    let mut v = i;
-                    loop {
-                        match p.push(v) {
-                            Ok(()) => break,
-                            Err(PushError::Full(back)) => {
-                                v = back;
-                                poll_fn(|cx| p.poll_room(cx)).await;
-                            }
-                            Err(PushError::Closed(_)) => unreachable!(),
-                        }
-                    }
-                }
+                push_all(&mut p, 0..2).await;
                 p
             })
         });
@@ -66,19 +71,7 @@ fn lane_room_wait_at_low_water_no_lost_wakeup() {
         let (mut p, mut c) = spsc::channel::<u32>(4, 0);
         let producer = thread::spawn(move || {
             block_on(async move {
-                for i in 0..5 {
-                    let mut v = i;
-                    loop {
-                        match p.push(v) {
-                            Ok(()) => break,
-                            Err(PushError::Full(back)) => {
-                                v = back;
-                                poll_fn(|cx| p.poll_room(cx)).await;
-                            }
-                            Err(PushError::Closed(_)) => unreachable!(),
-                        }
-                    }
-                }
+                push_all(&mut p, 0..5).await;
                 p
             })
         });
