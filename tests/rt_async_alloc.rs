@@ -16,7 +16,6 @@
 //! few slots therefore pends at least once every few messages (asserted), and one with
 //! more room than a round never pends (asserted too).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,50 +24,12 @@ use std::time::{Duration, Instant};
 
 use shardbus::{Bus, Context, Topic};
 
-/// Counts allocations, then defers to the system allocator.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// every method forwards to `System` with the caller's arguments unchanged, so `System`'s
-// guarantees are ours; the counter is a plain atomic that never allocates.
-// SAFETY: by the ownership stated in the lines just above.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // Relaxed: a count read after the threads synchronised through the handled counters.
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // Relaxed: as in `alloc`.
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Relaxed: as in `alloc`.
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded as is; `ptr` came from this allocator, i.e. from `System`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is; `ptr` came from this allocator, i.e. from `System`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod common;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: common::Counting = common::Counting;
 
-fn allocations() -> u64 {
-    // Relaxed: see `Counting::alloc`; the wait on the handled counter (Acquire) orders the
-    // handlers' work before this read.
-    ALLOCATIONS.load(Ordering::Relaxed)
-}
+use common::allocations;
 
 /// Whether the handlers may run (see the file's docs). Release/Acquire: the test thread's
 /// stores pair with the handlers' loads; only the gate's state is exchanged.

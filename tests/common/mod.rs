@@ -9,9 +9,11 @@
 //!   its names are short and generic, `persist::builder`, `persist::seen`);
 //! - `recorder`: `Log<T>`, what handlers saw, for the test thread to wait on;
 //! - `shard_log`: records to append to a `ShardLog` and read back (the `log_*` tests);
-//! - `dir`: `TestDir`, a temporary directory on the real filesystem.
+//! - `dir`: `TestDir`, a temporary directory on the real filesystem;
+//! - `counting`: `Counting`, a counting global allocator, and `allocations`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod counting;
 mod dir;
 mod ledger;
 pub mod persist;
@@ -22,6 +24,7 @@ mod shard_log;
 // Flat, as a crate's `lib.rs` re-exports; each binary uses a different subset.
 #[allow(unused_imports)]
 pub use self::{
+    counting::{allocations, Counting},
     dir::TestDir,
     ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
     recorder::Log,
