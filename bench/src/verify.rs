@@ -340,7 +340,8 @@ mod tests {
     use super::*;
     use crate::workload::{Distribution, Workload};
 
-    fn msg(producer: u16, topic: u32, seq: u64) -> BenchMsg<16> {
+    /// A bench message of `producer`'s stream `seq` on `topic` (also the checksum tests').
+    pub(super) fn msg(producer: u16, topic: u32, seq: u64) -> BenchMsg<16> {
         BenchMsg {
             producer,
             topic,
@@ -349,7 +350,8 @@ mod tests {
         }
     }
 
-    fn expected() -> Expected {
+    /// The plan of 2 producers × 8 topics × 1,000 messages (also the checksum tests').
+    pub(super) fn expected() -> Expected {
         Workload {
             producers: 2,
             topics: 8,

@@ -56,32 +56,10 @@ pub(super) fn stream_checksum(producer: usize, topic: u32, count: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{expected, msg};
     use super::super::{Checker, Verdict};
     use super::*;
-    use crate::workload::{Distribution, Expected, Sampling, Workload};
-
-    fn msg(producer: u16, topic: u32, seq: u64) -> BenchMsg<16> {
-        BenchMsg {
-            producer,
-            topic,
-            seq,
-            ..BenchMsg::ZERO
-        }
-    }
-
-    fn expected() -> Expected {
-        Workload {
-            producers: 2,
-            topics: 8,
-            messages: 1000,
-            payload: 16,
-            distribution: Distribution::Uniform,
-            seed: 1,
-        }
-        .plan()
-        .unwrap()
-        .expected
-    }
+    use crate::workload::{Expected, Sampling};
 
     /// Every (producer, topic) stream of `e` in order, through `route(topic)`'s checker.
     fn deliver_all(e: &Expected, mut route: impl FnMut(u32, BenchMsg<16>)) {
