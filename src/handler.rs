@@ -100,7 +100,7 @@ pub enum Supervision {
 pub struct Context<'a, T> {
     /// The key, not a `&str`: the name is read (and checked as UTF-8) only if asked for.
     pub(crate) topic: &'a TopicKey,
-    pub(crate) subscription: SubscriptionId,
+    pub(crate) subscription: &'a SubscriptionId,
     pub(crate) out: &'a mut Outbox<T>,
     pub(crate) replay: bool,
 }
@@ -129,7 +129,7 @@ impl<T> Context<'_, T> {
 
     /// This actor's subscription.
     pub fn subscription(&self) -> SubscriptionId {
-        self.subscription
+        *self.subscription
     }
 
     /// Whether the message is a replay from the persistent log after a restart.

@@ -15,7 +15,7 @@ const BUCKETS: usize = 16 + 60 * 8;
 
 /// How often a handler call is timed: one call in `SAMPLE_EVERY` (a power of two), so
 /// that reading the clock stays off the common path.
-pub(crate) const SAMPLE_EVERY: u64 = 64;
+pub(crate) const SAMPLE_EVERY: u64 = 256;
 
 fn bucket_of(ns: u64) -> usize {
     if ns < 16 {
@@ -238,7 +238,7 @@ impl ShardCounters {
 
 /// Sampled handler-time percentiles of one shard, in nanoseconds.
 ///
-/// One handler call in 64 is timed (the time of all of a message's subscribers);
+/// One handler call in 256 is timed (the time of all of a message's subscribers);
 /// percentiles are bucket upper bounds with 12.5% resolution, capped at the true maximum.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

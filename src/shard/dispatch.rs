@@ -109,9 +109,10 @@ impl<T: Send + 'static> Actors<T> {
             Some(subs) if subs.len() == 1 => {
                 c.handled += 1;
                 let sub = &mut subs[0];
+                let sub_id = sub.id;
                 let mut ctx = Context {
                     topic,
-                    subscription: sub.id,
+                    subscription: &sub_id,
                     out: &mut self.out,
                     replay,
                 };
@@ -133,9 +134,10 @@ impl<T: Send + 'static> Actors<T> {
                 let last = subs.len() - 1;
                 let mut i = 0;
                 subs.retain_mut(|sub| {
+                    let sub_id = sub.id;
                     let mut ctx = Context {
                         topic,
-                        subscription: sub.id,
+                        subscription: &sub_id,
                         out: &mut *out,
                         replay,
                     };
@@ -222,9 +224,10 @@ impl<T: Send + 'static> Actors<T> {
         if names.learn(topic, &self.shared.topics) {
             self.catch_up_patterns(names);
         }
+        let sub_id = sub.id;
         let mut ctx = Context {
             topic: names.key(topic),
-            subscription: sub.id,
+            subscription: &sub_id,
             out: &mut self.out,
             replay: false,
         };
@@ -274,7 +277,7 @@ impl<T: Send + 'static> Actors<T> {
                     let mut sub = subs.remove(pos);
                     let mut ctx = Context {
                         topic: names.key(topic),
-                        subscription: id,
+                        subscription: &id,
                         out: &mut self.out,
                         replay: false,
                     };
@@ -330,9 +333,10 @@ impl<T: Send + 'static> Actors<T> {
     pub(super) fn stop_all(&mut self, names: &Names) {
         for (index, subs) in self.subs.iter_mut().enumerate() {
             for sub in subs.iter_mut() {
+                let sub_id = sub.id;
                 let mut ctx = Context {
                     topic: names.key(index as u32),
-                    subscription: sub.id,
+                    subscription: &sub_id,
                     out: &mut self.out,
                     replay: false,
                 };

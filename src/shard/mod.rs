@@ -310,7 +310,7 @@ impl<T: Send + 'static> Shard<T> {
         // Shard-to-shard lanes publish their position per message (`pop_each`): what
         // the shutdown coordinator counts for a shard stuck in a handler is exact.
         for peer in &mut inputs.peers {
-            did += actors.drain_runs(names, flags, &mut run::Each(peer), BATCH);
+            did += actors.drain_runs(names, flags, &mut run::Each::new(peer), BATCH);
         }
         // What the handlers asked for on this shard's topics, before the local messages
         // (which they may have published after asking).

@@ -4,10 +4,12 @@
 //! A run is a stretch of consecutive messages of one input to one topic. Its subscribers
 //! are looked up once, when it starts; a topic with one subscriber (the common case) gets
 //! a direct loop: the handler is called for each message with no lookup, no
-//! `catch_unwind` and no counter update per message. One `catch_unwind` covers the whole
-//! drain of the input. A panic in a handler (or in a message's `Drop`) unwinds out of the
-//! drain with the failed message still in [`Slot`]; the input has already moved past it
-//! (its pop is panic-safe), so after the message is dead-lettered and the supervision
+//! `catch_unwind` and no counter update per message. The handler reads the message where
+//! the input holds it (a lane's slot), so a message is not moved on its way to the
+//! handler. One `catch_unwind` covers the whole drain of the input. A panic in a handler
+//! (or in a message's `Drop`) unwinds out of the drain with the failed message still at
+//! the input's front (`live` says whether it is still there); the input moves past it
+//! ([`Source::after_unwind`]), and after the message is dead-lettered and the supervision
 //! policy applied exactly as for a lone message (`handle_caught`), the drain resumes with
 //! the next message, in order. Topics with several subscribers, or none, go through
 //! [`Actors::dispatch`] one message at a time, as before.
@@ -21,75 +23,68 @@ use crate::shutdown::ShutdownFlags;
 use crate::stats::PanicSite;
 use crate::supervise::{Caught, Guarded};
 
-/// An input a shard drains by runs: a lane (`pop_batch`) or a shard-to-shard lane
-/// ([`Each`], `pop_each`). Its pop must leave the input past every value it handed on,
-/// even when `f` panics.
+/// An input a shard drains by runs: a lane ([`spsc::Consumer::pop_batch_in_place`]) or a
+/// shard-to-shard lane ([`Each`]).
 pub(super) trait Source<T> {
-    fn pop(&mut self, max: usize, f: impl FnMut(Envelope<T>)) -> usize;
+    /// Hands `f` up to `max` messages in place, each as a pointer to where it lies.
+    ///
+    /// # Safety
+    ///
+    /// When `f` returns it has moved the message out or dropped it, exactly once. When it
+    /// unwinds, [`after_unwind`](Self::after_unwind) is called before the next `pop`.
+    unsafe fn pop(&mut self, max: usize, f: impl FnMut(*mut Envelope<T>)) -> usize;
+
+    /// After `f` unwound: moves past the message it was handed and returns it if `live`.
+    ///
+    /// # Safety
+    ///
+    /// Once per unwind of `pop`'s `f`, `live` true exactly when `f` had neither moved the
+    /// message out nor dropped it.
+    unsafe fn after_unwind(&mut self, live: bool) -> Option<Envelope<T>>;
 }
 
 impl<T> Source<T> for spsc::Consumer<Envelope<T>> {
     #[inline(always)]
-    fn pop(&mut self, max: usize, f: impl FnMut(Envelope<T>)) -> usize {
-        self.pop_batch(max, f)
+    unsafe fn pop(&mut self, max: usize, f: impl FnMut(*mut Envelope<T>)) -> usize {
+        // SAFETY: the caller's contract is the ring's.
+        unsafe { self.pop_batch_in_place(max, f) }
+    }
+
+    unsafe fn after_unwind(&mut self, live: bool) -> Option<Envelope<T>> {
+        // SAFETY: the caller's contract is the ring's.
+        unsafe { self.front_after_unwind(live) }
     }
 }
 
-/// A shard-to-shard lane, drained with `pop_each` (it publishes its position per value).
-pub(super) struct Each<'a, T>(pub(super) &'a mut spsc::Consumer<Envelope<T>>);
+/// A shard-to-shard lane, drained with `pop_each` (it publishes its position per value,
+/// before the value is handed on): each message is moved into `held`, which outlives a
+/// panic of its handler.
+pub(super) struct Each<'a, T> {
+    lane: &'a mut spsc::Consumer<Envelope<T>>,
+    held: MaybeUninit<Envelope<T>>,
+}
+
+impl<'a, T> Each<'a, T> {
+    pub(super) fn new(lane: &'a mut spsc::Consumer<Envelope<T>>) -> Self {
+        Self {
+            lane,
+            held: MaybeUninit::uninit(),
+        }
+    }
+}
 
 impl<T> Source<T> for Each<'_, T> {
     #[inline(always)]
-    fn pop(&mut self, max: usize, f: impl FnMut(Envelope<T>)) -> usize {
-        self.0.pop_each(max, f)
-    }
-}
-
-/// The message being handled in a direct run, kept outside the drain's `catch_unwind` so
-/// that it outlives a panic of its handler (to be dead-lettered). Owned by the shard's
-/// drain; `live` says whether it holds a value that has not been dropped.
-struct Slot<V> {
-    value: MaybeUninit<V>,
-    live: bool,
-}
-
-impl<V> Slot<V> {
-    fn new() -> Self {
-        Self {
-            value: MaybeUninit::uninit(),
-            live: false,
-        }
+    unsafe fn pop(&mut self, max: usize, mut f: impl FnMut(*mut Envelope<T>)) -> usize {
+        let held = &mut self.held;
+        self.lane.pop_each(max, |env| f(held.write(env)))
     }
 
-    /// Moves `value` in. The slot is empty: every `put` is followed by a `finish` or,
-    /// after a panic, a `take`.
-    #[inline(always)]
-    fn put(&mut self, value: V) -> &V {
-        debug_assert!(!self.live, "a slot filled twice");
-        self.live = true;
-        self.value.write(value)
-    }
-
-    /// Drops the value after its handler returned. `live` is cleared first, so a panic in
-    /// the value's `Drop` leaves the slot empty (the value is gone either way).
-    #[inline(always)]
-    fn finish(&mut self) {
-        self.live = false;
-        // `put` wrote the value and nothing has dropped or moved it since (`live` was
-        // true); it is now false, so no one touches it again.
-        // SAFETY: the slot owns the value, and this is its one drop, as just said.
-        unsafe { self.value.assume_init_drop() }
-    }
-
-    /// The value, if a panic left it alive (its handler panicked).
-    fn take(&mut self) -> Option<V> {
-        if !std::mem::take(&mut self.live) {
-            return None;
-        }
-        // `live` was true: `put` wrote the value and nothing has dropped or moved it; it
-        // is now false, so this is the one move out.
-        // SAFETY: the slot owns the value, as just said.
-        Some(unsafe { self.value.assume_init_read() })
+    unsafe fn after_unwind(&mut self, live: bool) -> Option<Envelope<T>> {
+        // `held` was written by the `pop` whose `f` unwound, and by the caller's contract
+        // still holds the message exactly when `live`; this is its one move out.
+        // SAFETY: `held` is this drain's own, as just said.
+        live.then(|| unsafe { self.held.assume_init_read() })
     }
 }
 
@@ -153,7 +148,9 @@ impl<T: Send + 'static> Actors<T> {
         max: usize,
     ) -> usize {
         let mut popped = 0;
-        let mut slot = Slot::new();
+        // Whether the message being handled is still at the input's front: true only
+        // while a direct run's handler has it.
+        let mut live = false;
         let mut run = Run::none();
         // The shard counts received messages from 1: message `received + k` is timed when
         // it is 1 modulo SAMPLE_EVERY, as `dispatch` does.
@@ -163,19 +160,28 @@ impl<T: Send + 'static> Actors<T> {
             sample_in: next,
         };
         loop {
-            // AssertUnwindSafe: after a panic the failed message is in `slot` (or gone,
-            // if its `Drop` panicked), the input is past it, and the run is ended below;
-            // nothing else is left half-changed (counters are updated around the call).
+            // AssertUnwindSafe: after a panic the failed message is at the input's front
+            // (or gone, if its `Drop` panicked), and the run is ended below; nothing else is
+            // left half-changed (counters are updated around the call).
             let caught = catch_unwind(AssertUnwindSafe(|| {
-                source.pop(max - popped, |env| {
-                    popped += 1;
-                    self.step(names, flags, &mut run, &mut slot, &mut tally, env);
-                })
+                // `step` moves out or drops every message it is handed before it returns
+                // (`direct_call`, or a `ptr::read`), and `live` is true exactly while a
+                // handler has one in place: the contract of `pop`, met below on unwind.
+                // SAFETY: as just said.
+                unsafe {
+                    source.pop(max - popped, |env| {
+                        popped += 1;
+                        self.step(names, flags, &mut run, &mut live, &mut tally, env);
+                    })
+                }
             }));
             match caught {
                 Ok(_) => break,
                 Err(payload) => {
-                    self.after_panic(names, run.topic, &mut slot, &mut tally, payload);
+                    // Right after the unwind, with `live` as the handler left it.
+                    // SAFETY: the contract of `pop`, as said above.
+                    let env = unsafe { source.after_unwind(std::mem::take(&mut live)) };
+                    self.after_panic(names, run.topic, env, &mut tally, payload);
                     // The subscriber may be gone or replaced: the next message starts a
                     // new run.
                     run = Run::none();
@@ -197,33 +203,41 @@ impl<T: Send + 'static> Actors<T> {
         tally.direct = 0;
     }
 
-    /// One message of a drain.
+    /// One message of a drain, handed in place: moved out or dropped before this returns.
     #[inline(always)]
     fn step(
         &mut self,
         names: &mut Names,
         flags: &ShutdownFlags,
         run: &mut Run<T>,
-        slot: &mut Slot<Envelope<T>>,
+        live: &mut bool,
         tally: &mut Tally,
-        env: Envelope<T>,
+        env: *mut Envelope<T>,
     ) {
         if flags.shard_is_abandoned() {
-            self.abandon(env);
+            // The input handed the message in place and nothing has moved it; this is its
+            // one move out (`live` stays false).
+            // SAFETY: the drain owns the message, as just said.
+            self.abandon(unsafe { env.read() });
             return;
         }
-        if env.topic != run.direct_topic && !self.switch_run(names, run, env.topic) {
-            self.step_other(names, tally, env);
+        // The drain owns the message at `env` (handed in place, not yet moved).
+        // SAFETY: a read of its topic field only.
+        let topic = unsafe { (*env).topic };
+        if topic != run.direct_topic && !self.switch_run(names, run, topic) {
+            // As above: the one move out of the message.
+            // SAFETY: the drain owns the message, as just said.
+            self.step_other(names, tally, unsafe { env.read() });
             return;
         }
         tally.sample_in -= 1;
         if tally.sample_in == 0 {
             tally.sample_in = SAMPLE_EVERY;
-            self.timed_call(&run.direct, slot, tally, env);
+            self.timed_call(&run.direct, live, tally, env);
             return;
         }
         tally.direct += 1;
-        self.direct_call(&run.direct, slot, env);
+        self.direct_call(&run.direct, live, env);
     }
 
     /// A message of `topic` where the run is not a direct run of it: starts a run of
@@ -267,10 +281,11 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
-    /// Calls the run's lone subscriber on `env`, then drops it. A panic unwinds to the
-    /// drain's `catch_unwind`, with the message in `slot` if it panicked in `handle`.
+    /// Calls the run's lone subscriber on the message at `env`, then drops it in place. A
+    /// panic unwinds to the drain's `catch_unwind` with `live` set if it came from
+    /// `handle` (the message is still at the input's front).
     #[inline(always)]
-    fn direct_call(&mut self, direct: &Direct<T>, slot: &mut Slot<Envelope<T>>, env: Envelope<T>) {
+    fn direct_call(&mut self, direct: &Direct<T>, live: &mut bool, env: *mut Envelope<T>) {
         // `direct` was set by `switch_run` for the run under way, whose subscriber and
         // name stay where they are until the run ends (see `Direct`), and only this
         // thread touches them; nothing else borrows the subscriber during its call.
@@ -278,13 +293,20 @@ impl<T: Send + 'static> Actors<T> {
         let (sub, topic) = unsafe { (&mut *direct.sub, &*direct.key) };
         let mut ctx = Context {
             topic,
-            subscription: sub.id,
+            subscription: &sub.id,
             out: &mut self.out,
             replay: false,
         };
-        let env = slot.put(env);
-        sub.actor.handle(&mut ctx, &env.msg);
-        slot.finish();
+        *live = true;
+        // The input handed the message in place and nothing has moved or dropped it; the
+        // shared borrow ends with the call.
+        // SAFETY: the drain owns the message, as just said.
+        sub.actor.handle(&mut ctx, unsafe { &(*env).msg });
+        // Cleared first, so a panic in the message's `Drop` leaves it counted as gone.
+        *live = false;
+        // The handler has returned and nothing else holds the message: its one drop.
+        // SAFETY: the drain owns the message, as just said.
+        unsafe { env.drop_in_place() };
     }
 
     /// [`direct_call`](Self::direct_call), timed: one in `SAMPLE_EVERY` direct messages.
@@ -293,35 +315,35 @@ impl<T: Send + 'static> Actors<T> {
     fn timed_call(
         &mut self,
         direct: &Direct<T>,
-        slot: &mut Slot<Envelope<T>>,
+        live: &mut bool,
         tally: &mut Tally,
-        env: Envelope<T>,
+        env: *mut Envelope<T>,
     ) {
         // Counted before the call, as `dispatch` counts: a message whose handler panics
         // was received and handled.
         tally.direct += 1;
         let start = std::time::Instant::now();
-        self.direct_call(direct, slot, env);
+        self.direct_call(direct, live, env);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.shared.counters[self.id.0].record_handler_ns(ns);
     }
 
     /// After a panic unwound out of a drain: only a direct call can panic there (every
     /// other call is guarded on its own), so it was `topic`'s lone subscriber, in its
-    /// `handle` if the message is still in `slot`, else in the message's `Drop`. Handled
-    /// as [`Actors::dispatch`] handles a panic of a lone subscriber.
+    /// `handle` if the input gave the message back (`env`), else in the message's `Drop`.
+    /// Handled as [`Actors::dispatch`] handles a panic of a lone subscriber.
     #[cold]
     #[inline(never)]
     fn after_panic(
         &mut self,
         names: &Names,
         topic: u32,
-        slot: &mut Slot<Envelope<T>>,
+        env: Option<Envelope<T>>,
         tally: &mut Tally,
         payload: Box<dyn std::any::Any + Send>,
     ) {
         self.add_tally(tally);
-        let Some(env) = slot.take() else {
+        let Some(env) = env else {
             // In the message's `Drop`, after its handler returned: the message is gone
             // and the handler was fine; only counted, as `handle_caught` does.
             self.counters.panicked(PanicSite::Drop);
@@ -333,9 +355,10 @@ impl<T: Send + 'static> Actors<T> {
         let Some(sub) = subs.first_mut() else {
             return;
         };
+        let sub_id = sub.id;
         let mut ctx = Context {
             topic: names.key(topic),
-            subscription: sub.id,
+            subscription: &sub_id,
             out: &mut self.out,
             replay: false,
         };

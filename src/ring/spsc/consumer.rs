@@ -50,23 +50,77 @@ impl<T> Consumer<T> {
         if n == 0 {
             return 0;
         }
-        let mut guard = HeadGuard {
-            consumer: self,
-            popped: 0,
-        };
-        while guard.popped < n {
-            let pos = guard.consumer.head.wrapping_add(guard.popped as u64 * STEP);
-            let slot = &guard.consumer.ring.slots[slot_index(pos, guard.consumer.ring.mask)];
-            // This consumer owns the slot: `pos` is in `[head, cached_tail)`, so the
-            // producer published it with its store of `tail` (Acquire-loaded in `ready`) and
-            // will not write it again until our Release store of `head` passes it. The value
-            // is moved out exactly once; `HeadGuard` advances `head` past it even on unwind.
-            // SAFETY: by the ownership stated in the lines just above.
-            let value = slot.with(|p| unsafe { (*p).assume_init_read() });
-            guard.popped += 1;
-            f(value);
+        let (stretches, mut guard) = self.batch(n);
+        for stretch in stretches {
+            for slot in stretch {
+                // This consumer owns the slot: it is in `[head, cached_tail)`, so the
+                // producer published it with its store of `tail` (Acquire-loaded in
+                // `ready`) and will not write it again until our Release store of `head`
+                // passes it. The value is moved out exactly once; `HeadGuard` advances
+                // `head` past it even on unwind.
+                // SAFETY: by the ownership stated in the lines just above.
+                let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+                guard.popped += 1;
+                f(value);
+            }
         }
         n
+    }
+
+    /// [`pop_batch`](Self::pop_batch) that hands `f` each value where it lies, without
+    /// moving it out of its slot first: `f` gets a pointer to it. Returns how many were
+    /// handed on. If `f` unwinds, `head` is published up to the value it was handed, not
+    /// past it, and that slot stays the consumer's until
+    /// [`front_after_unwind`](Self::front_after_unwind) moves past it.
+    ///
+    /// # Safety
+    ///
+    /// When `f` returns, it has moved the value out of the pointer or dropped it in
+    /// place, exactly once. When it unwinds, the caller calls `front_after_unwind` before
+    /// any other pop, telling it whether the value is still there.
+    #[inline]
+    pub unsafe fn pop_batch_in_place(&mut self, max: usize, mut f: impl FnMut(*mut T)) -> usize {
+        let n = self.ready_up_to(max as u64).min(max as u64) as usize;
+        if n == 0 {
+            return 0;
+        }
+        let (stretches, mut guard) = self.batch(n);
+        for stretch in stretches {
+            for slot in stretch {
+                // The slot is in `[head, cached_tail)`: the producer published the value
+                // with its store of `tail` (Acquire-loaded in `ready`) and will not write
+                // the slot again until our Release store of `head` passes it. `f` takes
+                // the value (the caller's contract); `popped` counts it only once `f` has
+                // returned, so after an unwind `HeadGuard` stops before it and the slot
+                // stays ours.
+                slot.with_mut(|p| f(p.cast::<T>()));
+                guard.popped += 1;
+            }
+        }
+        n
+    }
+
+    /// After `f` of [`pop_batch_in_place`](Self::pop_batch_in_place) unwound: moves past
+    /// the value it was handed, which sits at `head`, and returns it if `live` (`f` had
+    /// neither moved it out nor dropped it).
+    ///
+    /// # Safety
+    ///
+    /// Called once, right after such an unwind and before any other pop, with `live`
+    /// true exactly when the value is still in its slot.
+    pub unsafe fn front_after_unwind(&mut self, live: bool) -> Option<T> {
+        let slot = &self.ring.slots[slot_index(self.head, self.ring.mask)];
+        // The slot at `head` is ours (`pop_batch_in_place` stopped `head` before it), and
+        // by the caller's contract it holds the value exactly when `live`; this is the
+        // value's one move out.
+        // SAFETY: by the ownership and the contract stated in the lines just above.
+        let value = live.then(|| slot.with(|p| unsafe { (*p).assume_init_read() }));
+        self.head = self.head.wrapping_add(STEP);
+        // Release: the value is moved out (or was dropped by `f`); pairs with the
+        // producer's Acquire load in `refresh_head` before it reuses this slot.
+        self.ring.head.store(self.head, Ordering::Release);
+        self.wake_room();
+        value
     }
 
     /// [`pop_batch`](Self::pop_batch) that publishes `head` before it hands each value
@@ -133,30 +187,36 @@ impl<T> Consumer<T> {
         self.ring.room.waker.wake();
     }
 
-    /// After a pop batch moved `head`: wakes an async producer waiting for room. The
-    /// consumer's side of the handshake in [`RoomWaiter`]: the light fence orders the
-    /// `head` store before the flag load; when no one waits, that load is all it costs.
-    #[inline]
-    fn wake_room(&self) {
-        asym::light(self.ring.asym);
-        let room = &self.ring.room;
-        // Acquire: pairs with the producer's Release store after it registered, so the
-        // wake below finds its waker. The swap (only when set) lets one wake serve one wait.
-        if room.waiting.load(Ordering::Acquire)
-            && self.is_at_low_water()
-            && room.waiting.swap(false, Ordering::AcqRel)
-        {
-            room.waker.wake();
-        }
+    /// The `n` slots from `head` on (`n` at most what is ready), as at most two stretches
+    /// of the slot array (the batch may wrap), and the guard that publishes `head` past
+    /// what was popped from them. Split borrows of `self`: the stretches borrow the ring,
+    /// the guard `head`.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn batch(&mut self, n: usize) -> ([&[UnsafeCell<MaybeUninit<T>>]; 2], HeadGuard<'_, T>) {
+        let Consumer {
+            ring,
+            head,
+            cached_tail,
+            ..
+        } = self;
+        let ring: &Ring<T> = ring;
+        let start = slot_index(*head, ring.mask);
+        let first = n.min(ring.slots.len() - start);
+        let stretches = [&ring.slots[start..start + first], &ring.slots[..n - first]];
+        let guard = HeadGuard {
+            ring,
+            head,
+            cached_tail: *cached_tail,
+            popped: 0,
+        };
+        (stretches, guard)
     }
 
-    /// Whether what waits in the ring, as far as this consumer has seen (`cached_tail`, at
-    /// most the producer's `tail`), is at most half the capacity. An underestimate only
-    /// wakes a waiter early.
+    /// After a pop moved `head`: see [`Ring::wake_room`].
     #[inline]
-    fn is_at_low_water(&self) -> bool {
-        let waiting = self.cached_tail.wrapping_sub(self.head) / STEP;
-        waiting * 2 <= self.ring.mask + 1
+    fn wake_room(&self) {
+        self.ring.wake_room(self.head, self.cached_tail);
     }
 
     /// Whether the producer has gone and everything it pushed has been popped: the lane
@@ -198,19 +258,51 @@ impl<T> Consumer<T> {
     }
 }
 
+impl<T> Ring<T> {
+    /// After a pop batch moved the consumer's `head` to `head`: wakes an async producer
+    /// waiting for room. The consumer's side of the handshake in [`RoomWaiter`]: the light
+    /// fence orders the `head` store before the flag load; when no one waits, that load is
+    /// all it costs.
+    #[inline]
+    fn wake_room(&self, head: u64, cached_tail: u64) {
+        asym::light(self.asym);
+        let room = &self.room;
+        // Acquire: pairs with the producer's Release store after it registered, so the
+        // wake below finds its waker. The swap (only when set) lets one wake serve one wait.
+        if room.waiting.load(Ordering::Acquire)
+            && self.is_at_low_water(head, cached_tail)
+            && room.waiting.swap(false, Ordering::AcqRel)
+        {
+            room.waker.wake();
+        }
+    }
+
+    /// Whether what waits in the ring, as far as the consumer has seen (`cached_tail`, at
+    /// most the producer's `tail`), is at most half the capacity. An underestimate only
+    /// wakes a waiter early.
+    #[inline]
+    fn is_at_low_water(&self, head: u64, cached_tail: u64) -> bool {
+        let waiting = cached_tail.wrapping_sub(head) / STEP;
+        waiting * 2 <= self.mask + 1
+    }
+}
+
+/// Publishes the consumer's `head` past the values a pop took, when the pop ends or
+/// unwinds.
 struct HeadGuard<'a, T> {
-    consumer: &'a mut Consumer<T>,
+    ring: &'a Ring<T>,
+    head: &'a mut u64,
+    cached_tail: u64,
     popped: usize,
 }
 
 impl<T> Drop for HeadGuard<'_, T> {
     fn drop(&mut self) {
-        let c = &mut *self.consumer;
-        c.head = c.head.wrapping_add(self.popped as u64 * STEP);
+        *self.head = self.head.wrapping_add(self.popped as u64 * STEP);
         // Release: the values are moved out; pairs with the producer's Acquire load in
         // `refresh_head` before it reuses these slots.
-        c.ring.head.store(c.head, Ordering::Release);
-        c.wake_room();
+        self.ring.head.store(*self.head, Ordering::Release);
+        self.ring.wake_room(*self.head, self.cached_tail);
     }
 }
 

@@ -51,7 +51,7 @@ struct CloseState {
 /// - producer (`Producer::poll_room`): register the waker, store `waiting`, the heavy
 ///   fence, load `head` (re-check room) and `closing`; pend only if still full;
 /// - consumer (after a pop batch): store `head`, the light fence, load `waiting`; if set
-///   and the ring has drained to its low-water mark (`Consumer::wake_room`),
+///   and the ring has drained to its low-water mark (`Ring::wake_room`),
 ///   clear it and wake.
 ///
 /// One side comes first: the producer's re-check sees the freed room, or the consumer's

@@ -108,7 +108,7 @@ impl<T> Producer<T> {
         // the flag, so its wake finds the waker.
         room.waiting.store(true, Ordering::Release);
         // The heavy side of the pair with the consumer's light fence after its `head`
-        // store (`Consumer::wake_room`): orders the flag store before the re-check below.
+        // store (`Ring::wake_room`): orders the flag store before the re-check below.
         if !asym::heavy(self.ring.asym) {
             // No barrier could be forced on the consumer's CPU (`sync::asym`): poll again
             // rather than risk a missed wake-up.

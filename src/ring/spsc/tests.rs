@@ -163,3 +163,58 @@ fn pop_each_publishes_its_position_before_each_value_across_the_wrap() {
     assert_eq!(rest, vec![3, 4, 5, 6]);
     assert_eq!(ring.depth_seen(), 0);
 }
+
+/// `pop_batch_in_place` across the wrap: values handed in place in order, a panic leaves
+/// the value it was handed at the front (given back by `front_after_unwind` when still
+/// there, skipped when `f` had consumed it), and the slots are reused after.
+#[test]
+fn pop_in_place_hands_values_in_order_and_keeps_the_failed_one_at_the_front() {
+    let (mut p, mut c) = channel::<Box<u32>>(4, u64::MAX - 3);
+    for i in 0..4 {
+        p.push(Box::new(i)).unwrap();
+    }
+    let mut got = vec![];
+    // Takes 0 and 1, then panics on 2 without taking it.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `f` reads each value out exactly once before it returns; on the unwind,
+        // `front_after_unwind` is called below with `live` true (2 was not taken).
+        unsafe {
+            c.pop_batch_in_place(4, |v| {
+                if **v == 2 {
+                    panic!("handler");
+                }
+                got.push(*v.read());
+            })
+        }
+    }));
+    assert!(r.is_err());
+    assert_eq!(got, vec![0, 1]);
+    // The failed value's slot is still the consumer's: the producer sees two free slots.
+    assert_eq!(p.free_slots(), Ok(2));
+    // SAFETY: right after the unwind; 2 is still in its slot.
+    let failed = unsafe { c.front_after_unwind(true) };
+    assert_eq!(failed.as_deref(), Some(&2));
+    // Three slots free now: the failed value's too.
+    for i in 4..7 {
+        p.push(Box::new(i)).unwrap();
+    }
+    // Drops 3 in place, then panics (as a message's `Drop` would): nothing to give back.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `f` drops 3 before it unwinds; `front_after_unwind` gets `live` false.
+        unsafe {
+            c.pop_batch_in_place(4, |v| {
+                let n = **v;
+                v.drop_in_place();
+                assert_ne!(n, 3, "drop");
+            })
+        }
+    }));
+    assert!(r.is_err());
+    // SAFETY: right after the unwind; 3 was dropped by `f`.
+    assert_eq!(unsafe { c.front_after_unwind(false) }, None);
+    let mut rest = vec![];
+    // SAFETY: `f` reads each value out exactly once and does not unwind.
+    let n = unsafe { c.pop_batch_in_place(10, |v| rest.push(*v.read())) };
+    assert_eq!((n, rest), (3, vec![4, 5, 6]));
+    assert!(p.is_drained());
+}
