@@ -312,7 +312,7 @@ pub use wait::WaitStrategy;
 #[doc(hidden)]
 pub use cores::{__cores_in_use, __plan_cores};
 #[doc(hidden)]
-pub use sync::__fence_mode;
+pub use sync::{__fence_mode, __fence_mode_for};
 
 /// The rings themselves, exposed only to the loom models (`loom-tests/`), which check
 /// their real code.

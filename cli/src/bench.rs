@@ -36,6 +36,18 @@ pub enum Wait {
     Park,
 }
 
+/// How a shardbus bus orders a publisher's push with a shard's park and a lane's close
+/// (`shardbus::Fences`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FencesArg {
+    /// `membarrier` where the kernel offers it, SeqCst fences where not.
+    Auto,
+    /// A compiler fence per push, `membarrier(2)` on the rare side.
+    Membarrier,
+    /// A SeqCst fence on both sides (shardbus's default).
+    Seqcst,
+}
+
 /// What every runner's consumer does with each message.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum ConsumeMode {
@@ -117,6 +129,9 @@ pub struct Args {
     /// How idle shards wait.
     #[arg(long, value_enum, default_value = "park")]
     pub wait: Wait,
+    /// The shardbus bus's fences (the machine line prints what the bus gets).
+    #[arg(long, value_enum, default_value = "seqcst")]
+    pub fences: FencesArg,
     /// Publish in batches of up to N per topic (`Publisher::publish_batch`); 0 = one by one.
     #[arg(long, default_value_t = 0)]
     pub batch: usize,
@@ -228,7 +243,9 @@ fn try_run(args: &Args) -> Result<ExitCode, ExitCode> {
     let mut session = check(Session::new(session_config(args)), "bench", 2)?;
     let measured = with_progress(session.steps(), |progress| session.run(progress));
     check(measured, "bench: raw append+sync", 1)?;
-    let report = session.report(&command(), &Machine::detect());
+    let mut machine = Machine::detect();
+    machine.fences = shardbus::__fence_mode_for(fences(args.fences)).to_owned();
+    let report = session.report(&command(), &machine);
     print!("{}", report.text);
     let (gib, mut recovery) = (args.persist.recovery_gib, None);
     if gib > 0.0 {
@@ -247,6 +264,14 @@ fn try_run(args: &Args) -> Result<ExitCode, ExitCode> {
         )?;
     }
     Ok(verdict(report.all_exact(recovery.as_ref())))
+}
+
+fn fences(f: FencesArg) -> shardbus::Fences {
+    match f {
+        FencesArg::Auto => shardbus::Fences::Auto,
+        FencesArg::Membarrier => shardbus::Fences::Membarrier,
+        FencesArg::Seqcst => shardbus::Fences::SeqCst,
+    }
 }
 
 fn session_config(args: &Args) -> SessionConfig {
@@ -281,6 +306,7 @@ fn session_config(args: &Args) -> SessionConfig {
             wait,
             batch: args.batch,
             by_name: args.by_name,
+            fences: fences(args.fences),
             consume: match args.consume {
                 ConsumeMode::Verify => Consume::Verify,
                 ConsumeMode::Checksum => Consume::Checksum,

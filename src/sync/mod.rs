@@ -97,7 +97,14 @@ pub(crate) fn next_bus_id() -> u64 {
 /// [`Bus::fence_mode`](crate::Bus::fence_mode).
 #[doc(hidden)]
 pub fn __fence_mode() -> &'static str {
-    asym::decide(crate::Fences::default())
+    __fence_mode_for(crate::Fences::default())
+}
+
+/// [`__fence_mode`] for a bus built now with `requested` fences (`"seqcst-fence"` if it
+/// could not be built: membarrier asked for and unavailable).
+#[doc(hidden)]
+pub fn __fence_mode_for(requested: crate::Fences) -> &'static str {
+    asym::decide(requested)
         .unwrap_or(crate::FenceMode::SeqCst)
         .as_str()
 }

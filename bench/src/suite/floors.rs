@@ -23,6 +23,8 @@ pub const ROUTING_CHECKSUM: &str = "routing-checksum";
 
 /// Row names the targets read.
 const BY_HANDLE: &str = "shardbus publish(Topic) (park)";
+/// Busy-spinning like the disruptor's consumer, with membarrier fences: no fence per push.
+const SPIN_MEMBARRIER: &str = "shardbus publish(Topic) (spin, membarrier)";
 const BATCH: &str = "shardbus publish_batch 64 (park)";
 const BY_NAME: &str = "shardbus publish(name) (park)";
 const DISRUPTOR: &str = "disruptor";
@@ -96,6 +98,10 @@ pub(super) fn checksum_groups(
         wait: WaitStrategy::BusySpin,
         ..one.clone()
     };
+    let spin_membarrier = RunOpts {
+        fences: shardbus::Fences::Membarrier,
+        ..spin.clone()
+    };
     let batch = RunOpts {
         batch: 64,
         ..one.clone()
@@ -112,9 +118,10 @@ pub(super) fn checksum_groups(
         distribution: Distribution::Uniform,
         seed: 1,
     };
-    let handoff: [(&str, Runner, RunOpts); 10] = [
+    let handoff: [(&str, Runner, RunOpts); 11] = [
         (BY_HANDLE, shardbus_run, one.clone()),
         ("shardbus publish(Topic) (spin)", shardbus_run, spin),
+        (SPIN_MEMBARRIER, shardbus_run, spin_membarrier),
         (BATCH, shardbus_run, batch),
         (BY_NAME, shardbus_run, by_name(&one)),
         (DISRUPTOR, disruptor::run, base.clone()),
@@ -166,7 +173,7 @@ pub(super) fn checksum_groups(
 
 /// Steps of [`checksum_groups`], [`legs`] and [`persistence`].
 pub(super) fn steps(reps: usize, persist: bool) -> usize {
-    reps * (10 + 4 + 2 + if persist { 6 } else { 0 })
+    reps * (11 + 4 + 2 + if persist { 6 } else { 0 })
 }
 
 /// One bus leg (busy-spin shard, publish → handler entry) and one leg of the bare atomic
@@ -324,6 +331,10 @@ pub fn targets(
             format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR}"),
             ratio(h(BY_HANDLE), h(DISRUPTOR)),
             1.0,
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR}"),
+            ratio(h(SPIN_MEMBARRIER), h(DISRUPTOR)),
         ),
         TargetRow::ratio_at_least(
             format!("checksum hand-off: {BATCH} / {DISRUPTOR}"),
