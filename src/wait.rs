@@ -7,7 +7,8 @@ use crate::sync::Backoff;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum WaitStrategy {
-    /// Spin on the inbox. Lowest latency; the shard's core stays at 100%.
+    /// Spin on the inbox: a pass over the shard's inputs, one spin-loop hint, the next
+    /// pass. Lowest latency; the shard's core stays at 100%.
     BusySpin,
     /// Spin briefly, then `yield` to the OS scheduler between polls. Low latency; the
     /// core stays busy unless other threads want it.

@@ -398,7 +398,9 @@ impl<T: Send + 'static> Shard<T> {
 
     fn wait_idle(&mut self, backoff: &Backoff) {
         match self.shared.wait {
-            WaitStrategy::BusySpin => backoff.spin(),
+            // Back to back, one hint between passes: the next message is seen as soon as
+            // it lands (an exponential back-off's longer spins add to every leg).
+            WaitStrategy::BusySpin => crate::sync::spin_hint(),
             WaitStrategy::Yield => {
                 if backoff.is_completed() {
                     thread::yield_now();

@@ -63,6 +63,11 @@ pub(crate) mod asym {
     pub(crate) fn grace() {}
 }
 
+/// One pause of a busy-wait loop: a yield to the model scheduler (see [`Backoff`]).
+pub(crate) fn spin_hint() {
+    loom::thread::yield_now();
+}
+
 /// Exponential back-off for wait loops. Every step yields to the model scheduler, or
 /// loom would report a spinning wait loop as a livelock.
 #[derive(Debug, Default)]

@@ -54,6 +54,12 @@ impl<T> UnsafeCell<T> {
     }
 }
 
+/// One pause of a busy-wait loop: `std::hint::spin_loop` (`pause` on x86).
+#[inline(always)]
+pub(crate) fn spin_hint() {
+    std::hint::spin_loop();
+}
+
 /// Exponential back-off for wait loops: `crossbeam_utils::Backoff`.
 pub(crate) use crossbeam_utils::Backoff;
 
