@@ -189,8 +189,9 @@ impl TopicCache {
     }
 }
 
-/// Slots of a [`NameMemo`] (a power of two).
-const MEMO_SLOTS: usize = 8;
+/// Slots of a [`NameMemo`] (a power of two): enough that a publisher cycling through a few
+/// dozen names from fixed buffers mostly finds each in its slot.
+const MEMO_SLOTS: usize = 256;
 
 /// A small direct-mapped memo of names to ids, indexed by where the name's bytes live.
 ///
@@ -201,7 +202,9 @@ const MEMO_SLOTS: usize = 8;
 /// cleared and refilled) can never return a stale id, and the same name from another
 /// buffer is still answered right (from the map, then remembered at its own slot).
 struct NameMemo {
-    slots: [MemoSlot; MEMO_SLOTS],
+    /// About 24 KiB, allocated by the first name remembered: a resolver that only ever
+    /// sees handles pays nothing for it.
+    slots: Option<Box<[MemoSlot; MEMO_SLOTS]>>,
 }
 
 #[derive(Clone, Copy)]
@@ -215,19 +218,18 @@ struct MemoSlot {
 
 impl Default for NameMemo {
     fn default() -> Self {
-        let empty = MemoSlot {
-            len: usize::MAX,
-            key: TopicKey::EMPTY,
-            id: TopicId {
-                shard: crate::route::ShardId(0),
-                index: 0,
-            },
-        };
-        Self {
-            slots: [empty; MEMO_SLOTS],
-        }
+        Self { slots: None }
     }
 }
+
+const EMPTY_SLOT: MemoSlot = MemoSlot {
+    len: usize::MAX,
+    key: TopicKey::EMPTY,
+    id: TopicId {
+        shard: crate::route::ShardId(0),
+        index: 0,
+    },
+};
 
 impl NameMemo {
     /// The slot for a name at `addr` of `len` bytes: a multiplicative hash of both (three
@@ -241,7 +243,7 @@ impl NameMemo {
 
     #[inline(always)]
     fn find(&self, name: &str) -> Option<TopicId> {
-        let slot = &self.slots[Self::slot_of(name)];
+        let slot = &self.slots.as_deref()?[Self::slot_of(name)];
         if slot.len == name.len() && same_bytes(slot.key.inline_bytes(), name.as_bytes()) {
             Some(slot.id)
         } else {
@@ -250,7 +252,10 @@ impl NameMemo {
     }
 
     fn remember(&mut self, name: &str, key: TopicKey, id: TopicId) {
-        self.slots[Self::slot_of(name)] = MemoSlot {
+        let slots = self
+            .slots
+            .get_or_insert_with(|| Box::new([EMPTY_SLOT; MEMO_SLOTS]));
+        slots[Self::slot_of(name)] = MemoSlot {
             len: name.len(),
             key,
             id,
