@@ -201,6 +201,7 @@ const MEMO_SLOTS: usize = 256;
 /// where to look, never decides a hit, so a buffer reused for another name (a `String`
 /// cleared and refilled) can never return a stale id, and the same name from another
 /// buffer is still answered right (from the map, then remembered at its own slot).
+#[derive(Default)]
 struct NameMemo {
     /// About 24 KiB, allocated by the first name remembered: a resolver that only ever
     /// sees handles pays nothing for it.
@@ -214,12 +215,6 @@ struct MemoSlot {
     /// The name's bytes (`key.as_str()`, `len` of them).
     key: TopicKey,
     id: TopicId,
-}
-
-impl Default for NameMemo {
-    fn default() -> Self {
-        Self { slots: None }
-    }
 }
 
 const EMPTY_SLOT: MemoSlot = MemoSlot {

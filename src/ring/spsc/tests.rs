@@ -176,8 +176,9 @@ fn pop_in_place_hands_values_in_order_and_keeps_the_failed_one_at_the_front() {
     let mut got = vec![];
     // Takes 0 and 1, then panics on 2 without taking it.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: `f` reads each value out exactly once before it returns; on the unwind,
+        // `f` reads each value out exactly once before it returns; on the unwind,
         // `front_after_unwind` is called below with `live` true (2 was not taken).
+        // SAFETY: the contract of `pop_batch_in_place`, as just said.
         unsafe {
             c.pop_batch_in_place(4, |v| {
                 if **v == 2 {
@@ -200,7 +201,8 @@ fn pop_in_place_hands_values_in_order_and_keeps_the_failed_one_at_the_front() {
     }
     // Drops 3 in place, then panics (as a message's `Drop` would): nothing to give back.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // SAFETY: `f` drops 3 before it unwinds; `front_after_unwind` gets `live` false.
+        // `f` drops 3 before it unwinds; `front_after_unwind` gets `live` false.
+        // SAFETY: the contract of `pop_batch_in_place`, as just said.
         unsafe {
             c.pop_batch_in_place(4, |v| {
                 let n = **v;
