@@ -130,9 +130,13 @@ impl<T> Run<T> {
 /// Per-drain counts, added to the shard's counters once the drain ends (or a panic
 /// interrupts it).
 struct Tally {
-    /// Messages handled by a direct run (each is received and handled).
-    direct: u64,
-    /// Direct messages until the next timed handler call (one in
+    /// Messages of this drain already in the shard's counters: added by [`add_tally`]
+    /// or counted where they went (`dispatch`, `abandon`). Every other popped message was
+    /// handled by a direct run (received and handled), so no count is kept per message.
+    ///
+    /// [`add_tally`]: Actors::add_tally
+    counted: usize,
+    /// Messages until the next timed handler call (one in
     /// [`SAMPLE_EVERY`](crate::stats::SAMPLE_EVERY)).
     sample_in: u64,
 }
@@ -156,7 +160,7 @@ impl<T: Send + 'static> Actors<T> {
         // it is 1 modulo SAMPLE_EVERY, as `dispatch` does.
         let next = SAMPLE_EVERY - (self.counters.received + SAMPLE_EVERY - 1) % SAMPLE_EVERY;
         let mut tally = Tally {
-            direct: 0,
+            counted: 0,
             sample_in: next,
         };
         loop {
@@ -165,13 +169,15 @@ impl<T: Send + 'static> Actors<T> {
             // left half-changed (counters are updated around the call).
             let caught = catch_unwind(AssertUnwindSafe(|| {
                 // `step` moves out or drops every message it is handed before it returns
-                // (`direct_call`, or a `ptr::read`), and `live` is true exactly while a
-                // handler has one in place: the contract of `pop`, met below on unwind.
+                // (`direct_call`, or a `ptr::read`), and `live` is false from the moment
+                // it moves or drops one (a message without drop glue is never dropped, so
+                // `live` stays set after its handler returns, until the next step sets it
+                // again or clears it): the contract of `pop`, met below on unwind.
                 // SAFETY: as just said.
                 unsafe {
                     source.pop(max - popped, |env| {
                         popped += 1;
-                        self.step(names, flags, &mut run, &mut live, &mut tally, env);
+                        self.step(names, flags, &mut run, &mut live, &mut tally, popped, env);
                     })
                 }
             }));
@@ -181,7 +187,8 @@ impl<T: Send + 'static> Actors<T> {
                     // Right after the unwind, with `live` as the handler left it.
                     // SAFETY: the contract of `pop`, as said above.
                     let env = unsafe { source.after_unwind(std::mem::take(&mut live)) };
-                    self.after_panic(names, run.topic, env, &mut tally, payload);
+                    self.add_tally(&mut tally, popped);
+                    self.after_panic(names, run.topic, env, payload);
                     // The subscriber may be gone or replaced: the next message starts a
                     // new run.
                     run = Run::none();
@@ -191,16 +198,18 @@ impl<T: Send + 'static> Actors<T> {
                 }
             }
         }
-        self.add_tally(&mut tally);
+        self.add_tally(&mut tally, popped);
         popped
     }
 
+    /// Adds the direct messages among the drain's first `popped` to the counters.
     #[inline(always)]
-    fn add_tally(&mut self, tally: &mut Tally) {
+    fn add_tally(&mut self, tally: &mut Tally, popped: usize) {
+        let direct = (popped - tally.counted) as u64;
+        tally.counted = popped;
         let c = &mut self.counters;
-        c.received += tally.direct;
-        c.handled += tally.direct;
-        tally.direct = 0;
+        c.received += direct;
+        c.handled += direct;
     }
 
     /// One message of a drain, handed in place: moved out or dropped before this returns.
@@ -212,11 +221,15 @@ impl<T: Send + 'static> Actors<T> {
         run: &mut Run<T>,
         live: &mut bool,
         tally: &mut Tally,
+        popped: usize,
         env: *mut Envelope<T>,
     ) {
         if flags.shard_is_abandoned() {
+            // Counted as dropped by `abandon`, not as a direct message.
+            tally.counted += 1;
+            *live = false;
             // The input handed the message in place and nothing has moved it; this is its
-            // one move out (`live` stays false).
+            // one move out (`live` is false from here).
             // SAFETY: the drain owns the message, as just said.
             self.abandon(unsafe { env.read() });
             return;
@@ -225,18 +238,18 @@ impl<T: Send + 'static> Actors<T> {
         // SAFETY: a read of its topic field only.
         let topic = unsafe { (*env).topic };
         if topic != run.direct_topic && !self.switch_run(names, run, topic) {
+            *live = false;
             // As above: the one move out of the message.
             // SAFETY: the drain owns the message, as just said.
-            self.step_other(names, tally, unsafe { env.read() });
+            self.step_other(names, tally, popped, unsafe { env.read() });
             return;
         }
         tally.sample_in -= 1;
         if tally.sample_in == 0 {
             tally.sample_in = SAMPLE_EVERY;
-            self.timed_call(&run.direct, live, tally, env);
+            self.timed_call(&run.direct, live, env);
             return;
         }
-        tally.direct += 1;
         self.direct_call(&run.direct, live, env);
     }
 
@@ -272,8 +285,17 @@ impl<T: Send + 'static> Actors<T> {
     /// [`step`](Self::step) for a message of a topic with several subscribers or none:
     /// one message at a time, each call guarded ([`Actors::dispatch`]).
     #[inline(never)]
-    fn step_other(&mut self, names: &mut Names, tally: &mut Tally, env: Envelope<T>) {
-        self.add_tally(tally);
+    fn step_other(
+        &mut self,
+        names: &mut Names,
+        tally: &mut Tally,
+        popped: usize,
+        env: Envelope<T>,
+    ) {
+        // The direct messages before this one first: `dispatch` samples by the received
+        // count. This one it counts itself.
+        self.add_tally(tally, popped - 1);
+        tally.counted += 1;
         self.dispatch(names, env, false);
         tally.sample_in -= 1;
         if tally.sample_in == 0 {
@@ -302,26 +324,22 @@ impl<T: Send + 'static> Actors<T> {
         // shared borrow ends with the call.
         // SAFETY: the drain owns the message, as just said.
         sub.actor.handle(&mut ctx, unsafe { &(*env).msg });
-        // Cleared first, so a panic in the message's `Drop` leaves it counted as gone.
-        *live = false;
-        // The handler has returned and nothing else holds the message: its one drop.
-        // SAFETY: the drain owns the message, as just said.
-        unsafe { env.drop_in_place() };
+        // A message with no drop glue has nothing to drop, and nothing of it can panic:
+        // `live` may stay set (the next message's step sets or clears it before anything
+        // else can unwind, so it never speaks for a message already handed on).
+        if std::mem::needs_drop::<Envelope<T>>() {
+            // Cleared first, so a panic in the message's `Drop` leaves it counted as gone.
+            *live = false;
+            // The handler has returned and nothing else holds the message: its one drop.
+            // SAFETY: the drain owns the message, as just said.
+            unsafe { env.drop_in_place() };
+        }
     }
 
     /// [`direct_call`](Self::direct_call), timed: one in `SAMPLE_EVERY` direct messages.
     #[cold]
     #[inline(never)]
-    fn timed_call(
-        &mut self,
-        direct: &Direct<T>,
-        live: &mut bool,
-        tally: &mut Tally,
-        env: *mut Envelope<T>,
-    ) {
-        // Counted before the call, as `dispatch` counts: a message whose handler panics
-        // was received and handled.
-        tally.direct += 1;
+    fn timed_call(&mut self, direct: &Direct<T>, live: &mut bool, env: *mut Envelope<T>) {
         let start = std::time::Instant::now();
         self.direct_call(direct, live, env);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -339,10 +357,8 @@ impl<T: Send + 'static> Actors<T> {
         names: &Names,
         topic: u32,
         env: Option<Envelope<T>>,
-        tally: &mut Tally,
         payload: Box<dyn std::any::Any + Send>,
     ) {
-        self.add_tally(tally);
         let Some(env) = env else {
             // In the message's `Drop`, after its handler returned: the message is gone
             // and the handler was fine; only counted, as `handle_caught` does.

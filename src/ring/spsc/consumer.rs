@@ -50,7 +50,7 @@ impl<T> Consumer<T> {
         if n == 0 {
             return 0;
         }
-        let (stretches, mut guard) = self.batch(n);
+        let (stretches, mut guard) = self.batch(n, false);
         for stretch in stretches {
             for slot in stretch {
                 // This consumer owns the slot: it is in `[head, cached_tail)`, so the
@@ -84,7 +84,7 @@ impl<T> Consumer<T> {
         if n == 0 {
             return 0;
         }
-        let (stretches, mut guard) = self.batch(n);
+        let (stretches, mut guard) = self.batch(n, true);
         for stretch in stretches {
             for slot in stretch {
                 // The slot is in `[head, cached_tail)`: the producer published the value
@@ -100,15 +100,21 @@ impl<T> Consumer<T> {
         n
     }
 
-    /// After `f` of [`pop_batch_in_place`](Self::pop_batch_in_place) unwound: moves past
-    /// the value it was handed, which sits at `head`, and returns it if `live` (`f` had
-    /// neither moved it out nor dropped it).
+    /// After an unwind out of [`pop_batch_in_place`](Self::pop_batch_in_place): if it came
+    /// from `f`, moves past the value `f` was handed, which sits at `head`, and returns it
+    /// if `live` (`f` had neither moved it out nor dropped it). If it came from elsewhere
+    /// (the wake of an async producer after the batch), `head` is already past every value
+    /// handed on: nothing to do, `None`.
     ///
     /// # Safety
     ///
     /// Called once, right after such an unwind and before any other pop, with `live`
-    /// true exactly when the value is still in its slot.
+    /// true exactly when a value `f` was handed and that unwound out of it is still in its
+    /// slot.
     pub unsafe fn front_after_unwind(&mut self, live: bool) -> Option<T> {
+        if !std::mem::take(&mut self.front_held) {
+            return None;
+        }
         let slot = &self.ring.slots[slot_index(self.head, self.ring.mask)];
         // The slot at `head` is ours (`pop_batch_in_place` stopped `head` before it), and
         // by the caller's contract it holds the value exactly when `live`; this is the
@@ -193,11 +199,16 @@ impl<T> Consumer<T> {
     /// the guard `head`.
     #[inline(always)]
     #[allow(clippy::type_complexity)]
-    fn batch(&mut self, n: usize) -> ([&[UnsafeCell<MaybeUninit<T>>]; 2], HeadGuard<'_, T>) {
+    fn batch(
+        &mut self,
+        n: usize,
+        in_place: bool,
+    ) -> ([&[UnsafeCell<MaybeUninit<T>>]; 2], HeadGuard<'_, T>) {
         let Consumer {
             ring,
             head,
             cached_tail,
+            front_held,
             ..
         } = self;
         let ring: &Ring<T> = ring;
@@ -209,6 +220,8 @@ impl<T> Consumer<T> {
             head,
             cached_tail: *cached_tail,
             popped: 0,
+            in_place: if in_place { n } else { 0 },
+            front_held,
         };
         (stretches, guard)
     }
@@ -294,10 +307,17 @@ struct HeadGuard<'a, T> {
     head: &'a mut u64,
     cached_tail: u64,
     popped: usize,
+    /// `pop_batch_in_place`'s batch size (0 for `pop_batch`): dropped by an unwind with
+    /// fewer popped, the guard was left by a panic of `f`, whose value is still in its slot.
+    in_place: usize,
+    front_held: &'a mut bool,
 }
 
 impl<T> Drop for HeadGuard<'_, T> {
     fn drop(&mut self) {
+        if self.popped < self.in_place && std::thread::panicking() {
+            *self.front_held = true;
+        }
         *self.head = self.head.wrapping_add(self.popped as u64 * STEP);
         // Release: the values are moved out; pairs with the producer's Acquire load in
         // `refresh_head` before it reuses these slots.

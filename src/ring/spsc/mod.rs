@@ -117,6 +117,9 @@ pub struct Consumer<T> {
     limit: Option<u64>,
     /// The last value stored into `ring.durable` (only this consumer writes it).
     durable: u64,
+    /// Set when `f` of `pop_batch_in_place` unwound: the value it was handed is still at
+    /// `head` (see `front_after_unwind`).
+    front_held: bool,
 }
 
 /// Makes a ring with `capacity` slots (a power of two) starting at position `start`
@@ -186,6 +189,7 @@ pub(crate) fn try_channel_in_mode<T>(
         cached_tail: start,
         limit: None,
         durable: start,
+        front_held: false,
     };
     Ok((producer, consumer))
 }

@@ -220,3 +220,41 @@ fn pop_in_place_hands_values_in_order_and_keeps_the_failed_one_at_the_front() {
     assert_eq!((n, rest), (3, vec![4, 5, 6]));
     assert!(p.is_drained());
 }
+
+/// A panic after the batch (the async producer's waker, woken at low water) is not a panic
+/// of `f`: every value was handed on and `head` is past them all, so `front_after_unwind`
+/// must not move past or read another slot, whatever `live` says.
+#[test]
+fn a_panic_in_the_wake_after_an_in_place_batch_leaves_nothing_at_the_front() {
+    struct PanicOnWake;
+    impl std::task::Wake for PanicOnWake {
+        fn wake(self: std::sync::Arc<Self>) {
+            panic!("waker");
+        }
+    }
+    let (mut p, mut c) = channel::<u32>(4, 0);
+    for i in 0..4 {
+        p.push(i).unwrap();
+    }
+    // The ring is full: an async producer registers its waker.
+    let waker = std::task::Waker::from(std::sync::Arc::new(PanicOnWake));
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(p.poll_room(&mut cx).is_pending());
+    let mut got = vec![];
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // `f` reads each value out exactly once and does not unwind.
+        // SAFETY: the contract of `pop_batch_in_place`, as just said.
+        unsafe { c.pop_batch_in_place(4, |v| got.push(v.read())) }
+    }));
+    assert!(r.is_err(), "the waker panicked");
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    // Not `f`'s unwind: nothing at the front, even asked as if a value were live.
+    // SAFETY: right after the unwind; every value was moved out by `f`.
+    assert_eq!(unsafe { c.front_after_unwind(true) }, None);
+    assert!(p.is_drained());
+    p.push(4).unwrap();
+    let mut rest = vec![];
+    // SAFETY: `f` reads each value out exactly once and does not unwind.
+    unsafe { c.pop_batch_in_place(4, |v| rest.push(v.read())) };
+    assert_eq!(rest, vec![4]);
+}
