@@ -152,8 +152,9 @@ impl<T: Send + 'static> Actors<T> {
         max: usize,
     ) -> usize {
         let mut popped = 0;
-        // Whether the message being handled is still at the input's front: true only
-        // while a direct run's handler has it.
+        // Whether the message being handled is still at the input's front, for an unwind:
+        // set before a direct run's handler is called, cleared before a message is moved
+        // out or dropped (see the contract below).
         let mut live = false;
         let mut run = Run::none();
         // The shard counts received messages from 1: message `received + k` is timed when
