@@ -125,7 +125,7 @@ impl<T> Consumer<T> {
         // Release: the value is moved out (or was dropped by `f`); pairs with the
         // producer's Acquire load in `refresh_head` before it reuses this slot.
         self.ring.head.store(self.head, Ordering::Release);
-        self.wake_room();
+        self.ring.wake_room(self.head, self.cached_tail);
         value
     }
 
@@ -224,12 +224,6 @@ impl<T> Consumer<T> {
             front_held,
         };
         (stretches, guard)
-    }
-
-    /// After a pop moved `head`: see [`Ring::wake_room`].
-    #[inline]
-    fn wake_room(&self) {
-        self.ring.wake_room(self.head, self.cached_tail);
     }
 
     /// Whether the producer has gone and everything it pushed has been popped: the lane
