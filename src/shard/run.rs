@@ -3,55 +3,74 @@
 //!
 //! A run is a stretch of consecutive messages of one input to one topic. Its subscribers
 //! are looked up once, when it starts; a topic with one subscriber (the common case) gets
-//! a direct loop: the handler is called for each message with no lookup, no
-//! `catch_unwind` and no counter update per message. The handler reads the message where
-//! the input holds it (a lane's slot), so a message is not moved on its way to the
-//! handler. One `catch_unwind` covers the whole drain of the input. A panic in a handler
-//! (or in a message's `Drop`) unwinds out of the drain with the failed message still at
-//! the input's front (`live` says whether it is still there); the input moves past it
-//! ([`Source::after_unwind`]), and after the message is dead-lettered and the supervision
-//! policy applied exactly as for a lone message (`handle_caught`), the drain resumes with
-//! the next message, in order. Topics with several subscribers, or none, go through
-//! [`Actors::dispatch`] one message at a time, as before.
+//! a direct loop: one `Context` for the run, and for each message the handler called
+//! with no lookup, no `catch_unwind` and no counter update. The handler reads the message
+//! where the input holds it (a lane's slot), so a message is not moved on its way to the
+//! handler. One `catch_unwind` covers the whole drain of the input. The drain counts each
+//! message it takes (moves out, or drops in place after its handler returned); a panic in
+//! a handler (or in a message's `Drop`) unwinds out of the drain with the failed message
+//! not counted, still at the input's front (or gone: [`Progress::dropping`]). The input
+//! moves past it and gives it back ([`Source::after_unwind`]), and after the message is
+//! dead-lettered and the supervision policy applied exactly as for a lone message
+//! (`handle_caught`), the drain resumes with the next message, in order. Topics with several subscribers, or none, go through [`Actors::dispatch`] one
+//! message at a time, as before.
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::dispatch::handle_caught;
 use super::*;
 use crate::shutdown::ShutdownFlags;
-use crate::stats::PanicSite;
+use crate::stats::{PanicSite, ShardCounters};
 use crate::supervise::{Caught, Guarded};
+use crate::Handler;
 
 /// An input a shard drains by runs: a lane ([`spsc::Consumer::pop_batch_in_place`]) or a
 /// shard-to-shard lane ([`Each`]).
 pub(super) trait Source<T> {
-    /// Hands `f` up to `max` messages in place, each as a pointer to where it lies.
+    /// Hands `f` up to `max` messages in place: `f(first, len)` gets `len` messages that
+    /// lie one after the other from `first`. `taken` is set to 0, then advanced by `f`
+    /// after each message it takes. Returns how many were handed on.
     ///
     /// # Safety
     ///
-    /// When `f` returns it has moved the message out or dropped it, exactly once. When it
-    /// unwinds, [`after_unwind`](Self::after_unwind) is called before the next `pop`.
-    unsafe fn pop(&mut self, max: usize, f: impl FnMut(*mut Envelope<T>)) -> usize;
+    /// When `f` returns, it has taken (moved out or dropped) every message it was handed,
+    /// each exactly once, and counted them in `taken`. When it unwinds, it has taken
+    /// exactly the messages `taken` counts, or those and the next, which it was dropping,
+    /// and [`after_unwind`](Self::after_unwind) is called before the next `pop`.
+    unsafe fn pop(
+        &mut self,
+        max: usize,
+        taken: &Cell<usize>,
+        f: impl FnMut(*mut Envelope<T>, usize),
+    ) -> usize;
 
-    /// After `f` unwound: moves past the message it was handed and returns it if `live`.
+    /// After `f` unwound having counted `taken` messages: moves past the first message it
+    /// was handed and did not count, and returns it if `live` (`None` if it had counted
+    /// all, or with `live` false: `f` was dropping it).
     ///
     /// # Safety
     ///
-    /// Once per unwind of `pop`'s `f`, `live` true exactly when `f` had neither moved the
-    /// message out nor dropped it.
-    unsafe fn after_unwind(&mut self, live: bool) -> Option<Envelope<T>>;
+    /// Once per unwind of `pop`, with the count `taken` held when it unwound, and `live`
+    /// false exactly when `f` unwound out of the drop of the next message.
+    unsafe fn after_unwind(&mut self, taken: usize, live: bool) -> Option<Envelope<T>>;
 }
 
 impl<T> Source<T> for spsc::Consumer<Envelope<T>> {
     #[inline(always)]
-    unsafe fn pop(&mut self, max: usize, f: impl FnMut(*mut Envelope<T>)) -> usize {
+    unsafe fn pop(
+        &mut self,
+        max: usize,
+        taken: &Cell<usize>,
+        f: impl FnMut(*mut Envelope<T>, usize),
+    ) -> usize {
         // SAFETY: the caller's contract is the ring's.
-        unsafe { self.pop_batch_in_place(max, f) }
+        unsafe { self.pop_batch_in_place(max, taken, f) }
     }
 
-    unsafe fn after_unwind(&mut self, live: bool) -> Option<Envelope<T>> {
-        // SAFETY: the caller's contract is the ring's.
+    unsafe fn after_unwind(&mut self, _taken: usize, live: bool) -> Option<Envelope<T>> {
+        // SAFETY: the caller's contract is the ring's (the ring read the count itself).
         unsafe { self.front_after_unwind(live) }
     }
 }
@@ -62,6 +81,8 @@ impl<T> Source<T> for spsc::Consumer<Envelope<T>> {
 pub(super) struct Each<'a, T> {
     lane: &'a mut spsc::Consumer<Envelope<T>>,
     held: MaybeUninit<Envelope<T>>,
+    /// Messages moved into `held` by the last `pop`.
+    handed: usize,
 }
 
 impl<'a, T> Each<'a, T> {
@@ -69,62 +90,47 @@ impl<'a, T> Each<'a, T> {
         Self {
             lane,
             held: MaybeUninit::uninit(),
+            handed: 0,
         }
     }
 }
 
 impl<T> Source<T> for Each<'_, T> {
     #[inline(always)]
-    unsafe fn pop(&mut self, max: usize, mut f: impl FnMut(*mut Envelope<T>)) -> usize {
-        let held = &mut self.held;
-        self.lane.pop_each(max, |env| f(held.write(env)))
+    unsafe fn pop(
+        &mut self,
+        max: usize,
+        taken: &Cell<usize>,
+        mut f: impl FnMut(*mut Envelope<T>, usize),
+    ) -> usize {
+        taken.set(0);
+        self.handed = 0;
+        let (held, handed) = (&mut self.held, &mut self.handed);
+        self.lane.pop_each(max, |env| {
+            *handed += 1;
+            f(held.write(env), 1);
+        })
     }
 
-    unsafe fn after_unwind(&mut self, live: bool) -> Option<Envelope<T>> {
-        // `held` was written by the `pop` whose `f` unwound, and by the caller's contract
-        // still holds the message exactly when `live`; this is its one move out.
+    unsafe fn after_unwind(&mut self, taken: usize, live: bool) -> Option<Envelope<T>> {
+        // `held` was written by the `pop` that unwound, with its last message, which `f`
+        // had neither moved out nor dropped exactly when fewer were counted than handed
+        // and `live` (by the caller's contract); this is its one move out.
         // SAFETY: `held` is this drain's own, as just said.
-        live.then(|| unsafe { self.held.assume_init_read() })
+        (taken < self.handed && live).then(|| unsafe { self.held.assume_init_read() })
     }
 }
 
-/// The run under way in a drain.
-struct Run<T> {
-    /// The run's topic index; `u32::MAX` before the first message (no topic has that
-    /// index: the registry would run out of memory first).
-    topic: u32,
-    /// `topic` when it has exactly one subscriber (the direct loop, through `direct`),
-    /// else `u32::MAX`: one compare per message decides both "same run" and "direct".
-    direct_topic: u32,
-    /// The topic's lone subscriber, looked up once per run; a placeholder unless
-    /// `direct_topic == topic`.
-    direct: Direct<T>,
-}
-
-/// What a direct run calls, found once per run.
-struct Direct<T> {
-    /// The lone subscriber, `Actors::subs[topic][0]`. Valid for the run: a subscriber
-    /// is removed, replaced or moved (its topic's `Vec` grown) only by supervision after a
-    /// panic (which ends the run, `after_panic`) or by a subscription change (applied
-    /// between drains, never during one); the outer `Vec` moving does not move it.
-    sub: *mut Subscriber<T>,
-    /// The topic's name in `Names::keys`. Valid for the run: `keys` grows only when a
-    /// run starts (`switch_run`), and every run looks its pointer up anew.
-    key: *const TopicKey,
-}
-
-impl<T> Run<T> {
-    /// No run yet: the next message starts one.
-    fn none() -> Self {
-        Self {
-            topic: u32::MAX,
-            direct_topic: u32::MAX,
-            direct: Direct {
-                sub: std::ptr::null_mut(),
-                key: std::ptr::null(),
-            },
-        }
-    }
+/// How far a `pop`'s `f` got: read after it unwinds.
+struct Progress {
+    /// The messages of the `pop` taken so far, counted as each is: before the move out of
+    /// a message that is not handled directly, after a direct handler returned and its
+    /// message was dropped in place.
+    taken: Cell<usize>,
+    /// Set while a direct run drops a message its handler has returned from (messages
+    /// with drop glue only): a panic then came from the message's `Drop`, and the message
+    /// is gone.
+    dropping: Cell<bool>,
 }
 
 /// Per-drain counts, added to the shard's counters once the drain ends (or a panic
@@ -151,12 +157,12 @@ impl<T: Send + 'static> Actors<T> {
         source: &mut impl Source<T>,
         max: usize,
     ) -> usize {
+        // Messages of this drain's earlier `pop`s (one, unless a handler panicked).
         let mut popped = 0;
-        // Whether the message being handled is still at the input's front, for an unwind:
-        // set before a direct run's handler is called, cleared before a message is moved
-        // out or dropped (see the contract below).
-        let mut live = false;
-        let mut run = Run::none();
+        let progress = Progress {
+            taken: Cell::new(0),
+            dropping: Cell::new(false),
+        };
         // The shard counts received messages from 1: message `received + k` is timed when
         // it is 1 modulo SAMPLE_EVERY, as `dispatch` does.
         let next = SAMPLE_EVERY - (self.counters.received + SAMPLE_EVERY - 1) % SAMPLE_EVERY;
@@ -166,33 +172,37 @@ impl<T: Send + 'static> Actors<T> {
         };
         loop {
             // AssertUnwindSafe: after a panic the failed message is at the input's front
-            // (or gone, if its `Drop` panicked), and the run is ended below; nothing else is
-            // left half-changed (counters are updated around the call).
+            // (or gone, if its `Drop` panicked), and nothing else is left half-changed
+            // (counters are updated around the call; a run's state lives in
+            // `drain_stretch`'s frame, which the unwind leaves).
             let caught = catch_unwind(AssertUnwindSafe(|| {
-                // `step` moves out or drops every message it is handed before it returns
-                // (`direct_call`, or a `ptr::read`), and `live` is false from the moment
-                // it moves or drops one (a message without drop glue is never dropped, so
-                // `live` stays set after its handler returns, until the next step sets it
-                // again or clears it): the contract of `pop`, met below on unwind.
+                // `drain_stretch` takes every message of its stretch exactly once, counting
+                // each in `taken` as it does, and unwinds only from a handler's `handle`
+                // (its message not counted, whole) or a message's `Drop` (not counted,
+                // `dropping` set): the contract of `pop`, met below on unwind.
                 // SAFETY: as just said.
                 unsafe {
-                    source.pop(max - popped, |env| {
-                        popped += 1;
-                        self.step(names, flags, &mut run, &mut live, &mut tally, popped, env);
+                    source.pop(max - popped, &progress.taken, |first, len| {
+                        self.drain_stretch(names, flags, &mut tally, popped, &progress, first, len);
                     })
                 }
             }));
             match caught {
-                Ok(_) => break,
+                Ok(n) => {
+                    popped += n;
+                    break;
+                }
                 Err(payload) => {
-                    // Right after the unwind, with `live` as the handler left it.
+                    // Right after the unwind, with the count and the flag it left.
+                    let taken = progress.taken.get();
+                    let dropped = progress.dropping.replace(false);
                     // SAFETY: the contract of `pop`, as said above.
-                    let env = unsafe { source.after_unwind(std::mem::take(&mut live)) };
+                    let env = unsafe { source.after_unwind(taken, !dropped) };
+                    // The failed message counts as popped (and, through the tally, as
+                    // received and handled, as `dispatch` counts it).
+                    popped += taken + usize::from(env.is_some() || dropped);
                     self.add_tally(&mut tally, popped);
-                    self.after_panic(names, run.topic, env, payload);
-                    // The subscriber may be gone or replaced: the next message starts a
-                    // new run.
-                    run = Run::none();
+                    self.after_panic(names, env, payload);
                     if popped == max {
                         break;
                     }
@@ -213,81 +223,125 @@ impl<T: Send + 'static> Actors<T> {
         c.handled += direct;
     }
 
-    /// One message of a drain, handed in place: moved out or dropped before this returns.
+    /// Takes the `len` messages that lie one after the other from `first`, by runs: a
+    /// topic with one subscriber gets a direct loop for as long as the messages are of
+    /// it; any other message goes to [`step_other`](Self::step_other).
+    ///
+    /// # Safety
+    ///
+    /// The messages were handed in place by the drain's source, the first of them after
+    /// the `popped + taken` messages before it. Each is taken exactly once, in order, and
+    /// counted as [`Progress::taken`] says. A panic in a direct handler unwinds with its
+    /// message not counted and whole, a panic in its `Drop` with it not counted and
+    /// `dropping` set.
     // The drain's state is passed piece by piece: borrowed separately, each stays in a
     // register or on the drain's frame in the inlined loop.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn step(
+    unsafe fn drain_stretch(
         &mut self,
         names: &mut Names,
         flags: &ShutdownFlags,
-        run: &mut Run<T>,
-        live: &mut bool,
         tally: &mut Tally,
         popped: usize,
-        env: *mut Envelope<T>,
+        progress: &Progress,
+        first: *mut Envelope<T>,
+        len: usize,
     ) {
-        if flags.shard_is_abandoned() {
-            // Counted as dropped by `abandon`, not as a direct message.
-            tally.counted += 1;
-            *live = false;
-            // The input handed the message in place and nothing has moved it; this is its
-            // one move out (`live` is false from here).
-            // SAFETY: the drain owns the message, as just said.
-            self.abandon(unsafe { env.read() });
-            return;
+        let taken = &progress.taken;
+        let base = taken.get();
+        let mut i = 0;
+        while i < len {
+            // SAFETY: `i < len`: within the stretch.
+            let env = unsafe { first.add(i) };
+            if flags.shard_is_abandoned() {
+                // Counted as dropped by `abandon`, not as a direct message.
+                tally.counted += 1;
+                i += 1;
+                taken.set(base + i);
+                // The source handed the message in place and nothing has moved it; this is
+                // its one move out.
+                // SAFETY: the drain owns the message, as just said.
+                self.abandon(unsafe { env.read() });
+                continue;
+            }
+            // The drain owns the message at `env` (handed in place, not yet taken).
+            // SAFETY: a read of its topic field only.
+            let topic = unsafe { (*env).topic };
+            if names.learn(topic, &self.shared.topics) {
+                // A topic first seen: the shard's patterns are matched against it before
+                // its subscribers are looked up (inside the first-sight branch).
+                self.catch_up_patterns(names);
+            }
+            let Actors {
+                subs,
+                out,
+                shared,
+                id,
+                ..
+            } = &mut *self;
+            let Some(sub) = subs.get_mut(topic as usize).and_then(|subs| {
+                if subs.len() == 1 {
+                    subs.first_mut()
+                } else {
+                    None
+                }
+            }) else {
+                i += 1;
+                taken.set(base + i);
+                // As above: the one move out of the message.
+                // SAFETY: the drain owns the message, as just said.
+                self.step_other(names, tally, popped + base + i, unsafe { env.read() });
+                continue;
+            };
+            // A direct run: one `Context` for all its messages.
+            let mut ctx = Context {
+                topic: names.key(topic),
+                subscription: &sub.id,
+                out,
+                replay: false,
+            };
+            let actor = &mut *sub.actor;
+            loop {
+                // The source handed the message in place and nothing has moved or dropped
+                // it; the shared borrow ends with the call.
+                // SAFETY: the drain owns the message, as just said; `i < len`.
+                let msg = unsafe { &(*first.add(i)).msg };
+                tally.sample_in -= 1;
+                if tally.sample_in == 0 {
+                    tally.sample_in = SAMPLE_EVERY;
+                    timed_handle(&shared.counters[id.0], actor, &mut ctx, msg);
+                } else {
+                    actor.handle(&mut ctx, msg);
+                }
+                if std::mem::needs_drop::<Envelope<T>>() {
+                    // Flagged: a panic in the message's `Drop` leaves it gone, not whole.
+                    progress.dropping.set(true);
+                    // The handler has returned and nothing else holds the message: its one
+                    // drop.
+                    // SAFETY: the drain owns the message, as just said; `i < len`.
+                    unsafe { first.add(i).drop_in_place() };
+                    progress.dropping.set(false);
+                }
+                i += 1;
+                taken.set(base + i);
+                // The run goes on while the next message is of the same topic (and no
+                // forced stop came).
+                if i == len || flags.shard_is_abandoned() {
+                    break;
+                }
+                // A read of the next message's topic field, as above.
+                // SAFETY: the drain owns the message; `i < len` was just checked.
+                if unsafe { (*first.add(i)).topic } != topic {
+                    break;
+                }
+            }
         }
-        // The drain owns the message at `env` (handed in place, not yet moved).
-        // SAFETY: a read of its topic field only.
-        let topic = unsafe { (*env).topic };
-        if topic != run.direct_topic && !self.switch_run(names, run, topic) {
-            *live = false;
-            // As above: the one move out of the message.
-            // SAFETY: the drain owns the message, as just said.
-            self.step_other(names, tally, popped, unsafe { env.read() });
-            return;
-        }
-        tally.sample_in -= 1;
-        if tally.sample_in == 0 {
-            tally.sample_in = SAMPLE_EVERY;
-            self.timed_call(&run.direct, live, env);
-            return;
-        }
-        self.direct_call(&run.direct, live, env);
     }
 
-    /// A message of `topic` where the run is not a direct run of it: starts a run of
-    /// `topic` unless it is the run under way (a topic with several subscribers or none).
-    /// Returns whether the run is now direct. Updates `run` in place: under many topics
-    /// nearly every message starts a run, and this is what it costs.
-    #[inline(always)]
-    fn switch_run(&mut self, names: &mut Names, run: &mut Run<T>, topic: u32) -> bool {
-        if topic == run.topic {
-            return false;
-        }
-        if names.learn(topic, &self.shared.topics) {
-            // A topic first seen: the shard's patterns are matched against it before its
-            // subscribers are looked up (inside the first-sight branch: nothing per message).
-            self.catch_up_patterns(names);
-        }
-        run.topic = topic;
-        match self.subs.get_mut(topic as usize) {
-            Some(subs) if subs.len() == 1 => {
-                run.direct_topic = topic;
-                run.direct.sub = &mut subs[0] as *mut Subscriber<T>;
-                run.direct.key = names.key(topic) as *const TopicKey;
-                true
-            }
-            _ => {
-                run.direct_topic = u32::MAX;
-                false
-            }
-        }
-    }
-
-    /// [`step`](Self::step) for a message of a topic with several subscribers or none:
-    /// one message at a time, each call guarded ([`Actors::dispatch`]).
+    /// A message of a topic with several subscribers or none: one message at a time,
+    /// each call guarded ([`Actors::dispatch`]). `popped`: the drain's messages so far,
+    /// this one included.
     #[inline(never)]
     fn step_other(
         &mut self,
@@ -307,59 +361,16 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
-    /// Calls the run's lone subscriber on the message at `env`, then drops it in place. A
-    /// panic unwinds to the drain's `catch_unwind` with `live` set if it came from
-    /// `handle` (the message is still at the input's front).
-    #[inline(always)]
-    fn direct_call(&mut self, direct: &Direct<T>, live: &mut bool, env: *mut Envelope<T>) {
-        // `direct` was set by `switch_run` for the run under way, whose subscriber and
-        // name stay where they are until the run ends (see `Direct`), and only this
-        // thread touches them; nothing else borrows the subscriber during its call.
-        // SAFETY: the shard owns both, as just said.
-        let (sub, topic) = unsafe { (&mut *direct.sub, &*direct.key) };
-        let mut ctx = Context {
-            topic,
-            subscription: &sub.id,
-            out: &mut self.out,
-            replay: false,
-        };
-        *live = true;
-        // The input handed the message in place and nothing has moved or dropped it; the
-        // shared borrow ends with the call.
-        // SAFETY: the drain owns the message, as just said.
-        sub.actor.handle(&mut ctx, unsafe { &(*env).msg });
-        // A message with no drop glue has nothing to drop, and nothing of it can panic:
-        // `live` may stay set (the next message's step sets or clears it before anything
-        // else can unwind, so it never speaks for a message already handed on).
-        if std::mem::needs_drop::<Envelope<T>>() {
-            // Cleared first, so a panic in the message's `Drop` leaves it counted as gone.
-            *live = false;
-            // The handler has returned and nothing else holds the message: its one drop.
-            // SAFETY: the drain owns the message, as just said.
-            unsafe { env.drop_in_place() };
-        }
-    }
-
-    /// [`direct_call`](Self::direct_call), timed: one in `SAMPLE_EVERY` direct messages.
-    #[cold]
-    #[inline(never)]
-    fn timed_call(&mut self, direct: &Direct<T>, live: &mut bool, env: *mut Envelope<T>) {
-        let start = std::time::Instant::now();
-        self.direct_call(direct, live, env);
-        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.shared.counters[self.id.0].record_handler_ns(ns);
-    }
-
     /// After a panic unwound out of a drain: only a direct call can panic there (every
-    /// other call is guarded on its own), so it was `topic`'s lone subscriber, in its
-    /// `handle` if the input gave the message back (`env`), else in the message's `Drop`.
-    /// Handled as [`Actors::dispatch`] handles a panic of a lone subscriber.
+    /// other call is guarded on its own), so it was the lone subscriber of the message's
+    /// topic, in its `handle` if the input gave the message back (`env`), else in the
+    /// message's `Drop`. Handled as [`Actors::dispatch`] handles a panic of a lone
+    /// subscriber.
     #[cold]
     #[inline(never)]
     fn after_panic(
         &mut self,
         names: &Names,
-        topic: u32,
         env: Option<Envelope<T>>,
         payload: Box<dyn std::any::Any + Send>,
     ) {
@@ -369,6 +380,7 @@ impl<T: Send + 'static> Actors<T> {
             self.counters.panicked(PanicSite::Drop);
             return;
         };
+        let topic = env.topic;
         let Some(subs) = self.subs.get_mut(topic as usize) else {
             return;
         };
@@ -393,4 +405,19 @@ impl<T: Send + 'static> Actors<T> {
             subs.clear();
         }
     }
+}
+
+/// A direct handler call, timed: one in [`SAMPLE_EVERY`] messages.
+#[cold]
+#[inline(never)]
+fn timed_handle<T: 'static>(
+    counters: &ShardCounters,
+    actor: &mut dyn Handler<T>,
+    ctx: &mut Context<'_, T>,
+    msg: &T,
+) {
+    let start = std::time::Instant::now();
+    actor.handle(ctx, msg);
+    let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    counters.record_handler_ns(ns);
 }

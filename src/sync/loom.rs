@@ -3,6 +3,15 @@
 //! loom's `Mutex` and `Condvar`, and both asymmetric fences as `fence(SeqCst)`.
 
 pub(crate) use loom::cell::UnsafeCell;
+
+/// The std version hands `f` a whole stretch of contiguous cells; loom's cells carry their
+/// access tracking beside the value, so here `f` gets one cell at a time, each inside its
+/// `with_mut` (the accesses stay visible to the model).
+pub(crate) fn with_mut_stretch<T>(cells: &[UnsafeCell<T>], mut f: impl FnMut(*mut T, usize)) {
+    for cell in cells {
+        cell.with_mut(|p| f(p, 1));
+    }
+}
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use loom::sync::Arc;
 

@@ -33,7 +33,10 @@ pub(crate) mod thread {
 }
 
 /// An `UnsafeCell` with loom's closure-based API, so the same code compiles against both.
+/// Transparent, so that a slice of them is a slice of `T` laid out as such
+/// ([`with_mut_stretch`]).
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 impl<T> UnsafeCell<T> {
@@ -52,6 +55,16 @@ impl<T> UnsafeCell<T> {
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
+}
+
+/// Calls `f` with a mutable pointer to the contents of the first of `cells` and their
+/// count: the contents lie one after the other (the cell is transparent), and the pointer
+/// may reach all of them (it is derived from the whole slice). loom's cells are not laid
+/// out so: its version calls `f` once per cell, inside the cell's `with_mut`.
+#[inline(always)]
+pub(crate) fn with_mut_stretch<T>(cells: &[UnsafeCell<T>], mut f: impl FnMut(*mut T, usize)) {
+    let first = std::cell::UnsafeCell::raw_get(cells.as_ptr().cast::<std::cell::UnsafeCell<T>>());
+    f(first, cells.len());
 }
 
 /// One pause of a busy-wait loop: `std::hint::spin_loop` (`pause` on x86).

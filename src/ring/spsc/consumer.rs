@@ -1,6 +1,9 @@
 //! The consuming end of the SPSC ring: batch pop, readiness, the close and the durable mark.
 
+use std::cell::Cell;
+
 use super::*;
+use crate::sync::with_mut_stretch;
 
 impl<T> Consumer<T> {
     /// Values ready to pop, refreshing the cached `tail` when the cache shows fewer
@@ -50,7 +53,8 @@ impl<T> Consumer<T> {
         if n == 0 {
             return 0;
         }
-        let (stretches, mut guard) = self.batch(n, false);
+        let popped = Cell::new(0);
+        let (stretches, _guard) = self.batch(n, &popped, false);
         for stretch in stretches {
             for slot in stretch {
                 // This consumer owns the slot: it is in `[head, cached_tail)`, so the
@@ -60,57 +64,68 @@ impl<T> Consumer<T> {
                 // `head` past it even on unwind.
                 // SAFETY: by the ownership stated in the lines just above.
                 let value = slot.with(|p| unsafe { (*p).assume_init_read() });
-                guard.popped += 1;
+                popped.set(popped.get() + 1);
                 f(value);
             }
         }
         n
     }
 
-    /// [`pop_batch`](Self::pop_batch) that hands `f` each value where it lies, without
-    /// moving it out of its slot first: `f` gets a pointer to it. Returns how many were
-    /// handed on. If `f` unwinds, `head` is published up to the value it was handed, not
-    /// past it, and that slot stays the consumer's until
-    /// [`front_after_unwind`](Self::front_after_unwind) moves past it.
+    /// [`pop_batch`](Self::pop_batch) that hands `f` the values where they lie, without
+    /// moving them out of their slots first: `f(first, len)` gets a pointer to the first
+    /// of `len` values that lie one after the other, once per stretch of contiguous slots
+    /// (at most two: the batch may wrap; one value at a time under loom). `taken` counts
+    /// the batch's values `f` has taken (moved out or dropped in place): set to 0 here,
+    /// advanced by `f` after each value it takes, in order. Returns how many were handed
+    /// on. If `f` unwinds, `head` is published past the `taken` values, not further, and
+    /// if a value was handed on but not taken, its slot (at `head`) stays the consumer's
+    /// until [`front_after_unwind`](Self::front_after_unwind) moves past it.
     ///
     /// # Safety
     ///
-    /// When `f` returns, it has moved the value out of the pointer or dropped it in
-    /// place, exactly once. When it unwinds, the caller calls `front_after_unwind` before
-    /// any other pop, telling it whether the value is still there.
+    /// When `f` returns, it has taken every value of its stretch, each exactly once, and
+    /// counted them in `taken`. When it unwinds, it has taken exactly the values `taken`
+    /// counts, and the caller calls `front_after_unwind` before any other pop.
     #[inline]
-    pub unsafe fn pop_batch_in_place(&mut self, max: usize, mut f: impl FnMut(*mut T)) -> usize {
+    pub unsafe fn pop_batch_in_place(
+        &mut self,
+        max: usize,
+        taken: &Cell<usize>,
+        mut f: impl FnMut(*mut T, usize),
+    ) -> usize {
+        taken.set(0);
         let n = self.ready_up_to(max as u64).min(max as u64) as usize;
         if n == 0 {
             return 0;
         }
-        let (stretches, mut guard) = self.batch(n, true);
+        let (stretches, _guard) = self.batch(n, taken, true);
         for stretch in stretches {
-            for slot in stretch {
-                // The slot is in `[head, cached_tail)`: the producer published the value
-                // with its store of `tail` (Acquire-loaded in `ready`) and will not write
-                // the slot again until our Release store of `head` passes it. `f` takes
-                // the value (the caller's contract); `popped` counts it only once `f` has
-                // returned, so after an unwind `HeadGuard` stops before it and the slot
-                // stays ours.
-                slot.with_mut(|p| f(p.cast::<T>()));
-                guard.popped += 1;
+            if stretch.is_empty() {
+                continue;
             }
+            // The slots are in `[head, cached_tail)`: the producer published the values
+            // with its store of `tail` (Acquire-loaded in `ready`) and will not write the
+            // slots again until our Release store of `head` passes them. `f` takes them
+            // (the caller's contract) and counts them in `taken`, which the guard reads:
+            // after an unwind it stops `head` before the first value not taken, and that
+            // slot stays ours.
+            with_mut_stretch(stretch, |first, len| f(first.cast::<T>(), len));
         }
         n
     }
 
-    /// After an unwind out of [`pop_batch_in_place`](Self::pop_batch_in_place): if it came
-    /// from `f`, moves past the value `f` was handed, which sits at `head`, and returns it
-    /// if `live` (`f` had neither moved it out nor dropped it). If it came from elsewhere
-    /// (the wake of an async producer after the batch), `head` is already past every value
-    /// handed on: nothing to do, `None`.
+    /// After an unwind out of [`pop_batch_in_place`](Self::pop_batch_in_place): if `f`
+    /// unwound with a value handed on but not taken, moves past that value (it sits at
+    /// `head`) and returns it if `live`, that is, if `f` failed on it with the value still
+    /// whole; with `live` false (`f` failed while dropping it) the value is gone and the
+    /// slot is only moved past. If the unwind came from elsewhere (the wake of an async
+    /// producer after the batch), `head` is already past every value handed on: nothing to
+    /// do, `None`.
     ///
     /// # Safety
     ///
-    /// Called once, right after such an unwind and before any other pop, with `live`
-    /// true exactly when a value `f` was handed and that unwound out of it is still in its
-    /// slot.
+    /// Called once, right after such an unwind and before any other pop, with `live` false
+    /// exactly when `f` unwound out of the drop of the first value it had not counted.
     pub unsafe fn front_after_unwind(&mut self, live: bool) -> Option<T> {
         if !std::mem::take(&mut self.front_held) {
             return None;
@@ -199,11 +214,12 @@ impl<T> Consumer<T> {
     /// the guard `head`.
     #[inline(always)]
     #[allow(clippy::type_complexity)]
-    fn batch(
-        &mut self,
+    fn batch<'a>(
+        &'a mut self,
         n: usize,
+        popped: &'a Cell<usize>,
         in_place: bool,
-    ) -> ([&[UnsafeCell<MaybeUninit<T>>]; 2], HeadGuard<'_, T>) {
+    ) -> ([&'a [UnsafeCell<MaybeUninit<T>>]; 2], HeadGuard<'a, T>) {
         let Consumer {
             ring,
             head,
@@ -219,7 +235,7 @@ impl<T> Consumer<T> {
             ring,
             head,
             cached_tail: *cached_tail,
-            popped: 0,
+            popped,
             in_place: if in_place { n } else { 0 },
             front_held,
         };
@@ -300,19 +316,23 @@ struct HeadGuard<'a, T> {
     ring: &'a Ring<T>,
     head: &'a mut u64,
     cached_tail: u64,
-    popped: usize,
+    /// The values taken from the batch so far (counted by the pop, or by `f` of
+    /// `pop_batch_in_place`).
+    popped: &'a Cell<usize>,
     /// `pop_batch_in_place`'s batch size (0 for `pop_batch`): dropped by an unwind with
-    /// fewer popped, the guard was left by a panic of `f`, whose value is still in its slot.
+    /// fewer taken, the guard was left by a panic of `f`, and the first value not taken is
+    /// still in its slot.
     in_place: usize,
     front_held: &'a mut bool,
 }
 
 impl<T> Drop for HeadGuard<'_, T> {
     fn drop(&mut self) {
-        if self.popped < self.in_place && std::thread::panicking() {
+        let popped = self.popped.get();
+        if popped < self.in_place && std::thread::panicking() {
             *self.front_held = true;
         }
-        *self.head = self.head.wrapping_add(self.popped as u64 * STEP);
+        *self.head = self.head.wrapping_add(popped as u64 * STEP);
         // Release: the values are moved out; pairs with the producer's Acquire load in
         // `refresh_head` before it reuses these slots.
         self.ring.head.store(*self.head, Ordering::Release);

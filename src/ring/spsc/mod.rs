@@ -117,8 +117,8 @@ pub struct Consumer<T> {
     limit: Option<u64>,
     /// The last value stored into `ring.durable` (only this consumer writes it).
     durable: u64,
-    /// Set when `f` of `pop_batch_in_place` unwound: the value it was handed is still at
-    /// `head` (see `front_after_unwind`).
+    /// Set when `f` of `pop_batch_in_place` unwound before it took every value it was
+    /// handed: the first value not taken is still at `head` (see `front_after_unwind`).
     front_held: bool,
 }
 

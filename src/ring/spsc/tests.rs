@@ -164,23 +164,49 @@ fn pop_each_publishes_its_position_before_each_value_across_the_wrap() {
     assert_eq!(ring.depth_seen(), 0);
 }
 
+/// Pops in place: hands each value of the batch to `g` in order and counts it in `taken`
+/// once `g` returns (`g` takes it: reads it out or drops it).
+///
+/// # Safety
+///
+/// `g` takes the value it is handed exactly once before it returns; if it unwinds, it has
+/// not taken it.
+unsafe fn pop_each_in_place<T>(
+    c: &mut Consumer<T>,
+    max: usize,
+    taken: &std::cell::Cell<usize>,
+    mut g: impl FnMut(*mut T),
+) -> usize {
+    // SAFETY: `g`'s contract is `f`'s, one value at a time, and each is counted once
+    // taken.
+    unsafe {
+        c.pop_batch_in_place(max, taken, |first, len| {
+            for i in 0..len {
+                g(first.add(i));
+                taken.set(taken.get() + 1);
+            }
+        })
+    }
+}
+
 /// `pop_batch_in_place` across the wrap: values handed in place in order, a panic leaves
-/// the value it was handed at the front (given back by `front_after_unwind` when still
-/// there, skipped when `f` had consumed it), and the slots are reused after.
+/// the first value not taken at the front (given back by `front_after_unwind`; nothing
+/// given back when `f` had taken it), and the slots are reused after.
 #[test]
 fn pop_in_place_hands_values_in_order_and_keeps_the_failed_one_at_the_front() {
     let (mut p, mut c) = channel::<Box<u32>>(4, u64::MAX - 3);
     for i in 0..4 {
         p.push(Box::new(i)).unwrap();
     }
+    let taken = std::cell::Cell::new(0);
     let mut got = vec![];
     // Takes 0 and 1, then panics on 2 without taking it.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // `f` reads each value out exactly once before it returns; on the unwind,
-        // `front_after_unwind` is called below with `live` true (2 was not taken).
+        // `g` reads each value out exactly once before it returns; on the unwind,
+        // `front_after_unwind` is called below (2 was not taken).
         // SAFETY: the contract of `pop_batch_in_place`, as just said.
         unsafe {
-            c.pop_batch_in_place(4, |v| {
+            pop_each_in_place(&mut c, 4, &taken, |v| {
                 if **v == 2 {
                     panic!("handler");
                 }
@@ -190,34 +216,64 @@ fn pop_in_place_hands_values_in_order_and_keeps_the_failed_one_at_the_front() {
     }));
     assert!(r.is_err());
     assert_eq!(got, vec![0, 1]);
+    assert_eq!(taken.get(), 2);
     // The failed value's slot is still the consumer's: the producer sees two free slots.
     assert_eq!(p.free_slots(), Ok(2));
-    // SAFETY: right after the unwind; 2 is still in its slot.
+    // SAFETY: right after the unwind; 2 is still whole in its slot.
     let failed = unsafe { c.front_after_unwind(true) };
     assert_eq!(failed.as_deref(), Some(&2));
     // Three slots free now: the failed value's too.
     for i in 4..7 {
         p.push(Box::new(i)).unwrap();
     }
-    // Drops 3 in place, then panics (as a message's `Drop` would): nothing to give back.
+    // Drops 3 in place, then panics before counting it (as a message's `Drop` would):
+    // nothing to give back, and 4 is not moved past.
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // `f` drops 3 before it unwinds; `front_after_unwind` gets `live` false.
         // SAFETY: the contract of `pop_batch_in_place`, as just said.
         unsafe {
-            c.pop_batch_in_place(4, |v| {
-                let n = **v;
-                v.drop_in_place();
+            c.pop_batch_in_place(4, &taken, |first, _| {
+                let n = **first;
+                first.drop_in_place();
                 assert_ne!(n, 3, "drop");
             })
         }
     }));
     assert!(r.is_err());
+    assert_eq!(taken.get(), 0);
     // SAFETY: right after the unwind; 3 was dropped by `f`.
     assert_eq!(unsafe { c.front_after_unwind(false) }, None);
     let mut rest = vec![];
-    // SAFETY: `f` reads each value out exactly once and does not unwind.
-    let n = unsafe { c.pop_batch_in_place(10, |v| rest.push(*v.read())) };
+    // SAFETY: `g` reads each value out exactly once and does not unwind.
+    let n = unsafe { pop_each_in_place(&mut c, 10, &taken, |v| rest.push(*v.read())) };
     assert_eq!((n, rest), (3, vec![4, 5, 6]));
+    assert!(p.is_drained());
+}
+
+/// A batch that wraps is handed on as two stretches, each of contiguous values.
+#[test]
+fn pop_in_place_hands_a_wrapped_batch_as_two_stretches() {
+    let (mut p, mut c) = channel::<u32>(4, 0);
+    for i in 0..3 {
+        p.push(i).unwrap();
+    }
+    assert_eq!(c.pop_batch(2, drop), 2);
+    for i in 3..6 {
+        p.push(i).unwrap();
+    }
+    let taken = std::cell::Cell::new(0);
+    let mut stretches = vec![];
+    // `f` reads each value of its stretch out and counts them.
+    // SAFETY: the contract of `pop_batch_in_place`, as just said.
+    let n = unsafe {
+        c.pop_batch_in_place(8, &taken, |first, len| {
+            let values: Vec<u32> = (0..len).map(|i| first.add(i).read()).collect();
+            stretches.push(values);
+            taken.set(taken.get() + len);
+        })
+    };
+    assert_eq!(n, 4);
+    assert_eq!(stretches, vec![vec![2, 3], vec![4, 5]]);
     assert!(p.is_drained());
 }
 
@@ -240,21 +296,22 @@ fn a_panic_in_the_wake_after_an_in_place_batch_leaves_nothing_at_the_front() {
     let waker = std::task::Waker::from(std::sync::Arc::new(PanicOnWake));
     let mut cx = std::task::Context::from_waker(&waker);
     assert!(p.poll_room(&mut cx).is_pending());
+    let taken = std::cell::Cell::new(0);
     let mut got = vec![];
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        // `f` reads each value out exactly once and does not unwind.
+        // `g` reads each value out exactly once and does not unwind.
         // SAFETY: the contract of `pop_batch_in_place`, as just said.
-        unsafe { c.pop_batch_in_place(4, |v| got.push(v.read())) }
+        unsafe { pop_each_in_place(&mut c, 4, &taken, |v| got.push(v.read())) }
     }));
     assert!(r.is_err(), "the waker panicked");
     assert_eq!(got, vec![0, 1, 2, 3]);
     // Not `f`'s unwind: nothing at the front, even asked as if a value were live.
-    // SAFETY: right after the unwind; every value was moved out by `f`.
+    // SAFETY: right after the unwind; every value was moved out by `g`.
     assert_eq!(unsafe { c.front_after_unwind(true) }, None);
     assert!(p.is_drained());
     p.push(4).unwrap();
     let mut rest = vec![];
-    // SAFETY: `f` reads each value out exactly once and does not unwind.
-    unsafe { c.pop_batch_in_place(4, |v| rest.push(v.read())) };
+    // SAFETY: `g` reads each value out exactly once and does not unwind.
+    unsafe { pop_each_in_place(&mut c, 4, &taken, |v| rest.push(v.read())) };
     assert_eq!(rest, vec![4]);
 }
