@@ -28,16 +28,25 @@ pub enum WaitStrategy {
 /// as a crossbeam-channel receiver spins before it blocks.
 pub(crate) const DEFAULT_SPIN_BEFORE_PARK: u32 = 11;
 
+/// The fewest polls the adaptive budget shrinks to: the seven spins of `Backoff`'s course
+/// (1 to 64 hints), a few microseconds in all. Only the four yields adapt away. A shorter
+/// course parks before the next message of a paced stream can arrive: at one message every
+/// 10 µs, a shard that polled once before parking parked for about half of its messages
+/// more than a crossbeam-channel receiver does, for a median publish → handler entry
+/// several microseconds longer (see docs/benchmarks.md, "The idle shard").
+const FEWEST_POLLS: u32 = 7;
+
 // The builder's setting lives beside the budget it sets (`builder.rs` is at its size limit).
 impl<T: Send + 'static> crate::Builder<T> {
     /// With [`WaitStrategy::Park`] (the default): the most empty polls an idle shard makes
     /// before it parks. Default 11, crossbeam `Backoff`'s whole course: seven spins
     /// (1 to 64 spin-loop hints each) then four `yield`s, each followed by a pass over the
     /// shard's inputs. The budget adapts below this most: it halves each time the shard
-    /// parks after polling in vain (down to one poll), and doubles each time a poll finds a
-    /// message. So a shard fed a steady stream keeps spinning through short gaps (no
-    /// wake-up for its publishers to pay), and one fed a message every 100 µs soon polls
-    /// once and parks. `0` parks at the first empty pass: the least CPU, a wake-up for
+    /// parks after polling in vain (down to the seven spins, or to this most if it is
+    /// smaller), and doubles each time a poll finds a message. So a shard fed a steady
+    /// stream keeps spinning through short gaps (no wake-up for its publishers to pay), and
+    /// one fed a message every 100 µs soon spins a few microseconds after each message, no
+    /// yields, and parks. `0` parks at the first empty pass: the least CPU, a wake-up for
     /// nearly every message after a pause. At most 11: the polls follow the back-off's
     /// course, which ends after its eleventh step, so a larger value is taken as 11.
     /// Ignored by [`BusySpin`](WaitStrategy::BusySpin) and [`Yield`](WaitStrategy::Yield).
@@ -63,11 +72,12 @@ impl<T: Send + 'static> crate::Builder<T> {
 ///
 /// Spinning pays when a message arrives during it (no park, no wake-up for the
 /// publisher); it is waste when the shard parks anyway. So the budget halves each time it
-/// ran out and the shard parked (down to one poll), and doubles (up to the configured
-/// most) each time a poll found work. Under a steady stream the budget stays large and the
-/// shard rarely parks; at light load (a message every 100 µs or 1 ms) it shrinks to one
-/// poll, and the shard's cost per message is close to a blocking channel's: a wake-up, a
-/// pass that finds the message, one empty pass, one poll, the park. Owned by the shard
+/// ran out and the shard parked (down to [`FEWEST_POLLS`], the back-off's spins), and
+/// doubles (up to the configured most) each time a poll found work. Under a steady stream
+/// the budget stays large and the shard rarely parks; at light load (a message every
+/// 100 µs or 1 ms) it shrinks to the spins, and the shard's cost per message is close to a
+/// blocking channel's: a wake-up, a pass that finds the message, the spins (each followed
+/// by a pass), the park; a channel's receiver also yields four times. Owned by the shard
 /// thread.
 pub(crate) struct SpinBudget {
     /// Polls allowed before the next park, `1..=max` (`0` when `max` is `0`).
@@ -114,7 +124,7 @@ impl SpinBudget {
 
     /// The shard is about to park: the polls found nothing, the budget shrinks.
     pub(crate) fn parked(&mut self) {
-        self.limit = (self.limit / 2).max(self.max.min(1));
+        self.limit = (self.limit / 2).max(self.max.min(FEWEST_POLLS));
         self.polls = 0;
     }
 
@@ -196,24 +206,23 @@ mod tests {
         let mut b = SpinBudget::new(11);
         assert_eq!(idle(&mut b, 100), 11, "the full budget at first");
         b.parked();
-        assert_eq!(b.limit(), 5);
-        assert_eq!(idle(&mut b, 100), 5);
+        assert_eq!(b.limit(), 7, "halved, but never below the spins");
+        assert_eq!(idle(&mut b, 100), 7);
         b.parked();
         b.parked();
-        b.parked();
-        assert_eq!(b.limit(), 1, "never below one poll");
+        assert_eq!(b.limit(), 7);
         // A wake-up, a pass with work, no polls: nothing learned.
         b.found_work();
-        assert_eq!(b.limit(), 1);
+        assert_eq!(b.limit(), 7);
         // Work found by a poll: the budget doubles, up to the most.
         assert_eq!(idle(&mut b, 1), 1);
         b.found_work();
-        assert_eq!(b.limit(), 2);
-        for _ in 0..10 {
-            idle(&mut b, 1);
-            b.found_work();
-        }
         assert_eq!(b.limit(), 11, "capped at the most");
+        // A most below the spins is not adapted at all.
+        let mut small = SpinBudget::new(2);
+        small.parked();
+        assert_eq!(small.limit(), 2);
+        assert_eq!(idle(&mut small, 100), 2);
     }
 
     #[test]

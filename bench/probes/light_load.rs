@@ -2,9 +2,11 @@
 //! shards (two; the actor's is shard 0, the other idles), in each fence mode side by side.
 //! Prints one table: per fence mode and interval, the median over the repetitions of the
 //! round trip / 2 (p50, p99, p99.9) and of the serving shard's CPU (CPU time / wall time),
-//! with the idle shard's CPU; then the same for a crossbeam-channel consumer (a thread
-//! blocked in `recv` on a `bounded` channel, answering through the same atomic), run
-//! interleaved with the bus, and the ratios of the bus's serving-shard CPU and p50 to it.
+//! with the idle shard's CPU, and the p50 of one leg (publish → handler entry); then the
+//! same for a crossbeam-channel consumer (a thread blocked in `recv` on a `bounded` channel,
+//! making the actor's clock read and record, answering through the same atomic), run
+//! interleaved with the bus, and the ratios of the bus's serving-shard CPU and p50s to it.
+//! Each run's leg deciles go to stderr with its progress line.
 //!
 //! `cargo run --release -p shardbus-bench --example light_load -- [--fences auto,membarrier,seqcst]
 //! [--intervals 10us,100us,1ms] [--seconds 2] [--reps 3]`
@@ -111,6 +113,8 @@ struct Cell {
     p50: Vec<u64>,
     p99: Vec<u64>,
     p999: Vec<u64>,
+    /// Publish (send) → handler entry (`recv` returned), p50.
+    leg50: Vec<u64>,
     serving_cpu: Vec<f64>,
     idle_cpu: Vec<f64>,
     error: Option<String>,
@@ -120,6 +124,13 @@ fn median<T: Copy + PartialOrd>(values: &[T]) -> Option<T> {
     let mut v = values.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     v.get(v.len() / 2).copied()
+}
+
+/// The 10th to 90th percentiles of a run's legs: at light load they are two populations
+/// (the consumer still polling when the message lands, or parked), and the p50 falls where
+/// the two meet.
+fn deciles(h: &hdrhistogram::Histogram<u64>) -> [u64; 9] {
+    std::array::from_fn(|i| h.value_at_quantile((i + 1) as f64 / 10.0))
 }
 
 fn name(f: Fences) -> &'static str {
@@ -152,6 +163,8 @@ fn main() {
             let cell = &mut channel[j];
             match crossbeam_ping_pong(rounds, Some(*interval), &opts) {
                 Ok(p) => {
+                    eprintln!("  leg deciles (ns): {:?}", deciles(&p.one_way));
+                    cell.leg50.push(p.one_way.value_at_quantile(0.5));
                     cell.p50.push(p.rtt_half.value_at_quantile(0.5));
                     cell.p99.push(p.rtt_half.value_at_quantile(0.99));
                     cell.p999.push(p.rtt_half.value_at_quantile(0.999));
@@ -179,6 +192,8 @@ fn main() {
                 match ping_pong(rounds, Some(*interval), &opts) {
                     Ok(p) => {
                         cell.got = Some(p.fence_mode.as_str());
+                        eprintln!("  leg deciles (ns): {:?}", deciles(&p.one_way));
+                        cell.leg50.push(p.one_way.value_at_quantile(0.5));
                         cell.p50.push(p.rtt_half.value_at_quantile(0.5));
                         cell.p99.push(p.rtt_half.value_at_quantile(0.99));
                         cell.p999.push(p.rtt_half.value_at_quantile(0.999));
@@ -197,14 +212,17 @@ fn main() {
         args.reps, args.seconds
     );
     println!(
-        "| fences asked | got | interval | RTT/2 p50 | p99 | p99.9 | serving shard CPU (min–max) | idle shard CPU |"
+        "| fences asked | got | interval | RTT/2 p50 | p99 | p99.9 | leg p50 | serving shard CPU (min–max) | idle shard CPU |"
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
     for (i, &fences) in args.fences.iter().enumerate() {
         for (j, interval) in args.intervals.iter().enumerate() {
             let c = &cells[i][j];
             if let Some(e) = &c.error {
-                println!("| {} | error | {interval:?} | {e} | | | | |", name(fences));
+                println!(
+                    "| {} | error | {interval:?} | {e} | | | | | |",
+                    name(fences)
+                );
                 continue;
             }
             let ns = |v: &[u64]| median(v).map_or("-".into(), |x| x.to_string());
@@ -219,12 +237,13 @@ fn main() {
                 }
             };
             println!(
-                "| {} | {} | {interval:?} | {} | {} | {} | {}{} | {} |",
+                "| {} | {} | {interval:?} | {} | {} | {} | {} | {}{} | {} |",
                 name(fences),
                 c.got.unwrap_or("-"),
                 ns(&c.p50),
                 ns(&c.p99),
                 ns(&c.p999),
+                ns(&c.leg50),
                 pct(&c.serving_cpu),
                 range(&c.serving_cpu),
                 pct(&c.idle_cpu),
@@ -237,12 +256,12 @@ fn main() {
         "reference: a crossbeam-channel consumer (`bounded`, blocking `recv`) in the same ping-pong, \
          interleaved with the rows above"
     );
-    println!("| interval | RTT/2 p50 | p99 | p99.9 | consumer CPU (min–max) |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| interval | RTT/2 p50 | p99 | p99.9 | leg p50 | consumer CPU (min–max) |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (j, interval) in args.intervals.iter().enumerate() {
         let c = &channel[j];
         if let Some(e) = &c.error {
-            println!("| {interval:?} | error: {e} | | | |");
+            println!("| {interval:?} | error: {e} | | | | |");
             continue;
         }
         let ns = |v: &[u64]| median(v).map_or("-".into(), |x| x.to_string());
@@ -254,18 +273,19 @@ fn main() {
                 .fold(f64::NEG_INFINITY, f64::max),
         );
         println!(
-            "| {interval:?} | {} | {} | {} | {} ({lo:.1}–{hi:.1}) |",
+            "| {interval:?} | {} | {} | {} | {} | {} ({lo:.1}–{hi:.1}) |",
             ns(&c.p50),
             ns(&c.p99),
             ns(&c.p999),
+            ns(&c.leg50),
             median(&c.serving_cpu).map_or("-".into(), |x| format!("{x:.1} %")),
         );
     }
     println!();
     println!(
-        "| fences | interval | serving shard CPU / channel consumer CPU | RTT/2 p50 / channel's |"
+        "| fences | interval | serving shard CPU / channel consumer CPU | RTT/2 p50 / channel's | leg p50 / channel's |"
     );
-    println!("|---|---|---:|---:|");
+    println!("|---|---|---:|---:|---:|");
     for (i, &fences) in args.fences.iter().enumerate() {
         for (j, interval) in args.intervals.iter().enumerate() {
             let (bus, ch) = (&cells[i][j], &channel[j]);
@@ -275,10 +295,11 @@ fn main() {
             };
             let p50 = |v: &[u64]| median(v).map(|x| x as f64);
             println!(
-                "| {} | {interval:?} | {} | {} |",
+                "| {} | {interval:?} | {} | {} | {} |",
                 name(fences),
                 ratio(median(&bus.serving_cpu), median(&ch.serving_cpu)),
                 ratio(p50(&bus.p50), p50(&ch.p50)),
+                ratio(p50(&bus.leg50), p50(&ch.leg50)),
             );
         }
     }

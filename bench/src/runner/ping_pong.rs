@@ -182,6 +182,9 @@ pub fn ping_pong(
 /// What [`crossbeam_ping_pong`] measured.
 #[derive(Clone, Debug)]
 pub struct ChannelPingPong {
+    /// Send → `recv` returned per recorded round, in ns (the same clock reads and record
+    /// as the bus's actor makes at handler entry).
+    pub one_way: Histogram<u64>,
     /// Round trip / 2 per recorded round, in ns; the return leg is one atomic store.
     pub rtt_half: Histogram<u64>,
     /// CPU time / wall time of the consumer thread over the recorded rounds (Linux only;
@@ -202,20 +205,28 @@ pub fn crossbeam_ping_pong(
     opts.validate()?;
     let cores = Cores::detect(opts.pin);
     cores.require(2)?;
-    let (tx, rx) = crossbeam_channel::bounded::<u64>(opts.capacity.max(1));
+    let (tx, rx) = crossbeam_channel::bounded::<Ping>(opts.capacity.max(1));
     let reply = Arc::new(CachePadded::new(AtomicU64::new(0)));
     let warmup = rounds / 10;
     let last_core = cores.available() - 1;
     let cores = &cores;
-    let (rtt_half, consumer_cpu) = thread::scope(|s| {
+    let base = Instant::now();
+    let (rtt_half, consumer_cpu, one_way) = thread::scope(|s| {
         let answer = reply.clone();
         // Named as the bus's shard 0, so that `shard_cpu_ns` reads its CPU time.
         let consumer = spawn(s, format!("{PING_THREADS}-0"), None, move || {
             cores.pin(0);
-            while let Ok(seq) = rx.recv() {
+            let mut one_way = fixed_histogram();
+            while let Ok(ping) = rx.recv() {
+                // What the bus's actor does before it answers: a clock read and a record.
+                let now = base.elapsed().as_nanos() as u64;
+                if ping.seq >= warmup {
+                    one_way.saturating_record(now.saturating_sub(ping.sent_at));
+                }
                 // Release: pairs with the pinger's Acquire load, as the actor's reply does.
-                answer.store(seq + 1, Ordering::Release);
+                answer.store(ping.seq + 1, Ordering::Release);
             }
+            one_way
         })?;
         let pinger = spawn(s, "crossbeam-pinger".into(), None, move || {
             cores.pin(last_core);
@@ -235,7 +246,12 @@ pub fn crossbeam_ping_pong(
                     next += every;
                 }
                 let t0 = Instant::now();
-                if tx.send(seq).is_err() {
+                // Built as the bus's pinger builds it: the clock read is in the round trip.
+                let ping = Ping {
+                    seq,
+                    sent_at: base.elapsed().as_nanos() as u64,
+                };
+                if tx.send(ping).is_err() {
                     break;
                 }
                 // Acquire: pairs with the consumer's Release store.
@@ -256,12 +272,13 @@ pub fn crossbeam_ping_pong(
             drop(tx);
             (rtt_half, cpu)
         })?;
-        let measured = join(pinger);
-        join(consumer);
-        Ok::<_, Error>(measured)
+        let (rtt_half, cpu) = join(pinger);
+        let one_way = join(consumer);
+        Ok::<_, Error>((rtt_half, cpu, one_way))
     })?;
     cores.check()?;
     Ok(ChannelPingPong {
+        one_way,
         rtt_half,
         consumer_cpu,
     })
