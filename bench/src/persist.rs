@@ -231,7 +231,7 @@ pub fn raw_buffered_append(
 }
 
 /// Appends the log record of `msg` on `topic` with sequence number `seq` to `buf`.
-fn frame_record<const N: usize>(
+pub(crate) fn frame_record<const N: usize>(
     buf: &mut Vec<u8>,
     seq: u64,
     nanos: u64,

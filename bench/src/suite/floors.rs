@@ -39,6 +39,9 @@ const FSYNC_BATCH: &str = "shardbus fsync batch";
 const RAW_SYNC: &str = "raw append+sync";
 const RAW_FRAMED: &str = "raw buffered append (framed)";
 const RAW_BYTES: &str = "raw buffered append (bytes)";
+/// Producer → our SPSC ring → a consumer that checks, frames and writes: the bus's `never`
+/// pipeline with nothing of the bus.
+const RING_FRAMED: &str = "floor/ring -> framed append (2 threads)";
 
 /// One leg, measured directly (a clock read at each end), in the median repetition by p50.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -248,6 +251,7 @@ pub(super) fn persistence(
         .sum::<usize>()
         .div_ceil(w.topics);
     let mut series: Vec<Series> = runners.iter().map(|(name, _)| Series::new(*name)).collect();
+    let mut handoff = Series::new(RING_FRAMED);
     let mut raw: Vec<RawSeries> = [RAW_SYNC, RAW_FRAMED, RAW_BYTES]
         .into_iter()
         .map(|name| RawSeries {
@@ -265,6 +269,13 @@ pub(super) fn persistence(
                     Ok(r) => s.runs.push(RunSummary::of(&w, &r)),
                     Err(e) => s.error = Some(e.to_string()),
                 }
+            }
+        }
+        progress(&format!("persistence: {RING_FRAMED}"));
+        if handoff.error.is_none() {
+            match floor::ring_framed_append(&w, &RunOpts::default(), dir) {
+                Ok(r) => handoff.runs.push(RunSummary::of(&w, &r)),
+                Err(e) => handoff.error = Some(e.to_string()),
             }
         }
         for r in &mut raw {
@@ -300,6 +311,7 @@ pub(super) fn persistence(
             }
         }
     }
+    series.push(handoff);
     PersistFloors {
         workload: WorkloadDesc::of(&w),
         batch: SHARD_BATCH,
@@ -394,6 +406,14 @@ pub fn targets(
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {NEVER} / {RAW_BYTES}"),
             ratio(bus(NEVER), raw(RAW_BYTES)),
+        ));
+        rows.push(TargetRow::fraction(
+            format!("persistence 256 B: {NEVER} / {RING_FRAMED}"),
+            ratio(bus(NEVER), bus(RING_FRAMED)),
+        ));
+        rows.push(TargetRow::fraction(
+            format!("persistence 256 B: {RING_FRAMED} / {RAW_FRAMED}"),
+            ratio(bus(RING_FRAMED), raw(RAW_FRAMED)),
         ));
     }
     rows
