@@ -4,7 +4,8 @@
 //! test so that no other test thread allocates while it measures; the measured window contains
 //! only this thread's publishing and the shard threads' handling (the test harness's main thread
 //! is blocked waiting for the test). Each scenario warms up (lanes registered, queues at their
-//! working size), then publishes 100,000 messages in rounds of 1,000, waiting after each round
+//! working size; a persistent pass's buffers at the largest batch a measured round can bring,
+//! see `STALL_AT`), then publishes 100,000 messages in rounds of 1,000, waiting after each round
 //! until the handlers have seen every message (so no overflow queue grows past its warmed-up
 //! size), and asserts that the allocation count did not move at all.
 //!
@@ -53,6 +54,24 @@ const WARMUP: u64 = 10_000;
 const MEASURED: u64 = 100_000;
 const ROUND: u64 = 1_000;
 
+/// Messages `measure` has published so far, stored after each round (before its wait).
+static PUBLISHED: AtomicU64 = AtomicU64::new(0);
+
+/// The first message of the warm-up's last round, which has `2 × ROUND` messages. In a bus
+/// whose counting handlers stall (`subscribe_counting`), its handler and the next message's
+/// (on the other shard) wait until that whole round is published (`ROUND` messages per shard
+/// fit in a lane of the default 1,024 slots), so that each shard's next pass takes
+/// `ROUND − 1` messages at once: more than the `ROUND / 2` a measured round brings to one
+/// shard, the largest batch a measured pass can take. The persistent pass stages a batch, encodes it and
+/// builds its records in buffers that grow to the largest batch seen (five of them); without
+/// the stall, whether the warm-up ever saw one that large depended on how the threads were
+/// scheduled (on a loaded machine a measured pass once took a larger one: 5 allocations; a
+/// warm-up in rounds of 10 before a stalled measured round: 60).
+const STALL_AT: u64 = WARMUP - ROUND;
+
+/// What a stalled handler waits for: the warm-up's last round all published.
+const STALL_UNTIL: u64 = STALL_AT + 2 * ROUND;
+
 /// Waits (spinning, which allocates nothing) until `counter` reaches `n`; fails after 60 s
 /// (a message that never reaches the handler, say one dead-lettered by the log).
 fn wait_for(counter: &AtomicU64, n: u64) {
@@ -72,22 +91,29 @@ fn wait_for(counter: &AtomicU64, n: u64) {
     }
 }
 
-/// Runs `publish(seq)` for `WARMUP` messages, then measures `MEASURED` more; returns the
-/// allocations counted during the measured messages.
+/// Runs `publish(seq)` for `WARMUP + ROUND` messages (the last round twice as long, see
+/// [`STALL_AT`]), then measures `MEASURED` more; returns the allocations counted during the
+/// measured messages.
 fn measure(handled: &AtomicU64, mut publish: impl FnMut(u64)) -> u64 {
     let mut seq = 0;
-    let mut run = |n: u64, seq: &mut u64| {
-        for _ in 0..n / ROUND {
-            for _ in 0..ROUND {
+    // Release: pairs with the Acquire load of a stalled handler (`wait_for`).
+    PUBLISHED.store(0, Ordering::Release);
+    let mut run = |rounds: u64, round: u64, seq: &mut u64| {
+        for _ in 0..rounds {
+            for _ in 0..round {
                 publish(*seq);
                 *seq += 1;
             }
+            // Release: as above.
+            PUBLISHED.store(*seq, Ordering::Release);
             wait_for(handled, *seq);
         }
     };
-    run(WARMUP, &mut seq);
+    run(WARMUP / ROUND - 1, ROUND, &mut seq);
+    // The round of the stall (`STALL_AT`).
+    run(1, 2 * ROUND, &mut seq);
     let before = allocations();
-    run(MEASURED, &mut seq);
+    run(MEASURED / ROUND, ROUND, &mut seq);
     allocations() - before
 }
 
@@ -98,14 +124,17 @@ fn bus(wait: WaitStrategy) -> (Bus<Msg>, Vec<Topic>, Arc<AtomicU64>) {
         .wait_strategy(wait)
         .build()
         .unwrap();
-    subscribe_counting(bus)
+    subscribe_counting(bus, false)
 }
 
 /// A persistent `bus` in `dir`: no sync, no checkpoint and one segment for the whole run
 /// (so the log neither rolls nor writes a checkpoint file while measured).
+/// With `stall`, its handlers stall once in the warm-up ([`STALL_AT`]); not for durable
+/// publishes, which each wait for the shard's next pass.
 fn persistent_bus(
     wait: WaitStrategy,
     dir: &std::path::Path,
+    stall: bool,
 ) -> (Bus<Msg>, Vec<Topic>, Arc<AtomicU64>) {
     let bus = Bus::<Msg>::builder()
         .shards(2)
@@ -118,11 +147,12 @@ fn persistent_bus(
         )
         .build()
         .unwrap();
-    subscribe_counting(bus)
+    subscribe_counting(bus, stall)
 }
 
-/// Subscribes a counting handler to one topic per shard of `bus`.
-fn subscribe_counting(bus: Bus<Msg>) -> (Bus<Msg>, Vec<Topic>, Arc<AtomicU64>) {
+/// Subscribes a counting handler to one topic per shard of `bus`; with `stall`, the handlers
+/// of the messages [`STALL_AT`] and the next wait for their round to be published.
+fn subscribe_counting(bus: Bus<Msg>, stall: bool) -> (Bus<Msg>, Vec<Topic>, Arc<AtomicU64>) {
     let handled = Arc::new(AtomicU64::new(0));
     let mut topics = Vec::new();
     for shard in 0..2 {
@@ -131,7 +161,10 @@ fn subscribe_counting(bus: Bus<Msg>) -> (Bus<Msg>, Vec<Topic>, Arc<AtomicU64>) {
             .find(|t| t.shard().index() == shard)
             .unwrap();
         let counter = handled.clone();
-        bus.subscribe(topic, move |_: &mut Context<'_, Msg>, _: &Msg| {
+        bus.subscribe(topic, move |_: &mut Context<'_, Msg>, m: &Msg| {
+            if stall && (m.seq == STALL_AT || m.seq == STALL_AT + 1) {
+                wait_for(&PUBLISHED, STALL_UNTIL);
+            }
             // Release: pairs with the Acquire load in `wait_for`.
             counter.fetch_add(1, Ordering::Release);
         })
@@ -251,7 +284,7 @@ impl Drop for TempDir {
 /// `Publisher::publish` (or `publish_durable`) on a persistent bus whose codec can fail.
 fn persistent_publisher(wait: WaitStrategy, durable: bool) -> u64 {
     let dir = TempDir::new(if durable { "durable" } else { "publish" });
-    let (bus, topics, handled) = persistent_bus(wait, &dir.0);
+    let (bus, topics, handled) = persistent_bus(wait, &dir.0, !durable);
     let mut publisher = bus.publisher();
     let n = measure(&handled, |seq| {
         let topic = topics[(seq % 2) as usize];
