@@ -29,11 +29,11 @@ pub enum WaitStrategy {
 pub(crate) const DEFAULT_SPIN_BEFORE_PARK: u32 = 11;
 
 /// The fewest polls the adaptive budget shrinks to: the seven spins of `Backoff`'s course
-/// (1 to 64 hints), a few microseconds in all. Only the four yields adapt away. A shorter
-/// course parks before the next message of a paced stream can arrive: at one message every
-/// 10 µs, a shard that polled once before parking parked for about half of its messages
-/// more than a crossbeam-channel receiver does, for a median publish → handler entry
-/// several microseconds longer (see docs/benchmarks.md, "The idle shard").
+/// (1 to 64 hints), a few microseconds in all. Only the four yields adapt away. With one
+/// poll as the floor, a shard fed a message every 10 µs parked for more of its messages than
+/// a crossbeam-channel receiver, and its median publish → handler entry fell among the
+/// parked ones: microseconds instead of a few hundred nanoseconds (see docs/benchmarks.md,
+/// "The idle shard").
 const FEWEST_POLLS: u32 = 7;
 
 // The builder's setting lives beside the budget it sets (`builder.rs` is at its size limit).

@@ -85,7 +85,8 @@ impl<T> Consumer<T> {
     ///
     /// When `f` returns, it has taken every value of its stretch, each exactly once, and
     /// counted them in `taken`. When it unwinds, it has taken exactly the values `taken`
-    /// counts, and the caller calls `front_after_unwind` before any other pop.
+    /// counts, or those and the next, which it was dropping; the caller then calls
+    /// `front_after_unwind` before any other pop, saying which.
     #[inline]
     pub unsafe fn pop_batch_in_place(
         &mut self,
