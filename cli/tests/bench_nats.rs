@@ -39,7 +39,13 @@ fn bench_nats_prints_both_tables_and_verifies() {
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // On a failure, the server's side too (a slow consumer, a closed connection).
+    let log = std::fs::read_to_string(server.dir().join("server.log")).unwrap_or_default();
+    let log = log.get(log.len().saturating_sub(4000)..).unwrap_or(&log);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\nnats-server log (tail):\n{log}"
+    );
     let first = stdout.lines().next().unwrap_or_default();
     assert!(first.contains(" cores, "), "machine line: {first}");
     // Two core rows and one JetStream row, each exact.

@@ -94,10 +94,29 @@ impl Run {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What the bench's own NATS clients reported besides connecting (a disconnect, a slow
+/// consumer, a server error), in order: printed with a run that came up short.
+static EVENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn events() -> Vec<String> {
+    EVENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 async fn client(url: &str) -> Result<async_nats::Client, BoxError> {
     Ok(async_nats::ConnectOptions::new()
         .subscription_capacity(1 << 20)
         .connection_timeout(Duration::from_secs(5))
+        .event_callback(|event| async move {
+            if !matches!(event, async_nats::Event::Connected) {
+                EVENTS
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(event.to_string());
+            }
+        })
         .connect(url)
         .await?)
 }
@@ -416,7 +435,7 @@ pub fn run(args: &NatsArgs, url: &str, payloads: &[usize], reps: usize) -> Resul
                     for (name, run, sent) in [("plain", &p, n), ("bridge", &b, n), ("plain paced", &pp, lat_n), ("bridge paced", &bp, lat_n)] {
                         if run.received != sent {
                             ok = false;
-                            eprintln!("{size} B, {subjects} subjects, {name}: received {} of {sent}", run.received);
+                            eprintln!("{size} B, {subjects} subjects, {name}: received {} of {sent}; the bench's NATS clients reported: {:?}", run.received, events());
                         }
                     }
                     pr.push(p.rate());
