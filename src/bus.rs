@@ -424,7 +424,9 @@ impl<T> Bus<T> {
     }
 
     /// A snapshot of every shard's counters. Cheap: one relaxed load per counter, no
-    /// message to the shards.
+    /// message to the shards. A shard publishes its counters after each pass over its
+    /// inputs that did work, and before it answers a [`flush`](Self::flush): read after
+    /// `flush` returns, they count every message the flush waited for.
     pub fn stats(&self) -> Stats {
         Stats {
             shards: self

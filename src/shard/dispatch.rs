@@ -302,8 +302,11 @@ impl<T: Send + 'static> Actors<T> {
             Control::AddLane(lane) => Some(lane),
             // The lanes were drained up to the control before it was applied (see
             // `Control::is_lane_barrier`), and the shared ring is in order: everything
-            // published before the flush has been handled.
+            // published before the flush has been handled. The counters are published
+            // before the answer (otherwise only after the pass, which may go on for long),
+            // so that `Bus::stats` read after `flush` counts everything flushed.
             Control::Flush { ack } => {
+                self.shared.counters[self.id.0].publish(&self.counters);
                 ack.send(Ack::Ok);
                 None
             }

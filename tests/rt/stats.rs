@@ -80,3 +80,40 @@ fn statistics_add_up_at_quiescence() {
         assert!(t.p50_ns <= t.p99_ns && t.p99_ns <= t.p999_ns && t.p999_ns <= t.max_ns);
     }
 }
+
+/// When `flush` returns, `stats` counts every message published before it. The shard
+/// publishes its counters once per busy pass, after the pass; it also publishes them right
+/// before it answers a flush. Here the pass that answers the flush goes on to a handler
+/// that blocks until the test has read the statistics (a message the last flushed one
+/// published onward, on the same shard), so only the publication at the flush can show them.
+#[test]
+fn stats_read_after_a_flush_count_every_message_flushed() {
+    const N: u32 = 50;
+    let bus = bus(1);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    bus.subscribe("flushed", |ctx: &mut Context<'_, u32>, m: &u32| {
+        if *m == N - 1 {
+            ctx.publish("after", 0).unwrap();
+        }
+    })
+    .unwrap();
+    bus.subscribe("after", move |_: &mut Context<'_, u32>, _: &u32| {
+        // Bounded: a missing release fails the test below, it does not hang it.
+        let _ = released
+            .lock()
+            .unwrap()
+            .recv_timeout(crate::common::PATIENCE);
+    })
+    .unwrap();
+    for i in 0..N {
+        bus.publish("flushed", i).unwrap();
+    }
+    bus.flush().unwrap();
+    let stats = bus.stats();
+    release.send(()).unwrap();
+    assert_eq!(stats.received(), u64::from(N));
+    assert_eq!(stats.handled(), u64::from(N));
+    let end = bus.shutdown();
+    assert_eq!(end.handled(), u64::from(N) + 1);
+}
