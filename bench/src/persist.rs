@@ -230,6 +230,13 @@ pub fn raw_buffered_append(
     }
 }
 
+/// Wall-clock nanoseconds since the Unix epoch, as a log record's timestamp (0 before it).
+pub(crate) fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Appends the log record of `msg` on `topic` with sequence number `seq` to `buf`.
 pub(crate) fn frame_record<const N: usize>(
     buf: &mut Vec<u8>,
@@ -269,11 +276,6 @@ fn raw_buffered_append_n<const N: usize>(
     }
     let scratch = ScratchDir::new(dir)?;
     let mut file = File::create(scratch.path().join("raw.log"))?;
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    };
     let mut seqs = vec![0u64; topics.len()];
     let mut next = |i: u64| {
         let t = (i % topics.len() as u64) as usize;
@@ -295,7 +297,7 @@ fn raw_buffered_append_n<const N: usize>(
             let mut ready = Vec::new();
             for i in 0..batch as u64 {
                 let (t, msg) = next(i);
-                frame_record(&mut ready, i, now(), &topics[t], &msg);
+                frame_record(&mut ready, i, wall_nanos(), &topics[t], &msg);
             }
             ready
         }
@@ -308,7 +310,7 @@ fn raw_buffered_append_n<const N: usize>(
         match work {
             RawWork::Frame => {
                 buf.clear();
-                let nanos = now();
+                let nanos = wall_nanos();
                 for _ in 0..n {
                     let (t, msg) = next(seq);
                     frame_record(&mut buf, seq, nanos, &topics[t], &msg);

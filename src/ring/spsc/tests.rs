@@ -177,8 +177,8 @@ unsafe fn pop_each_in_place<T>(
     taken: &std::cell::Cell<usize>,
     mut g: impl FnMut(*mut T),
 ) -> usize {
-    // SAFETY: `g`'s contract is `f`'s, one value at a time, and each is counted once
-    // taken.
+    // `g`'s contract is `f`'s, one value at a time, and each is counted once taken.
+    // SAFETY: as just said; `first.add(i)` stays within the stretch of `len` values.
     unsafe {
         c.pop_batch_in_place(max, taken, |first, len| {
             for i in 0..len {

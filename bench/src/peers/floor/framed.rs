@@ -31,16 +31,11 @@ fn ring_framed_append_n<const N: usize>(
     let scratch = persist::ScratchDir::new(dir)?;
     let mut file = File::create(scratch.path().join("raw.log"))?;
     let topics = w.topic_names();
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    };
     let (mut tx, mut rx) = ring::channel(opts.capacity);
     // The first write error and the bytes written, read after the consumer is joined.
     let written: Arc<std::sync::Mutex<(Option<std::io::Error>, u64)>> = Arc::default();
     let writes = Arc::clone(&written);
-    let (mut buf, mut in_buf, mut seq, mut nanos) = (Vec::new(), 0, 0u64, now());
+    let (mut buf, mut in_buf, mut seq, mut nanos) = (Vec::new(), 0, 0u64, persist::wall_nanos());
     let mut write = move |buf: &mut Vec<u8>| {
         let result = file.write_all(buf);
         let mut w = writes
@@ -65,7 +60,7 @@ fn ring_framed_append_n<const N: usize>(
                 write(&mut buf);
                 in_buf = 0;
                 // One clock read per batch, as the raw buffered append.
-                nanos = now();
+                nanos = persist::wall_nanos();
             }
         });
         if !more && in_buf > 0 {
