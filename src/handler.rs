@@ -171,7 +171,9 @@ impl<T> Context<'_, T> {
 ///
 /// - **A topic of this shard** (see [`Bus::shard_of`](crate::Bus::shard_of)): the shard
 ///   applies the request after the calling handler has returned, at the end of its current
-///   round over its inputs and before the next round. A round takes at most 256 messages
+///   round over its inputs and before the next round, or earlier, before it answers a
+///   [`Bus::flush`](crate::Bus::flush) or a subscription change from outside the shard (a
+///   `flush` that returns finds it in effect). A round takes at most 256 messages
 ///   from each input (the shared intake ring, each publisher's lane, each other shard's
 ///   lane; 1,024 on a persistent bus), so up to that many more messages of the round may
 ///   still go to the subscriptions as they were (an actor that unsubscribes itself may see

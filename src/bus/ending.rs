@@ -141,7 +141,10 @@ impl<T> Bus<T> {
     /// joined thread or a received channel message gives). Messages published later,
     /// even while `flush` waits, may or may not be handled when it returns. Messages
     /// that handlers publish onward ([`Context::publish`]) are not waited for, nor
-    /// those handlers publish in reply to flushed messages.
+    /// those handlers publish in reply to flushed messages. Subscription changes that
+    /// the flushed messages' handlers asked for on their own shard
+    /// ([`Context::subscribe`] and its kin) are in effect when it returns; those for
+    /// another shard take effect when that shard takes them from its ring.
     ///
     /// How: a marker goes through each shard's shared ring (behind every message pushed
     /// there before it); on taking it, the shard first handles everything in its

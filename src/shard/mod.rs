@@ -289,6 +289,11 @@ impl<T: Send + 'static> Shard<T> {
                         });
                     }
                 }
+                // What the handlers run so far asked for on this shard's topics, before the
+                // control is applied and answered: a `flush` that returns has them in
+                // effect (as the persistent pass does). Otherwise they would wait for the
+                // end of the round, after the rest of this batch and the lanes.
+                actors.apply_controls(names);
                 if let Some(mut lane) = actors.control(names, c) {
                     if closing {
                         lane.close();

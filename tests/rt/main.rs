@@ -19,6 +19,7 @@ mod builder;
 mod dead_letters;
 mod delivery;
 mod fences;
+mod flush_order;
 mod from_handler;
 mod idle;
 mod lifecycle;
