@@ -269,8 +269,9 @@ impl<T> Publisher<T> {
     /// gives the message back once the bus is closed (`Closed`), or if it would have to
     /// wait on one of the bus's own shard threads (`Full`). The common case (the lane
     /// exists and has room) is one push and a wake check; everything else is in
-    /// [`Self::push_slow`].
-    #[inline]
+    /// [`Self::push_slow`]. Always inlined, so that the message goes from the caller's
+    /// registers into the slot (see `spsc::Producer::push`).
+    #[inline(always)]
     fn push_waiting(&mut self, topic: TopicId, msg: T) -> Result<(), PushError<T>> {
         let shard = topic.shard.0;
         let env = Envelope {
