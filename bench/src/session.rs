@@ -423,7 +423,7 @@ impl Session {
             let w = &t.workload;
             let _ = writeln!(
                 out,
-                "{} | {} cores | {} | fences {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {}{}{}{}, {} msgs x {} runs",
+                "{} | {} cores | {} | fences {} | {} producer(s) -> {} shard(s), {} topics, {} B, {}, wait {}{}{}{}{}, {} msgs x {} runs",
                 machine.date,
                 machine.cores,
                 machine.cpu,
@@ -437,6 +437,11 @@ impl Session {
                 if c.opts.batch > 0 { format!(", batch {}", c.opts.batch) } else { String::new() },
                 if c.opts.by_name { ", by name" } else { "" },
                 if c.opts.consume == Consume::Checksum { ", checksum-only consumers" } else { "" },
+                if c.opts.capacity == RunOpts::default().capacity {
+                    String::new()
+                } else {
+                    format!(", rings of {} slots", c.opts.capacity.next_power_of_two())
+                },
                 w.messages,
                 c.reps,
             );

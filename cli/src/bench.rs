@@ -135,6 +135,10 @@ pub struct Args {
     /// Publish in batches of up to N per topic (`Publisher::publish_batch`); 0 = one by one.
     #[arg(long, default_value_t = 0)]
     pub batch: usize,
+    /// Slots of every ring: each shard's intake ring and each publisher's lane
+    /// (`Builder::capacity`; rounded up to a power of two), and the peers' and floors' rings.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    pub capacity: u32,
     /// Publish by topic name (`publish("topic-3", msg)`) instead of through `Topic` handles.
     #[arg(long)]
     pub by_name: bool,
@@ -305,6 +309,7 @@ fn session_config(args: &Args) -> SessionConfig {
             shards: args.shards,
             wait,
             batch: args.batch,
+            capacity: args.capacity as usize,
             by_name: args.by_name,
             fences: fences(args.fences),
             consume: match args.consume {

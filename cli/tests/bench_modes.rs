@@ -74,3 +74,36 @@ fn bench_floors_with_two_producers_run_the_disruptor_only() {
     assert!(stdout.contains("shardbus / disruptor: "), "{stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("floor/")), "{stdout}");
 }
+
+/// `--capacity` sizes every ring: a 16-slot lane keeps the publisher waiting for room most
+/// of the run, and the run still verifies; the header says so. Zero is refused by name.
+#[test]
+fn bench_capacity_sizes_the_rings_and_zero_is_refused() {
+    let run = |capacity: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shardbus"))
+            .args([
+                "bench",
+                "--capacity",
+                capacity,
+                "--floors",
+                "--messages",
+                "20000",
+                "--reps",
+                "1",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("10");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(", rings of 16 slots, 20000 msgs x 1 runs"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("shardbus / disruptor: "), "{stdout}");
+    let out = run("0");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!out.status.success());
+    assert!(stderr.contains("--capacity"), "{stderr}");
+}
