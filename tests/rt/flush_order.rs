@@ -86,7 +86,12 @@ fn attempt() -> Option<bool> {
     bus.publish(setup.as_str(), 0).unwrap();
     let (flushed_tx, flushed) = mpsc::channel();
     let b = bus.clone();
-    thread::spawn(move || flushed_tx.send(b.flush()).unwrap());
+    thread::spawn(move || {
+        let flushed = b.flush();
+        // Gone before the answer, so that the bus is this test's alone again by then.
+        drop(b);
+        flushed_tx.send(flushed).unwrap();
+    });
     // Time for the flush to push its marker (if it has not, the attempt says so).
     thread::sleep(Duration::from_millis(20));
     release.send(()).unwrap();
