@@ -7,7 +7,8 @@
 //! [`ring_batch`], our own SPSC ring (the ceiling: cached indices, batched index publication,
 //! a batch consumer; single and batch publish); [`array_queue`]; (d) [`std_sync_channel`] and
 //! [`crossbeam_bounded`]; and the `fsync never` pipeline's, [`ring_framed_append`] (the ring
-//! into a framed append). The throughput floors take one-producer workloads only
+//! into a framed append) and its other splits of the same work, [`ring_framed_append_writer`]
+//! and [`ring_preframed_append`]. The throughput floors take one-producer workloads only
 //! ([`Error::Unsupported`] otherwise); the topics are just data to them. Their consumers run
 //! the checker of [`RunOpts::consume`] like every runner's.
 //!
@@ -21,7 +22,7 @@ mod framed;
 mod leg;
 mod ring;
 
-pub use framed::ring_framed_append;
+pub use framed::{ring_framed_append, ring_framed_append_writer, ring_preframed_append};
 pub use leg::{atomic_leg, Leg};
 
 use std::hint;

@@ -42,6 +42,9 @@ const RAW_BYTES: &str = "raw buffered append (bytes)";
 /// Producer → our SPSC ring → a consumer that checks, frames and writes: the bus's `never`
 /// pipeline with nothing of the bus.
 const RING_FRAMED: &str = "floor/ring -> framed append (2 threads)";
+/// The same work split the other way: the producer frames each record and hands it through
+/// the ring with its message; the consumer checks, copies and writes.
+const RING_PREFRAMED: &str = "floor/ring, producer frames -> append (2 threads)";
 
 /// One leg, measured directly (a clock read at each end), in the median repetition by p50.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -252,6 +255,7 @@ pub(super) fn persistence(
         .div_ceil(w.topics);
     let mut series: Vec<Series> = runners.iter().map(|(name, _)| Series::new(*name)).collect();
     let mut handoff = Series::new(RING_FRAMED);
+    let mut preframed = Series::new(RING_PREFRAMED);
     let mut raw: Vec<RawSeries> = [RAW_SYNC, RAW_FRAMED, RAW_BYTES]
         .into_iter()
         .map(|name| RawSeries {
@@ -276,6 +280,13 @@ pub(super) fn persistence(
             match floor::ring_framed_append(&w, &RunOpts::default(), dir) {
                 Ok(r) => handoff.runs.push(RunSummary::of(&w, &r)),
                 Err(e) => handoff.error = Some(e.to_string()),
+            }
+        }
+        progress(&format!("persistence: {RING_PREFRAMED}"));
+        if preframed.error.is_none() {
+            match floor::ring_preframed_append(&w, &RunOpts::default(), dir) {
+                Ok(r) => preframed.runs.push(RunSummary::of(&w, &r)),
+                Err(e) => preframed.error = Some(e.to_string()),
             }
         }
         for r in &mut raw {
@@ -312,6 +323,7 @@ pub(super) fn persistence(
         }
     }
     series.push(handoff);
+    series.push(preframed);
     PersistFloors {
         workload: WorkloadDesc::of(&w),
         batch: SHARD_BATCH,
@@ -414,6 +426,10 @@ pub fn targets(
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {RING_FRAMED} / {RAW_FRAMED}"),
             ratio(bus(RING_FRAMED), raw(RAW_FRAMED)),
+        ));
+        rows.push(TargetRow::fraction(
+            format!("persistence 256 B: {RING_PREFRAMED} / {RAW_FRAMED}"),
+            ratio(bus(RING_PREFRAMED), raw(RAW_FRAMED)),
         ));
     }
     rows
