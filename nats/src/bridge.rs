@@ -204,7 +204,10 @@ where
     }
 
     /// Starts importing core NATS messages on `subject` (wildcards allowed) into the
-    /// local `topic`: at most once. Each payload is decoded with the bus's codec (one
+    /// local `topic`: at most once. Returns once the server has the subscription (a
+    /// [`round_trip`](crate::round_trip) on the bridge's connection, waiting at most the
+    /// connect timeout): a message published on any connection after that is imported.
+    /// Each payload is decoded with the bus's codec (one
     /// that does not decode goes to the dead-letter handler with its raw bytes) and
     /// published with [`Publisher::publish_async`](shardbus::Publisher::publish_async),
     /// which waits while the bus is full; meanwhile the client buffers up to
@@ -213,6 +216,10 @@ where
     /// encode for the log goes to the dead-letter handler too
     /// ([`ImportFailure::Encode`](crate::ImportFailure::Encode)); only a closed bus ends the
     /// import.
+    ///
+    /// Errors: [`BridgeError::InvalidSubject`] for a subject NATS would refuse, a topic
+    /// error from the bus ([`BridgeError::Bus`]), [`BridgeError::Nats`] when the client
+    /// cannot subscribe or the server does not answer the round trip in time.
     ///
     /// # Cancel safety
     ///
@@ -227,6 +234,9 @@ where
             .subscribe(subject.to_owned())
             .await
             .map_err(|e| BridgeError::nats("subscribe", e))?;
+        // `subscribe` returns once the client has queued the SUB; a publish elsewhere
+        // before the server has it would not be delivered to it.
+        crate::round_trip(&self.inner.client, self.inner.options.connect_timeout).await?;
         let (stop, stopped) = watch::channel(false);
         let inner = Arc::clone(&self.inner);
         let task = self.inner.runtime.spawn(async move {

@@ -61,6 +61,7 @@ mod import;
 mod options;
 mod outbox;
 mod pattern;
+mod round_trip;
 pub mod server;
 mod stats;
 mod subject;
@@ -71,5 +72,6 @@ pub use options::{
     BridgeOptions, ImportDeadLetter, ImportFailure, MAX_ACK_BATCH, MAX_STREAM, MAX_SUBSCRIPTION,
 };
 pub use outbox::{Outbox, OutboxHandler};
+pub use round_trip::round_trip;
 pub use server::partition_mapping;
 pub use stats::BridgeStats;

@@ -153,7 +153,9 @@ async fn plain_core(
     let publisher = client(url).await?;
     let subscriber = client(url).await?;
     let mut sub = subscriber.subscribe("bench.plain.>").await?;
-    subscriber.flush().await?;
+    // At the server before the publisher (another connection) sends: `flush` alone only
+    // writes the SUB to the socket.
+    shardbus_nats::round_trip(&subscriber, Duration::from_secs(5)).await?;
     let names: Vec<String> = (0..subjects).map(|s| format!("bench.plain.{s}")).collect();
     let receive = tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(n as usize);
@@ -264,8 +266,8 @@ async fn bridge_core(
     let (sink, count, finished) = receiving_bus(n)?;
     let out = Bridge::connect(url, Arc::clone(&source), options().prefix("bench.bridge")).await?;
     let inn = Bridge::connect(url, Arc::clone(&sink), options()).await?;
+    // Returns once the server has the subscription.
     let _import = inn.import("bench.bridge.>", "in").await?;
-    inn.client().flush().await?;
     let topics: Vec<String> = (0..subjects).map(|s| format!("t{s}")).collect();
     let _exports = topics
         .iter()

@@ -101,7 +101,6 @@ async fn payload_over_max_payload_is_given_back() {
             .await
             .unwrap();
         let _import = inn.import("orders", "inbound").await.unwrap();
-        inn.client().flush().await.unwrap();
         for delivery in [Delivery::Core, Delivery::JetStream] {
             let export = out.export("orders", delivery).unwrap();
             let big = Order {
@@ -242,7 +241,6 @@ async fn a_full_bus_slows_a_core_import_and_the_drops_are_counted() {
         .await
         .unwrap();
         let _import = bridge.import("flood", "inbound").await.unwrap();
-        bridge.client().flush().await.unwrap();
         let sender = async_nats::connect(server.url()).await.unwrap();
         for o in orders(1, 200) {
             let mut buf = Vec::new();

@@ -79,7 +79,10 @@ async fn core_pattern_export_covers_existing_and_new_topics_in_order() {
         let (bus, unrouted) = bus_with_existing_topics();
         let client = async_nats::connect(server.url()).await.unwrap();
         let mut sub = client.subscribe("p.>").await.unwrap();
-        client.flush().await.unwrap();
+        // At the server before the bridge (another connection) publishes.
+        shardbus_nats::round_trip(&client, Duration::from_secs(10))
+            .await
+            .unwrap();
         let got: Arc<Mutex<Vec<(String, Order)>>> = Arc::default();
         let sink = Arc::clone(&got);
         let reader = tokio::spawn(async move {
@@ -311,7 +314,10 @@ async fn a_pattern_export_maps_each_topic_and_refuses_a_bad_pattern() {
         let bus = plain_bus();
         let client = async_nats::connect(server.url()).await.unwrap();
         let mut sub = client.subscribe("m.>").await.unwrap();
-        client.flush().await.unwrap();
+        // At the server before the bridge (another connection) publishes.
+        shardbus_nats::round_trip(&client, Duration::from_secs(10))
+            .await
+            .unwrap();
         // The mapping function sees each message's own topic.
         let bridge = Bridge::connect(
             &server.url(),

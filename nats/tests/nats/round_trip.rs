@@ -21,9 +21,8 @@ async fn core_round_trip_keeps_contents_and_per_key_order() {
         let inn = Bridge::connect(&server.url(), Arc::clone(&sink), BridgeOptions::default())
             .await
             .unwrap();
+        // `import` returns once the server has the subscription.
         let _import = inn.import("a.orders", "inbound").await.unwrap();
-        // The subscription is at the server before anything is published.
-        inn.client().flush().await.unwrap();
         let _export = out.export("orders", Delivery::Core).unwrap();
         let sent = orders(4, 100);
         for o in &sent {
@@ -318,6 +317,44 @@ async fn a_stopped_jetstream_import_leaves_nothing_pending() {
             (0, 100)
         );
         assert_eq!(bridge.stats().import_acked, 100);
+    })
+    .await;
+}
+
+/// `import` returns once the server has the subscription: a message published on another
+/// connection right after it is imported. Each of 100 imports gets its own subject and is
+/// followed at once by one message from a plain client; all 100 arrive. Before `import`
+/// waited for its round trip, some of the first messages were published ahead of the
+/// subscription and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_is_at_the_server_when_it_returns() {
+    let Some(server) = server() else { return };
+    bounded(60, async {
+        let (sink, seen) = collecting_bus("inbound");
+        let inn = Bridge::connect(&server.url(), Arc::clone(&sink), BridgeOptions::default())
+            .await
+            .unwrap();
+        let publisher = async_nats::connect(server.url()).await.unwrap();
+        let mut links = Vec::new();
+        for i in 0..100u64 {
+            let subject = format!("race.{i}");
+            links.push(inn.import(&subject, "inbound").await.unwrap());
+            let mut payload = Vec::new();
+            shardbus::Codec::encode(&Order::new("race", i), &mut payload).unwrap();
+            publisher.publish(subject, payload.into()).await.unwrap();
+            publisher.flush().await.unwrap();
+        }
+        assert!(
+            wait_until(Duration::from_secs(20), || seen.lock().unwrap().len()
+                >= 100)
+            .await,
+            "imported {} of 100",
+            seen.lock().unwrap().len()
+        );
+        let mut got: Vec<u64> = seen.lock().unwrap().iter().map(|o| o.seq).collect();
+        got.sort_unstable();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(inn.stats().imported, 100);
     })
     .await;
 }
