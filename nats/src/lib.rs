@@ -10,9 +10,9 @@
 //!   subject: [`BridgeOptions::max_in_flight`]`(1)` where strict per-key order across a
 //!   retry matters.
 //! - **Import** a NATS subject into a local topic: core NATS
-//!   ([`Bridge::import`], at most once) or a durable JetStream consumer
-//!   ([`Bridge::import_jetstream`], at least once), acknowledged only once the bus has
-//!   taken responsibility for the message.
+//!   ([`Bridge::import`], at most once; in place at the server when it returns, see
+//!   [`round_trip`]) or a durable JetStream consumer ([`Bridge::import_jetstream`], at
+//!   least once), acknowledged only once the bus has taken responsibility for the message.
 //! - **Partitioned scale-out**: the server maps `<base>.<key>` onto
 //!   `<base>.<partition>.<key>` ([`partition_mapping`]) and each process imports its own
 //!   partitions ([`Bridge::import_partitions`]), so per-key order survives across
