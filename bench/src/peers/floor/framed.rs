@@ -141,13 +141,13 @@ fn writer_n<const N: usize>(
             source,
         })?;
     // `framing` fills while the writer holds the other buffer; `staged` holds the messages
-    // framed into `framing`, `written_msgs` those of the buffer at the writer.
+    // framed into `framing`, `at_writer` those of the buffer at the writer.
     let (mut framing, mut spare) = (Vec::new(), Some(Vec::new()));
     let (mut staged, mut at_writer) = (Vec::<BenchMsg<N>>::new(), Vec::<BenchMsg<N>>::new());
     let (mut seq, mut nanos) = (0u64, persist::wall_nanos());
     // Waits for the writer's buffer back (its batch is in the file), checks that batch, and
     // hands the writer `framing`. Once the writer is gone (it panicked), batches are dropped
-    // unchecked, and the run fails verification.
+    // unchecked: the run fails verification, then the panic is passed on below.
     let mut writer_gone = false;
     let mut hand_over = move |framing: &mut Vec<u8>,
                               staged: &mut Vec<BenchMsg<N>>,
@@ -184,8 +184,9 @@ fn writer_n<const N: usize>(
         more
     };
     let result = spsc::<N>(w, opts, true, move |msg| tx.push(msg), drain);
-    if writer.join().is_err() {
-        return Err(Error::Bus("the floor's writer thread panicked".into()));
+    // A panic on the writer thread is a bug of this floor: passed on, as `harness::join` does.
+    if let Err(panic) = writer.join() {
+        std::panic::resume_unwind(panic);
     }
     with_written(result, &written)
 }
