@@ -3,7 +3,8 @@
 //! frames and writes; the write on a third thread; the producer frames) and the one-thread
 //! framed append (`persist::raw_buffered_append`, the target's floor). The suite's
 //! persistence workload: 1 producer, 64 topics, 256 B, uniform. Prints each row's median and
-//! single runs in M msgs/s, and its ratio to the framed append.
+//! single runs in M msgs/s, and its ratio to the framed append. Every run of the bus and the
+//! floors is verified (each message exactly once, in per-topic order), or the probe stops.
 //!
 //! `cargo run --release -p shardbus-bench --example never_floors -- [DIR] [--messages N]
 //! [--reps N]`
@@ -89,12 +90,20 @@ fn main() {
     let mut rows: Vec<(&str, Vec<f64>)> = vec![("shardbus fsync never", Vec::new())];
     rows.extend(floors.iter().map(|(name, _)| (*name, Vec::new())));
     rows.push(("framed append (1 thread)", Vec::new()));
+    // A run counts only if every message arrived exactly once, in order.
+    let verified = |name: &str, r: RunResult| {
+        if !r.verdict.is_exact(messages) {
+            usage(&format!("{name}: verification failed: {:?}", r.verdict));
+        }
+        r.msgs_per_sec() / 1e6
+    };
     for _ in 0..reps {
         let r = runner::run(&w, &bus).unwrap_or_else(|e| fail(rows[0].0, e));
-        rows[0].1.push(r.msgs_per_sec() / 1e6);
+        let rate = verified(rows[0].0, r);
+        rows[0].1.push(rate);
         for (i, (name, run)) in floors.iter().enumerate() {
             let r = run(&w, &RunOpts::default(), &dir).unwrap_or_else(|e| fail(name, e));
-            rows[i + 1].1.push(r.msgs_per_sec() / 1e6);
+            rows[i + 1].1.push(verified(name, r));
         }
         let raw =
             persist::raw_buffered_append(&dir, &topics, 256, SHARD_BATCH, messages, RawWork::Frame)
