@@ -173,30 +173,34 @@ pub(crate) enum Caught {
 /// drop of a handled message is guarded by the handler's own call, at the cost of one
 /// flag store, not a second `catch_unwind` per message.
 ///
-/// Whoever makes one ends it exactly once, with [`run_then_drop`](Self::run_then_drop)
-/// returning anything but [`Caught::Call`], or [`drop_now`](Self::drop_now). One that is
-/// dropped alive (only if the shard itself unwinds, a bug) leaks its value rather than
-/// risk a double drop.
-pub(crate) struct Guarded<V> {
-    value: ManuallyDrop<V>,
+/// It borrows the value where it lies (a local, or the write-ahead batch's buffer: no
+/// copy of the message) and owns its drop. Whoever makes one ends it exactly once, with
+/// [`run_then_drop`](Self::run_then_drop) returning anything but [`Caught::Call`], or
+/// [`drop_now`](Self::drop_now). One that is dropped alive (only if the shard itself
+/// unwinds, a bug) leaks its value rather than risk a double drop.
+pub(crate) struct Guarded<'a, V> {
+    value: &'a mut ManuallyDrop<V>,
     /// Whether `value` has not been dropped yet. Cleared just before the drop starts.
     live: bool,
 }
 
-impl<V> Guarded<V> {
+impl<'a, V> Guarded<'a, V> {
+    /// Guards the value in `value`, taking over its drop.
+    ///
+    /// # Safety
+    ///
+    /// The value in `value` is alive, and once the guard exists nothing but the guard
+    /// reads, moves or drops it (not after the guard either).
     #[inline(always)]
-    pub(crate) fn new(value: V) -> Self {
-        Self {
-            value: ManuallyDrop::new(value),
-            live: true,
-        }
+    pub(crate) unsafe fn new(value: &'a mut ManuallyDrop<V>) -> Self {
+        Self { value, live: true }
     }
 
     /// The value, while it is alive.
     #[inline(always)]
     pub(crate) fn get(&self) -> &V {
         debug_assert!(self.live, "a guarded value used after its drop");
-        &self.value
+        self.value
     }
 
     /// Runs `f` on the value, then drops the value, under one `catch_unwind`.
@@ -213,8 +217,9 @@ impl<V> Guarded<V> {
             // `live` was true (no drop before) and is now false, so neither `drop_now` nor
             // this method runs it again, even if the drop panics part way (its drop glue
             // finishes unwinding the value's fields; the value is gone either way).
-            // SAFETY: the `Guarded` owns `value`, and this is its one drop (as just said).
-            unsafe { ManuallyDrop::drop(value) }
+            // SAFETY: the `Guarded` owns the value's drop (`new`'s contract), and this is
+            // its one drop (as just said).
+            unsafe { ManuallyDrop::drop(*value) }
         }))
         .map_err(|payload| {
             if *live {
@@ -233,8 +238,9 @@ impl<V> Guarded<V> {
         }
         // `live` was true, so the value is alive; it is now false, so nothing reads or
         // drops the value again.
-        // SAFETY: the `Guarded` owns `value` and takes it out once (as just said).
-        let value = unsafe { ManuallyDrop::take(&mut self.value) };
+        // SAFETY: the `Guarded` owns the value's drop (`new`'s contract) and takes it out
+        // once (as just said).
+        let value = unsafe { ManuallyDrop::take(self.value) };
         drop_guarded(value)
     }
 }

@@ -2,6 +2,7 @@
 //! handler and the dead-letter hand-off.
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 
 use super::*;
 use crate::shutdown::ShutdownFlags;
@@ -99,12 +100,27 @@ impl<T: Send + 'static> Actors<T> {
     /// is still alive: it is dead-lettered, then dropped (guarded) on that cold path.
     #[inline(always)]
     pub(super) fn dispatch(&mut self, names: &Names, env: Envelope<T>, replay: bool) {
+        let mut slot = ManuallyDrop::new(env);
+        // The slot is a local that only the guard uses from here on, and never drops.
+        // SAFETY: `slot` holds the message, which the guard takes over (as just said).
+        let mut env = unsafe { Guarded::new(&mut slot) };
+        self.dispatch_guarded(names, &mut env, replay);
+    }
+
+    /// [`dispatch`](Self::dispatch) of a message where it lies: `env` owns its drop.
+    #[inline(always)]
+    pub(super) fn dispatch_guarded(
+        &mut self,
+        names: &Names,
+        env: &mut Guarded<'_, Envelope<T>>,
+        replay: bool,
+    ) {
         let c = &mut self.counters;
         c.received += 1;
         let start = (c.received % SAMPLE_EVERY == 1).then(std::time::Instant::now);
-        let topic = names.key(env.topic);
-        let mut env = Guarded::new(env);
-        match self.subs.get_mut(env.get().topic as usize) {
+        let index = env.get().topic;
+        let topic = names.key(index);
+        match self.subs.get_mut(index as usize) {
             // The lone subscriber, the common case: no loop, nothing to retain.
             Some(subs) if subs.len() == 1 => {
                 c.handled += 1;
@@ -119,9 +135,8 @@ impl<T: Send + 'static> Actors<T> {
                 let actor = &mut *sub.actor;
                 if let Err(caught) = env.run_then_drop(|env| actor.handle(&mut ctx, &env.msg)) {
                     let (shared, id, where_is) = (&self.shared, self.id, &mut self.where_is);
-                    if handle_caught(
-                        shared, id, where_is, c, sub, &mut ctx, &mut env, caught, true,
-                    ) == Verdict::Remove
+                    if handle_caught(shared, id, where_is, c, sub, &mut ctx, env, caught, true)
+                        == Verdict::Remove
                     {
                         subs.clear();
                     }
@@ -155,9 +170,8 @@ impl<T: Send + 'static> Actors<T> {
                     let Err(caught) = result else {
                         return true;
                     };
-                    handle_caught(
-                        shared, id, where_is, c, sub, &mut ctx, &mut env, caught, is_last,
-                    ) != Verdict::Remove
+                    handle_caught(shared, id, where_is, c, sub, &mut ctx, env, caught, is_last)
+                        != Verdict::Remove
                 });
             }
             _ => {
@@ -177,28 +191,30 @@ impl<T: Send + 'static> Actors<T> {
         }
     }
 
-    /// Hands a drained message to the handlers if it is in the log, else to the
-    /// dead-letter handler.
+    /// Hands a drained message to the handlers if it is in the log (where it lies in the
+    /// write-ahead batch: no copy), else to the dead-letter handler.
     /// The topic's name must have been learned.
-    pub(super) fn deliver(&mut self, names: &Names, env: Envelope<T>, fate: Fate<'_>) {
+    pub(super) fn deliver(&mut self, names: &Names, env: Staged<'_, T>, fate: Fate<'_>) {
         match fate {
-            Fate::Logged => self.dispatch(names, env, false),
+            Fate::Logged => self.dispatch_guarded(names, &mut env.guard(), false),
             Fate::NotLogged(error) => {
-                self.not_logged(names, env, DeadLetterReason::NotLogged { error })
+                self.not_logged(names, env.take(), DeadLetterReason::NotLogged { error })
             }
             Fate::TooLarge { size, max } => {
                 // No allocation: the variant holds two numbers.
                 let error = crate::log::LogError::RecordTooLarge { size, max };
                 let reason = DeadLetterReason::NotLogged { error: &error };
-                self.not_logged(names, env, reason);
+                self.not_logged(names, env.take(), reason);
             }
             Fate::NotEncoded(error) => {
-                self.not_logged(names, env, DeadLetterReason::EncodeFailed { error });
+                let reason = DeadLetterReason::EncodeFailed { error };
+                self.not_logged(names, env.take(), reason);
             }
             Fate::EncodePanicked(panic) => {
                 // Counted where it happened, on this thread, in the log's pass.
                 self.counters.panicked(PanicSite::Encode);
-                self.not_logged(names, env, DeadLetterReason::EncodePanicked { panic });
+                let reason = DeadLetterReason::EncodePanicked { panic };
+                self.not_logged(names, env.take(), reason);
             }
         }
     }
@@ -376,7 +392,7 @@ pub(super) fn handle_caught<T: 'static>(
     c: &mut LocalCounters,
     sub: &mut Subscriber<T>,
     ctx: &mut Context<'_, T>,
-    env: &mut Guarded<Envelope<T>>,
+    env: &mut Guarded<'_, Envelope<T>>,
     caught: Caught,
     last: bool,
 ) -> Verdict {

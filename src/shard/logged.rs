@@ -143,7 +143,7 @@ impl<T: Send + 'static> WalShard<T> for Side<'_, T> {
         self.inputs.ring.head()
     }
 
-    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>) {
+    fn deliver(&mut self, env: Staged<'_, T>, fate: Fate<'_>) {
         self.actors.deliver(self.names, env, fate);
     }
 

@@ -9,7 +9,7 @@ use crate::intern::Topics;
 use crate::log::Recovered;
 use crate::metrics::ShardMetrics;
 use crate::outbox::Outbox;
-use crate::persist::wal::{Fate, Wal};
+use crate::persist::wal::{Fate, Staged, Wal};
 use crate::ring::{mpsc, spsc};
 use crate::route::{ShardId, TopicKey};
 use crate::shared::Shared;

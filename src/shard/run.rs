@@ -396,7 +396,10 @@ impl<T: Send + 'static> Actors<T> {
         };
         let c = &mut self.counters;
         let (shared, id, where_is) = (&self.shared, self.id, &mut self.where_is);
-        let mut env = Guarded::new(env);
+        let mut slot = std::mem::ManuallyDrop::new(env);
+        // The slot is a local that only the guard uses from here on, and never drops.
+        // SAFETY: `slot` holds the message, which the guard takes over (as just said).
+        let mut env = unsafe { Guarded::new(&mut slot) };
         let caught = Caught::Call(payload);
         let verdict = handle_caught(
             shared, id, where_is, c, sub, &mut ctx, &mut env, caught, true,

@@ -184,3 +184,131 @@ fn a_panic_in_decode_at_replay_fails_the_build_with_a_decode_error() {
     // The record before it was replayed to its handler; nothing after.
     assert_eq!(again.snapshot(), ["a first"]);
 }
+
+/// Drops of [`Bomb`]s, by id, in order (one test uses them).
+static BOMB_DROPS: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// A logged message whose `Drop` records its id in [`BOMB_DROPS`], then panics if it was
+/// made to; its handlers panic on a `poison`ed one.
+#[derive(Debug)]
+struct Bomb {
+    id: u32,
+    explode: bool,
+    poison: bool,
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        BOMB_DROPS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(self.id);
+        if self.explode {
+            panic!("bomb {} went off", self.id);
+        }
+    }
+}
+
+impl Codec for Bomb {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&[u8::from(self.explode), u8::from(self.poison)]);
+        Ok(())
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes {
+            [a, b, c, d, explode, poison] => Ok(Bomb {
+                id: u32::from_le_bytes([*a, *b, *c, *d]),
+                explode: *explode == 1,
+                poison: *poison == 1,
+            }),
+            _ => Err(DecodeError::new("not a bomb")),
+        }
+    }
+}
+
+/// The handlers of a persistent shard read each logged message where the write-ahead batch
+/// holds it, and the shard drops it there: every message is dropped exactly once, in
+/// order, also when a handler or the message's `Drop` panics, with the single subscriber,
+/// with two, and with none; under `Never` and under `Batch` (whose batches wait for their
+/// sync in the pipeline before delivery).
+#[test]
+fn a_logged_message_is_dropped_once_where_it_lies_even_when_its_handler_or_drop_panics() {
+    use shardbus::FsyncPolicy;
+    for fsync in [FsyncPolicy::Never, FsyncPolicy::Batch] {
+        BOMB_DROPS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let sim = SimStorage::new();
+        let (seen, letters) = (Log::new(), Log::new());
+        let sink = letters.clone();
+        let mut b = Bus::<Bomb>::builder()
+            .shards(1)
+            .pin_threads(false)
+            .persist(persistence(&sim).fsync(fsync))
+            .dead_letter(move |letter| {
+                let why = match letter.reason {
+                    DeadLetterReason::NoSubscriber => "no subscriber".to_owned(),
+                    DeadLetterReason::Panicked { panic, .. } => format!("panicked: {panic}"),
+                    other => format!("{other:?}"),
+                };
+                sink.push(format!("{} {} {why}", letter.topic, letter.message.id));
+            });
+        // "lone" has one subscriber, "fan" two (the last one's call drops the message);
+        // "ghost" has none (dropped after its dead letter).
+        for (topic, who) in [("lone", "l"), ("fan", "f1"), ("fan", "f2")] {
+            let seen = seen.clone();
+            b = b.subscribe(topic, move |_: &mut Context<'_, Bomb>, m: &Bomb| {
+                seen.push(format!("{who} {}", m.id));
+                if m.poison {
+                    panic!("poisoned {}", m.id);
+                }
+            });
+        }
+        let bus = b.build().unwrap();
+        let mut p = bus.publisher();
+        let topics = [
+            "lone", "lone", "fan", "fan", "ghost", "ghost", "lone", "lone",
+        ];
+        for (id, topic) in (1..).zip(topics) {
+            let bomb = Bomb {
+                id,
+                explode: id % 2 == 1,
+                poison: id == 7,
+            };
+            p.publish(topic, bomb).unwrap();
+        }
+        seen.wait_len(8);
+        letters.wait_len(3);
+        let stats = within("shutdown", move || bus.shutdown());
+        assert_eq!(
+            seen.snapshot(),
+            ["l 1", "l 2", "f1 3", "f2 3", "f1 4", "f2 4", "l 7", "l 8"],
+            "{fsync:?}"
+        );
+        assert_eq!(
+            letters.snapshot(),
+            [
+                "ghost 5 no subscriber",
+                "ghost 6 no subscriber",
+                "lone 7 panicked: poisoned 7"
+            ],
+            "{fsync:?}"
+        );
+        assert_eq!(
+            *BOMB_DROPS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            [1, 2, 3, 4, 5, 6, 7, 8],
+            "{fsync:?}: each message dropped exactly once, in order"
+        );
+        let s = &stats.shards[0];
+        assert_eq!((s.received, s.handled, s.unrouted), (8, 6, 2), "{fsync:?}");
+        assert_eq!((s.panics, s.dead_letters), (5, 3), "{fsync:?}");
+        let mut want = PanicSites::default();
+        want.drop = 4;
+        want.handle = 1;
+        assert_eq!(s.panic_sites, want, "{fsync:?}");
+    }
+}

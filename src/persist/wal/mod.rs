@@ -10,6 +10,7 @@
 //! - `checkpoint.rs`: safe points, checkpoints (written on the sync thread) and retention.
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,7 +19,7 @@ use crate::codec::{CodecFns, EncodeError};
 use crate::inbox::{Envelope, LogStatus};
 use crate::log::{DirLock, FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
 use crate::route::TopicKey;
-use crate::supervise::panic_text;
+use crate::supervise::{panic_text, Guarded};
 use crate::sync::plain::Arc;
 
 mod checkpoint;
@@ -88,6 +89,59 @@ fn fate<'a>(
             None => Fate::NotEncoded(&MISSING),
         },
         _ => Fate::Logged,
+    }
+}
+
+/// A drained message handed over where it lies in the write-ahead batch's buffer, with the
+/// duty to end it: [`take`](Self::take) moves it out, [`guard`](Self::guard) hands it to a
+/// [`Guarded`] (the handlers then read it in place: no copy per message). Dropped unused,
+/// it leaks the message rather than risk a double drop.
+pub(crate) struct Staged<'a, T>(&'a mut ManuallyDrop<Envelope<T>>);
+
+impl<'a, T> Staged<'a, T> {
+    /// # Safety
+    ///
+    /// The message in `slot` is alive, and nothing but this `Staged` (and what it is
+    /// turned into) reads, moves or drops it, then or later.
+    #[inline(always)]
+    unsafe fn new(slot: &'a mut ManuallyDrop<Envelope<T>>) -> Self {
+        Self(slot)
+    }
+
+    /// Moves the message out.
+    #[inline(always)]
+    pub(crate) fn take(self) -> Envelope<T> {
+        // The `Staged` alone owns the live message (`new`'s contract) and is consumed here:
+        // its one move out.
+        // SAFETY: by that ownership, as just said.
+        unsafe { ManuallyDrop::take(self.0) }
+    }
+
+    /// Hands the message, in place, to a guard that owns its drop.
+    #[inline(always)]
+    pub(crate) fn guard(self) -> Guarded<'a, Envelope<T>> {
+        // The `Staged` alone owns the live message (`new`'s contract) and passes that on.
+        // SAFETY: by that ownership, as just said.
+        unsafe { Guarded::new(self.0) }
+    }
+}
+
+/// Hands every message of `batch` to `each` in order, in place, with its index; leaves
+/// `batch` empty, with its capacity.
+#[inline(always)]
+fn hand_over<T>(batch: &mut Vec<Envelope<T>>, mut each: impl FnMut(usize, Staged<'_, T>)) {
+    let len = batch.len();
+    // The batch forgets its messages, which stay in its buffer and now belong to the loop
+    // below (if it unwinds, a shard bug, the rest leak instead of being dropped twice).
+    // SAFETY: 0 is within the capacity, and the batch owned `len` initialised messages.
+    unsafe { batch.set_len(0) };
+    // `ManuallyDrop` is `repr(transparent)`: the same layout.
+    let base = batch.as_mut_ptr().cast::<ManuallyDrop<Envelope<T>>>();
+    for i in 0..len {
+        // `i < len`: an initialised message in the batch's buffer, which only this loop
+        // owns (the batch forgot it above) and hands over once.
+        // SAFETY: by that ownership, as just said.
+        each(i, unsafe { Staged::new(&mut *base.add(i)) });
     }
 }
 
@@ -169,7 +223,7 @@ pub(crate) trait WalShard<T> {
     fn ring_head(&self) -> u64;
     /// Hands a drained message to the handlers if it is in the log, else to the
     /// dead-letter handler.
-    fn deliver(&mut self, env: Envelope<T>, fate: Fate<'_>);
+    fn deliver(&mut self, env: Staged<'_, T>, fate: Fate<'_>);
     /// Declares everything popped from the inputs so far durable, for durable publishers.
     fn confirm_all(&mut self);
     /// Pipelined commit: declares durable what the finished syncs cover
@@ -310,7 +364,7 @@ impl<T> Wal<T> {
         &mut self,
         status: &LogStatus,
         names: &[TopicKey],
-        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+        mut f: impl FnMut(Staged<'_, T>, Fate<'_>),
     ) {
         if self.pipelined {
             // Keep the order: what is waiting for its sync is delivered first.
@@ -322,7 +376,7 @@ impl<T> Wal<T> {
 
     /// The second half of [`Wal::write`], after [`Wal::commit_batch`]: calls `f` with
     /// every message of the committed batch, in order, and what became of it.
-    fn deliver_batch(&mut self, mut f: impl FnMut(Envelope<T>, Fate<'_>)) {
+    fn deliver_batch(&mut self, mut f: impl FnMut(Staged<'_, T>, Fate<'_>)) {
         self.committed = false;
         if self.pipelined && self.poisoned.is_none() {
             // Synced here, with everything before it: every ticket so far is done.
@@ -338,14 +392,11 @@ impl<T> Wal<T> {
             ..
         } = self;
         match poisoned {
-            Some(error) => batch
-                .drain(..)
-                .for_each(|env| f(env, Fate::NotLogged(error))),
+            Some(error) => hand_over(batch, |_, env| f(env, Fate::NotLogged(error))),
             None => {
                 let mut errors = encode_errors.iter();
-                for (env, span) in batch.drain(..).zip(spans.iter()) {
-                    f(env, fate(*span, &mut errors, max));
-                }
+                // One span per message (`append_batch`).
+                hand_over(batch, |i, env| f(env, fate(spans[i], &mut errors, max)));
             }
         }
         encode_errors.clear();

@@ -75,7 +75,7 @@ impl<T> Wal<T> {
         status: &LogStatus,
         ring_head: u64,
         names: &[TopicKey],
-        f: impl FnMut(Envelope<T>, Fate<'_>),
+        f: impl FnMut(Staged<'_, T>, Fate<'_>),
     ) -> usize {
         let drained = self.pipeline_append(status, ring_head, names);
         self.pipeline_deliver(status, drained, f)
@@ -122,7 +122,7 @@ impl<T> Wal<T> {
         &mut self,
         status: &LogStatus,
         drained: bool,
-        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+        mut f: impl FnMut(Staged<'_, T>, Fate<'_>),
     ) -> usize {
         let mut delivered = 0;
         while let Some(front) = self.pending.front() {
@@ -150,14 +150,10 @@ impl<T> Wal<T> {
             // Nothing waiting will be confirmed: dead-letter it, oldest first.
             for mut p in self.pending.drain(..) {
                 delivered += p.batch.len();
-                p.batch
-                    .drain(..)
-                    .for_each(|env| f(env, Fate::NotLogged(error)));
+                hand_over(&mut p.batch, |_, env| f(env, Fate::NotLogged(error)));
             }
             delivered += self.batch.len();
-            self.batch
-                .drain(..)
-                .for_each(|env| f(env, Fate::NotLogged(error)));
+            hand_over(&mut self.batch, |_, env| f(env, Fate::NotLogged(error)));
         }
         delivered
     }
@@ -167,7 +163,7 @@ impl<T> Wal<T> {
     pub(crate) fn flush_pipeline(
         &mut self,
         status: &LogStatus,
-        mut f: impl FnMut(Envelope<T>, Fate<'_>),
+        mut f: impl FnMut(Staged<'_, T>, Fate<'_>),
     ) -> usize {
         let mut delivered = 0;
         while !self.pending.is_empty() {
@@ -184,14 +180,15 @@ impl<T> Wal<T> {
     pub(super) fn deliver(
         &mut self,
         mut p: Pending<T>,
-        f: &mut impl FnMut(Envelope<T>, Fate<'_>),
+        f: &mut impl FnMut(Staged<'_, T>, Fate<'_>),
     ) -> usize {
         let n = p.batch.len();
         let mut errors = p.encode_errors.iter();
         let max = self.log.config().max_record_size;
-        for (env, span) in p.batch.drain(..).zip(p.spans.iter()) {
-            f(env, fate(*span, &mut errors, max));
-        }
+        // One span per message (`append_batch`).
+        hand_over(&mut p.batch, |i, env| {
+            f(env, fate(p.spans[i], &mut errors, max))
+        });
         if p.last.is_some() {
             // Handled: `f` has returned for the whole batch.
             self.handled = p.last;

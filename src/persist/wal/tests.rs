@@ -153,7 +153,8 @@ impl WalShard<String> for Recorder {
     fn ring_head(&self) -> u64 {
         self.head
     }
-    fn deliver(&mut self, env: Envelope<String>, fate: Fate<'_>) {
+    fn deliver(&mut self, env: Staged<'_, String>, fate: Fate<'_>) {
+        let env = env.take();
         let fate = match fate {
             Fate::Logged => "logged".to_owned(),
             Fate::NotLogged(_) | Fate::TooLarge { .. } => "not logged".to_owned(),
