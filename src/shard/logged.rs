@@ -223,10 +223,7 @@ fn drain_logged<T: Send + 'static>(
     inputs.lane_tickets.resize(inputs.lanes.len(), 0);
     let mut i = 0;
     while i < inputs.lanes.len() {
-        let n = inputs.lanes[i].pop_batch(LOG_BATCH, |env| {
-            names.learn(env.topic, topics);
-            wal.stage(env);
-        });
+        let n = stage_lane(&mut inputs.lanes[i], names, topics, wal);
         did += n;
         if n > 0 {
             inputs.lane_tickets[i] = ticket;
@@ -240,10 +237,7 @@ fn drain_logged<T: Send + 'static>(
     }
     inputs.peer_tickets.resize(inputs.peers.len(), 0);
     for (peer, t) in inputs.peers.iter_mut().zip(inputs.peer_tickets.iter_mut()) {
-        let n = peer.pop_batch(LOG_BATCH, |env| {
-            names.learn(env.topic, topics);
-            wal.stage(env);
-        });
+        let n = stage_lane(peer, names, topics, wal);
         did += n;
         if n > 0 {
             *t = ticket;
@@ -257,6 +251,35 @@ fn drain_logged<T: Send + 'static>(
     }
     wal.add_local(local as u64);
     (did, local)
+}
+
+/// Moves up to [`LOG_BATCH`] messages of a lane (or a peer shard's lane) into the
+/// write-ahead batch, a stretch of slots at a time with one copy each (not each message
+/// through the stack), and learns their topics' names. Returns how many.
+#[inline]
+fn stage_lane<T: Send + 'static>(
+    lane: &mut crate::ring::spsc::Consumer<Envelope<T>>,
+    names: &mut Names,
+    topics: &crate::intern::Topics,
+    wal: &mut Wal<T>,
+) -> usize {
+    wal.reserve_stage(LOG_BATCH);
+    let taken = std::cell::Cell::new(0);
+    let stage = |first: *mut Envelope<T>, len: usize| {
+        // The stretch's values are the drain's to take (the ring's contract), and the
+        // batch has room for them (at most `LOG_BATCH` in all, reserved above).
+        // SAFETY: by that ownership and room, as just said.
+        let staged = unsafe { wal.stage_stretch(first, len) };
+        taken.set(taken.get() + len);
+        for env in staged {
+            names.learn(env.topic, topics);
+        }
+    };
+    // `stage` takes every value of each stretch it is handed, all at once, and counts
+    // them; it cannot unwind before it has (the batch has room, and the copy does not
+    // panic), so no value is ever left handed on but not taken.
+    // SAFETY: the ring's contract, kept as just said.
+    unsafe { lane.pop_batch_in_place(LOG_BATCH, &taken, stage) }
 }
 
 /// Pipelined commit: declares durable, for `publish_durable` waiters, the shared ring up

@@ -334,6 +334,44 @@ impl<T> Wal<T> {
         self.batch.push(env);
     }
 
+    /// Makes room in the batch for `n` more messages ([`stage_stretch`](Self::stage_stretch)
+    /// needs it before it is called).
+    #[inline]
+    pub(crate) fn reserve_stage(&mut self, n: usize) {
+        self.batch.reserve(n);
+    }
+
+    /// Moves the `len` messages at `first` to the end of the batch with one copy (a lane's
+    /// stretch of slots, handed in place), and returns them.
+    ///
+    /// # Safety
+    ///
+    /// The `len` values at `first` are initialised messages the caller owns and gives up
+    /// here (nothing reads, moves or drops them afterwards), and the batch has room for
+    /// them: [`reserve_stage`](Self::reserve_stage) of at least `len` since the last
+    /// staging.
+    #[inline]
+    pub(crate) unsafe fn stage_stretch(
+        &mut self,
+        first: *const Envelope<T>,
+        len: usize,
+    ) -> &[Envelope<T>] {
+        let start = self.batch.len();
+        debug_assert!(
+            self.batch.capacity() - start >= len,
+            "stage_stretch without room"
+        );
+        // The batch owns its spare capacity, which holds `len` more (the caller's
+        // contract); the values at `first` are the caller's, given up here, and do not
+        // overlap the batch's buffer.
+        // SAFETY: by the ownership stated in the lines just above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(first, self.batch.as_mut_ptr().add(start), len);
+            self.batch.set_len(start + len);
+        }
+        &self.batch[start..]
+    }
+
     /// Whether the log failed since the last call (the shard then closes its intake).
     pub(crate) fn take_poisoned(&mut self) -> bool {
         std::mem::take(&mut self.just_poisoned)
