@@ -84,7 +84,7 @@ pub use meta::META_FILE;
 pub(crate) use meta::{parse_generation_name, write_meta};
 pub use reader::{inspect, inspect_bus, BusReport, Reader, SegmentInfo, ShardReport};
 pub(crate) use record::now_nanos;
-pub(crate) use record::{split_partition, PART_MARK};
+pub(crate) use record::{begin_frame, finish_frame, frame_is, split_partition, PART_MARK};
 pub use record::{Record, Seq, MIN_RECORD_LEN};
 pub use storage::{DirLock, FsStorage, Storage, StorageFile, LOCK_FILE};
 

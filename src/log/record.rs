@@ -201,17 +201,62 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: Seq, rec: &RecordRef<'_>) {
 /// [`encode`] without the CRC (left zero): returns the record's offset in `buf`, for a
 /// later [`seal`] of many records at once.
 pub(crate) fn encode_unsealed(buf: &mut Vec<u8>, seq: Seq, rec: &RecordRef<'_>) -> usize {
-    let body_len = BODY_FIXED_LEN + rec.topic.len() + rec.payload.len();
-    let start = buf.len();
-    buf.reserve(FRAME_HEADER_LEN + body_len);
-    buf.extend_from_slice(&(body_len as u32).to_le_bytes());
-    buf.extend_from_slice(&[0; 4]); // crc, patched below
-    buf.extend_from_slice(&seq.0.to_le_bytes());
-    buf.extend_from_slice(&rec.timestamp_nanos.to_le_bytes());
-    buf.extend_from_slice(&(rec.topic.len() as u16).to_le_bytes());
-    buf.extend_from_slice(rec.topic.as_bytes());
+    buf.reserve(FRAME_HEADER_LEN + BODY_FIXED_LEN + rec.topic.len() + rec.payload.len());
+    let start = begin_frame(buf, seq, rec.timestamp_nanos, rec.topic);
     buf.extend_from_slice(rec.payload);
+    finish_frame(buf, start);
     start
+}
+
+/// Starts a record at the end of `buf` whose payload is to be appended right after: the
+/// frame header (its `len` left for [`finish_frame`], its CRC for [`seal`]) and the body's
+/// fixed fields and topic (at most `u16::MAX` bytes, checked by the caller). Returns the
+/// record's offset in `buf`.
+#[inline]
+pub(crate) fn begin_frame(buf: &mut Vec<u8>, seq: Seq, timestamp_nanos: u64, topic: &str) -> usize {
+    let start = buf.len();
+    buf.reserve(MIN_RECORD_LEN + topic.len());
+    buf.extend_from_slice(&frame_head(seq, timestamp_nanos, topic));
+    buf.extend_from_slice(topic.as_bytes());
+    start
+}
+
+/// A record's first [`MIN_RECORD_LEN`] bytes as [`begin_frame`] writes them: `len` and
+/// CRC zero, then the sequence number, the timestamp and the topic's length.
+#[inline(always)]
+fn frame_head(seq: Seq, timestamp_nanos: u64, topic: &str) -> [u8; MIN_RECORD_LEN] {
+    let mut head = [0; MIN_RECORD_LEN];
+    head[FRAME_HEADER_LEN..FRAME_HEADER_LEN + 8].copy_from_slice(&seq.0.to_le_bytes());
+    head[FRAME_HEADER_LEN + 8..FRAME_HEADER_LEN + 16]
+        .copy_from_slice(&timestamp_nanos.to_le_bytes());
+    head[FRAME_HEADER_LEN + 16..].copy_from_slice(&(topic.len() as u16).to_le_bytes());
+    head
+}
+
+/// Fills in the `len` field of the record [`begin_frame`] started at `start`, whose
+/// payload ends `buf`. The caller has checked the record's size (`buf.len() - start`)
+/// against the maximum record size, a `u32`.
+#[inline]
+pub(crate) fn finish_frame(buf: &mut [u8], start: usize) {
+    let body_len = (buf.len() - start - FRAME_HEADER_LEN) as u32;
+    buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+}
+
+/// Whether `record` (one whole record, its CRC not yet filled in) is framed as
+/// [`begin_frame`] and [`finish_frame`] wrote it: its `len` covers the rest of it, and its
+/// sequence number, timestamp and topic are these.
+#[inline]
+pub(crate) fn frame_is(record: &[u8], seq: Seq, timestamp_nanos: u64, topic: &str) -> bool {
+    let Some((head, rest)) = record.split_first_chunk::<MIN_RECORD_LEN>() else {
+        return false;
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let mut expected = frame_head(seq, timestamp_nanos, topic);
+    // The CRC is not filled in yet, and `len` is compared on its own.
+    expected[..FRAME_HEADER_LEN].copy_from_slice(&head[..FRAME_HEADER_LEN]);
+    len as usize + FRAME_HEADER_LEN == record.len()
+        && *head == expected
+        && rest.get(..topic.len()) == Some(topic.as_bytes())
 }
 
 /// Fills in the CRC of each record [`encode_unsealed`] wrote at the offsets `starts` of

@@ -165,6 +165,25 @@ impl ShardLog {
         Ok(start..self.next_seq)
     }
 
+    /// Appends records already framed in `frames`, without copying them again: each was
+    /// written by [`record::begin_frame`], its payload and [`record::finish_frame`], back
+    /// to back from offset 0, numbered from [`next_seq`](Self::next_seq) on, stamped
+    /// `timestamp_nanos` and checked against the maximum record size by the caller;
+    /// `starts` holds their offsets. Seals them (the CRCs) in place and writes them,
+    /// rolling segments and syncing as [`append`](Self::append) does.
+    pub(crate) fn append_frames(
+        &mut self,
+        frames: &mut [u8],
+        starts: &[usize],
+        timestamp_nanos: u64,
+    ) -> Result<Range<Seq>, LogError> {
+        self.check_poisoned()?;
+        let start = self.next_seq;
+        let result = self.write_frames(frames, starts, timestamp_nanos);
+        self.guard(result)?;
+        Ok(start..self.next_seq)
+    }
+
     /// Whether every appended record has been synced (`sync_data` returned since the last
     /// append). After a `commit` under `Interval` this says whether the sync was due.
     pub fn is_synced(&self) -> bool {
@@ -482,46 +501,6 @@ impl ShardLog {
         self.poisoned.is_some()
     }
 
-    fn write_batch<'a>(
-        &mut self,
-        records: impl Iterator<Item = RecordRef<'a>>,
-    ) -> Result<(), LogError> {
-        self.buf.clear();
-        self.unsealed.clear();
-        for rec in records {
-            let rec = &rec;
-            let meta = &self.active.meta;
-            let pending = meta.bytes + self.buf.len() as u64;
-            if meta.records() > 0 && pending + rec.encoded_len() > self.config.segment_size {
-                self.flush()?;
-                self.roll()?;
-            }
-            let start = record::encode_unsealed(&mut self.buf, self.next_seq, rec);
-            self.unsealed.push(start);
-            self.active.meta.add(self.next_seq, rec.timestamp_nanos);
-            self.next_seq = self.next_seq.next();
-            if self.config.fsync == FsyncPolicy::Always {
-                self.flush()?;
-                self.sync_active()?;
-            }
-        }
-        self.flush()
-    }
-
-    /// Writes the encoded records in `buf` to the active segment.
-    fn flush(&mut self) -> Result<(), LogError> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        record::seal(&mut self.buf, &self.unsealed);
-        self.unsealed.clear();
-        self.active.append(&self.buf)?;
-        self.appended += self.buf.len() as u64;
-        self.buf.clear();
-        self.dirty_since.get_or_insert_with(Instant::now);
-        Ok(())
-    }
-
     fn sync_active(&mut self) -> Result<(), LogError> {
         if self.dirty_since.is_some() {
             let active = &mut self.active;
@@ -575,6 +554,9 @@ impl ShardLog {
         self.poisoned.as_ref()
     }
 }
+
+#[path = "shard_log_write.rs"]
+mod write;
 
 #[cfg(test)]
 #[path = "shard_log_tests.rs"]

@@ -13,22 +13,19 @@ use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use crate::codec::{CodecFns, EncodeError};
 use crate::inbox::{Envelope, LogStatus};
-use crate::log::{DirLock, FsyncPolicy, LogError, RecordRef, RetentionLimit, Seq, ShardLog};
+use crate::log::{DirLock, FsyncPolicy, LogError, RetentionLimit, Seq, ShardLog};
 use crate::route::TopicKey;
-use crate::supervise::{panic_text, Guarded};
+use crate::supervise::Guarded;
 use crate::sync::plain::Arc;
 
 mod checkpoint;
+mod encode;
 mod pipeline;
 
 use pipeline::{Buffers, Pending};
 
-/// Bytes of a record besides its topic and payload (frame header and fixed fields).
-const RECORD_OVERHEAD: usize = crate::log::MIN_RECORD_LEN;
 /// A span marking a message whose record of `size` bytes would exceed the maximum record
 /// size (`size` is never 0).
 const fn too_large(size: usize) -> (usize, usize) {
@@ -155,9 +152,13 @@ pub(crate) struct Wal<T> {
     codec: CodecFns<T>,
     /// Messages drained and not yet written ([`Wal::stage`]).
     batch: Vec<Envelope<T>>,
-    /// The encoded payloads of `batch`, back to back.
-    payloads: Vec<u8>,
-    /// `payloads[a..b]` of each message of `batch`, or [`too_large`] or [`NOT_ENCODED`].
+    /// The log records of `batch`, framed and back to back, as the log writes them.
+    frames: Vec<u8>,
+    /// Where each record of `frames` starts.
+    starts: Vec<usize>,
+    /// A payload's own buffer, for a codec that broke its contract (see `encode.rs`).
+    scratch: Vec<u8>,
+    /// `frames[a..b]` of each message of `batch`, or [`too_large`] or [`NOT_ENCODED`].
     spans: Vec<(usize, usize)>,
     /// Why each [`NOT_ENCODED`] span of `batch` was not encoded, in order (empty, with no
     /// capacity, unless a codec failed or panicked on the shard thread).
@@ -259,7 +260,9 @@ impl<T> Wal<T> {
             log,
             codec,
             batch: Vec::new(),
-            payloads: Vec::new(),
+            frames: Vec::new(),
+            starts: Vec::new(),
+            scratch: Vec::new(),
             spans: Vec::new(),
             encode_errors: Vec::new(),
             poisoned: None,
@@ -466,74 +469,36 @@ impl<T> Wal<T> {
     }
 
     /// Encodes `batch` and appends it to the log (no commit); returns its last record.
+    /// The records are built in place (see [`encode::frame_batch`]) and the log writes
+    /// them as they stand: one copy of each payload, the codec's, on its way to the file.
     fn append_batch(&mut self, names: &[TopicKey]) -> Result<Option<Seq>, LogError> {
         let Self {
             log,
             codec,
             batch,
-            payloads,
+            frames,
+            starts,
             spans,
             encode_errors,
+            scratch,
             ..
         } = self;
-        payloads.clear();
-        spans.clear();
-        encode_errors.clear();
-        let max = log.config().max_record_size as usize;
-        // The codec is user code: one `catch_unwind` per batch, not per message. A panic
-        // marks its message (the one whose span is missing) and the loop resumes after it.
-        let mut next = 0;
-        while next < batch.len() {
-            let encoded = catch_unwind(AssertUnwindSafe(|| {
-                for env in &batch[next..] {
-                    let start = payloads.len();
-                    if let Err(e) = (codec.encode)(&env.msg, payloads) {
-                        // It encoded on the publishing thread (a codec that can fail is
-                        // checked there), or this codec said it cannot fail: not
-                        // deterministic. Never logged; dead-lettered with the error.
-                        payloads.truncate(start);
-                        spans.push(NOT_ENCODED);
-                        encode_errors.push(Unencoded::Refused(e));
-                        continue;
-                    }
-                    let topic = names[env.topic as usize].record_name();
-                    let size = RECORD_OVERHEAD + topic.len() + (payloads.len() - start);
-                    if size > max {
-                        payloads.truncate(start);
-                        spans.push(too_large(size));
-                    } else {
-                        spans.push((start, payloads.len()));
-                    }
-                }
-            }));
-            next = spans.len();
-            if let Err(payload) = encoded {
-                // `batch[next]` panicked: whatever it appended goes (the payloads end at
-                // the last span that is in the log).
-                let end = spans
-                    .iter()
-                    .rev()
-                    .find(|span| is_logged(**span))
-                    .map_or(0, |span| span.1);
-                payloads.truncate(end);
-                spans.push(NOT_ENCODED);
-                encode_errors.push(Unencoded::Panicked(panic_text(&*payload).to_owned()));
-                next += 1;
-            }
-        }
         // One clock read per batch, not per message.
         let timestamp_nanos = crate::log::now_nanos();
-        let payloads = &payloads[..];
-        let records = batch
-            .iter()
-            .zip(spans.iter())
-            .filter(|(_, span)| is_logged(**span))
-            .map(|(env, &(a, b))| RecordRef {
-                timestamp_nanos,
-                topic: names[env.topic as usize].record_name(),
-                payload: &payloads[a..b],
-            });
-        let range = log.append_iter(records)?;
+        let mut out = encode::Framed {
+            frames: &mut *frames,
+            starts: &mut *starts,
+            spans,
+            errors: encode_errors,
+            scratch,
+        };
+        let batch_info = encode::BatchInfo {
+            first: log.next_seq(),
+            timestamp_nanos,
+            max: log.config().max_record_size as usize,
+        };
+        encode::frame_batch(*codec, batch, names, &batch_info, &mut out);
+        let range = log.append_frames(frames, starts, timestamp_nanos)?;
         Ok((range.end > range.start).then(|| Seq(range.end.get() - 1)))
     }
 

@@ -393,3 +393,99 @@ fn a_message_whose_encode_panics_on_the_shard_is_dead_lettered_and_the_batch_goe
         assert_eq!(payloads, [b"a".to_vec(), b"b".to_vec()], "{fsync:?}");
     }
 }
+
+/// [`refusing`], and, against the codec's contract, for "cut N", "cutboom N" and "poke":
+/// removes the last N bytes of the buffer (its own record's header, or for N past it the
+/// end of the record before), then appends the message ("cut") or panics ("cutboom");
+/// "poke" changes the buffer's first byte (another record's header) and appends.
+fn cutting() -> CodecFns<String> {
+    CodecFns {
+        encode: |msg: &String, out: &mut Vec<u8>| {
+            if let Some(rest) = msg.strip_prefix("cut") {
+                let (boom, n) = match rest.strip_prefix("boom ") {
+                    Some(n) => (true, n),
+                    None => (false, &rest[1..]),
+                };
+                out.truncate(out.len().saturating_sub(n.parse::<usize>().unwrap()));
+                if boom {
+                    panic!("cut and exploded");
+                }
+            }
+            if msg == "poke" {
+                if let Some(b) = out.first_mut() {
+                    *b ^= 1;
+                }
+            }
+            (refusing().encode)(msg, out)
+        },
+        ..CodecFns::of()
+    }
+}
+
+/// A codec that removes or changes bytes before its own cannot damage another record:
+/// the batch is framed again with each payload encoded apart, so every record is whole,
+/// numbered without a gap, and holds exactly its message.
+#[test]
+fn a_codec_that_reaches_before_its_own_bytes_damages_no_other_record() {
+    let batches: [&[&str]; 4] = [
+        // Its own header only, shorter in the end.
+        &["a", "cut 10", "b"],
+        // Its own header, but longer in the end: seen in the headers' check.
+        &["a", "cut 3", "b"],
+        // Into the record before (13 of b's 28 bytes with its own 27), then a panic.
+        &["a", "b", "cutboom 40", "c", "bad", "d"],
+        // Another record's header, nothing removed.
+        &["a", "b", "poke", "c"],
+    ];
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Batch] {
+        for batch in batches {
+            let (mut wal, sim) = wal_with(fsync, cutting());
+            let status = LogStatus::new();
+            let mut shard = Recorder::new(batch);
+            let deliveries = |shard: &Recorder| -> Vec<String> {
+                let calls = shard.calls.iter();
+                calls
+                    .filter(|c| c.starts_with("deliver"))
+                    .cloned()
+                    .collect()
+            };
+            wal.pass(&status, &mut shard);
+            for _ in 0..3 {
+                if deliveries(&shard).len() < batch.len() {
+                    wal.pass(&status, &mut shard);
+                }
+            }
+            let expected: Vec<String> = batch
+                .iter()
+                .map(|m| match *m {
+                    "bad" => "deliver bad not encoded: refused bad".to_owned(),
+                    m if m.starts_with("cutboom") => {
+                        format!("deliver {m} encode panicked: cut and exploded")
+                    }
+                    m => format!("deliver {m} logged"),
+                })
+                .collect();
+            assert_eq!(deliveries(&shard), expected, "{fsync:?} {batch:?}");
+            drop(wal);
+            let r = crate::log::recover(
+                Arc::new(sim.clone()),
+                "/shard-000",
+                crate::log::RecoveryOptions::default(),
+            )
+            .unwrap();
+            let records: Vec<(u64, String)> = r
+                .replay()
+                .unwrap()
+                .map(|rec| rec.unwrap())
+                .map(|rec| (rec.seq.get(), String::from_utf8(rec.payload).unwrap()))
+                .collect();
+            let logged: Vec<(u64, String)> = batch
+                .iter()
+                .filter(|m| **m != "bad" && !m.starts_with("cutboom"))
+                .enumerate()
+                .map(|(i, m)| (i as u64, m.to_string()))
+                .collect();
+            assert_eq!(records, logged, "{fsync:?} {batch:?}");
+        }
+    }
+}
