@@ -214,11 +214,11 @@ impl<'a, V> Guarded<'a, V> {
         catch_unwind(AssertUnwindSafe(|| {
             f(value);
             *live = false;
-            // `live` was true (no drop before) and is now false, so neither `drop_now` nor
-            // this method runs it again, even if the drop panics part way (its drop glue
-            // finishes unwinding the value's fields; the value is gone either way).
-            // SAFETY: the `Guarded` owns the value's drop (`new`'s contract), and this is
-            // its one drop (as just said).
+            // The `Guarded` owns the value's drop (`new`'s contract). `live` was true (no
+            // drop before) and is now false, so neither `drop_now` nor this method runs it
+            // again, even if the drop panics part way (its drop glue finishes unwinding the
+            // value's fields; the value is gone either way): this is its one drop.
+            // SAFETY: by the ownership stated in the lines just above.
             unsafe { ManuallyDrop::drop(*value) }
         }))
         .map_err(|payload| {
@@ -236,10 +236,10 @@ impl<'a, V> Guarded<'a, V> {
         if !std::mem::take(&mut self.live) {
             return Ok(());
         }
-        // `live` was true, so the value is alive; it is now false, so nothing reads or
-        // drops the value again.
-        // SAFETY: the `Guarded` owns the value's drop (`new`'s contract) and takes it out
-        // once (as just said).
+        // The `Guarded` owns the value's drop (`new`'s contract). `live` was true, so the
+        // value is alive; it is now false, so nothing reads or drops the value again: this
+        // is its one move out.
+        // SAFETY: by the ownership stated in the lines just above.
         let value = unsafe { ManuallyDrop::take(self.value) };
         drop_guarded(value)
     }
