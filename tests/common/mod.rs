@@ -27,7 +27,7 @@ pub use self::{
     counting::{allocations, Counting},
     dir::TestDir,
     ledger::{subscribe_counting, tracked_bus, Ledger, Tracked},
-    recorder::Log,
+    recorder::{reason_text, Log},
     rt::{assert_quiescent_stats, bus, name_on_shard, names, not_exactly_once, within, PATIENCE},
     shard_log::{config, expected, read_all, refs, seq_of, sim_open, Msg},
 };

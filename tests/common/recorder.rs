@@ -40,3 +40,13 @@ impl<T: Clone> Log<T> {
         }
     }
 }
+
+/// A dead letter's reason as the panic tests record it: "no subscriber", "panicked: TEXT",
+/// or its `Debug` form.
+pub fn reason_text(reason: shardbus::DeadLetterReason<'_>) -> String {
+    match reason {
+        shardbus::DeadLetterReason::NoSubscriber => "no subscriber".to_owned(),
+        shardbus::DeadLetterReason::Panicked { panic, .. } => format!("panicked: {panic}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::common::persist::persistence;
-use crate::common::{within, Log};
+use crate::common::{reason_text, within, Log};
 use shardbus::log::SimStorage;
 use shardbus::{
     Bus, Codec, Context, DeadLetterReason, DecodeError, EncodeError, Error, PanicSites,
@@ -248,11 +248,7 @@ fn a_logged_message_is_dropped_once_where_it_lies_even_when_its_handler_or_drop_
             .pin_threads(false)
             .persist(persistence(&sim).fsync(fsync))
             .dead_letter(move |letter| {
-                let why = match letter.reason {
-                    DeadLetterReason::NoSubscriber => "no subscriber".to_owned(),
-                    DeadLetterReason::Panicked { panic, .. } => format!("panicked: {panic}"),
-                    other => format!("{other:?}"),
-                };
+                let why = reason_text(letter.reason);
                 sink.push(format!("{} {} {why}", letter.topic, letter.message.id));
             });
         // "lone" has one subscriber, "fan" two (the last one's call drops the message);

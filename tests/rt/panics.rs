@@ -9,8 +9,8 @@
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::common::{within, Log};
-use shardbus::{Bus, Context, DeadLetterReason, Handler, PanicSites, Supervision};
+use crate::common::{reason_text, within, Log};
+use shardbus::{Bus, Context, Handler, PanicSites, Supervision};
 
 /// A message whose `Drop` records its id, then panics if it was made to.
 struct Bomb {
@@ -50,11 +50,7 @@ fn bomb_bus() -> (Bus<Bomb>, Arc<Log<String>>) {
         .shards(1)
         .pin_threads(false)
         .dead_letter(move |letter| {
-            let why = match letter.reason {
-                DeadLetterReason::NoSubscriber => "no subscriber".to_owned(),
-                DeadLetterReason::Panicked { panic, .. } => format!("panicked: {panic}"),
-                other => format!("{other:?}"),
-            };
+            let why = reason_text(letter.reason);
             sink.push(format!("{} {} {why}", letter.topic, letter.message.id));
         })
         .build()

@@ -135,6 +135,26 @@ impl Recorder {
             head: 0,
         }
     }
+
+    /// The deliveries recorded so far, in order.
+    fn deliveries(&self) -> Vec<String> {
+        let calls = self.calls.iter();
+        calls
+            .filter(|c| c.starts_with("deliver"))
+            .cloned()
+            .collect()
+    }
+
+    /// Passes until `n` messages were delivered (a pipelined pass that drains nothing
+    /// waits for the oldest batch's sync), at most four passes.
+    fn pass_until_delivered(&mut self, wal: &mut Wal<String>, status: &LogStatus, n: usize) {
+        wal.pass(status, self);
+        for _ in 0..3 {
+            if self.deliveries().len() < n {
+                wal.pass(status, self);
+            }
+        }
+    }
 }
 
 impl WalShard<String> for Recorder {
@@ -283,21 +303,8 @@ fn a_message_that_fails_to_encode_on_the_shard_is_dead_lettered_and_never_logged
         let (mut wal, sim) = wal_with(fsync, refusing());
         let status = LogStatus::new();
         let mut shard = Recorder::new(&["a", "bad 1", "b", "bad 2"]);
-        let deliveries = |shard: &Recorder| -> Vec<String> {
-            let calls = shard.calls.iter();
-            calls
-                .filter(|c| c.starts_with("deliver"))
-                .cloned()
-                .collect()
-        };
-        wal.pass(&status, &mut shard);
-        // Pipelined, a pass that drains nothing waits for the oldest batch's sync.
-        for _ in 0..3 {
-            if deliveries(&shard).len() < 4 {
-                wal.pass(&status, &mut shard);
-            }
-        }
-        let delivered = deliveries(&shard);
+        shard.pass_until_delivered(&mut wal, &status, 4);
+        let delivered = shard.deliveries();
         assert_eq!(
             delivered,
             [
@@ -349,21 +356,9 @@ fn a_message_whose_encode_panics_on_the_shard_is_dead_lettered_and_the_batch_goe
         let status = LogStatus::new();
         let batch = ["boom 0", "a", "boom 1", "boom 2", "b", "bad", "boom 3"];
         let mut shard = Recorder::new(&batch);
-        let deliveries = |shard: &Recorder| -> Vec<String> {
-            let calls = shard.calls.iter();
-            calls
-                .filter(|c| c.starts_with("deliver"))
-                .cloned()
-                .collect()
-        };
-        wal.pass(&status, &mut shard);
-        for _ in 0..3 {
-            if deliveries(&shard).len() < batch.len() {
-                wal.pass(&status, &mut shard);
-            }
-        }
+        shard.pass_until_delivered(&mut wal, &status, batch.len());
         assert_eq!(
-            deliveries(&shard),
+            shard.deliveries(),
             [
                 "deliver boom 0 encode panicked: exploded on boom 0",
                 "deliver a logged",
@@ -442,19 +437,7 @@ fn a_codec_that_reaches_before_its_own_bytes_damages_no_other_record() {
             let (mut wal, sim) = wal_with(fsync, cutting());
             let status = LogStatus::new();
             let mut shard = Recorder::new(batch);
-            let deliveries = |shard: &Recorder| -> Vec<String> {
-                let calls = shard.calls.iter();
-                calls
-                    .filter(|c| c.starts_with("deliver"))
-                    .cloned()
-                    .collect()
-            };
-            wal.pass(&status, &mut shard);
-            for _ in 0..3 {
-                if deliveries(&shard).len() < batch.len() {
-                    wal.pass(&status, &mut shard);
-                }
-            }
+            shard.pass_until_delivered(&mut wal, &status, batch.len());
             let expected: Vec<String> = batch
                 .iter()
                 .map(|m| match *m {
@@ -465,7 +448,7 @@ fn a_codec_that_reaches_before_its_own_bytes_damages_no_other_record() {
                     m => format!("deliver {m} logged"),
                 })
                 .collect();
-            assert_eq!(deliveries(&shard), expected, "{fsync:?} {batch:?}");
+            assert_eq!(shard.deliveries(), expected, "{fsync:?} {batch:?}");
             drop(wal);
             let r = crate::log::recover(
                 Arc::new(sim.clone()),
