@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use shardbus::log::FsyncPolicy;
 use shardbus_bench::persist::{self, PersistOpts, RawResult, RawWork, SHARD_BATCH};
 use shardbus_bench::report::Machine;
-use shardbus_bench::{floor, runner, Distribution, Error, RunOpts, RunResult, Workload};
+use shardbus_bench::{floor, runner, suite, Error, RunOpts, RunResult, Workload};
 
 fn usage(why: &str) -> ! {
     eprintln!("never_floors: {why}");
@@ -51,14 +51,7 @@ fn main() {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         usage(&format!("{}: {e}", dir.display()));
     }
-    let w = Workload {
-        producers: 1,
-        topics: 64,
-        messages,
-        payload: 256,
-        distribution: Distribution::Uniform,
-        seed: 1,
-    };
+    let w = suite::persistence_workload(messages);
     let bus = RunOpts {
         shards: 1,
         persist: Some(PersistOpts {

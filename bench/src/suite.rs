@@ -19,7 +19,10 @@ use crate::{
 };
 use shardbus::WaitStrategy;
 
-pub use floors::{targets, LegRow, PersistFloors, RawSeries, HANDOFF_CHECKSUM, ROUTING_CHECKSUM};
+pub use floors::{
+    persistence_workload, targets, LegRow, PersistFloors, RawSeries, HANDOFF_CHECKSUM,
+    ROUTING_CHECKSUM,
+};
 
 type Runner = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
 

@@ -218,6 +218,19 @@ pub(super) fn legs(reps: usize, rounds: u64, progress: &mut dyn FnMut(&str)) -> 
         .collect()
 }
 
+/// The persistence group's workload: 1 producer, 64 topics, 256 B, uniform, seed 1, of
+/// `messages` messages (the `never_floors` probe runs the same).
+pub fn persistence_workload(messages: u64) -> Workload {
+    Workload {
+        producers: 1,
+        topics: 64,
+        messages,
+        payload: 256,
+        distribution: Distribution::Uniform,
+        seed: 1,
+    }
+}
+
 /// The memory-only, `fsync never` and `fsync batch` buses beside the raw append+sync and the
 /// raw buffered appends of the same records, under `dir`, repetitions interleaved.
 pub(super) fn persistence(
@@ -226,14 +239,7 @@ pub(super) fn persistence(
     dir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> PersistFloors {
-    let w = Workload {
-        producers: 1,
-        topics: 64,
-        messages,
-        payload: 256,
-        distribution: Distribution::Uniform,
-        seed: 1,
-    };
+    let w = persistence_workload(messages);
     let bus = |fsync: Option<FsyncPolicy>| RunOpts {
         shards: 1,
         persist: fsync.map(|fsync| PersistOpts {

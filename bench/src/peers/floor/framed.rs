@@ -31,9 +31,7 @@ fn ring_framed_append_n<const N: usize>(
     opts: &RunOpts,
     dir: &Path,
 ) -> Result<(RunResult, u64), Error> {
-    opts.validate()?;
-    let scratch = persist::ScratchDir::new(dir)?;
-    let mut file = File::create(scratch.path().join("raw.log"))?;
+    let (_scratch, mut file) = floor_log(opts, dir)?;
     let topics = w.topic_names();
     let (mut tx, mut rx) = ring::channel(opts.capacity);
     let written = Written::default();
@@ -67,6 +65,15 @@ fn ring_framed_append_n<const N: usize>(
         spsc::<N>(w, opts, true, move |msg| tx.push(msg), drain),
         &written,
     )
+}
+
+/// Checks `opts`, then makes a fresh directory under `dir` (removed when the returned
+/// guard drops) and the file a floor writes its records to.
+fn floor_log(opts: &RunOpts, dir: &Path) -> Result<(persist::ScratchDir, File), Error> {
+    opts.validate()?;
+    let scratch = persist::ScratchDir::new(dir)?;
+    let file = File::create(scratch.path().join("raw.log"))?;
+    Ok((scratch, file))
 }
 
 /// The first write error and the bytes written, shared with the thread that writes.
@@ -115,9 +122,7 @@ fn writer_n<const N: usize>(
     opts: &RunOpts,
     dir: &Path,
 ) -> Result<(RunResult, u64), Error> {
-    opts.validate()?;
-    let scratch = persist::ScratchDir::new(dir)?;
-    let mut file = File::create(scratch.path().join("raw.log"))?;
+    let (_scratch, mut file) = floor_log(opts, dir)?;
     let topics = w.topic_names();
     let (mut tx, mut rx) = ring::channel(opts.capacity);
     let written = Written::default();
@@ -218,7 +223,6 @@ fn preframed_n<const N: usize>(
     opts: &RunOpts,
     dir: &Path,
 ) -> Result<(RunResult, u64), Error> {
-    opts.validate()?;
     let topics = w.topic_names();
     if topics
         .iter()
@@ -228,8 +232,7 @@ fn preframed_n<const N: usize>(
             "the pre-framed floor carries records of at most 384 bytes",
         ));
     }
-    let scratch = persist::ScratchDir::new(dir)?;
-    let mut file = File::create(scratch.path().join("raw.log"))?;
+    let (_scratch, mut file) = floor_log(opts, dir)?;
     let (mut tx, mut rx) = ring::channel::<Preframed<N>>(opts.capacity);
     let written = Written::default();
     let writes = Arc::clone(&written);
