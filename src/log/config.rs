@@ -23,10 +23,12 @@ pub const DEFAULT_MAX_RECORD_SIZE: u32 = 16 << 20;
 /// the log's append (one per drained batch) hands its bytes to the operating system before it
 /// returns, and the page
 /// cache outlives the process. *Power loss* (or a kernel crash) loses whatever was not synced.
-/// What is lost is always a suffix of the log: the last segment is the only one with unsynced
-/// bytes (a segment is synced before the next is started), and recovery cuts a torn tail.
-/// Under every policy the log also syncs before starting a new segment and before writing a
-/// checkpoint, so a durable checkpoint never points past the durable end of the log.
+/// What is lost is always a suffix of the log: a segment is synced before the next one is
+/// part of the log (started after it, or, with the log's sync thread, renamed into place
+/// after it), recovery takes in a segment left in the middle of a roll only if it continues
+/// the log, and it cuts a torn tail. Under every policy the log also syncs at each segment
+/// roll and before writing a checkpoint, so a durable checkpoint never points past the
+/// durable end of the log.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]

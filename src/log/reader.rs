@@ -192,7 +192,8 @@ pub struct SegmentInfo {
 pub struct ShardReport {
     /// The shard directory.
     pub dir: PathBuf,
-    /// Every segment, in sequence order.
+    /// Every segment, in sequence order; last, a segment left under its temporary name
+    /// (`NNN.log.tmp`) in the middle of a roll that recovery would take into the log.
     pub segments: Vec<SegmentInfo>,
     /// The checkpoint, if one exists and is valid.
     pub checkpoint: Option<Seq>,
@@ -296,6 +297,25 @@ pub fn inspect(storage: &dyn Storage, dir: &Path) -> Result<ShardReport, LogErro
         let info = inspect_segment(storage, seg, i + 1 == count);
         next = Some(info.last_seq.map_or(seg.first_seq, Seq::next));
         report.segments.push(info);
+    }
+    // A segment left under its temporary name in the middle of a roll, which recovery
+    // would take in: it starts where the log ends and its header is complete.
+    let pending = listing.temps.iter().find_map(|tmp| {
+        let first_seq = segment::parse_segment_name(tmp.file_stem()?)?;
+        let seg = SegmentFile {
+            path: tmp.clone(),
+            first_seq,
+        };
+        (Some(first_seq) == next).then_some(seg)
+    });
+    if let Some(seg) = pending {
+        // One whose header never became complete, recovery removes.
+        let header = Scanner::open(storage, &seg, true, DEFAULT_MAX_RECORD_SIZE);
+        if !matches!(header, Err(ref e) if !matches!(e, LogError::Io { .. })) {
+            let info = inspect_segment(storage, &seg, true);
+            next = Some(info.last_seq.map_or(seg.first_seq, Seq::next));
+            report.segments.push(info);
+        }
     }
     match load_checkpoint(storage, dir) {
         Ok(checkpoint) => report.checkpoint = checkpoint,

@@ -13,7 +13,7 @@ use super::error::{CorruptReason, IoOp, LogError};
 use super::reader::Reader;
 use super::record::{Record, Seq};
 use super::scanner::{Scanner, Step};
-use super::segment::{self, SegmentFile, SegmentMeta};
+use super::segment::{self, parse_segment_name, SegmentFile, SegmentMeta};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
 
@@ -53,13 +53,21 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Valid records kept.
     pub records: u64,
-    /// Bytes cut from the end of the last segment as a torn tail (an interrupted write).
+    /// Bytes cut from the end of the last segment as a torn tail (an interrupted write); with
+    /// a [`finished_segment`](Self::finished_segment), from the end of either.
     pub torn_bytes: u64,
-    /// Partial records in those bytes: 1 if `torn_bytes > 0`, else 0 (a torn tail is at most
-    /// one partially written record, or a zero-filled region).
+    /// Partial records in those bytes: one per segment cut, so 1 if `torn_bytes > 0`
+    /// (2 at most, with a finished segment), else 0 (a torn tail is at most one partially
+    /// written record, or a zero-filled region).
     pub torn_records: u64,
     /// Temporary files of interrupted segment creations or checkpoint writes that were removed.
     pub removed_temp_files: Vec<PathBuf>,
+    /// A segment a crash left under its temporary name in the middle of a roll (the log
+    /// keeps appending to a new segment while its sync thread syncs the full one), taken into
+    /// the log under its own name because it starts exactly where the log ended: after a
+    /// process crash nothing was lost, and its records are kept. One that does not continue
+    /// the log (power loss cut the segment before it) is removed instead.
+    pub finished_segment: Option<PathBuf>,
     /// Set when corruption was cut away under [`RecoveryOptions::truncate_on_corruption`].
     pub truncated: Option<Truncation>,
 }
@@ -177,19 +185,24 @@ pub fn recover(
     options: RecoveryOptions,
 ) -> Result<Recovered, LogError> {
     let dir = dir.into();
-    let listing = segment::list(&*storage, &dir)?;
+    let mut listing = segment::list(&*storage, &dir)?;
     let mut report = RecoveryReport::default();
-    for tmp in &listing.temps {
-        storage
-            .remove_file(tmp)
-            .map_err(|e| LogError::io(IoOp::Remove, tmp, e))?;
-        report.removed_temp_files.push(tmp.clone());
-    }
-    if !listing.temps.is_empty() {
-        storage
-            .sync_dir(&dir)
-            .map_err(|e| LogError::io(IoOp::SyncDir, &dir, e))?;
-    }
+    // Segments started under a temporary name wait until the log's end is known.
+    let pending: Vec<SegmentFile> = listing
+        .temps
+        .iter()
+        .filter_map(|tmp| {
+            let first_seq = parse_segment_name(tmp.file_stem()?)?;
+            Some(SegmentFile {
+                path: tmp.clone(),
+                first_seq,
+            })
+        })
+        .collect();
+    listing
+        .temps
+        .retain(|tmp| pending.iter().all(|p| &p.path != tmp));
+    remove_temps(&*storage, &dir, &listing.temps, &mut report)?;
     let checkpoint = checkpoint::load_checkpoint(&*storage, &dir)?;
 
     let segs = &listing.segments;
@@ -235,6 +248,23 @@ pub fn recover(
         metas.extend(meta.map(|m| SegmentMeta { bytes: offset, ..m }));
         break;
     }
+    let end = metas.last().map(|m| m.end_seq);
+    let (next, stale): (Vec<SegmentFile>, Vec<SegmentFile>) = pending
+        .into_iter()
+        .partition(|p| report.truncated.is_none() && Some(p.first_seq) == end);
+    let stale: Vec<PathBuf> = stale.into_iter().map(|p| p.path).collect();
+    remove_temps(&*storage, &dir, &stale, &mut report)?;
+    if let (Some(seg), Some(prev)) = (next.first(), metas.last()) {
+        match finish(&*storage, &dir, seg, &prev.path, options, &mut report)? {
+            Some(meta) => metas.push(meta),
+            None => remove_temps(
+                &*storage,
+                &dir,
+                std::slice::from_ref(&seg.path),
+                &mut report,
+            )?,
+        }
+    }
     report.segments = metas.len();
     report.records = metas.iter().map(SegmentMeta::records).sum();
 
@@ -259,6 +289,78 @@ pub fn recover(
     Ok(recovered)
 }
 
+/// Removes leftover temporary files and syncs the directory.
+fn remove_temps(
+    storage: &dyn Storage,
+    dir: &Path,
+    temps: &[PathBuf],
+    report: &mut RecoveryReport,
+) -> Result<(), LogError> {
+    for tmp in temps {
+        storage
+            .remove_file(tmp)
+            .map_err(|e| LogError::io(IoOp::Remove, tmp, e))?;
+        report.removed_temp_files.push(tmp.clone());
+    }
+    if !temps.is_empty() {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))?;
+    }
+    Ok(())
+}
+
+/// Takes `seg`, a segment left under its temporary name that starts where the log ends
+/// (the end of the segment at `prev`), into the log: validates it as the last segment
+/// (cutting a torn tail), syncs `prev` and it, renames it to its own name and syncs `dir`,
+/// as the roll it was left by would have. `None` if its header never became complete (the
+/// crash came before the roll had written it): nothing to take in.
+fn finish(
+    storage: &dyn Storage,
+    dir: &Path,
+    seg: &SegmentFile,
+    prev: &Path,
+    options: RecoveryOptions,
+    report: &mut RecoveryReport,
+) -> Result<Option<SegmentMeta>, LogError> {
+    let (mut meta, damage) = match scan(storage, seg, true, options, report) {
+        Ok(scanned) => scanned,
+        Err(e @ LogError::Io { .. }) => return Err(e),
+        Err(_) => return Ok(None),
+    };
+    let path = dir.join(segment::segment_file_name(seg.first_seq));
+    if let Some((offset, reason)) = damage {
+        if !options.truncate_on_corruption {
+            return Err(LogError::Corrupt {
+                path: seg.path.clone(),
+                offset,
+                reason,
+            });
+        }
+        let (dropped_bytes, removed_segments) = cut(storage, dir, seg, Some(offset), &[])?;
+        report.truncated = Some(Truncation {
+            path: path.clone(),
+            offset,
+            reason,
+            first_dropped_seq: meta.end_seq,
+            dropped_bytes,
+            removed_segments,
+        });
+        meta.bytes = offset;
+    }
+    segment::sync_path(storage, prev)?;
+    segment::sync_path(storage, &seg.path)?;
+    storage
+        .rename(&seg.path, &path)
+        .map_err(|e| LogError::io(IoOp::Rename, &seg.path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))?;
+    meta.path = path.clone();
+    report.finished_segment = Some(path);
+    Ok(Some(meta))
+}
+
 /// Validates one segment; cuts a torn tail. Returns its metadata and any other damage.
 fn scan(
     storage: &dyn Storage,
@@ -276,8 +378,8 @@ fn scan(
             Step::End => return Ok((meta, None)),
             Step::Damage(d) if d.torn => {
                 segment::truncate(storage, &seg.path, d.offset)?;
-                report.torn_bytes = scanner.file_len() - d.offset;
-                report.torn_records = 1;
+                report.torn_bytes += scanner.file_len() - d.offset;
+                report.torn_records += 1;
                 meta.bytes = d.offset;
                 return Ok((meta, None));
             }

@@ -189,7 +189,7 @@ impl SegmentWriter {
         first_seq: Seq,
     ) -> Result<Self, LogError> {
         let path = dir.join(segment_file_name(first_seq));
-        let tmp = dir.join(format!("{}{TEMP_SUFFIX}", segment_file_name(first_seq)));
+        let tmp = temp_path(&path);
         let mut file = storage
             .create(&tmp)
             .map_err(|e| LogError::io(IoOp::Create, &tmp, e))?;
@@ -207,6 +207,31 @@ impl SegmentWriter {
             meta: SegmentMeta::empty(path, first_seq),
             file,
         })
+    }
+
+    /// Starts the segment at `first_seq` in `dir` under its temporary name, header written
+    /// and nothing synced, for a roll whose full segment is still being synced: the log's
+    /// sync thread syncs both and renames it into place ([`finish_pending`]). Until then a
+    /// crash leaves it a temporary file, which recovery takes into the log only if it
+    /// continues the log without a gap (see `recover.rs`). Returns the writer (its `meta`
+    /// names the final path) and the temporary path.
+    pub(crate) fn create_pending(
+        storage: &dyn Storage,
+        dir: &Path,
+        first_seq: Seq,
+    ) -> Result<(Self, PathBuf), LogError> {
+        let path = dir.join(segment_file_name(first_seq));
+        let tmp = temp_path(&path);
+        let mut file = storage
+            .create(&tmp)
+            .map_err(|e| LogError::io(IoOp::Create, &tmp, e))?;
+        file.append(&header())
+            .map_err(|e| LogError::io(IoOp::Append, &tmp, e))?;
+        let writer = SegmentWriter {
+            meta: SegmentMeta::empty(path, first_seq),
+            file,
+        };
+        Ok((writer, tmp))
     }
 
     /// Opens an existing, recovered segment for appending.
@@ -254,6 +279,42 @@ impl SegmentWriter {
             .sync_data()
             .map_err(|e| LogError::io(IoOp::SyncData, &self.meta.path, e))
     }
+}
+
+/// The temporary name a segment is created under: its own name with `.tmp` appended.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TEMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Makes a segment started by [`SegmentWriter::create_pending`] part of the log, once the
+/// segment before it is durable: syncs `file` (its header and whatever was appended),
+/// renames `tmp` to `path` and syncs `dir`.
+pub(crate) fn finish_pending(
+    storage: &dyn Storage,
+    dir: &Path,
+    file: &mut dyn StorageFile,
+    tmp: &Path,
+    path: &Path,
+) -> Result<(), LogError> {
+    file.sync_data()
+        .map_err(|e| LogError::io(IoOp::SyncData, tmp, e))?;
+    storage
+        .rename(tmp, path)
+        .map_err(|e| LogError::io(IoOp::Rename, tmp, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))
+}
+
+/// `fdatasync`s the file at `path`.
+pub(crate) fn sync_path(storage: &dyn Storage, path: &Path) -> Result<(), LogError> {
+    storage
+        .open_append(path)
+        .map_err(|e| LogError::io(IoOp::Open, path, e))?
+        .sync_data()
+        .map_err(|e| LogError::io(IoOp::SyncData, path, e))
 }
 
 /// Truncates the file at `path` to `len` bytes and makes that durable.

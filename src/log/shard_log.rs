@@ -502,6 +502,9 @@ impl ShardLog {
     }
 
     fn sync_active(&mut self) -> Result<(), LogError> {
+        // The active segment may still be under its temporary name: a sync of it proves
+        // nothing until the roll is done.
+        self.wait_rolled()?;
         if self.dirty_since.is_some() {
             let active = &mut self.active;
             timed(self.fsync_observer.as_ref(), || active.sync())?;
@@ -511,18 +514,42 @@ impl ShardLog {
         Ok(())
     }
 
-    /// Syncs the full segment (so only the last segment can ever have a torn tail) and starts a
-    /// new one at `next_seq`.
+    /// Starts a new segment at `next_seq`. Only the last segment can ever have a torn tail:
+    /// without the sync thread, the full segment is synced here first; with it, the new one
+    /// is started under its temporary name and the thread syncs the full one and then
+    /// renames it into place (see `syncer.rs`, **roll**), off this thread.
     fn roll(&mut self) -> Result<(), LogError> {
-        self.sync_active()?;
-        let mut next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+        if self.syncer.is_none() {
+            self.sync_active()?;
+            let mut next = SegmentWriter::create(&*self.storage, &self.dir, self.next_seq)?;
+            next.preallocate(self.config.segment_size);
+            let full = std::mem::replace(&mut self.active, next);
+            self.closed.push_back(full.meta);
+            return Ok(());
+        }
+        // One roll in flight at most: recovery then has at most one segment to take in.
+        self.wait_rolled()?;
+        let (mut next, tmp) =
+            SegmentWriter::create_pending(&*self.storage, &self.dir, self.next_seq)?;
         next.preallocate(self.config.segment_size);
+        let file = next.try_clone_file()?;
         if let Some(syncer) = self.syncer.as_mut() {
-            let file = next.try_clone_file()?;
-            syncer.set_file(file, next.meta.path.clone());
+            let ticket = syncer.request_roll(file, tmp, next.meta.path.clone());
+            self.sync_ends.push_back((ticket, self.next_seq));
         }
         let full = std::mem::replace(&mut self.active, next);
         self.closed.push_back(full.meta);
+        Ok(())
+    }
+
+    /// With the sync thread: waits until the last roll is done and takes note of it.
+    fn wait_rolled(&mut self) -> Result<(), LogError> {
+        let Some(syncer) = self.syncer.as_mut() else {
+            return Ok(());
+        };
+        let result = syncer.wait_rolled();
+        let progress = self.guard(result)?;
+        self.note_progress(progress);
         Ok(())
     }
 

@@ -320,3 +320,143 @@ fn a_failed_sync_on_the_sync_thread_poisons_the_log() {
         Err(LogError::Poisoned { .. })
     ));
 }
+
+const SEG_8: &str = "00000000000000000008.log";
+const SEG_8_TMP: &str = "00000000000000000008.log.tmp";
+
+/// With the sync thread: eight records fill the first segment, the ninth starts the second
+/// (under its temporary name until the thread has synced the first), the tenth follows it.
+/// With `fail_roll`, the roll's first sync fails: the thread stops with the new segment
+/// still under its temporary name, two records in it, as a crash in the middle of the
+/// roll leaves it; the log is then poisoned.
+fn roll_behind_the_sync_thread(sim: &SimStorage, fail_roll: bool) -> ShardLog {
+    let (mut log, _) = open(sim, FsyncPolicy::Never);
+    assert!(log.start_syncer("sb-io-test".to_owned()));
+    if fail_roll {
+        sim.fail_next_sync(io::Error::from_raw_os_error(5));
+    }
+    let batch: Vec<_> = (0..9).map(|_| rec(b"x")).collect();
+    assert_eq!(log.append(&batch).unwrap(), Seq(0)..Seq(9));
+    assert_eq!(log.append(&[rec(b"y")]).unwrap(), Seq(9)..Seq(10));
+    if fail_roll {
+        // Waits for the thread, which failed.
+        assert!(matches!(
+            log.sync(),
+            Err(LogError::Io {
+                op: IoOp::SyncData,
+                ..
+            })
+        ));
+    }
+    log
+}
+
+fn names(sim: &SimStorage) -> Vec<String> {
+    let mut names: Vec<String> = sim
+        .list_dir(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .map(|n| n.into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sync_asked_for_after_a_roll_on_the_sync_thread_covers_the_roll() {
+    let sim = SimStorage::new();
+    // The roll's syncs take a while, so the appends and the request overlap them.
+    sim.set_sync_delay(Duration::from_millis(20));
+    let mut log = roll_behind_the_sync_thread(&sim, false);
+    let ticket = log.request_sync().unwrap().unwrap();
+    assert_eq!(log.poll_synced(Some(ticket)).unwrap(), ticket);
+    assert!(log.is_synced());
+    // The full segment was synced, the new one renamed into place, and it is synced too.
+    let paths = log.segment_paths();
+    assert_eq!(paths[1], Path::new(DIR).join(SEG_8));
+    assert_eq!(names(&sim), ["00000000000000000000.log", SEG_8]);
+    assert_eq!(
+        (sim.unsynced_len(&paths[0]), sim.unsynced_len(&paths[1])),
+        (Some(0), Some(0))
+    );
+    drop(log);
+    sim.crash(None);
+    let (log, r) = open(&sim, FsyncPolicy::Never);
+    assert_eq!((r.next_seq(), log.segment_paths()), (Seq(10), paths));
+    assert_eq!(all(&log).concat(), b"xxxxxxxxxy");
+}
+
+#[test]
+fn a_process_crash_in_the_middle_of_a_roll_keeps_the_segment_that_continues_the_log() {
+    let sim = SimStorage::new();
+    let log = roll_behind_the_sync_thread(&sim, true);
+    drop(log);
+    assert_eq!(names(&sim), ["00000000000000000000.log", SEG_8_TMP]);
+    // `inspect` sees the log as recovery will take it: the new segment last.
+    let seen = crate::log::inspect(&sim, Path::new(DIR)).unwrap();
+    assert!(seen.is_clean(), "{seen:#?}");
+    let segments: Vec<_> = seen.segments.iter().map(|s| (&s.path, s.records)).collect();
+    let first = Path::new(DIR).join("00000000000000000000.log");
+    let tmp = Path::new(DIR).join(SEG_8_TMP);
+    assert_eq!(segments, [(&first, 8), (&tmp, 2)]);
+    // The process is gone, the OS is not: the page cache holds everything written.
+    let (log, r) = open(&sim, FsyncPolicy::Never);
+    assert_eq!(
+        r.report().finished_segment.as_deref(),
+        Some(Path::new(DIR).join(SEG_8).as_path())
+    );
+    assert!(r.report().removed_temp_files.is_empty());
+    assert_eq!((r.next_seq(), r.report().segments), (Seq(10), 2));
+    assert_eq!(names(&sim), ["00000000000000000000.log", SEG_8]);
+    assert_eq!(all(&log).concat(), b"xxxxxxxxxy");
+    // Taken in durably: both segments were synced, the name too.
+    drop(log);
+    sim.crash(None);
+    let (_, r) = open(&sim, FsyncPolicy::Never);
+    assert_eq!(r.next_seq(), Seq(10));
+}
+
+#[test]
+fn power_loss_in_the_middle_of_a_roll_removes_a_segment_that_does_not_continue_the_log() {
+    let sim = SimStorage::new();
+    let log = roll_behind_the_sync_thread(&sim, true);
+    drop(log);
+    // Say the temporary name reached the disk, but no data of either segment did.
+    sim.sync_dir(Path::new(DIR)).unwrap();
+    sim.crash(None);
+    let seen = crate::log::inspect(&sim, Path::new(DIR)).unwrap();
+    assert_eq!((seen.segments.len(), seen.is_clean()), (1, true));
+    let (log, r) = open(&sim, FsyncPolicy::Never);
+    let tmp = Path::new(DIR).join(SEG_8_TMP);
+    assert_eq!(r.report().removed_temp_files, [tmp]);
+    assert_eq!(r.report().finished_segment, None);
+    assert_eq!((r.next_seq(), r.report().torn_bytes), (Seq(0), 0));
+    assert_eq!(names(&sim), ["00000000000000000000.log"]);
+    assert!(all(&log).is_empty());
+}
+
+#[test]
+fn a_segment_whose_header_never_reached_the_disk_is_removed_even_where_it_would_fit() {
+    let sim = SimStorage::new();
+    let (mut log, _) = open(&sim, FsyncPolicy::Never);
+    assert!(log.start_syncer("sb-io-test".to_owned()));
+    let batch: Vec<_> = (0..8).map(|_| rec(b"x")).collect();
+    log.append(&batch).unwrap();
+    log.sync().unwrap(); // the first segment is durable, full
+    sim.fail_next_sync(io::Error::from_raw_os_error(5));
+    log.append(&[rec(b"y")]).unwrap(); // the roll, which fails on the thread
+    assert!(log.sync().is_err());
+    drop(log);
+    sim.sync_dir(Path::new(DIR)).unwrap();
+    sim.crash(None); // the new segment's name survives, its header does not
+    let (log, r) = open(&sim, FsyncPolicy::Never);
+    assert_eq!(
+        r.report().removed_temp_files,
+        [Path::new(DIR).join(SEG_8_TMP)]
+    );
+    assert_eq!(
+        (r.report().finished_segment.as_deref(), r.next_seq()),
+        (None, Seq(8))
+    );
+    assert_eq!(all(&log).concat(), b"xxxxxxxx");
+}

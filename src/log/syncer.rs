@@ -16,8 +16,15 @@
 //! - **errors**: the first failed sync or checkpoint write is kept and stops all further work
 //!   (an fsync error is never retried); the shard sees it at its next poll and poisons the log.
 //!
-//! When the shard rolls to a new segment it has synced the full one itself, and hands the
-//! thread a handle of the new one ([`Syncer::set_file`]).
+//! - **roll**: when the full segment ends, the shard starts the next one under its temporary
+//!   name, header written, keeps appending to it, and hands it over with
+//!   [`Syncer::request_roll`], which takes the next ticket. The thread, before any later
+//!   ticket: syncs the full segment, syncs the new one, renames it into place, syncs the
+//!   directory, and from then on syncs the new one; the roll's ticket then counts as synced.
+//!   So no later ticket is ever reported synced while the segment it lands in could be lost,
+//!   and a crash before the rename leaves the new segment a temporary file, which recovery
+//!   takes into the log only if the full segment ends exactly where it starts. At most one
+//!   roll is in flight: the shard waits for the last ([`Syncer::wait_rolled`]) before the next.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::checkpoint::store_checkpoint;
 use super::error::{IoOp, LogError};
 use super::record::Seq;
+use super::segment;
 use super::storage::{Storage, StorageFile};
 use crate::sync::plain::{spawn_named, Arc, Condvar, JoinHandle, Mutex, MutexGuard, PoisonError};
 
@@ -76,15 +84,30 @@ struct Shared {
     changed: Condvar,
 }
 
-/// Written by the shard: `file` (on a roll), `file_path`, `requested`, `checkpoint`, `stop`.
-/// Written by the thread: `synced`, `checkpoint_done`, `busy`, `error`; it also takes `file`
-/// out while it syncs and puts it back unless the shard replaced it meanwhile.
+/// A segment started under its temporary name, to be made part of the log.
+#[derive(Debug)]
+struct Roll {
+    file: Box<dyn StorageFile>,
+    tmp: PathBuf,
+    path: PathBuf,
+    /// Synced once the roll is done.
+    ticket: u64,
+}
+
+/// Written by the shard: `requested`, `roll`, `rolling` (set), `checkpoint`, `stop`.
+/// Written by the thread: `file` and `file_path` (on a roll), `synced`, `checkpoint_done`,
+/// `busy`, `rolling` (cleared), `error`; it takes `file` out while it syncs and puts it
+/// back, and takes `roll` out while it rolls.
 #[derive(Debug)]
 struct State {
     file: Option<Box<dyn StorageFile>>,
     file_path: PathBuf,
     requested: u64,
     synced: u64,
+    /// A roll asked for and not yet started.
+    roll: Option<Roll>,
+    /// From a roll's request until it is done (or failed).
+    rolling: bool,
     /// A checkpoint to write and the ticket that must be synced first.
     checkpoint: Option<(Seq, u64)>,
     checkpoint_done: Option<Seq>,
@@ -106,7 +129,7 @@ impl State {
     }
 
     fn idle(&self) -> bool {
-        !self.busy && !self.sync_due() && self.checkpoint.is_none()
+        !self.busy && !self.rolling && !self.sync_due() && self.checkpoint.is_none()
     }
 }
 
@@ -139,6 +162,8 @@ impl Syncer {
                 file_path: path,
                 requested: 0,
                 synced: 0,
+                roll: None,
+                rolling: false,
                 checkpoint: None,
                 checkpoint_done: None,
                 busy: false,
@@ -161,11 +186,39 @@ impl Syncer {
         })
     }
 
-    /// The active segment changed (the shard synced the previous one itself).
-    pub(crate) fn set_file(&mut self, file: Box<dyn StorageFile>, path: PathBuf) {
+    /// Hands over the segment the shard now appends to, started under the temporary name
+    /// `tmp` and to be renamed to `path` once everything before it is durable (see the
+    /// module's **roll**); returns the roll's ticket. The last roll must be done
+    /// ([`Syncer::wait_rolled`]).
+    pub(crate) fn request_roll(
+        &mut self,
+        file: Box<dyn StorageFile>,
+        tmp: PathBuf,
+        path: PathBuf,
+    ) -> u64 {
+        self.requested += 1;
         let mut s = self.shared.lock();
-        s.file = Some(file);
-        s.file_path = path;
+        debug_assert!(!s.rolling, "a roll is still in flight");
+        s.requested = self.requested;
+        s.roll = Some(Roll {
+            file,
+            tmp,
+            path,
+            ticket: self.requested,
+        });
+        s.rolling = true;
+        drop(s);
+        self.shared.changed.notify_all();
+        self.requested
+    }
+
+    /// Waits until the last roll is done (or the thread failed).
+    pub(crate) fn wait_rolled(&mut self) -> Result<Progress, LogError> {
+        let mut s = self.shared.lock();
+        while s.rolling && s.error.is_none() {
+            s = self.shared.wait(s);
+        }
+        Self::progress(&mut s)
     }
 
     /// From now on `observer` is told the time of each sync.
@@ -236,20 +289,46 @@ impl Drop for Syncer {
     }
 }
 
-/// The thread's body: sync first (handlers wait on it), then a due checkpoint.
+/// The thread's body: a roll first (every later ticket lands in its segment), then a sync
+/// (handlers wait on it), then a due checkpoint.
 fn run(shared: &Shared, storage: &dyn Storage, dir: &std::path::Path) {
     let mut s = shared.lock();
     loop {
         if s.stop {
             return;
         }
-        let work = s.error.is_none() && (s.sync_due() || s.checkpoint_due());
+        let work = s.error.is_none() && (s.roll.is_some() || s.sync_due() || s.checkpoint_due());
         if !work {
             s = shared.wait(s);
             continue;
         }
         s.busy = true;
-        if s.sync_due() {
+        if let Some(mut roll) = s.roll.take() {
+            let mut full = s.file.take();
+            let full_path = s.file_path.clone();
+            let observer = s.observer.clone();
+            drop(s);
+            let result = full
+                .as_mut()
+                .map_or(Ok(()), |f| timed(observer.as_ref(), || f.sync_data()))
+                .map_err(|e| LogError::io(IoOp::SyncData, &full_path, e))
+                .and_then(|()| {
+                    segment::finish_pending(storage, dir, &mut *roll.file, &roll.tmp, &roll.path)
+                });
+            s = shared.lock();
+            match result {
+                Ok(()) => {
+                    s.synced = s.synced.max(roll.ticket);
+                    s.file = Some(roll.file);
+                    s.file_path = roll.path;
+                }
+                Err(e) => {
+                    s.file = full;
+                    s.error = Some(e);
+                }
+            }
+            s.rolling = false;
+        } else if s.sync_due() {
             let target = s.requested;
             let mut file = s.file.take();
             let path = s.file_path.clone();
