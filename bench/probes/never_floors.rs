@@ -1,7 +1,10 @@
 //! The `fsync never` row beside every split of its work, repetitions interleaved: the bus
-//! (`fsync never`, 1 shard), the three two- and three-thread floors of `floor` (the consumer
-//! frames and writes; the write on a third thread; the producer frames) and the one-thread
-//! framed append (`persist::raw_buffered_append`, the target's floor). The suite's
+//! (`fsync never`, 1 shard), the two- and three-thread floors of `floor` (the consumer
+//! frames and writes; the same synced behind; the write on a third thread; the producer
+//! frames; the same synced behind), the one-thread framed append synced behind
+//! (`persist::raw_buffered_append_synced`: a thread syncs the file every 10,000 records, as
+//! the bus's I/O thread syncs its log before each checkpoint) and the one-thread framed
+//! append (`persist::raw_buffered_append`, the target's floor). The suite's
 //! persistence workload: 1 producer, 64 topics, 256 B, uniform. Prints each row's median and
 //! single runs in M msgs/s, and its ratio to the framed append. Every run of the bus and the
 //! floors is verified (each message exactly once, in per-topic order), or the probe stops.
@@ -60,10 +63,14 @@ fn main() {
         }),
         ..RunOpts::default()
     };
-    let floors: [(&str, Floor); 3] = [
+    let floors: [(&str, Floor); 5] = [
         (
             "floor: consumer frames + writes (2 threads)",
             floor::ring_framed_append,
+        ),
+        (
+            "floor: consumer frames + writes, synced behind",
+            floor::ring_framed_append_synced,
         ),
         (
             "floor: write on a third thread (3 threads)",
@@ -72,6 +79,10 @@ fn main() {
         (
             "floor: producer frames (2 threads)",
             floor::ring_preframed_append,
+        ),
+        (
+            "floor: producer frames, synced behind",
+            floor::ring_preframed_append_synced,
         ),
     ];
     let topics = w.topic_names();
@@ -82,6 +93,7 @@ fn main() {
     );
     let mut rows: Vec<(&str, Vec<f64>)> = vec![("shardbus fsync never", Vec::new())];
     rows.extend(floors.iter().map(|(name, _)| (*name, Vec::new())));
+    rows.push(("framed append, synced behind (2 threads)", Vec::new()));
     rows.push(("framed append (1 thread)", Vec::new()));
     // A run counts only if every message arrived exactly once, in order.
     let verified = |name: &str, r: RunResult| {
@@ -98,15 +110,27 @@ fn main() {
             let r = run(&w, &RunOpts::default(), &dir).unwrap_or_else(|e| fail(name, e));
             rows[i + 1].1.push(verified(name, r));
         }
+        let synced = persist::raw_buffered_append_synced(
+            &dir,
+            &topics,
+            256,
+            SHARD_BATCH,
+            messages,
+            persist::CHECKPOINT_RECORDS,
+        )
+        .unwrap_or_else(|e| fail("the synced append", e));
+        rows[floors.len() + 1]
+            .1
+            .push(RawResult::records_per_sec(&synced) / 1e6);
         let raw =
             persist::raw_buffered_append(&dir, &topics, 256, SHARD_BATCH, messages, RawWork::Frame)
                 .unwrap_or_else(|e| fail("the framed append", e));
-        rows[floors.len() + 1]
+        rows[floors.len() + 2]
             .1
             .push(RawResult::records_per_sec(&raw) / 1e6);
     }
     let median = |xs: &[f64]| shardbus_bench::report::median(xs).unwrap_or(f64::NAN);
-    let framed = median(&rows[floors.len() + 1].1);
+    let framed = median(&rows[floors.len() + 2].1);
     println!("{:46} {:>8} {:>8}  runs", "row", "M msgs/s", "/ framed");
     for (name, runs) in &rows {
         let m = median(runs);

@@ -29,6 +29,11 @@ pub const RECORD_OVERHEAD: usize = shardbus::log::MIN_RECORD_LEN;
 /// [`FsyncPolicy::Batch`].
 pub const SHARD_BATCH: usize = 1024;
 
+/// How many records a persistent bus handles between two checkpoints by default
+/// ([`Persistence::checkpoint_every`]); each checkpoint syncs the log first, whatever the
+/// fsync policy.
+pub const CHECKPOINT_RECORDS: u64 = 10_000;
+
 /// Fixed fields of an encoded [`BenchMsg`]: producer (2), topic (4), seq (8), sent_at (8).
 const FIXED: usize = 22;
 
@@ -223,12 +228,17 @@ pub fn raw_buffered_append(
     records: u64,
     work: RawWork,
 ) -> Result<RawResult, Error> {
+    let file = |scratch: &ScratchDir| Ok(File::create(scratch.path().join("raw.log"))?);
     match payload {
-        16 => raw_buffered_append_n::<16>(dir, topics, batch, records, work),
-        256 => raw_buffered_append_n::<256>(dir, topics, batch, records, work),
+        16 => raw_buffered_append_n::<16>(dir, topics, batch, records, work, file, |_, _| Ok(())),
+        256 => raw_buffered_append_n::<256>(dir, topics, batch, records, work, file, |_, _| Ok(())),
         n => Err(crate::WorkloadError::Payload(n).into()),
     }
 }
+
+mod synced;
+pub use synced::raw_buffered_append_synced;
+pub(crate) use synced::{SyncAsker, SyncBehind};
 
 /// Wall-clock nanoseconds since the Unix epoch, as a log record's timestamp (0 before it).
 pub(crate) fn wall_nanos() -> u64 {
@@ -262,12 +272,16 @@ pub(crate) fn frame_record<const N: usize>(
     buf[start + 4..body].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The loop of [`raw_buffered_append`]: `open` creates the file in the scratch directory;
+/// `wrote(file, records)` runs after each `write_all` with the records written so far.
 fn raw_buffered_append_n<const N: usize>(
     dir: &Path,
     topics: &[String],
     batch: usize,
     records: u64,
     work: RawWork,
+    open: impl FnOnce(&ScratchDir) -> Result<File, Error>,
+    mut wrote: impl FnMut(&File, u64) -> Result<(), Error>,
 ) -> Result<RawResult, Error> {
     if topics.is_empty() || batch == 0 {
         return Err(Error::Opts(
@@ -275,7 +289,7 @@ fn raw_buffered_append_n<const N: usize>(
         ));
     }
     let scratch = ScratchDir::new(dir)?;
-    let mut file = File::create(scratch.path().join("raw.log"))?;
+    let mut file = open(&scratch)?;
     let mut seqs = vec![0u64; topics.len()];
     let mut next = |i: u64| {
         let t = (i % topics.len() as u64) as usize;
@@ -334,6 +348,7 @@ fn raw_buffered_append_n<const N: usize>(
         file.write_all(&buf)?;
         bytes += buf.len() as u64;
         left -= n;
+        wrote(&file, records - left)?;
     }
     let elapsed = start.elapsed();
     Ok(RawResult {

@@ -22,7 +22,10 @@ mod framed;
 mod leg;
 mod ring;
 
-pub use framed::{ring_framed_append, ring_framed_append_writer, ring_preframed_append};
+pub use framed::{
+    ring_framed_append, ring_framed_append_synced, ring_framed_append_writer,
+    ring_preframed_append, ring_preframed_append_synced,
+};
 pub use leg::{atomic_leg, Leg};
 
 use std::hint;

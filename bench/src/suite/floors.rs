@@ -45,6 +45,12 @@ const RING_FRAMED: &str = "floor/ring -> framed append (2 threads)";
 /// The same work split the other way: the producer frames each record and hands it through
 /// the ring with its message; the consumer checks, copies and writes.
 const RING_PREFRAMED: &str = "floor/ring, producer frames -> append (2 threads)";
+/// The three floors above with a thread that syncs the file behind the writer every 10,000
+/// records, as the bus's sync thread syncs its log before each checkpoint under `never`.
+const RING_FRAMED_SYNCED: &str = "floor/ring -> framed append, synced behind (3 threads)";
+const RING_PREFRAMED_SYNCED: &str =
+    "floor/ring, producer frames -> append, synced behind (3 threads)";
+const RAW_FRAMED_SYNCED: &str = "raw buffered append (framed), synced behind";
 
 /// One leg, measured directly (a clock read at each end), in the median repetition by p50.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -260,9 +266,15 @@ pub(super) fn persistence(
         .sum::<usize>()
         .div_ceil(w.topics);
     let mut series: Vec<Series> = runners.iter().map(|(name, _)| Series::new(*name)).collect();
-    let mut handoff = Series::new(RING_FRAMED);
-    let mut preframed = Series::new(RING_PREFRAMED);
-    let mut raw: Vec<RawSeries> = [RAW_SYNC, RAW_FRAMED, RAW_BYTES]
+    type Floor = fn(&Workload, &RunOpts, &Path) -> Result<crate::RunResult, crate::Error>;
+    let floors: [(&str, Floor); 4] = [
+        (RING_FRAMED, floor::ring_framed_append),
+        (RING_PREFRAMED, floor::ring_preframed_append),
+        (RING_FRAMED_SYNCED, floor::ring_framed_append_synced),
+        (RING_PREFRAMED_SYNCED, floor::ring_preframed_append_synced),
+    ];
+    let mut floor_series: Vec<Series> = floors.iter().map(|(name, _)| Series::new(*name)).collect();
+    let mut raw: Vec<RawSeries> = [RAW_SYNC, RAW_FRAMED, RAW_FRAMED_SYNCED, RAW_BYTES]
         .into_iter()
         .map(|name| RawSeries {
             name: name.into(),
@@ -281,18 +293,13 @@ pub(super) fn persistence(
                 }
             }
         }
-        progress(&format!("persistence: {RING_FRAMED}"));
-        if handoff.error.is_none() {
-            match floor::ring_framed_append(&w, &RunOpts::default(), dir) {
-                Ok(r) => handoff.runs.push(RunSummary::of(&w, &r)),
-                Err(e) => handoff.error = Some(e.to_string()),
-            }
-        }
-        progress(&format!("persistence: {RING_PREFRAMED}"));
-        if preframed.error.is_none() {
-            match floor::ring_preframed_append(&w, &RunOpts::default(), dir) {
-                Ok(r) => preframed.runs.push(RunSummary::of(&w, &r)),
-                Err(e) => preframed.error = Some(e.to_string()),
+        for ((name, run), s) in floors.iter().zip(&mut floor_series) {
+            progress(&format!("persistence: {name}"));
+            if s.error.is_none() {
+                match run(&w, &RunOpts::default(), dir) {
+                    Ok(r) => s.runs.push(RunSummary::of(&w, &r)),
+                    Err(e) => s.error = Some(e.to_string()),
+                }
             }
         }
         for r in &mut raw {
@@ -309,6 +316,14 @@ pub(super) fn persistence(
                     SHARD_BATCH,
                     messages,
                     RawWork::Frame,
+                ),
+                RAW_FRAMED_SYNCED => persist::raw_buffered_append_synced(
+                    dir,
+                    &topics,
+                    w.payload,
+                    SHARD_BATCH,
+                    messages,
+                    persist::CHECKPOINT_RECORDS,
                 ),
                 _ => persist::raw_buffered_append(
                     dir,
@@ -328,8 +343,7 @@ pub(super) fn persistence(
             }
         }
     }
-    series.push(handoff);
-    series.push(preframed);
+    series.extend(floor_series);
     PersistFloors {
         workload: WorkloadDesc::of(&w),
         batch: SHARD_BATCH,
@@ -436,6 +450,20 @@ pub fn targets(
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {RING_PREFRAMED} / {RAW_FRAMED}"),
             ratio(bus(RING_PREFRAMED), raw(RAW_FRAMED)),
+        ));
+        rows.push(TargetRow::fraction(
+            format!("persistence 256 B: {NEVER} / {RING_FRAMED_SYNCED}"),
+            ratio(bus(NEVER), bus(RING_FRAMED_SYNCED)),
+        ));
+        for synced in [RING_FRAMED_SYNCED, RING_PREFRAMED_SYNCED] {
+            rows.push(TargetRow::fraction(
+                format!("persistence 256 B: {synced} / {RAW_FRAMED}"),
+                ratio(bus(synced), raw(RAW_FRAMED)),
+            ));
+        }
+        rows.push(TargetRow::fraction(
+            format!("persistence 256 B: {RAW_FRAMED_SYNCED} / {RAW_FRAMED}"),
+            ratio(raw(RAW_FRAMED_SYNCED), raw(RAW_FRAMED)),
         ));
     }
     rows

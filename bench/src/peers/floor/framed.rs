@@ -22,24 +22,42 @@ use crate::workload::{BenchMsg, Workload};
 /// `write_all` to one file in a fresh directory under `dir`. Two threads and a hand-off, like
 /// the bus; no routing, segments, checkpoints or sync thread.
 pub fn ring_framed_append(w: &Workload, opts: &RunOpts, dir: &Path) -> Result<RunResult, Error> {
-    by_payload!(w.payload, ring_framed_append_n(w, opts, dir)).map(|(result, _bytes)| result)
+    by_payload!(w.payload, ring_framed_append_n(w, opts, dir, None)).map(|(result, _bytes)| result)
 }
 
-/// [`ring_framed_append`], and the bytes it wrote.
+/// [`ring_framed_append`] with a third thread that syncs the file behind the consumer every
+/// [`persist::CHECKPOINT_RECORDS`] records, as a persistent bus's sync thread syncs its log
+/// before each checkpoint under `fsync never` (see
+/// [`persist::raw_buffered_append_synced`]). The consumer never waits for it.
+pub fn ring_framed_append_synced(
+    w: &Workload,
+    opts: &RunOpts,
+    dir: &Path,
+) -> Result<RunResult, Error> {
+    let every = Some(persist::CHECKPOINT_RECORDS);
+    by_payload!(w.payload, ring_framed_append_n(w, opts, dir, every)).map(|(result, _)| result)
+}
+
+/// [`ring_framed_append`], and the bytes it wrote; with `sync_every`, synced behind.
 fn ring_framed_append_n<const N: usize>(
     w: &Workload,
     opts: &RunOpts,
     dir: &Path,
+    sync_every: Option<u64>,
 ) -> Result<(RunResult, u64), Error> {
     let (_scratch, mut file) = floor_log(opts, dir)?;
+    let (syncer, mut asker) = sync_behind(&file, sync_every)?;
     let topics = w.topic_names();
     let (mut tx, mut rx) = ring::channel(opts.capacity);
     let written = Written::default();
     let writes = Arc::clone(&written);
     let (mut buf, mut in_buf, mut seq, mut nanos) = (Vec::new(), 0, 0u64, persist::wall_nanos());
-    let mut write = move |buf: &mut Vec<u8>| {
+    let mut write = move |buf: &mut Vec<u8>, records: u64| {
         write_noting(&mut file, buf, &writes);
         buf.clear();
+        if let Some(asker) = asker.as_mut() {
+            asker.wrote(records);
+        }
     };
     let drain = move |c: &mut Checker| {
         let more = rx.drain(|msg: BenchMsg<N>| {
@@ -49,22 +67,44 @@ fn ring_framed_append_n<const N: usize>(
             seq += 1;
             in_buf += 1;
             if in_buf == persist::SHARD_BATCH {
-                write(&mut buf);
+                write(&mut buf, seq);
                 in_buf = 0;
                 // One clock read per batch, as the raw buffered append.
                 nanos = persist::wall_nanos();
             }
         });
         if !more && in_buf > 0 {
-            write(&mut buf);
+            write(&mut buf, seq);
             in_buf = 0;
         }
         more
     };
-    with_written(
-        spsc::<N>(w, opts, true, move |msg| tx.push(msg), drain),
-        &written,
-    )
+    let result = spsc::<N>(w, opts, true, move |msg| tx.push(msg), drain);
+    finish(syncer, result, &written)
+}
+
+/// With `sync_every`: a thread that syncs `file` behind its writer, and the writer's side.
+fn sync_behind(
+    file: &File,
+    sync_every: Option<u64>,
+) -> Result<(Option<persist::SyncBehind>, Option<persist::SyncAsker>), Error> {
+    let syncer = sync_every
+        .map(|every| persist::SyncBehind::start(file, every))
+        .transpose()?;
+    let asker = syncer.as_ref().map(persist::SyncBehind::asker);
+    Ok((syncer, asker))
+}
+
+/// Stops the sync thread, then [`with_written`]; the first error of the run, the syncs or
+/// the writes.
+fn finish<R>(
+    syncer: Option<persist::SyncBehind>,
+    result: Result<R, Error>,
+    written: &Written,
+) -> Result<(R, u64), Error> {
+    let synced = syncer.map_or(Ok(0), persist::SyncBehind::finish);
+    let result = with_written(result, written)?;
+    synced.map(|_| result)
 }
 
 /// Checks `opts`, then makes a fresh directory under `dir` (removed when the returned
@@ -214,7 +254,18 @@ struct Preframed<const N: usize> {
 /// The ceiling of a bus whose publishing threads encode and frame, leaving the shard the
 /// copy, the `write` and the handler.
 pub fn ring_preframed_append(w: &Workload, opts: &RunOpts, dir: &Path) -> Result<RunResult, Error> {
-    by_payload!(w.payload, preframed_n(w, opts, dir)).map(|(result, _bytes)| result)
+    by_payload!(w.payload, preframed_n(w, opts, dir, None)).map(|(result, _bytes)| result)
+}
+
+/// [`ring_preframed_append`] with a third thread that syncs the file behind the consumer
+/// every [`persist::CHECKPOINT_RECORDS`] records, as [`ring_framed_append_synced`] does.
+pub fn ring_preframed_append_synced(
+    w: &Workload,
+    opts: &RunOpts,
+    dir: &Path,
+) -> Result<RunResult, Error> {
+    let every = Some(persist::CHECKPOINT_RECORDS);
+    by_payload!(w.payload, preframed_n(w, opts, dir, every)).map(|(result, _)| result)
 }
 
 /// [`ring_preframed_append`], and the bytes it wrote.
@@ -222,6 +273,7 @@ fn preframed_n<const N: usize>(
     w: &Workload,
     opts: &RunOpts,
     dir: &Path,
+    sync_every: Option<u64>,
 ) -> Result<(RunResult, u64), Error> {
     let topics = w.topic_names();
     if topics
@@ -233,24 +285,31 @@ fn preframed_n<const N: usize>(
         ));
     }
     let (_scratch, mut file) = floor_log(opts, dir)?;
+    let (syncer, mut asker) = sync_behind(&file, sync_every)?;
     let (mut tx, mut rx) = ring::channel::<Preframed<N>>(opts.capacity);
     let written = Written::default();
     let writes = Arc::clone(&written);
-    let (mut buf, mut in_buf) = (Vec::new(), 0);
+    let (mut buf, mut in_buf, mut records) = (Vec::new(), 0, 0u64);
+    let mut write = move |buf: &mut Vec<u8>, records: u64| {
+        write_noting(&mut file, buf, &writes);
+        buf.clear();
+        if let Some(asker) = asker.as_mut() {
+            asker.wrote(records);
+        }
+    };
     let drain = move |c: &mut Checker| {
         let more = rx.drain(|p: Preframed<N>| {
             c.record(&p.msg);
             buf.extend_from_slice(&p.record[..usize::from(p.len)]);
             in_buf += 1;
+            records += 1;
             if in_buf == persist::SHARD_BATCH {
-                write_noting(&mut file, &buf, &writes);
-                buf.clear();
+                write(&mut buf, records);
                 in_buf = 0;
             }
         });
         if !more && in_buf > 0 {
-            write_noting(&mut file, &buf, &writes);
-            buf.clear();
+            write(&mut buf, records);
             in_buf = 0;
         }
         more
@@ -282,7 +341,7 @@ fn preframed_n<const N: usize>(
         p.record[..scratch_record.len()].copy_from_slice(&scratch_record);
         tx.push(p);
     };
-    with_written(spsc::<N>(w, opts, true, send, drain), &written)
+    finish(syncer, spsc::<N>(w, opts, true, send, drain), &written)
 }
 
 #[cfg(test)]
@@ -340,7 +399,24 @@ mod tests {
         assert_floor(
             "ring-framed",
             ring_framed_append,
-            [ring_framed_append_n::<16>, ring_framed_append_n::<256>],
+            [
+                |w, o, d| ring_framed_append_n::<16>(w, o, d, None),
+                |w, o, d| ring_framed_append_n::<256>(w, o, d, None),
+            ],
+        );
+    }
+
+    /// The same with the syncs behind the consumer (every 7 records here, so that the
+    /// small workloads sync many times): the syncs change nothing of what is written.
+    #[test]
+    fn ring_framed_append_synced_delivers_exactly_once_and_writes_every_record() {
+        assert_floor(
+            "ring-framed-synced",
+            ring_framed_append_synced,
+            [
+                |w, o, d| ring_framed_append_n::<16>(w, o, d, Some(7)),
+                |w, o, d| ring_framed_append_n::<256>(w, o, d, Some(7)),
+            ],
         );
     }
 
@@ -361,7 +437,23 @@ mod tests {
         assert_floor(
             "ring-preframed",
             ring_preframed_append,
-            [preframed_n::<16>, preframed_n::<256>],
+            [
+                |w, o, d| preframed_n::<16>(w, o, d, None),
+                |w, o, d| preframed_n::<256>(w, o, d, None),
+            ],
+        );
+    }
+
+    /// The same for the records framed by the producer, synced behind.
+    #[test]
+    fn ring_preframed_append_synced_delivers_exactly_once_and_writes_every_record() {
+        assert_floor(
+            "ring-preframed-synced",
+            ring_preframed_append_synced,
+            [
+                |w, o, d| preframed_n::<16>(w, o, d, Some(7)),
+                |w, o, d| preframed_n::<256>(w, o, d, Some(7)),
+            ],
         );
     }
 }
