@@ -11,7 +11,9 @@
 //!   (at least once);
 //! - within each process, every topic's messages were handled in increasing order (a
 //!   replay brings older children's messages first, then the new ones follow);
-//! - after every kill the log verifies: `inspect` finds nothing but, at most, a torn tail.
+//! - after every kill the log verifies: `inspect` finds nothing but, at most, a torn tail;
+//!   and recovery keeps every record the killed process wrote (it ends where `inspect`
+//!   saw the last valid record, a segment left under its temporary name by a roll included).
 //!
 //! Small segments and a small retention limit put segment rolls and retention inside the
 //! killed window too.
@@ -22,7 +24,12 @@
 //! (unsynced bytes gone, the last write torn) is modelled with `SimStorage` in
 //! `tests/persist/durable.rs` and `tests/persist/poison.rs`.
 //!
-//! `SHARDBUS_CRASH_CYCLES` sets the number of kill/restart cycles (default 50).
+//! It runs under the default `FsyncPolicy::Batch` and under `Never`, where a message is
+//! acknowledged once its record is written to the operating system: a kill in the middle of
+//! a segment roll (the new segment still under its temporary name while the I/O thread syncs
+//! the full one) must lose none of those either.
+//!
+//! `SHARDBUS_CRASH_CYCLES` sets the number of kill/restart cycles of each (default 50).
 
 mod common;
 
@@ -36,11 +43,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::TestDir;
-use shardbus::log::{inspect, read_meta, FsStorage, RetentionLimit};
+use shardbus::log::{
+    inspect, read_meta, recover, FsStorage, FsyncPolicy, RecoveryOptions, RetentionLimit,
+};
 use shardbus::{Builder, Bus, Context, Persistence};
 
 const CHILD_DIR: &str = "SHARDBUS_CRASH_CHILD_DIR";
 const CHILD_CYCLE: &str = "SHARDBUS_CRASH_CHILD_CYCLE";
+/// `never` or `batch`: the child's fsync policy.
+const CHILD_FSYNC: &str = "SHARDBUS_CRASH_CHILD_FSYNC";
 const TOPICS: u64 = 16;
 const SHARDS: usize = 4;
 /// Message numbers of cycle `c` are `c * STRIDE + i`: later children's are larger.
@@ -50,10 +61,23 @@ fn topic(n: u64) -> String {
     format!("topic-{:02}", n % TOPICS)
 }
 
+fn policy(name: &str) -> FsyncPolicy {
+    match name {
+        "never" => FsyncPolicy::Never,
+        "batch" => FsyncPolicy::Batch,
+        other => panic!("unknown fsync policy {other}"),
+    }
+}
+
 /// A bus whose handlers append "topic number" lines to `handled` (one write each).
-fn bus(dir: &Path, handled: Arc<Mutex<File>>) -> Result<Bus<String>, shardbus::Error> {
+fn bus(
+    dir: &Path,
+    fsync: FsyncPolicy,
+    handled: Arc<Mutex<File>>,
+) -> Result<Bus<String>, shardbus::Error> {
     let mut b: Builder<String> = Bus::builder().shards(SHARDS).pin_threads(false).persist(
         Persistence::new(dir)
+            .fsync(fsync)
             .segment_size(64 << 10)
             .retention(RetentionLimit {
                 max_bytes: Some(256 << 10),
@@ -75,10 +99,14 @@ fn bus(dir: &Path, handled: Arc<Mutex<File>>) -> Result<Bus<String>, shardbus::E
     b.build()
 }
 
-/// The child's body; a no-op unless started by `killed_bus_loses_no_acknowledged_message`.
+/// The child's body; a no-op unless started by `crash_test`.
 #[test]
 fn crash_child() {
-    let (Ok(dir), Ok(cycle)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_CYCLE)) else {
+    let (Ok(dir), Ok(cycle), Ok(fsync)) = (
+        std::env::var(CHILD_DIR),
+        std::env::var(CHILD_CYCLE),
+        std::env::var(CHILD_FSYNC),
+    ) else {
         return;
     };
     let dir = Path::new(&dir);
@@ -88,7 +116,11 @@ fn crash_child() {
         .append(true)
         .open(dir.join(format!("handled-{cycle:04}.txt")))
         .unwrap();
-    let bus = match bus(&dir.join("bus"), Arc::new(Mutex::new(handled))) {
+    let bus = match bus(
+        &dir.join("bus"),
+        policy(&fsync),
+        Arc::new(Mutex::new(handled)),
+    ) {
         Ok(bus) => bus,
         Err(e) => {
             eprintln!("build failed: {e}");
@@ -139,11 +171,14 @@ fn check_process(lines: impl Iterator<Item = String>, seen: &mut HashMap<u64, u3
     }
 }
 
-fn verify_log(dir: &Path, cycle: u64) {
+/// Checks every shard log after a kill (see the module's documentation), recovering it as
+/// the next process would; returns how many were caught in the middle of a roll.
+fn verify_log(dir: &Path, cycle: u64) -> usize {
     let storage = FsStorage;
     let Some(meta) = read_meta(&storage, dir).unwrap() else {
-        return; // killed before the bus directory was made
+        return 0; // killed before the bus directory was made
     };
+    let mut rolling = 0;
     for shard_dir in meta.shard_dirs(dir) {
         if !shard_dir.exists() {
             continue;
@@ -154,16 +189,43 @@ fn verify_log(dir: &Path, cycle: u64) {
             assert!(s.problems.is_empty(), "cycle {cycle}: {s:?}");
             assert_eq!(s.crc_failures, 0, "cycle {cycle}");
         }
+        let Some(last) = report.segments.last() else {
+            continue;
+        };
+        if last.path.extension().is_some_and(|e| e == "tmp") {
+            rolling += 1;
+        }
+        let end = last.last_seq.map_or(last.first_seq, |s| s.next());
+        let recovered = recover(Arc::new(FsStorage), &shard_dir, RecoveryOptions::default())
+            .unwrap_or_else(|e| panic!("cycle {cycle}: recovery of {shard_dir:?}: {e}"));
+        assert_eq!(
+            recovered.next_seq(),
+            end,
+            "cycle {cycle}: recovery of {shard_dir:?} lost records: {:?}",
+            recovered.report()
+        );
     }
+    rolling
 }
 
 #[test]
 fn killed_bus_loses_no_acknowledged_message() {
+    crash_test("batch");
+}
+
+#[test]
+fn killed_bus_under_fsync_never_loses_no_acknowledged_message() {
+    crash_test("never");
+}
+
+/// Kills and restarts children running a bus under `fsync`, then checks what they
+/// acknowledged (see the module's documentation).
+fn crash_test(fsync: &str) {
     let cycles: u64 = std::env::var("SHARDBUS_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    let tmp = TestDir::new("crash");
+    let tmp = TestDir::new(&format!("crash-{fsync}"));
     let bus_dir = tmp.path().join("bus");
     let exe = std::env::current_exe().unwrap();
     let seed = SystemTime::now()
@@ -171,16 +233,18 @@ fn killed_bus_loses_no_acknowledged_message() {
         .unwrap()
         .as_nanos() as u64
         | 1;
-    eprintln!("crash test: {cycles} cycles, seed {seed}");
+    eprintln!("crash test ({fsync}): {cycles} cycles, seed {seed}");
     let mut rng = seed;
     let mut acked: Vec<u64> = Vec::new(); // highest acknowledged number of each cycle
     let start = Instant::now();
     let mut killed_before_ack = 0;
+    let mut mid_roll = 0;
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, tmp.path())
             .env(CHILD_CYCLE, cycle.to_string())
+            .env(CHILD_FSYNC, fsync)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -220,13 +284,13 @@ fn killed_bus_loses_no_acknowledged_message() {
         } else {
             acked.push(h);
         }
-        verify_log(&bus_dir, cycle);
+        mid_roll += verify_log(&bus_dir, cycle);
     }
 
     // The last recovery: this process replays what the last child left unfinished.
     let last = tmp.path().join("handled-last.txt");
     let file = File::create(&last).unwrap();
-    let bus = bus(&bus_dir, Arc::new(Mutex::new(file))).unwrap();
+    let bus = bus(&bus_dir, policy(fsync), Arc::new(Mutex::new(file))).unwrap();
     bus.shutdown();
     verify_log(&bus_dir, cycles);
 
@@ -256,7 +320,8 @@ fn killed_bus_loses_no_acknowledged_message() {
     }
     let again = seen.values().filter(|&&c| c > 1).count();
     eprintln!(
-        "crash test: {cycles} cycles in {:.1?}; {killed_before_ack} kills before the first ack; \
+        "crash test ({fsync}): {cycles} cycles in {:.1?}; {killed_before_ack} kills before the first ack; \
+         {mid_roll} shard logs caught in the middle of a roll; \
          {total} acknowledged messages all handled ({again} handled more than once)",
         start.elapsed()
     );
