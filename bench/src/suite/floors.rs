@@ -27,6 +27,9 @@ const BY_HANDLE: &str = "shardbus publish(Topic) (park)";
 const SPIN_MEMBARRIER: &str = "shardbus publish(Topic) (spin, membarrier)";
 const BATCH: &str = "shardbus publish_batch 64 (park)";
 const BY_NAME: &str = "shardbus publish(name) (park)";
+/// The default wait with membarrier fences (no fence per push), by handle and by name.
+const BY_HANDLE_MEMBARRIER: &str = "shardbus publish(Topic) (park, membarrier)";
+const BY_NAME_MEMBARRIER: &str = "shardbus publish(name) (park, membarrier)";
 const DISRUPTOR: &str = "disruptor";
 const SYNC_CHANNEL: &str = "floor/std_sync_channel";
 const RING: &str = "floor/ring";
@@ -114,6 +117,10 @@ pub(super) fn checksum_groups(
         fences: shardbus::Fences::Membarrier,
         ..spin.clone()
     };
+    let one_membarrier = RunOpts {
+        fences: shardbus::Fences::Membarrier,
+        ..one.clone()
+    };
     let batch = RunOpts {
         batch: 64,
         ..one.clone()
@@ -130,12 +137,14 @@ pub(super) fn checksum_groups(
         distribution: Distribution::Uniform,
         seed: 1,
     };
-    let handoff: [(&str, Runner, RunOpts); 11] = [
+    let handoff: [(&str, Runner, RunOpts); 13] = [
         (BY_HANDLE, shardbus_run, one.clone()),
         ("shardbus publish(Topic) (spin)", shardbus_run, spin),
         (SPIN_MEMBARRIER, shardbus_run, spin_membarrier),
         (BATCH, shardbus_run, batch),
         (BY_NAME, shardbus_run, by_name(&one)),
+        (BY_HANDLE_MEMBARRIER, shardbus_run, one_membarrier.clone()),
+        (BY_NAME_MEMBARRIER, shardbus_run, by_name(&one_membarrier)),
         (DISRUPTOR, disruptor::run, base.clone()),
         (SYNC_CHANNEL, floor::std_sync_channel, base.clone()),
         (
@@ -394,6 +403,18 @@ pub fn targets(
             format!("checksum hand-off: {BY_NAME} / {SYNC_CHANNEL}"),
             ratio(h(BY_NAME), h(SYNC_CHANNEL)),
             1.5,
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {BY_HANDLE} / {SYNC_CHANNEL}"),
+            ratio(h(BY_HANDLE), h(SYNC_CHANNEL)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {BY_NAME_MEMBARRIER} / {SYNC_CHANNEL}"),
+            ratio(h(BY_NAME_MEMBARRIER), h(SYNC_CHANNEL)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {BY_NAME_MEMBARRIER} / {BY_HANDLE_MEMBARRIER}"),
+            ratio(h(BY_NAME_MEMBARRIER), h(BY_HANDLE_MEMBARRIER)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_HANDLE} / {RING}"),
