@@ -188,25 +188,9 @@ impl SegmentWriter {
         dir: &Path,
         first_seq: Seq,
     ) -> Result<Self, LogError> {
-        let path = dir.join(segment_file_name(first_seq));
-        let tmp = temp_path(&path);
-        let mut file = storage
-            .create(&tmp)
-            .map_err(|e| LogError::io(IoOp::Create, &tmp, e))?;
-        file.append(&header())
-            .map_err(|e| LogError::io(IoOp::Append, &tmp, e))?;
-        file.sync_data()
-            .map_err(|e| LogError::io(IoOp::SyncData, &tmp, e))?;
-        storage
-            .rename(&tmp, &path)
-            .map_err(|e| LogError::io(IoOp::Rename, &tmp, e))?;
-        storage
-            .sync_dir(dir)
-            .map_err(|e| LogError::io(IoOp::SyncDir, dir, e))?;
-        Ok(SegmentWriter {
-            meta: SegmentMeta::empty(path, first_seq),
-            file,
-        })
+        let (mut writer, tmp) = Self::create_pending(storage, dir, first_seq)?;
+        finish_pending(storage, dir, &mut *writer.file, &tmp, &writer.meta.path)?;
+        Ok(writer)
     }
 
     /// Starts the segment at `first_seq` in `dir` under its temporary name, header written

@@ -346,10 +346,24 @@ impl ShardLog {
 
     /// Waits for every request to the sync thread to finish and takes note of it.
     fn settle(&mut self) -> Result<(), LogError> {
+        self.wait_for(Syncer::wait_idle)
+    }
+
+    /// With the sync thread: waits until the last roll is done and takes note of it.
+    fn wait_rolled(&mut self) -> Result<(), LogError> {
+        self.wait_for(Syncer::wait_rolled)
+    }
+
+    /// With the sync thread: waits as `wait` does, takes note of what the thread finished;
+    /// its error poisons the log.
+    fn wait_for(
+        &mut self,
+        wait: fn(&mut Syncer) -> Result<syncer::Progress, LogError>,
+    ) -> Result<(), LogError> {
         let Some(syncer) = self.syncer.as_mut() else {
             return Ok(());
         };
-        let result = syncer.wait_idle();
+        let result = wait(syncer);
         let progress = self.guard(result)?;
         self.note_progress(progress);
         Ok(())
@@ -539,17 +553,6 @@ impl ShardLog {
         }
         let full = std::mem::replace(&mut self.active, next);
         self.closed.push_back(full.meta);
-        Ok(())
-    }
-
-    /// With the sync thread: waits until the last roll is done and takes note of it.
-    fn wait_rolled(&mut self) -> Result<(), LogError> {
-        let Some(syncer) = self.syncer.as_mut() else {
-            return Ok(());
-        };
-        let result = syncer.wait_rolled();
-        let progress = self.guard(result)?;
-        self.note_progress(progress);
         Ok(())
     }
 

@@ -304,15 +304,10 @@ fn run(shared: &Shared, storage: &dyn Storage, dir: &std::path::Path) {
         }
         s.busy = true;
         if let Some(mut roll) = s.roll.take() {
-            let mut full = s.file.take();
-            let full_path = s.file_path.clone();
-            let observer = s.observer.clone();
+            let (mut full, full_path, observer) = take_file(&mut s);
             drop(s);
-            let result = full
-                .as_mut()
-                .map_or(Ok(()), |f| timed(observer.as_ref(), || f.sync_data()))
-                .map_err(|e| LogError::io(IoOp::SyncData, &full_path, e))
-                .and_then(|()| {
+            let result =
+                sync_file(full.as_deref_mut(), &full_path, observer.as_ref()).and_then(|()| {
                     segment::finish_pending(storage, dir, &mut *roll.file, &roll.tmp, &roll.path)
                 });
             s = shared.lock();
@@ -330,20 +325,14 @@ fn run(shared: &Shared, storage: &dyn Storage, dir: &std::path::Path) {
             s.rolling = false;
         } else if s.sync_due() {
             let target = s.requested;
-            let mut file = s.file.take();
-            let path = s.file_path.clone();
-            let observer = s.observer.clone();
+            let (mut file, path, observer) = take_file(&mut s);
             drop(s);
-            let result = file
-                .as_mut()
-                .map_or(Ok(()), |f| timed(observer.as_ref(), || f.sync_data()));
+            let result = sync_file(file.as_deref_mut(), &path, observer.as_ref());
             s = shared.lock();
-            if s.file.is_none() {
-                s.file = file;
-            }
+            s.file = file;
             match result {
                 Ok(()) => s.synced = s.synced.max(target),
-                Err(e) => s.error = Some(LogError::io(IoOp::SyncData, &path, e)),
+                Err(e) => s.error = Some(e),
             }
         } else if let Some((seq, _)) = s.checkpoint.take() {
             drop(s);
@@ -357,4 +346,20 @@ fn run(shared: &Shared, storage: &dyn Storage, dir: &std::path::Path) {
         s.busy = false;
         shared.changed.notify_all();
     }
+}
+
+/// Takes the active segment's handle out of the state for a sync, with its path and the
+/// observer; the thread puts it back (or a new one, after a roll) when done.
+fn take_file(s: &mut State) -> (Option<Box<dyn StorageFile>>, PathBuf, Option<SyncObserver>) {
+    (s.file.take(), s.file_path.clone(), s.observer.clone())
+}
+
+/// `sync_data` of the active segment (nothing without a handle), timed for the observer.
+fn sync_file(
+    file: Option<&mut (dyn StorageFile + 'static)>,
+    path: &std::path::Path,
+    observer: Option<&SyncObserver>,
+) -> Result<(), LogError> {
+    file.map_or(Ok(()), |f| timed(observer, || f.sync_data()))
+        .map_err(|e| LogError::io(IoOp::SyncData, path, e))
 }
