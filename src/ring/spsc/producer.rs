@@ -163,10 +163,30 @@ impl<T> Producer<T> {
     /// If the ring turns out to be closed the values are given back, in order.
     pub fn push_n(&mut self, n: usize, values: impl Iterator<Item = T>) -> Result<(), Vec<T>> {
         debug_assert!(n as u64 <= self.free());
+        let mut values = values.take(n);
         let mut written = 0;
-        for value in values.take(n) {
-            self.write(self.tail.wrapping_add(written as u64 * STEP), value);
-            written += 1;
+        // Slot by slot over at most two stretches of contiguous slots (to the ring's end,
+        // then from its start): no position arithmetic or index check per value.
+        while written < n {
+            let start = slot_index(
+                self.tail.wrapping_add(written as u64 * STEP),
+                self.ring.mask,
+            );
+            let stretch = (n - written).min(self.ring.slots.len() - start);
+            let before = written;
+            for (slot, value) in self.ring.slots[start..start + stretch]
+                .iter()
+                .zip(&mut values)
+            {
+                // This producer owns the slot: its position is in `[tail, cached_head +
+                // cap)` (`n` is at most the free slots), as in `write`.
+                // SAFETY: by the ownership stated in the lines just above.
+                slot.with_mut(|p| unsafe { (*p).write(value) });
+                written += 1;
+            }
+            if written - before < stretch {
+                break; // `values` ran out
+            }
         }
         // As in `push`, one store and one fence for the whole batch.
         if self.commit(written as u64) {
