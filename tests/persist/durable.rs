@@ -75,17 +75,20 @@ fn power_loss_keeps_every_confirmed_message() {
     power_loss_keeps_confirmed(FsyncPolicy::Batch, None);
 }
 
+/// The policies whose durable confirmation waits for a sync.
+const CONFIRM_BY_SYNCING: [FsyncPolicy; 3] = [
+    FsyncPolicy::Batch,
+    FsyncPolicy::Interval(Duration::from_millis(5)),
+    FsyncPolicy::Always,
+];
+
 /// The same across segment rolls: 300-byte segments make each shard roll every few
 /// records, each roll finished by the log's I/O thread behind the shard (1 ms simulated
 /// syncs make later appends overlap it). Under every policy that confirms by syncing, a
 /// message confirmed after a roll survives power loss, and so does everything before it.
 #[test]
 fn power_loss_across_segment_rolls_keeps_every_confirmed_message() {
-    for policy in [
-        FsyncPolicy::Batch,
-        FsyncPolicy::Interval(Duration::from_millis(5)),
-        FsyncPolicy::Always,
-    ] {
+    for policy in CONFIRM_BY_SYNCING {
         power_loss_keeps_confirmed(policy, Some(300));
     }
 }
@@ -97,11 +100,7 @@ fn power_loss_across_segment_rolls_keeps_every_confirmed_message() {
 /// survives.
 #[test]
 fn a_message_confirmed_just_after_a_roll_survives_power_loss() {
-    for policy in [
-        FsyncPolicy::Batch,
-        FsyncPolicy::Interval(Duration::from_millis(5)),
-        FsyncPolicy::Always,
-    ] {
+    for policy in CONFIRM_BY_SYNCING {
         let sim = SimStorage::new();
         let s = seen();
         let p = |sim: &SimStorage| persistence(sim).fsync(policy).segment_size(300);

@@ -280,6 +280,16 @@ fn pipelined_tickets_count_batches_and_confirm_the_ring_after_their_sync() {
 
 /// A codec that refuses every message starting with "bad", as a codec that is not
 /// deterministic would on the shard thread after the publishing thread's check passed.
+/// The shard log the tests' `Wal` wrote, recovered as at the next start.
+fn recovered(sim: &SimStorage) -> crate::log::Recovered {
+    crate::log::recover(
+        Arc::new(sim.clone()),
+        "/shard-000",
+        crate::log::RecoveryOptions::default(),
+    )
+    .unwrap()
+}
+
 fn refusing() -> CodecFns<String> {
     CodecFns {
         encode: |msg: &String, out: &mut Vec<u8>| {
@@ -319,12 +329,7 @@ fn a_message_that_fails_to_encode_on_the_shard_is_dead_lettered_and_never_logged
         // contiguous.
         assert_eq!(wal.handled, Some(Seq(1)), "{fsync:?}");
         drop(wal);
-        let r = crate::log::recover(
-            Arc::new(sim.clone()),
-            "/shard-000",
-            crate::log::RecoveryOptions::default(),
-        )
-        .unwrap();
+        let r = recovered(&sim);
         let payloads: Vec<Vec<u8>> = r
             .replay()
             .unwrap()
@@ -373,12 +378,7 @@ fn a_message_whose_encode_panics_on_the_shard_is_dead_lettered_and_the_batch_goe
         assert_eq!(wal.handled, Some(Seq(1)), "{fsync:?}");
         assert!(wal.encode_errors.is_empty(), "{fsync:?}");
         drop(wal);
-        let r = crate::log::recover(
-            Arc::new(sim.clone()),
-            "/shard-000",
-            crate::log::RecoveryOptions::default(),
-        )
-        .unwrap();
+        let r = recovered(&sim);
         let payloads: Vec<Vec<u8>> = r
             .replay()
             .unwrap()
@@ -450,12 +450,7 @@ fn a_codec_that_reaches_before_its_own_bytes_damages_no_other_record() {
                 .collect();
             assert_eq!(shard.deliveries(), expected, "{fsync:?} {batch:?}");
             drop(wal);
-            let r = crate::log::recover(
-                Arc::new(sim.clone()),
-                "/shard-000",
-                crate::log::RecoveryOptions::default(),
-            )
-            .unwrap();
+            let r = recovered(&sim);
             let records: Vec<(u64, String)> = r
                 .replay()
                 .unwrap()

@@ -352,16 +352,37 @@ mod tests {
     };
 
     /// A floor that also returns the bytes it wrote.
-    type Counted = fn(&Workload, &RunOpts, &Path) -> Result<(RunResult, u64), Error>;
+    type Counted<'a> = &'a dyn Fn(&Workload, &RunOpts, &Path) -> Result<(RunResult, u64), Error>;
+
+    /// [`Counted`] with its syncs behind the writer, if any.
+    type CountedSynced =
+        fn(&Workload, &RunOpts, &Path, Option<u64>) -> Result<(RunResult, u64), Error>;
+
+    type Floor = fn(&Workload, &RunOpts, &Path) -> Result<RunResult, Error>;
+
+    /// [`assert_floor`] for a floor and its form synced behind (`floors`), the counted
+    /// runs without syncs, then syncing every 7 records (so that the small workloads sync
+    /// many times): the syncs change nothing of what is written.
+    fn assert_floor_synced(name: &str, floors: [Floor; 2], counted: [CountedSynced; 2]) {
+        for (floor, sync_every) in floors.into_iter().zip([None, Some(7)]) {
+            let runs =
+                counted.map(|c| move |w: &Workload, o: &RunOpts, d: &Path| c(w, o, d, sync_every));
+            let name = format!(
+                "{name}-{}",
+                if sync_every.is_some() {
+                    "synced"
+                } else {
+                    "plain"
+                }
+            );
+            assert_floor(&name, floor, [&runs[0], &runs[1]]);
+        }
+    }
 
     /// Every split of the pipeline delivers each message once, writes one record per
     /// message, of its topic's length, removes its scratch directory, and refuses a workload
     /// of two producers.
-    fn assert_floor(
-        name: &str,
-        floor: fn(&Workload, &RunOpts, &Path) -> Result<RunResult, Error>,
-        counted: [Counted; 2],
-    ) {
+    fn assert_floor(name: &str, floor: Floor, counted: [Counted<'_>; 2]) {
         let _spinning = one_spinner_at_a_time();
         let parent = std::env::temp_dir().join(format!("shardbus-bench-test-{name}"));
         let sixteen = small(1, DISTRIBUTIONS[0], 16);
@@ -393,30 +414,13 @@ mod tests {
     }
 
     /// Catches a hand-off floor that loses a message, or writes fewer (or other) records
-    /// than one log record per message.
+    /// than one log record per message; the same synced behind.
     #[test]
     fn ring_framed_append_delivers_exactly_once_and_writes_every_record() {
-        assert_floor(
+        assert_floor_synced(
             "ring-framed",
-            ring_framed_append,
-            [
-                |w, o, d| ring_framed_append_n::<16>(w, o, d, None),
-                |w, o, d| ring_framed_append_n::<256>(w, o, d, None),
-            ],
-        );
-    }
-
-    /// The same with the syncs behind the consumer (every 7 records here, so that the
-    /// small workloads sync many times): the syncs change nothing of what is written.
-    #[test]
-    fn ring_framed_append_synced_delivers_exactly_once_and_writes_every_record() {
-        assert_floor(
-            "ring-framed-synced",
-            ring_framed_append_synced,
-            [
-                |w, o, d| ring_framed_append_n::<16>(w, o, d, Some(7)),
-                |w, o, d| ring_framed_append_n::<256>(w, o, d, Some(7)),
-            ],
+            [ring_framed_append, ring_framed_append_synced],
+            [ring_framed_append_n::<16>, ring_framed_append_n::<256>],
         );
     }
 
@@ -427,33 +431,17 @@ mod tests {
         assert_floor(
             "ring-framed-writer",
             ring_framed_append_writer,
-            [writer_n::<16>, writer_n::<256>],
+            [&writer_n::<16>, &writer_n::<256>],
         );
     }
 
-    /// The same for the records framed by the producer.
+    /// The same for the records framed by the producer, and synced behind.
     #[test]
     fn ring_preframed_append_delivers_exactly_once_and_writes_every_record() {
-        assert_floor(
+        assert_floor_synced(
             "ring-preframed",
-            ring_preframed_append,
-            [
-                |w, o, d| preframed_n::<16>(w, o, d, None),
-                |w, o, d| preframed_n::<256>(w, o, d, None),
-            ],
-        );
-    }
-
-    /// The same for the records framed by the producer, synced behind.
-    #[test]
-    fn ring_preframed_append_synced_delivers_exactly_once_and_writes_every_record() {
-        assert_floor(
-            "ring-preframed-synced",
-            ring_preframed_append_synced,
-            [
-                |w, o, d| preframed_n::<16>(w, o, d, Some(7)),
-                |w, o, d| preframed_n::<256>(w, o, d, Some(7)),
-            ],
+            [ring_preframed_append, ring_preframed_append_synced],
+            [preframed_n::<16>, preframed_n::<256>],
         );
     }
 }
