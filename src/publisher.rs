@@ -283,7 +283,11 @@ impl<T> Publisher<T> {
         };
         match lane.push(env) {
             Ok(()) => {
-                self.shared.inboxes[shard].wake();
+                // `Shared` owns the inboxes (alive while `self.shared` is), and `shard` is
+                // in bounds: `self.lanes[shard]` above checked it against the lanes,
+                // which `new` made one per inbox (both fixed for the bus's life).
+                // SAFETY: by the ownership and the bound stated in the lines just above.
+                unsafe { self.shared.inboxes.get_unchecked(shard) }.wake();
                 Ok(())
             }
             Err(PushError::Full(back)) => self.push_slow(shard, back),

@@ -158,7 +158,9 @@ pub(crate) fn try_channel_in_mode<T>(
     start: u64,
     asym: bool,
 ) -> Result<(Producer<T>, Consumer<T>), super::AllocError> {
-    debug_assert!(capacity.is_power_of_two() && start.is_multiple_of(STEP));
+    // `Ring::slot` relies on the first: `mask` reaches exactly the slots.
+    assert!(capacity.is_power_of_two(), "a ring's capacity is a power of two");
+    debug_assert!(start.is_multiple_of(STEP));
     let slots = super::try_slots(capacity, |_| UnsafeCell::new(MaybeUninit::uninit()))?;
     let ring = Arc::new(Ring {
         head: CachePadded::new(AtomicU64::new(start)),
@@ -215,6 +217,19 @@ impl<T> Ring<T> {
     pub fn depth_seen(&self) -> u64 {
         let tail = self.tail.load(Ordering::Relaxed);
         tail.wrapping_sub(self.head.load(Ordering::Relaxed)) / STEP
+    }
+}
+
+impl<T> Ring<T> {
+    /// The slot of position `pos`, without a bounds check (the push path's).
+    #[inline(always)]
+    fn slot(&self, pos: u64) -> &UnsafeCell<MaybeUninit<T>> {
+        let at = slot_index(pos, self.mask);
+        // The ring owns `slots`, which live as long as `&self`; `at` is masked by `mask`,
+        // which is `slots.len() - 1` with the length a power of two (asserted where the
+        // ring is made), so it is in bounds.
+        // SAFETY: by the ownership and the bound stated in the lines just above.
+        unsafe { self.slots.get_unchecked(at) }
     }
 }
 

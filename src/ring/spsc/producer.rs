@@ -227,7 +227,7 @@ impl<T> Producer<T> {
 
     #[inline]
     fn write(&mut self, pos: u64, value: T) {
-        let slot = &self.ring.slots[slot_index(pos, self.ring.mask)];
+        let slot = self.ring.slot(pos);
         // This producer owns the slot: `pos` is in `[tail, cached_head + cap)`, so
         // the consumer has released it (its Release store of `head` past it was
         // Acquire-loaded into `cached_head`) and will not read it until our store of
