@@ -269,7 +269,10 @@ impl NameMemo {
         let at = Self::slot_of(name);
         let slot = &slots[at];
         if matches(slot, name) {
-            self.last = Last { slot: at, id: slot.id };
+            self.last = Last {
+                slot: at,
+                id: slot.id,
+            };
             Some(slot.id)
         } else {
             None

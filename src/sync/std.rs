@@ -67,6 +67,26 @@ pub(crate) fn with_mut_stretch<T>(cells: &[UnsafeCell<T>], mut f: impl FnMut(*mu
     f(first, cells.len());
 }
 
+/// Asks the CPU to fetch the cache line at `p` for writing (`prefetchw` on x86-64, a no-op
+/// on CPUs without it; nothing elsewhere). A hint only: it changes no memory the program
+/// sees, orders nothing, and never faults, whatever the address.
+#[inline(always)]
+pub(crate) fn prefetch_write<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // `prefetchw` reads and writes nothing the program sees and cannot fault; the memory
+    // at `p` is the caller's (a slot of its ring), and is not touched.
+    // SAFETY: owned by the caller; the instruction has no effect on memory.
+    unsafe {
+        std::arch::asm!(
+            "prefetchw [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
+}
+
 /// One pause of a busy-wait loop: `std::hint::spin_loop` (`pause` on x86).
 #[inline(always)]
 pub(crate) fn spin_hint() {

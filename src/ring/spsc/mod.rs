@@ -104,6 +104,9 @@ pub struct Producer<T> {
     /// A lower bound of the consumer's `head`, refreshed when the ring looks full.
     cached_head: u64,
     closed: bool,
+    /// How far ahead of `tail` a push asks for a slot's line, in positions (see
+    /// [`prefetch_distance`]).
+    ahead: u64,
 }
 
 /// The consuming end. `Send`, not `Clone`: exactly one exists per ring.
@@ -159,7 +162,10 @@ pub(crate) fn try_channel_in_mode<T>(
     asym: bool,
 ) -> Result<(Producer<T>, Consumer<T>), super::AllocError> {
     // `Ring::slot` relies on the first: `mask` reaches exactly the slots.
-    assert!(capacity.is_power_of_two(), "a ring's capacity is a power of two");
+    assert!(
+        capacity.is_power_of_two(),
+        "a ring's capacity is a power of two"
+    );
     debug_assert!(start.is_multiple_of(STEP));
     let slots = super::try_slots(capacity, |_| UnsafeCell::new(MaybeUninit::uninit()))?;
     let ring = Arc::new(Ring {
@@ -184,6 +190,7 @@ pub(crate) fn try_channel_in_mode<T>(
         tail: start,
         cached_head: start,
         closed: false,
+        ahead: prefetch_distance::<T>(capacity) * STEP,
     };
     let consumer = Consumer {
         ring,
@@ -194,6 +201,27 @@ pub(crate) fn try_channel_in_mode<T>(
         front_held: false,
     };
     Ok((producer, consumer))
+}
+
+/// How far ahead of its own a push asks for a slot's cache line to be brought over for
+/// writing (`sync::prefetch_write`).
+const PREFETCH_BYTES: usize = 512;
+
+/// The cache line a batch push asks for one slot of (`Producer::push_n`).
+const LINE_BYTES: usize = 64;
+
+/// Slots ahead of `tail` a push prefetches: [`PREFETCH_BYTES`] worth, at most a quarter of
+/// the ring (a prefetch of a slot the consumer has yet to read takes its line away from
+/// it), at least one.
+///
+/// Why: the consumer reads every slot line after the producer writes it, so each new line
+/// a push writes is shared with the consumer's cache and must be taken back first, a trip
+/// to the other core. With a `SeqCst` fence per push (the wake-up's), the push cannot go
+/// on until that trip ends, so a stream paid one such trip per line, in turn. Asked for a
+/// few lines early, the trips overlap the pushes before.
+fn prefetch_distance<T>(capacity: usize) -> u64 {
+    let bytes = std::mem::size_of::<T>().max(1);
+    (PREFETCH_BYTES / bytes).min(capacity / 4).max(1) as u64
 }
 
 impl<T> Ring<T> {

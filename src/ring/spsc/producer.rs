@@ -25,6 +25,8 @@ impl<T> Producer<T> {
                 return Err(PushError::Full(value));
             }
         }
+        // A line a few pushes on is asked for now (see `prefetch_distance`).
+        crate::sync::prefetch_write(self.ring.slot(self.tail.wrapping_add(self.ahead)));
         self.write(self.tail, value);
         if self.commit(1) {
             Ok(())
@@ -163,6 +165,12 @@ impl<T> Producer<T> {
     /// If the ring turns out to be closed the values are given back, in order.
     pub fn push_n(&mut self, n: usize, values: impl Iterator<Item = T>) -> Result<(), Vec<T>> {
         debug_assert!(n as u64 <= self.free());
+        // Every line the batch writes is asked for first, so that their trips from the
+        // consumer's cache overlap (see `prefetch_distance`).
+        let per_line = (LINE_BYTES / std::mem::size_of::<T>().max(1)).max(1);
+        for at in (0..n).step_by(per_line) {
+            crate::sync::prefetch_write(self.ring.slot(self.tail.wrapping_add(at as u64 * STEP)));
+        }
         let mut values = values.take(n);
         let mut written = 0;
         // Slot by slot over at most two stretches of contiguous slots (to the ring's end,

@@ -315,3 +315,28 @@ fn a_panic_in_the_wake_after_an_in_place_batch_leaves_nothing_at_the_front() {
     unsafe { pop_each_in_place(&mut c, 4, &taken, |v| rest.push(v.read())) };
     assert_eq!(rest, vec![4]);
 }
+
+/// A push prefetches a slot half a kilobyte on, never more than a quarter of the ring
+/// ahead, never less than the next slot; and that slot is always one of the ring's (the
+/// mask wraps it), whatever the capacity.
+#[test]
+fn the_prefetch_distance_stays_within_a_quarter_of_the_ring() {
+    assert_eq!(prefetch_distance::<[u8; 24]>(4096), 512 / 24);
+    assert_eq!(prefetch_distance::<[u8; 24]>(32), 8);
+    assert_eq!(prefetch_distance::<u64>(2), 1);
+    assert_eq!(prefetch_distance::<[u8; 4096]>(4096), 1);
+    assert_eq!(prefetch_distance::<()>(1 << 20), 512);
+    // Pushes that wrap many times on the smallest rings: every value arrives, in order.
+    for capacity in [1, 2, 4] {
+        let (mut p, mut c) = channel::<u64>(capacity, u64::MAX - 7);
+        let mut got = Vec::new();
+        for i in 0..40 {
+            p.push(i).unwrap();
+            if p.free_slots() == Ok(0) {
+                c.pop_batch(usize::MAX, |v| got.push(v));
+            }
+        }
+        c.pop_batch(usize::MAX, |v| got.push(v));
+        assert_eq!(got, (0..40).collect::<Vec<_>>(), "capacity {capacity}");
+    }
+}
