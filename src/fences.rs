@@ -22,8 +22,8 @@
 ///   other threads.
 ///
 /// **Why SeqCst is the default.** Measured side by side (`docs/benchmarks.md`, "Fences"):
-/// at saturation, one producer to one shard, membarrier moves about 1.3× the messages a
-/// second of SeqCst fences; at light load (a message every 10 µs, 100 µs, 1 ms) the same
+/// at saturation, one producer to one shard, membarrier moves 1.2× to 1.5× the messages
+/// a second of SeqCst fences; at light load (a message every 10 µs, 100 µs, 1 ms) the same
 /// latency costs the serving shard about 3×, 2× and 1.8× the CPU with membarrier, because
 /// the heavy fence on its way to sleep takes long enough that it rarely sleeps, and its
 /// interrupts reach the application's threads. A bus that runs saturated and owns its
