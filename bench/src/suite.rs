@@ -5,6 +5,7 @@
 //! `shardbus bench --suite --json PATH` runs it; `shardbus bench --charts PATH` draws it.
 
 mod floors;
+mod light;
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub use floors::{
     persistence_workload, targets, LegRow, PersistFloors, RawSeries, HANDOFF_CHECKSUM,
     ROUTING_CHECKSUM,
 };
+pub use light::{pace, targets as light_targets, LightRow, LightSide, INTERVALS_US};
 
 type Runner = fn(&Workload, &RunOpts) -> Result<RunResult, Error>;
 
@@ -128,6 +130,9 @@ pub struct SuiteReport {
     /// One bus leg beside one leg of the bare atomic ping-pong, measured directly.
     #[serde(default)]
     pub legs: Vec<LegRow>,
+    /// A parking shard beside a crossbeam-channel consumer at light load.
+    #[serde(default)]
+    pub light: Vec<LightRow>,
     /// The persistent bus beside its raw floors (absent from runs without a directory).
     #[serde(default)]
     pub persist: Option<PersistFloors>,
@@ -202,7 +207,8 @@ pub fn group(
 /// Steps the suite reports to `progress` (for a progress bar's length); `persist`: whether it
 /// is given a directory for the persistence rows.
 pub fn steps(reps: usize, persist: bool) -> u64 {
-    (reps * (8 + 3 + 3 + 3 + 3 + 3 + 1 + 4 + 8) + floors::steps(reps, persist)) as u64
+    (reps * (8 + 3 + 3 + 3 + 3 + 3 + 1 + 4 + 8) + floors::steps(reps, persist) + light::steps(reps))
+        as u64
 }
 
 /// Runs the whole suite; with `persist_dir`, the persistence rows write under it (a fresh
@@ -448,8 +454,10 @@ pub fn run(
         }
     }
     let legs = floors::legs(reps, rounds, progress);
+    let light = light::light(reps, scale, progress);
     let persist = persist_dir.map(|dir| floors::persistence(reps, n(1e6), dir, progress));
-    let targets = floors::targets(&groups, &legs, persist.as_ref());
+    let mut targets = floors::targets(&groups, &legs, persist.as_ref());
+    targets.extend(light::targets(&light));
     SuiteReport {
         machine: Machine::detect(),
         reps,
@@ -458,6 +466,7 @@ pub fn run(
         cpu_scaling,
         latency,
         legs,
+        light,
         persist,
         targets,
     }

@@ -360,6 +360,7 @@ mod tests {
                 p50s: vec![],
             }],
             legs: vec![],
+            light: vec![],
             persist: None,
             targets: vec![],
         };

@@ -177,7 +177,7 @@ pub(super) fn floors_text(out: &mut String, report: &SuiteReport) {
 mod tests {
     use super::*;
     use crate::report::{suite_section, suite_text, Machine, Percentiles, RunSummary, Series};
-    use crate::suite::{LegRow, PersistFloors, RawSeries, WorkloadDesc};
+    use crate::suite::{LegRow, LightRow, LightSide, PersistFloors, RawSeries, WorkloadDesc};
 
     fn pct(p50: u64, p999: u64) -> Percentiles {
         Percentiles {
@@ -225,6 +225,21 @@ mod tests {
                 rtt_half: pct(180, 900),
                 p50s: vec![210],
             }],
+            light: vec![LightRow {
+                interval_us: 100,
+                rounds: 1_000,
+                bus: LightSide {
+                    leg_p50s: vec![37_200, 37_300, 36_900],
+                    rtt_half_p50s: vec![18_700, 18_800, 18_600],
+                    cpu: vec![0.105, 0.11, 0.10],
+                },
+                channel: LightSide {
+                    leg_p50s: vec![37_000, 37_200, 37_100],
+                    rtt_half_p50s: vec![18_700, 18_700, 18_700],
+                    cpu: vec![0.115, 0.10, 0.12],
+                },
+                idle_cpu: vec![0.0, 0.0, 0.0],
+            }],
             persist: Some(PersistFloors {
                 workload: WorkloadDesc {
                     producers: 1,
@@ -253,6 +268,35 @@ mod tests {
         }
     }
 
+    /// The light-load row: medians of each side, their ratios, and the two targets of a
+    /// pace decided from them (the leg's p50 1.0027× the channel's is a miss, shown as one).
+    #[test]
+    fn the_light_load_section_renders_and_decides_its_targets() {
+        let s = suite();
+        let md = suite_section(&s);
+        let row = "| 1 msg / 100 us | 37.2 µs | 37.1 µs | 1.00× | 18.7 µs | 18.7 µs | \
+                   10.5 % (10.0–11.0) | 11.5 % (10.0–12.0) | 0.91× | 0.0 % (0.0–0.0) |";
+        assert!(md.lines().any(|l| l == row), "missing {row:?} in\n{md}");
+        let targets = crate::suite::light_targets(&s.light);
+        let shown: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{} {} {} {}", t.what, t.target, t.measured, t.verdict()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "light load 1 msg / 100 us: shardbus park shard CPU / crossbeam-channel consumer CPU <= 1.20x 0.91x MET",
+                "light load 1 msg / 100 us: shardbus park leg p50 / crossbeam-channel consumer's <= 1.000x 1.003x MISSED",
+                "light load 1 msg / 100 us: shardbus park RTT/2 p50 / crossbeam-channel consumer's — 1.00x —",
+            ]
+        );
+        let text = suite_text(&s, "cmd");
+        assert!(
+            text.contains("1 msg / 100 us   shardbus park  leg p50s [37200, 37300, 36900]"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn floor_sections_render_in_markdown_and_text() {
         let s = suite();
@@ -278,12 +322,14 @@ mod tests {
         // A suite file without these sections renders none of them.
         let bare = SuiteReport {
             legs: vec![],
+            light: vec![],
             persist: None,
             targets: vec![],
             ..s.clone()
         };
         let headings = |md: &str| md.lines().filter(|l| l.starts_with("### ")).count();
-        // The closed loop and the latency table always; one leg, persistence, targets here.
-        assert_eq!((headings(&md), headings(&suite_section(&bare))), (5, 2));
+        // The closed loop and the latency table always; one leg, light load, persistence,
+        // targets here.
+        assert_eq!((headings(&md), headings(&suite_section(&bare))), (6, 2));
     }
 }

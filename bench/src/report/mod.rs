@@ -4,6 +4,7 @@
 
 mod chart;
 mod floors;
+mod light;
 mod summary;
 mod tables;
 mod text;

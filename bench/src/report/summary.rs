@@ -232,6 +232,18 @@ impl TargetRow {
         row
     }
 
+    /// `value <= 1`: no worse than the reference, shown to three decimals (a ratio of
+    /// 1.004 is a miss, and reads as one).
+    pub fn no_worse(what: impl Into<String>, value: Option<f64>) -> Self {
+        Self::new(
+            what,
+            "<= 1.000x".into(),
+            value,
+            |v| format!("{v:.3}x"),
+            |v| v <= 1.0,
+        )
+    }
+
     /// `value <= max` nanoseconds.
     pub fn ns_at_most(what: impl Into<String>, value: Option<f64>, max: f64) -> Self {
         Self::new(

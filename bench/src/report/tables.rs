@@ -46,6 +46,7 @@ pub fn suite_section(suite: &SuiteReport) -> String {
     latency(&mut lines, suite);
     // Only in runs that measured them (older suite files have none).
     super::floors::legs_table(&mut lines, suite);
+    super::light::light_table(&mut lines, suite);
     super::floors::persist_table(&mut lines, suite);
     super::floors::targets_table(&mut lines, suite);
     lines.join("\n") + "\n\n"

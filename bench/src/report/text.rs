@@ -155,6 +155,7 @@ pub fn suite_text(report: &SuiteReport, command: &str) -> String {
             l.p50s
         );
     }
+    super::light::light_text(&mut out, report);
     super::floors::floors_text(&mut out, report);
     out
 }

@@ -1,0 +1,147 @@
+//! Light load: a parking shard beside a crossbeam-channel consumer, in the same ping-pong,
+//! one message every 10 µs, 100 µs and 1 ms, the two interleaved. What a frugal idle is
+//! judged by: the serving thread's CPU (its on-CPU time over the wall time of the recorded
+//! rounds) and the leg's p50 (publish → handler entry; send → `recv` returned).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shardbus::WaitStrategy;
+
+use crate::report::{median, TargetRow};
+use crate::runner::{crossbeam_ping_pong, ping_pong};
+use crate::RunOpts;
+
+/// The paces, µs between two messages.
+pub const INTERVALS_US: [u64; 3] = [10, 100, 1_000];
+
+/// Wall time of one run at the documented scale; at 1 ms that is 2,000 messages, and the
+/// CPU time is read in nanoseconds (the scheduler's count).
+const SECONDS: f64 = 2.0;
+
+/// One side of a light-load row, per repetition.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LightSide {
+    /// The leg's p50, ns.
+    pub leg_p50s: Vec<u64>,
+    /// Round trip / 2, p50, ns.
+    pub rtt_half_p50s: Vec<u64>,
+    /// The serving thread's CPU time over the wall time (1.0: a whole core).
+    pub cpu: Vec<f64>,
+}
+
+impl LightSide {
+    /// Medians: leg p50, RTT/2 p50, CPU.
+    pub fn medians(&self) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let ns = |v: &[u64]| median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        (
+            ns(&self.leg_p50s),
+            ns(&self.rtt_half_p50s),
+            median(&self.cpu),
+        )
+    }
+}
+
+/// The bus (2 parking shards, the actor on one) and the channel consumer at one pace.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LightRow {
+    /// µs between two messages.
+    pub interval_us: u64,
+    /// Recorded rounds per run.
+    pub rounds: u64,
+    /// The bus: the serving shard's CPU.
+    pub bus: LightSide,
+    /// The crossbeam-channel consumer.
+    pub channel: LightSide,
+    /// The bus's other shard, idle all along: its CPU per repetition.
+    pub idle_cpu: Vec<f64>,
+}
+
+/// `reps` repetitions at each pace, the channel and the bus in turn; `scale` scales the
+/// wall time of each run.
+pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> Vec<LightRow> {
+    let mut rows: Vec<LightRow> = INTERVALS_US
+        .iter()
+        .map(|&us| LightRow {
+            interval_us: us,
+            rounds: ((SECONDS * scale * 1e6 / us as f64) as u64).max(1_000),
+            bus: LightSide::default(),
+            channel: LightSide::default(),
+            idle_cpu: Vec::new(),
+        })
+        .collect();
+    let parked = RunOpts {
+        wait: WaitStrategy::Park,
+        shards: 2,
+        ..RunOpts::default()
+    };
+    for _ in 0..reps {
+        for row in &mut rows {
+            let every = Some(Duration::from_micros(row.interval_us));
+            progress(&format!(
+                "light load: crossbeam-channel consumer, every {} us",
+                row.interval_us
+            ));
+            if let Ok(p) = crossbeam_ping_pong(row.rounds, every, &RunOpts::default()) {
+                let side = &mut row.channel;
+                side.leg_p50s.push(p.one_way.value_at_quantile(0.5));
+                side.rtt_half_p50s.push(p.rtt_half.value_at_quantile(0.5));
+                side.cpu.extend(p.consumer_cpu);
+            }
+            progress(&format!(
+                "light load: shardbus park, every {} us",
+                row.interval_us
+            ));
+            if let Ok(p) = ping_pong(row.rounds, every, &parked) {
+                let side = &mut row.bus;
+                side.leg_p50s.push(p.one_way.value_at_quantile(0.5));
+                side.rtt_half_p50s.push(p.rtt_half.value_at_quantile(0.5));
+                if let [serving, idle, ..] = p.shard_cpu[..] {
+                    side.cpu.push(serving);
+                    row.idle_cpu.push(idle);
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Steps of [`light`].
+pub(super) fn steps(reps: usize) -> usize {
+    reps * INTERVALS_US.len() * 2
+}
+
+/// The targets at each pace: the serving shard's CPU at most 1.2× the channel consumer's,
+/// the leg's p50 no worse than the channel's; the round trip's p50 ratio reported beside.
+pub fn targets(rows: &[LightRow]) -> Vec<TargetRow> {
+    let mut out = Vec::new();
+    for row in rows {
+        let (bus_leg, bus_rtt, bus_cpu) = row.bus.medians();
+        let (ch_leg, ch_rtt, ch_cpu) = row.channel.medians();
+        let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        let at = pace(row.interval_us);
+        out.push(TargetRow::ratio_at_most(
+            format!("light load {at}: shardbus park shard CPU / crossbeam-channel consumer CPU"),
+            ratio(bus_cpu, ch_cpu),
+            1.2,
+        ));
+        out.push(TargetRow::no_worse(
+            format!("light load {at}: shardbus park leg p50 / crossbeam-channel consumer's"),
+            ratio(bus_leg, ch_leg),
+        ));
+        out.push(TargetRow::fraction(
+            format!("light load {at}: shardbus park RTT/2 p50 / crossbeam-channel consumer's"),
+            ratio(bus_rtt, ch_rtt),
+        ));
+    }
+    out
+}
+
+/// `1 msg / 10 us`, `1 msg / 1 ms`.
+pub fn pace(us: u64) -> String {
+    if us >= 1_000 && us.is_multiple_of(1_000) {
+        format!("1 msg / {} ms", us / 1_000)
+    } else {
+        format!("1 msg / {us} us")
+    }
+}
