@@ -20,6 +20,7 @@
 
 mod framed;
 mod leg;
+mod park_leg;
 mod ring;
 
 pub use framed::{
@@ -27,6 +28,7 @@ pub use framed::{
     ring_preframed_append, ring_preframed_append_synced,
 };
 pub use leg::{atomic_leg, Leg};
+pub use park_leg::park_leg;
 
 use std::hint;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

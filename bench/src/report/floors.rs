@@ -239,6 +239,7 @@ mod tests {
                     cpu: vec![0.115, 0.10, 0.12],
                 },
                 idle_cpu: vec![0.0, 0.0, 0.0],
+                wake_p50s: vec![36_000, 36_100, 35_900],
             }],
             persist: Some(PersistFloors {
                 workload: WorkloadDesc {
@@ -274,7 +275,7 @@ mod tests {
     fn the_light_load_section_renders_and_decides_its_targets() {
         let s = suite();
         let md = suite_section(&s);
-        let row = "| 1 msg / 100 us | 37.2 µs | 37.1 µs | 1.00× | 18.7 µs | 18.7 µs | \
+        let row = "| 1 msg / 100 us | 37.2 µs | 37.1 µs | 1.00× | 36.0 µs | 18.7 µs | 18.7 µs | \
                    10.5 % (10.0–11.0) | 11.5 % (10.0–12.0) | 0.91× | 0.0 % (0.0–0.0) |";
         assert!(md.lines().any(|l| l == row), "missing {row:?} in\n{md}");
         let targets = crate::suite::light_targets(&s.light);
@@ -288,6 +289,8 @@ mod tests {
                 "light load 1 msg / 100 us: shardbus park shard CPU / crossbeam-channel consumer CPU <= 1.20x 0.91x MET",
                 "light load 1 msg / 100 us: shardbus park leg p50 / crossbeam-channel consumer's <= 1.000x 1.003x MISSED",
                 "light load 1 msg / 100 us: shardbus park RTT/2 p50 / crossbeam-channel consumer's — 1.00x —",
+                "light load 1 msg / 100 us: shardbus park leg p50 / bare park-unpark leg p50 — 1.03x —",
+                "light load 1 msg / 100 us: crossbeam-channel consumer leg p50 / bare park-unpark leg p50 — 1.03x —",
             ]
         );
         let text = suite_text(&s, "cmd");

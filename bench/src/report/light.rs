@@ -42,17 +42,18 @@ pub(super) fn light_table(out: &mut Vec<String>, suite: &SuiteReport) {
         String::new(),
         stamp(suite, None),
         String::new(),
-        "| pace | shardbus leg p50 | channel leg p50 | leg ratio | shardbus RTT/2 p50 | channel RTT/2 p50 | serving shard CPU | channel consumer CPU | CPU ratio | idle shard CPU |".into(),
-        "|---|---|---|---|---|---|---|---|---|---|".into(),
+        "| pace | shardbus leg p50 | channel leg p50 | leg ratio | bare wake-up leg p50 | shardbus RTT/2 p50 | channel RTT/2 p50 | serving shard CPU | channel consumer CPU | CPU ratio | idle shard CPU |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ]);
     for row in &suite.light {
         let (b, c) = (&row.bus, &row.channel);
         out.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             pace(row.interval_us),
             p50(&b.leg_p50s),
             p50(&c.leg_p50s),
             ratio(b, c, |s| s.medians().0),
+            p50(&row.wake_p50s),
             p50(&b.rtt_half_p50s),
             p50(&c.rtt_half_p50s),
             cpu(&b.cpu),
@@ -90,9 +91,10 @@ pub(super) fn light_text(out: &mut String, report: &SuiteReport) {
         }
         let _ = writeln!(
             out,
-            "{:<16} idle shard cpu {}",
+            "{:<16} idle shard cpu {}; bare park/unpark leg p50s {:?}",
             pace(row.interval_us),
-            cpu(&row.idle_cpu)
+            cpu(&row.idle_cpu),
+            row.wake_p50s
         );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shardbus::WaitStrategy;
 
+use crate::floor::park_leg;
 use crate::report::{median, TargetRow};
 use crate::runner::{crossbeam_ping_pong, ping_pong};
 use crate::RunOpts;
@@ -55,6 +56,10 @@ pub struct LightRow {
     pub channel: LightSide,
     /// The bus's other shard, idle all along: its CPU per repetition.
     pub idle_cpu: Vec<f64>,
+    /// The floor: one leg of a bare park/unpark ping-pong ([`park_leg`]), p50 per repetition
+    /// (ns): every leg a wake-up of a parked thread.
+    #[serde(default)]
+    pub wake_p50s: Vec<u64>,
 }
 
 /// `reps` repetitions at each pace, the channel and the bus in turn; `scale` scales the
@@ -68,6 +73,7 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
             bus: LightSide::default(),
             channel: LightSide::default(),
             idle_cpu: Vec::new(),
+            wake_p50s: Vec::new(),
         })
         .collect();
     let parked = RunOpts {
@@ -89,6 +95,14 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
                 side.cpu.extend(p.consumer_cpu);
             }
             progress(&format!(
+                "light load: bare park/unpark, every {} us",
+                row.interval_us
+            ));
+            let interval = Duration::from_micros(row.interval_us);
+            if let Ok(leg) = park_leg(row.rounds, interval, &RunOpts::default()) {
+                row.wake_p50s.push(leg.value_at_quantile(0.5));
+            }
+            progress(&format!(
                 "light load: shardbus park, every {} us",
                 row.interval_us
             ));
@@ -108,11 +122,12 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
 
 /// Steps of [`light`].
 pub(super) fn steps(reps: usize) -> usize {
-    reps * INTERVALS_US.len() * 2
+    reps * INTERVALS_US.len() * 3
 }
 
 /// The targets at each pace: the serving shard's CPU at most 1.2× the channel consumer's,
-/// the leg's p50 no worse than the channel's; the round trip's p50 ratio reported beside.
+/// the leg's p50 no worse than the channel's; reported beside, the round trip's p50 ratio
+/// and each leg's p50 over the bare wake-up's.
 pub fn targets(rows: &[LightRow]) -> Vec<TargetRow> {
     let mut out = Vec::new();
     for row in rows {
@@ -133,6 +148,16 @@ pub fn targets(rows: &[LightRow]) -> Vec<TargetRow> {
             format!("light load {at}: shardbus park RTT/2 p50 / crossbeam-channel consumer's"),
             ratio(bus_rtt, ch_rtt),
         ));
+        let wake = median(&row.wake_p50s.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        for (name, leg) in [
+            ("shardbus park", bus_leg),
+            ("crossbeam-channel consumer", ch_leg),
+        ] {
+            out.push(TargetRow::fraction(
+                format!("light load {at}: {name} leg p50 / bare park-unpark leg p50"),
+                ratio(leg, wake),
+            ));
+        }
     }
     out
 }
