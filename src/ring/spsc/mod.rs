@@ -212,7 +212,7 @@ const LINE_BYTES: usize = 64;
 
 /// Slots ahead of `tail` a push prefetches: [`PREFETCH_BYTES`] worth, at most a quarter of
 /// the ring (a prefetch of a slot the consumer has yet to read takes its line away from
-/// it), at least one.
+/// it), and at least the next slot (on a ring of fewer than 4).
 ///
 /// Why: the consumer reads every slot line after the producer writes it, so each new line
 /// a push writes is shared with the consumer's cache and must be taken back first, a trip
@@ -246,9 +246,7 @@ impl<T> Ring<T> {
         let tail = self.tail.load(Ordering::Relaxed);
         tail.wrapping_sub(self.head.load(Ordering::Relaxed)) / STEP
     }
-}
 
-impl<T> Ring<T> {
     /// The slot of position `pos`, without a bounds check (the push path's).
     #[inline(always)]
     fn slot(&self, pos: u64) -> &UnsafeCell<MaybeUninit<T>> {
