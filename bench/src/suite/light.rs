@@ -62,8 +62,8 @@ pub struct LightRow {
     pub wake_p50s: Vec<u64>,
 }
 
-/// `reps` repetitions at each pace, the channel and the bus in turn; `scale` scales the
-/// wall time of each run.
+/// `reps` repetitions at each pace, the channel, the bare wake-up and the bus in turn;
+/// `scale` scales the wall time of each run.
 pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> Vec<LightRow> {
     let mut rows: Vec<LightRow> = INTERVALS_US
         .iter()
@@ -83,7 +83,8 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
     };
     for _ in 0..reps {
         for row in &mut rows {
-            let every = Some(Duration::from_micros(row.interval_us));
+            let interval = Duration::from_micros(row.interval_us);
+            let every = Some(interval);
             progress(&format!(
                 "light load: crossbeam-channel consumer, every {} us",
                 row.interval_us
@@ -98,7 +99,6 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
                 "light load: bare park/unpark, every {} us",
                 row.interval_us
             ));
-            let interval = Duration::from_micros(row.interval_us);
             if let Ok(leg) = park_leg(row.rounds, interval, &RunOpts::default()) {
                 row.wake_p50s.push(leg.value_at_quantile(0.5));
             }
