@@ -501,11 +501,12 @@ mod tests {
             batch: 8,
             ..checksum.clone()
         };
-        let runners: [(&str, Runner, &RunOpts); 11] = [
+        let runners: [(&str, Runner, &RunOpts); 12] = [
             ("shardbus", shardbus_run, &checksum),
             ("shardbus by name", shardbus_run, &by_name),
             ("shardbus batch", shardbus_run, &batch),
             ("disruptor", disruptor::run, &checksum),
+            ("disruptor fenced", disruptor::run_fenced, &checksum),
             ("seed", seed::run, &checksum),
             ("crossbeam_router", crossbeam_router::run, &checksum),
             ("ring", floor::ring, &checksum),

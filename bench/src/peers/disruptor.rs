@@ -8,10 +8,16 @@
 //! [`Checker`] lives in the processor's state and is handed back when the crate drops that state
 //! at shutdown (when the last producer handle is dropped).
 //!
+//! [`run_fenced`] adds one `SeqCst` fence after each publish: the fence a consumer that parks
+//! needs on the publishing side (the Dekker pair of the publisher's push and its load of the
+//! sleep flag, which shardbus's default wait pays on every push), so that row measures this
+//! ring with the cost of parking safely and nothing else of a runtime.
+//!
 //! Needs 2 cores: the consumer spins on one. Pinning: the consumer on the last core (through the
 //! crate's `pin_at_core`, given only ids the OS reported because it panics on others); producers
 //! round-robin over the remaining cores.
 
+use std::sync::atomic::{fence, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -26,10 +32,15 @@ use crate::workload::{BenchMsg, Plan, Publisher, Sampling, Workload};
 
 /// Runs the workload through one disruptor ring.
 pub fn run(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
-    by_payload!(w.payload, run_n(w, opts))
+    by_payload!(w.payload, run_n(w, opts, false))
 }
 
-fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
+/// [`run`] with a `SeqCst` fence after each publish (see the module docs).
+pub fn run_fenced(w: &Workload, opts: &RunOpts) -> Result<RunResult, Error> {
+    by_payload!(w.payload, run_n(w, opts, true))
+}
+
+fn run_n<const N: usize>(w: &Workload, opts: &RunOpts, fenced: bool) -> Result<RunResult, Error> {
     opts.validate()?;
     let Plan {
         publishers,
@@ -56,7 +67,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
         let producer = builder
             .handle_events_and_state_with(handler, move || report)
             .build();
-        drive(vec![producer], publishers, sampling, &cores)?
+        drive(vec![producer], publishers, sampling, &cores, fenced)?
     } else {
         let mut builder = build_multi_producer(size, factory, BusySpin);
         if let Some(core) = consumer_core {
@@ -67,7 +78,7 @@ fn run_n<const N: usize>(w: &Workload, opts: &RunOpts) -> Result<RunResult, Erro
             .build();
         let mut handles: Vec<_> = (1..publishers.len()).map(|_| producer.clone()).collect();
         handles.push(producer);
-        drive(handles, publishers, sampling, &cores)?
+        drive(handles, publishers, sampling, &cores, fenced)?
     };
     let checker = from_consumer
         .recv()
@@ -83,6 +94,7 @@ fn drive<const N: usize, P>(
     publishers: Vec<Publisher>,
     sampling: Sampling,
     cores: &Cores,
+    fenced: bool,
 ) -> Result<Instant, Error>
 where
     P: Producer<BenchMsg<N>> + Send,
@@ -96,7 +108,15 @@ where
             let name = format!("disruptor-producer-{i}");
             let spawned = spawn(s, name, None, move || {
                 cores.pin(i % producer_cores);
-                if gate.wait() {
+                if !gate.wait() {
+                    return;
+                }
+                if fenced {
+                    publisher.publish_all(sampling, |msg| {
+                        handle.publish(|slot| *slot = msg);
+                        fence(Ordering::SeqCst);
+                    });
+                } else {
                     publisher.publish_all(sampling, |msg| handle.publish(|slot| *slot = msg));
                 }
             });
@@ -151,6 +171,7 @@ mod tests {
             for (producers, payload) in [(1, 16), (2, 16), (2, 256)] {
                 let w = small(producers, dist, payload);
                 assert_exact(&w, run(&w, &opts()));
+                assert_exact(&w, run_fenced(&w, &opts()));
             }
         }
     }

@@ -31,6 +31,9 @@ const BY_NAME: &str = "shardbus publish(name) (park)";
 const BY_HANDLE_MEMBARRIER: &str = "shardbus publish(Topic) (park, membarrier)";
 const BY_NAME_MEMBARRIER: &str = "shardbus publish(name) (park, membarrier)";
 const DISRUPTOR: &str = "disruptor";
+/// The disruptor with the fence a consumer that parks needs after each publish, the fence
+/// shardbus's default wait pays on every push (`disruptor::run_fenced`).
+const DISRUPTOR_FENCED: &str = "disruptor, SeqCst fence per publish";
 const SYNC_CHANNEL: &str = "floor/std_sync_channel";
 const RING: &str = "floor/ring";
 const RING_BATCH: &str = "floor/ring_batch 64";
@@ -137,7 +140,7 @@ pub(super) fn checksum_groups(
         distribution: Distribution::Uniform,
         seed: 1,
     };
-    let handoff: [(&str, Runner, RunOpts); 13] = [
+    let handoff: [(&str, Runner, RunOpts); 14] = [
         (BY_HANDLE, shardbus_run, one.clone()),
         ("shardbus publish(Topic) (spin)", shardbus_run, spin),
         (SPIN_MEMBARRIER, shardbus_run, spin_membarrier),
@@ -146,6 +149,7 @@ pub(super) fn checksum_groups(
         (BY_HANDLE_MEMBARRIER, shardbus_run, one_membarrier.clone()),
         (BY_NAME_MEMBARRIER, shardbus_run, by_name(&one_membarrier)),
         (DISRUPTOR, disruptor::run, base.clone()),
+        (DISRUPTOR_FENCED, disruptor::run_fenced, base.clone()),
         (SYNC_CHANNEL, floor::std_sync_channel, base.clone()),
         (
             "floor/crossbeam_bounded",
@@ -194,7 +198,7 @@ pub(super) fn checksum_groups(
 
 /// Steps of [`checksum_groups`], [`legs`] and [`persistence`].
 pub(super) fn steps(reps: usize, persist: bool) -> usize {
-    reps * (11 + 4 + 2 + if persist { 6 } else { 0 })
+    reps * (14 + 4 + 2 + if persist { 6 } else { 0 })
 }
 
 /// One bus leg (busy-spin shard, publish → handler entry) and one leg of the bare atomic
@@ -388,6 +392,14 @@ pub fn targets(
         TargetRow::fraction(
             format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR}"),
             ratio(h(SPIN_MEMBARRIER), h(DISRUPTOR)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR_FENCED}"),
+            ratio(h(BY_HANDLE), h(DISRUPTOR_FENCED)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {DISRUPTOR_FENCED} / {DISRUPTOR}"),
+            ratio(h(DISRUPTOR_FENCED), h(DISRUPTOR)),
         ),
         TargetRow::ratio_at_least(
             format!("checksum hand-off: {BATCH} / {DISRUPTOR}"),
