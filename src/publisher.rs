@@ -46,25 +46,52 @@ fn push_and_wake<T, V, R>(
     wait: Option<u64>,
     mut push: impl FnMut(V) -> Result<R, PushError<V>>,
 ) -> Result<R, PushError<V>> {
-    let backoff = Backoff::new();
-    let mut checked = false;
+    let mut waiting = Waiting::new();
     loop {
         match push(value) {
             Ok(r) => {
                 inbox.wake();
                 return Ok(r);
             }
-            Err(PushError::Full(back)) => match wait {
-                // Asked once, on the first wait: the answer does not change on this thread.
-                Some(bus) if checked || !current::is_shard_of(bus) => {
-                    checked = true;
-                    value = back;
-                    publisher_pause(&backoff);
+            Err(PushError::Full(back)) => {
+                if !wait.is_some_and(|bus| waiting.pause(bus)) {
+                    return Err(PushError::Full(back));
                 }
-                _ => return Err(PushError::Full(back)),
-            },
+                value = back;
+            }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A blocking push's wait for room (in a lane or a shard's ring), across its retries.
+struct Waiting {
+    backoff: Backoff,
+    /// Whether the calling thread is known not to be one of the bus's shard threads.
+    checked: bool,
+}
+
+impl Waiting {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            backoff: Backoff::new(),
+            checked: false,
+        }
+    }
+
+    /// Pauses before the next try: `true`. `false`, without pausing, on one of `bus`'s
+    /// own shard threads, which must not wait for room (that could deadlock).
+    fn pause(&mut self, bus: u64) -> bool {
+        // Asked once, on the first wait: the answer does not change on this thread.
+        if !self.checked {
+            if current::is_shard_of(bus) {
+                return false;
+            }
+            self.checked = true;
+        }
+        publisher_pause(&self.backoff);
+        true
     }
 }
 
@@ -258,9 +285,23 @@ impl<T> Publisher<T> {
 
     /// [`publish`](Self::publish) when the gate is not clear: shutdown has begun, or the
     /// message must be encoded first.
+    ///
+    /// The out-of-line part gets a copy of the message, never its own place:
+    /// `black_box` keeps the compiler from passing the caller's. A message whose address
+    /// reaches a call out of line lives on the stack on every path, the common one
+    /// included, and its copy into the slot then loads whole words that narrower stores
+    /// have just written, a load that waits until every older store has left the store
+    /// buffer (the previous push's among them). Kept off the stack, its fields go from
+    /// registers into the slot.
+    #[inline(always)]
+    fn publish_gated(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
+        self.publish_gated_slow(topic, std::hint::black_box(msg))
+    }
+
+    /// See [`Self::publish_gated`].
     #[cold]
     #[inline(never)]
-    fn publish_gated(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
+    fn publish_gated_slow(&mut self, topic: TopicId, msg: T) -> Result<(), PublishError<T>> {
         let msg = self.shared.admit_slow(msg)?;
         self.push_waiting(topic, msg).map_err(blocking_error)
     }
@@ -268,53 +309,56 @@ impl<T> Publisher<T> {
     /// Pushes into this publisher's lane to `topic`'s shard, waiting while it is full;
     /// gives the message back once the bus is closed (`Closed`), or if it would have to
     /// wait on one of the bus's own shard threads (`Full`). The common case (the lane
-    /// exists and has room) is one push and a wake check; everything else is in
-    /// [`Self::push_slow`]. Always inlined, so that the message goes from the caller's
-    /// registers into the slot (see `spsc::Producer::push`).
+    /// exists and has room) is one push and a wake check; registering the lane and
+    /// waiting for room are in [`Self::make_room`], which never holds the message.
+    /// Always inlined, and the message never passes to a call out of line, so that it
+    /// goes from the caller's registers into the slot (see `spsc::Producer::push`).
     #[inline(always)]
     fn push_waiting(&mut self, topic: TopicId, msg: T) -> Result<(), PushError<T>> {
         let shard = topic.shard.0;
-        let env = Envelope {
+        let mut env = Envelope {
             topic: topic.index,
             msg,
         };
-        let Some(lane) = self.lanes[shard].as_mut() else {
-            return self.push_slow(shard, env);
-        };
-        match lane.push(env) {
-            Ok(()) => {
-                // `Shared` owns the inboxes (alive while `self.shared` is), and `shard` is
-                // in bounds: `self.lanes[shard]` above checked it against the lanes,
-                // which `new` made one per inbox (both fixed for the bus's life).
-                // SAFETY: by the ownership and the bound stated in the lines just above.
-                unsafe { self.shared.inboxes.get_unchecked(shard) }.wake();
-                Ok(())
+        let mut waiting = Waiting::new();
+        loop {
+            if let Some(lane) = self.lanes[shard].as_mut() {
+                match lane.push(env) {
+                    Ok(()) => {
+                        // `Shared` owns the inboxes (alive while `self.shared` is), and
+                        // `shard` is in bounds: `self.lanes[shard]` above checked it
+                        // against the lanes, which `new` made one per inbox (both fixed
+                        // for the bus's life).
+                        // SAFETY: by the ownership and the bound stated in the lines just above.
+                        unsafe { self.shared.inboxes.get_unchecked(shard) }.wake();
+                        return Ok(());
+                    }
+                    Err(PushError::Full(back)) => env = back,
+                    Err(PushError::Closed(back)) => return Err(PushError::Closed(back.msg)),
+                }
             }
-            Err(PushError::Full(back)) => self.push_slow(shard, back),
-            Err(PushError::Closed(back)) => Err(PushError::Closed(back.msg)),
+            match self.make_room(shard, &mut waiting) {
+                Ok(()) => {}
+                Err(LaneError::Full) => return Err(PushError::Full(env.msg)),
+                Err(LaneError::Closed) => return Err(PushError::Closed(env.msg)),
+            }
         }
     }
 
-    /// [`Self::push_waiting`] when the lane is not registered yet or is full: registers
-    /// it, then pushes, pausing while it stays full.
+    /// [`Self::push_waiting`] when the lane is not registered yet (registers it) or is
+    /// full (pauses, unless this is one of the bus's own shard threads: `Full`). `Ok`:
+    /// push again.
     #[cold]
     #[inline(never)]
-    fn push_slow(&mut self, shard: usize, env: Envelope<T>) -> Result<(), PushError<T>> {
-        match self.lane(shard, true) {
-            Ok(_) => {}
-            Err(LaneError::Full) => return Err(PushError::Full(env.msg)),
-            Err(LaneError::Closed) => return Err(PushError::Closed(env.msg)),
+    fn make_room(&mut self, shard: usize, waiting: &mut Waiting) -> Result<(), LaneError> {
+        if self.lanes[shard].is_none() {
+            return self.register(shard, true);
         }
-        let Some(lane) = self.lanes[shard].as_mut() else {
-            return Err(PushError::Closed(env.msg));
-        };
-        let wait = Some(self.shared.topics.bus);
-        push_and_wake(&self.shared.inboxes[shard], env, wait, |env| lane.push(env)).map_err(|e| {
-            match e {
-                PushError::Full(env) => PushError::Full(env.msg),
-                PushError::Closed(env) => PushError::Closed(env.msg),
-            }
-        })
+        if waiting.pause(self.shared.topics.bus) {
+            Ok(())
+        } else {
+            Err(LaneError::Full)
+        }
     }
 
     /// Persistent buses: publishes like [`publish`](Self::publish), then waits until the
