@@ -87,6 +87,36 @@ fn mpsc_two_producers_exactly_once_in_order() {
     });
 }
 
+/// Catches: a batch push whose values land in the wrong slots or out of order when the
+/// batch crosses the ring's end (the stage is copied one slot at a time under loom, so
+/// each copy must take the next staged value), or a batch published before its slots are
+/// written (loom's cell tracking sees the consumer read a slot still being written).
+#[test]
+fn spsc_batch_push_wraps_in_order() {
+    loom::model(|| {
+        // From slot 2 of 4: the first batch of three crosses the ring's end (slots 2
+        // and 3, then 0), the second fills slots 1 to 3 in one stretch.
+        let (mut p, mut c) = spsc::channel::<u32>(4, 4);
+        let producer = thread::spawn(move || {
+            for batch in [[0, 1, 2], [3, 4, 5]] {
+                // The ring empty again (a fresh load of `head`), so three slots are free.
+                while !p.is_drained() {
+                    thread::yield_now();
+                }
+                p.push_n(3, batch.into_iter()).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            if c.pop_batch(4, |v| got.push(v)) == 0 {
+                thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, vec![0, 1, 2, 3, 4, 5]);
+    });
+}
+
 /// Catches: a `Full` that loses or duplicates the value, or a retry that never
 /// succeeds after the consumer frees a slot.
 #[test]

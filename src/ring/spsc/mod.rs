@@ -207,8 +207,34 @@ pub(crate) fn try_channel_in_mode<T>(
 /// writing (`sync::prefetch_write`).
 const PREFETCH_BYTES: usize = 512;
 
-/// The cache line a batch push asks for one slot of (`Producer::push_n`).
+/// The cache line a batch push asks for one slot of (`Producer::push_n`, values too large
+/// to stage).
 const LINE_BYTES: usize = 64;
+
+/// The stack buffer a batch push gathers values in before it copies them into their slots
+/// (`Producer::push_n`), and the fewest values it must hold for a type to be staged.
+const STAGE_BYTES: usize = 4096;
+const STAGE_MIN: usize = 8;
+
+/// See [`STAGE_BYTES`]. Aligned for any value it is asked to hold (a type of larger
+/// alignment is not staged).
+#[repr(C, align(64))]
+struct Stage([MaybeUninit<u8>; STAGE_BYTES]);
+
+/// Values of `T` a [`Stage`] holds, or 0 if `T` is not staged (zero-sized, aligned beyond
+/// the stage, or fewer than [`STAGE_MIN`] fit).
+const fn stage_len<T>() -> usize {
+    let size = std::mem::size_of::<T>();
+    if size == 0 || std::mem::align_of::<T>() > std::mem::align_of::<Stage>() {
+        return 0;
+    }
+    let len = STAGE_BYTES / size;
+    if len < STAGE_MIN {
+        0
+    } else {
+        len
+    }
+}
 
 /// Slots ahead of `tail` a push prefetches: [`PREFETCH_BYTES`] worth, at most a quarter of
 /// the ring (a prefetch of a slot the consumer has yet to read takes its line away from

@@ -2,6 +2,7 @@
 //! handshake.
 
 use super::*;
+use crate::sync::with_mut_stretch;
 
 impl<T> Producer<T> {
     /// Pushes one value; never blocks.
@@ -161,10 +162,82 @@ impl<T> Producer<T> {
     }
 
     /// Pushes exactly `n` values from `values` (`n` at most `free_slots()`, and
-    /// `values` yields at least `n`) with one atomic read-modify-write for all of them.
+    /// `values` yields at least `n`) with one store of `tail` (and one fence) for them all.
     /// If the ring turns out to be closed the values are given back, in order.
+    ///
+    /// Values of a type that [`stage_len`] admits are gathered in a stack buffer first
+    /// and copied into their slots a buffer at a time (`write_staged`): the copy writes
+    /// each slot line with a few full-width stores, where writing each value's fields into
+    /// its slot takes a store per field, each waiting in the store queue for a line the
+    /// consumer's cache holds (it read the slot a lap ago). The measured effect is in
+    /// `docs/benchmarks.md`, "The batch push, staged".
+    ///
+    /// `values` must not panic: values it has yielded before a panic are leaked, not
+    /// dropped (the ring's own callers pass draining iterators, which do not).
     pub fn push_n(&mut self, n: usize, values: impl Iterator<Item = T>) -> Result<(), Vec<T>> {
         debug_assert!(n as u64 <= self.free());
+        let written = match stage_len::<T>() {
+            0 => self.write_direct(n, values),
+            len => self.write_staged(n, len, values),
+        };
+        // As in `push`, one store and one fence for the whole batch.
+        if self.commit(written as u64) {
+            Ok(())
+        } else {
+            Err(self.take_back(written))
+        }
+    }
+
+    /// [`push_n`](Self::push_n)'s writes through a [`Stage`] of `len` values: at most
+    /// `len` values at a time are moved into the stage, then copied into contiguous slots
+    /// from `tail` on (a stretch ends at the ring's end or the stage's). Returns how many
+    /// were written (fewer than `n` only if `values` ran out).
+    #[inline]
+    fn write_staged(&mut self, n: usize, len: usize, values: impl Iterator<Item = T>) -> usize {
+        let mut stage = Stage([MaybeUninit::uninit(); STAGE_BYTES]);
+        let staged = stage.0.as_mut_ptr().cast::<T>();
+        let mut values = values.take(n);
+        let mut written = 0;
+        while written < n {
+            let start = slot_index(
+                self.tail.wrapping_add(written as u64 * STEP),
+                self.ring.mask,
+            );
+            let stretch = (n - written).min(self.ring.slots.len() - start).min(len);
+            let mut filled = 0;
+            while filled < stretch {
+                let Some(value) = values.next() else { break };
+                // `filled < stretch <= len`, and `len` values of `T` fit in the stage,
+                // which is aligned for `T` (`stage_len`); the stage is this call's own.
+                // SAFETY: by the bound and the ownership stated in the lines just above.
+                unsafe { staged.add(filled).write(value) };
+                filled += 1;
+            }
+            let mut copied = 0;
+            with_mut_stretch(&self.ring.slots[start..start + filled], |first, count| {
+                // The slots `[start, start + filled)` are this producer's: their positions
+                // are in `[tail, cached_head + cap)` (`n` is at most the free slots), as in
+                // `write`. The stage's values `[copied, copied + count)` were written just
+                // above and are moved out exactly once, here: the stage is dropped as
+                // bytes, without running a `T` destructor.
+                // SAFETY: by the ownership stated in the lines just above.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(staged.add(copied), first.cast::<T>(), count);
+                }
+                copied += count;
+            });
+            written += filled;
+            if filled < stretch {
+                break; // `values` ran out
+            }
+        }
+        written
+    }
+
+    /// [`push_n`](Self::push_n)'s writes straight into the slots, for types too large (or
+    /// too aligned) to stage. Returns how many were written.
+    #[inline]
+    fn write_direct(&mut self, n: usize, values: impl Iterator<Item = T>) -> usize {
         // Every line the batch writes is asked for first, so that their trips from the
         // consumer's cache overlap (see `prefetch_distance`).
         let per_line = (LINE_BYTES / std::mem::size_of::<T>().max(1)).max(1);
@@ -196,12 +269,7 @@ impl<T> Producer<T> {
                 break; // `values` ran out
             }
         }
-        // As in `push`, one store and one fence for the whole batch.
-        if self.commit(written as u64) {
-            Ok(())
-        } else {
-            Err(self.take_back(written))
-        }
+        written
     }
 
     /// Free slots as far as this producer knows.

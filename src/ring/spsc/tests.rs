@@ -340,3 +340,84 @@ fn the_prefetch_distance_stays_within_a_quarter_of_the_ring() {
         assert_eq!(got, (0..40).collect::<Vec<_>>(), "capacity {capacity}");
     }
 }
+
+/// A value of which only eight fit in a batch push's stage: value `k` holds `k * 64 + i`
+/// in its word `i`, so a word copied to the wrong slot shows.
+#[derive(Clone, Debug, PartialEq)]
+struct Wide([u64; 64]);
+
+impl Wide {
+    fn new(k: u64) -> Self {
+        Self(std::array::from_fn(|i| k * 64 + i as u64))
+    }
+}
+
+/// Which types a batch push stages, and how many a stage holds.
+#[test]
+fn the_stage_takes_what_fits_at_least_eight_times() {
+    #[repr(align(128))]
+    struct Aligned(#[allow(dead_code)] u8);
+    assert_eq!(stage_len::<u64>(), 512);
+    assert_eq!(stage_len::<Wide>(), 8);
+    assert_eq!(stage_len::<[u8; 4096 / 8]>(), 8);
+    assert_eq!(stage_len::<[u8; 4096 / 8 + 1]>(), 0);
+    assert_eq!(stage_len::<()>(), 0);
+    assert_eq!(stage_len::<Aligned>(), 0);
+}
+
+/// Batches of up to 21 values of which eight fill the stage (each batch goes through it in
+/// up to three fills and crosses the ring's end at a different place each round): every
+/// value arrives whole, once and in order.
+#[test]
+fn a_batch_larger_than_the_stage_arrives_whole_and_in_order() {
+    let (mut p, mut c) = channel::<Wide>(32, u64::MAX - 9);
+    let (mut next, mut want) = (0, 0);
+    for round in 0..12 {
+        let n = p.free_slots().unwrap().min(13 + round % 9);
+        let batch: Vec<Wide> = (next..next + n as u64).map(Wide::new).collect();
+        next += n as u64;
+        p.push_n(n, batch.into_iter()).unwrap();
+        c.pop_batch(usize::MAX, |v| {
+            assert_eq!(v, Wide::new(want), "round {round}");
+            want += 1;
+        });
+    }
+    assert_eq!(want, next);
+    assert!(next > 12 * 13);
+}
+
+/// Values with a destructor through the stage: each is dropped exactly once, whether
+/// popped, left in the ring when it is dropped, or given back by a closed ring.
+#[test]
+fn a_staged_batch_drops_each_value_once() {
+    #[derive(Debug)]
+    struct Counted(
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        #[allow(dead_code)] [u64; 56],
+    );
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    assert_eq!(stage_len::<Counted>(), 8);
+    let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let make = |n: usize| {
+        (0..n)
+            .map(|_| Counted(drops.clone(), [0; 56]))
+            .collect::<Vec<_>>()
+    };
+    let (mut p, mut c) = channel::<Counted>(32, u64::MAX - 5);
+    p.push_n(20, make(20).into_iter()).unwrap();
+    assert_eq!(c.pop_batch(12, drop), 12);
+    assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 12);
+    drop((p, c));
+    assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 20);
+    let (mut p, mut c) = channel::<Counted>(32, 0);
+    c.close();
+    let back = p.push_n(17, make(17).into_iter()).unwrap_err();
+    assert_eq!(back.len(), 17);
+    assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 20);
+    drop(back);
+    assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 37);
+}
