@@ -101,17 +101,37 @@ pub(super) fn targets_table(out: &mut Vec<String>, suite: &SuiteReport) {
         String::new(),
         stamp(suite, None),
         String::new(),
-        "| what | target | measured | verdict |".into(),
-        "|---|---|---|---|".into(),
     ]);
+    // The column of per-repetition ratios, in runs that record them.
+    let paired = suite.targets.iter().any(|t| !t.per_rep.is_empty());
+    if paired {
+        out.extend([
+            "| what | target | measured | verdict | each repetition |".into(),
+            "|---|---|---|---|---|".into(),
+        ]);
+    } else {
+        out.extend([
+            "| what | target | measured | verdict |".into(),
+            "|---|---|---|---|".into(),
+        ]);
+    }
     for t in &suite.targets {
-        out.push(format!(
+        let mut row = format!(
             "| {} | {} | {} | {} |",
             t.what,
             t.target,
             t.measured,
             verdict_md(t)
-        ));
+        );
+        if paired {
+            let each = if t.per_rep.is_empty() {
+                "—".to_owned()
+            } else {
+                t.per_rep.join(", ")
+            };
+            row.push_str(&format!(" {each} |"));
+        }
+        out.push(row);
     }
     out.push(String::new());
 }
@@ -265,6 +285,11 @@ mod tests {
             targets: vec![
                 TargetRow::share_at_least("never / framed", Some(0.5), 0.8),
                 TargetRow::fraction("bus / ring", Some(0.25)),
+                TargetRow::ratio_at_least(
+                    "a / b",
+                    crate::report::paired(&[2.0, 1.0, 3.0], &[1.0, 2.0, 1.0]),
+                    1.0,
+                ),
             ],
         }
     }
@@ -308,14 +333,21 @@ mod tests {
             "| bus | 210 ns | 210 ns | 850 ns | 850 ns | 180 ns | 900 ns | [210] |",
             "| shardbus fsync never | 2.00 (2.00–2.00) | 512 | yes |",
             "| raw buffered append (framed) | 4.00 (4.00–4.00) | 1248 | — (floor) |",
-            "| never / framed | >= 80% | 50.0% | **MISSED** |",
-            "| bus / ring | — | 0.25x | — |",
+            "| never / framed | >= 80% | 50.0% | **MISSED** | — |",
+            "| bus / ring | — | 0.25x | — | — |",
+            "| a / b | >= 1.00x | 2.00x | MET | 2.00x, 0.50x, 3.00x |",
         ] {
             assert!(md.lines().any(|l| l == row), "missing {row:?} in\n{md}");
         }
         let text = suite_text(&s, "cmd");
         assert!(
-            text.contains("target: never / framed >= 80%: 50.0% MISSED"),
+            text.contains("target: never / framed >= 80%: 50.0% MISSED\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "target: a / b >= 1.00x: 2.00x MET [each repetition: 2.00x, 0.50x, 3.00x]"
+            ),
             "{text}"
         );
         assert!(

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use chart::write_from_suite;
-pub use summary::{median, ratios, Machine, Percentiles, RunSummary, Series, TargetRow};
+pub use summary::{
+    median, paired, ratios, Machine, Measured, Percentiles, RunSummary, Series, TargetRow,
+};
 pub use tables::{
     criterion_table, replace_section, suite_section, write_suite_section, MissingHeading,
     SUITE_HEADING,

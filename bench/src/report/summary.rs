@@ -182,11 +182,18 @@ pub struct TargetRow {
     pub measured: String,
     /// `Some(true)` met, `Some(false)` missed, `None` not measured.
     pub met: Option<bool>,
+    /// For a ratio of two rows measured in every repetition: the ratio in each repetition,
+    /// in run order and formatted like `measured`, each of two runs made one after the
+    /// other in that repetition ([`paired`]); `measured` is their median. Empty for a row
+    /// decided otherwise, and in runs recorded before the suite paired its repetitions
+    /// (they took the ratio of the two rows' medians).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_rep: Vec<String>,
 }
 
 impl TargetRow {
     /// `value >= min`, shown as a ratio (`1.23x`).
-    pub fn ratio_at_least(what: impl Into<String>, value: Option<f64>, min: f64) -> Self {
+    pub fn ratio_at_least(what: impl Into<String>, value: impl Into<Measured>, min: f64) -> Self {
         Self::new(
             what,
             format!(">= {min:.2}x"),
@@ -197,7 +204,7 @@ impl TargetRow {
     }
 
     /// `value >= min`, shown as a percentage (`value` is a fraction: 0.8 is 80%).
-    pub fn share_at_least(what: impl Into<String>, value: Option<f64>, min: f64) -> Self {
+    pub fn share_at_least(what: impl Into<String>, value: impl Into<Measured>, min: f64) -> Self {
         Self::new(
             what,
             format!(">= {:.0}%", min * 100.0),
@@ -208,7 +215,7 @@ impl TargetRow {
     }
 
     /// `value <= max`, shown as a ratio (`1.23x`).
-    pub fn ratio_at_most(what: impl Into<String>, value: Option<f64>, max: f64) -> Self {
+    pub fn ratio_at_most(what: impl Into<String>, value: impl Into<Measured>, max: f64) -> Self {
         Self::new(
             what,
             format!("<= {max:.2}x"),
@@ -220,7 +227,7 @@ impl TargetRow {
 
     /// A ratio reported without a bound (a runtime as a fraction of its floor): target `—`,
     /// verdict `—`.
-    pub fn fraction(what: impl Into<String>, value: Option<f64>) -> Self {
+    pub fn fraction(what: impl Into<String>, value: impl Into<Measured>) -> Self {
         let mut row = Self::new(
             what,
             NO_TARGET.into(),
@@ -234,7 +241,7 @@ impl TargetRow {
 
     /// `value <= 1`: no worse than the reference, shown to three decimals (a ratio of
     /// 1.004 is a miss, and reads as one).
-    pub fn no_worse(what: impl Into<String>, value: Option<f64>) -> Self {
+    pub fn no_worse(what: impl Into<String>, value: impl Into<Measured>) -> Self {
         Self::new(
             what,
             "<= 1.000x".into(),
@@ -245,7 +252,7 @@ impl TargetRow {
     }
 
     /// `value <= max` nanoseconds.
-    pub fn ns_at_most(what: impl Into<String>, value: Option<f64>, max: f64) -> Self {
+    pub fn ns_at_most(what: impl Into<String>, value: impl Into<Measured>, max: f64) -> Self {
         Self::new(
             what,
             format!("<= {max:.0} ns"),
@@ -258,16 +265,18 @@ impl TargetRow {
     fn new(
         what: impl Into<String>,
         target: String,
-        value: Option<f64>,
+        value: impl Into<Measured>,
         show: impl Fn(f64) -> String,
         meets: impl Fn(f64) -> bool,
     ) -> Self {
+        let Measured { value, per_rep } = value.into();
         let value = value.filter(|v| v.is_finite());
         Self {
             what: what.into(),
             target,
-            measured: value.map_or_else(|| "n/a".to_owned(), show),
+            measured: value.map_or_else(|| "n/a".to_owned(), &show),
             met: value.map(meets),
+            per_rep: per_rep.into_iter().map(show).collect(),
         }
     }
 
@@ -281,6 +290,44 @@ impl TargetRow {
             Some(false) => "MISSED",
             None => "n/a",
         }
+    }
+}
+
+/// A target's value: one figure, or the median of per-repetition ratios ([`paired`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Measured {
+    /// The value the verdict reads.
+    pub value: Option<f64>,
+    /// The per-repetition ratios `value` is the median of, in run order (empty if none).
+    pub per_rep: Vec<f64>,
+}
+
+impl From<Option<f64>> for Measured {
+    fn from(value: Option<f64>) -> Self {
+        Self {
+            value,
+            per_rep: Vec::new(),
+        }
+    }
+}
+
+/// The ratio `a[i] / b[i]` of every repetition both sides ran, and its median (the verdict's
+/// value). The suite records the two sides for the same repetitions: a runner that fails
+/// stops running (the repetitions line up from the first), and a repetition of the legs or
+/// of light load counts only if every side of it ran. Repetition `i` of each side ran one after the other, in the same stretch of the
+/// run: on a host whose speed moves between repetitions (vCPUs placed anew by the
+/// hypervisor), a pair's ratio compares like with like where a ratio of the two sides'
+/// medians could take each median from a different stretch.
+pub fn paired(a: &[f64], b: &[f64]) -> Measured {
+    let per_rep: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x / y)
+        .filter(|r| r.is_finite())
+        .collect();
+    Measured {
+        value: median(&per_rep),
+        per_rep,
     }
 }
 
@@ -450,6 +497,22 @@ mod tests {
             (f.measured.as_str(), f.met, f.verdict()),
             ("0.50x", None, "—")
         );
+    }
+
+    /// Per-repetition ratios: pairs by index up to the shorter side, drops a ratio that is
+    /// not finite (a zero rate), decides on the median, and shows each like the value.
+    #[test]
+    fn paired_ratios_take_the_median_of_each_repetition() {
+        let m = paired(&[10.0, 30.0, 20.0, 5.0], &[10.0, 10.0, 0.0]);
+        assert_eq!(m.per_rep, vec![1.0, 3.0]);
+        assert_eq!(m.value, Some(3.0));
+        let t = TargetRow::share_at_least("x / y", paired(&[7.0, 9.0, 8.0], &[10.0; 3]), 0.8);
+        assert_eq!(t.measured, "80.0%");
+        assert_eq!(t.met, Some(true));
+        assert_eq!(t.per_rep, ["70.0%", "90.0%", "80.0%"]);
+        let none = TargetRow::ratio_at_least("x / y", paired(&[], &[1.0]), 1.0);
+        assert_eq!((none.measured.as_str(), none.met), ("n/a", None));
+        assert!(none.per_rep.is_empty());
     }
 
     #[test]

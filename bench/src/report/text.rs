@@ -65,17 +65,23 @@ pub fn series_table(series: &[Series]) -> String {
 }
 
 /// One line per target: `target: WHAT TARGET: MEASURED VERDICT`, or `ratio: WHAT: MEASURED`
-/// for a row without a bound ([`TargetRow::fraction`]).
+/// for a row without a bound ([`TargetRow::fraction`]); each followed by `[each repetition:
+/// …]` for a median of per-repetition ratios.
 pub fn targets_text(targets: &[TargetRow]) -> String {
     let mut out = String::new();
     for t in targets {
+        let each = if t.per_rep.is_empty() {
+            String::new()
+        } else {
+            format!(" [each repetition: {}]", t.per_rep.join(", "))
+        };
         if t.verdict() == t.target {
-            let _ = writeln!(out, "ratio: {}: {}", t.what, t.measured);
+            let _ = writeln!(out, "ratio: {}: {}{each}", t.what, t.measured);
             continue;
         }
         let _ = writeln!(
             out,
-            "target: {} {}: {} {}",
+            "target: {} {}: {} {}{each}",
             t.what,
             t.target,
             t.measured,

@@ -11,7 +11,7 @@ use shardbus::WaitStrategy;
 
 use super::{group, shardbus_run, Group, Runner, WorkloadDesc};
 use crate::persist::{self, PersistOpts, RawResult, RawWork, SHARD_BATCH};
-use crate::report::{median, Percentiles, RunSummary, Series, TargetRow};
+use crate::report::{paired, Percentiles, RunSummary, Series, TargetRow};
 use crate::{
     crossbeam_router, disruptor, floor, runner, seed, Consume, Distribution, RunOpts, Workload,
 };
@@ -213,12 +213,13 @@ pub(super) fn legs(reps: usize, rounds: u64, progress: &mut dyn FnMut(&str)) -> 
     let mut atomic = Vec::new();
     for _ in 0..reps {
         progress("one leg: shardbus spin");
-        if let Ok(p) = runner::ping_pong(rounds, None, &spin) {
-            bus.push((Percentiles::of(&p.one_way), Percentiles::of(&p.rtt_half)));
-        }
+        let b = runner::ping_pong(rounds, None, &spin);
         progress("one leg: atomic");
-        if let Ok(l) = floor::atomic_leg(rounds, &spin) {
-            atomic.push((Percentiles::of(&l.one_way), Percentiles::of(&l.rtt_half)));
+        let a = floor::atomic_leg(rounds, &spin);
+        // Both or neither, so that the two legs' repetitions line up (the target pairs them).
+        if let (Ok(b), Ok(a)) = (b, a) {
+            bus.push((Percentiles::of(&b.one_way), Percentiles::of(&b.rtt_half)));
+            atomic.push((Percentiles::of(&a.one_way), Percentiles::of(&a.rtt_half)));
         }
     }
     [(BUS_LEG, bus), (ATOMIC_LEG, atomic)]
@@ -371,132 +372,142 @@ pub fn targets(
     legs: &[LegRow],
     persist: Option<&PersistFloors>,
 ) -> Vec<TargetRow> {
-    let rate = |key: &str, name: &str| {
+    // Each rate of a hand-off row, in run order.
+    let h = |name: &str| -> Vec<f64> {
         groups
             .iter()
-            .find(|g| g.key == key)?
-            .series
-            .iter()
-            .find(|s| s.name == name)?
-            .median()
-            .map(|m| m.msgs_per_sec)
+            .find(|g| g.key == HANDOFF_CHECKSUM)
+            .and_then(|g| g.series.iter().find(|s| s.name == name))
+            .map_or_else(Vec::new, |s| {
+                s.runs.iter().map(|r| r.msgs_per_sec).collect()
+            })
     };
-    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    let h = |name| rate(HANDOFF_CHECKSUM, name);
+    let pair = |a: Vec<f64>, b: Vec<f64>| paired(&a, &b);
     let mut rows = vec![
         TargetRow::ratio_at_least(
             format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR}"),
-            ratio(h(BY_HANDLE), h(DISRUPTOR)),
+            pair(h(BY_HANDLE), h(DISRUPTOR)),
             1.0,
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR}"),
-            ratio(h(SPIN_MEMBARRIER), h(DISRUPTOR)),
+            pair(h(SPIN_MEMBARRIER), h(DISRUPTOR)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR_FENCED}"),
-            ratio(h(BY_HANDLE), h(DISRUPTOR_FENCED)),
+            pair(h(BY_HANDLE), h(DISRUPTOR_FENCED)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {DISRUPTOR_FENCED} / {DISRUPTOR}"),
-            ratio(h(DISRUPTOR_FENCED), h(DISRUPTOR)),
+            pair(h(DISRUPTOR_FENCED), h(DISRUPTOR)),
         ),
         TargetRow::ratio_at_least(
             format!("checksum hand-off: {BATCH} / {DISRUPTOR}"),
-            ratio(h(BATCH), h(DISRUPTOR)),
+            pair(h(BATCH), h(DISRUPTOR)),
             1.5,
         ),
         TargetRow::ratio_at_least(
             format!("checksum hand-off: {BY_NAME} / {BY_HANDLE}"),
-            ratio(h(BY_NAME), h(BY_HANDLE)),
+            pair(h(BY_NAME), h(BY_HANDLE)),
             0.8,
         ),
         TargetRow::ratio_at_least(
             format!("checksum hand-off: {BY_NAME} / {SYNC_CHANNEL}"),
-            ratio(h(BY_NAME), h(SYNC_CHANNEL)),
+            pair(h(BY_NAME), h(SYNC_CHANNEL)),
             1.5,
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_HANDLE} / {SYNC_CHANNEL}"),
-            ratio(h(BY_HANDLE), h(SYNC_CHANNEL)),
+            pair(h(BY_HANDLE), h(SYNC_CHANNEL)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_NAME_MEMBARRIER} / {SYNC_CHANNEL}"),
-            ratio(h(BY_NAME_MEMBARRIER), h(SYNC_CHANNEL)),
+            pair(h(BY_NAME_MEMBARRIER), h(SYNC_CHANNEL)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_NAME_MEMBARRIER} / {BY_HANDLE_MEMBARRIER}"),
-            ratio(h(BY_NAME_MEMBARRIER), h(BY_HANDLE_MEMBARRIER)),
+            pair(h(BY_NAME_MEMBARRIER), h(BY_HANDLE_MEMBARRIER)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_HANDLE} / {RING}"),
-            ratio(h(BY_HANDLE), h(RING)),
+            pair(h(BY_HANDLE), h(RING)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BATCH} / {RING_BATCH}"),
-            ratio(h(BATCH), h(RING_BATCH)),
+            pair(h(BATCH), h(RING_BATCH)),
         ),
     ];
-    let leg = |name: &str| legs.iter().find(|l| l.name == name).map(|l| &l.one_way);
+    let leg = |name: &str| legs.iter().find(|l| l.name == name);
+    let p50s = |l: Option<&LegRow>| -> Vec<f64> {
+        l.map_or_else(Vec::new, |l| l.p50s.iter().map(|&x| x as f64).collect())
+    };
     let (bus, atomic) = (leg(BUS_LEG), leg(ATOMIC_LEG));
     rows.push(TargetRow::ratio_at_most(
         "one leg p50: shardbus spin / bare atomic",
-        ratio(bus.map(|b| b.p50 as f64), atomic.map(|a| a.p50 as f64)),
+        pair(p50s(bus), p50s(atomic)),
         1.5,
     ));
+    let bus = bus.map(|l| &l.one_way);
     rows.push(TargetRow::ns_at_most(
         "one leg p99.9: shardbus spin",
         bus.map(|b| b.p999 as f64),
         3000.0,
     ));
     if let Some(p) = persist {
-        let bus = |name: &str| {
+        // Each repetition's records per second, in run order.
+        let bus = |name: &str| -> Vec<f64> {
             p.series
                 .iter()
-                .find(|s| s.name == name)?
-                .median()
-                .map(|m| m.msgs_per_sec)
+                .find(|s| s.name == name)
+                .map_or_else(Vec::new, |s| {
+                    s.runs.iter().map(|r| r.msgs_per_sec).collect()
+                })
         };
-        let raw = |name: &str| median(&p.raw.iter().find(|r| r.name == name)?.records_per_sec);
+        let raw = |name: &str| -> Vec<f64> {
+            p.raw
+                .iter()
+                .find(|r| r.name == name)
+                .map_or_else(Vec::new, |r| r.records_per_sec.clone())
+        };
         rows.push(TargetRow::share_at_least(
             format!("persistence 256 B: {NEVER} / {RAW_FRAMED}"),
-            ratio(bus(NEVER), raw(RAW_FRAMED)),
+            pair(bus(NEVER), raw(RAW_FRAMED)),
             0.8,
         ));
         rows.push(TargetRow::share_at_least(
             format!("persistence 256 B: {FSYNC_BATCH} / {RAW_SYNC}"),
-            ratio(bus(FSYNC_BATCH), raw(RAW_SYNC)),
+            pair(bus(FSYNC_BATCH), raw(RAW_SYNC)),
             0.7,
         ));
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {NEVER} / {RAW_BYTES}"),
-            ratio(bus(NEVER), raw(RAW_BYTES)),
+            pair(bus(NEVER), raw(RAW_BYTES)),
         ));
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {NEVER} / {RING_FRAMED}"),
-            ratio(bus(NEVER), bus(RING_FRAMED)),
+            pair(bus(NEVER), bus(RING_FRAMED)),
         ));
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {RING_FRAMED} / {RAW_FRAMED}"),
-            ratio(bus(RING_FRAMED), raw(RAW_FRAMED)),
+            pair(bus(RING_FRAMED), raw(RAW_FRAMED)),
         ));
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {RING_PREFRAMED} / {RAW_FRAMED}"),
-            ratio(bus(RING_PREFRAMED), raw(RAW_FRAMED)),
+            pair(bus(RING_PREFRAMED), raw(RAW_FRAMED)),
         ));
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {NEVER} / {RING_FRAMED_SYNCED}"),
-            ratio(bus(NEVER), bus(RING_FRAMED_SYNCED)),
+            pair(bus(NEVER), bus(RING_FRAMED_SYNCED)),
         ));
         for synced in [RING_FRAMED_SYNCED, RING_PREFRAMED_SYNCED] {
             rows.push(TargetRow::fraction(
                 format!("persistence 256 B: {synced} / {RAW_FRAMED}"),
-                ratio(bus(synced), raw(RAW_FRAMED)),
+                pair(bus(synced), raw(RAW_FRAMED)),
             ));
         }
         rows.push(TargetRow::fraction(
             format!("persistence 256 B: {RAW_FRAMED_SYNCED} / {RAW_FRAMED}"),
-            ratio(raw(RAW_FRAMED_SYNCED), raw(RAW_FRAMED)),
+            pair(raw(RAW_FRAMED_SYNCED), raw(RAW_FRAMED)),
         ));
     }
     rows

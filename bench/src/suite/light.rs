@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use shardbus::WaitStrategy;
 
 use crate::floor::park_leg;
-use crate::report::{median, TargetRow};
+use crate::report::{median, paired, TargetRow};
 use crate::runner::{crossbeam_ping_pong, ping_pong};
 use crate::RunOpts;
 
@@ -89,31 +89,33 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
                 "light load: crossbeam-channel consumer, every {} us",
                 row.interval_us
             ));
-            if let Ok(p) = crossbeam_ping_pong(row.rounds, every, &RunOpts::default()) {
-                let side = &mut row.channel;
-                side.leg_p50s.push(p.one_way.value_at_quantile(0.5));
-                side.rtt_half_p50s.push(p.rtt_half.value_at_quantile(0.5));
-                side.cpu.extend(p.consumer_cpu);
-            }
+            let channel = crossbeam_ping_pong(row.rounds, every, &RunOpts::default());
             progress(&format!(
                 "light load: bare park/unpark, every {} us",
                 row.interval_us
             ));
-            if let Ok(leg) = park_leg(row.rounds, interval, &RunOpts::default()) {
-                row.wake_p50s.push(leg.value_at_quantile(0.5));
-            }
+            let wake = park_leg(row.rounds, interval, &RunOpts::default());
             progress(&format!(
                 "light load: shardbus park, every {} us",
                 row.interval_us
             ));
-            if let Ok(p) = ping_pong(row.rounds, every, &parked) {
-                let side = &mut row.bus;
-                side.leg_p50s.push(p.one_way.value_at_quantile(0.5));
-                side.rtt_half_p50s.push(p.rtt_half.value_at_quantile(0.5));
-                if let [serving, idle, ..] = p.shard_cpu[..] {
-                    side.cpu.push(serving);
-                    row.idle_cpu.push(idle);
-                }
+            let bus = ping_pong(row.rounds, every, &parked);
+            // A repetition counts only if all three ran, so that the sides' repetitions line
+            // up (the targets pair them), and CPU only where both sides read it.
+            let (Ok(c), Ok(w), Ok(b)) = (channel, wake, bus) else {
+                continue;
+            };
+            row.wake_p50s.push(w.value_at_quantile(0.5));
+            for (side, p) in [(&mut row.channel, &c.one_way), (&mut row.bus, &b.one_way)] {
+                side.leg_p50s.push(p.value_at_quantile(0.5));
+            }
+            for (side, p) in [(&mut row.channel, &c.rtt_half), (&mut row.bus, &b.rtt_half)] {
+                side.rtt_half_p50s.push(p.value_at_quantile(0.5));
+            }
+            if let (Some(consumer), [serving, idle, ..]) = (c.consumer_cpu, &b.shard_cpu[..]) {
+                row.channel.cpu.push(consumer);
+                row.bus.cpu.push(*serving);
+                row.idle_cpu.push(*idle);
             }
         }
     }
@@ -129,33 +131,28 @@ pub(super) fn steps(reps: usize) -> usize {
 /// the leg's p50 no worse than the channel's; reported beside, the round trip's p50 ratio
 /// and each leg's p50 over the bare wake-up's.
 pub fn targets(rows: &[LightRow]) -> Vec<TargetRow> {
+    let ns = |v: &[u64]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
     let mut out = Vec::new();
     for row in rows {
-        let (bus_leg, bus_rtt, bus_cpu) = row.bus.medians();
-        let (ch_leg, ch_rtt, ch_cpu) = row.channel.medians();
-        let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        let (bus, ch) = (&row.bus, &row.channel);
         let at = pace(row.interval_us);
         out.push(TargetRow::ratio_at_most(
             format!("light load {at}: shardbus park shard CPU / crossbeam-channel consumer CPU"),
-            ratio(bus_cpu, ch_cpu),
+            paired(&bus.cpu, &ch.cpu),
             1.2,
         ));
         out.push(TargetRow::no_worse(
             format!("light load {at}: shardbus park leg p50 / crossbeam-channel consumer's"),
-            ratio(bus_leg, ch_leg),
+            paired(&ns(&bus.leg_p50s), &ns(&ch.leg_p50s)),
         ));
         out.push(TargetRow::fraction(
             format!("light load {at}: shardbus park RTT/2 p50 / crossbeam-channel consumer's"),
-            ratio(bus_rtt, ch_rtt),
+            paired(&ns(&bus.rtt_half_p50s), &ns(&ch.rtt_half_p50s)),
         ));
-        let wake = median(&row.wake_p50s.iter().map(|&x| x as f64).collect::<Vec<_>>());
-        for (name, leg) in [
-            ("shardbus park", bus_leg),
-            ("crossbeam-channel consumer", ch_leg),
-        ] {
+        for (name, side) in [("shardbus park", bus), ("crossbeam-channel consumer", ch)] {
             out.push(TargetRow::fraction(
                 format!("light load {at}: {name} leg p50 / bare park-unpark leg p50"),
-                ratio(leg, wake),
+                paired(&ns(&side.leg_p50s), &ns(&row.wake_p50s)),
             ));
         }
     }
