@@ -501,12 +501,13 @@ mod tests {
             batch: 8,
             ..checksum.clone()
         };
-        let runners: [(&str, Runner, &RunOpts); 12] = [
+        let runners: [(&str, Runner, &RunOpts); 13] = [
             ("shardbus", shardbus_run, &checksum),
             ("shardbus by name", shardbus_run, &by_name),
             ("shardbus batch", shardbus_run, &batch),
             ("disruptor", disruptor::run, &checksum),
             ("disruptor fenced", disruptor::run_fenced, &checksum),
+            ("disruptor enveloped", disruptor::run_enveloped, &checksum),
             ("seed", seed::run, &checksum),
             ("crossbeam_router", crossbeam_router::run, &checksum),
             ("ring", floor::ring, &checksum),

@@ -34,6 +34,9 @@ const DISRUPTOR: &str = "disruptor";
 /// The disruptor with the fence a consumer that parks needs after each publish, the fence
 /// shardbus's default wait pays on every push (`disruptor::run_fenced`).
 const DISRUPTOR_FENCED: &str = "disruptor, SeqCst fence per publish";
+/// The disruptor with a topic index beside the message in each slot, as a lane's slot
+/// (`disruptor::run_enveloped`).
+const DISRUPTOR_ENVELOPED: &str = "disruptor, topic index in each slot";
 const SYNC_CHANNEL: &str = "floor/std_sync_channel";
 const RING: &str = "floor/ring";
 const RING_BATCH: &str = "floor/ring_batch 64";
@@ -140,7 +143,7 @@ pub(super) fn checksum_groups(
         distribution: Distribution::Uniform,
         seed: 1,
     };
-    let handoff: [(&str, Runner, RunOpts); 14] = [
+    let handoff: [(&str, Runner, RunOpts); 15] = [
         (BY_HANDLE, shardbus_run, one.clone()),
         ("shardbus publish(Topic) (spin)", shardbus_run, spin),
         (SPIN_MEMBARRIER, shardbus_run, spin_membarrier),
@@ -150,6 +153,7 @@ pub(super) fn checksum_groups(
         (BY_NAME_MEMBARRIER, shardbus_run, by_name(&one_membarrier)),
         (DISRUPTOR, disruptor::run, base.clone()),
         (DISRUPTOR_FENCED, disruptor::run_fenced, base.clone()),
+        (DISRUPTOR_ENVELOPED, disruptor::run_enveloped, base.clone()),
         (SYNC_CHANNEL, floor::std_sync_channel, base.clone()),
         (
             "floor/crossbeam_bounded",
@@ -198,7 +202,7 @@ pub(super) fn checksum_groups(
 
 /// Steps of [`checksum_groups`], [`legs`] and [`persistence`].
 pub(super) fn steps(reps: usize, persist: bool) -> usize {
-    reps * (14 + 4 + 2 + if persist { 6 } else { 0 })
+    reps * (15 + 4 + 2 + if persist { 6 } else { 0 })
 }
 
 /// One bus leg (busy-spin shard, publish → handler entry) and one leg of the bare atomic
@@ -392,6 +396,14 @@ pub fn targets(
         TargetRow::fraction(
             format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR}"),
             pair(h(SPIN_MEMBARRIER), h(DISRUPTOR)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR_ENVELOPED}"),
+            pair(h(SPIN_MEMBARRIER), h(DISRUPTOR_ENVELOPED)),
+        ),
+        TargetRow::fraction(
+            format!("checksum hand-off: {DISRUPTOR_ENVELOPED} / {DISRUPTOR}"),
+            pair(h(DISRUPTOR_ENVELOPED), h(DISRUPTOR)),
         ),
         TargetRow::fraction(
             format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR_FENCED}"),
