@@ -165,8 +165,9 @@ impl<T> Producer<T> {
     /// `values` yields at least `n`) with one store of `tail` (and one fence) for them all.
     /// If the ring turns out to be closed the values are given back, in order.
     ///
-    /// Values of a type that [`stage_len`] admits are gathered in a stack buffer first
-    /// and copied into their slots a buffer at a time (`write_staged`): the copy writes
+    /// Batches of at least [`STAGE_FROM`] values of a type that [`stage_len`] admits are
+    /// gathered in a stack buffer first and copied into their slots a buffer at a time
+    /// (`write_staged`): the copy writes
     /// each slot line with a few full-width stores, where writing each value's fields into
     /// its slot takes a store per field, each waiting in the store queue for a line the
     /// consumer's cache holds (it read the slot a lap ago). The measured effect is in
@@ -177,8 +178,8 @@ impl<T> Producer<T> {
     pub fn push_n(&mut self, n: usize, values: impl Iterator<Item = T>) -> Result<(), Vec<T>> {
         debug_assert!(n as u64 <= self.free());
         let written = match stage_len::<T>() {
-            0 => self.write_direct(n, values),
-            len => self.write_staged(n, len, values),
+            len if len > 0 && n >= STAGE_FROM => self.write_staged(n, len, values),
+            _ => self.write_direct(n, values),
         };
         // As in `push`, one store and one fence for the whole batch.
         if self.commit(written as u64) {
@@ -234,8 +235,8 @@ impl<T> Producer<T> {
         written
     }
 
-    /// [`push_n`](Self::push_n)'s writes straight into the slots, for types too large (or
-    /// too aligned) to stage. Returns how many were written.
+    /// [`push_n`](Self::push_n)'s writes straight into the slots, for small batches and for
+    /// types too large (or too aligned) to stage. Returns how many were written.
     #[inline]
     fn write_direct(&mut self, n: usize, values: impl Iterator<Item = T>) -> usize {
         // Every line the batch writes is asked for first, so that their trips from the
