@@ -200,11 +200,8 @@ impl<T> Producer<T> {
         let mut values = values.take(n);
         let mut written = 0;
         while written < n {
-            let start = slot_index(
-                self.tail.wrapping_add(written as u64 * STEP),
-                self.ring.mask,
-            );
-            let stretch = (n - written).min(self.ring.slots.len() - start).min(len);
+            let (start, to_end) = self.stretch_from(written, n);
+            let stretch = to_end.min(len);
             let mut filled = 0;
             while filled < stretch {
                 let Some(value) = values.next() else { break };
@@ -250,11 +247,7 @@ impl<T> Producer<T> {
         // Slot by slot over at most two stretches of contiguous slots (to the ring's end,
         // then from its start): no position arithmetic or index check per value.
         while written < n {
-            let start = slot_index(
-                self.tail.wrapping_add(written as u64 * STEP),
-                self.ring.mask,
-            );
-            let stretch = (n - written).min(self.ring.slots.len() - start);
+            let (start, stretch) = self.stretch_from(written, n);
             let before = written;
             for (slot, value) in self.ring.slots[start..start + stretch]
                 .iter()
@@ -273,8 +266,17 @@ impl<T> Producer<T> {
         written
     }
 
-    /// Free slots as far as this producer knows.
+    /// Where a batch of `n` values goes on after its first `written`: the slot index of the
+    /// next value, and how many of the rest fit from it to the ring's end.
     #[inline]
+    fn stretch_from(&self, written: usize, n: usize) -> (usize, usize) {
+        let start = slot_index(
+            self.tail.wrapping_add(written as u64 * STEP),
+            self.ring.mask,
+        );
+        (start, (n - written).min(self.ring.slots.len() - start))
+    }
+
     /// Whether the consumer has popped everything pushed so far: a fresh (Acquire) load
     /// of `head`, whatever the cache says. Acquire: pairs with the consumer's Release
     /// store of `head`, so the values are moved out before the caller relies on it.
@@ -283,6 +285,8 @@ impl<T> Producer<T> {
         self.cached_head == self.tail
     }
 
+    /// Free slots as far as this producer knows.
+    #[inline]
     fn free(&self) -> u64 {
         (self.ring.span() - self.tail.wrapping_sub(self.cached_head)) / STEP
     }
