@@ -196,7 +196,11 @@ impl<T> Producer<T> {
     #[inline]
     fn write_staged(&mut self, n: usize, len: usize, values: impl Iterator<Item = T>) -> usize {
         let mut stage = Stage([MaybeUninit::uninit(); STAGE_BYTES]);
-        let staged = stage.0.as_mut_ptr().cast::<T>();
+        // The stage is this call's own, `len` values of `T` fit in its bytes, and it is
+        // aligned for `T` (`stage_len`); `MaybeUninit` asks nothing of those bytes.
+        // SAFETY: by the ownership, size and alignment stated in the lines just above.
+        let staged: &mut [MaybeUninit<T>] =
+            unsafe { std::slice::from_raw_parts_mut(stage.0.as_mut_ptr().cast(), len) };
         let mut values = values.take(n);
         let mut written = 0;
         while written < n {
@@ -205,22 +209,24 @@ impl<T> Producer<T> {
             let mut filled = 0;
             while filled < stretch {
                 let Some(value) = values.next() else { break };
-                // `filled < stretch <= len`, and `len` values of `T` fit in the stage,
-                // which is aligned for `T` (`stage_len`); the stage is this call's own.
-                // SAFETY: by the bound and the ownership stated in the lines just above.
-                unsafe { staged.add(filled).write(value) };
+                staged[filled].write(value);
                 filled += 1;
             }
             let mut copied = 0;
             with_mut_stretch(&self.ring.slots[start..start + filled], |first, count| {
                 // The slots `[start, start + filled)` are this producer's: their positions
                 // are in `[tail, cached_head + cap)` (`n` is at most the free slots), as in
-                // `write`. The stage's values `[copied, copied + count)` were written just
-                // above and are moved out exactly once, here: the stage is dropped as
-                // bytes, without running a `T` destructor.
+                // `write`; they are on the heap, the stage on this call's stack, so the two
+                // do not overlap. The stage's values `[copied, copied + count)` were written
+                // just above and are moved out exactly once, here: the stage holds
+                // `MaybeUninit`s, whose drop runs no `T` destructor.
                 // SAFETY: by the ownership stated in the lines just above.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(staged.add(copied), first.cast::<T>(), count);
+                    std::ptr::copy_nonoverlapping(
+                        staged[copied..copied + count].as_ptr().cast::<T>(),
+                        first.cast::<T>(),
+                        count,
+                    );
                 }
                 copied += count;
             });

@@ -374,7 +374,9 @@ fn a_batch_larger_than_the_stage_arrives_whole_and_in_order() {
     let (mut p, mut c) = channel::<Wide>(32, u64::MAX - 9);
     let (mut next, mut want) = (0, 0);
     for round in 0..12 {
+        assert!(p.is_drained()); // and the cached `head` is fresh: all 32 slots are free
         let n = p.free_slots().unwrap().min(13 + round % 9);
+        assert_eq!(n, 13 + round % 9);
         let batch: Vec<Wide> = (next..next + n as u64).map(Wide::new).collect();
         next += n as u64;
         p.push_n(n, batch.into_iter()).unwrap();
@@ -384,18 +386,16 @@ fn a_batch_larger_than_the_stage_arrives_whole_and_in_order() {
         });
     }
     assert_eq!(want, next);
-    assert!(next > 12 * 13);
+    assert_eq!(next, (0..12).map(|round| 13 + round % 9).sum::<u64>());
 }
 
 /// Values with a destructor through the stage: each is dropped exactly once, whether
-/// popped, left in the ring when it is dropped, or given back by a closed ring.
+/// popped (in order), left in the ring when it is dropped, or given back by a closed ring
+/// (in order, the batch crossing the ring's end).
 #[test]
 fn a_staged_batch_drops_each_value_once() {
     #[derive(Debug)]
-    struct Counted(
-        std::sync::Arc<std::sync::atomic::AtomicUsize>,
-        #[allow(dead_code)] [u64; 56],
-    );
+    struct Counted(std::sync::Arc<std::sync::atomic::AtomicUsize>, [u64; 56]);
     impl Drop for Counted {
         fn drop(&mut self) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -403,22 +403,26 @@ fn a_staged_batch_drops_each_value_once() {
     }
     assert_eq!(stage_len::<Counted>(), 8);
     let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let make = |n: usize| {
+    let make = |n: u64| {
         (0..n)
-            .map(|_| Counted(drops.clone(), [0; 56]))
+            .map(|i| Counted(drops.clone(), [i; 56]))
             .collect::<Vec<_>>()
     };
     let (mut p, mut c) = channel::<Counted>(32, u64::MAX - 5);
     p.push_n(20, make(20).into_iter()).unwrap();
     p.push_n(3, make(3).into_iter()).unwrap(); // too few to stage
-    assert_eq!(c.pop_batch(12, drop), 12);
+    let mut popped = Vec::new();
+    assert_eq!(c.pop_batch(12, |v| popped.push(v.1[55])), 12);
+    assert_eq!(popped, (0..12).collect::<Vec<_>>());
     assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 12);
     drop((p, c));
     assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 23);
-    let (mut p, mut c) = channel::<Counted>(32, 0);
+    // From slot 24 of 32: the batch crosses the ring's end.
+    let (mut p, mut c) = channel::<Counted>(32, 24 * STEP);
     c.close();
     let back = p.push_n(17, make(17).into_iter()).unwrap_err();
-    assert_eq!(back.len(), 17);
+    let order: Vec<u64> = back.iter().map(|v| v.1[0]).collect();
+    assert_eq!(order, (0..17).collect::<Vec<_>>());
     assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 23);
     drop(back);
     assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 40);
