@@ -207,9 +207,10 @@ impl<T> Producer<T> {
             let (start, to_end) = self.stretch_from(written, n);
             let stretch = to_end.min(len);
             let mut filled = 0;
-            while filled < stretch {
+            // One bound check for the stretch (`stretch <= len`), none per value.
+            for cell in &mut staged[..stretch] {
                 let Some(value) = values.next() else { break };
-                staged[filled].write(value);
+                cell.write(value);
                 filled += 1;
             }
             let mut copied = 0;
