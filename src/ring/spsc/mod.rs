@@ -217,10 +217,10 @@ const STAGE_BYTES: usize = 4096;
 const STAGE_MIN: usize = 8;
 
 /// The fewest values a batch push stages; smaller batches are written slot by slot. Below
-/// it the copy costs more than it saves: the copy's loads wait for the stage's narrower
-/// stores, behind the previous batch's stores into the slots (on AMD EPYC, batches of 2, 4
-/// and 8 ran slower staged, 16 no slower, 64 faster: `docs/benchmarks.md`, "The batch push,
-/// staged"). Under loom, 2: its models push batches of a few values.
+/// it the copy cost more than it saved where measured (AMD EPYC: batches of 2, 4 and 8 ran
+/// slower staged, 16 no slower, 64 faster; `docs/benchmarks.md`, "The batch push,
+/// staged"), likely because the copy's wide loads wait for the stage's narrower stores.
+/// Under loom, 2: its models push batches of a few values.
 const STAGE_FROM: usize = if cfg!(shardbus_loom) { 2 } else { 16 };
 
 /// See [`STAGE_BYTES`]. Aligned for any value it is asked to hold (a type of larger

@@ -167,11 +167,10 @@ impl<T> Producer<T> {
     ///
     /// Batches of at least [`STAGE_FROM`] values of a type that [`stage_len`] admits are
     /// gathered in a stack buffer first and copied into their slots a buffer at a time
-    /// (`write_staged`): the copy writes
-    /// each slot line with a few full-width stores, where writing each value's fields into
-    /// its slot takes a store per field, each waiting in the store queue for a line the
-    /// consumer's cache holds (it read the slot a lap ago). The measured effect is in
-    /// `docs/benchmarks.md`, "The batch push, staged".
+    /// (`write_staged`): the copy writes each slot line with a few full-width stores, where
+    /// writing each value's fields into its slot takes a store per field, each waiting in
+    /// the store queue for a line the consumer's cache holds (it read the slot a lap ago).
+    /// The measured effect is in `docs/benchmarks.md`, "The batch push, staged".
     ///
     /// `values` must not panic: values it has yielded before a panic are leaked, not
     /// dropped (the ring's own callers pass draining iterators, which do not).
