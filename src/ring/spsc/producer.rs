@@ -195,11 +195,11 @@ impl<T> Producer<T> {
     #[inline]
     fn write_staged(&mut self, n: usize, len: usize, values: impl Iterator<Item = T>) -> usize {
         let mut stage = Stage([MaybeUninit::uninit(); STAGE_BYTES]);
+        let first: *mut MaybeUninit<T> = stage.0.as_mut_ptr().cast();
         // The stage is this call's own, `len` values of `T` fit in its bytes, and it is
         // aligned for `T` (`stage_len`); `MaybeUninit` asks nothing of those bytes.
         // SAFETY: by the ownership, size and alignment stated in the lines just above.
-        let staged: &mut [MaybeUninit<T>] =
-            unsafe { std::slice::from_raw_parts_mut(stage.0.as_mut_ptr().cast(), len) };
+        let staged = unsafe { std::slice::from_raw_parts_mut(first, len) };
         let mut values = values.take(n);
         let mut written = 0;
         while written < n {
