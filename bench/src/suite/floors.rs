@@ -387,68 +387,34 @@ pub fn targets(
             })
     };
     let pair = |a: Vec<f64>, b: Vec<f64>| paired(&a, &b);
-    let mut rows = vec![
-        TargetRow::ratio_at_least(
-            format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR}"),
-            pair(h(BY_HANDLE), h(DISRUPTOR)),
-            1.0,
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR}"),
-            pair(h(SPIN_MEMBARRIER), h(DISRUPTOR)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {SPIN_MEMBARRIER} / {DISRUPTOR_ENVELOPED}"),
-            pair(h(SPIN_MEMBARRIER), h(DISRUPTOR_ENVELOPED)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {DISRUPTOR_ENVELOPED} / {DISRUPTOR}"),
-            pair(h(DISRUPTOR_ENVELOPED), h(DISRUPTOR)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {BY_HANDLE} / {DISRUPTOR_FENCED}"),
-            pair(h(BY_HANDLE), h(DISRUPTOR_FENCED)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {DISRUPTOR_FENCED} / {DISRUPTOR}"),
-            pair(h(DISRUPTOR_FENCED), h(DISRUPTOR)),
-        ),
-        TargetRow::ratio_at_least(
-            format!("checksum hand-off: {BATCH} / {DISRUPTOR}"),
-            pair(h(BATCH), h(DISRUPTOR)),
-            1.5,
-        ),
-        TargetRow::ratio_at_least(
-            format!("checksum hand-off: {BY_NAME} / {BY_HANDLE}"),
-            pair(h(BY_NAME), h(BY_HANDLE)),
-            0.8,
-        ),
-        TargetRow::ratio_at_least(
-            format!("checksum hand-off: {BY_NAME} / {SYNC_CHANNEL}"),
-            pair(h(BY_NAME), h(SYNC_CHANNEL)),
-            1.5,
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {BY_HANDLE} / {SYNC_CHANNEL}"),
-            pair(h(BY_HANDLE), h(SYNC_CHANNEL)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {BY_NAME_MEMBARRIER} / {SYNC_CHANNEL}"),
-            pair(h(BY_NAME_MEMBARRIER), h(SYNC_CHANNEL)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {BY_NAME_MEMBARRIER} / {BY_HANDLE_MEMBARRIER}"),
-            pair(h(BY_NAME_MEMBARRIER), h(BY_HANDLE_MEMBARRIER)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {BY_HANDLE} / {RING}"),
-            pair(h(BY_HANDLE), h(RING)),
-        ),
-        TargetRow::fraction(
-            format!("checksum hand-off: {BATCH} / {RING_BATCH}"),
-            pair(h(BATCH), h(RING_BATCH)),
-        ),
+    // `(a, b, bound)`: a target `a / b >= bound`, or a ratio reported without one.
+    let handoff: [(&str, &str, Option<f64>); 14] = [
+        (BY_HANDLE, DISRUPTOR, Some(1.0)),
+        (SPIN_MEMBARRIER, DISRUPTOR, None),
+        (SPIN_MEMBARRIER, DISRUPTOR_ENVELOPED, None),
+        (DISRUPTOR_ENVELOPED, DISRUPTOR, None),
+        (BY_HANDLE, DISRUPTOR_FENCED, None),
+        (DISRUPTOR_FENCED, DISRUPTOR, None),
+        (BATCH, DISRUPTOR, Some(1.5)),
+        (BY_NAME, BY_HANDLE, Some(0.8)),
+        (BY_NAME, SYNC_CHANNEL, Some(1.5)),
+        (BY_HANDLE, SYNC_CHANNEL, None),
+        (BY_NAME_MEMBARRIER, SYNC_CHANNEL, None),
+        (BY_NAME_MEMBARRIER, BY_HANDLE_MEMBARRIER, None),
+        (BY_HANDLE, RING, None),
+        (BATCH, RING_BATCH, None),
     ];
+    let mut rows: Vec<TargetRow> = handoff
+        .into_iter()
+        .map(|(a, b, bound)| {
+            let what = format!("checksum hand-off: {a} / {b}");
+            let measured = pair(h(a), h(b));
+            match bound {
+                Some(min) => TargetRow::ratio_at_least(what, measured, min),
+                None => TargetRow::fraction(what, measured),
+            }
+        })
+        .collect();
     let leg = |name: &str| legs.iter().find(|l| l.name == name);
     let p50s = |l: Option<&LegRow>| -> Vec<f64> {
         l.map_or_else(Vec::new, |l| l.p50s.iter().map(|&x| x as f64).collect())
@@ -466,61 +432,39 @@ pub fn targets(
         3000.0,
     ));
     if let Some(p) = persist {
-        // Each repetition's records per second, in run order.
-        let bus = |name: &str| -> Vec<f64> {
-            p.series
-                .iter()
-                .find(|s| s.name == name)
-                .map_or_else(Vec::new, |s| {
-                    s.runs.iter().map(|r| r.msgs_per_sec).collect()
-                })
+        // Each repetition's records per second, in run order: a bus or ring row's, or a
+        // raw append's.
+        let rate = |name: &str| -> Vec<f64> {
+            match p.series.iter().find(|s| s.name == name) {
+                Some(s) => s.runs.iter().map(|r| r.msgs_per_sec).collect(),
+                None => p
+                    .raw
+                    .iter()
+                    .find(|r| r.name == name)
+                    .map_or_else(Vec::new, |r| r.records_per_sec.clone()),
+            }
         };
-        let raw = |name: &str| -> Vec<f64> {
-            p.raw
-                .iter()
-                .find(|r| r.name == name)
-                .map_or_else(Vec::new, |r| r.records_per_sec.clone())
-        };
-        rows.push(TargetRow::share_at_least(
-            format!("persistence 256 B: {NEVER} / {RAW_FRAMED}"),
-            pair(bus(NEVER), raw(RAW_FRAMED)),
-            0.8,
-        ));
-        rows.push(TargetRow::share_at_least(
-            format!("persistence 256 B: {FSYNC_BATCH} / {RAW_SYNC}"),
-            pair(bus(FSYNC_BATCH), raw(RAW_SYNC)),
-            0.7,
-        ));
-        rows.push(TargetRow::fraction(
-            format!("persistence 256 B: {NEVER} / {RAW_BYTES}"),
-            pair(bus(NEVER), raw(RAW_BYTES)),
-        ));
-        rows.push(TargetRow::fraction(
-            format!("persistence 256 B: {NEVER} / {RING_FRAMED}"),
-            pair(bus(NEVER), bus(RING_FRAMED)),
-        ));
-        rows.push(TargetRow::fraction(
-            format!("persistence 256 B: {RING_FRAMED} / {RAW_FRAMED}"),
-            pair(bus(RING_FRAMED), raw(RAW_FRAMED)),
-        ));
-        rows.push(TargetRow::fraction(
-            format!("persistence 256 B: {RING_PREFRAMED} / {RAW_FRAMED}"),
-            pair(bus(RING_PREFRAMED), raw(RAW_FRAMED)),
-        ));
-        rows.push(TargetRow::fraction(
-            format!("persistence 256 B: {NEVER} / {RING_FRAMED_SYNCED}"),
-            pair(bus(NEVER), bus(RING_FRAMED_SYNCED)),
-        ));
-        for synced in [RING_FRAMED_SYNCED, RING_PREFRAMED_SYNCED] {
-            rows.push(TargetRow::fraction(
-                format!("persistence 256 B: {synced} / {RAW_FRAMED}"),
-                pair(bus(synced), raw(RAW_FRAMED)),
-            ));
-        }
-        rows.push(TargetRow::fraction(
-            format!("persistence 256 B: {RAW_FRAMED_SYNCED} / {RAW_FRAMED}"),
-            pair(raw(RAW_FRAMED_SYNCED), raw(RAW_FRAMED)),
-        ));
+        // `(a, b, bound)`: a target `a / b >= bound` (a share), or a ratio without one.
+        let persistence: [(&str, &str, Option<f64>); 10] = [
+            (NEVER, RAW_FRAMED, Some(0.8)),
+            (FSYNC_BATCH, RAW_SYNC, Some(0.7)),
+            (NEVER, RAW_BYTES, None),
+            (NEVER, RING_FRAMED, None),
+            (RING_FRAMED, RAW_FRAMED, None),
+            (RING_PREFRAMED, RAW_FRAMED, None),
+            (NEVER, RING_FRAMED_SYNCED, None),
+            (RING_FRAMED_SYNCED, RAW_FRAMED, None),
+            (RING_PREFRAMED_SYNCED, RAW_FRAMED, None),
+            (RAW_FRAMED_SYNCED, RAW_FRAMED, None),
+        ];
+        rows.extend(persistence.into_iter().map(|(a, b, bound)| {
+            let what = format!("persistence 256 B: {a} / {b}");
+            let measured = pair(rate(a), rate(b));
+            match bound {
+                Some(min) => TargetRow::share_at_least(what, measured, min),
+                None => TargetRow::fraction(what, measured),
+            }
+        }));
     }
     rows
 }
