@@ -93,6 +93,11 @@ impl Waiting {
         publisher_pause(&self.backoff);
         true
     }
+
+    /// After a try that made progress: the next wait starts short again.
+    fn progressed(&mut self) {
+        self.backoff.reset();
+    }
 }
 
 /// Pushes into a shard's shared ring (`Bus::publish`/`try_publish`).
@@ -471,7 +476,7 @@ impl<T> Publisher<T> {
         }
         let mut accept = refused.as_ref().map_or(batch.len(), |(i, _)| *i);
         let shard = topic.shard.0;
-        let backoff = Backoff::new();
+        let mut waiting = Waiting::new();
         let bus = self.shared.topics.bus;
         while accept > 0 {
             let lane = self.lane(shard, true).map_err(|e| match e {
@@ -480,13 +485,12 @@ impl<T> Publisher<T> {
             })?;
             let free = lane.free_slots().map_err(|()| PublishError::Closed(()))?;
             if free == 0 {
-                if current::is_shard_of(bus) {
+                if !waiting.pause(bus) {
                     return Err(PublishError::WouldDeadlock(()));
                 }
-                publisher_pause(&backoff);
                 continue;
             }
-            backoff.reset();
+            waiting.progressed();
             let n = free.min(accept);
             let index = topic.index;
             if let Err(back) = lane.push_n(
