@@ -11,7 +11,7 @@ use shardbus::WaitStrategy;
 
 use super::{group, shardbus_run, Group, Runner, WorkloadDesc};
 use crate::persist::{self, PersistOpts, RawResult, RawWork, SHARD_BATCH};
-use crate::report::{paired, Percentiles, RunSummary, Series, TargetRow};
+use crate::report::{paired, Measured, Percentiles, RunSummary, Series, TargetRow};
 use crate::{
     crossbeam_router, disruptor, floor, runner, seed, Consume, Distribution, RunOpts, Workload,
 };
@@ -386,7 +386,6 @@ pub fn targets(
                 s.runs.iter().map(|r| r.msgs_per_sec).collect()
             })
     };
-    let pair = |a: Vec<f64>, b: Vec<f64>| paired(&a, &b);
     // `(a, b, bound)`: a target `a / b >= bound`, or a ratio reported without one.
     let handoff: [(&str, &str, Option<f64>); 14] = [
         (BY_HANDLE, DISRUPTOR, Some(1.0)),
@@ -404,17 +403,9 @@ pub fn targets(
         (BY_HANDLE, RING, None),
         (BATCH, RING_BATCH, None),
     ];
-    let mut rows: Vec<TargetRow> = handoff
-        .into_iter()
-        .map(|(a, b, bound)| {
-            let what = format!("checksum hand-off: {a} / {b}");
-            let measured = pair(h(a), h(b));
-            match bound {
-                Some(min) => TargetRow::ratio_at_least(what, measured, min),
-                None => TargetRow::fraction(what, measured),
-            }
-        })
-        .collect();
+    let mut rows = ratio_rows("checksum hand-off", &handoff, h, |what, m, min| {
+        TargetRow::ratio_at_least(what, m, min)
+    });
     let leg = |name: &str| legs.iter().find(|l| l.name == name);
     let p50s = |l: Option<&LegRow>| -> Vec<f64> {
         l.map_or_else(Vec::new, |l| l.p50s.iter().map(|&x| x as f64).collect())
@@ -422,7 +413,7 @@ pub fn targets(
     let (bus, atomic) = (leg(BUS_LEG), leg(ATOMIC_LEG));
     rows.push(TargetRow::ratio_at_most(
         "one leg p50: shardbus spin / bare atomic",
-        pair(p50s(bus), p50s(atomic)),
+        paired(&p50s(bus), &p50s(atomic)),
         1.5,
     ));
     let bus = bus.map(|l| &l.one_way);
@@ -457,14 +448,33 @@ pub fn targets(
             (RING_PREFRAMED_SYNCED, RAW_FRAMED, None),
             (RAW_FRAMED_SYNCED, RAW_FRAMED, None),
         ];
-        rows.extend(persistence.into_iter().map(|(a, b, bound)| {
-            let what = format!("persistence 256 B: {a} / {b}");
-            let measured = pair(rate(a), rate(b));
-            match bound {
-                Some(min) => TargetRow::share_at_least(what, measured, min),
-                None => TargetRow::fraction(what, measured),
-            }
-        }));
+        rows.extend(ratio_rows(
+            "persistence 256 B",
+            &persistence,
+            rate,
+            TargetRow::share_at_least,
+        ));
     }
     rows
+}
+
+/// One row per `(a, b, bound)` of `table`, `a / b` paired per repetition from `rate`: a
+/// target `>= bound` built by `bounded`, or, without a bound, a ratio reported as it is.
+fn ratio_rows(
+    prefix: &str,
+    table: &[(&str, &str, Option<f64>)],
+    rate: impl Fn(&str) -> Vec<f64>,
+    bounded: impl Fn(String, Measured, f64) -> TargetRow,
+) -> Vec<TargetRow> {
+    table
+        .iter()
+        .map(|&(a, b, bound)| {
+            let what = format!("{prefix}: {a} / {b}");
+            let measured = paired(&rate(a), &rate(b));
+            match bound {
+                Some(min) => bounded(what, measured, min),
+                None => TargetRow::fraction(what, measured),
+            }
+        })
+        .collect()
 }
