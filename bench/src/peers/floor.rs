@@ -26,7 +26,7 @@ pub use framed::{
     ring_framed_append, ring_framed_append_synced, ring_framed_append_writer,
     ring_preframed_append, ring_preframed_append_synced,
 };
-pub use leg::{atomic_leg, park_leg, Leg};
+pub use leg::{atomic_leg, Leg};
 
 use std::hint;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -260,6 +260,7 @@ mod tests {
                 },
                 idle_cpu: vec![0.0, 0.0, 0.0],
                 wake_p50s: vec![36_000, 36_100, 35_900],
+                block: 500,
             }],
             persist: Some(PersistFloors {
                 workload: WorkloadDesc {
@@ -303,6 +304,10 @@ mod tests {
         let row = "| 1 msg / 100 us | 37.2 µs | 37.1 µs | 1.00× | 36.0 µs | 18.7 µs | 18.7 µs | \
                    10.5 % (10.0–11.0) | 11.5 % (10.0–12.0) | 0.91× | 0.0 % (0.0–0.0) |";
         assert!(md.lines().any(|l| l == row), "missing {row:?} in\n{md}");
+        assert!(
+            md.contains("fed in turns: blocks of messages (50 ms worth, 500 at"),
+            "{md}"
+        );
         let targets = crate::suite::light_targets(&s.light);
         let shown: Vec<String> = targets
             .iter()

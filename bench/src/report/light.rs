@@ -42,6 +42,8 @@ pub(super) fn light_table(out: &mut Vec<String>, suite: &SuiteReport) {
         String::new(),
         stamp(suite, None),
         String::new(),
+        how_run(suite),
+        String::new(),
         "| pace | shardbus leg p50 | channel leg p50 | leg ratio | bare wake-up leg p50 | shardbus RTT/2 p50 | channel RTT/2 p50 | serving shard CPU | channel consumer CPU | CPU ratio | idle shard CPU |".into(),
         "|---|---|---|---|---|---|---|---|---|---|---|".into(),
     ]);
@@ -63,6 +65,19 @@ pub(super) fn light_table(out: &mut Vec<String>, suite: &SuiteReport) {
         ));
     }
     out.push(String::new());
+}
+
+/// How the sides shared the machine: in turns (blocks of so many messages), or each in its
+/// own run (runs recorded before the turns).
+fn how_run(suite: &SuiteReport) -> String {
+    match suite.light.iter().map(|r| r.block).max() {
+        Some(b) if b > 0 => format!(
+            "The three sides (the shard, the channel's consumer, the bare wake-up) in one run per \
+             pace and repetition, fed in turns: blocks of messages (50 ms worth, {b} at the \
+             slowest pace), one side after the other."
+        ),
+        _ => "Each side in a run of its own, one after the other, per pace and repetition.".into(),
+    }
 }
 
 /// The text form, for `shardbus bench --suite`.

@@ -34,18 +34,19 @@ pub struct BusPingPong {
 
 /// A ping of the latency run.
 #[derive(Clone, Copy, Debug)]
-struct Ping {
-    seq: u64,
-    sent_at: u64,
+pub(super) struct Ping {
+    pub(super) seq: u64,
+    pub(super) sent_at: u64,
 }
 
 /// The replying actor: records publish → entry, then answers with the sequence number.
-struct Ponger {
-    base: Instant,
-    warmup: u64,
-    one_way: Option<Histogram<u64>>,
-    reply: Arc<CachePadded<AtomicU64>>,
-    back: mpsc::Sender<Histogram<u64>>,
+pub(super) struct Ponger {
+    pub(super) base: Instant,
+    /// Pings numbered below this are warm-up, not recorded.
+    pub(super) warmup: u64,
+    pub(super) one_way: Option<Histogram<u64>>,
+    pub(super) reply: Arc<CachePadded<AtomicU64>>,
+    pub(super) back: mpsc::Sender<Histogram<u64>>,
 }
 
 impl Handler<Ping> for Ponger {
@@ -69,7 +70,7 @@ impl Handler<Ping> for Ponger {
 }
 
 /// A histogram from 1 ns to 100 s that never resizes (recording in a handler allocates nothing).
-fn fixed_histogram() -> Histogram<u64> {
+pub(super) fn fixed_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3)
         .expect("1 ns ..= 100 s at 3 significant figures is a valid histogram")
 }
@@ -284,39 +285,31 @@ pub fn crossbeam_ping_pong(
     })
 }
 
-/// CPU time (ns) of the latency bus's shard threads `sbpp-0..shards`: the scheduler's
+/// CPU time (ns) of the latency bus's shard threads `sbpp-0..shards` ([`threads_cpu_ns`]);
+/// empty where it cannot be read.
+fn shard_cpu_ns(shards: usize) -> Vec<u64> {
+    let names = (0..shards)
+        .map(|i| format!("{PING_THREADS}-{i}"))
+        .collect::<Vec<_>>();
+    threads_cpu_ns(&names).unwrap_or_default()
+}
+
+/// CPU time (ns) of this process's threads named `names`, in that order: the scheduler's
 /// on-CPU time from `/proc/self/task/*/schedstat` (nanoseconds), or where that is missing
 /// user + system time from `stat` (clock ticks of 10 ms: at 1 % of a core a 2 s run is two
-/// ticks); empty where neither is available.
-fn shard_cpu_ns(shards: usize) -> Vec<u64> {
-    let mut cpu = vec![0u64; shards];
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    let mut found = 0;
-    for task in tasks.flatten() {
+/// ticks); `None` unless every one was found (Linux only).
+pub(super) fn threads_cpu_ns<S: AsRef<str>>(names: &[S]) -> Option<Vec<u64>> {
+    let mut cpu: Vec<Option<u64>> = vec![None; names.len()];
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let path = task.path();
         let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
             continue;
         };
-        let Some(index) = comm
-            .trim()
-            .strip_prefix(PING_THREADS)
-            .and_then(|r| r.strip_prefix('-'))
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        if let (Some(ns), Some(slot)) = (thread_cpu_ns(&path), cpu.get_mut(index)) {
-            *slot = ns;
-            found += 1;
+        if let Some(i) = names.iter().position(|n| n.as_ref() == comm.trim()) {
+            cpu[i] = thread_cpu_ns(&path);
         }
     }
-    if found == shards {
-        cpu
-    } else {
-        Vec::new()
-    }
+    cpu.into_iter().collect()
 }
 
 /// One thread's CPU time in ns, from its `/proc/self/task/<tid>` directory.

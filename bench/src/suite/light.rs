@@ -1,23 +1,23 @@
-//! Light load: a parking shard beside a crossbeam-channel consumer, in the same ping-pong,
-//! one message every 10 µs, 100 µs and 1 ms, the two interleaved. What a frugal idle is
-//! judged by: the serving thread's CPU (its on-CPU time over the wall time of the recorded
-//! rounds) and the leg's p50 (publish → handler entry; send → `recv` returned).
+//! Light load: a parking shard beside a crossbeam-channel consumer and a bare park/unpark
+//! ponger, one message every 10 µs, 100 µs and 1 ms, the three fed in turn by one pinger in
+//! blocks of about 50 ms ([`light_turns`]): a drift of the machine falls on all three alike.
+//! What a frugal idle is judged by: the serving thread's CPU (its on-CPU time over the wall
+//! time of its blocks) and the leg's p50 (publish → handler entry; send → `recv` returned);
+//! the bare wake-up is the floor of both legs.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shardbus::WaitStrategy;
 
-use crate::floor::park_leg;
 use crate::report::{median, paired, TargetRow};
-use crate::runner::{crossbeam_ping_pong, ping_pong};
+use crate::runner::light_turns;
 use crate::RunOpts;
 
 /// The paces, µs between two messages.
 pub const INTERVALS_US: [u64; 3] = [10, 100, 1_000];
 
-/// Wall time of one run at the documented scale; at 1 ms that is 2,000 messages, and the
-/// CPU time is read in nanoseconds (the scheduler's count).
+/// Wall time of each side's blocks in one run at the documented scale; at 1 ms that is
+/// 2,000 messages a side, and the CPU time is read in nanoseconds (the scheduler's count).
 const SECONDS: f64 = 2.0;
 
 /// One side of a light-load row, per repetition.
@@ -56,14 +56,19 @@ pub struct LightRow {
     pub channel: LightSide,
     /// The bus's other shard, idle all along: its CPU per repetition.
     pub idle_cpu: Vec<f64>,
-    /// The floor: one leg of a bare park/unpark ping-pong ([`park_leg`]), p50 per repetition
-    /// (ns): every leg a wake-up of a parked thread.
+    /// The floor: one leg of a bare park/unpark ping-pong, p50 per repetition (ns): every
+    /// leg a wake-up of a parked thread.
     #[serde(default)]
     pub wake_p50s: Vec<u64>,
+    /// Messages per block of the turns the three sides were fed in; 0 in runs recorded
+    /// before the suite fed them in turns (each side had a run of its own, one after the
+    /// other).
+    #[serde(default)]
+    pub block: u64,
 }
 
-/// `reps` repetitions at each pace, the channel, the bare wake-up and the bus in turn;
-/// `scale` scales the wall time of each run.
+/// `reps` repetitions at each pace, each one run of the three sides in turns
+/// ([`light_turns`]); `scale` scales the wall time of each side's blocks.
 pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> Vec<LightRow> {
     let mut rows: Vec<LightRow> = INTERVALS_US
         .iter()
@@ -74,48 +79,35 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
             channel: LightSide::default(),
             idle_cpu: Vec::new(),
             wake_p50s: Vec::new(),
+            block: 0,
         })
         .collect();
-    let parked = RunOpts {
-        wait: WaitStrategy::Park,
+    let opts = RunOpts {
         shards: 2,
         ..RunOpts::default()
     };
     for _ in 0..reps {
         for row in &mut rows {
-            let interval = Duration::from_micros(row.interval_us);
-            let every = Some(interval);
             progress(&format!(
-                "light load: crossbeam-channel consumer, every {} us",
+                "light load: shardbus park, crossbeam-channel consumer and bare park/unpark in turns, every {} us",
                 row.interval_us
             ));
-            let channel = crossbeam_ping_pong(row.rounds, every, &RunOpts::default());
-            progress(&format!(
-                "light load: bare park/unpark, every {} us",
-                row.interval_us
-            ));
-            let wake = park_leg(row.rounds, interval, &RunOpts::default());
-            progress(&format!(
-                "light load: shardbus park, every {} us",
-                row.interval_us
-            ));
-            let bus = ping_pong(row.rounds, every, &parked);
-            // A repetition counts only if all three ran, so that the sides' repetitions line
-            // up (the targets pair them), and CPU only where both sides read it.
-            let (Ok(c), Ok(w), Ok(b)) = (channel, wake, bus) else {
+            let Ok(t) = light_turns(row.rounds, Duration::from_micros(row.interval_us), &opts)
+            else {
                 continue;
             };
-            row.wake_p50s.push(w.value_at_quantile(0.5));
-            for (side, p) in [(&mut row.channel, &c.one_way), (&mut row.bus, &b.one_way)] {
-                side.leg_p50s.push(p.value_at_quantile(0.5));
+            row.block = t.block;
+            let [bus, channel, wake] = &t.sides;
+            row.wake_p50s.push(wake.one_way.value_at_quantile(0.5));
+            for (side, t) in [(&mut row.bus, bus), (&mut row.channel, channel)] {
+                side.leg_p50s.push(t.one_way.value_at_quantile(0.5));
+                side.rtt_half_p50s.push(t.rtt_half.value_at_quantile(0.5));
             }
-            for (side, p) in [(&mut row.channel, &c.rtt_half), (&mut row.bus, &b.rtt_half)] {
-                side.rtt_half_p50s.push(p.value_at_quantile(0.5));
-            }
-            if let (Some(consumer), [serving, idle, ..]) = (c.consumer_cpu, &b.shard_cpu[..]) {
-                row.channel.cpu.push(consumer);
-                row.bus.cpu.push(*serving);
-                row.idle_cpu.push(*idle);
+            // CPU only where every thread's was read, so that the sides' repetitions line up.
+            if let (Some(b), Some(c), Some(idle)) = (bus.cpu, channel.cpu, t.idle_cpu) {
+                row.bus.cpu.push(b);
+                row.channel.cpu.push(c);
+                row.idle_cpu.push(idle);
             }
         }
     }
@@ -124,7 +116,7 @@ pub(super) fn light(reps: usize, scale: f64, progress: &mut dyn FnMut(&str)) -> 
 
 /// Steps of [`light`].
 pub(super) fn steps(reps: usize) -> usize {
-    reps * INTERVALS_US.len() * 3
+    reps * INTERVALS_US.len()
 }
 
 /// The targets at each pace: the serving shard's CPU at most 1.2× the channel consumer's,

@@ -8,15 +8,14 @@
 //! cores, the same clock (`Instant`, one read on each side of the leg), the same reply, the same
 //! warm-up and histograms, so the legs differ only by what carries the message.
 //!
-//! Two floors: [`atomic_leg`], whose ponger spins on the load (back to back: the busy-spinning
-//! bus's floor), and [`park_leg`], whose ponger parks (`std::thread::park`, a futex on Linux)
-//! and is unparked by the pinger after its store, one ping every `interval` (every leg a
-//! wake-up of a parked thread: a parking consumer's floor at light load).
+//! [`atomic_leg`]'s ponger spins on the load, back to back: the busy-spinning bus's floor. A
+//! parking consumer's floor at light load (a ponger that parks, unparked after the store) is
+//! the bare side of [`runner::light_turns`](crate::runner::light_turns).
 
 use std::hint;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
@@ -50,20 +49,6 @@ fn fixed_histogram() -> Histogram<u64> {
 
 /// `rounds` recorded rounds (after `rounds / 10` of warm-up) of the one-leg atomic ping-pong.
 pub fn atomic_leg(rounds: u64, opts: &RunOpts) -> Result<Leg, Error> {
-    bare_leg(rounds, None, opts)
-}
-
-/// `rounds` recorded rounds (after `rounds / 10` of warm-up), one every `interval`, with a
-/// ponger that parks until its ping is there: the histogram of ping → the ponger awake and
-/// reading the clock, in ns.
-pub fn park_leg(rounds: u64, interval: Duration, opts: &RunOpts) -> Result<Histogram<u64>, Error> {
-    bare_leg(rounds, Some(interval), opts).map(|leg| leg.one_way)
-}
-
-/// The ping-pong of both floors: back to back with a spinning ponger (`every` `None`), or one
-/// ping every `every` to a parking one.
-fn bare_leg(rounds: u64, every: Option<Duration>, opts: &RunOpts) -> Result<Leg, Error> {
-    let parks = every.is_some();
     let cores = Cores::detect(opts.pin);
     cores.require(2)?;
     let ping = CachePadded::new(Ping {
@@ -79,7 +64,6 @@ fn bare_leg(rounds: u64, every: Option<Duration>, opts: &RunOpts) -> Result<Leg,
     let (cores, gate, ping, reply) = (&cores, &gate, &ping, &reply);
     let (one_way, rtt_half) = thread::scope(|s| {
         let ponger = spawn(s, "floor-leg-pong".into(), None, move || {
-            // `park` may return without an unpark: the loops below park again.
             cores.pin(0);
             let mut one_way = fixed_histogram();
             if !gate.wait() {
@@ -89,11 +73,7 @@ fn bare_leg(rounds: u64, every: Option<Duration>, opts: &RunOpts) -> Result<Leg,
                 // Acquire: pairs with the pinger's Release store of `seq`, so its `sent_at`
                 // store (made before) is visible to the load below.
                 while ping.seq.load(Ordering::Acquire) != seq + 1 {
-                    if parks {
-                        thread::park();
-                    } else {
-                        hint::spin_loop();
-                    }
+                    hint::spin_loop();
                 }
                 let now = base.elapsed().as_nanos() as u64;
                 // Relaxed: ordered by the Acquire load of `seq` above.
@@ -107,31 +87,19 @@ fn bare_leg(rounds: u64, every: Option<Duration>, opts: &RunOpts) -> Result<Leg,
             }
             one_way
         })?;
-        let ponger_thread = ponger.thread().clone();
         let pinger = spawn(s, "floor-leg-ping".into(), None, move || {
             cores.pin(last_core);
             let mut rtt_half = fixed_histogram();
             if !gate.wait() {
                 return rtt_half;
             }
-            let mut next = Instant::now();
             for seq in 0..total {
-                if let Some(interval) = every {
-                    while Instant::now() < next {
-                        hint::spin_loop();
-                    }
-                    next += interval;
-                }
                 let t0 = Instant::now();
                 // Relaxed: published by the Release store of `seq` below.
                 ping.sent_at
                     .store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 // Release: publishes `sent_at`; pairs with the ponger's Acquire load of `seq`.
                 ping.seq.store(seq + 1, Ordering::Release);
-                if parks {
-                    // An unpark before the ponger parks leaves it a token: none is lost.
-                    ponger_thread.unpark();
-                }
                 // Acquire: pairs with the ponger's Release store of the reply.
                 while reply.load(Ordering::Acquire) != seq + 1 {
                     hint::spin_loop();
@@ -165,13 +133,6 @@ fn bare_leg(rounds: u64, every: Option<Duration>, opts: &RunOpts) -> Result<Leg,
 mod tests {
     use super::*;
     use crate::harness::testing::{one_spinner_at_a_time, opts};
-
-    #[test]
-    fn park_leg_records_every_round() {
-        let _spinning = one_spinner_at_a_time();
-        let leg = park_leg(1_000, Duration::from_micros(20), &opts()).unwrap();
-        assert_eq!(leg.len(), 1_000);
-    }
 
     #[test]
     fn atomic_leg_records_every_round_on_both_sides() {
