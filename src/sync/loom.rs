@@ -75,6 +75,9 @@ pub(crate) mod asym {
 /// A cache hint: nothing to model.
 pub(crate) fn prefetch_write<T>(_p: *const T) {}
 
+/// No hints under loom.
+pub(crate) fn prefetch_read<T>(_p: *const T) {}
+
 /// One pause of a busy-wait loop: a yield to the model scheduler (see [`Backoff`]).
 pub(crate) fn spin_hint() {
     loom::thread::yield_now();

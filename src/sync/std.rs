@@ -87,6 +87,25 @@ pub(crate) fn prefetch_write<T>(p: *const T) {
     let _ = p;
 }
 
+/// Asks the CPU to fetch the cache line at `p` for reading (`prefetcht0` on x86-64; nothing
+/// elsewhere). A hint only, as [`prefetch_write`].
+#[inline(always)]
+pub(crate) fn prefetch_read<T>(p: *const T) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // `prefetcht0` reads and writes nothing the program sees and cannot fault; the memory
+    // at `p` is the caller's (a slot of its ring), and is not touched.
+    // SAFETY: owned by the caller; the instruction has no effect on memory.
+    unsafe {
+        std::arch::asm!(
+            "prefetcht0 [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
+}
+
 /// One pause of a busy-wait loop: `std::hint::spin_loop` (`pause` on x86).
 #[inline(always)]
 pub(crate) fn spin_hint() {

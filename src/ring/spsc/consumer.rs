@@ -14,6 +14,11 @@ impl<T> Consumer<T> {
         if n >= want {
             return n;
         }
+        if n == 0 {
+            // Empty as far as the cache knows: the line of the value at `head`, if one has
+            // landed, is asked for beside `tail`'s rather than after it.
+            crate::sync::prefetch_read(self.ring.slot(self.head));
+        }
         // Acquire: pairs with the producer's Release store of `tail`, so the slot writes
         // before it are visible.
         let tail = self.ring.tail.load(Ordering::Acquire);
