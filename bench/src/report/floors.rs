@@ -305,7 +305,7 @@ mod tests {
                    10.5 % (10.0–11.0) | 11.5 % (10.0–12.0) | 0.91× | 0.0 % (0.0–0.0) |";
         assert!(md.lines().any(|l| l == row), "missing {row:?} in\n{md}");
         assert!(
-            md.contains("fed in turns: blocks of messages (50 ms worth, 500 at"),
+            md.contains("fed in turns: blocks of 50 ms worth of messages (500 at 1 msg / 100 us)"),
             "{md}"
         );
         let targets = crate::suite::light_targets(&s.light);

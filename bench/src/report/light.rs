@@ -70,13 +70,23 @@ pub(super) fn light_table(out: &mut Vec<String>, suite: &SuiteReport) {
 /// How the sides shared the machine: in turns (blocks of so many messages), or each in its
 /// own run (runs recorded before the turns).
 fn how_run(suite: &SuiteReport) -> String {
-    match suite.light.iter().map(|r| r.block).max() {
-        Some(b) if b > 0 => format!(
+    let slowest = suite
+        .light
+        .iter()
+        .filter(|r| r.block > 0)
+        .max_by_key(|r| r.interval_us);
+    match slowest {
+        Some(r) => format!(
             "The three sides (the shard, the channel's consumer, the bare wake-up) in one run per \
-             pace and repetition, fed in turns: blocks of messages (50 ms worth, {b} at the \
-             slowest pace), one side after the other."
+             pace and repetition, fed in turns: blocks of {} ms worth of messages ({} at {}), one \
+             side after the other.",
+            r.block * r.interval_us / 1_000,
+            r.block,
+            pace(r.interval_us)
         ),
-        _ => "Each side in a run of its own, one after the other, per pace and repetition.".into(),
+        None => {
+            "Each side in a run of its own, one after the other, per pace and repetition.".into()
+        }
     }
 }
 
