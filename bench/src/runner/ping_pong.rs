@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
-use shardbus::{Bus, Context, Handler};
+use shardbus::{Bus, Context, Handler, Topic, WaitStrategy};
 
 use crate::harness::{join, spawn, Cores, Error, RunOpts};
 
@@ -40,13 +40,13 @@ pub(super) struct Ping {
 }
 
 /// The replying actor: records publish → entry, then answers with the sequence number.
-pub(super) struct Ponger {
-    pub(super) base: Instant,
+struct Ponger {
+    base: Instant,
     /// Pings numbered below this are warm-up, not recorded.
-    pub(super) warmup: u64,
-    pub(super) one_way: Option<Histogram<u64>>,
-    pub(super) reply: Arc<CachePadded<AtomicU64>>,
-    pub(super) back: mpsc::Sender<Histogram<u64>>,
+    warmup: u64,
+    one_way: Option<Histogram<u64>>,
+    reply: Arc<CachePadded<AtomicU64>>,
+    back: mpsc::Sender<Histogram<u64>>,
 }
 
 impl Handler<Ping> for Ponger {
@@ -66,6 +66,56 @@ impl Handler<Ping> for Ponger {
         if let Some(h) = self.one_way.take() {
             let _ = self.back.send(h);
         }
+    }
+}
+
+/// A latency bus: `opts.shards` shards (at least one) waiting by `wait`, threads named
+/// `threads-0`, `threads-1`, …, and a [`Ponger`] subscribed to a topic of shard 0 (core 0),
+/// answering through `reply`, recording from ping `warmup` on, its histogram sent to `back`
+/// when the bus stops.
+pub(super) struct LatencyBus {
+    pub(super) bus: Bus<Ping>,
+    pub(super) topic: Topic,
+    pub(super) back: mpsc::Receiver<Histogram<u64>>,
+}
+
+impl LatencyBus {
+    pub(super) fn build(
+        opts: &RunOpts,
+        wait: WaitStrategy,
+        threads: &str,
+        base: Instant,
+        warmup: u64,
+        reply: &Arc<CachePadded<AtomicU64>>,
+    ) -> Result<Self, Error> {
+        let bus = Bus::<Ping>::builder()
+            .shards(opts.shards.max(1))
+            .capacity(opts.capacity.next_power_of_two().max(2))
+            .pin_threads(opts.pin)
+            .wait_strategy(wait)
+            .thread_name(threads)
+            .fences(opts.fences)
+            .build()?;
+        let topic = (0..)
+            .map(|i| bus.topic(&format!("ping-{i}")))
+            .find(|t| t.as_ref().map_or(true, |t| t.shard().index() == 0))
+            .unwrap_or_else(|| unreachable!("the range is endless"))?;
+        let (back, back_rx) = mpsc::channel();
+        bus.subscribe(
+            topic,
+            Ponger {
+                base,
+                warmup,
+                one_way: Some(fixed_histogram()),
+                reply: reply.clone(),
+                back,
+            },
+        )?;
+        Ok(Self {
+            bus,
+            topic,
+            back: back_rx,
+        })
     }
 }
 
@@ -90,33 +140,12 @@ pub fn ping_pong(
     opts.validate()?;
     let cores = Cores::detect(opts.pin);
     cores.require(2)?;
-    let bus = Bus::<Ping>::builder()
-        .shards(opts.shards)
-        .capacity(opts.capacity.next_power_of_two().max(2))
-        .pin_threads(opts.pin)
-        .wait_strategy(opts.wait)
-        .thread_name(PING_THREADS)
-        .fences(opts.fences)
-        .build()?;
-    let fence_mode = bus.fence_mode();
-    let topic = (0..)
-        .map(|i| bus.topic(&format!("ping-{i}")))
-        .find(|t| t.as_ref().map_or(true, |t| t.shard().index() == 0))
-        .unwrap_or_else(|| unreachable!("the range is endless"))?;
     let reply = Arc::new(CachePadded::new(AtomicU64::new(0)));
-    let (back, back_rx) = mpsc::channel();
     let base = Instant::now();
     let warmup = rounds / 10;
-    bus.subscribe(
-        topic,
-        Ponger {
-            base,
-            warmup,
-            one_way: Some(fixed_histogram()),
-            reply: reply.clone(),
-            back,
-        },
-    )?;
+    let latency = LatencyBus::build(opts, opts.wait, PING_THREADS, base, warmup, &reply)?;
+    let (bus, topic, back_rx) = (latency.bus, latency.topic, latency.back);
+    let fence_mode = bus.fence_mode();
     let mut publisher = bus.publisher();
     let last_core = cores.available() - 1;
     let cores = &cores;
@@ -217,17 +246,7 @@ pub fn crossbeam_ping_pong(
         // Named as the bus's shard 0, so that `shard_cpu_ns` reads its CPU time.
         let consumer = spawn(s, format!("{PING_THREADS}-0"), None, move || {
             cores.pin(0);
-            let mut one_way = fixed_histogram();
-            while let Ok(ping) = rx.recv() {
-                // What the bus's actor does before it answers: a clock read and a record.
-                let now = base.elapsed().as_nanos() as u64;
-                if ping.seq >= warmup {
-                    one_way.saturating_record(now.saturating_sub(ping.sent_at));
-                }
-                // Release: pairs with the pinger's Acquire load, as the actor's reply does.
-                answer.store(ping.seq + 1, Ordering::Release);
-            }
-            one_way
+            channel_consumer(&rx, base, warmup, &answer)
         })?;
         let pinger = spawn(s, "crossbeam-pinger".into(), None, move || {
             cores.pin(last_core);
@@ -283,6 +302,27 @@ pub fn crossbeam_ping_pong(
         rtt_half,
         consumer_cpu,
     })
+}
+
+/// The channel's consumer: blocks in `recv` until the channel closes; per ping it does what
+/// the bus's actor does before it answers (a clock read and a record, from ping `warmup` on),
+/// then answers through `reply`. Returns the send → `recv` returned histogram.
+pub(super) fn channel_consumer(
+    rx: &crossbeam_channel::Receiver<Ping>,
+    base: Instant,
+    warmup: u64,
+    reply: &AtomicU64,
+) -> Histogram<u64> {
+    let mut one_way = fixed_histogram();
+    while let Ok(ping) = rx.recv() {
+        let now = base.elapsed().as_nanos() as u64;
+        if ping.seq >= warmup {
+            one_way.saturating_record(now.saturating_sub(ping.sent_at));
+        }
+        // Release: pairs with the pinger's Acquire load, as the actor's reply does.
+        reply.store(ping.seq + 1, Ordering::Release);
+    }
+    one_way
 }
 
 /// CPU time (ns) of the latency bus's shard threads `sbpp-0..shards` ([`threads_cpu_ns`]);

@@ -14,15 +14,15 @@
 
 use std::hint;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
-use shardbus::{Bus, WaitStrategy};
+use shardbus::WaitStrategy;
 
-use super::ping_pong::{fixed_histogram, threads_cpu_ns, Ping, Ponger};
+use super::ping_pong::{channel_consumer, fixed_histogram, threads_cpu_ns, LatencyBus, Ping};
 use crate::harness::{join, spawn, Cores, Error, RunOpts};
 
 /// The sides, in the order of [`LightTurns::sides`].
@@ -91,31 +91,10 @@ pub fn light_turns(rounds: u64, interval: Duration, opts: &RunOpts) -> Result<Li
     let warmup = block * SIDES.len() as u64;
     let pause = interval.max(PAUSE_MIN);
 
-    let bus = Bus::<Ping>::builder()
-        .shards(opts.shards.max(1))
-        .capacity(opts.capacity.next_power_of_two().max(2))
-        .pin_threads(opts.pin)
-        .wait_strategy(WaitStrategy::Park)
-        .thread_name(BUS_THREADS)
-        .fences(opts.fences)
-        .build()?;
-    let topic = (0..)
-        .map(|i| bus.topic(&format!("turn-{i}")))
-        .find(|t| t.as_ref().map_or(true, |t| t.shard().index() == 0))
-        .unwrap_or_else(|| unreachable!("the range is endless"))?;
     let reply = Arc::new(CachePadded::new(AtomicU64::new(0)));
     let base = Instant::now();
-    let (back, back_rx) = mpsc::channel();
-    bus.subscribe(
-        topic,
-        Ponger {
-            base,
-            warmup,
-            one_way: Some(fixed_histogram()),
-            reply: reply.clone(),
-            back,
-        },
-    )?;
+    let latency = LatencyBus::build(opts, WaitStrategy::Park, BUS_THREADS, base, warmup, &reply)?;
+    let (bus, topic, back_rx) = (latency.bus, latency.topic, latency.back);
     let mut publisher = bus.publisher();
     let (tx, rx) = crossbeam_channel::bounded::<Ping>(opts.capacity.max(1));
     let wake = CachePadded::new(WakeSlot {
@@ -134,16 +113,7 @@ pub fn light_turns(rounds: u64, interval: Duration, opts: &RunOpts) -> Result<Li
     let measured = thread::scope(|s| {
         let channel = spawn(s, CHANNEL_THREAD.into(), None, move || {
             cores.pin(0);
-            let mut one_way = fixed_histogram();
-            while let Ok(ping) = rx.recv() {
-                let now = base.elapsed().as_nanos() as u64;
-                if ping.seq >= warmup {
-                    one_way.saturating_record(now.saturating_sub(ping.sent_at));
-                }
-                // Release: pairs with the pinger's Acquire load, as the actor's reply does.
-                reply.store(ping.seq + 1, Ordering::Release);
-            }
-            one_way
+            channel_consumer(&rx, base, warmup, reply)
         })?;
         let bare = spawn(s, WAKE_THREAD.into(), None, move || {
             cores.pin(0);
@@ -353,6 +323,9 @@ mod tests {
             assert_eq!(side.one_way.len(), 1_000);
             assert_eq!(side.rtt_half.len(), 1_000);
             assert_eq!(side.block_p50s.len(), 1);
+            // Every serving thread's CPU was found by its name.
+            assert_eq!(side.cpu.is_some(), cfg!(target_os = "linux"));
         }
+        assert_eq!(t.idle_cpu.is_some(), cfg!(target_os = "linux"));
     }
 }
