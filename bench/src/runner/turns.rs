@@ -4,13 +4,13 @@
 //! block to the next side, round and round. Each side's blocks are spread over the same
 //! seconds, so a drift of the machine falls on the three alike. Run one after the other, each
 //! side's run could land in a different state of the host: on a virtual machine whose host
-//! wakes a halted vCPU in one of two times that hold for seconds, the bare wake-up's p50 read
-//! 23 µs in one two-second run and 47 µs in the next.
+//! takes longer or shorter to wake a halted vCPU from one second to the next, the bare
+//! wake-up's p50 at one message a millisecond read from 23 to 48 µs across two-second runs.
 //!
-//! Each side does what it does in the runs of its own ([`ping_pong`](super::ping_pong),
-//! [`crossbeam_ping_pong`](super::crossbeam_ping_pong), the bare park leg): the handler or
-//! consumer reads the clock, records publish → entry and answers through one cache-padded
-//! atomic; the pinger spins for the answer.
+//! The bus's actor and the channel's consumer do what they do in
+//! [`ping_pong`](super::ping_pong) and [`crossbeam_ping_pong`](super::crossbeam_ping_pong),
+//! and the bare ponger the same: read the clock, record publish → entry, answer through one
+//! cache-padded atomic; the pinger spins for the answer.
 
 use std::hint;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,8 +72,8 @@ pub struct LightTurns {
     pub block: u64,
 }
 
-/// `rounds` recorded messages to each side, one every `interval`, in blocks of about 50 ms
-/// taken in turn (after one unrecorded turn of warm-up). The bus has `opts.shards` shards
+/// At least `rounds` recorded messages to each side (whole blocks), one every `interval`, in
+/// blocks of about 50 ms taken in turn (after one unrecorded turn of warm-up). The bus has `opts.shards` shards
 /// that park ([`WaitStrategy::Park`]), `opts.fences`; its actor is on shard 0 (core 0), as the
 /// other two sides are.
 pub fn light_turns(rounds: u64, interval: Duration, opts: &RunOpts) -> Result<LightTurns, Error> {
