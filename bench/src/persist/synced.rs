@@ -150,7 +150,7 @@ impl Drop for SyncBehind {
 }
 
 /// [`raw_buffered_append`](super::raw_buffered_append) with [`RawWork::Frame`], and a
-/// [`SyncBehind`] thread that `sync_data`s the file each time `sync_every` more records were
+/// `SyncBehind` thread that `sync_data`s the file each time `sync_every` more records were
 /// written. The time ends when the last `write_all` returns, as the bus's ends when its
 /// last message is handled; [`RawResult::syncs`] counts the syncs made.
 pub fn raw_buffered_append_synced(
