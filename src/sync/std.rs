@@ -93,8 +93,9 @@ pub(crate) fn prefetch_write<T>(p: *const T) {
 pub(crate) fn prefetch_read<T>(p: *const T) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     // `prefetcht0` reads and writes nothing the program sees and cannot fault; the memory
-    // at `p` is the caller's (a slot of its ring), and is not touched.
-    // SAFETY: owned by the caller; the instruction has no effect on memory.
+    // at `p` is a slot of the caller's ring, which the producer may be writing: the hint
+    // makes no access to it.
+    // SAFETY: owned by the ring (its producer may be writing it); the hint accesses nothing.
     unsafe {
         std::arch::asm!(
             "prefetcht0 [{p}]",

@@ -48,7 +48,7 @@ impl LightSide {
 pub struct LightRow {
     /// µs between two messages.
     pub interval_us: u64,
-    /// Recorded rounds per run.
+    /// Messages asked of each side per run (recorded in whole blocks: at least this many).
     pub rounds: u64,
     /// The bus: the serving shard's CPU.
     pub bus: LightSide,

@@ -16,7 +16,8 @@ impl<T> Consumer<T> {
         }
         if n == 0 {
             // Empty as far as the cache knows: the line of the value at `head`, if one has
-            // landed, is asked for beside `tail`'s rather than after it.
+            // landed, is asked for beside `tail`'s rather than after it. Every empty poll
+            // asks again: only a fetch made after the producer's write brings the value.
             crate::sync::prefetch_read(self.ring.slot(self.head));
         }
         // Acquire: pairs with the producer's Release store of `tail`, so the slot writes
