@@ -6,12 +6,13 @@
 
 use crate::sync::plain::Arc;
 use std::collections::VecDeque;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::load_checkpoint;
 use super::error::{CorruptReason, LogError};
 use super::record::{Record, Seq};
-use super::scanner::{Scanner, Step};
+use super::scanner::{Damage, Scanner, Step};
 use super::segment::{self, SegmentFile};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
@@ -20,7 +21,10 @@ use super::DEFAULT_MAX_RECORD_SIZE;
 ///
 /// Yields `Ok(record)` for each valid record, then ends: quietly at the end of the log or at a
 /// torn tail (a write in progress, or a crash not yet recovered), or with one `Err` at the first
-/// corruption, I/O error or sequence gap, after which it yields nothing more. Memory use is one
+/// corruption, I/O error or sequence gap, after which it yields nothing more. The log's end is
+/// where recovery would put it: a segment a roll left under its temporary name that continues
+/// the log is read (a live log appends to it until the roll's syncs are done), and so is a
+/// segment the log rolled into after the reader opened. Memory use is one
 /// record plus a read buffer. There is no index: a reader starting in the middle of a segment
 /// reads (and validates) that segment's earlier records to get there.
 #[derive(Debug)]
@@ -118,12 +122,14 @@ impl Reader {
                         });
                     }
                     let last = self.pending.is_empty();
-                    self.scanner.insert(Scanner::open(
-                        &*self.storage,
-                        &seg,
-                        last,
-                        self.max_record_size,
-                    )?)
+                    match Scanner::open(&*self.storage, &seg, last, self.max_record_size) {
+                        Ok(scanner) => self.scanner.insert(scanner),
+                        Err(e) if seg.path.file_name().is_some_and(segment::is_temp_name) => {
+                            self.pending_gone(seg, e)?;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             };
             match scanner.next()? {
@@ -132,11 +138,21 @@ impl Reader {
                 }
                 Step::Record(rec) if rec.seq < self.from => continue,
                 Step::Record(rec) => return Ok(Some(rec)),
-                Step::End => {
-                    self.expected = Some(scanner.expected());
+                // Past the segments listed at open (or at a torn tail of the last one, which
+                // recovery would cut), the log goes on in a segment that starts where this
+                // one ends, if there is one.
+                Step::End | Step::Damage(Damage { torn: true, .. }) => {
+                    let next = scanner.expected();
+                    self.expected = Some(next);
+                    let read = scanner.path().to_path_buf();
                     self.scanner = None;
+                    if self.pending.is_empty() {
+                        match self.continuation(&read, next)? {
+                            Some(seg) => self.pending.push_back(seg),
+                            None => return Ok(None),
+                        }
+                    }
                 }
-                Step::Damage(d) if d.torn => return Ok(None),
                 Step::Damage(d) => {
                     return Err(LogError::Corrupt {
                         path: scanner.path().to_path_buf(),
@@ -145,6 +161,54 @@ impl Reader {
                     })
                 }
             }
+        }
+    }
+}
+
+impl Reader {
+    /// The segment that continues the log at `next` after `read`, the last of the segments
+    /// listed at open: one the log rolled into since (a live log), else one a roll left
+    /// under its temporary name (`NNN.log.tmp`: a roll in progress, or a crash in the middle
+    /// of one), which the live log appends to and recovery would take in, as [`inspect`]
+    /// counts it. Never `read` itself (an empty segment starts at `next`), nor its renamed
+    /// self; after a temporary segment only a renamed one, as recovery takes in one at most.
+    fn continuation(&self, read: &Path, next: Seq) -> Result<Option<SegmentFile>, LogError> {
+        let listing = segment::list(&*self.storage, &self.dir)?;
+        let rolled = listing
+            .segments
+            .iter()
+            .find(|s| s.first_seq == next && s.path != read && segment::temp_path(&s.path) != read);
+        if let Some(seg) = rolled {
+            return Ok(Some(seg.clone()));
+        }
+        if read.file_name().is_some_and(segment::is_temp_name) {
+            return Ok(None);
+        }
+        let pending = listing.pending_segments().find(|s| s.first_seq == next);
+        Ok(pending)
+    }
+
+    /// `seg`, a roll's segment under its temporary name, failed to open with `error`. A header
+    /// that never became complete means the log ends before it (recovery removes it); a file
+    /// that is gone was renamed into place by the live log since it was listed: read it there.
+    fn pending_gone(&mut self, seg: SegmentFile, error: LogError) -> Result<(), LogError> {
+        let LogError::Io { source, .. } = &error else {
+            return Ok(());
+        };
+        if source.kind() != io::ErrorKind::NotFound {
+            return Err(error);
+        }
+        let listing = segment::list(&*self.storage, &self.dir)?;
+        match listing
+            .segments
+            .into_iter()
+            .find(|s| s.first_seq == seg.first_seq)
+        {
+            Some(renamed) => {
+                self.pending.push_back(renamed);
+                Ok(())
+            }
+            None => Err(error),
         }
     }
 }
@@ -300,14 +364,9 @@ pub fn inspect(storage: &dyn Storage, dir: &Path) -> Result<ShardReport, LogErro
     }
     // A segment left under its temporary name in the middle of a roll, which recovery
     // would take in: it starts where the log ends and its header is complete.
-    let pending = listing.temps.iter().find_map(|tmp| {
-        let first_seq = segment::parse_segment_name(tmp.file_stem()?)?;
-        let seg = SegmentFile {
-            path: tmp.clone(),
-            first_seq,
-        };
-        (Some(first_seq) == next).then_some(seg)
-    });
+    let pending = listing
+        .pending_segments()
+        .find(|seg| Some(seg.first_seq) == next);
     if let Some(seg) = pending {
         // One whose header never became complete, recovery removes.
         let header = Scanner::open(storage, &seg, true, DEFAULT_MAX_RECORD_SIZE);
@@ -389,154 +448,5 @@ fn inspect_segment(storage: &dyn Storage, seg: &SegmentFile, last: bool) -> Segm
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::{FsyncPolicy, LogConfig, RecordRef, ShardLog, SimStorage};
-
-    const DIR: &str = "/shard-001";
-
-    fn log(sim: &SimStorage, n: u64) -> ShardLog {
-        let config = LogConfig {
-            segment_size: 200,
-            fsync: FsyncPolicy::Batch,
-            ..LogConfig::default()
-        };
-        let (mut log, _) = ShardLog::open(Arc::new(sim.clone()), DIR, config).unwrap();
-        for i in 0..n {
-            let payload = i.to_le_bytes();
-            log.append(&[RecordRef {
-                timestamp_nanos: i,
-                topic: "topic",
-                payload: &payload,
-            }])
-            .unwrap();
-        }
-        log.commit().unwrap();
-        log
-    }
-
-    fn seqs(r: Reader) -> Vec<Result<u64, LogError>> {
-        r.map(|rec| rec.map(|r| r.seq.get())).collect()
-    }
-
-    #[test]
-    fn reads_from_any_seq_across_segments() {
-        let sim = SimStorage::new();
-        let log = log(&sim, 20);
-        let segments = sim.list_dir(Path::new(DIR)).unwrap().len();
-        assert!(segments > 3, "{segments}");
-        for from in 0..=21 {
-            let got: Vec<u64> = log
-                .reader(Seq(from))
-                .unwrap()
-                .map(|r| r.unwrap().seq.get())
-                .collect();
-            assert_eq!(got, (from..20).collect::<Vec<_>>());
-        }
-        let r = Reader::open(Arc::new(sim.clone()), DIR, Seq(5))
-            .unwrap()
-            .until(Seq(8));
-        assert_eq!(
-            r.map(|r| r.unwrap().seq.get()).collect::<Vec<_>>(),
-            [5, 6, 7]
-        );
-    }
-
-    #[test]
-    fn stops_quietly_at_a_torn_tail_and_loudly_at_corruption() {
-        let sim = SimStorage::new();
-        let log = log(&sim, 6);
-        let last = log.segment_paths().last().unwrap().clone();
-        sim.modify(&last, |d| d.truncate(d.len() - 3));
-        let got: Vec<u64> = log
-            .reader(Seq(0))
-            .unwrap()
-            .map(|r| r.unwrap().seq.get())
-            .collect();
-        assert_eq!(got, [0, 1, 2, 3, 4]);
-
-        let first = log.segment_paths()[0].clone();
-        sim.modify(&first, |d| d[30] ^= 1);
-        let got = seqs(log.reader(Seq(0)).unwrap());
-        assert_eq!(got.len(), 1);
-        assert!(
-            matches!(&got[0], Err(LogError::Corrupt { path, offset: 16, .. }) if *path == first)
-        );
-    }
-
-    #[test]
-    fn seq_before_the_log_start_is_unavailable() {
-        let sim = SimStorage::new();
-        let log = log(&sim, 20);
-        let first = log.segment_paths()[0].clone();
-        sim.remove_file(&first).unwrap();
-        let start = log.segment_paths()[1].clone();
-        let start = segment::parse_segment_name(start.file_name().unwrap()).unwrap();
-        assert!(matches!(
-            Reader::open(Arc::new(sim.clone()), DIR, Seq(0)),
-            Err(LogError::SeqUnavailable { requested: Seq(0), first_seq, .. }) if first_seq == start
-        ));
-    }
-
-    #[test]
-    fn inspect_reports_instead_of_failing() {
-        let sim = SimStorage::new();
-        let mut log = log(&sim, 20);
-        log.checkpoint(Seq(3)).unwrap();
-        let report = inspect(&sim, Path::new(DIR)).unwrap();
-        assert!(report.is_clean(), "{report:?}");
-        assert_eq!(report.checkpoint, Some(Seq(3)));
-        assert_eq!(report.segments.iter().map(|s| s.records).sum::<u64>(), 20);
-        assert_eq!(report.segments.last().unwrap().last_seq, Some(Seq(19)));
-
-        let paths = log.segment_paths();
-        // A CRC failure in the first segment (skipped), a torn tail in the last, a bad header in
-        // the second.
-        sim.modify(&paths[0], |d| d[40] ^= 1);
-        sim.modify(&paths[1], |d| d[8] = 7);
-        let last = paths.last().unwrap();
-        sim.modify(last, |d| d.truncate(d.len() - 1));
-        let report = inspect(&sim, Path::new(DIR)).unwrap();
-        assert!(!report.is_clean());
-        let s0 = &report.segments[0];
-        assert_eq!((s0.crc_failures, s0.problems.len()), (1, 1));
-        assert!(s0.records >= 1);
-        assert!(matches!(
-            report.segments[1].problems[..],
-            [LogError::UnsupportedVersion { version: 7, .. }]
-        ));
-        let s_last = report.segments.last().unwrap();
-        assert!(s_last.torn_tail_bytes > 0 && s_last.problems.is_empty());
-        // Gap after the unreadable segment is reported at shard level.
-        assert!(report
-            .problems
-            .iter()
-            .all(|p| matches!(p, LogError::Corrupt { offset: 0, .. })));
-    }
-
-    /// Found by the `recover` fuzz target: a checkpoint but no segment (the only one renamed
-    /// away). Recovery refuses it (`CheckpointOutOfRange`), so `inspect` must not call it clean.
-    #[test]
-    fn inspect_checks_the_checkpoint_of_a_log_without_segments() {
-        let sim = SimStorage::new();
-        let dir = Path::new(DIR);
-        sim.create_dir_all(dir).unwrap();
-        crate::log::checkpoint::store_checkpoint(&sim, dir, Seq(0)).unwrap();
-        let report = inspect(&sim, dir).unwrap();
-        assert!(!report.is_clean(), "{report:?}");
-        assert!(matches!(
-            report.problems[..],
-            [LogError::CheckpointOutOfRange {
-                checkpoint: Seq(0),
-                first_seq: Seq(0),
-                next_seq: Seq(0),
-                ..
-            }]
-        ));
-        let recovered = crate::log::recover(Arc::new(sim), dir, Default::default());
-        assert!(matches!(
-            recovered,
-            Err(LogError::CheckpointOutOfRange { .. })
-        ));
-    }
-}
+#[path = "reader_tests.rs"]
+mod tests;

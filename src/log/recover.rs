@@ -13,7 +13,7 @@ use super::error::{CorruptReason, IoOp, LogError};
 use super::reader::Reader;
 use super::record::{Record, Seq};
 use super::scanner::{Scanner, Step};
-use super::segment::{self, parse_segment_name, SegmentFile, SegmentMeta};
+use super::segment::{self, SegmentFile, SegmentMeta};
 use super::storage::Storage;
 use super::DEFAULT_MAX_RECORD_SIZE;
 
@@ -188,17 +188,7 @@ pub fn recover(
     let mut listing = segment::list(&*storage, &dir)?;
     let mut report = RecoveryReport::default();
     // Segments started under a temporary name wait until the log's end is known.
-    let pending: Vec<SegmentFile> = listing
-        .temps
-        .iter()
-        .filter_map(|tmp| {
-            let first_seq = parse_segment_name(tmp.file_stem()?)?;
-            Some(SegmentFile {
-                path: tmp.clone(),
-                first_seq,
-            })
-        })
-        .collect();
+    let pending: Vec<SegmentFile> = listing.pending_segments().collect();
     listing
         .temps
         .retain(|tmp| pending.iter().all(|p| &p.path != tmp));

@@ -68,6 +68,19 @@ pub(crate) struct Listing {
     pub(crate) temps: Vec<PathBuf>,
 }
 
+impl Listing {
+    /// The temporary files that are segments started by a roll and not yet renamed into
+    /// place (`NNN.log.tmp`), named by their first sequence number.
+    pub(crate) fn pending_segments(&self) -> impl Iterator<Item = SegmentFile> + '_ {
+        self.temps.iter().filter_map(|tmp| {
+            Some(SegmentFile {
+                first_seq: parse_segment_name(tmp.file_stem()?)?,
+                path: tmp.clone(),
+            })
+        })
+    }
+}
+
 /// Lists the segments (sorted) and leftover temporary files of `dir`. A segment named at or
 /// beyond [`Seq::LIMIT`] is [`LogError::Corrupt`] (`SeqOutOfRange`).
 pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing, LogError> {

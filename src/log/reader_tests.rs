@@ -1,0 +1,347 @@
+//! Unit tests of `reader.rs`.
+
+use super::*;
+use crate::log::{FsyncPolicy, LogConfig, RecordRef, ShardLog, SimStorage};
+
+const DIR: &str = "/shard-001";
+
+fn log(sim: &SimStorage, n: u64) -> ShardLog {
+    let config = LogConfig {
+        segment_size: 200,
+        fsync: FsyncPolicy::Batch,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = ShardLog::open(Arc::new(sim.clone()), DIR, config).unwrap();
+    for i in 0..n {
+        let payload = i.to_le_bytes();
+        log.append(&[RecordRef {
+            timestamp_nanos: i,
+            topic: "topic",
+            payload: &payload,
+        }])
+        .unwrap();
+    }
+    log.commit().unwrap();
+    log
+}
+
+fn seqs(r: Reader) -> Vec<Result<u64, LogError>> {
+    r.map(|rec| rec.map(|r| r.seq.get())).collect()
+}
+
+#[test]
+fn reads_from_any_seq_across_segments() {
+    let sim = SimStorage::new();
+    let log = log(&sim, 20);
+    let segments = sim.list_dir(Path::new(DIR)).unwrap().len();
+    assert!(segments > 3, "{segments}");
+    for from in 0..=21 {
+        let got: Vec<u64> = log
+            .reader(Seq(from))
+            .unwrap()
+            .map(|r| r.unwrap().seq.get())
+            .collect();
+        assert_eq!(got, (from..20).collect::<Vec<_>>());
+    }
+    let r = Reader::open(Arc::new(sim.clone()), DIR, Seq(5))
+        .unwrap()
+        .until(Seq(8));
+    assert_eq!(
+        r.map(|r| r.unwrap().seq.get()).collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
+}
+
+#[test]
+fn stops_quietly_at_a_torn_tail_and_loudly_at_corruption() {
+    let sim = SimStorage::new();
+    let log = log(&sim, 6);
+    let last = log.segment_paths().last().unwrap().clone();
+    sim.modify(&last, |d| d.truncate(d.len() - 3));
+    let got: Vec<u64> = log
+        .reader(Seq(0))
+        .unwrap()
+        .map(|r| r.unwrap().seq.get())
+        .collect();
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+
+    let first = log.segment_paths()[0].clone();
+    sim.modify(&first, |d| d[30] ^= 1);
+    let got = seqs(log.reader(Seq(0)).unwrap());
+    assert_eq!(got.len(), 1);
+    assert!(matches!(&got[0], Err(LogError::Corrupt { path, offset: 16, .. }) if *path == first));
+}
+
+#[test]
+fn seq_before_the_log_start_is_unavailable() {
+    let sim = SimStorage::new();
+    let log = log(&sim, 20);
+    let first = log.segment_paths()[0].clone();
+    sim.remove_file(&first).unwrap();
+    let start = log.segment_paths()[1].clone();
+    let start = segment::parse_segment_name(start.file_name().unwrap()).unwrap();
+    assert!(matches!(
+        Reader::open(Arc::new(sim.clone()), DIR, Seq(0)),
+        Err(LogError::SeqUnavailable { requested: Seq(0), first_seq, .. }) if first_seq == start
+    ));
+}
+
+#[test]
+fn inspect_reports_instead_of_failing() {
+    let sim = SimStorage::new();
+    let mut log = log(&sim, 20);
+    log.checkpoint(Seq(3)).unwrap();
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.checkpoint, Some(Seq(3)));
+    assert_eq!(report.segments.iter().map(|s| s.records).sum::<u64>(), 20);
+    assert_eq!(report.segments.last().unwrap().last_seq, Some(Seq(19)));
+
+    let paths = log.segment_paths();
+    // A CRC failure in the first segment (skipped), a torn tail in the last, a bad header in
+    // the second.
+    sim.modify(&paths[0], |d| d[40] ^= 1);
+    sim.modify(&paths[1], |d| d[8] = 7);
+    let last = paths.last().unwrap();
+    sim.modify(last, |d| d.truncate(d.len() - 1));
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert!(!report.is_clean());
+    let s0 = &report.segments[0];
+    assert_eq!((s0.crc_failures, s0.problems.len()), (1, 1));
+    assert!(s0.records >= 1);
+    assert!(matches!(
+        report.segments[1].problems[..],
+        [LogError::UnsupportedVersion { version: 7, .. }]
+    ));
+    let s_last = report.segments.last().unwrap();
+    assert!(s_last.torn_tail_bytes > 0 && s_last.problems.is_empty());
+    // Gap after the unreadable segment is reported at shard level.
+    assert!(report
+        .problems
+        .iter()
+        .all(|p| matches!(p, LogError::Corrupt { offset: 0, .. })));
+}
+
+/// Found by the `recover` fuzz target: a checkpoint but no segment (the only one renamed
+/// away). Recovery refuses it (`CheckpointOutOfRange`), so `inspect` must not call it clean.
+#[test]
+fn inspect_checks_the_checkpoint_of_a_log_without_segments() {
+    let sim = SimStorage::new();
+    let dir = Path::new(DIR);
+    sim.create_dir_all(dir).unwrap();
+    crate::log::checkpoint::store_checkpoint(&sim, dir, Seq(0)).unwrap();
+    let report = inspect(&sim, dir).unwrap();
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(matches!(
+        report.problems[..],
+        [LogError::CheckpointOutOfRange {
+            checkpoint: Seq(0),
+            first_seq: Seq(0),
+            next_seq: Seq(0),
+            ..
+        }]
+    ));
+    let recovered = crate::log::recover(Arc::new(sim), dir, Default::default());
+    assert!(matches!(
+        recovered,
+        Err(LogError::CheckpointOutOfRange { .. })
+    ));
+}
+
+/// Twenty records over several segments, the last left under its temporary name as a crash
+/// in the middle of a roll leaves it (the live log appends to it until the roll's syncs are
+/// done, and recovery takes it in). Returns the finalized segments and the pending one.
+fn log_in_the_middle_of_a_roll(sim: &SimStorage) -> (Vec<PathBuf>, PathBuf) {
+    let mut paths = log(sim, 20).segment_paths();
+    let last = paths.pop().unwrap();
+    let tmp = segment::temp_path(&last);
+    sim.rename(&last, &tmp).unwrap();
+    (paths, tmp)
+}
+
+/// Every record's sequence number; any error fails the test.
+fn read(r: Reader) -> Vec<u64> {
+    r.map(|rec| rec.unwrap().seq.get()).collect()
+}
+
+fn records_in(sim: &SimStorage, paths: &[PathBuf]) -> u64 {
+    let report = inspect(sim, Path::new(DIR)).unwrap();
+    report
+        .segments
+        .iter()
+        .filter(|s| paths.contains(&s.path))
+        .map(|s| s.records)
+        .sum()
+}
+
+/// Found by the `read` fuzz target: `inspect` counted the records of a segment a roll left
+/// under its temporary name (recovery takes it in), a reader stopped before them.
+#[test]
+fn a_segment_a_roll_left_under_its_temporary_name_is_read_where_it_continues_the_log() {
+    let sim = SimStorage::new();
+    let (done, tmp) = log_in_the_middle_of_a_roll(&sim);
+    let before = records_in(&sim, &done);
+    assert!(before < 20, "the pending segment holds records");
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.segments.last().unwrap().path, tmp);
+    assert_eq!(report.segments.iter().map(|s| s.records).sum::<u64>(), 20);
+    for from in 0..=21 {
+        let got = read(Reader::open(Arc::new(sim.clone()), DIR, Seq(from)).unwrap());
+        assert_eq!(got, (from..20).collect::<Vec<_>>(), "from {from}");
+    }
+
+    // One that does not continue the log (a record short of it), recovery removes: the log
+    // ends before it, for the reader as for inspect.
+    let off = tmp.with_file_name(format!("{:020}.log.tmp", before - 1));
+    sim.rename(&tmp, &off).unwrap();
+    let got = read(Reader::open(Arc::new(sim.clone()), DIR, Seq(0)).unwrap());
+    assert_eq!(got, (0..before).collect::<Vec<_>>());
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert_eq!(
+        report.segments.iter().map(|s| s.records).sum::<u64>(),
+        before
+    );
+
+    // One whose header never became complete, the same.
+    sim.rename(&off, &tmp).unwrap();
+    sim.modify(&tmp, |d| d.truncate(10));
+    let got = read(Reader::open(Arc::new(sim.clone()), DIR, Seq(0)).unwrap());
+    assert_eq!(got, (0..before).collect::<Vec<_>>());
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(
+        report.segments.iter().map(|s| s.records).sum::<u64>(),
+        before
+    );
+}
+
+/// A storage that renames `from` to `to` the first time a length of `from` is asked for: a
+/// live log's roll finishing between a reader's listing and its opening of the segment.
+#[derive(Debug)]
+struct RenamedWhileOpening {
+    sim: SimStorage,
+    from: PathBuf,
+    to: PathBuf,
+    renamed: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for RenamedWhileOpening {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.sim.create_dir_all(dir)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        self.sim.list_dir(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn crate::log::StorageFile>> {
+        self.sim.create(path)
+    }
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn crate::log::StorageFile>> {
+        self.sim.open_append(path)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.sim.read(path)
+    }
+    fn open_read(&self, path: &Path, offset: u64) -> io::Result<Box<dyn io::Read + Send>> {
+        self.sim.open_read(path, offset)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        if path == self.from && !self.renamed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.sim.rename(&self.from, &self.to)?;
+        }
+        self.sim.file_len(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.sim.remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn list_subdirs(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        self.sim.list_subdirs(dir)
+    }
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.sim.remove_dir_all(dir)
+    }
+}
+
+#[test]
+fn a_reader_follows_a_roll_that_renames_its_segment_into_place() {
+    let sim = SimStorage::new();
+    let (done, tmp) = log_in_the_middle_of_a_roll(&sim);
+    let before = records_in(&sim, &done);
+    // Between the listing that found it and the opening, the roll renames it.
+    let storage = RenamedWhileOpening {
+        sim: sim.clone(),
+        from: tmp.clone(),
+        to: tmp.with_extension(""),
+        renamed: false.into(),
+    };
+    let mut reader = Reader::open(Arc::new(storage), DIR, Seq(0)).unwrap();
+    let head: Vec<u64> = (&mut reader)
+        .take(before as usize)
+        .map(|r| r.unwrap().seq.get())
+        .collect();
+    assert_eq!(head, (0..before).collect::<Vec<_>>());
+    assert_eq!(read(reader), (before..20).collect::<Vec<_>>());
+    assert!(sim.contents(&tmp).is_none(), "the roll renamed it");
+}
+
+#[test]
+fn a_reader_goes_on_into_segments_the_log_rolled_into_after_it_opened() {
+    let sim = SimStorage::new();
+    let mut log = log(&sim, 20);
+    let mut reader = log.reader(Seq(0)).unwrap();
+    assert_eq!(reader.next().unwrap().unwrap().seq, Seq(0));
+    let segments = log.segment_paths().len();
+    for i in 20..50u64 {
+        let payload = i.to_le_bytes();
+        log.append(&[RecordRef {
+            timestamp_nanos: i,
+            topic: "topic",
+            payload: &payload,
+        }])
+        .unwrap();
+    }
+    log.commit().unwrap();
+    assert!(log.segment_paths().len() > segments + 1);
+    assert_eq!(read(reader), (1..50).collect::<Vec<_>>());
+}
+
+/// Every record's sequence number, read on another thread: a reader that never ends fails
+/// the test instead of hanging it.
+fn read_or_hang(r: Reader) -> Vec<u64> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(read(r)));
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the reader ends")
+}
+
+/// An empty segment starts where it ends: a reader at its end must not take it for its own
+/// continuation (it did, and read it again forever).
+#[test]
+fn an_empty_segment_ends_the_log_unless_a_roll_continues_it() {
+    let sim = SimStorage::new();
+    let open = || Reader::open(Arc::new(sim.clone()), DIR, Seq(0)).unwrap();
+    let empty = log(&sim, 0).segment_paths();
+    assert_eq!(read_or_hang(open()), Vec::<u64>::new());
+
+    // Records under the temporary name of that segment: recovery takes them in, over it.
+    let tmp = segment::temp_path(&empty[0]);
+    let mut file = sim.create(&tmp).unwrap();
+    file.append(&sim.contents(&empty[0]).unwrap()).unwrap();
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert_eq!(report.segments.len(), 2, "{report:?}");
+    assert_eq!(read_or_hang(open()), Vec::<u64>::new(), "an empty one");
+    let other = SimStorage::new();
+    let full = log(&other, 3).segment_paths();
+    file.append(&other.contents(&full[0]).unwrap()[16..])
+        .unwrap();
+    let report = inspect(&sim, Path::new(DIR)).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.segments.iter().map(|s| s.records).sum::<u64>(), 3);
+    assert_eq!(read_or_hang(open()), [0, 1, 2]);
+}
