@@ -12,7 +12,13 @@ fn log(sim: &SimStorage, n: u64) -> ShardLog {
         ..LogConfig::default()
     };
     let (mut log, _) = ShardLog::open(Arc::new(sim.clone()), DIR, config).unwrap();
-    for i in 0..n {
+    append(&mut log, 0..n);
+    log
+}
+
+/// Appends and commits the records `seqs`, each carrying its sequence number.
+fn append(log: &mut ShardLog, seqs: std::ops::Range<u64>) {
+    for i in seqs {
         let payload = i.to_le_bytes();
         log.append(&[RecordRef {
             timestamp_nanos: i,
@@ -22,7 +28,6 @@ fn log(sim: &SimStorage, n: u64) -> ShardLog {
         .unwrap();
     }
     log.commit().unwrap();
-    log
 }
 
 fn seqs(r: Reader) -> Vec<Result<u64, LogError>> {
@@ -297,16 +302,7 @@ fn a_reader_goes_on_into_segments_the_log_rolled_into_after_it_opened() {
     let mut reader = log.reader(Seq(0)).unwrap();
     assert_eq!(reader.next().unwrap().unwrap().seq, Seq(0));
     let segments = log.segment_paths().len();
-    for i in 20..50u64 {
-        let payload = i.to_le_bytes();
-        log.append(&[RecordRef {
-            timestamp_nanos: i,
-            topic: "topic",
-            payload: &payload,
-        }])
-        .unwrap();
-    }
-    log.commit().unwrap();
+    append(&mut log, 20..50);
     assert!(log.segment_paths().len() > segments + 1);
     assert_eq!(read(reader), (1..50).collect::<Vec<_>>());
 }
