@@ -24,7 +24,9 @@ use super::DEFAULT_MAX_RECORD_SIZE;
 /// corruption, I/O error or sequence gap, after which it yields nothing more. The log's end is
 /// where recovery would put it: a segment a roll left under its temporary name that continues
 /// the log is read (a live log appends to it until the roll's syncs are done), and so is a
-/// segment the log rolled into after the reader opened. Memory use is one
+/// segment the log rolled into after the reader opened, where it begins at the end of the one
+/// before as the reader read it (each segment is read to its length when the reader reaches
+/// it). Memory use is one
 /// record plus a read buffer. There is no index: a reader starting in the middle of a segment
 /// reads (and validates) that segment's earlier records to get there.
 #[derive(Debug)]
