@@ -26,9 +26,8 @@ use super::DEFAULT_MAX_RECORD_SIZE;
 /// the log is read (a live log appends to it until the roll's syncs are done), and so is a
 /// segment the log rolled into after the reader opened, where it begins at the end of the one
 /// before as the reader read it (each segment is read to its length when the reader reaches
-/// it). Memory use is one
-/// record plus a read buffer. There is no index: a reader starting in the middle of a segment
-/// reads (and validates) that segment's earlier records to get there.
+/// it). Memory use is one record plus a read buffer. There is no index: a reader starting in
+/// the middle of a segment reads (and validates) that segment's earlier records to get there.
 #[derive(Debug)]
 pub struct Reader {
     storage: Arc<dyn Storage>,
@@ -148,6 +147,9 @@ impl Reader {
                     self.expected = Some(next);
                     let read = scanner.path().to_path_buf();
                     self.scanner = None;
+                    if self.until.is_some_and(|end| next >= end) {
+                        return Ok(None);
+                    }
                     if self.pending.is_empty() {
                         match self.continuation(&read, next)? {
                             Some(seg) => self.pending.push_back(seg),
@@ -173,26 +175,34 @@ impl Reader {
     /// under its temporary name (`NNN.log.tmp`: a roll in progress, or a crash in the middle
     /// of one), which the live log appends to and recovery would take in, as [`inspect`]
     /// counts it. Never `read` itself (an empty segment starts at `next`), nor its renamed
-    /// self; after a temporary segment only a renamed one, as recovery takes in one at most.
+    /// self. After a temporary segment, another only once the live log renamed that one into
+    /// place: a directory that still holds it is a crash's, and recovery takes in one at most.
     fn continuation(&self, read: &Path, next: Seq) -> Result<Option<SegmentFile>, LogError> {
         let listing = segment::list(&*self.storage, &self.dir)?;
+        let renamed = |s: &SegmentFile| segment::temp_path(&s.path) == read;
         let rolled = listing
             .segments
             .iter()
-            .find(|s| s.first_seq == next && s.path != read && segment::temp_path(&s.path) != read);
+            .find(|s| s.first_seq == next && s.path != read && !renamed(s));
         if let Some(seg) = rolled {
             return Ok(Some(seg.clone()));
         }
-        if read.file_name().is_some_and(segment::is_temp_name) {
+        let read_temp = read.file_name().is_some_and(segment::is_temp_name);
+        let moved =
+            !listing.temps.iter().any(|t| t == read) && listing.segments.iter().any(renamed);
+        if read_temp && !moved {
             return Ok(None);
         }
-        let pending = listing.pending_segments().find(|s| s.first_seq == next);
+        let pending = listing
+            .pending_segments()
+            .find(|s| s.first_seq == next && s.path != read);
         Ok(pending)
     }
 
     /// `seg`, a roll's segment under its temporary name, failed to open with `error`. A header
     /// that never became complete means the log ends before it (recovery removes it); a file
-    /// that is gone was renamed into place by the live log since it was listed: read it there.
+    /// that is gone was renamed into place by the live log since it was listed (read it
+    /// there), or removed by a recovery as one that does not continue the log (the end).
     fn pending_gone(&mut self, seg: SegmentFile, error: LogError) -> Result<(), LogError> {
         let LogError::Io { source, .. } = &error else {
             return Ok(());
@@ -201,17 +211,14 @@ impl Reader {
             return Err(error);
         }
         let listing = segment::list(&*self.storage, &self.dir)?;
-        match listing
+        if let Some(renamed) = listing
             .segments
             .into_iter()
             .find(|s| s.first_seq == seg.first_seq)
         {
-            Some(renamed) => {
-                self.pending.push_back(renamed);
-                Ok(())
-            }
-            None => Err(error),
+            self.pending.push_back(renamed);
         }
+        Ok(())
     }
 }
 

@@ -195,6 +195,19 @@ fn a_segment_a_roll_left_under_its_temporary_name_is_read_where_it_continues_the
         let got = read(Reader::open(Arc::new(sim.clone()), DIR, Seq(from)).unwrap());
         assert_eq!(got, (from..20).collect::<Vec<_>>(), "from {from}");
     }
+    // Recovery (of a copy) takes it in: the same records.
+    let copy = SimStorage::new();
+    copy.create_dir_all(Path::new(DIR)).unwrap();
+    for path in done.iter().chain([&tmp]) {
+        let mut file = copy.create(path).unwrap();
+        file.append(&sim.contents(path).unwrap()).unwrap();
+    }
+    let recovered = crate::log::recover(Arc::new(copy), DIR, Default::default()).unwrap();
+    assert_eq!(recovered.report().records, 20);
+    assert_eq!(
+        read(recovered.replay().unwrap()),
+        (0..20).collect::<Vec<_>>()
+    );
 
     // One that does not continue the log (a record short of it), recovery removes: the log
     // ends before it, for the reader as for inspect.
@@ -221,13 +234,14 @@ fn a_segment_a_roll_left_under_its_temporary_name_is_read_where_it_continues_the
     );
 }
 
-/// A storage that renames `from` to `to` the first time a length of `from` is asked for: a
-/// live log's roll finishing between a reader's listing and its opening of the segment.
+/// A storage that renames `from` to `to` (removes it if `to` is `None`) the first time a
+/// length of `from` is asked for: a live log's roll finishing, or a recovery removing a stale
+/// segment, between a reader's listing and its opening of the segment.
 #[derive(Debug)]
 struct RenamedWhileOpening {
     sim: SimStorage,
     from: PathBuf,
-    to: PathBuf,
+    to: Option<PathBuf>,
     renamed: std::sync::atomic::AtomicBool,
 }
 
@@ -252,7 +266,10 @@ impl Storage for RenamedWhileOpening {
     }
     fn file_len(&self, path: &Path) -> io::Result<u64> {
         if path == self.from && !self.renamed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.sim.rename(&self.from, &self.to)?;
+            match &self.to {
+                Some(to) => self.sim.rename(&self.from, to)?,
+                None => self.sim.remove_file(&self.from)?,
+            }
         }
         self.sim.file_len(path)
     }
@@ -282,7 +299,7 @@ fn a_reader_follows_a_roll_that_renames_its_segment_into_place() {
     let storage = RenamedWhileOpening {
         sim: sim.clone(),
         from: tmp.clone(),
-        to: tmp.with_extension(""),
+        to: Some(tmp.with_extension("")),
         renamed: false.into(),
     };
     let mut reader = Reader::open(Arc::new(storage), DIR, Seq(0)).unwrap();
@@ -340,4 +357,73 @@ fn an_empty_segment_ends_the_log_unless_a_roll_continues_it() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.segments.iter().map(|s| s.records).sum::<u64>(), 3);
     assert_eq!(read_or_hang(open()), [0, 1, 2]);
+}
+
+#[test]
+fn a_reader_ends_where_a_recovery_removed_the_segment_it_was_about_to_open() {
+    let sim = SimStorage::new();
+    let (done, tmp) = log_in_the_middle_of_a_roll(&sim);
+    let before = records_in(&sim, &done);
+    let storage = RenamedWhileOpening {
+        sim: sim.clone(),
+        from: tmp.clone(),
+        to: None,
+        renamed: false.into(),
+    };
+    let reader = Reader::open(Arc::new(storage), DIR, Seq(0)).unwrap();
+    assert_eq!(read(reader), (0..before).collect::<Vec<_>>());
+    assert!(sim.contents(&tmp).is_none(), "removed");
+}
+
+/// A reader that reached `until` at a segment's end looks no further: a damaged segment
+/// after it is not its business.
+#[test]
+fn a_bounded_reader_stops_at_its_end_before_the_next_segment() {
+    let sim = SimStorage::new();
+    let (done, tmp) = log_in_the_middle_of_a_roll(&sim);
+    let before = records_in(&sim, &done);
+    sim.modify(&tmp, |d| d[30] ^= 1);
+    let open = || Reader::open(Arc::new(sim.clone()), DIR, Seq(0)).unwrap();
+    assert_eq!(
+        read(open().until(Seq(before))),
+        (0..before).collect::<Vec<_>>()
+    );
+    let unbounded: Vec<_> = open().map(|r| r.map(|r| r.seq.get())).collect();
+    assert_eq!(unbounded.len() as u64, before + 1);
+    assert!(matches!(unbounded.last(), Some(Err(LogError::Corrupt { path, .. })) if *path == tmp));
+}
+
+/// A live log can roll twice behind a reader: the segment it read under its temporary name
+/// is renamed into place and the next one started under its own.
+#[test]
+fn a_reader_follows_a_second_roll_once_the_first_is_renamed_into_place() {
+    let sim = SimStorage::new();
+    let paths = log(&sim, 20).segment_paths();
+    assert!(paths.len() > 3, "{paths:?}");
+    let counts: Vec<u64> = inspect(&sim, Path::new(DIR))
+        .unwrap()
+        .segments
+        .iter()
+        .map(|s| s.records)
+        .collect();
+    let (first_two, three) = (counts[0] + counts[1], counts[0] + counts[1] + counts[2]);
+    for later in &paths[3..] {
+        sim.remove_file(later).unwrap();
+    }
+    let third = sim.contents(&paths[2]).unwrap();
+    sim.remove_file(&paths[2]).unwrap();
+    let second_tmp = segment::temp_path(&paths[1]);
+    sim.rename(&paths[1], &second_tmp).unwrap();
+
+    let mut reader = Reader::open(Arc::new(sim.clone()), DIR, Seq(0)).unwrap();
+    let head: Vec<u64> = (&mut reader)
+        .take(first_two as usize)
+        .map(|r| r.unwrap().seq.get())
+        .collect();
+    assert_eq!(head, (0..first_two).collect::<Vec<_>>());
+    // The log renames the second into place and starts the third under its temporary name.
+    sim.rename(&second_tmp, &paths[1]).unwrap();
+    let mut file = sim.create(&segment::temp_path(&paths[2])).unwrap();
+    file.append(&third).unwrap();
+    assert_eq!(read(reader), (first_two..three).collect::<Vec<_>>());
 }
