@@ -387,10 +387,11 @@ impl ShardLog {
 
     /// Deletes the oldest segments while the log is beyond `limit`, returning their paths.
     ///
-    /// Only full segments (never the one being appended to) whose records are all at or below
-    /// both `checkpoint` and the last durable checkpoint are deleted, oldest first, stopping at
-    /// the first that is not, so the log stays contiguous and replay from the durable checkpoint
-    /// stays possible. A segment goes if the log's total size exceeds `limit.max_bytes` or its
+    /// Only full segments (never the one being appended to, nor, while a roll is in flight, the
+    /// newest full one: recovery takes in a segment under its temporary name only where it
+    /// continues one) whose records are all at or below both `checkpoint` and the last durable
+    /// checkpoint are deleted, oldest first, stopping at the first that is not, so the log stays
+    /// contiguous and replay from the durable checkpoint stays possible. A segment goes if the log's total size exceeds `limit.max_bytes` or its
     /// newest record is older than `limit.max_age`. The directory is synced after each removal.
     pub fn retain(
         &mut self,
@@ -408,7 +409,8 @@ impl ShardLog {
             .map(|a| u64::try_from(a.as_nanos()).unwrap_or(u64::MAX));
         let mut total = self.size_bytes();
         let mut removed = Vec::new();
-        while let Some(seg) = self.closed.front() {
+        let keep = usize::from(self.syncer.as_ref().is_some_and(Syncer::rolling));
+        while let Some(seg) = self.closed.front().filter(|_| self.closed.len() > keep) {
             let over_size = limit.max_bytes.is_some_and(|max| total > max);
             let too_old = match (max_age, seg.max_timestamp_nanos) {
                 (Some(age), Some(newest)) => now.saturating_sub(newest) > age,

@@ -460,3 +460,51 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_even_where_it_would_
     );
     assert_eq!(all(&log).concat(), b"xxxxxxxx");
 }
+
+/// A copy of the shard directory as it is now (what a crash of the process would leave).
+fn copy_of(sim: &SimStorage) -> SimStorage {
+    let copy = SimStorage::new();
+    copy.create_dir_all(Path::new(DIR)).unwrap();
+    for name in names(sim) {
+        let path = Path::new(DIR).join(name);
+        let mut file = copy.create(&path).unwrap();
+        file.append(&sim.contents(&path).unwrap()).unwrap();
+    }
+    copy
+}
+
+/// Retention while a roll is in flight keeps the newest full segment: recovery takes in the
+/// new segment, still under its temporary name, only where it continues one. Without it a
+/// crash then left that segment alone, recovery removed it, and the durable checkpoint lay
+/// outside an empty log (`CheckpointOutOfRange`).
+#[test]
+fn retention_keeps_the_full_segment_a_roll_in_flight_continues() {
+    let sim = SimStorage::new();
+    let (mut log, _) = open(&sim, FsyncPolicy::Never);
+    assert!(log.start_syncer("sb-io-test".to_owned()));
+    let batch: Vec<_> = (0..8).map(|_| rec(b"x")).collect();
+    assert_eq!(log.append(&batch).unwrap(), Seq(0)..Seq(8));
+    log.checkpoint(Seq(7)).unwrap();
+    assert_eq!(log.last_checkpoint(), Some(Seq(7)));
+    // The roll's syncs take long enough to be in flight through what follows.
+    sim.set_sync_delay(Duration::from_secs(1));
+    assert_eq!(log.append(&[rec(b"y")]).unwrap(), Seq(8)..Seq(9));
+    let first = Path::new(DIR).join("00000000000000000000.log");
+    let none = RetentionLimit {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    assert_eq!(log.retain(Seq(7), none).unwrap(), Vec::<PathBuf>::new());
+    assert_eq!(
+        names(&sim),
+        ["00000000000000000000.log", SEG_8_TMP, "checkpoint"]
+    );
+    let (crashed, r) = ShardLog::open(Arc::new(copy_of(&sim)), DIR, config(FsyncPolicy::Never))
+        .expect("a crash in the middle of the roll recovers");
+    assert_eq!((r.next_seq(), r.report().records), (Seq(9), 9));
+    drop(crashed);
+    // Once the roll is done, the full segment goes.
+    log.sync().unwrap();
+    assert_eq!(log.retain(Seq(7), none).unwrap(), [first]);
+    assert_eq!(names(&sim), [SEG_8, "checkpoint"]);
+}

@@ -212,6 +212,12 @@ impl Syncer {
         self.requested
     }
 
+    /// Whether a roll is in flight: the segment the shard appends to is still under its
+    /// temporary name.
+    pub(crate) fn rolling(&self) -> bool {
+        self.shared.lock().rolling
+    }
+
     /// Waits until the last roll is done (or the thread failed).
     pub(crate) fn wait_rolled(&mut self) -> Result<Progress, LogError> {
         let mut s = self.shared.lock();
