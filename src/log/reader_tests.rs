@@ -246,7 +246,7 @@ struct RenamedWhileOpening {
 }
 
 impl RenamedWhileOpening {
-    fn new(sim: &SimStorage, from: &Path, to: Option<PathBuf>) -> Arc<dyn Storage> {
+    fn storage(sim: &SimStorage, from: &Path, to: Option<PathBuf>) -> Arc<dyn Storage> {
         Arc::new(RenamedWhileOpening {
             sim: sim.clone(),
             from: from.to_path_buf(),
@@ -307,7 +307,7 @@ fn a_reader_follows_a_roll_that_renames_its_segment_into_place() {
     let (done, tmp) = log_in_the_middle_of_a_roll(&sim);
     let before = records_in(&sim, &done);
     // Between the listing that found it and the opening, the roll renames it.
-    let storage = RenamedWhileOpening::new(&sim, &tmp, Some(tmp.with_extension("")));
+    let storage = RenamedWhileOpening::storage(&sim, &tmp, Some(tmp.with_extension("")));
     let mut reader = Reader::open(storage, DIR, Seq(0)).unwrap();
     let head: Vec<u64> = (&mut reader)
         .take(before as usize)
@@ -370,7 +370,7 @@ fn a_reader_ends_where_a_recovery_removed_the_segment_it_was_about_to_open() {
     let sim = SimStorage::new();
     let (done, tmp) = log_in_the_middle_of_a_roll(&sim);
     let before = records_in(&sim, &done);
-    let storage = RenamedWhileOpening::new(&sim, &tmp, None);
+    let storage = RenamedWhileOpening::storage(&sim, &tmp, None);
     let reader = Reader::open(storage, DIR, Seq(0)).unwrap();
     assert_eq!(read(reader), (0..before).collect::<Vec<_>>());
     assert!(sim.contents(&tmp).is_none(), "removed");
