@@ -390,9 +390,10 @@ impl ShardLog {
     /// Only full segments (never the one being appended to, nor, while a roll is in flight, the
     /// newest full one: recovery takes in a segment under its temporary name only where it
     /// continues one) whose records are all at or below both `checkpoint` and the last durable
-    /// checkpoint are deleted, oldest first, stopping at the first that is not, so the log stays
-    /// contiguous and replay from the durable checkpoint stays possible. A segment goes if the log's total size exceeds `limit.max_bytes` or its
-    /// newest record is older than `limit.max_age`. The directory is synced after each removal.
+    /// checkpoint are deleted, oldest first, stopping at the first that is not, so the log
+    /// stays contiguous and replay from the durable checkpoint stays possible. A segment goes
+    /// if the log's total size exceeds `limit.max_bytes` or its newest record is older than
+    /// `limit.max_age`. The directory is synced after each removal.
     pub fn retain(
         &mut self,
         checkpoint: Seq,
