@@ -438,10 +438,7 @@ fn power_loss_in_the_middle_of_a_roll_removes_a_segment_that_does_not_continue_t
 #[test]
 fn a_segment_whose_header_never_reached_the_disk_is_removed_even_where_it_would_fit() {
     let sim = SimStorage::new();
-    let (mut log, _) = open(&sim, FsyncPolicy::Never);
-    assert!(log.start_syncer("sb-io-test".to_owned()));
-    let batch: Vec<_> = (0..8).map(|_| rec(b"x")).collect();
-    log.append(&batch).unwrap();
+    let mut log = first_segment_full_behind_the_sync_thread(&sim);
     log.sync().unwrap(); // the first segment is durable, full
     sim.fail_next_sync(io::Error::from_raw_os_error(5));
     log.append(&[rec(b"y")]).unwrap(); // the roll, which fails on the thread
@@ -459,6 +456,15 @@ fn a_segment_whose_header_never_reached_the_disk_is_removed_even_where_it_would_
         (None, Seq(8))
     );
     assert_eq!(all(&log).concat(), b"xxxxxxxx");
+}
+
+/// A log with the sync thread, its first segment filled by eight records (the ninth rolls).
+fn first_segment_full_behind_the_sync_thread(sim: &SimStorage) -> ShardLog {
+    let (mut log, _) = open(sim, FsyncPolicy::Never);
+    assert!(log.start_syncer("sb-io-test".to_owned()));
+    let batch: Vec<_> = (0..8).map(|_| rec(b"x")).collect();
+    assert_eq!(log.append(&batch).unwrap(), Seq(0)..Seq(8));
+    log
 }
 
 /// A copy of the shard directory as it is now (what a crash of the process would leave).
@@ -480,10 +486,7 @@ fn copy_of(sim: &SimStorage) -> SimStorage {
 #[test]
 fn retention_keeps_the_full_segment_a_roll_in_flight_continues() {
     let sim = SimStorage::new();
-    let (mut log, _) = open(&sim, FsyncPolicy::Never);
-    assert!(log.start_syncer("sb-io-test".to_owned()));
-    let batch: Vec<_> = (0..8).map(|_| rec(b"x")).collect();
-    assert_eq!(log.append(&batch).unwrap(), Seq(0)..Seq(8));
+    let mut log = first_segment_full_behind_the_sync_thread(&sim);
     log.checkpoint(Seq(7)).unwrap();
     assert_eq!(log.last_checkpoint(), Some(Seq(7)));
     // The roll's syncs take long enough to be in flight through what follows.
